@@ -1,1 +1,27 @@
-pub fn placeholder() {}
+//! shardlog's storage engine: one segmented, append-only partition log per partition, owned by
+//! the shard (core) that owns the partition.
+//!
+//! * [`batch`]: the RecordBatch v2 format, stored verbatim; validation and offset assignment.
+//! * [`io`]: the single narrow door to the disk, with a glommio O_DIRECT back end and a
+//!   fault-injecting simulator.
+//! * [`index`]: sparse offset and time indexes per segment.
+//! * [`log`]: [`PartitionLog`]: append with group commit, reads, retention, recovery.
+//!
+//! See `docs/ARCHITECTURE.md` for the on-disk format and the durability contract.
+
+pub mod batch;
+mod cache;
+pub mod config;
+pub mod error;
+pub mod index;
+pub mod io;
+pub mod log;
+
+/// A Kafka offset.
+pub type Offset = i64;
+
+pub use batch::{BatchError, BatchInfo};
+pub use config::{FlushPolicy, LogConfig, TimestampType};
+pub use error::LogError;
+pub use io::{GlommioStorage, SimStorage, Storage, StorageFile};
+pub use log::{AppendInfo, Committed, PartitionLog, ReadResult, RecoveryReport, RetentionReport};

@@ -1,0 +1,46 @@
+//! The engine's errors. The broker maps each to one Kafka error code (see the server's
+//! `errors` module); the engine never speaks wire codes itself.
+
+use std::path::PathBuf;
+
+use crate::batch::BatchError;
+use crate::Offset;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(#[from] BatchError),
+    #[error("offset {offset} is outside the log [{start}, {end})")]
+    OffsetOutOfRange {
+        offset: Offset,
+        start: Offset,
+        end: Offset,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no space left for the log in {0}")]
+    StorageFull(PathBuf),
+    #[error("log {0} failed after an I/O error and refuses writes until it is reopened")]
+    Failed(PathBuf),
+    #[error("corrupt data in {path} at byte {position}: {reason}")]
+    Corrupt {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
+}
+
+impl LogError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            return LogError::StorageFull(path);
+        }
+        LogError::Io { op, path, source }
+    }
+}

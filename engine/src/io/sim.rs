@@ -1,0 +1,418 @@
+//! An in-memory, fault-injecting [`Storage`] for tests.
+//!
+//! Each file keeps a *live* image (what reads see) and a *durable* image (what survives a
+//! crash), plus the list of writes and truncations since the last `sync_data`. Directory
+//! entries are live until the directory is synced. [`SimStorage::crash`] returns the storage a
+//! restarted process would find: the durable namespace, each file's durable image, and —
+//! depending on [`CrashMode`] — any subset of the unsynced writes, the last applied one torn at
+//! a random byte. Faults are armed with [`Faults`].
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use bytes::Bytes;
+
+use super::{Storage, StorageFile, VecBuf};
+
+/// Faults to inject. Counters count calls from when they were armed.
+#[derive(Clone, Debug, Default)]
+pub struct Faults {
+    /// Fail the write after this many more successful data writes with EIO.
+    pub eio_write_after: Option<u64>,
+    /// Fail the fsync after this many more successful fsyncs with EIO.
+    pub eio_sync_after: Option<u64>,
+    /// Total bytes the "disk" holds (file lengths and reservations); past it, ENOSPC.
+    pub capacity_bytes: Option<u64>,
+}
+
+/// What a crash keeps of the writes that were not yet synced.
+#[derive(Clone, Copy, Debug)]
+pub enum CrashMode {
+    /// Only what was fsynced survives.
+    LoseUnsynced,
+    /// A random subset of unsynced writes survives, in any order, the last kept one torn at a
+    /// random byte (seeded, reproducible).
+    Torn { seed: u64 },
+    /// Everything written survives (a process crash with a healthy kernel and device).
+    KeepAll,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Write { pos: u64, data: Vec<u8> },
+    Truncate(u64),
+}
+
+#[derive(Debug, Default)]
+struct FileData {
+    live: Vec<u8>,
+    durable: Vec<u8>,
+    unsynced: Vec<Op>,
+    reserved: u64,
+}
+
+#[derive(Default)]
+struct State {
+    live: HashMap<PathBuf, Rc<RefCell<FileData>>>,
+    durable: HashMap<PathBuf, Rc<RefCell<FileData>>>,
+    live_dirs: Vec<PathBuf>,
+    faults: Faults,
+    writes: u64,
+    syncs: u64,
+    alignment: u64,
+}
+
+/// The simulated storage; clones share one state.
+#[derive(Clone)]
+pub struct SimStorage {
+    state: Rc<RefCell<State>>,
+}
+
+impl Default for SimStorage {
+    fn default() -> Self {
+        Self::new(4096)
+    }
+}
+
+/// A file in [`SimStorage`].
+pub struct SimFile {
+    data: Rc<RefCell<FileData>>,
+    state: Rc<RefCell<State>>,
+    path: PathBuf,
+}
+
+fn eio(what: &str) -> io::Error {
+    io::Error::other(format!("injected EIO on {what}"))
+}
+
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(libc::ENOSPC)
+}
+
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next() % n
+        }
+    }
+}
+
+fn apply(buf: &mut Vec<u8>, op: &Op) {
+    match op {
+        Op::Write { pos, data } => {
+            let pos = *pos as usize;
+            if buf.len() < pos + data.len() {
+                buf.resize(pos + data.len(), 0);
+            }
+            buf[pos..pos + data.len()].copy_from_slice(data);
+        }
+        Op::Truncate(len) => buf.resize(*len as usize, 0),
+    }
+}
+
+impl SimStorage {
+    /// A fresh empty disk whose direct I/O needs `alignment`-byte blocks.
+    pub fn new(alignment: u64) -> Self {
+        let state = State {
+            alignment,
+            ..State::default()
+        };
+        Self {
+            state: Rc::new(RefCell::new(state)),
+        }
+    }
+
+    /// Arms faults (replacing earlier ones) and resets their counters.
+    pub fn set_faults(&self, faults: Faults) {
+        let mut st = self.state.borrow_mut();
+        st.faults = faults;
+        st.writes = 0;
+        st.syncs = 0;
+    }
+
+    /// The storage a restarted process would see after a crash now.
+    pub fn crash(&self, mode: CrashMode) -> SimStorage {
+        let st = self.state.borrow();
+        let mut rng = SplitMix(match mode {
+            CrashMode::Torn { seed } => seed,
+            _ => 0,
+        });
+        let mut durable = HashMap::new();
+        for (path, file) in &st.durable {
+            let f = file.borrow();
+            let mut image = f.durable.clone();
+            match mode {
+                CrashMode::LoseUnsynced => {}
+                CrashMode::KeepAll => image = f.live.clone(),
+                CrashMode::Torn { .. } => {
+                    let kept: Vec<&Op> = f.unsynced.iter().filter(|_| rng.below(2) == 0).collect();
+                    let n = kept.len();
+                    for (i, op) in kept.into_iter().enumerate() {
+                        if i + 1 == n {
+                            if let Op::Write { pos, data } = op {
+                                let cut = rng.below(data.len() as u64 + 1) as usize;
+                                apply(
+                                    &mut image,
+                                    &Op::Write {
+                                        pos: *pos,
+                                        data: data[..cut].to_vec(),
+                                    },
+                                );
+                                continue;
+                            }
+                        }
+                        apply(&mut image, op);
+                    }
+                }
+            }
+            let data = FileData {
+                live: image.clone(),
+                durable: image,
+                ..FileData::default()
+            };
+            durable.insert(path.clone(), Rc::new(RefCell::new(data)));
+        }
+        let state = State {
+            live: durable.clone(),
+            durable,
+            live_dirs: st.live_dirs.clone(),
+            alignment: st.alignment,
+            ..State::default()
+        };
+        SimStorage {
+            state: Rc::new(RefCell::new(state)),
+        }
+    }
+
+    /// Direct access to a file's live bytes (for corruption tests).
+    pub fn with_file_mut<R>(&self, path: &Path, f: impl FnOnce(&mut Vec<u8>) -> R) -> Option<R> {
+        let st = self.state.borrow();
+        let file = st.live.get(path)?;
+        let mut d = file.borrow_mut();
+        let r = f(&mut d.live);
+        d.durable = d.live.clone();
+        d.unsynced.clear();
+        Some(r)
+    }
+
+    /// Paths of all live files.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.state.borrow().live.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    fn used_bytes(st: &State) -> u64 {
+        st.live
+            .values()
+            .map(|f| {
+                let f = f.borrow();
+                (f.live.len() as u64).max(f.reserved)
+            })
+            .sum()
+    }
+}
+
+impl Storage for SimStorage {
+    type File = SimFile;
+
+    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        if !st.live_dirs.iter().any(|d| d == path) {
+            st.live_dirs.push(path.to_path_buf());
+        }
+        Ok(())
+    }
+
+    async fn open_file(&self, path: &Path, create: bool) -> io::Result<SimFile> {
+        let mut st = self.state.borrow_mut();
+        let data = match st.live.get(path) {
+            Some(d) => d.clone(),
+            None if create => {
+                let d = Rc::new(RefCell::new(FileData::default()));
+                st.live.insert(path.to_path_buf(), d.clone());
+                d
+            }
+            None => return Err(io::Error::from(io::ErrorKind::NotFound)),
+        };
+        Ok(SimFile {
+            data,
+            state: self.state.clone(),
+            path: path.to_path_buf(),
+        })
+    }
+
+    async fn remove_file(&self, path: &Path) -> io::Result<()> {
+        self.state.borrow_mut().live.remove(path);
+        Ok(())
+    }
+
+    async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        st.live.retain(|p, _| !p.starts_with(path));
+        st.durable.retain(|p, _| !p.starts_with(path));
+        st.live_dirs.retain(|d| !d.starts_with(path));
+        Ok(())
+    }
+
+    async fn sync_dir(&self, path: &Path) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        let live: Vec<(PathBuf, Rc<RefCell<FileData>>)> = st
+            .live
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(path))
+            .map(|(p, d)| (p.clone(), d.clone()))
+            .collect();
+        st.durable.retain(|p, _| p.parent() != Some(path));
+        st.durable.extend(live);
+        Ok(())
+    }
+
+    async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        let st = self.state.borrow();
+        Ok(st
+            .live
+            .keys()
+            .filter(|p| p.parent() == Some(path))
+            .filter_map(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_owned))
+            .collect())
+    }
+
+    async fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+        Ok(self
+            .state
+            .borrow()
+            .live
+            .get(path)
+            .map(|d| d.borrow().live.clone()))
+    }
+
+    async fn write_file_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        if let Some(cap) = st.faults.capacity_bytes {
+            if Self::used_bytes(&st) + data.len() as u64 > cap {
+                return Err(enospc());
+            }
+        }
+        let d = FileData {
+            live: data.to_vec(),
+            durable: data.to_vec(),
+            ..FileData::default()
+        };
+        let d = Rc::new(RefCell::new(d));
+        st.live.insert(path.to_path_buf(), d.clone());
+        st.durable.insert(path.to_path_buf(), d);
+        Ok(())
+    }
+}
+
+impl StorageFile for SimFile {
+    type Buf = VecBuf;
+
+    fn alignment(&self) -> u64 {
+        self.state.borrow().alignment
+    }
+
+    fn alloc(&self, len: usize) -> VecBuf {
+        VecBuf(vec![0; len])
+    }
+
+    async fn write_at(&self, buf: VecBuf, len: usize, pos: u64) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        let align = st.alignment;
+        if pos % align != 0 || len as u64 % align != 0 || len > buf.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("misaligned direct write: {len} bytes at {pos} (alignment {align})"),
+            ));
+        }
+        if let Some(n) = st.faults.eio_write_after {
+            if st.writes >= n {
+                return Err(eio(&format!("write to {}", self.path.display())));
+            }
+        }
+        if let Some(cap) = st.faults.capacity_bytes {
+            let d = self.data.borrow();
+            let grow = (pos + len as u64).saturating_sub((d.live.len() as u64).max(d.reserved));
+            if Self::used_bytes_of(&st) + grow > cap {
+                return Err(enospc());
+            }
+        }
+        st.writes += 1;
+        let op = Op::Write {
+            pos,
+            data: buf.0[..len].to_vec(),
+        };
+        let mut d = self.data.borrow_mut();
+        apply(&mut d.live, &op);
+        d.unsynced.push(op);
+        Ok(())
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        let d = self.data.borrow();
+        let start = (pos as usize).min(d.live.len());
+        let end = start.saturating_add(len).min(d.live.len());
+        Ok(Bytes::copy_from_slice(&d.live[start..end]))
+    }
+
+    async fn sync_data(&self) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        if let Some(n) = st.faults.eio_sync_after {
+            if st.syncs >= n {
+                return Err(eio(&format!("fsync of {}", self.path.display())));
+            }
+        }
+        st.syncs += 1;
+        let mut d = self.data.borrow_mut();
+        d.durable = d.live.clone();
+        d.unsynced.clear();
+        Ok(())
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        let op = Op::Truncate(len);
+        let mut d = self.data.borrow_mut();
+        apply(&mut d.live, &op);
+        d.unsynced.push(op);
+        Ok(())
+    }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        let st = self.state.borrow();
+        if let Some(cap) = st.faults.capacity_bytes {
+            let d = self.data.borrow();
+            let grow = len.saturating_sub((d.live.len() as u64).max(d.reserved));
+            if Self::used_bytes_of(&st) + grow > cap {
+                return Err(enospc());
+            }
+        }
+        let mut d = self.data.borrow_mut();
+        d.reserved = d.reserved.max(len);
+        Ok(())
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        Ok(self.data.borrow().live.len() as u64)
+    }
+}
+
+impl SimFile {
+    fn used_bytes_of(st: &State) -> u64 {
+        SimStorage::used_bytes(st)
+    }
+}

@@ -1,0 +1,1496 @@
+//! [`PartitionLog`]: one partition's segmented log.
+//!
+//! ## Write path and group commit
+//!
+//! `append` validates a batch, assigns its offsets by patching the header, copies it into the
+//! active segment's pending buffer (an aligned DMA buffer that starts at the last partially
+//! written block) and into the batch cache, and returns. Nothing waits for the disk there.
+//! Callers then wait for the level they need: [`PartitionLog::wait_written`] (the bytes reached
+//! the device: survives a process crash) or [`PartitionLog::wait_committed`] (the flush policy
+//! is satisfied: under `EveryBatch`, fdatasync'd: survives power loss).
+//!
+//! Waiters drive the I/O themselves: the first one to find the device idle takes the pending
+//! buffer, writes it with one O_DIRECT write, and (if the policy says so) issues one
+//! fdatasync. Appends that land while that I/O is in flight go into a fresh buffer and are
+//! covered by the next write and the next fdatasync: one fdatasync completes every append
+//! that was waiting on it. `tick` does the same for data nobody waits on (acks=0) and for
+//! interval flushes. All of it is single-threaded: a log lives on one shard, so the
+//! `RefCell` is never contended and is never held across an `.await`.
+//!
+//! Because O_DIRECT writes whole blocks, the block holding the write position is rewritten by
+//! the next write together with the new data. Writes are serialized, so that is safe.
+//!
+//! ## Space
+//!
+//! Segment files are preallocated (fallocate, KEEP_SIZE) in `preallocate_bytes` steps before
+//! any batch that needs the space is accepted. A full disk is therefore reported to the one
+//! append that needed the space (`StorageFull`, nothing appended) and the log keeps serving
+//! reads and accepts appends again once space is freed. A failed write or fdatasync, on the
+//! other hand, leaves the device state unknown (fsyncgate): the log refuses further appends
+//! (`Failed`) until it is reopened and recovered from what is really on disk.
+//!
+//! ## Recovery
+//!
+//! Sealed segments were fdatasync'd and truncated to their exact length when they were
+//! sealed, so opening a log only examines the last segment: if the clean-shutdown marker
+//! matches it, its length and indexes are trusted; otherwise it is scanned batch by batch
+//! (length, magic, CRC, contiguous offsets) and truncated after the last valid batch. Start-up
+//! work is bounded by one segment, whatever the retained size. Indexes of sealed segments are
+//! loaded lazily and rebuilt when missing or inconsistent.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use event_listener::{Event, EventListener};
+
+use crate::batch::{self, BatchInfo, HEADER_BYTES};
+use crate::cache::BatchCache;
+use crate::config::{FlushPolicy, LogConfig, TimestampType};
+use crate::error::LogError;
+use crate::index::SegmentIndex;
+use crate::io::{align_down, align_up, Storage, StorageFile};
+use crate::Offset;
+
+const CLEAN_MARKER: &str = "clean-shutdown";
+const LOG_START_FILE: &str = "log-start";
+const EPOCHS_FILE: &str = "leader-epochs";
+const MARKER_MAGIC: &[u8; 4] = b"SLCM";
+const SCAN_CHUNK_BYTES: usize = 1 << 20;
+const MIN_READ_BYTES: usize = 64 << 10;
+
+/// Result of a successful append.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    pub base_offset: Offset,
+    pub last_offset: Offset,
+    pub record_count: i32,
+    /// Set when the log stamps batches with LogAppendTime.
+    pub log_append_time_ms: Option<i64>,
+    pub batch: BatchInfo,
+}
+
+/// Proof that the flush policy is satisfied for every offset up to and including `through`.
+/// Only the log creates it, after the I/O the policy demands has completed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Committed {
+    through: Offset,
+}
+
+impl Committed {
+    pub fn through(&self) -> Offset {
+        self.through
+    }
+}
+
+/// Whole batches, as stored, ready to be written to a socket unchanged.
+#[derive(Debug, Default)]
+pub struct ReadResult {
+    pub batches: Vec<Bytes>,
+    pub bytes: usize,
+}
+
+/// What opening a log found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The clean-shutdown marker matched: nothing was scanned.
+    pub clean: bool,
+    /// Bytes cut from the tail of the last segment (torn or corrupt data, block padding).
+    pub truncated_bytes: u64,
+    /// Bytes of the last segment that were scanned and validated.
+    pub scanned_bytes: u64,
+    pub segments: usize,
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RetentionReport {
+    pub segments_deleted: usize,
+    pub bytes_deleted: u64,
+}
+
+struct Sealed<F> {
+    base: Offset,
+    next_offset: Offset,
+    size: u64,
+    file: Rc<F>,
+    index: RefCell<Option<Rc<SegmentIndex>>>,
+}
+
+struct Active<F: StorageFile> {
+    base: Offset,
+    file: Rc<F>,
+    next_offset: Offset,
+    /// Logical bytes, including those still pending in `buf`.
+    size: u64,
+    /// Bytes that reached the device.
+    written: u64,
+    /// Bytes reserved with fallocate.
+    allocated: u64,
+    /// Holds the segment's bytes `[buf_start, size)`.
+    buf: Option<F::Buf>,
+    buf_start: u64,
+    index: SegmentIndex,
+    bytes_since_index: u64,
+    max_timestamp: i64,
+    last_batch_rel: u32,
+    first_append_ms: Option<i64>,
+}
+
+struct Inner<F: StorageFile> {
+    config: LogConfig,
+    sealed: BTreeMap<Offset, Rc<Sealed<F>>>,
+    active: Active<F>,
+    log_start: Offset,
+    written_end: Offset,
+    durable_end: Offset,
+    cache: BatchCache,
+    epochs: Vec<(i32, Offset)>,
+    epochs_dirty: bool,
+    io_busy: bool,
+    failed: bool,
+    unsynced_bytes: u64,
+    last_sync: Instant,
+}
+
+/// One partition's log. Not `Send`: it lives on the shard that owns the partition.
+pub struct PartitionLog<S: Storage> {
+    storage: S,
+    dir: PathBuf,
+    inner: RefCell<Inner<S::File>>,
+    /// Notified whenever I/O completes (written/durable/committed ends advance or the device
+    /// becomes idle).
+    event: Event,
+}
+
+/// Releases the log's I/O slot when dropped (also on error or cancellation).
+struct IoSlot<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+}
+
+impl<S: Storage> Drop for IoSlot<'_, S> {
+    fn drop(&mut self) {
+        self.log.inner.borrow_mut().io_busy = false;
+        self.log.event.notify(usize::MAX);
+    }
+}
+
+fn segment_name(base: Offset, ext: &str) -> String {
+    format!("{base:020}.{ext}")
+}
+
+struct ScanOutcome {
+    valid_end: u64,
+    next_offset: Offset,
+    index: SegmentIndex,
+    max_timestamp: i64,
+    last_batch_rel: u32,
+    stop: Option<String>,
+}
+
+enum Need {
+    Written(Offset),
+    Durable(Offset),
+}
+
+impl<S: Storage> PartitionLog<S> {
+    /// Opens (or creates) the log in `dir`, recovering its tail.
+    pub async fn open(
+        storage: S,
+        dir: PathBuf,
+        config: LogConfig,
+    ) -> Result<(Self, RecoveryReport), LogError> {
+        let config = config.normalized();
+        storage
+            .create_dir_all(&dir)
+            .await
+            .map_err(|e| LogError::io("create dir", &dir, e))?;
+        if let Some(parent) = dir.parent() {
+            storage
+                .sync_dir(parent)
+                .await
+                .map_err(|e| LogError::io("sync dir", parent, e))?;
+        }
+        let names = storage
+            .list_dir(&dir)
+            .await
+            .map_err(|e| LogError::io("list dir", &dir, e))?;
+        let mut bases: Vec<Offset> = names
+            .iter()
+            .filter_map(|n| n.strip_suffix(".log"))
+            .filter(|s| s.len() == 20)
+            .filter_map(|s| s.parse::<Offset>().ok())
+            .collect();
+        bases.sort_unstable();
+        for n in names.iter().filter(|n| n.ends_with(".tmp")) {
+            let p = dir.join(n);
+            storage
+                .remove_file(&p)
+                .await
+                .map_err(|e| LogError::io("remove", &p, e))?;
+        }
+
+        let mut log_start = read_checked(&storage, &dir.join(LOG_START_FILE))
+            .await?
+            .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
+            .unwrap_or(0);
+        let mut epochs = read_checked(&storage, &dir.join(EPOCHS_FILE))
+            .await?
+            .map(|b| decode_epochs(&b))
+            .unwrap_or_default();
+        let marker = read_checked(&storage, &dir.join(CLEAN_MARKER)).await?;
+
+        let mut report = RecoveryReport::default();
+        let mut sealed = BTreeMap::new();
+        for (i, &base) in bases.iter().enumerate().take(bases.len().saturating_sub(1)) {
+            let path = dir.join(segment_name(base, "log"));
+            let file = storage
+                .open_file(&path, false)
+                .await
+                .map_err(|e| LogError::io("open", &path, e))?;
+            let size = file
+                .size()
+                .await
+                .map_err(|e| LogError::io("stat", &path, e))?;
+            let seg = Sealed {
+                base,
+                next_offset: bases[i + 1],
+                size,
+                file: Rc::new(file),
+                index: RefCell::new(None),
+            };
+            sealed.insert(base, Rc::new(seg));
+        }
+
+        let active_base = bases.last().copied().unwrap_or(log_start.max(0));
+        let path = dir.join(segment_name(active_base, "log"));
+        let file = storage
+            .open_file(&path, true)
+            .await
+            .map_err(|e| LogError::io("open", &path, e))?;
+        if bases.is_empty() {
+            storage
+                .sync_dir(&dir)
+                .await
+                .map_err(|e| LogError::io("sync dir", &dir, e))?;
+        }
+        let file_size = file
+            .size()
+            .await
+            .map_err(|e| LogError::io("stat", &path, e))?;
+        let clean = marker.as_deref().and_then(decode_marker);
+        let mut active = None;
+        if let Some((m_base, m_size, m_next)) = clean {
+            if m_base == active_base && m_size <= file_size {
+                let idx =
+                    load_index(&storage, &dir, active_base, m_size, m_next - active_base).await;
+                if let Some(index) = idx {
+                    report.clean = true;
+                    let max_timestamp = index.max_timestamp().unwrap_or(-1);
+                    let last_batch_rel = index.offsets.last().map_or(0, |e| e.0);
+                    active = Some((m_size, m_next, index, max_timestamp, last_batch_rel));
+                }
+            }
+        }
+        let file = Rc::new(file);
+        let (size, next_offset, index, max_timestamp, last_batch_rel) = match active {
+            Some(a) => a,
+            None => {
+                let scan = scan_segment(
+                    &*file,
+                    &path,
+                    active_base,
+                    file_size,
+                    config.index_interval_bytes,
+                )
+                .await?;
+                if let Some(reason) = &scan.stop {
+                    tracing::warn!(path = %path.display(), valid_bytes = scan.valid_end, file_bytes = file_size, %reason, "recovery truncates the log tail");
+                }
+                report.scanned_bytes = scan.valid_end;
+                (
+                    scan.valid_end,
+                    scan.next_offset,
+                    scan.index,
+                    scan.max_timestamp,
+                    scan.last_batch_rel,
+                )
+            }
+        };
+        if file_size != size {
+            report.truncated_bytes = file_size - size;
+            file.truncate(size)
+                .await
+                .map_err(|e| LogError::io("truncate", &path, e))?;
+            file.sync_data()
+                .await
+                .map_err(|e| LogError::io("fdatasync", &path, e))?;
+        }
+        if marker.is_some() {
+            let p = dir.join(CLEAN_MARKER);
+            storage
+                .remove_file(&p)
+                .await
+                .map_err(|e| LogError::io("remove", &p, e))?;
+            storage
+                .sync_dir(&dir)
+                .await
+                .map_err(|e| LogError::io("sync dir", &dir, e))?;
+        }
+
+        let align = file.alignment();
+        let buf_start = align_down(size, align);
+        let mut buf = file.alloc(SCAN_CHUNK_BYTES.max(align as usize));
+        if size > buf_start {
+            let tail = file
+                .read_at(buf_start, (size - buf_start) as usize)
+                .await
+                .map_err(|e| LogError::io("read", &path, e))?;
+            buf[..tail.len()].copy_from_slice(&tail);
+        }
+        let first_base = sealed.keys().next().copied().unwrap_or(active_base);
+        log_start = log_start.clamp(first_base, next_offset);
+        epochs.retain(|&(_, start)| start < next_offset || start == 0);
+        report.segments = sealed.len() + 1;
+        report.log_start_offset = log_start;
+        report.log_end_offset = next_offset;
+        let bytes_since_index = if index.offsets.is_empty() {
+            u64::MAX / 2
+        } else {
+            size - u64::from(index.offsets.last().map_or(0, |e| e.1))
+        };
+        let active = Active {
+            base: active_base,
+            file,
+            next_offset,
+            size,
+            written: size,
+            allocated: size,
+            buf: Some(buf),
+            buf_start,
+            index,
+            bytes_since_index,
+            max_timestamp,
+            last_batch_rel,
+            first_append_ms: None,
+        };
+        let inner = Inner {
+            cache: BatchCache::new(config.cache_bytes),
+            config,
+            sealed,
+            active,
+            log_start,
+            written_end: next_offset,
+            durable_end: next_offset,
+            epochs,
+            epochs_dirty: false,
+            io_busy: false,
+            failed: false,
+            unsynced_bytes: 0,
+            last_sync: Instant::now(),
+        };
+        tracing::debug!(dir = %dir.display(), ?report, "log opened");
+        Ok((
+            Self {
+                storage,
+                dir,
+                inner: RefCell::new(inner),
+                event: Event::new(),
+            },
+            report,
+        ))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.inner.borrow().config.clone()
+    }
+
+    pub fn set_config(&self, config: LogConfig) {
+        let mut st = self.inner.borrow_mut();
+        let config = config.normalized();
+        st.cache.set_limit(config.cache_bytes);
+        st.config = config;
+        drop(st);
+        self.event.notify(usize::MAX);
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.inner.borrow().log_start
+    }
+
+    pub fn log_end_offset(&self) -> Offset {
+        self.inner.borrow().active.next_offset
+    }
+
+    pub fn durable_end_offset(&self) -> Offset {
+        self.inner.borrow().durable_end
+    }
+
+    pub fn written_end_offset(&self) -> Offset {
+        self.inner.borrow().written_end
+    }
+
+    /// The end of what consumers may read: data that satisfies the flush policy.
+    pub fn committed_end_offset(&self) -> Offset {
+        let st = self.inner.borrow();
+        committed_end(&st)
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        let st = self.inner.borrow();
+        st.sealed.values().map(|s| s.size).sum::<u64>() + st.active.size
+    }
+
+    pub fn cached_bytes(&self) -> usize {
+        self.inner.borrow().cache.bytes()
+    }
+
+    pub fn is_failed(&self) -> bool {
+        self.inner.borrow().failed
+    }
+
+    /// Resolves on the next I/O completion; re-check offsets after it fires.
+    pub fn listen(&self) -> EventListener {
+        self.event.listen()
+    }
+
+    /// Validates and appends one batch; see the module docs for what it waits on.
+    pub async fn append(
+        &self,
+        bytes: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let max = self.inner.borrow().config.max_batch_bytes;
+        let info = batch::validate(bytes, max)?;
+        let len = bytes.len() as u64;
+        loop {
+            let (roll, drain, grow) = {
+                let st = self.inner.borrow();
+                if st.failed {
+                    return Err(LogError::Failed(self.dir.clone()));
+                }
+                let a = &st.active;
+                let span = a.next_offset - a.base + i64::from(info.last_offset_delta) + 1;
+                let aged = a
+                    .first_append_ms
+                    .is_some_and(|t| now_ms - t >= st.config.segment_ms);
+                let roll = a.size > 0
+                    && (a.size + len > st.config.segment_bytes
+                        || aged
+                        || span > i64::from(u32::MAX));
+                let drain = (a.size - a.written) + len > st.config.max_pending_bytes as u64;
+                let grow = a.size + len > a.allocated;
+                (roll, drain, grow)
+            };
+            if roll {
+                self.roll().await?;
+            } else if drain {
+                let end = self.log_end_offset();
+                self.pump(Need::Written(end)).await?;
+            } else if grow {
+                self.reserve(len).await?;
+            } else {
+                break;
+            }
+        }
+
+        let mut st = self.inner.borrow_mut();
+        let st = &mut *st;
+        let base_offset = st.active.next_offset;
+        let mut owned = BytesMut::from(bytes);
+        batch::assign(&mut owned, base_offset, leader_epoch);
+        let log_append_time_ms =
+            (st.config.timestamp_type == TimestampType::LogAppendTime).then(|| {
+                batch::stamp_log_append_time(&mut owned, now_ms);
+                now_ms
+            });
+        let stored = owned.freeze();
+        let info = BatchInfo {
+            base_offset,
+            partition_leader_epoch: leader_epoch,
+            max_timestamp: log_append_time_ms.unwrap_or(info.max_timestamp),
+            ..info
+        };
+        let a = &mut st.active;
+        let rel = (base_offset - a.base) as u32;
+        let pos = a.size;
+        let end_in_buf = (pos + len - a.buf_start) as usize;
+        let need_cap = align_up(end_in_buf as u64, a.file.alignment()) as usize;
+        let cap = a.buf.as_ref().map_or(0, |b| b.len());
+        if need_cap > cap {
+            let mut bigger = a.file.alloc(need_cap.max(cap * 2).max(SCAN_CHUNK_BYTES));
+            if let Some(old) = &a.buf {
+                let used = (pos - a.buf_start) as usize;
+                bigger[..used].copy_from_slice(&old[..used]);
+            }
+            a.buf = Some(bigger);
+        }
+        if let Some(buf) = a.buf.as_mut() {
+            let at = (pos - a.buf_start) as usize;
+            buf[at..end_in_buf].copy_from_slice(&stored);
+        }
+        a.max_timestamp = a.max_timestamp.max(info.max_timestamp);
+        if a.bytes_since_index >= u64::from(st.config.index_interval_bytes) {
+            a.index.push(rel, pos as u32, a.max_timestamp);
+            a.bytes_since_index = 0;
+        }
+        a.bytes_since_index += len;
+        a.last_batch_rel = rel;
+        a.size += len;
+        a.next_offset = info.next_offset();
+        a.first_append_ms.get_or_insert(now_ms);
+        if st.epochs.last().is_none_or(|&(e, _)| leader_epoch > e) {
+            // Persisted by the next write (see `do_io`), before the data it describes is
+            // acknowledged.
+            st.epochs.push((leader_epoch, base_offset));
+            st.epochs_dirty = true;
+        }
+        st.cache.push(base_offset, info.next_offset(), stored);
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: info.last_offset(),
+            record_count: info.record_count,
+            log_append_time_ms,
+            batch: info,
+        })
+    }
+
+    /// Returns once every offset up to and including `offset` is on the device.
+    pub async fn wait_written(&self, offset: Offset) -> Result<(), LogError> {
+        self.pump(Need::Written(offset + 1)).await
+    }
+
+    /// Returns once every offset up to and including `offset` satisfies the flush policy.
+    pub async fn wait_committed(&self, offset: Offset) -> Result<Committed, LogError> {
+        let need = match self.inner.borrow().config.flush {
+            FlushPolicy::EveryBatch => Need::Durable(offset + 1),
+            _ => Need::Written(offset + 1),
+        };
+        self.pump(need).await?;
+        Ok(Committed { through: offset })
+    }
+
+    /// Writes and fdatasyncs everything appended so far.
+    pub async fn flush(&self) -> Result<(), LogError> {
+        let end = self.log_end_offset();
+        self.pump(Need::Durable(end)).await
+    }
+
+    /// Periodic work: write data nobody waits for, interval fsync, age-based roll.
+    pub async fn tick(&self, now_ms: i64) -> Result<(), LogError> {
+        let (work, roll) = {
+            let st = self.inner.borrow();
+            if st.failed || st.io_busy {
+                return Ok(());
+            }
+            let a = &st.active;
+            let pending = a.size > a.written;
+            let unsynced = st.durable_end < st.written_end || pending;
+            let sync_due = match st.config.flush {
+                FlushPolicy::EveryBatch => unsynced,
+                FlushPolicy::Interval { bytes, ms } => {
+                    unsynced
+                        && ((bytes > 0 && st.unsynced_bytes + (a.size - a.written) >= bytes)
+                            || (ms > 0 && st.last_sync.elapsed().as_millis() as u64 >= ms))
+                }
+                FlushPolicy::Never => false,
+            };
+            let roll = a.size > 0
+                && a.first_append_ms
+                    .is_some_and(|t| now_ms - t >= st.config.segment_ms);
+            let end = a.next_offset;
+            (
+                if sync_due {
+                    Some(Need::Durable(end))
+                } else if pending {
+                    Some(Need::Written(end))
+                } else {
+                    None
+                },
+                roll,
+            )
+        };
+        if let Some(need) = work {
+            self.pump(need).await?;
+        }
+        if roll {
+            self.roll().await?;
+        }
+        Ok(())
+    }
+
+    async fn acquire_io(&self) -> Result<IoSlot<'_, S>, LogError> {
+        loop {
+            let listener = {
+                let mut st = self.inner.borrow_mut();
+                if st.failed {
+                    return Err(LogError::Failed(self.dir.clone()));
+                }
+                if !st.io_busy {
+                    st.io_busy = true;
+                    return Ok(IoSlot { log: self });
+                }
+                self.event.listen()
+            };
+            listener.await;
+        }
+    }
+
+    /// Drives I/O until `need` holds. Whoever finds the device idle does the work for all.
+    async fn pump(&self, need: Need) -> Result<(), LogError> {
+        loop {
+            let listener = {
+                let mut st = self.inner.borrow_mut();
+                if st.failed {
+                    return Err(LogError::Failed(self.dir.clone()));
+                }
+                let done = match need {
+                    Need::Written(end) => st.written_end >= end.min(st.active.next_offset),
+                    Need::Durable(end) => st.durable_end >= end.min(st.active.next_offset),
+                };
+                if done {
+                    return Ok(());
+                }
+                if st.io_busy {
+                    Some(self.event.listen())
+                } else {
+                    st.io_busy = true;
+                    None
+                }
+            };
+            match listener {
+                Some(l) => l.await,
+                None => {
+                    let slot = IoSlot { log: self };
+                    let sync = matches!(need, Need::Durable(_)) || self.sync_due();
+                    let r = self.do_io(sync).await;
+                    drop(slot);
+                    r?;
+                }
+            }
+        }
+    }
+
+    fn sync_due(&self) -> bool {
+        let st = self.inner.borrow();
+        match st.config.flush {
+            FlushPolicy::EveryBatch => true,
+            FlushPolicy::Interval { bytes, ms } => {
+                let pending = st.active.size - st.active.written;
+                (bytes > 0 && st.unsynced_bytes + pending >= bytes)
+                    || (ms > 0 && st.last_sync.elapsed().as_millis() as u64 >= ms)
+            }
+            FlushPolicy::Never => false,
+        }
+    }
+
+    /// One round of I/O with the slot held: write everything pending, then fdatasync if asked.
+    async fn do_io(&self, sync: bool) -> Result<(), LogError> {
+        let path = self.active_path();
+        let taken = {
+            let mut st = self.inner.borrow_mut();
+            let a = &mut st.active;
+            if a.size > a.written {
+                let align = a.file.alignment();
+                let used = (a.size - a.buf_start) as usize;
+                let len = align_up(used as u64, align) as usize;
+                let new_start = align_down(a.size, align);
+                let tail = (a.size - new_start) as usize;
+                let mut fresh = a.file.alloc(SCAN_CHUNK_BYTES.max(align as usize));
+                let old = a.buf.take();
+                if let Some(old) = &old {
+                    let from = (new_start - a.buf_start) as usize;
+                    fresh[..tail].copy_from_slice(&old[from..from + tail]);
+                }
+                let pos = a.buf_start;
+                a.buf = Some(fresh);
+                a.buf_start = new_start;
+                old.map(|b| (b, len, pos, a.size, a.next_offset, a.file.clone()))
+            } else {
+                None
+            }
+        };
+        let epochs_to_save = {
+            let mut st = self.inner.borrow_mut();
+            std::mem::take(&mut st.epochs_dirty).then(|| encode_epochs(&st.epochs))
+        };
+        if let Some(bytes) = epochs_to_save {
+            let p = self.dir.join(EPOCHS_FILE);
+            if let Err(e) = self.storage.write_file_atomic(&p, &with_crc(&bytes)).await {
+                return Err(self.fail(LogError::io("write", &p, e)));
+            }
+        }
+        if let Some((buf, len, pos, end_size, end_offset, file)) = taken {
+            if let Err(e) = file.write_at(buf, len, pos).await {
+                return Err(self.fail(LogError::io("write", &path, e)));
+            }
+            let mut st = self.inner.borrow_mut();
+            st.unsynced_bytes += end_size.saturating_sub(st.active.written);
+            st.active.written = st.active.written.max(end_size);
+            st.written_end = st.written_end.max(end_offset);
+        }
+        if sync {
+            let (file, target) = {
+                let st = self.inner.borrow();
+                (st.active.file.clone(), st.written_end)
+            };
+            if self.inner.borrow().durable_end < target {
+                if let Err(e) = file.sync_data().await {
+                    return Err(self.fail(LogError::io("fdatasync", &path, e)));
+                }
+                let mut st = self.inner.borrow_mut();
+                st.durable_end = st.durable_end.max(target);
+                st.unsynced_bytes = 0;
+                st.last_sync = Instant::now();
+            }
+        }
+        self.event.notify(usize::MAX);
+        Ok(())
+    }
+
+    fn fail(&self, err: LogError) -> LogError {
+        if matches!(err, LogError::StorageFull(_)) {
+            // A full device during a data write leaves it in an unknown state all the same.
+            tracing::error!(dir = %self.dir.display(), error = %err, "write hit a full disk; log refuses appends until reopened");
+        } else {
+            tracing::error!(dir = %self.dir.display(), error = %err, "I/O failed; log refuses appends until reopened");
+        }
+        self.inner.borrow_mut().failed = true;
+        self.event.notify(usize::MAX);
+        err
+    }
+
+    fn active_path(&self) -> PathBuf {
+        let base = self.inner.borrow().active.base;
+        self.dir.join(segment_name(base, "log"))
+    }
+
+    /// Reserves space for `len` more bytes in the active segment.
+    async fn reserve(&self, len: u64) -> Result<(), LogError> {
+        let (file, target) = {
+            let st = self.inner.borrow();
+            let a = &st.active;
+            let want = (a.size + len)
+                .max(a.allocated + st.config.preallocate_bytes)
+                .min(st.config.segment_bytes.max(a.size + len));
+            (a.file.clone(), align_up(want, a.file.alignment()))
+        };
+        let path = self.active_path();
+        file.preallocate(target).await.map_err(|e| {
+            let err = LogError::io("fallocate", &path, e);
+            tracing::warn!(error = %err, "cannot reserve segment space; append refused");
+            err
+        })?;
+        let mut st = self.inner.borrow_mut();
+        if Rc::ptr_eq(&st.active.file, &file) {
+            st.active.allocated = st.active.allocated.max(target);
+        }
+        Ok(())
+    }
+
+    /// Seals the active segment and starts a new one at the log end.
+    async fn roll(&self) -> Result<(), LogError> {
+        let _slot = self.acquire_io().await?;
+        // Seal: everything written and fdatasync'd, then cut to the exact length.
+        let (needs_write, needs_sync) = {
+            let st = self.inner.borrow();
+            (
+                st.active.size > st.active.written,
+                st.durable_end < st.active.next_offset,
+            )
+        };
+        if needs_write || needs_sync {
+            self.do_io(true).await?;
+        }
+        let (old_file, old_base, size, next, mut index, last_rel, max_ts) = {
+            let st = self.inner.borrow();
+            let a = &st.active;
+            if a.size == 0 {
+                return Ok(()); // someone else rolled while we waited
+            }
+            (
+                a.file.clone(),
+                a.base,
+                a.size,
+                a.next_offset,
+                a.index.clone(),
+                a.last_batch_rel,
+                a.max_timestamp,
+            )
+        };
+        let old_path = self.dir.join(segment_name(old_base, "log"));
+        let fail = |e| self.fail(LogError::io("seal", &old_path, e));
+        old_file.truncate(size).await.map_err(fail)?;
+        old_file
+            .sync_data()
+            .await
+            .map_err(|e| self.fail(LogError::io("seal", &old_path, e)))?;
+        index.seal_time(last_rel, max_ts);
+        if let Err(e) = self.write_index(old_base, &index).await {
+            tracing::warn!(error = %e, segment = old_base, "could not write index files; they will be rebuilt on use");
+        }
+
+        let new_path = self.dir.join(segment_name(next, "log"));
+        let created = async {
+            let f = self.storage.open_file(&new_path, true).await?;
+            let prealloc = self.inner.borrow().config.preallocate_bytes;
+            f.preallocate(prealloc).await?;
+            self.storage.sync_dir(&self.dir).await?;
+            Ok::<_, std::io::Error>(f)
+        }
+        .await;
+        let new_file = match created {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = self.storage.remove_file(&new_path).await;
+                let mut st = self.inner.borrow_mut();
+                st.active.allocated = st.active.size; // truncated: reserve again before appending
+                return Err(LogError::io("create segment", &new_path, e));
+            }
+        };
+        let mut st = self.inner.borrow_mut();
+        let prealloc = st.config.preallocate_bytes;
+        let align = new_file.alignment();
+        let buf = new_file.alloc(SCAN_CHUNK_BYTES.max(align as usize));
+        let new_active = Active {
+            base: next,
+            file: Rc::new(new_file),
+            next_offset: next,
+            size: 0,
+            written: 0,
+            allocated: prealloc,
+            buf: Some(buf),
+            buf_start: 0,
+            index: SegmentIndex::default(),
+            bytes_since_index: u64::MAX / 2,
+            max_timestamp: -1,
+            last_batch_rel: 0,
+            first_append_ms: None,
+        };
+        let old = std::mem::replace(&mut st.active, new_active);
+        let sealed = Sealed {
+            base: old.base,
+            next_offset: next,
+            size,
+            file: old.file,
+            index: RefCell::new(Some(Rc::new(index))),
+        };
+        st.sealed.insert(old.base, Rc::new(sealed));
+        tracing::debug!(dir = %self.dir.display(), sealed = old.base, next, "segment rolled");
+        Ok(())
+    }
+
+    async fn write_index(&self, base: Offset, index: &SegmentIndex) -> std::io::Result<()> {
+        self.storage
+            .write_file_atomic(
+                &self.dir.join(segment_name(base, "index")),
+                &index.encode_offsets(),
+            )
+            .await?;
+        self.storage
+            .write_file_atomic(
+                &self.dir.join(segment_name(base, "timeindex")),
+                &index.encode_times(),
+            )
+            .await
+    }
+
+    /// Reads whole batches starting with the one that contains `offset`.
+    pub async fn read(
+        &self,
+        offset: Offset,
+        max_offset: Offset,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<ReadResult, LogError> {
+        let mut out = ReadResult::default();
+        let source = {
+            let st = self.inner.borrow();
+            let end = st.active.next_offset;
+            if offset < st.log_start || offset > end {
+                return Err(LogError::OffsetOutOfRange {
+                    offset,
+                    start: st.log_start,
+                    end,
+                });
+            }
+            let max_offset = max_offset.min(end);
+            if offset >= max_offset {
+                return Ok(out);
+            }
+            if st.cache.covers(offset) {
+                out.bytes = st
+                    .cache
+                    .read(offset, max_offset, max_bytes, min_one, &mut out.batches);
+                return Ok(out);
+            }
+            if offset >= st.active.base {
+                let a = &st.active;
+                let pos = a.index.position_for(a.base, offset);
+                (a.file.clone(), a.base, a.written, pos, None)
+            } else {
+                match st.sealed.range(..=offset).next_back() {
+                    Some((_, seg)) => (seg.file.clone(), seg.base, seg.size, 0, Some(seg.clone())),
+                    None => {
+                        return Err(LogError::OffsetOutOfRange {
+                            offset,
+                            start: st.log_start,
+                            end,
+                        })
+                    }
+                }
+            }
+        };
+        let (file, base, limit, mut pos, sealed) = source;
+        if let Some(seg) = sealed {
+            let index = self.sealed_index(&seg).await?;
+            pos = index.position_for(base, offset);
+        }
+        let max_offset = max_offset.min(self.log_end_offset());
+        let path = self.dir.join(segment_name(base, "log"));
+        read_batches(
+            &*file, &path, pos, limit, offset, max_offset, max_bytes, min_one, &mut out,
+        )
+        .await?;
+        Ok(out)
+    }
+
+    async fn sealed_index(&self, seg: &Rc<Sealed<S::File>>) -> Result<Rc<SegmentIndex>, LogError> {
+        if let Some(idx) = seg.index.borrow().as_ref() {
+            return Ok(idx.clone());
+        }
+        let span = seg.next_offset - seg.base;
+        let idx = match load_index(&self.storage, &self.dir, seg.base, seg.size, span).await {
+            Some(idx) if verify_last_entry(&*seg.file, seg.base, &idx).await => idx,
+            _ => {
+                let path = self.dir.join(segment_name(seg.base, "log"));
+                tracing::warn!(segment = %path.display(), "index missing or inconsistent; rebuilding from the segment");
+                let interval = self.inner.borrow().config.index_interval_bytes;
+                let scan = scan_segment(&*seg.file, &path, seg.base, seg.size, interval).await?;
+                if let Some(reason) = scan.stop {
+                    tracing::error!(segment = %path.display(), %reason, valid = scan.valid_end, "sealed segment has invalid data");
+                }
+                let mut idx = scan.index;
+                idx.seal_time(scan.last_batch_rel, scan.max_timestamp);
+                if let Err(e) = self.write_index(seg.base, &idx).await {
+                    tracing::warn!(error = %e, "could not persist rebuilt index");
+                }
+                idx
+            }
+        };
+        let idx = Rc::new(idx);
+        *seg.index.borrow_mut() = Some(idx.clone());
+        Ok(idx)
+    }
+
+    /// First offset whose record timestamp is at least `ts` (exact for uncompressed batches; for
+    /// compressed ones, the batch's first offset and its max timestamp).
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>, LogError> {
+        let sealed: Vec<Rc<Sealed<S::File>>> =
+            self.inner.borrow().sealed.values().cloned().collect();
+        let log_start = self.log_start_offset();
+        for seg in sealed {
+            let idx = self.sealed_index(&seg).await?;
+            if idx.max_timestamp().is_some_and(|m| m >= ts) {
+                let start = idx.scan_start_for_time(seg.base, ts).max(log_start);
+                if let Some(found) = self.scan_for_time(start, seg.next_offset, ts).await? {
+                    return Ok(Some(found));
+                }
+            }
+        }
+        let (start, end) = {
+            let st = self.inner.borrow();
+            let a = &st.active;
+            if a.max_timestamp < ts {
+                return Ok(None);
+            }
+            (
+                a.index.scan_start_for_time(a.base, ts).max(log_start),
+                committed_end(&st),
+            )
+        };
+        self.scan_for_time(start, end, ts).await
+    }
+
+    async fn scan_for_time(
+        &self,
+        mut offset: Offset,
+        end: Offset,
+        ts: i64,
+    ) -> Result<Option<(Offset, i64)>, LogError> {
+        while offset < end {
+            let r = self.read(offset, end, SCAN_CHUNK_BYTES, true).await?;
+            if r.batches.is_empty() {
+                break;
+            }
+            for b in &r.batches {
+                let info = batch::peek(b)?;
+                if info.next_offset() <= offset {
+                    continue;
+                }
+                if info.max_timestamp >= ts {
+                    let exact =
+                        batch::first_record_at_or_after(b, ts).filter(|&(o, _)| o >= offset);
+                    return Ok(Some(
+                        exact.unwrap_or((info.base_offset.max(offset), info.max_timestamp)),
+                    ));
+                }
+                offset = info.next_offset();
+            }
+        }
+        Ok(None)
+    }
+
+    /// (epoch, end offset) for OffsetForLeaderEpoch: the end of the largest epoch <= `epoch`.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        let st = self.inner.borrow();
+        let i = st.epochs.partition_point(|&(e, _)| e <= epoch);
+        if i == 0 {
+            return None;
+        }
+        let (e, _) = st.epochs[i - 1];
+        let end = st
+            .epochs
+            .get(i)
+            .map_or(st.active.next_offset, |&(_, start)| start);
+        Some((e, end))
+    }
+
+    /// The latest leader epoch recorded in the log, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.inner.borrow().epochs.last().map(|&(e, _)| e)
+    }
+
+    /// Moves the log start forward (Kafka DeleteRecords); returns the new log start.
+    pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
+        let (start, committed) = {
+            let st = self.inner.borrow();
+            (st.log_start, committed_end(&st))
+        };
+        if offset > committed || offset < 0 {
+            let end = self.log_end_offset();
+            return Err(LogError::OffsetOutOfRange { offset, start, end });
+        }
+        if offset <= start {
+            return Ok(start);
+        }
+        let p = self.dir.join(LOG_START_FILE);
+        self.storage
+            .write_file_atomic(&p, &with_crc(&offset.to_be_bytes()))
+            .await
+            .map_err(|e| LogError::io("write", &p, e))?;
+        self.inner.borrow_mut().log_start = offset;
+        self.delete_sealed_while(|seg, _| seg.next_offset <= offset)
+            .await?;
+        Ok(offset)
+    }
+
+    /// Deletes whole sealed segments past retention time or size.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let (retention_ms, retention_bytes) = {
+            let st = self.inner.borrow();
+            (st.config.retention_ms, st.config.retention_bytes)
+        };
+        let mut report = RetentionReport::default();
+        if let Some(ms) = retention_ms {
+            let sealed: Vec<Rc<Sealed<S::File>>> =
+                self.inner.borrow().sealed.values().cloned().collect();
+            let mut expired_until = None;
+            for seg in sealed {
+                let idx = self.sealed_index(&seg).await?;
+                match idx.max_timestamp() {
+                    Some(t) if t >= 0 && now_ms - t > ms => expired_until = Some(seg.base),
+                    _ => break,
+                }
+            }
+            if let Some(last) = expired_until {
+                let r = self.delete_sealed_while(|seg, _| seg.base <= last).await?;
+                report.segments_deleted += r.segments_deleted;
+                report.bytes_deleted += r.bytes_deleted;
+            }
+        }
+        if let Some(limit) = retention_bytes {
+            let r = self
+                .delete_sealed_while(|seg, total| total - seg.size >= limit)
+                .await?;
+            report.segments_deleted += r.segments_deleted;
+            report.bytes_deleted += r.bytes_deleted;
+        }
+        Ok(report)
+    }
+
+    /// Deletes the oldest sealed segments while `pred(segment, total_size)` holds.
+    async fn delete_sealed_while(
+        &self,
+        pred: impl Fn(&Sealed<S::File>, u64) -> bool,
+    ) -> Result<RetentionReport, LogError> {
+        let mut report = RetentionReport::default();
+        let mut victims = Vec::new();
+        {
+            let mut st = self.inner.borrow_mut();
+            let mut total = st.sealed.values().map(|s| s.size).sum::<u64>() + st.active.size;
+            while let Some((_, seg)) = st.sealed.first_key_value() {
+                if !pred(seg, total) {
+                    break;
+                }
+                total -= seg.size;
+                if let Some((_, seg)) = st.sealed.pop_first() {
+                    victims.push(seg);
+                }
+            }
+            let first = st.sealed.keys().next().copied().unwrap_or(st.active.base);
+            st.log_start = st.log_start.max(first);
+        }
+        for seg in victims {
+            for ext in ["log", "index", "timeindex"] {
+                let p = self.dir.join(segment_name(seg.base, ext));
+                self.storage
+                    .remove_file(&p)
+                    .await
+                    .map_err(|e| LogError::io("remove", &p, e))?;
+            }
+            report.segments_deleted += 1;
+            report.bytes_deleted += seg.size;
+            tracing::info!(dir = %self.dir.display(), segment = seg.base, bytes = seg.size, "segment deleted by retention");
+        }
+        if report.segments_deleted > 0 {
+            self.storage
+                .sync_dir(&self.dir)
+                .await
+                .map_err(|e| LogError::io("sync dir", &self.dir, e))?;
+        }
+        Ok(report)
+    }
+
+    /// Clean shutdown: flush, persist the active segment's indexes and the clean marker.
+    pub async fn close(self) -> Result<(), LogError> {
+        self.flush().await?;
+        let _slot = self.acquire_io().await?;
+        let (base, size, next, index) = {
+            let st = self.inner.borrow();
+            let a = &st.active;
+            (a.base, a.size, a.next_offset, a.index.clone())
+        };
+        let path = self.active_path();
+        let file = self.inner.borrow().active.file.clone();
+        file.truncate(size)
+            .await
+            .map_err(|e| LogError::io("truncate", &path, e))?;
+        file.sync_data()
+            .await
+            .map_err(|e| LogError::io("fdatasync", &path, e))?;
+        self.write_index(base, &index)
+            .await
+            .map_err(|e| LogError::io("write index", &path, e))?;
+        let mut marker = Vec::with_capacity(28);
+        marker.extend_from_slice(MARKER_MAGIC);
+        marker.extend_from_slice(&base.to_be_bytes());
+        marker.extend_from_slice(&size.to_be_bytes());
+        marker.extend_from_slice(&next.to_be_bytes());
+        let p = self.dir.join(CLEAN_MARKER);
+        self.storage
+            .write_file_atomic(&p, &with_crc(&marker))
+            .await
+            .map_err(|e| LogError::io("write", &p, e))?;
+        Ok(())
+    }
+
+    /// Deletes the log's files and directory.
+    pub async fn remove(self) -> Result<(), LogError> {
+        self.storage
+            .remove_dir_all(&self.dir)
+            .await
+            .map_err(|e| LogError::io("remove dir", &self.dir, e))?;
+        if let Some(parent) = self.dir.parent() {
+            self.storage
+                .sync_dir(parent)
+                .await
+                .map_err(|e| LogError::io("sync dir", parent, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn committed_end<F: StorageFile>(st: &Inner<F>) -> Offset {
+    match st.config.flush {
+        FlushPolicy::EveryBatch => st.durable_end,
+        _ => st.written_end,
+    }
+}
+
+fn with_crc(data: &[u8]) -> Vec<u8> {
+    let mut v = data.to_vec();
+    v.extend_from_slice(&crc32c::crc32c(data).to_be_bytes());
+    v
+}
+
+/// Reads a control file written by `with_crc`; a corrupt one counts as absent (and is logged).
+async fn read_checked<S: Storage>(storage: &S, path: &Path) -> Result<Option<Vec<u8>>, LogError> {
+    let Some(mut data) = storage
+        .read_file(path)
+        .await
+        .map_err(|e| LogError::io("read", path, e))?
+    else {
+        return Ok(None);
+    };
+    if data.len() < 4 {
+        tracing::warn!(path = %path.display(), "control file too short; ignored");
+        return Ok(None);
+    }
+    let body_len = data.len() - 4;
+    let stored = u32::from_be_bytes([
+        data[body_len],
+        data[body_len + 1],
+        data[body_len + 2],
+        data[body_len + 3],
+    ]);
+    if crc32c::crc32c(&data[..body_len]) != stored {
+        tracing::warn!(path = %path.display(), "control file checksum mismatch; ignored");
+        return Ok(None);
+    }
+    data.truncate(body_len);
+    Ok(Some(data))
+}
+
+fn decode_marker(b: &[u8]) -> Option<(Offset, u64, Offset)> {
+    if b.len() != 28 || &b[..4] != MARKER_MAGIC {
+        return None;
+    }
+    let base = i64::from_be_bytes(b[4..12].try_into().ok()?);
+    let size = u64::from_be_bytes(b[12..20].try_into().ok()?);
+    let next = i64::from_be_bytes(b[20..28].try_into().ok()?);
+    Some((base, size, next))
+}
+
+fn encode_epochs(epochs: &[(i32, Offset)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(epochs.len() * 12);
+    for &(e, o) in epochs {
+        v.extend_from_slice(&e.to_be_bytes());
+        v.extend_from_slice(&o.to_be_bytes());
+    }
+    v
+}
+
+fn decode_epochs(b: &[u8]) -> Vec<(i32, Offset)> {
+    b.chunks_exact(12)
+        .map(|c| {
+            let e = i32::from_be_bytes([c[0], c[1], c[2], c[3]]);
+            let o = i64::from_be_bytes([c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11]]);
+            (e, o)
+        })
+        .collect()
+}
+
+async fn load_index<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+    size: u64,
+    span: Offset,
+) -> Option<SegmentIndex> {
+    let offsets = storage
+        .read_file(&dir.join(segment_name(base, "index")))
+        .await
+        .ok()??;
+    let times = storage
+        .read_file(&dir.join(segment_name(base, "timeindex")))
+        .await
+        .ok()??;
+    match SegmentIndex::decode(&offsets, &times, size, span) {
+        Ok(idx) => Some(idx),
+        Err(e) => {
+            tracing::warn!(segment = base, error = %e, "index file rejected");
+            None
+        }
+    }
+}
+
+/// Checks that the last index entry points at a batch header with the offset it claims.
+async fn verify_last_entry<F: StorageFile>(file: &F, base: Offset, idx: &SegmentIndex) -> bool {
+    let Some(&(rel, pos)) = idx.offsets.last() else {
+        return true;
+    };
+    match file.read_at(u64::from(pos), HEADER_BYTES).await {
+        Ok(b) => batch::peek(&b)
+            .is_ok_and(|h| h.base_offset == base + i64::from(rel) && b.get(16) == Some(&2)),
+        Err(_) => false,
+    }
+}
+
+/// Validates a segment from its start, batch by batch, and builds its index.
+async fn scan_segment<F: StorageFile>(
+    file: &F,
+    path: &Path,
+    base: Offset,
+    limit: u64,
+    interval: u32,
+) -> Result<ScanOutcome, LogError> {
+    let mut out = ScanOutcome {
+        valid_end: 0,
+        next_offset: base,
+        index: SegmentIndex::default(),
+        max_timestamp: -1,
+        last_batch_rel: 0,
+        stop: None,
+    };
+    let mut since_index = u64::MAX / 2;
+    let mut chunk = Bytes::new();
+    let mut chunk_pos = 0u64;
+    let mut pos = 0u64;
+    while pos < limit {
+        let rel = (pos - chunk_pos) as usize;
+        if rel + HEADER_BYTES > chunk.len() {
+            let len = SCAN_CHUNK_BYTES.min((limit - pos) as usize);
+            chunk = file
+                .read_at(pos, len)
+                .await
+                .map_err(|e| LogError::io("read", path, e))?;
+            chunk_pos = pos;
+            if chunk.len() < HEADER_BYTES {
+                out.stop = Some(format!(
+                    "{} trailing bytes too short for a batch header",
+                    limit - pos
+                ));
+                break;
+            }
+            continue;
+        }
+        let info = match batch::peek(&chunk[rel..]) {
+            Ok(i) => i,
+            Err(e) => {
+                out.stop = Some(e.to_string());
+                break;
+            }
+        };
+        if info.size as u64 > limit - pos || info.size > (u32::MAX as usize) {
+            out.stop = Some(format!(
+                "batch at {pos} claims {} bytes, past the end",
+                info.size
+            ));
+            break;
+        }
+        if rel + info.size > chunk.len() {
+            chunk = file
+                .read_at(
+                    pos,
+                    info.size.max(SCAN_CHUNK_BYTES.min((limit - pos) as usize)),
+                )
+                .await
+                .map_err(|e| LogError::io("read", path, e))?;
+            chunk_pos = pos;
+            if chunk.len() < info.size {
+                out.stop = Some(format!("batch at {pos} is cut short"));
+                break;
+            }
+            continue;
+        }
+        let bytes = &chunk[rel..rel + info.size];
+        if let Err(e) = batch::validate(bytes, usize::MAX) {
+            out.stop = Some(format!("batch at {pos}: {e}"));
+            break;
+        }
+        if info.base_offset != out.next_offset {
+            out.stop = Some(format!(
+                "batch at {pos} has offset {} where {} was expected",
+                info.base_offset, out.next_offset
+            ));
+            break;
+        }
+        let rel_off = (info.base_offset - base) as u32;
+        out.max_timestamp = out.max_timestamp.max(info.max_timestamp);
+        if since_index >= u64::from(interval) {
+            out.index.push(rel_off, pos as u32, out.max_timestamp);
+            since_index = 0;
+        }
+        since_index += info.size as u64;
+        out.last_batch_rel = rel_off;
+        out.next_offset = info.next_offset();
+        pos += info.size as u64;
+        out.valid_end = pos;
+    }
+    Ok(out)
+}
+
+/// Reads batches from one segment file between `pos` and `limit`.
+#[allow(clippy::too_many_arguments)]
+async fn read_batches<F: StorageFile>(
+    file: &F,
+    path: &Path,
+    mut pos: u64,
+    limit: u64,
+    offset: Offset,
+    max_offset: Offset,
+    max_bytes: usize,
+    min_one: bool,
+    out: &mut ReadResult,
+) -> Result<(), LogError> {
+    let read_ahead = max_bytes.clamp(MIN_READ_BYTES, 16 << 20);
+    let mut chunk = Bytes::new();
+    let mut chunk_pos = pos;
+    let corrupt = |position: u64, reason: String| LogError::Corrupt {
+        path: path.to_path_buf(),
+        position,
+        reason,
+    };
+    while pos < limit {
+        let rel = (pos - chunk_pos) as usize;
+        if rel + HEADER_BYTES > chunk.len() {
+            let len = read_ahead.min((limit - pos) as usize).max(HEADER_BYTES);
+            chunk = file
+                .read_at(pos, len)
+                .await
+                .map_err(|e| LogError::io("read", path, e))?;
+            chunk_pos = pos;
+            if chunk.len() < HEADER_BYTES {
+                return Err(corrupt(pos, "segment ends inside a batch header".into()));
+            }
+            continue;
+        }
+        let info = batch::peek(&chunk[rel..]).map_err(|e| corrupt(pos, e.to_string()))?;
+        if info.size as u64 > limit - pos {
+            return Err(corrupt(
+                pos,
+                format!("batch of {} bytes runs past the segment end", info.size),
+            ));
+        }
+        if info.next_offset() <= offset {
+            pos += info.size as u64;
+            continue;
+        }
+        if info.base_offset >= max_offset {
+            break;
+        }
+        if out.bytes + info.size > max_bytes && !(min_one && out.batches.is_empty()) {
+            break;
+        }
+        if rel + info.size > chunk.len() {
+            chunk = file
+                .read_at(pos, info.size.max(read_ahead.min((limit - pos) as usize)))
+                .await
+                .map_err(|e| LogError::io("read", path, e))?;
+            chunk_pos = pos;
+            if chunk.len() < info.size {
+                return Err(corrupt(pos, "batch cut short".into()));
+            }
+            continue;
+        }
+        let b = chunk.slice(rel..rel + info.size);
+        let stored = u32::from_be_bytes([b[17], b[18], b[19], b[20]]);
+        if batch::compute_crc(&b) != stored || b[16] != 2 {
+            return Err(corrupt(pos, "CRC mismatch on read".into()));
+        }
+        out.bytes += b.len();
+        out.batches.push(b);
+        pos += info.size as u64;
+    }
+    Ok(())
+}
