@@ -696,6 +696,18 @@ impl<S: Storage> PartitionLog<S> {
     /// One round of I/O with the slot held: write everything pending, then fdatasync if asked.
     async fn do_io(&self, sync: bool) -> Result<(), LogError> {
         let path = self.active_path();
+        let epochs_to_save = {
+            let mut st = self.inner.borrow_mut();
+            std::mem::take(&mut st.epochs_dirty).then(|| encode_epochs(&st.epochs))
+        };
+        if let Some(bytes) = epochs_to_save {
+            let p = self.dir.join(EPOCHS_FILE);
+            if let Err(e) = self.storage.write_file_atomic(&p, &with_crc(&bytes)).await {
+                // Nothing was written yet: retry with the next write.
+                self.inner.borrow_mut().epochs_dirty = true;
+                return Err(LogError::io("write", &p, e));
+            }
+        }
         let taken = {
             let mut st = self.inner.borrow_mut();
             let a = &mut st.active;
@@ -719,16 +731,6 @@ impl<S: Storage> PartitionLog<S> {
                 None
             }
         };
-        let epochs_to_save = {
-            let mut st = self.inner.borrow_mut();
-            std::mem::take(&mut st.epochs_dirty).then(|| encode_epochs(&st.epochs))
-        };
-        if let Some(bytes) = epochs_to_save {
-            let p = self.dir.join(EPOCHS_FILE);
-            if let Err(e) = self.storage.write_file_atomic(&p, &with_crc(&bytes)).await {
-                return Err(self.fail(LogError::io("write", &p, e)));
-            }
-        }
         if let Some((buf, len, pos, end_size, end_offset, file)) = taken {
             if let Err(e) = file.write_at(buf, len, pos).await {
                 return Err(self.fail(LogError::io("write", &path, e)));

@@ -209,6 +209,12 @@ impl SimStorage {
         Some(r)
     }
 
+    /// (data writes, fsyncs) since faults were last armed.
+    pub fn counters(&self) -> (u64, u64) {
+        let st = self.state.borrow();
+        (st.writes, st.syncs)
+    }
+
     /// Paths of all live files.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut v: Vec<PathBuf> = self.state.borrow().live.keys().cloned().collect();
@@ -332,6 +338,8 @@ impl StorageFile for SimFile {
     }
 
     async fn write_at(&self, buf: VecBuf, len: usize, pos: u64) -> io::Result<()> {
+        // Let other tasks run while the "device" works, as a real one would.
+        futures_lite::future::yield_now().await;
         let mut st = self.state.borrow_mut();
         let align = st.alignment;
         if pos % align != 0 || len as u64 % align != 0 || len > buf.len() {
@@ -371,6 +379,7 @@ impl StorageFile for SimFile {
     }
 
     async fn sync_data(&self) -> io::Result<()> {
+        futures_lite::future::yield_now().await;
         let mut st = self.state.borrow_mut();
         if let Some(n) = st.faults.eio_sync_after {
             if st.syncs >= n {

@@ -1,0 +1,564 @@
+//! Behaviour of the partition log on the simulated disk: reads, rolls, indexes, retention,
+//! group commit, recovery, corruption and injected faults.
+
+mod common;
+
+use common::*;
+use futures_lite::future::block_on;
+use shardlog_engine::batch;
+use shardlog_engine::io::sim::{CrashMode, Faults};
+use shardlog_engine::{FlushPolicy, LogConfig, LogError, SimStorage, TimestampType};
+
+#[test]
+fn append_assigns_contiguous_offsets_and_reads_back() {
+    let disk = SimStorage::default();
+    let log = open(&disk, small_config());
+    block_on(async {
+        for i in 0..50 {
+            let a = log
+                .append(&tagged(3, 100, 1000 + i, i as u8), 0, 0)
+                .await
+                .expect("append");
+            assert_eq!(a.base_offset, i * 3);
+            assert_eq!(a.last_offset, i * 3 + 2);
+            let c = log.wait_committed(a.last_offset).await.expect("commit");
+            assert_eq!(c.through(), a.last_offset);
+        }
+    });
+    assert_eq!(log.log_end_offset(), 150);
+    assert_eq!(log.committed_end_offset(), 150);
+    let all = read_all(&log);
+    assert_eq!(all.len(), 50);
+    for (i, (base, next, _)) in all.iter().enumerate() {
+        assert_eq!((*base, *next), (i as i64 * 3, i as i64 * 3 + 3));
+    }
+    // Reading from the middle of a batch returns that whole batch first.
+    let r = block_on(log.read(4, 150, 1, true)).expect("read");
+    assert_eq!(batch::peek(&r.batches[0]).expect("hdr").base_offset, 3);
+    // max_bytes too small and not min_one: nothing.
+    assert!(block_on(log.read(4, 150, 1, false))
+        .expect("read")
+        .batches
+        .is_empty());
+    // Past the end: out of range; at the end: empty.
+    assert!(matches!(
+        block_on(log.read(151, 200, 100, true)),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert!(block_on(log.read(150, 200, 100, true))
+        .expect("read")
+        .batches
+        .is_empty());
+}
+
+#[test]
+fn invalid_batches_are_refused_and_nothing_is_written() {
+    let disk = SimStorage::default();
+    let log = open(&disk, small_config());
+    let mut bad = tagged(2, 10, 0, 1);
+    bad[40] ^= 0xff;
+    let err = block_on(log.append(&bad, 0, 0)).expect_err("corrupt");
+    assert!(
+        matches!(err, LogError::InvalidBatch(batch::BatchError::Crc { .. })),
+        "{err}"
+    );
+    let huge = tagged(1, 2_000_000, 0, 1);
+    let err = block_on(log.append(&huge, 0, 0)).expect_err("too large");
+    assert!(
+        matches!(
+            err,
+            LogError::InvalidBatch(batch::BatchError::TooLarge { .. })
+        ),
+        "{err}"
+    );
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
+}
+
+#[test]
+fn group_commit_shares_fsyncs() {
+    let disk = SimStorage::default();
+    let log = open(
+        &disk,
+        LogConfig {
+            retention_ms: None,
+            ..LogConfig::default()
+        },
+    );
+    disk.set_faults(Faults::default());
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let log = &log;
+            async move {
+                let a = log
+                    .append(&tagged(1, 100, 0, i as u8), 0, 0)
+                    .await
+                    .expect("append");
+                log.wait_committed(a.last_offset).await.expect("commit");
+                assert!(log.durable_end_offset() > a.last_offset);
+            }
+        })
+        .collect();
+    block_on(futures::future::join_all(tasks));
+    let (writes, syncs) = disk.counters();
+    assert_eq!(log.durable_end_offset(), 64);
+    assert!(
+        syncs < 64 / 4,
+        "64 concurrent appends took {syncs} fsyncs ({writes} writes)"
+    );
+}
+
+#[test]
+fn rolls_segments_and_reads_across_them_from_disk() {
+    let disk = SimStorage::default();
+    let log = open(&disk, small_config());
+    block_on(async {
+        for i in 0..200 {
+            let a = log
+                .append(&tagged(2, 200, i, i as u8), 0, 0)
+                .await
+                .expect("append");
+            log.wait_committed(a.last_offset).await.expect("commit");
+        }
+    });
+    let segs = disk
+        .files()
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .count();
+    assert!(segs > 10, "expected many segments, got {segs}");
+    assert!(log.cached_bytes() <= 2048);
+    let all = read_all(&log);
+    assert_eq!(all.len(), 200);
+    assert_eq!(all.last().map(|b| b.1), Some(400));
+}
+
+#[test]
+fn clean_reopen_trusts_marker_and_crash_reopen_scans() {
+    let disk = SimStorage::default();
+    let log = open(&disk, small_config());
+    block_on(async {
+        for i in 0..30 {
+            let a = log
+                .append(&tagged(1, 300, i, i as u8), 3, 0)
+                .await
+                .expect("append");
+            log.wait_committed(a.last_offset).await.expect("commit");
+        }
+    });
+    let before = read_all(&log);
+    block_on(log.close()).expect("close");
+    let (log, report) = block_on(shardlog_engine::PartitionLog::open(
+        disk.clone(),
+        dir(),
+        small_config(),
+    ))
+    .expect("open");
+    assert!(report.clean, "{report:?}");
+    assert_eq!(report.scanned_bytes, 0);
+    assert_eq!(read_all(&log), before);
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 30)));
+    // Unclean: the marker was consumed at open, so a crash now forces a scan.
+    block_on(async {
+        let a = log
+            .append(&tagged(1, 300, 99, 99), 4, 0)
+            .await
+            .expect("append");
+        log.wait_committed(a.last_offset).await.expect("commit");
+    });
+    let disk2 = disk.crash(CrashMode::LoseUnsynced);
+    let (log2, report) = block_on(shardlog_engine::PartitionLog::open(
+        disk2,
+        dir(),
+        small_config(),
+    ))
+    .expect("open");
+    assert!(!report.clean);
+    assert!(report.scanned_bytes > 0);
+    assert_eq!(log2.log_end_offset(), 31);
+    assert_eq!(log2.end_offset_for_epoch(3), Some((3, 30)));
+    assert_eq!(log2.end_offset_for_epoch(4), Some((4, 31)));
+    assert_eq!(log2.end_offset_for_epoch(2), None);
+}
+
+#[test]
+fn retention_by_size_time_and_delete_records() {
+    let disk = SimStorage::default();
+    let cfg = LogConfig {
+        retention_bytes: Some(20_000),
+        ..small_config()
+    };
+    let log = open(&disk, cfg);
+    block_on(async {
+        for i in 0..300 {
+            let a = log
+                .append(&tagged(1, 200, 1_000 + i, 0), 0, 0)
+                .await
+                .expect("append");
+            log.wait_committed(a.last_offset).await.expect("commit");
+        }
+    });
+    let before = log.size_bytes();
+    let r = block_on(log.apply_retention(0)).expect("retention");
+    assert!(r.segments_deleted > 0);
+    assert!(
+        log.size_bytes() < 20_000 + 8 * 1024,
+        "{} of {before}",
+        log.size_bytes()
+    );
+    let start = log.log_start_offset();
+    assert!(start > 0);
+    assert!(matches!(
+        block_on(log.read(start - 1, 300, 1000, true)),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(read_all(&log).first().map(|b| b.0), Some(start));
+
+    // Time: at now = 1_310 with retention 50 ms, segments whose newest record is older than
+    // 1_260 (offset 260) go; the one holding offset 260 stays.
+    log.set_config(LogConfig {
+        retention_ms: Some(50),
+        retention_bytes: None,
+        ..small_config()
+    });
+    block_on(log.apply_retention(1_310)).expect("retention");
+    let start2 = log.log_start_offset();
+    assert!(
+        start2 > start && start2 <= 260,
+        "log start {start} -> {start2}"
+    );
+
+    // DeleteRecords moves the start inside a segment and persists it.
+    let new_start = block_on(log.delete_records_before(250)).expect("delete");
+    assert_eq!(new_start, 250);
+    assert_eq!(read_all(&log).first().map(|b| b.0), Some(250));
+    assert!(matches!(
+        block_on(log.delete_records_before(301)),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    block_on(log.close()).expect("close");
+    let log = open(&disk, small_config());
+    assert_eq!(log.log_start_offset(), 250);
+}
+
+#[test]
+fn offset_for_timestamp_across_segments() {
+    let disk = SimStorage::default();
+    let log = open(&disk, small_config());
+    block_on(async {
+        for i in 0..100i64 {
+            let a = log
+                .append(&batch::build(0, 2, 300, 10 * i), 0, 0)
+                .await
+                .expect("append");
+            log.wait_committed(a.last_offset).await.expect("commit");
+        }
+        assert_eq!(log.offset_for_timestamp(0).await.expect("ts"), Some((0, 0)));
+        assert_eq!(
+            log.offset_for_timestamp(455).await.expect("ts"),
+            Some((92, 460))
+        );
+        assert_eq!(
+            log.offset_for_timestamp(990).await.expect("ts"),
+            Some((198, 990))
+        );
+        assert_eq!(log.offset_for_timestamp(991).await.expect("ts"), None);
+    });
+}
+
+#[test]
+fn log_append_time_is_stamped() {
+    let disk = SimStorage::default();
+    let log = open(
+        &disk,
+        LogConfig {
+            timestamp_type: TimestampType::LogAppendTime,
+            ..small_config()
+        },
+    );
+    let a = block_on(log.append(&batch::build(0, 2, 10, 5), 0, 777)).expect("append");
+    assert_eq!(a.log_append_time_ms, Some(777));
+    block_on(log.flush()).expect("flush");
+    let r = block_on(log.read(0, 2, 1000, true)).expect("read");
+    let info = batch::validate(&r.batches[0], usize::MAX).expect("valid");
+    assert!(info.is_log_append_time());
+    assert_eq!(info.max_timestamp, 777);
+}
+
+#[test]
+fn torn_tail_is_truncated_after_last_valid_batch() {
+    let disk = SimStorage::default();
+    let log = open(
+        &disk,
+        LogConfig {
+            segment_bytes: 1 << 20,
+            ..small_config()
+        },
+    );
+    block_on(async {
+        for i in 0..10 {
+            let a = log
+                .append(&tagged(1, 500, i, i as u8), 0, 0)
+                .await
+                .expect("append");
+            log.wait_committed(a.last_offset).await.expect("commit");
+        }
+    });
+    drop(log);
+    let seg = dir().join(format!("{:020}.log", 0));
+    // Tear the last batch at every byte position; recovery keeps exactly the 9 intact batches.
+    let batch_len = tagged(1, 500, 0, 0).len();
+    for cut in [1usize, 12, 60, 61, batch_len - 1] {
+        let d = disk.crash(CrashMode::KeepAll);
+        d.with_file_mut(&seg, |f| f.truncate(9 * batch_len + cut))
+            .expect("segment");
+        let (log, report) = block_on(shardlog_engine::PartitionLog::open(
+            d,
+            dir(),
+            small_config(),
+        ))
+        .expect("open");
+        assert_eq!(log.log_end_offset(), 9, "cut {cut}");
+        assert_eq!(report.truncated_bytes, cut as u64);
+        assert_eq!(read_all(&log).len(), 9);
+    }
+}
+
+#[test]
+fn flipped_bits_in_tail_truncate_and_in_sealed_segment_are_never_served() {
+    let disk = SimStorage::default();
+    let log = open(&disk, small_config());
+    block_on(async {
+        for i in 0..60 {
+            let a = log
+                .append(&tagged(1, 300, i, i as u8), 0, 0)
+                .await
+                .expect("append");
+            log.wait_committed(a.last_offset).await.expect("commit");
+        }
+    });
+    drop(log);
+    let mut segs: Vec<_> = disk
+        .files()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segs.sort();
+    let last = segs.last().cloned().expect("segments");
+    let last_base: i64 = last
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .expect("base");
+    // Flip a bit inside the 2nd batch of the last segment: the tail from there is dropped.
+    let d = disk.crash(CrashMode::KeepAll);
+    let size = d.with_file_mut(&last, |f| f.len()).expect("seg");
+    let per = 300 + 61 + 8;
+    if size > per {
+        d.with_file_mut(&last, |f| f[per + 100] ^= 0x10);
+        let (log, report) = block_on(shardlog_engine::PartitionLog::open(
+            d,
+            dir(),
+            small_config(),
+        ))
+        .expect("open");
+        assert_eq!(log.log_end_offset(), last_base + 1);
+        assert!(report.truncated_bytes > 0);
+    }
+    // Flip a bit in the first (sealed) segment: reads of it fail with Corrupt, never bad data.
+    let d = disk.crash(CrashMode::KeepAll);
+    d.with_file_mut(&segs[0], |f| f[200] ^= 0x01);
+    let (log, _) = block_on(shardlog_engine::PartitionLog::open(
+        d,
+        dir(),
+        small_config(),
+    ))
+    .expect("open");
+    let r = block_on(log.read(0, 60, 100_000, true));
+    assert!(matches!(r, Err(LogError::Corrupt { .. })), "{r:?}");
+    // Data in later segments is still served.
+    let later = block_on(log.read(last_base, 60, 100_000, true)).expect("read");
+    assert!(!later.batches.is_empty());
+}
+
+#[test]
+fn corrupt_or_missing_index_is_rebuilt() {
+    let disk = SimStorage::default();
+    let log = open(&disk, small_config());
+    block_on(async {
+        for i in 0..80 {
+            let a = log
+                .append(&tagged(1, 200, i, i as u8), 0, 0)
+                .await
+                .expect("append");
+            log.wait_committed(a.last_offset).await.expect("commit");
+        }
+    });
+    let expect = read_all(&log);
+    block_on(log.close()).expect("close");
+    let idx: Vec<_> = disk
+        .files()
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "index"))
+        .collect();
+    assert!(idx.len() > 2);
+    disk.with_file_mut(&idx[0], |f| f.truncate(5));
+    disk.with_file_mut(&idx[1], |f| {
+        if f.len() >= 16 {
+            f[12] ^= 0x7f; // position of the 2nd entry
+        }
+    });
+    let _ = disk.with_file_mut(&idx[2], |f| f.clear());
+    let log = open(&disk, small_config());
+    assert_eq!(read_all(&log), expect);
+}
+
+#[test]
+fn eio_on_fsync_fails_the_log_until_reopen() {
+    let disk = SimStorage::default();
+    let log = open(&disk, small_config());
+    block_on(async {
+        let a = log
+            .append(&tagged(1, 100, 0, 1), 0, 0)
+            .await
+            .expect("append");
+        log.wait_committed(a.last_offset).await.expect("commit");
+        disk.set_faults(Faults {
+            eio_sync_after: Some(0),
+            ..Faults::default()
+        });
+        let a = log
+            .append(&tagged(1, 100, 0, 2), 0, 0)
+            .await
+            .expect("append");
+        let e = log
+            .wait_committed(a.last_offset)
+            .await
+            .expect_err("fsync fails");
+        assert!(
+            matches!(
+                e,
+                LogError::Io {
+                    op: "fdatasync",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        assert!(log.is_failed());
+        assert!(matches!(
+            log.append(&tagged(1, 100, 0, 3), 0, 0).await,
+            Err(LogError::Failed(_))
+        ));
+        // Reads of committed data still work.
+        assert_eq!(
+            log.read(0, 1, 1000, true)
+                .await
+                .expect("read")
+                .batches
+                .len(),
+            1
+        );
+    });
+    disk.set_faults(Faults::default());
+    let d = disk.crash(CrashMode::LoseUnsynced);
+    let log = open(&d, small_config());
+    assert_eq!(log.log_end_offset(), 1);
+}
+
+#[test]
+fn eio_on_write_fails_the_waiters() {
+    let disk = SimStorage::default();
+    let log = open(&disk, small_config());
+    disk.set_faults(Faults {
+        eio_write_after: Some(2),
+        ..Faults::default()
+    });
+    block_on(async {
+        for i in 0..2 {
+            let a = log
+                .append(&tagged(1, 100, 0, i), 0, 0)
+                .await
+                .expect("append");
+            log.wait_written(a.last_offset).await.expect("written");
+        }
+        let a = log
+            .append(&tagged(1, 100, 0, 9), 0, 0)
+            .await
+            .expect("append");
+        assert!(log.wait_written(a.last_offset).await.is_err());
+        assert_eq!(log.written_end_offset(), 2);
+    });
+}
+
+#[test]
+fn full_disk_refuses_appends_keeps_reads_and_recovers() {
+    let disk = SimStorage::default();
+    let cfg = LogConfig {
+        preallocate_bytes: 1 << 20,
+        segment_bytes: 4 << 20,
+        ..small_config()
+    };
+    let log = open(&disk, cfg);
+    disk.set_faults(Faults {
+        capacity_bytes: Some((1 << 20) + 4096),
+        ..Faults::default()
+    });
+    let mut accepted = 0;
+    block_on(async {
+        loop {
+            match log.append(&tagged(1, 8000, 0, 1), 0, 0).await {
+                Ok(a) => {
+                    log.wait_committed(a.last_offset).await.expect("commit");
+                    accepted += 1;
+                }
+                Err(LogError::StorageFull(_)) => break,
+                Err(e) => panic!("unexpected {e}"),
+            }
+            assert!(accepted < 1000);
+        }
+    });
+    assert!(accepted > 50, "{accepted}");
+    assert!(!log.is_failed());
+    assert_eq!(read_all(&log).len(), accepted);
+    disk.set_faults(Faults {
+        capacity_bytes: Some(8 << 20),
+        ..Faults::default()
+    });
+    block_on(async {
+        let a = log
+            .append(&tagged(1, 8000, 0, 1), 0, 0)
+            .await
+            .expect("append after space freed");
+        log.wait_committed(a.last_offset).await.expect("commit");
+    });
+    assert_eq!(read_all(&log).len(), accepted + 1);
+}
+
+#[test]
+fn unsynced_new_segment_is_not_trusted_without_dir_sync() {
+    // A segment created and written but whose directory entry never became durable disappears
+    // in a crash; everything the policy promised is in earlier, synced files.
+    let disk = SimStorage::default();
+    let log = open(
+        &disk,
+        LogConfig {
+            flush: FlushPolicy::Never,
+            ..small_config()
+        },
+    );
+    block_on(async {
+        for i in 0..100 {
+            log.append(&tagged(1, 200, i, 0), 0, 0)
+                .await
+                .expect("append");
+        }
+        log.flush().await.expect("flush");
+    });
+    let durable = log.durable_end_offset();
+    assert_eq!(durable, 100);
+    let d = disk.crash(CrashMode::LoseUnsynced);
+    let log = open(&d, small_config());
+    assert_eq!(log.log_end_offset(), 100);
+    assert_eq!(read_all(&log).len(), 100);
+}
