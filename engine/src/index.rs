@@ -106,10 +106,10 @@ impl SegmentIndex {
         segment_bytes: u64,
         span: Offset,
     ) -> Result<Self, IndexError> {
-        if offsets.len() % OFFSET_ENTRY != 0 {
+        if !offsets.len().is_multiple_of(OFFSET_ENTRY) {
             return Err(IndexError::Length(offsets.len()));
         }
-        if times.len() % TIME_ENTRY != 0 {
+        if !times.len().is_multiple_of(TIME_ENTRY) {
             return Err(IndexError::Length(times.len()));
         }
         let mut idx = SegmentIndex::default();

@@ -352,6 +352,28 @@ impl<S: Storage> PartitionLog<S> {
                 .map_err(|e| LogError::io("read", &path, e))?;
             buf[..tail.len()].copy_from_slice(&tail);
         }
+        if log_start > next_offset {
+            // DeleteRecords moved the start past data that did not survive (possible under the
+            // non-fsync policies): nothing below the start may reappear, so the log restarts
+            // empty at its start offset, as Kafka does.
+            tracing::warn!(dir = %dir.display(), log_start, log_end = next_offset, "log start is past the recovered end; restarting the log at its start offset");
+            drop(file);
+            drop(sealed);
+            for base in &bases {
+                for ext in ["log", "index", "timeindex"] {
+                    let p = dir.join(segment_name(*base, ext));
+                    storage
+                        .remove_file(&p)
+                        .await
+                        .map_err(|e| LogError::io("remove", &p, e))?;
+                }
+            }
+            storage
+                .sync_dir(&dir)
+                .await
+                .map_err(|e| LogError::io("sync dir", &dir, e))?;
+            return Box::pin(Self::open(storage, dir, config)).await;
+        }
         let first_base = sealed.keys().next().copied().unwrap_or(active_base);
         log_start = log_start.clamp(first_base, next_offset);
         epochs.retain(|&(_, start)| start < next_offset || start == 0);

@@ -39,6 +39,51 @@ impl DerefMut for GlommioBuf {
     }
 }
 
+impl GlommioStorage {
+    /// Settles, for this executor thread, whether the device under `dir` supports polled
+    /// (IOPOLL) I/O, and checks that O_DIRECT works there at all.
+    ///
+    /// glommio decides IOPOLL support by reading block 0 of the first file it opens on a device
+    /// and caches the answer per thread. When that first file is a new, empty segment the read
+    /// ends at EOF without touching the device, the probe "succeeds", and every later direct
+    /// read on a device without poll queues (virtio, most cloud disks) fails with ENOTSUP.
+    /// Opening a file that really has a block of data first makes the probe honest. Call this
+    /// once per executor before opening logs.
+    pub async fn prepare(dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(".shardlog-io-probe");
+        {
+            let mut f = std::fs::File::create(&path)?;
+            f.write_all(&[0x5a; 4096])?;
+            f.sync_all()?;
+        }
+        let opened = OpenOptions::new().read(true).dma_open(&path).await;
+        let result = match opened {
+            Ok(f) => {
+                let r = f.read_at(0, 4096).await.map(|r| r.len());
+                let _ = f.close().await;
+                match r {
+                    Ok(4096) => Ok(()),
+                    Ok(n) => Err(io::Error::other(format!(
+                        "direct read of the probe file returned {n} of 4096 bytes"
+                    ))),
+                    Err(e) => Err(gerr(e)),
+                }
+            }
+            Err(e) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                format!(
+                    "{} does not support O_DIRECT (tmpfs?): {}",
+                    dir.display(),
+                    gerr(e)
+                ),
+            )),
+        };
+        let _ = std::fs::remove_file(&path);
+        result
+    }
+}
+
 fn gerr<T>(e: glommio::GlommioError<T>) -> io::Error {
     io::Error::from(e)
 }

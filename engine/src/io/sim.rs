@@ -342,7 +342,7 @@ impl StorageFile for SimFile {
         futures_lite::future::yield_now().await;
         let mut st = self.state.borrow_mut();
         let align = st.alignment;
-        if pos % align != 0 || len as u64 % align != 0 || len > buf.len() {
+        if !pos.is_multiple_of(align) || !(len as u64).is_multiple_of(align) || len > buf.len() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 format!("misaligned direct write: {len} bytes at {pos} (alignment {align})"),

@@ -1,0 +1,87 @@
+//! The log on a real file system through glommio's O_DIRECT files and io_uring.
+
+use futures_lite::future::yield_now;
+use glommio::{LocalExecutorBuilder, Placement};
+use shardlog_engine::batch;
+use shardlog_engine::{GlommioStorage, LogConfig, PartitionLog};
+
+fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Send + 'static) {
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(256 << 10)
+        .spawn(move || async move { f().await })
+        .expect("glommio executor (needs RLIMIT_MEMLOCK >= 512 KiB)");
+    ex.join().expect("executor");
+}
+
+#[test]
+fn append_flush_read_reopen_on_real_disk() {
+    let tmp = tempfile::Builder::new()
+        .prefix("shardlog-engine-")
+        .tempdir_in(std::env::temp_dir())
+        .expect("tempdir");
+    let dir = tmp.path().join("t-0");
+    run(move || async move {
+        GlommioStorage::prepare(&dir)
+            .await
+            .expect("direct I/O works here");
+        let cfg = LogConfig {
+            segment_bytes: 256 << 10,
+            index_interval_bytes: 4096,
+            cache_bytes: 64 << 10,
+            ..LogConfig::default()
+        };
+        let (log, report) = PartitionLog::open(GlommioStorage, dir.clone(), cfg.clone())
+            .await
+            .expect("open");
+        assert_eq!(report.log_end_offset, 0);
+        let mut expected = Vec::new();
+        for i in 0..200i64 {
+            let b = batch::build(0, 4, 1000 + (i as usize % 7) * 100, i);
+            let a = log.append(&b, 1, 0).await.expect("append");
+            if i % 3 == 0 {
+                log.wait_committed(a.last_offset).await.expect("commit");
+            }
+            expected.push((a.base_offset, b[21..].to_vec()));
+            yield_now().await;
+        }
+        log.flush().await.expect("flush");
+        assert_eq!(log.durable_end_offset(), 800);
+        let check = |log: PartitionLog<GlommioStorage>, expected: Vec<(i64, Vec<u8>)>| async move {
+            let mut offset = 0;
+            let mut n = 0;
+            while offset < 800 {
+                let r = log.read(offset, 800, 50_000, true).await.expect("read");
+                for b in r.batches {
+                    let info = batch::validate(&b, usize::MAX).expect("valid");
+                    assert_eq!(info.base_offset, expected[n].0);
+                    assert_eq!(&b[21..], &expected[n].1[..]);
+                    offset = info.next_offset();
+                    n += 1;
+                }
+            }
+            assert_eq!(n, 200);
+            log
+        };
+        let log = check(log, expected.clone()).await;
+        assert_eq!(
+            log.offset_for_timestamp(150).await.expect("ts"),
+            Some((600, 150))
+        );
+        log.close().await.expect("close");
+        let (log, report) = PartitionLog::open(GlommioStorage, dir.clone(), cfg.clone())
+            .await
+            .expect("reopen");
+        assert!(report.clean);
+        assert!(report.segments >= 4, "{report:?}");
+        let log = check(log, expected.clone()).await;
+        // Unclean: drop without close, then reopen scans the tail.
+        drop(log);
+        let (log, report) = PartitionLog::open(GlommioStorage, dir.clone(), cfg)
+            .await
+            .expect("reopen");
+        assert!(!report.clean);
+        let log = check(log, expected).await;
+        log.remove().await.expect("remove");
+        assert!(!dir.exists());
+    });
+}
