@@ -211,7 +211,8 @@ def test_fetch_max_bytes_still_returns_a_big_batch(module_broker):
     for i in range(50):
         p.produce(topic, value=bytes([i]) * 10_000)
     flush(p)
-    msgs = consume_all(bs, topic, 1, max_partition_fetch_bytes=1024, fetch_max_bytes=1024)
+    msgs = consume_all(bs, topic, 1, max_partition_fetch_bytes=1024, fetch_max_bytes=1024,
+                       message_max_bytes=1000)
     assert [m.value for m in msgs] == [bytes([i]) * 10_000 for i in range(50)]
 
 
