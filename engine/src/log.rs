@@ -151,7 +151,12 @@ struct Inner<F: StorageFile> {
     cache: BatchCache,
     epochs: Vec<(i32, Offset)>,
     epochs_dirty: bool,
-    io_busy: bool,
+    /// A write of pending data is in flight.
+    write_busy: bool,
+    /// An fdatasync is in flight.
+    sync_busy: bool,
+    /// The active segment is being sealed: appends wait.
+    rolling: bool,
     failed: bool,
     unsynced_bytes: u64,
     last_sync: Instant,
@@ -167,16 +172,51 @@ pub struct PartitionLog<S: Storage> {
     event: Event,
 }
 
-/// Releases the log's I/O slot when dropped (also on error or cancellation).
+#[derive(Clone, Copy)]
+enum Slot {
+    Write,
+    Sync,
+    Both,
+}
+
+/// Releases an I/O slot when dropped (also on error or cancellation).
 struct IoSlot<'a, S: Storage> {
     log: &'a PartitionLog<S>,
+    slot: Slot,
 }
 
 impl<S: Storage> Drop for IoSlot<'_, S> {
     fn drop(&mut self) {
-        self.log.inner.borrow_mut().io_busy = false;
+        let mut st = self.log.inner.borrow_mut();
+        match self.slot {
+            Slot::Write => st.write_busy = false,
+            Slot::Sync => st.sync_busy = false,
+            Slot::Both => {
+                st.write_busy = false;
+                st.sync_busy = false;
+            }
+        }
+        drop(st);
         self.log.event.notify(usize::MAX);
     }
+}
+
+/// Lets appends proceed again when a roll ends, however it ends.
+struct RollGuard<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+}
+
+impl<S: Storage> Drop for RollGuard<'_, S> {
+    fn drop(&mut self) {
+        self.log.inner.borrow_mut().rolling = false;
+        self.log.event.notify(usize::MAX);
+    }
+}
+
+enum Action {
+    Wait(EventListener),
+    Write,
+    Sync,
 }
 
 fn segment_name(base: Offset, ext: &str) -> String {
@@ -410,7 +450,9 @@ impl<S: Storage> PartitionLog<S> {
             durable_end: next_offset,
             epochs,
             epochs_dirty: false,
-            io_busy: false,
+            write_busy: false,
+            sync_busy: false,
+            rolling: false,
             failed: false,
             unsynced_bytes: 0,
             last_sync: Instant::now(),
@@ -513,7 +555,10 @@ impl<S: Storage> PartitionLog<S> {
                 let grow = a.size + len > a.allocated;
                 (roll, drain, grow)
             };
-            if roll {
+            let rolling = self.inner.borrow().rolling.then(|| self.event.listen());
+            if let Some(listener) = rolling {
+                listener.await;
+            } else if roll {
                 self.roll().await?;
             } else if drain {
                 let end = self.log_end_offset();
@@ -571,7 +616,7 @@ impl<S: Storage> PartitionLog<S> {
         a.next_offset = info.next_offset();
         a.first_append_ms.get_or_insert(now_ms);
         if st.epochs.last().is_none_or(|&(e, _)| leader_epoch > e) {
-            // Persisted by the next write (see `do_io`), before the data it describes is
+            // Persisted by the next write (see `write_pending`), before the data it describes is
             // acknowledged.
             st.epochs.push((leader_epoch, base_offset));
             st.epochs_dirty = true;
@@ -586,9 +631,15 @@ impl<S: Storage> PartitionLog<S> {
         })
     }
 
-    /// Returns once every offset up to and including `offset` is on the device.
+    /// Returns once every offset up to and including `offset` is on the device. Under
+    /// `EveryBatch` every write is fdatasync'd before it counts, whatever the acks (as Kafka
+    /// does with `flush.messages=1`), so this waits for the fdatasync too.
     pub async fn wait_written(&self, offset: Offset) -> Result<(), LogError> {
-        self.pump(Need::Written(offset + 1)).await
+        let need = match self.inner.borrow().config.flush {
+            FlushPolicy::EveryBatch => Need::Durable(offset + 1),
+            _ => Need::Written(offset + 1),
+        };
+        self.pump(need).await
     }
 
     /// Returns once every offset up to and including `offset` satisfies the flush policy.
@@ -611,35 +662,25 @@ impl<S: Storage> PartitionLog<S> {
     pub async fn tick(&self, now_ms: i64) -> Result<(), LogError> {
         let (work, roll) = {
             let st = self.inner.borrow();
-            if st.failed || st.io_busy {
+            if st.failed || st.write_busy || st.sync_busy {
                 return Ok(());
             }
             let a = &st.active;
             let pending = a.size > a.written;
             let unsynced = st.durable_end < st.written_end || pending;
-            let sync_due = match st.config.flush {
-                FlushPolicy::EveryBatch => unsynced,
-                FlushPolicy::Interval { bytes, ms } => {
-                    unsynced
-                        && ((bytes > 0 && st.unsynced_bytes + (a.size - a.written) >= bytes)
-                            || (ms > 0 && st.last_sync.elapsed().as_millis() as u64 >= ms))
-                }
-                FlushPolicy::Never => false,
-            };
+            let sync = unsynced && (st.config.flush == FlushPolicy::EveryBatch || sync_due(&st));
             let roll = a.size > 0
                 && a.first_append_ms
                     .is_some_and(|t| now_ms - t >= st.config.segment_ms);
             let end = a.next_offset;
-            (
-                if sync_due {
-                    Some(Need::Durable(end))
-                } else if pending {
-                    Some(Need::Written(end))
-                } else {
-                    None
-                },
-                roll,
-            )
+            let work = if sync {
+                Some(Need::Durable(end))
+            } else if pending {
+                Some(Need::Written(end))
+            } else {
+                None
+            };
+            (work, roll)
         };
         if let Some(need) = work {
             self.pump(need).await?;
@@ -650,16 +691,21 @@ impl<S: Storage> PartitionLog<S> {
         Ok(())
     }
 
-    async fn acquire_io(&self) -> Result<IoSlot<'_, S>, LogError> {
+    /// Takes both I/O slots (for sealing and closing, which must not overlap any I/O).
+    async fn acquire_all_io(&self) -> Result<IoSlot<'_, S>, LogError> {
         loop {
             let listener = {
                 let mut st = self.inner.borrow_mut();
                 if st.failed {
                     return Err(LogError::Failed(self.dir.clone()));
                 }
-                if !st.io_busy {
-                    st.io_busy = true;
-                    return Ok(IoSlot { log: self });
+                if !st.write_busy && !st.sync_busy {
+                    st.write_busy = true;
+                    st.sync_busy = true;
+                    return Ok(IoSlot {
+                        log: self,
+                        slot: Slot::Both,
+                    });
                 }
                 self.event.listen()
             };
@@ -667,34 +713,72 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    /// Drives I/O until `need` holds. Whoever finds the device idle does the work for all.
+    /// Drives I/O until `need` holds. Whoever finds a slot free does that I/O for everyone:
+    /// one write carries every pending append, one fdatasync covers every write completed
+    /// before it started. A write may run while an fdatasync is in flight (it is simply not
+    /// covered by it), so the device is kept busy and the CPU work of new appends overlaps both.
     async fn pump(&self, need: Need) -> Result<(), LogError> {
         loop {
-            let listener = {
+            let action = {
                 let mut st = self.inner.borrow_mut();
                 if st.failed {
                     return Err(LogError::Failed(self.dir.clone()));
                 }
-                let done = match need {
-                    Need::Written(end) => st.written_end >= end.min(st.active.next_offset),
-                    Need::Durable(end) => st.durable_end >= end.min(st.active.next_offset),
+                let leo = st.active.next_offset;
+                let (written_needed, durable_needed) = match need {
+                    Need::Written(end) => (end.min(leo), None),
+                    Need::Durable(end) => (end.min(leo), Some(end.min(leo))),
                 };
-                if done {
+                if st.written_end < written_needed {
+                    if st.write_busy {
+                        Action::Wait(self.event.listen())
+                    } else {
+                        st.write_busy = true;
+                        Action::Write
+                    }
+                } else if durable_needed.is_some_and(|end| st.durable_end < end) {
+                    if st.sync_busy {
+                        Action::Wait(self.event.listen())
+                    } else {
+                        st.sync_busy = true;
+                        Action::Sync
+                    }
+                } else {
                     return Ok(());
                 }
-                if st.io_busy {
-                    Some(self.event.listen())
-                } else {
-                    st.io_busy = true;
-                    None
-                }
             };
-            match listener {
-                Some(l) => l.await,
-                None => {
-                    let slot = IoSlot { log: self };
-                    let sync = matches!(need, Need::Durable(_)) || self.sync_due();
-                    let r = self.do_io(sync).await;
+            match action {
+                Action::Wait(listener) => listener.await,
+                Action::Write => {
+                    let slot = IoSlot {
+                        log: self,
+                        slot: Slot::Write,
+                    };
+                    let r = self.write_pending().await;
+                    drop(slot);
+                    r?;
+                    // Interval policy: the write that crosses the threshold triggers the sync.
+                    let due = {
+                        let st = self.inner.borrow();
+                        !st.sync_busy && st.config.flush != FlushPolicy::EveryBatch && sync_due(&st)
+                    };
+                    if due {
+                        self.inner.borrow_mut().sync_busy = true;
+                        let slot = IoSlot {
+                            log: self,
+                            slot: Slot::Sync,
+                        };
+                        let r = self.sync_written().await;
+                        drop(slot);
+                        r?;
+                    }
+                }
+                Action::Sync => {
+                    let slot = IoSlot {
+                        log: self,
+                        slot: Slot::Sync,
+                    };
+                    let r = self.sync_written().await;
                     drop(slot);
                     r?;
                 }
@@ -702,21 +786,8 @@ impl<S: Storage> PartitionLog<S> {
         }
     }
 
-    fn sync_due(&self) -> bool {
-        let st = self.inner.borrow();
-        match st.config.flush {
-            FlushPolicy::EveryBatch => true,
-            FlushPolicy::Interval { bytes, ms } => {
-                let pending = st.active.size - st.active.written;
-                (bytes > 0 && st.unsynced_bytes + pending >= bytes)
-                    || (ms > 0 && st.last_sync.elapsed().as_millis() as u64 >= ms)
-            }
-            FlushPolicy::Never => false,
-        }
-    }
-
-    /// One round of I/O with the slot held: write everything pending, then fdatasync if asked.
-    async fn do_io(&self, sync: bool) -> Result<(), LogError> {
+    /// Writes everything pending with one direct write. Requires the write slot.
+    async fn write_pending(&self) -> Result<(), LogError> {
         let path = self.active_path();
         let epochs_to_save = {
             let mut st = self.inner.borrow_mut();
@@ -739,11 +810,21 @@ impl<S: Storage> PartitionLog<S> {
                 let len = align_up(used as u64, align) as usize;
                 let new_start = align_down(a.size, align);
                 let tail = (a.size - new_start) as usize;
-                let mut fresh = a.file.alloc(SCAN_CHUNK_BYTES.max(align as usize));
-                let old = a.buf.take();
-                if let Some(old) = &old {
+                // The next buffer is as large as this one, so a steady stream of same-sized
+                // batches never reallocates.
+                let cap = a
+                    .buf
+                    .as_ref()
+                    .map_or(0, |b| b.len())
+                    .max(SCAN_CHUNK_BYTES)
+                    .max(align as usize);
+                let mut fresh = a.file.alloc(cap);
+                let mut old = a.buf.take();
+                if let Some(old) = old.as_mut() {
                     let from = (new_start - a.buf_start) as usize;
                     fresh[..tail].copy_from_slice(&old[from..from + tail]);
+                    // Direct I/O writes whole blocks: zero the padding after the data.
+                    old[used..len].fill(0);
                 }
                 let pos = a.buf_start;
                 a.buf = Some(fresh);
@@ -762,20 +843,26 @@ impl<S: Storage> PartitionLog<S> {
             st.active.written = st.active.written.max(end_size);
             st.written_end = st.written_end.max(end_offset);
         }
-        if sync {
-            let (file, target) = {
-                let st = self.inner.borrow();
-                (st.active.file.clone(), st.written_end)
-            };
-            if self.inner.borrow().durable_end < target {
-                if let Err(e) = file.sync_data().await {
-                    return Err(self.fail(LogError::io("fdatasync", &path, e)));
-                }
-                let mut st = self.inner.borrow_mut();
-                st.durable_end = st.durable_end.max(target);
-                st.unsynced_bytes = 0;
-                st.last_sync = Instant::now();
+        self.event.notify(usize::MAX);
+        Ok(())
+    }
+
+    /// fdatasyncs what was written; everything written before the call started becomes
+    /// durable. Requires the sync slot.
+    async fn sync_written(&self) -> Result<(), LogError> {
+        let path = self.active_path();
+        let (file, target, unsynced) = {
+            let st = self.inner.borrow();
+            (st.active.file.clone(), st.written_end, st.unsynced_bytes)
+        };
+        if self.inner.borrow().durable_end < target {
+            if let Err(e) = file.sync_data().await {
+                return Err(self.fail(LogError::io("fdatasync", &path, e)));
             }
+            let mut st = self.inner.borrow_mut();
+            st.durable_end = st.durable_end.max(target);
+            st.unsynced_bytes = st.unsynced_bytes.saturating_sub(unsynced);
+            st.last_sync = Instant::now();
         }
         self.event.notify(usize::MAX);
         Ok(())
@@ -823,24 +910,20 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Seals the active segment and starts a new one at the log end.
     async fn roll(&self) -> Result<(), LogError> {
-        let _slot = self.acquire_io().await?;
-        // Seal: everything written and fdatasync'd, then cut to the exact length.
-        let (needs_write, needs_sync) = {
-            let st = self.inner.borrow();
-            (
-                st.active.size > st.active.written,
-                st.durable_end < st.active.next_offset,
-            )
-        };
-        if needs_write || needs_sync {
-            self.do_io(true).await?;
+        let _slot = self.acquire_all_io().await?;
+        if self.inner.borrow().active.size == 0 {
+            return Ok(()); // someone else rolled while we waited
         }
+        // No append may land in the old segment from here on: the seal below awaits I/O.
+        self.inner.borrow_mut().rolling = true;
+        let _rolling = RollGuard { log: self };
+        // Seal: everything written and fdatasync'd, then cut to the exact length.
+        self.write_pending().await?;
+        self.sync_written().await?;
         let (old_file, old_base, size, next, mut index, last_rel, max_ts) = {
             let st = self.inner.borrow();
             let a = &st.active;
-            if a.size == 0 {
-                return Ok(()); // someone else rolled while we waited
-            }
+            debug_assert_eq!(a.size, a.written, "sealing a segment with unwritten data");
             (
                 a.file.clone(),
                 a.base,
@@ -1198,7 +1281,9 @@ impl<S: Storage> PartitionLog<S> {
     /// Clean shutdown: flush, persist the active segment's indexes and the clean marker.
     pub async fn close(self) -> Result<(), LogError> {
         self.flush().await?;
-        let _slot = self.acquire_io().await?;
+        let _slot = self.acquire_all_io().await?;
+        self.write_pending().await?;
+        self.sync_written().await?;
         let (base, size, next, index) = {
             let st = self.inner.borrow();
             let a = &st.active;
@@ -1241,6 +1326,19 @@ impl<S: Storage> PartitionLog<S> {
                 .map_err(|e| LogError::io("sync dir", parent, e))?;
         }
         Ok(())
+    }
+}
+
+/// Whether the interval policy's byte or time threshold has been crossed.
+fn sync_due<F: StorageFile>(st: &Inner<F>) -> bool {
+    match st.config.flush {
+        FlushPolicy::EveryBatch => true,
+        FlushPolicy::Interval { bytes, ms } => {
+            let pending = st.active.size - st.active.written;
+            (bytes > 0 && st.unsynced_bytes + pending >= bytes)
+                || (ms > 0 && st.last_sync.elapsed().as_millis() as u64 >= ms)
+        }
+        FlushPolicy::Never => false,
     }
 }
 

@@ -12,6 +12,12 @@ use futures_lite::future::{block_on, yield_now};
 use shardlog_engine::io::sim::CrashMode;
 use shardlog_engine::{FlushPolicy, LogConfig, SimStorage};
 
+/// (base offset, next offset, payload) of one batch.
+type Batch = (i64, i64, Vec<u8>);
+/// The disk a restart would see, the batches acknowledged by then, and the offset the policy
+/// promised durable.
+type Snapshot = (SimStorage, Vec<Batch>, i64);
+
 fn run(flush: FlushPolicy, seed: u64, crash_after_yields: u32, mode: CrashMode) {
     let disk = SimStorage::default();
     let cfg = LogConfig {
@@ -20,8 +26,8 @@ fn run(flush: FlushPolicy, seed: u64, crash_after_yields: u32, mode: CrashMode) 
     };
     let log = open(&disk, cfg.clone());
     // (base, next, payload) of batches whose wait_committed returned Ok.
-    let acked: RefCell<Vec<(i64, i64, Vec<u8>)>> = RefCell::new(Vec::new());
-    let snapshot: RefCell<Option<(SimStorage, Vec<(i64, i64, Vec<u8>)>, i64)>> = RefCell::new(None);
+    let acked: RefCell<Vec<Batch>> = RefCell::new(Vec::new());
+    let snapshot: RefCell<Option<Snapshot>> = RefCell::new(None);
     let producers = (0..4u8).map(|p| {
         let (log, acked) = (&log, &acked);
         async move {

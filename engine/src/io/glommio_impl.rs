@@ -166,9 +166,7 @@ impl StorageFile for GlommioFile {
     }
 
     fn alloc(&self, len: usize) -> GlommioBuf {
-        let mut b = self.file.alloc_dma_buffer(len);
-        b.as_bytes_mut().fill(0);
-        GlommioBuf(b)
+        GlommioBuf(self.file.alloc_dma_buffer(len))
     }
 
     async fn write_at(&self, mut buf: GlommioBuf, len: usize, pos: u64) -> io::Result<()> {

@@ -59,7 +59,8 @@ pub trait StorageFile: 'static {
 
     /// Alignment of direct I/O positions and lengths (bytes).
     fn alignment(&self) -> u64;
-    /// A zeroed buffer of `len` bytes (a multiple of the alignment) usable for `write_at`.
+    /// A buffer of `len` bytes (a multiple of the alignment) usable for `write_at`. Its contents
+    /// are unspecified: callers zero what they write but did not fill.
     fn alloc(&self, len: usize) -> Self::Buf;
     /// Writes the first `len` bytes of `buf` at `pos`; both aligned.
     async fn write_at(&self, buf: Self::Buf, len: usize, pos: u64) -> io::Result<()>;

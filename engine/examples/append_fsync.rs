@@ -1,0 +1,85 @@
+//! Sequential append throughput of one partition log with fdatasync before every
+//! acknowledgement, on the real disk: the engine's side of `tuning/engine-vs-fio.sh`.
+//!
+//! `cargo run --release -p shardlog-engine --example append_fsync -- DIR TOTAL_MIB BATCH_KIB [INFLIGHT]`
+//! prints one line: `engine_append_fsync MB_per_s=<float> batches=<n> fsyncs=<n> seconds=<float>`.
+//!
+//! INFLIGHT (default 1) producers append concurrently, each waiting for its own batch to be
+//! fdatasync'd before sending the next, like a Kafka producer with that many requests in
+//! flight. With 1 the pattern is exactly fio's: one write, one fdatasync. With more, appends that
+//! arrive during an fdatasync share the next one (group commit).
+
+use std::time::Instant;
+
+use glommio::{LocalExecutorBuilder, Placement};
+use shardlog_engine::batch;
+use shardlog_engine::{FlushPolicy, GlommioStorage, LogConfig, PartitionLog};
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.len() != 4 && args.len() != 5 {
+        eprintln!("usage: append_fsync DIR TOTAL_MIB BATCH_KIB [INFLIGHT]");
+        std::process::exit(2);
+    }
+    let dir = std::path::PathBuf::from(&args[1]);
+    let total_mib: u64 = args[2]
+        .parse()
+        .unwrap_or_else(|_| usage("TOTAL_MIB must be an integer"));
+    let batch_kib: usize = args[3]
+        .parse()
+        .unwrap_or_else(|_| usage("BATCH_KIB must be an integer"));
+    let inflight: u64 = args
+        .get(4)
+        .map_or(Ok(1), |a| a.parse())
+        .unwrap_or_else(|_| usage("INFLIGHT must be an integer"));
+    let ex = LocalExecutorBuilder::new(Placement::Unbound)
+        .io_memory(64 << 20)
+        .spawn(move || async move {
+            if let Err(e) = GlommioStorage::prepare(&dir).await {
+                eprintln!("direct I/O unavailable in {}: {e}", dir.display());
+                std::process::exit(1);
+            }
+            // 1 KiB records (1014-byte values plus record overhead) in one batch of BATCH_KIB.
+            let b = batch::build(0, batch_kib as i32, 1014, 0);
+            let cfg = LogConfig { flush: FlushPolicy::EveryBatch, max_batch_bytes: b.len() + 1, retention_ms: None, ..LogConfig::default() };
+            let (log, _) = PartitionLog::open(GlommioStorage, dir.join("append-fsync-0"), cfg).await.unwrap_or_else(|e| {
+                eprintln!("open: {e}");
+                std::process::exit(1)
+            });
+            let n = total_mib * 1024 / batch_kib as u64;
+            let per = n / inflight.max(1);
+            let start = Instant::now();
+            let producers = (0..inflight.max(1)).map(|_| {
+                let (log, b) = (&log, &b);
+                async move {
+                    for _ in 0..per {
+                        let a = log.append(b, 0, 0).await.unwrap_or_else(|e| fail(e));
+                        log.wait_committed(a.last_offset).await.unwrap_or_else(|e| fail(e));
+                    }
+                }
+            });
+            futures::future::join_all(producers).await;
+            let n = per * inflight.max(1);
+            let secs = start.elapsed().as_secs_f64();
+            let bytes = n as f64 * b.len() as f64;
+            println!("engine_append_fsync MB_per_s={:.1} batches={n} inflight={inflight} seconds={secs:.3}", bytes / secs / 1e6);
+            log.remove().await.unwrap_or_else(|e| fail(e));
+        })
+        .unwrap_or_else(|e| {
+            eprintln!("cannot start glommio (raise ulimit -l?): {e}");
+            std::process::exit(1)
+        });
+    if ex.join().is_err() {
+        std::process::exit(1);
+    }
+}
+
+fn usage(msg: &str) -> ! {
+    eprintln!("{msg}");
+    std::process::exit(2)
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("append failed: {e}");
+    std::process::exit(1)
+}
