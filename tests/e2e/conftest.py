@@ -50,11 +50,12 @@ class Broker:
     """
 
     def __init__(self, workdir: Path, name: str = "broker", cores: int = 2,
-                 extra_args: list[str] | None = None):
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None):
         self.workdir = workdir
         self.name = name
         self.cores = cores
         self.extra_args = extra_args or []
+        self.extra_env = env or {}
         self.port = free_port()
         self.data_dir = workdir / f"{name}-data"
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -106,6 +107,7 @@ class Broker:
         # (SHARDLOG_BIN) and anything else from the caller's shell must not leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDLOG_")}
         env.setdefault("RUST_BACKTRACE", "1")
+        env.update(self.extra_env)
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._log_file,
                                      stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
                                      start_new_session=True)
@@ -235,9 +237,17 @@ def make_broker(tmp_path: Path):
     """Factory for brokers with extra arguments; all are torn down after the test."""
     made: list[Broker] = []
 
-    def make(name: str = "broker", extra_args: list[str] | None = None, start: bool = True) -> Broker:
+    def make(name: str = "broker", extra_args: list[str] | None = None, start: bool = True,
+             env: dict[str, str] | None = None, argv: list[str] | None = None,
+             port: int | None = None) -> Broker:
+        """argv replaces the whole command line after the binary (then `port` must be the
+        port that command line makes the broker listen on)."""
         _require_binary()
-        b = Broker(tmp_path, name=name, extra_args=extra_args)
+        b = Broker(tmp_path, name=name, extra_args=extra_args, env=env)
+        if argv is not None:
+            b.argv = lambda: [shardlog_bin(), *argv]  # type: ignore[method-assign]
+            if port is not None:
+                b.port = port
         made.append(b)
         if start:
             b.start()
