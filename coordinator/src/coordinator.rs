@@ -975,8 +975,18 @@ impl GroupCoordinator {
             return ErrorCode::GroupIdNotFound;
         };
         tracing::debug!(group = %group_id, "group deleted");
+        // In-flight commits may still land in the log before these tombstones:
+        // delete their partitions too, and keep them from applying in memory.
+        let mut doomed: Vec<(String, i32)> = group.offsets.keys().cloned().collect();
+        for pc in self.pending_commits.values() {
+            if pc.group_id == group_id {
+                doomed.extend(pc.apply.iter().map(|(tp, _)| tp.clone()));
+            }
+        }
+        doomed.sort();
+        doomed.dedup();
         self.supersede(group_id, |_| true);
-        let records = tombstones(&group, group.offsets.keys().cloned().collect());
+        let records = tombstones(&group, doomed);
         if !records.is_empty() {
             out.push(Output::Persist(Persist {
                 group_id: group_id.to_owned(),

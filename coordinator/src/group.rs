@@ -439,6 +439,8 @@ impl Group {
             self.join_deadline_ms = Some(now_ms.saturating_add(rebalance_timeout_ms));
         }
         self.transition(GroupState::PreparingRebalance, now_ms);
+        // Like Kafka's tryCompleteElseWatch: everyone may already be in.
+        self.check_join_complete(now_ms, out);
     }
 
     /// Completes the join phase early once every member has rejoined (not
