@@ -1,4 +1,98 @@
-fn main() {
-    eprintln!("shardlog: the broker is not built yet");
-    std::process::exit(2);
+//! `shardlog`: the broker binary.
+//!
+//! ```text
+//! shardlog start [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--config FILE]
+//!                [--node-id ID] [--advertised HOST:PORT]
+//! ```
+//!
+//! Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when the broker fails at start-up
+//! or at run time, 2 for a usage or configuration error, 130 on a second signal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use shardlog_server::config::{BrokerConfig, Overrides};
+
+#[derive(Parser)]
+#[command(
+    name = "shardlog",
+    version,
+    about = "Kafka-compatible streaming broker"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a broker.
+    Start {
+        /// Address to listen on (default 127.0.0.1:9092).
+        #[arg(long, value_name = "HOST:PORT")]
+        listen: Option<String>,
+        /// Directory for logs and metadata (default ./data).
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Number of shards, one pinned executor per core (default: all cores).
+        #[arg(long, value_name = "N")]
+        cores: Option<usize>,
+        /// TOML configuration file; flags and SHARDLOG_* variables override it.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Broker id reported to clients (default 0).
+        #[arg(long, value_name = "ID")]
+        node_id: Option<i32>,
+        /// Address advertised in Metadata (default: the listen address).
+        #[arg(long, value_name = "HOST:PORT")]
+        advertised: Option<String>,
+    },
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_thread_names(true)
+        .init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let Command::Start {
+        listen,
+        data_dir,
+        cores,
+        config,
+        node_id,
+        advertised,
+    } = cli.command;
+    let flags = Overrides {
+        listen,
+        advertised,
+        data_dir,
+        cores,
+        node_id,
+    };
+    let cfg = match BrokerConfig::load(config.as_deref(), std::env::vars(), &flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("shardlog: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_tracing(&cfg.log_level);
+    match shardlog_server::broker::run(cfg) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "shardlog failed");
+            eprintln!("shardlog: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

@@ -1,0 +1,461 @@
+//! Start-up and shutdown of the whole broker: memory locking, the data directory lock, one
+//! pinned glommio executor per shard, the channel mesh between them, signals.
+//!
+//! Start-up order: load the metadata file and remove partition directories that belong to no
+//! current topic (left behind by a deletion interrupted by a crash); start the shards; each
+//! joins the mesh, opens the logs it owns, binds its own listener (SO_REUSEPORT: the kernel
+//! spreads connections over the shards) and waits at a barrier, so no shard accepts a
+//! connection before every shard knows every topic. Shard 0 then logs `shardlog ready`.
+//!
+//! Shutdown (SIGTERM/SIGINT): a signal thread sets a flag; every shard stops accepting and
+//! reading, lets in-flight requests finish and their answers go out, waits until all shards
+//! have drained (their requests may still reach partitions on other shards), then writes
+//! producer snapshots and `close()`s its logs (flush, indexes, clean marker). A second signal
+//! exits at once with status 130.
+
+use std::os::unix::io::AsRawFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use futures::future::{self, Either, FutureExt};
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::net::TcpListener;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::BrokerConfig;
+use crate::connection;
+use crate::metadata::{ClusterMeta, MetadataStore};
+use crate::shard::{topic_dir, Global, MeshMsg, Shard};
+
+/// glommio refuses to start an executor below this much RLIMIT_MEMLOCK.
+const MIN_MEMLOCK_BYTES: u64 = 512 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another shardlog process")]
+    Locked(std::path::PathBuf),
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetaError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("locked-memory limit (ulimit -l) is {have} KiB; glommio needs at least {need} KiB per process and it could not be raised: {reason}")]
+    Memlock {
+        have: u64,
+        need: u64,
+        reason: String,
+    },
+    #[error("cannot start shard {shard}: {message}")]
+    Executor { shard: usize, message: String },
+    #[error("shard {shard} failed: {message}")]
+    Shard { shard: usize, message: String },
+}
+
+/// Makes sure RLIMIT_MEMLOCK allows glommio's executors; raises it when we may.
+fn ensure_memlock(cfg: &BrokerConfig) -> Result<(), BrokerError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the valid `lim`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) } != 0 {
+        tracing::warn!("getrlimit(RLIMIT_MEMLOCK) failed; starting anyway");
+        return Ok(());
+    }
+    let want = (cfg.io_memory_bytes as u64 * cfg.cores as u64 * 2).max(MIN_MEMLOCK_BYTES * 2);
+    if lim.rlim_cur == libc::RLIM_INFINITY || lim.rlim_cur >= want {
+        tracing::debug!(
+            memlock_kib = lim.rlim_cur / 1024,
+            "locked-memory limit is sufficient"
+        );
+        return Ok(());
+    }
+    let raised = libc::rlimit {
+        rlim_cur: want.min(lim.rlim_max).max(lim.rlim_cur),
+        rlim_max: lim.rlim_max.max(want),
+    };
+    // SAFETY: setrlimit reads the valid `raised`.
+    let ok = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &raised) } == 0 || {
+        let only_soft = libc::rlimit {
+            rlim_cur: want.min(lim.rlim_max),
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: as above.
+        unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &only_soft) == 0 }
+    };
+    let mut now = lim;
+    // SAFETY: getrlimit writes into the valid `now`.
+    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut now) };
+    if ok {
+        tracing::info!(
+            from_kib = lim.rlim_cur / 1024,
+            to_kib = now.rlim_cur / 1024,
+            "raised the locked-memory limit"
+        );
+    }
+    if now.rlim_cur < MIN_MEMLOCK_BYTES {
+        return Err(BrokerError::Memlock {
+            have: now.rlim_cur / 1024,
+            need: MIN_MEMLOCK_BYTES / 1024,
+            reason: std::io::Error::last_os_error().to_string(),
+        });
+    }
+    if now.rlim_cur < want {
+        tracing::warn!(memlock_kib = now.rlim_cur / 1024, wanted_kib = want / 1024, "locked-memory limit is low; glommio may fall back to unregistered I/O buffers (lower io_memory_bytes to avoid this)");
+    }
+    Ok(())
+}
+
+/// CPUs this process may run on, in order.
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is valid; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) }
+            == 0;
+    let cpus: Vec<usize> = if ok {
+        (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: `set` is initialised and `c` is within CPU_SETSIZE.
+            .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if cpus.is_empty() {
+        (0..std::thread::available_parallelism().map_or(1, |n| n.get())).collect()
+    } else {
+        cpus
+    }
+}
+
+/// Holds an exclusive flock on `<data_dir>/.lock` for the life of the process.
+fn lock_data_dir(dir: &Path) -> Result<std::fs::File, BrokerError> {
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| BrokerError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+    // SAFETY: flock on a valid, open descriptor.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(BrokerError::Locked(dir.to_path_buf()));
+    }
+    Ok(f)
+}
+
+/// Removes `logs/*` directories that belong to no topic in `meta`.
+fn remove_orphans(data_dir: &Path, meta: &ClusterMeta) {
+    let logs = data_dir.join("logs");
+    let Ok(entries) = std::fs::read_dir(&logs) else {
+        return;
+    };
+    let keep: std::collections::HashSet<_> = meta
+        .topics
+        .values()
+        .map(|t| topic_dir(data_dir, t))
+        .collect();
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() && !keep.contains(&p) {
+            tracing::warn!(dir = %p.display(), "removing partition data of a deleted topic");
+            if let Err(err) = std::fs::remove_dir_all(&p) {
+                tracing::error!(dir = %p.display(), error = %err, "cannot remove orphaned topic directory");
+            }
+        }
+    }
+}
+
+/// Blocks SIGTERM/SIGINT in this thread (inherited by the executors) and returns the set.
+fn block_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a local, initialised set.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        set
+    }
+}
+
+fn spawn_signal_thread(set: libc::sigset_t, global: Arc<Global>) {
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: `set` holds blocked signals; sigwait writes into `sig`.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            if global.shutdown.swap(true, Ordering::SeqCst) {
+                tracing::warn!(signal = sig, "second signal: exiting immediately");
+                std::process::exit(130);
+            }
+            tracing::info!(signal = sig, "shutdown requested: draining requests");
+        });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the signal thread; SIGTERM will not drain");
+    }
+}
+
+/// Runs the broker until shutdown. Returns once every shard has closed its logs.
+pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
+    let started = Instant::now();
+    ensure_memlock(&cfg)?;
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| BrokerError::DataDir {
+        path: cfg.data_dir.clone(),
+        source,
+    })?;
+    let _lock = lock_data_dir(&cfg.data_dir)?;
+    // Refuse an address someone else listens on (SO_REUSEPORT would otherwise share it).
+    drop(
+        std::net::TcpListener::bind(cfg.listen_addr()).map_err(|source| BrokerError::Listen {
+            addr: cfg.listen.clone(),
+            source,
+        })?,
+    );
+    let store = MetadataStore::open(&cfg.data_dir.join("meta"))?;
+    remove_orphans(&cfg.data_dir, &store.meta);
+    let initial = store.meta.clone();
+
+    let sigset = block_signals();
+    let global = Arc::new(Global {
+        shutdown: AtomicBool::new(false),
+        drained: AtomicUsize::new(0),
+        connections: AtomicUsize::new(0),
+    });
+    spawn_signal_thread(sigset, global.clone());
+
+    let cfg = Arc::new(cfg);
+    let n = cfg.cores;
+    let cpus = allowed_cpus();
+    let mesh = MeshBuilder::<MeshMsg, _>::full(n, 1024);
+    let barrier = Arc::new(Barrier::new(n));
+    let bind_failed = Arc::new(AtomicBool::new(false));
+    let mut store = Some(store);
+    let mut handles = Vec::with_capacity(n);
+    for i in 0..n {
+        let cpu = cpus[i % cpus.len()];
+        let (cfg, global, mesh, barrier, bind_failed) = (
+            cfg.clone(),
+            global.clone(),
+            mesh.clone(),
+            barrier.clone(),
+            bind_failed.clone(),
+        );
+        let meta = initial.clone();
+        let authority = if i == 0 { store.take() } else { None };
+        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{i}"))
+            .io_memory(cfg.io_memory_bytes)
+            .spawn(move || async move {
+                shard_main(
+                    i,
+                    cfg,
+                    global,
+                    meta,
+                    authority,
+                    mesh,
+                    barrier,
+                    bind_failed,
+                    started,
+                )
+                .await
+            })
+            .map_err(|e| BrokerError::Executor {
+                shard: i,
+                message: e.to_string(),
+            })?;
+        handles.push(h);
+    }
+    let mut first_err = None;
+    for (i, h) in handles.into_iter().enumerate() {
+        let r = match h.join() {
+            Ok(r) => r,
+            Err(e) => Err(BrokerError::Shard {
+                shard: i,
+                message: format!("executor: {e}"),
+            }),
+        };
+        if let Err(e) = r {
+            first_err.get_or_insert(e);
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => {
+            tracing::info!("shardlog stopped cleanly");
+            Ok(())
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn shard_main(
+    id: usize,
+    cfg: Arc<BrokerConfig>,
+    global: Arc<Global>,
+    meta: ClusterMeta,
+    authority: Option<MetadataStore>,
+    mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
+    barrier: Arc<Barrier>,
+    bind_failed: Arc<AtomicBool>,
+    started: Instant,
+) -> Result<(), BrokerError> {
+    let n = cfg.cores;
+    let (senders, receivers) = mesh.join().await.map_err(|e| BrokerError::Shard {
+        shard: id,
+        message: format!("joining the shard mesh: {e}"),
+    })?;
+    let shard = Shard::new(
+        id,
+        cfg.clone(),
+        global.clone(),
+        meta.clone(),
+        authority,
+        senders,
+    );
+    shard.spawn_mesh_receivers(receivers);
+    for t in meta.topics.values() {
+        shard.open_topic(t).await;
+    }
+    let listener = match TcpListener::bind(cfg.listen_addr()) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::error!(shard = id, addr = %cfg.listen, error = %e, "cannot listen");
+            bind_failed.store(true, Ordering::SeqCst);
+            None
+        }
+    };
+    barrier.wait();
+    let listen_result = match (listener, bind_failed.load(Ordering::SeqCst)) {
+        (Some(l), false) => Ok(l),
+        _ => Err(BrokerError::Listen {
+            addr: cfg.listen.clone(),
+            source: std::io::Error::other("a shard could not bind the address"),
+        }),
+    };
+    let listener = match listen_result {
+        Ok(l) => l,
+        Err(e) => {
+            global.shutdown.store(true, Ordering::SeqCst);
+            shard.close_all().await;
+            return Err(e);
+        }
+    };
+    if id == 0 {
+        let (host, port) = cfg.advertised_host_port();
+        tracing::info!(listen = %cfg.listen, advertised = %format!("{host}:{port}"), shards = n, data_dir = %cfg.data_dir.display(), topics = meta.topics.len(), startup_ms = started.elapsed().as_millis() as u64, "shardlog ready");
+    }
+
+    // Shutdown watcher: turns the process-wide flag into this shard's event.
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            while !shard.is_shutting_down() {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            shard.shutdown_event.notify(usize::MAX);
+        })
+        .detach();
+    }
+    // Periodic log work.
+    {
+        let shard = shard.clone();
+        let tick = Duration::from_millis(cfg.tick_interval_ms);
+        let retention_every = Duration::from_millis(cfg.retention_check_interval_ms);
+        glommio::spawn_local(async move {
+            let mut last_retention = Instant::now();
+            loop {
+                glommio::timer::sleep(tick).await;
+                if shard.global.drained.load(Ordering::SeqCst) >= shard.shards {
+                    break;
+                }
+                let due = last_retention.elapsed() >= retention_every;
+                if due {
+                    last_retention = Instant::now();
+                }
+                shard.tick_all(due).await;
+            }
+        })
+        .detach();
+    }
+
+    let per_shard_max = cfg.max_connections.div_ceil(n);
+    loop {
+        let stop = shard.shutdown_event.listen();
+        if shard.is_shutting_down() {
+            break;
+        }
+        let accepted = match future::select(listener.accept().boxed_local(), stop).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => break,
+        };
+        match accepted {
+            Ok(stream) => {
+                let peer = stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+                if shard.connections.get() >= per_shard_max {
+                    tracing::warn!(%peer, limit = cfg.max_connections, "connection refused: max_connections reached");
+                    drop(stream);
+                    continue;
+                }
+                shard.connections.set(shard.connections.get() + 1);
+                global.connections.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(shard = id, %peer, "accepted connection");
+                let s = shard.clone();
+                let g = global.clone();
+                glommio::spawn_local(async move {
+                    connection::serve(s.clone(), stream, peer).await;
+                    s.connections.set(s.connections.get() - 1);
+                    g.connections.fetch_sub(1, Ordering::Relaxed);
+                })
+                .detach();
+            }
+            Err(e) => {
+                tracing::warn!(shard = id, error = %e, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    drop(listener);
+
+    // Drain: wait for this shard's connections, then for every shard.
+    let grace = Duration::from_millis(cfg.shutdown_grace_ms);
+    let t0 = Instant::now();
+    while shard.connections.get() > 0 && t0.elapsed() < grace {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    if shard.connections.get() > 0 {
+        tracing::warn!(
+            shard = id,
+            connections = shard.connections.get(),
+            "shutdown grace period over; closing with requests in flight"
+        );
+    }
+    global.drained.fetch_add(1, Ordering::SeqCst);
+    while global.drained.load(Ordering::SeqCst) < n && t0.elapsed() < grace * 2 {
+        glommio::timer::sleep(Duration::from_millis(5)).await;
+    }
+    shard.close_all().await;
+    tracing::info!(shard = id, "shard closed its logs");
+    // Give peers a moment to finish closing before the mesh goes away.
+    glommio::timer::sleep(Duration::from_millis(20)).await;
+    shard.close_mesh();
+    Ok(())
+}

@@ -1,0 +1,240 @@
+//! One client connection: read frames, place requests in order, write responses in order.
+//!
+//! The reader decodes a frame, runs the handler's placing phase, spawns the answer phase as a
+//! task and pushes the task into a bounded queue (`max_inflight_requests`): a full queue stops
+//! reading, which is the per-connection back-pressure. The writer takes tasks from the queue
+//! in order and writes each finished response, so responses leave in request order however
+//! the answers complete (Kafka requires it; clients pipeline freely).
+//!
+//! Writes are vectored: a response is a list of `Bytes` chunks (for Fetch, the stored batches
+//! themselves) sent with `sendmsg(MSG_DONTWAIT)` over an iovec array; when the socket is full
+//! the writer waits for writability through glommio and continues. The socket is shared by
+//! the reader and writer tasks through `Rc<RefCell<_>>`, borrowed only inside a poll.
+//!
+//! A malformed, oversized or unknown request closes this connection only, with a log line;
+//! in-flight answers are still written first.
+
+use std::cell::RefCell;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::io::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+use futures::future::{self, Either, FutureExt};
+use futures_lite::io::{AsyncRead, AsyncWrite};
+use glommio::channels::local_channel::{self, LocalReceiver};
+use glommio::net::TcpStream;
+use glommio::task::JoinHandle;
+
+use crate::handlers;
+use crate::protocol::{self, Parsed};
+use crate::shard::Shard;
+
+type Stream = Rc<RefCell<TcpStream>>;
+
+async fn read_some(stream: &Stream, buf: &mut [u8]) -> io::Result<usize> {
+    future::poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_read(cx, buf)).await
+}
+
+async fn write_some(stream: &Stream, buf: &[u8]) -> io::Result<usize> {
+    future::poll_fn(|cx| Pin::new(&mut *stream.borrow_mut()).poll_write(cx, buf)).await
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    #[error(transparent)]
+    Frame(#[from] protocol::FrameError),
+    #[error("connection closed in the middle of a frame")]
+    Truncated,
+    #[error("read: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Reads one frame body into `buf`'s front; `Ok(None)` at a clean end of stream.
+async fn read_frame(
+    stream: &Stream,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Bytes>, ReadError> {
+    const CHUNK: usize = 64 << 10;
+    let mut need: Option<usize> = None;
+    loop {
+        if need.is_none() && buf.len() >= 4 {
+            let len = protocol::check_frame_len([buf[0], buf[1], buf[2], buf[3]], max)?;
+            need = Some(4 + len);
+        }
+        if let Some(n) = need {
+            if buf.len() >= n {
+                let mut frame = buf.split_to(n);
+                let _ = frame.split_to(4);
+                return Ok(Some(frame.freeze()));
+            }
+        }
+        // Grow only to what the (validated) frame needs, in chunks.
+        let grow = match need {
+            Some(n) => (n - buf.len()).min(16 << 20),
+            None => CHUNK,
+        };
+        let start = buf.len();
+        buf.resize(start + grow, 0);
+        let r = read_some(stream, &mut buf[start..]).await;
+        match r {
+            Ok(0) => {
+                buf.truncate(start);
+                return if start == 0 {
+                    Ok(None)
+                } else {
+                    Err(ReadError::Truncated)
+                };
+            }
+            Ok(n) => buf.truncate(start + n),
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e.into());
+            }
+        }
+    }
+}
+
+/// Writes every chunk, vectored, waiting for the socket when it is full.
+async fn write_chunks(stream: &Stream, chunks: &[Bytes]) -> io::Result<()> {
+    const MAX_IOV: usize = 64;
+    let fd = stream.borrow().as_raw_fd();
+    let mut idx = 0usize;
+    let mut off = 0usize;
+    while idx < chunks.len() {
+        if off >= chunks[idx].len() {
+            idx += 1;
+            off = 0;
+            continue;
+        }
+        let mut iov: Vec<libc::iovec> = Vec::with_capacity(MAX_IOV);
+        for (i, c) in chunks[idx..].iter().enumerate().take(MAX_IOV) {
+            let s = if i == 0 { &c[off..] } else { &c[..] };
+            if !s.is_empty() {
+                iov.push(libc::iovec {
+                    iov_base: s.as_ptr() as *mut libc::c_void,
+                    iov_len: s.len(),
+                });
+            }
+        }
+        // SAFETY: a zeroed msghdr is valid; iov points at `iov.len()` iovecs that reference
+        // live `Bytes` (kept alive by `chunks`) for the duration of the call.
+        let n = unsafe {
+            let mut msg: libc::msghdr = std::mem::zeroed();
+            msg.msg_iov = iov.as_mut_ptr();
+            msg.msg_iovlen = iov.len() as _;
+            libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
+        };
+        let mut written = if n >= 0 {
+            n as usize
+        } else {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => {
+                    // Wait for room through glommio, writing part of the current chunk.
+                    write_some(stream, &chunks[idx][off..]).await?
+                }
+                io::ErrorKind::Interrupted => 0,
+                _ => return Err(e),
+            }
+        };
+        while written > 0 && idx < chunks.len() {
+            let left = chunks[idx].len() - off;
+            if written >= left {
+                written -= left;
+                idx += 1;
+                off = 0;
+            } else {
+                off += written;
+                written = 0;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn writer(
+    stream: Stream,
+    rx: LocalReceiver<JoinHandle<Option<Vec<Bytes>>>>,
+    peer: SocketAddr,
+) {
+    while let Some(task) = rx.recv().await {
+        let Some(Some(chunks)) = task.await else {
+            continue;
+        };
+        if let Err(e) = write_chunks(&stream, &chunks).await {
+            tracing::debug!(%peer, error = %e, "write failed; closing connection");
+            break;
+        }
+    }
+    // Drain (and so await) whatever is still queued, without writing.
+    while let Some(task) = rx.recv().await {
+        let _ = task.await;
+    }
+}
+
+/// Serves one connection until the client closes it, it misbehaves, or the broker shuts down.
+pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, error = %e, "TCP_NODELAY");
+    }
+    let stream: Stream = Rc::new(RefCell::new(stream));
+    let (tx, rx) = local_channel::new_bounded(shard.cfg.max_inflight_requests);
+    let writer_task = glommio::spawn_local(writer(stream.clone(), rx, peer));
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let max = shard.cfg.max_frame_bytes;
+    loop {
+        let stop = shard.shutdown_event.listen();
+        if shard.is_shutting_down() {
+            break;
+        }
+        let read = read_frame(&stream, &mut buf, max).boxed_local();
+        let frame = match future::select(read, stop).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => {
+                tracing::debug!(%peer, "shutdown: connection stops reading");
+                break;
+            }
+        };
+        let frame = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection: bad frame");
+                break;
+            }
+        };
+        let pending: handlers::Pending = match protocol::parse_request(frame) {
+            Ok(Parsed::Request {
+                header,
+                api_key,
+                body,
+            }) => handlers::dispatch(&shard, header, api_key, *body).await,
+            Ok(Parsed::ApiVersionsUnsupported { correlation_id }) => {
+                tracing::info!(%peer, correlation_id, "ApiVersions version not supported: answering UNSUPPORTED_VERSION");
+                let r = protocol::api_versions_unsupported(correlation_id)
+                    .ok()
+                    .map(|b| vec![b]);
+                future::ready(r).boxed_local()
+            }
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "closing connection: bad request");
+                break;
+            }
+        };
+        let task = glommio::spawn_local(pending).detach();
+        if tx.send(task).await.is_err() {
+            break;
+        }
+    }
+    drop(tx);
+    writer_task.await;
+    let _ = stream
+        .borrow()
+        .shutdown(std::net::Shutdown::Both)
+        .now_or_never();
+    tracing::debug!(%peer, "connection closed");
+}

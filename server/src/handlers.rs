@@ -1,0 +1,1177 @@
+//! Kafka API handlers: turn a decoded request into shard requests, join the answers, encode the
+//! response.
+//!
+//! Every handler has two phases. [`dispatch`] runs the *placing* phase on the connection's task,
+//! in request order: it decides which shards are involved and hands each its part
+//! ([`Shard::send`] returns once the part is queued). It returns the *answer* phase as a
+//! future, which the connection spawns and whose result it writes in request order. Produce
+//! relies on this to keep per-partition order across pipelined requests; the other APIs do not
+//! care but use the same shape.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::{self, LocalBoxFuture};
+use futures::FutureExt;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, StrBytes};
+
+use crate::errors;
+use crate::fetch::{self, FetchTopicOut, SessionStep};
+use crate::metadata;
+use crate::protocol;
+use crate::shard::{
+    AdminReq, AdminResp, NewTopic, OffsetOut, ProducePart, ProduceResult, ReadOut, ReadPart, Shard,
+    ShardReq, ShardResp,
+};
+
+/// The answer phase: the response frame as chunks, or `None` for no response (acks=0).
+pub type Pending = LocalBoxFuture<'static, Option<Vec<Bytes>>>;
+
+fn respond<M: Encodable>(api_key: ApiKey, version: i16, corr: i32, body: &M) -> Option<Vec<Bytes>> {
+    match protocol::encode_response(api_key, version, corr, body) {
+        Ok(b) => Some(vec![b]),
+        Err(e) => {
+            tracing::error!(?api_key, version, error = %e, "cannot encode response");
+            None
+        }
+    }
+}
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_string())
+}
+
+fn tname(x: &str) -> TopicName {
+    TopicName(s(x))
+}
+
+/// Places the request and returns its answer phase.
+pub async fn dispatch(
+    shard: &Rc<Shard>,
+    header: RequestHeader,
+    api_key: ApiKey,
+    body: RequestKind,
+) -> Pending {
+    let v = header.request_api_version;
+    let corr = header.correlation_id;
+    tracing::trace!(?api_key, version = v, correlation_id = corr, "request");
+    match body {
+        RequestKind::ApiVersions(_) => {
+            let r = protocol::api_versions_response(errors::NONE);
+            future::ready(respond(api_key, v, corr, &r)).boxed_local()
+        }
+        RequestKind::Metadata(req) => metadata_api(shard.clone(), v, corr, req).boxed_local(),
+        RequestKind::Produce(req) => produce(shard, v, corr, req).await,
+        RequestKind::Fetch(req) => fetch_api(shard.clone(), v, corr, req).boxed_local(),
+        RequestKind::ListOffsets(req) => list_offsets(shard, v, corr, req).await,
+        RequestKind::CreateTopics(req) => create_topics(shard.clone(), v, corr, req).boxed_local(),
+        RequestKind::DeleteTopics(req) => delete_topics(shard.clone(), v, corr, req).boxed_local(),
+        RequestKind::CreatePartitions(req) => {
+            create_partitions(shard.clone(), v, corr, req).boxed_local()
+        }
+        RequestKind::DescribeConfigs(req) => {
+            future::ready(describe_configs(shard, v, corr, req)).boxed_local()
+        }
+        RequestKind::AlterConfigs(req) => {
+            let topics = req
+                .resources
+                .iter()
+                .map(|r| {
+                    (
+                        r.resource_type,
+                        r.resource_name.to_string(),
+                        r.configs
+                            .iter()
+                            .map(|c| {
+                                (
+                                    c.name.to_string(),
+                                    0i8,
+                                    c.value.as_ref().map(|v| v.to_string()),
+                                )
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            alter_configs(
+                shard.clone(),
+                api_key,
+                v,
+                corr,
+                topics,
+                true,
+                req.validate_only,
+            )
+            .boxed_local()
+        }
+        RequestKind::IncrementalAlterConfigs(req) => {
+            let topics = req
+                .resources
+                .iter()
+                .map(|r| {
+                    (
+                        r.resource_type,
+                        r.resource_name.to_string(),
+                        r.configs
+                            .iter()
+                            .map(|c| {
+                                (
+                                    c.name.to_string(),
+                                    c.config_operation,
+                                    c.value.as_ref().map(|v| v.to_string()),
+                                )
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            alter_configs(
+                shard.clone(),
+                api_key,
+                v,
+                corr,
+                topics,
+                false,
+                req.validate_only,
+            )
+            .boxed_local()
+        }
+        RequestKind::DeleteRecords(req) => delete_records(shard, v, corr, req).await,
+        RequestKind::OffsetForLeaderEpoch(req) => epoch_end(shard, v, corr, req).await,
+        RequestKind::DescribeCluster(_) => {
+            future::ready(describe_cluster(shard, v, corr)).boxed_local()
+        }
+        RequestKind::InitProducerId(req) => {
+            init_producer_id(shard.clone(), v, corr, req).boxed_local()
+        }
+        other => {
+            // parse_request only admits the APIs listed in SUPPORTED_APIS.
+            tracing::error!(
+                ?api_key,
+                "no handler for advertised API: {:?}",
+                std::mem::discriminant(&other)
+            );
+            future::ready(None).boxed_local()
+        }
+    }
+}
+
+/// Creates the topics in `names` that do not exist, if auto-creation is on.
+async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
+    if !shard.cfg.auto_create_topics {
+        return;
+    }
+    let missing: Vec<NewTopic> = names
+        .iter()
+        .filter(|n| shard.topic(n).is_none() && metadata::validate_topic_name(n).is_ok())
+        .map(|n| NewTopic {
+            name: n.clone(),
+            partitions: shard.cfg.default_partitions,
+            configs: Vec::new(),
+        })
+        .collect();
+    if missing.is_empty() {
+        return;
+    }
+    if let AdminResp::Results(rs) = shard
+        .admin_call(AdminReq::CreateTopics {
+            topics: missing,
+            validate_only: false,
+        })
+        .await
+    {
+        for (name, code, _) in rs {
+            if code == errors::NONE {
+                tracing::info!(topic = %name, "auto-created topic");
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn metadata_api(
+    shard: Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: MetadataRequest,
+) -> Option<Vec<Bytes>> {
+    let requested: Option<Vec<Option<String>>> = match req.topics {
+        None => None,
+        Some(t) if v == 0 && t.is_empty() => None,
+        Some(t) => Some(
+            t.iter()
+                .map(|x| x.name.as_ref().map(|n| n.0.to_string()))
+                .collect(),
+        ),
+    };
+    let allow_auto = v < 4 || req.allow_auto_topic_creation;
+    if let (Some(names), true) = (&requested, allow_auto) {
+        let names: Vec<String> = names.iter().flatten().cloned().collect();
+        auto_create(&shard, &names).await;
+    }
+    let (host, port) = shard.cfg.advertised_host_port();
+    let node = shard.cfg.node_id;
+    let mut r = MetadataResponse::default();
+    let mut b = metadata_response::MetadataResponseBroker::default();
+    b.node_id = BrokerId(node);
+    b.host = s(&host);
+    b.port = port;
+    r.brokers = vec![b];
+    r.cluster_id = Some(s(&shard.cfg.cluster_id));
+    r.controller_id = BrokerId(node);
+    let meta = shard.meta.borrow();
+    let topic_resp = |t: &metadata::TopicMeta| {
+        let mut tr = metadata_response::MetadataResponseTopic::default();
+        tr.name = Some(tname(&t.name));
+        tr.topic_id = uuid::Uuid::from_u128(t.id);
+        tr.partitions = t
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(i, pm)| {
+                let mut p = metadata_response::MetadataResponsePartition::default();
+                p.partition_index = i as i32;
+                p.leader_id = BrokerId(node);
+                p.leader_epoch = pm.leader_epoch;
+                p.replica_nodes = vec![BrokerId(node)];
+                p.isr_nodes = vec![BrokerId(node)];
+                p
+            })
+            .collect();
+        tr
+    };
+    r.topics = match requested {
+        None => meta.topics.values().map(topic_resp).collect(),
+        Some(names) => names
+            .into_iter()
+            .map(|n| match n {
+                Some(name) => match meta.topics.get(&name) {
+                    Some(t) => topic_resp(t),
+                    None => {
+                        let mut tr = metadata_response::MetadataResponseTopic::default();
+                        tr.error_code = if metadata::validate_topic_name(&name).is_err() {
+                            errors::INVALID_TOPIC_EXCEPTION
+                        } else {
+                            errors::UNKNOWN_TOPIC_OR_PARTITION
+                        };
+                        tr.name = Some(tname(&name));
+                        tr
+                    }
+                },
+                None => {
+                    let mut tr = metadata_response::MetadataResponseTopic::default();
+                    tr.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                    tr
+                }
+            })
+            .collect(),
+    };
+    drop(meta);
+    respond(ApiKey::Metadata, v, corr, &r)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> Pending {
+    let acks = req.acks;
+    let order: Vec<(String, Vec<i32>)> = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partition_data.iter().map(|p| p.index).collect(),
+            )
+        })
+        .collect();
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
+        tracing::info!("transactional produce refused: TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
+        let results = order
+            .iter()
+            .flat_map(|(t, ps)| {
+                ps.iter()
+                    .map(move |p| err_result(t, *p, errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
+            })
+            .collect();
+        return future::ready(produce_response(v, corr, acks, &order, results)).boxed_local();
+    }
+    if !matches!(acks, -1..=1) {
+        tracing::info!(acks, "produce: INVALID_REQUIRED_ACKS");
+        let results = order
+            .iter()
+            .flat_map(|(t, ps)| {
+                ps.iter()
+                    .map(move |p| err_result(t, *p, errors::INVALID_REQUIRED_ACKS))
+            })
+            .collect();
+        return future::ready(produce_response(v, corr, acks, &order, results)).boxed_local();
+    }
+    let names: Vec<String> = order.iter().map(|(t, _)| t.clone()).collect();
+    auto_create(shard, &names).await;
+
+    let mut by_shard: HashMap<usize, Vec<ProducePart>> = HashMap::new();
+    for t in req.topic_data {
+        let topic = t.name.0.to_string();
+        for p in t.partition_data {
+            by_shard
+                .entry(shard.owner(&topic, p.index))
+                .or_default()
+                .push(ProducePart {
+                    topic: topic.clone(),
+                    partition: p.index,
+                    records: p.records,
+                });
+        }
+    }
+    let mut waits = Vec::with_capacity(by_shard.len());
+    let mut targets: Vec<usize> = by_shard.keys().copied().collect();
+    targets.sort_unstable();
+    for target in targets {
+        if let Some(parts) = by_shard.remove(&target) {
+            waits.push(shard.send(target, ShardReq::Produce { acks, parts }).await);
+        }
+    }
+    async move {
+        let mut results = Vec::new();
+        for r in future::join_all(waits).await {
+            if let ShardResp::Produce(rs) = r {
+                results.extend(rs);
+            }
+        }
+        produce_response(v, corr, acks, &order, results)
+    }
+    .boxed_local()
+}
+
+fn err_result(topic: &str, partition: i32, error: i16) -> ProduceResult {
+    ProduceResult {
+        topic: topic.to_string(),
+        partition,
+        error,
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+    }
+}
+
+fn produce_response(
+    v: i16,
+    corr: i32,
+    acks: i16,
+    order: &[(String, Vec<i32>)],
+    results: Vec<ProduceResult>,
+) -> Option<Vec<Bytes>> {
+    if acks == 0 {
+        return None;
+    }
+    let mut by_key: HashMap<(String, i32), ProduceResult> = results
+        .into_iter()
+        .map(|r| ((r.topic.clone(), r.partition), r))
+        .collect();
+    let mut resp = ProduceResponse::default();
+    resp.responses = order
+        .iter()
+        .map(|(topic, parts)| {
+            let mut tr = produce_response::TopicProduceResponse::default();
+            tr.name = tname(topic);
+            tr.partition_responses = parts
+                .iter()
+                .map(|&p| {
+                    let r = by_key
+                        .remove(&(topic.clone(), p))
+                        .unwrap_or_else(|| err_result(topic, p, errors::UNKNOWN_SERVER_ERROR));
+                    let mut pr = produce_response::PartitionProduceResponse::default();
+                    pr.index = p;
+                    pr.error_code = r.error;
+                    pr.base_offset = r.base_offset;
+                    pr.log_append_time_ms = r.log_append_time_ms;
+                    pr.log_start_offset = r.log_start_offset;
+                    pr
+                })
+                .collect();
+            tr
+        })
+        .collect();
+    respond(ApiKey::Produce, v, corr, &resp)
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn fetch_api(shard: Rc<Shard>, v: i16, corr: i32, req: FetchRequest) -> Option<Vec<Bytes>> {
+    let requested: Vec<(String, i32, i64, i32)> = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.topic.0.to_string();
+            t.partitions.iter().map(move |p| {
+                (
+                    name.clone(),
+                    p.partition,
+                    p.fetch_offset,
+                    p.partition_max_bytes,
+                )
+            })
+        })
+        .collect();
+    let forgotten: Vec<(String, i32)> = req
+        .forgotten_topics_data
+        .iter()
+        .flat_map(|t| {
+            let name = t.topic.0.to_string();
+            t.partitions.iter().map(move |p| (name.clone(), *p))
+        })
+        .collect();
+    let (step, parts) = if v >= 7 {
+        shard.fetch_sessions.borrow_mut().begin(
+            req.session_id,
+            req.session_epoch,
+            requested,
+            forgotten,
+        )
+    } else {
+        (SessionStep::Full { session_id: 0 }, requested)
+    };
+    let session_id = match step {
+        SessionStep::Error(code) => {
+            tracing::info!(
+                session = req.session_id,
+                epoch = req.session_epoch,
+                error = errors::name(code),
+                "fetch session error"
+            );
+            return Some(fetch::encode_fetch_response(v, corr, code, 0, &[]));
+        }
+        SessionStep::Full { session_id } | SessionStep::Incremental { session_id } => session_id,
+    };
+    let max_bytes = if req.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        req.max_bytes as usize
+    };
+    let min_bytes = req.min_bytes.max(0) as usize;
+    let wait_ms = (req.max_wait_ms.max(0) as u64).min(shard.cfg.fetch_max_wait_ms_cap);
+    let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
+
+    let mut by_shard: HashMap<usize, Vec<ReadPart>> = HashMap::new();
+    for (topic, partition, offset, pmax) in &parts {
+        by_shard
+            .entry(shard.owner(topic, *partition))
+            .or_default()
+            .push(ReadPart {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+                max_bytes: (*pmax).max(0) as usize,
+            });
+    }
+    let mut outs: Vec<ReadOut>;
+    loop {
+        let mut waits = Vec::with_capacity(by_shard.len());
+        for (target, ps) in &by_shard {
+            waits.push(
+                shard
+                    .send(
+                        *target,
+                        ShardReq::Read {
+                            parts: ps.clone(),
+                            max_bytes,
+                        },
+                    )
+                    .await,
+            );
+        }
+        outs = Vec::with_capacity(parts.len());
+        for r in future::join_all(waits).await {
+            if let ShardResp::Read(rs) = r {
+                outs.extend(rs);
+            }
+        }
+        let total: usize = outs.iter().map(|o| o.bytes).sum();
+        let any_error = outs.iter().any(|o| o.error != errors::NONE);
+        let now = std::time::Instant::now();
+        if total >= min_bytes.max(1) || any_error || now >= deadline || by_shard.is_empty() {
+            break;
+        }
+        // Long poll: wait until some shard sees its high watermark pass a fetch offset.
+        let left = (deadline - now).as_millis() as u64;
+        let mut waiters = Vec::with_capacity(by_shard.len());
+        for (target, ps) in &by_shard {
+            let wp = ps
+                .iter()
+                .map(|p| (p.topic.clone(), p.partition, p.offset))
+                .collect();
+            waiters.push(
+                shard
+                    .send(
+                        *target,
+                        ShardReq::WaitData {
+                            parts: wp,
+                            wait_ms: left,
+                        },
+                    )
+                    .await,
+            );
+        }
+        let _ = future::select_all(waiters).await;
+        if shard
+            .global
+            .shutdown
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            break;
+        }
+    }
+    if session_id != 0 {
+        shard.fetch_sessions.borrow_mut().finish(&step, &mut outs);
+    }
+    // Group by topic in request order.
+    let mut topics: Vec<FetchTopicOut> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    let mut rank: HashMap<(String, i32), usize> = HashMap::new();
+    for (i, (t, p, _, _)) in parts.iter().enumerate() {
+        rank.insert((t.clone(), *p), i);
+    }
+    outs.sort_by_key(|o| {
+        rank.get(&(o.topic.clone(), o.partition))
+            .copied()
+            .unwrap_or(usize::MAX)
+    });
+    for o in outs {
+        let i = *index.entry(o.topic.clone()).or_insert_with(|| {
+            topics.push(FetchTopicOut {
+                name: o.topic.clone(),
+                partitions: Vec::new(),
+            });
+            topics.len() - 1
+        });
+        topics[i].partitions.push(o);
+    }
+    Some(fetch::encode_fetch_response(
+        v,
+        corr,
+        errors::NONE,
+        session_id,
+        &topics,
+    ))
+}
+
+// ---------------------------------------------------------------------------------------------
+
+/// Splits (topic, partition, value) parts by owner, places them, returns the joined answers.
+async fn offsets_call(
+    shard: &Rc<Shard>,
+    parts: Vec<(String, i32, i64)>,
+    make: fn(Vec<(String, i32, i64)>) -> ShardReq,
+) -> LocalBoxFuture<'static, HashMap<(String, i32), OffsetOut>> {
+    let mut by_shard: HashMap<usize, Vec<(String, i32, i64)>> = HashMap::new();
+    for p in parts {
+        by_shard.entry(shard.owner(&p.0, p.1)).or_default().push(p);
+    }
+    let mut waits = Vec::new();
+    for (target, ps) in by_shard {
+        waits.push(shard.send(target, make(ps)).await);
+    }
+    async move {
+        let mut out = HashMap::new();
+        for r in future::join_all(waits).await {
+            if let ShardResp::Offsets(rs) = r {
+                for o in rs {
+                    out.insert((o.topic.clone(), o.partition), o);
+                }
+            }
+        }
+        out
+    }
+    .boxed_local()
+}
+
+fn missing(topic: &str, partition: i32) -> OffsetOut {
+    OffsetOut {
+        topic: topic.to_string(),
+        partition,
+        error: errors::UNKNOWN_SERVER_ERROR,
+        offset: -1,
+        timestamp: -1,
+        leader_epoch: -1,
+    }
+}
+
+async fn list_offsets(shard: &Rc<Shard>, v: i16, corr: i32, req: ListOffsetsRequest) -> Pending {
+    let order: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let parts = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.name.0.to_string();
+            t.partitions
+                .iter()
+                .map(move |p| (name.clone(), p.partition_index, p.timestamp))
+        })
+        .collect();
+    let fut = offsets_call(shard, parts, |parts| ShardReq::ListOffsets { parts }).await;
+    async move {
+        let mut got = fut.await;
+        let mut r = ListOffsetsResponse::default();
+        r.topics = order
+            .into_iter()
+            .map(|(topic, ps)| {
+                let mut tr = list_offsets_response::ListOffsetsTopicResponse::default();
+                tr.name = tname(&topic);
+                tr.partitions = ps
+                    .into_iter()
+                    .map(|p| {
+                        let o = got
+                            .remove(&(topic.clone(), p))
+                            .unwrap_or_else(|| missing(&topic, p));
+                        let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
+                        pr.partition_index = p;
+                        pr.error_code = o.error;
+                        pr.offset = o.offset;
+                        pr.timestamp = o.timestamp;
+                        if v >= 4 {
+                            pr.leader_epoch = o.leader_epoch;
+                        }
+                        pr
+                    })
+                    .collect();
+                tr
+            })
+            .collect();
+        respond(ApiKey::ListOffsets, v, corr, &r)
+    }
+    .boxed_local()
+}
+
+async fn delete_records(
+    shard: &Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: DeleteRecordsRequest,
+) -> Pending {
+    let order: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let parts = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.name.0.to_string();
+            t.partitions
+                .iter()
+                .map(move |p| (name.clone(), p.partition_index, p.offset))
+        })
+        .collect();
+    let fut = offsets_call(shard, parts, |parts| ShardReq::DeleteRecords { parts }).await;
+    async move {
+        let mut got = fut.await;
+        let mut r = DeleteRecordsResponse::default();
+        r.topics = order
+            .into_iter()
+            .map(|(topic, ps)| {
+                let mut tr = delete_records_response::DeleteRecordsTopicResult::default();
+                tr.name = tname(&topic);
+                tr.partitions = ps
+                    .into_iter()
+                    .map(|p| {
+                        let o = got
+                            .remove(&(topic.clone(), p))
+                            .unwrap_or_else(|| missing(&topic, p));
+                        let mut pr =
+                            delete_records_response::DeleteRecordsPartitionResult::default();
+                        pr.partition_index = p;
+                        pr.error_code = o.error;
+                        pr.low_watermark = o.offset;
+                        pr
+                    })
+                    .collect();
+                tr
+            })
+            .collect();
+        respond(ApiKey::DeleteRecords, v, corr, &r)
+    }
+    .boxed_local()
+}
+
+async fn epoch_end(
+    shard: &Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: OffsetForLeaderEpochRequest,
+) -> Pending {
+    let order: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.topic.0.to_string(),
+                t.partitions.iter().map(|p| p.partition).collect(),
+            )
+        })
+        .collect();
+    let parts = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.topic.0.to_string();
+            t.partitions
+                .iter()
+                .map(move |p| (name.clone(), p.partition, i64::from(p.leader_epoch)))
+        })
+        .collect();
+    let fut = offsets_call(shard, parts, |parts| ShardReq::EpochEnd {
+        parts: parts
+            .into_iter()
+            .map(|(t, p, e)| {
+                (
+                    t,
+                    p,
+                    e.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+                )
+            })
+            .collect(),
+    })
+    .await;
+    async move {
+        let mut got = fut.await;
+        let mut r = OffsetForLeaderEpochResponse::default();
+        r.topics = order
+            .into_iter()
+            .map(|(topic, ps)| {
+                let mut tr =
+                    offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default();
+                tr.topic = tname(&topic);
+                tr.partitions = ps
+                    .into_iter()
+                    .map(|p| {
+                        let o = got
+                            .remove(&(topic.clone(), p))
+                            .unwrap_or_else(|| missing(&topic, p));
+                        let mut pr = offset_for_leader_epoch_response::EpochEndOffset::default();
+                        pr.partition = p;
+                        pr.error_code = o.error;
+                        pr.leader_epoch = o.leader_epoch;
+                        pr.end_offset = o.offset;
+                        pr
+                    })
+                    .collect();
+                tr
+            })
+            .collect();
+        respond(ApiKey::OffsetForLeaderEpoch, v, corr, &r)
+    }
+    .boxed_local()
+}
+
+// ---------------------------------------------------------------------------------------------
+
+fn admin_results(resp: AdminResp) -> HashMap<String, (i16, Option<String>)> {
+    match resp {
+        AdminResp::Results(rs) => rs.into_iter().map(|(n, c, m)| (n, (c, m))).collect(),
+        AdminResp::ProducerId(_) => HashMap::new(),
+    }
+}
+
+async fn create_topics(
+    shard: Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: CreateTopicsRequest,
+) -> Option<Vec<Bytes>> {
+    let mut pre: HashMap<String, (i16, String)> = HashMap::new();
+    let mut topics = Vec::new();
+    for t in &req.topics {
+        let name = t.name.0.to_string();
+        if t.replication_factor != -1 && t.replication_factor != 1 {
+            let msg = format!(
+                "replication factor {} > 1 on a single-node cluster",
+                t.replication_factor
+            );
+            tracing::info!(topic = %name, %msg, "create topic: INVALID_REPLICATION_FACTOR");
+            pre.insert(name, (errors::INVALID_REPLICATION_FACTOR, msg));
+            continue;
+        }
+        let partitions = if t.assignments.is_empty() {
+            t.num_partitions
+        } else {
+            t.assignments.len() as i32
+        };
+        topics.push(NewTopic {
+            name,
+            partitions,
+            configs: t
+                .configs
+                .iter()
+                .filter_map(|c| {
+                    c.value
+                        .as_ref()
+                        .map(|v| (c.name.to_string(), v.to_string()))
+                })
+                .collect(),
+        });
+    }
+    let mut got = admin_results(
+        shard
+            .admin_call(AdminReq::CreateTopics {
+                topics,
+                validate_only: req.validate_only,
+            })
+            .await,
+    );
+    let mut r = CreateTopicsResponse::default();
+    r.topics = req
+        .topics
+        .iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let (code, msg) = match pre.remove(&name) {
+                Some((c, m)) => (c, Some(m)),
+                None => got
+                    .remove(&name)
+                    .unwrap_or((errors::UNKNOWN_SERVER_ERROR, None)),
+            };
+            let mut tr = create_topics_response::CreatableTopicResult::default();
+            tr.name = tname(&name);
+            tr.error_code = code;
+            tr.error_message = msg.map(|m| s(&m));
+            if code == errors::NONE {
+                if let Some(meta) = shard.topic(&name) {
+                    tr.topic_id = uuid::Uuid::from_u128(meta.id);
+                    tr.num_partitions = meta.partitions.len() as i32;
+                    tr.replication_factor = 1;
+                    tr.configs = Some(
+                        metadata::effective_configs(&meta, &shard.cfg)
+                            .into_iter()
+                            .map(|(k, val, is_default)| {
+                                let mut c =
+                                    create_topics_response::CreatableTopicConfigs::default();
+                                c.name = s(&k);
+                                c.value = Some(s(&val));
+                                c.config_source = if is_default { 5 } else { 1 };
+                                c
+                            })
+                            .collect(),
+                    );
+                } else {
+                    // validate_only: report what would be created.
+                    tr.num_partitions = if t.num_partitions == -1 {
+                        shard.cfg.default_partitions
+                    } else {
+                        t.num_partitions
+                    };
+                    tr.replication_factor = 1;
+                }
+            } else {
+                tr.num_partitions = -1;
+                tr.replication_factor = -1;
+            }
+            tr
+        })
+        .collect();
+    respond(ApiKey::CreateTopics, v, corr, &r)
+}
+
+async fn delete_topics(
+    shard: Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: DeleteTopicsRequest,
+) -> Option<Vec<Bytes>> {
+    // v6 names topics in `topics` (by name or id); older versions in `topic_names`.
+    let mut names: Vec<(Option<String>, uuid::Uuid)> = req
+        .topic_names
+        .iter()
+        .map(|n| (Some(n.0.to_string()), uuid::Uuid::nil()))
+        .collect();
+    for t in &req.topics {
+        let name = match &t.name {
+            Some(n) => Some(n.0.to_string()),
+            None => shard
+                .meta
+                .borrow()
+                .topics
+                .values()
+                .find(|m| uuid::Uuid::from_u128(m.id) == t.topic_id)
+                .map(|m| m.name.clone()),
+        };
+        names.push((name, t.topic_id));
+    }
+    let to_delete: Vec<String> = names.iter().filter_map(|(n, _)| n.clone()).collect();
+    let mut got = admin_results(shard.admin_call(AdminReq::DeleteTopics(to_delete)).await);
+    let mut r = DeleteTopicsResponse::default();
+    r.responses = names
+        .into_iter()
+        .map(|(name, id)| {
+            let mut tr = delete_topics_response::DeletableTopicResult::default();
+            tr.topic_id = id;
+            match name {
+                Some(n) => {
+                    let (code, msg) = got
+                        .remove(&n)
+                        .unwrap_or((errors::UNKNOWN_TOPIC_OR_PARTITION, None));
+                    tr.error_code = code;
+                    tr.error_message = msg.map(|m| s(&m));
+                    tr.name = Some(tname(&n));
+                }
+                None => tr.error_code = 100, // UNKNOWN_TOPIC_ID
+            }
+            tr
+        })
+        .collect();
+    respond(ApiKey::DeleteTopics, v, corr, &r)
+}
+
+async fn create_partitions(
+    shard: Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: CreatePartitionsRequest,
+) -> Option<Vec<Bytes>> {
+    let topics = req
+        .topics
+        .iter()
+        .map(|t| (t.name.0.to_string(), t.count))
+        .collect();
+    let mut got = admin_results(
+        shard
+            .admin_call(AdminReq::CreatePartitions {
+                topics,
+                validate_only: req.validate_only,
+            })
+            .await,
+    );
+    let mut r = CreatePartitionsResponse::default();
+    r.results = req
+        .topics
+        .iter()
+        .map(|t| {
+            let name = t.name.0.to_string();
+            let (code, msg) = got
+                .remove(&name)
+                .unwrap_or((errors::UNKNOWN_SERVER_ERROR, None));
+            let mut tr = create_partitions_response::CreatePartitionsTopicResult::default();
+            tr.name = tname(&name);
+            tr.error_code = code;
+            tr.error_message = msg.map(|m| s(&m));
+            tr
+        })
+        .collect();
+    respond(ApiKey::CreatePartitions, v, corr, &r)
+}
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+fn describe_configs(
+    shard: &Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: DescribeConfigsRequest,
+) -> Option<Vec<Bytes>> {
+    let mut r = DescribeConfigsResponse::default();
+    r.results = req
+        .resources
+        .iter()
+        .map(|res| {
+            let mut out = describe_configs_response::DescribeConfigsResult::default();
+            out.resource_type = res.resource_type;
+            out.resource_name = res.resource_name.clone();
+            let wanted = |k: &str| {
+                res.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|x| x.as_str() == k))
+            };
+            match res.resource_type {
+                RESOURCE_TOPIC => match shard.topic(res.resource_name.as_str()) {
+                    Some(t) => {
+                        out.configs = metadata::effective_configs(&t, &shard.cfg)
+                            .into_iter()
+                            .filter(|(k, _, _)| wanted(k))
+                            .map(|(k, val, is_default)| {
+                                let mut c = describe_configs_response::DescribeConfigsResourceResult::default();
+                                c.name = s(&k);
+                                c.value = Some(s(&val));
+                                c.config_source = if is_default { 5 } else { 1 };
+                                c
+                            })
+                            .collect();
+                    }
+                    None => {
+                        out.error_code = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                        out.error_message = Some(s("unknown topic"));
+                    }
+                },
+                RESOURCE_BROKER => {
+                    let cfg = &shard.cfg;
+                    let entries = [
+                        ("auto.create.topics.enable", cfg.auto_create_topics.to_string()),
+                        ("num.partitions", cfg.default_partitions.to_string()),
+                        ("socket.request.max.bytes", cfg.max_frame_bytes.to_string()),
+                        ("message.max.bytes", cfg.default_max_message_bytes.to_string()),
+                        ("log.retention.ms", cfg.default_retention_ms.to_string()),
+                        ("log.segment.bytes", cfg.default_segment_bytes.to_string()),
+                    ];
+                    out.configs = entries
+                        .iter()
+                        .filter(|(k, _)| wanted(k))
+                        .map(|(k, val)| {
+                            let mut c = describe_configs_response::DescribeConfigsResourceResult::default();
+                            c.name = s(k);
+                            c.value = Some(s(val));
+                            c.read_only = true;
+                            c.config_source = 4; // STATIC_BROKER_CONFIG
+                            c
+                        })
+                        .collect();
+                }
+                other => {
+                    out.error_code = errors::INVALID_REQUEST;
+                    out.error_message = Some(s(&format!("resource type {other} is not supported")));
+                }
+            }
+            out
+        })
+        .collect();
+    respond(ApiKey::DescribeConfigs, v, corr, &r)
+}
+
+use crate::shard::ConfigOps;
+
+async fn alter_configs(
+    shard: Rc<Shard>,
+    api_key: ApiKey,
+    v: i16,
+    corr: i32,
+    resources: Vec<(i8, String, ConfigOps)>,
+    replace: bool,
+    validate_only: bool,
+) -> Option<Vec<Bytes>> {
+    let topics = resources
+        .iter()
+        .filter(|(t, _, _)| *t == RESOURCE_TOPIC)
+        .map(|(_, n, ops)| (n.clone(), ops.clone()))
+        .collect();
+    let mut got = admin_results(
+        shard
+            .admin_call(AdminReq::AlterConfigs {
+                topics,
+                replace,
+                validate_only,
+            })
+            .await,
+    );
+    let results: Vec<(i8, String, i16, Option<String>)> = resources
+        .into_iter()
+        .map(|(t, name, _)| {
+            if t != RESOURCE_TOPIC {
+                tracing::info!(resource_type = t, %name, "alter configs on a non-topic resource refused");
+                return (t, name, errors::INVALID_REQUEST, Some("only topic configs can be altered".to_string()));
+            }
+            let (code, msg) = got.remove(&name).unwrap_or((errors::UNKNOWN_SERVER_ERROR, None));
+            (t, name, code, msg)
+        })
+        .collect();
+    if api_key == ApiKey::AlterConfigs {
+        let mut r = AlterConfigsResponse::default();
+        r.responses = results
+            .into_iter()
+            .map(|(t, name, code, msg)| {
+                let mut x = alter_configs_response::AlterConfigsResourceResponse::default();
+                x.resource_type = t;
+                x.resource_name = s(&name);
+                x.error_code = code;
+                x.error_message = msg.map(|m| s(&m));
+                x
+            })
+            .collect();
+        respond(api_key, v, corr, &r)
+    } else {
+        let mut r = IncrementalAlterConfigsResponse::default();
+        r.responses = results
+            .into_iter()
+            .map(|(t, name, code, msg)| {
+                let mut x =
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default();
+                x.resource_type = t;
+                x.resource_name = s(&name);
+                x.error_code = code;
+                x.error_message = msg.map(|m| s(&m));
+                x
+            })
+            .collect();
+        respond(api_key, v, corr, &r)
+    }
+}
+
+fn describe_cluster(shard: &Rc<Shard>, v: i16, corr: i32) -> Option<Vec<Bytes>> {
+    let (host, port) = shard.cfg.advertised_host_port();
+    let mut r = DescribeClusterResponse::default();
+    r.cluster_id = s(&shard.cfg.cluster_id);
+    r.controller_id = BrokerId(shard.cfg.node_id);
+    let mut b = describe_cluster_response::DescribeClusterBroker::default();
+    b.broker_id = BrokerId(shard.cfg.node_id);
+    b.host = s(&host);
+    b.port = port;
+    r.brokers = vec![b];
+    r.endpoint_type = 1;
+    respond(ApiKey::DescribeCluster, v, corr, &r)
+}
+
+async fn init_producer_id(
+    shard: Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: InitProducerIdRequest,
+) -> Option<Vec<Bytes>> {
+    let mut r = InitProducerIdResponse::default();
+    r.producer_id = ProducerId(-1);
+    r.producer_epoch = -1;
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
+        tracing::info!("InitProducerId with a transactional id: transactions are not supported");
+        r.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return respond(ApiKey::InitProducerId, v, corr, &r);
+    }
+    // An existing idempotent producer asking for a bump (KIP-360) keeps its id.
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        r.producer_id = req.producer_id;
+        r.producer_epoch = req.producer_epoch + 1;
+        return respond(ApiKey::InitProducerId, v, corr, &r);
+    }
+    match shard.admin_call(AdminReq::AllocateProducerId).await {
+        AdminResp::ProducerId(Ok(id)) => {
+            tracing::debug!(producer_id = id, "allocated producer id");
+            r.producer_id = ProducerId(id);
+            r.producer_epoch = 0;
+        }
+        AdminResp::ProducerId(Err(code)) => r.error_code = code,
+        AdminResp::Results(_) => r.error_code = errors::UNKNOWN_SERVER_ERROR,
+    }
+    respond(ApiKey::InitProducerId, v, corr, &r)
+}

@@ -1,0 +1,23 @@
+//! shardlog-server: a Kafka-compatible broker on thread-per-core shards.
+//!
+//! * [`config`]: layered configuration (defaults, TOML file, `SHARDLOG_*`, flags).
+//! * [`broker`]: start-up, one pinned glommio executor per shard, signals, shutdown.
+//! * [`shard`]: partition ownership, the channel mesh between shards, metadata authority.
+//! * [`partition`]: a partition's log, producer state and append queue.
+//! * [`connection`]: framing, pipelining, in-order vectored response writes.
+//! * [`protocol`]: request headers, version negotiation, response framing.
+//! * [`handlers`]: the Kafka APIs.
+//! * [`fetch`]: zero-copy Fetch response encoding and fetch sessions.
+//! * [`metadata`], [`producer_state`], [`errors`]: pure state and mappings.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod errors;
+pub mod fetch;
+pub mod handlers;
+pub mod metadata;
+pub mod partition;
+pub mod producer_state;
+pub mod protocol;
+pub mod shard;

@@ -1,0 +1,477 @@
+//! Cluster metadata: topics, partition counts, leader epochs, topic configs, and the producer id
+//! allocator.
+//!
+//! One shard (shard 0) is the *authority*: it validates every change, persists the whole
+//! state as one small JSON file written atomically (tmp, fsync, rename, fsync dir), and only
+//! then broadcasts the new topic description to every shard, which applies it to its own copy
+//! and opens or removes the logs it owns. Readers (Metadata, routing) use their shard's copy
+//! and never lock. The authority is a plain struct fed commands ([`MetadataStore::apply`]),
+//! so a replicated controller can later replace "persist to a file" with "append to the
+//! metadata log" without touching the shards.
+//!
+//! Producer ids are handed out from blocks of [`PRODUCER_ID_BLOCK`]: the persisted value is the
+//! end of the current block, so a restart never reuses an id and InitProducerId costs an fsync
+//! only once per block.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use shardlog_engine::{FlushPolicy, LogConfig, TimestampType};
+
+use crate::config::{BrokerConfig, DefaultFlush};
+use crate::errors;
+
+pub const PRODUCER_ID_BLOCK: i64 = 1000;
+const FILE_NAME: &str = "cluster-metadata.json";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMeta {
+    pub leader_epoch: i32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMeta {
+    pub name: String,
+    /// Kafka topic id (UUID) as 128 bits.
+    pub id: u128,
+    pub partitions: Vec<PartitionMeta>,
+    /// Only the configs set explicitly on the topic; defaults come from the broker config.
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ClusterMeta {
+    pub topics: BTreeMap<String, TopicMeta>,
+    /// End of the producer-id block handed out last (exclusive).
+    pub producer_id_block_end: i64,
+}
+
+/// A change broadcast from the authority to every shard.
+#[derive(Clone, Debug)]
+pub enum MetaEvent {
+    /// Topic created, grown or reconfigured: the full new description.
+    Upsert(TopicMeta),
+    Deleted(String),
+}
+
+impl ClusterMeta {
+    pub fn apply(&mut self, ev: &MetaEvent) {
+        match ev {
+            MetaEvent::Upsert(t) => {
+                self.topics.insert(t.name.clone(), t.clone());
+            }
+            MetaEvent::Deleted(name) => {
+                self.topics.remove(name);
+            }
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("corrupt metadata file {path}: {message}")]
+    Corrupt { path: PathBuf, message: String },
+}
+
+/// Kafka's topic name rules: 1..=249 chars of `[a-zA-Z0-9._-]`, not "." or "..".
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err("topic name cannot be \".\" or \"..\"".into());
+    }
+    if name.len() > 249 {
+        return Err(format!("topic name is {} chars, max 249", name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!("topic name contains illegal character {c:?}"));
+    }
+    Ok(())
+}
+
+/// Topic configs this broker understands, with their Kafka defaults where the broker config
+/// does not decide them.
+pub const TOPIC_CONFIG_KEYS: &[&str] = &[
+    "cleanup.policy",
+    "retention.ms",
+    "retention.bytes",
+    "segment.bytes",
+    "segment.ms",
+    "flush.messages",
+    "flush.ms",
+    "max.message.bytes",
+    "message.timestamp.type",
+    "compression.type",
+    "min.insync.replicas",
+];
+
+/// Checks one topic config value; returns a message for INVALID_CONFIG / POLICY_VIOLATION.
+pub fn validate_topic_config(key: &str, value: &str) -> Result<(), (i16, String)> {
+    let int = |min: i64| -> Result<(), (i16, String)> {
+        match value.parse::<i64>() {
+            Ok(v) if v >= min => Ok(()),
+            _ => Err((
+                errors::INVALID_CONFIG,
+                format!("{key} must be an integer >= {min}, got {value:?}"),
+            )),
+        }
+    };
+    match key {
+        "cleanup.policy" => {
+            if value == "delete" {
+                Ok(())
+            } else {
+                Err((
+                    errors::POLICY_VIOLATION,
+                    format!("cleanup.policy={value} is not supported (only delete)"),
+                ))
+            }
+        }
+        "retention.ms" | "retention.bytes" => int(-1),
+        "segment.bytes" => int(14),
+        "segment.ms" => int(1),
+        "flush.messages" => int(1),
+        "flush.ms" => int(0),
+        "max.message.bytes" => int(0),
+        "min.insync.replicas" => int(1),
+        "message.timestamp.type" => match value {
+            "CreateTime" | "LogAppendTime" => Ok(()),
+            _ => Err((
+                errors::INVALID_CONFIG,
+                format!("message.timestamp.type must be CreateTime or LogAppendTime, got {value:?}"),
+            )),
+        },
+        "compression.type" => match value {
+            "producer" => Ok(()),
+            _ => Err((
+                errors::INVALID_CONFIG,
+                format!("compression.type={value} is not supported (batches are stored as the producer sent them)"),
+            )),
+        },
+        _ => Err((
+            errors::INVALID_CONFIG,
+            format!("unknown or unsupported topic config {key:?}"),
+        )),
+    }
+}
+
+/// The effective value of every known topic config, and whether it is the default.
+pub fn effective_configs(topic: &TopicMeta, broker: &BrokerConfig) -> Vec<(String, String, bool)> {
+    let defaults: BTreeMap<&str, String> = [
+        ("cleanup.policy", "delete".to_string()),
+        ("retention.ms", broker.default_retention_ms.to_string()),
+        ("retention.bytes", "-1".to_string()),
+        ("segment.bytes", broker.default_segment_bytes.to_string()),
+        ("segment.ms", (7 * 24 * 3600 * 1000i64).to_string()),
+        (
+            "flush.messages",
+            match broker.default_flush {
+                DefaultFlush::EveryBatch => "1".to_string(),
+                _ => i64::MAX.to_string(),
+            },
+        ),
+        (
+            "flush.ms",
+            match broker.default_flush {
+                DefaultFlush::Interval => broker.flush_interval_ms.to_string(),
+                DefaultFlush::EveryBatch => "0".to_string(),
+                DefaultFlush::Never => i64::MAX.to_string(),
+            },
+        ),
+        (
+            "max.message.bytes",
+            broker.default_max_message_bytes.to_string(),
+        ),
+        ("message.timestamp.type", "CreateTime".to_string()),
+        ("compression.type", "producer".to_string()),
+        ("min.insync.replicas", "1".to_string()),
+    ]
+    .into_iter()
+    .collect();
+    TOPIC_CONFIG_KEYS
+        .iter()
+        .map(|k| match topic.configs.get(*k) {
+            Some(v) => (k.to_string(), v.clone(), false),
+            None => (
+                k.to_string(),
+                defaults.get(k).cloned().unwrap_or_default(),
+                true,
+            ),
+        })
+        .collect()
+}
+
+/// Maps topic configs (over broker defaults) to the engine's [`LogConfig`].
+///
+/// Flush: `flush.messages=1` (or `flush.ms=0`) is "fsync every batch" (acks=all acknowledged
+/// after fsync, with group commit); a larger `flush.ms` is an interval flush; a larger
+/// `flush.messages` alone means interval flush at the broker's `flush_interval_ms` (the engine
+/// counts bytes and time, not messages); neither set takes the broker's `default_flush`.
+pub fn log_config(topic: &TopicMeta, broker: &BrokerConfig) -> LogConfig {
+    let mut c = LogConfig {
+        segment_bytes: broker.default_segment_bytes,
+        retention_ms: (broker.default_retention_ms >= 0).then_some(broker.default_retention_ms),
+        max_batch_bytes: broker.default_max_message_bytes,
+        cache_bytes: broker.log_cache_bytes,
+        preallocate_bytes: broker.log_preallocate_bytes,
+        ..LogConfig::default()
+    };
+    let get = |k: &str| topic.configs.get(k).and_then(|v| v.parse::<i64>().ok());
+    if let Some(v) = get("retention.ms") {
+        c.retention_ms = (v >= 0).then_some(v);
+    }
+    if let Some(v) = get("retention.bytes") {
+        c.retention_bytes = (v >= 0).then_some(v as u64);
+    }
+    if let Some(v) = get("segment.bytes") {
+        c.segment_bytes = v.max(4096) as u64;
+    }
+    if let Some(v) = get("segment.ms") {
+        c.segment_ms = v.max(1);
+    }
+    if let Some(v) = get("max.message.bytes") {
+        c.max_batch_bytes = v.clamp(0, i64::from(i32::MAX)) as usize;
+    }
+    if topic
+        .configs
+        .get("message.timestamp.type")
+        .map(String::as_str)
+        == Some("LogAppendTime")
+    {
+        c.timestamp_type = TimestampType::LogAppendTime;
+    }
+    let default_flush = match broker.default_flush {
+        DefaultFlush::EveryBatch => FlushPolicy::EveryBatch,
+        DefaultFlush::Interval => FlushPolicy::Interval {
+            bytes: 0,
+            ms: broker.flush_interval_ms,
+        },
+        DefaultFlush::Never => FlushPolicy::Never,
+    };
+    let huge = i64::MAX / 2;
+    c.flush = match (get("flush.messages"), get("flush.ms")) {
+        (Some(1), _) | (_, Some(0)) => FlushPolicy::EveryBatch,
+        (_, Some(ms)) if ms < huge => FlushPolicy::Interval {
+            bytes: 0,
+            ms: ms as u64,
+        },
+        (Some(n), _) if n < huge => FlushPolicy::Interval {
+            bytes: 0,
+            ms: broker.flush_interval_ms,
+        },
+        (Some(_), _) | (_, Some(_)) => FlushPolicy::Never,
+        (None, None) => default_flush,
+    };
+    c
+}
+
+/// The authority's persistent store (lives on shard 0).
+pub struct MetadataStore {
+    path: PathBuf,
+    pub meta: ClusterMeta,
+    next_producer_id: i64,
+}
+
+impl MetadataStore {
+    /// Loads `<dir>/cluster-metadata.json` or starts empty.
+    pub fn open(dir: &Path) -> Result<Self, MetaError> {
+        std::fs::create_dir_all(dir).map_err(|source| MetaError::Io {
+            op: "create dir",
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let path = dir.join(FILE_NAME);
+        let meta = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| MetaError::Corrupt {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ClusterMeta::default(),
+            Err(source) => {
+                return Err(MetaError::Io {
+                    op: "read",
+                    path,
+                    source,
+                })
+            }
+        };
+        let next_producer_id = meta.producer_id_block_end;
+        Ok(Self {
+            path,
+            meta,
+            next_producer_id,
+        })
+    }
+
+    /// Persists the current state atomically and durably.
+    pub fn persist(&self) -> Result<(), MetaError> {
+        let io = |op: &'static str, path: &Path| {
+            let path = path.to_path_buf();
+            move |source| MetaError::Io { op, path, source }
+        };
+        let data = serde_json::to_vec_pretty(&self.meta).map_err(|e| MetaError::Corrupt {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?;
+        let tmp = self.path.with_extension("json.tmp");
+        {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
+            f.write_all(&data).map_err(io("write", &tmp))?;
+            f.sync_all().map_err(io("fsync", &tmp))?;
+        }
+        std::fs::rename(&tmp, &self.path).map_err(io("rename", &self.path))?;
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io("fsync dir", dir))?;
+        Ok(())
+    }
+
+    /// Applies a change to the authoritative state and persists it before returning.
+    pub fn apply(&mut self, ev: &MetaEvent) -> Result<(), MetaError> {
+        let before = self.meta.clone();
+        self.meta.apply(ev);
+        if let Err(e) = self.persist() {
+            self.meta = before;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// A new producer id; persists a new block end when the current block is used up.
+    pub fn allocate_producer_id(&mut self) -> Result<i64, MetaError> {
+        if self.next_producer_id >= self.meta.producer_id_block_end {
+            let old = self.meta.producer_id_block_end;
+            self.meta.producer_id_block_end = self.next_producer_id + PRODUCER_ID_BLOCK;
+            if let Err(e) = self.persist() {
+                self.meta.producer_id_block_end = old;
+                return Err(e);
+            }
+        }
+        let id = self.next_producer_id;
+        self.next_producer_id += 1;
+        Ok(id)
+    }
+}
+
+/// A fresh topic id: random bits from the OS, never the all-zero id.
+pub fn new_topic_id() -> u128 {
+    let mut b = [0u8; 16];
+    // SAFETY: `b` is a valid, writable 16-byte buffer for the duration of the call.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n != 16 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = (t ^ 0x5eed_5eed_5eed_5eed_5eed_5eed_5eed_5eed).to_be_bytes();
+    }
+    u128::from_be_bytes(b).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(configs: &[(&str, &str)]) -> TopicMeta {
+        TopicMeta {
+            name: "t".into(),
+            id: 1,
+            partitions: vec![PartitionMeta { leader_epoch: 0 }],
+            configs: configs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn topic_names() {
+        assert!(validate_topic_name("a.b_c-1").is_ok());
+        assert!(validate_topic_name("").is_err());
+        assert!(validate_topic_name("..").is_err());
+        assert!(validate_topic_name("a/b").is_err());
+        assert!(validate_topic_name(&"x".repeat(250)).is_err());
+    }
+
+    #[test]
+    fn flush_configs_map_to_policies() {
+        let b = BrokerConfig::default();
+        assert_eq!(log_config(&topic(&[]), &b).flush, FlushPolicy::EveryBatch);
+        assert_eq!(
+            log_config(&topic(&[("flush.messages", "1")]), &b).flush,
+            FlushPolicy::EveryBatch
+        );
+        assert_eq!(
+            log_config(&topic(&[("flush.ms", "200")]), &b).flush,
+            FlushPolicy::Interval { bytes: 0, ms: 200 }
+        );
+        assert_eq!(
+            log_config(&topic(&[("flush.messages", "9223372036854775807")]), &b).flush,
+            FlushPolicy::Never
+        );
+        let never = BrokerConfig {
+            default_flush: DefaultFlush::Never,
+            ..BrokerConfig::default()
+        };
+        assert_eq!(log_config(&topic(&[]), &never).flush, FlushPolicy::Never);
+        let c = log_config(
+            &topic(&[
+                ("retention.ms", "-1"),
+                ("message.timestamp.type", "LogAppendTime"),
+                ("max.message.bytes", "5000"),
+            ]),
+            &b,
+        );
+        assert_eq!(c.retention_ms, None);
+        assert_eq!(c.timestamp_type, TimestampType::LogAppendTime);
+        assert_eq!(c.max_batch_bytes, 5000);
+    }
+
+    #[test]
+    fn config_validation() {
+        assert!(validate_topic_config("retention.ms", "1000").is_ok());
+        assert_eq!(
+            validate_topic_config("cleanup.policy", "compact").map_err(|e| e.0),
+            Err(errors::POLICY_VIOLATION)
+        );
+        assert_eq!(
+            validate_topic_config("retention.ms", "abc").map_err(|e| e.0),
+            Err(errors::INVALID_CONFIG)
+        );
+        assert_eq!(
+            validate_topic_config("bogus", "1").map_err(|e| e.0),
+            Err(errors::INVALID_CONFIG)
+        );
+    }
+
+    #[test]
+    fn store_persists_and_producer_ids_survive_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = MetadataStore::open(dir.path()).expect("open");
+        s.apply(&MetaEvent::Upsert(topic(&[("retention.ms", "5")])))
+            .expect("apply");
+        let a = s.allocate_producer_id().expect("pid");
+        let b = s.allocate_producer_id().expect("pid");
+        assert_eq!(b, a + 1);
+        drop(s);
+        let mut s = MetadataStore::open(dir.path()).expect("reopen");
+        assert_eq!(s.meta.topics["t"].configs["retention.ms"], "5");
+        let c = s.allocate_producer_id().expect("pid");
+        assert!(c > b, "ids are never reused after a restart");
+        s.apply(&MetaEvent::Deleted("t".into())).expect("delete");
+        let s = MetadataStore::open(dir.path()).expect("reopen");
+        assert!(s.meta.topics.is_empty());
+    }
+}

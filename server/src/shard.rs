@@ -1,0 +1,1016 @@
+//! A shard: one pinned glommio executor that owns a fixed set of partitions.
+//!
+//! Partition `(topic, p)` belongs to shard `fnv1a(topic, p) % shards`. Nothing a shard owns is
+//! touched by another thread: a request for a partition on another shard travels as a
+//! [`ShardReq`] over the glommio channel mesh (bounded SPSC channels between every pair of
+//! shards), is executed by the owner, and its [`ShardResp`] travels back. No locks on the
+//! produce/fetch path: each shard's state is behind `RefCell`s that are never held across an
+//! await.
+//!
+//! Ordering: [`Shard::send`] returns once the request has been *placed* (queued on the local
+//! partition appender, or handed to the mesh channel, which is FIFO), and gives back a future
+//! for the answer. A connection places its requests one after the other, so two produce
+//! requests from one connection reach a partition in the order they were sent, wherever the
+//! partition lives.
+//!
+//! Metadata: every shard keeps a copy of the [`ClusterMeta`]; shard 0 is the authority (see
+//! `metadata.rs`) and changes reach the others as [`ShardReq::Apply`] before the admin request
+//! that caused them is answered.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::channel::oneshot;
+use futures::future::{self, LocalBoxFuture};
+use futures::FutureExt;
+use glommio::channels::channel_mesh::{Receivers, Senders};
+use glommio::sync::Semaphore;
+
+use crate::config::BrokerConfig;
+use crate::errors;
+use crate::fetch::FetchSessions;
+use crate::metadata::{self, ClusterMeta, MetaEvent, MetadataStore, PartitionMeta, TopicMeta};
+use crate::partition::{now_ms, Partition};
+
+/// Shard that owns `(topic, partition)` among `shards`.
+pub fn shard_for(topic: &str, partition: i32, shards: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in topic
+        .as_bytes()
+        .iter()
+        .chain(partition.to_be_bytes().iter())
+    {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % shards.max(1) as u64) as usize
+}
+
+/// Directory of a topic's partitions: the id keeps a re-created topic from seeing old data.
+pub fn topic_dir(data_dir: &std::path::Path, t: &TopicMeta) -> PathBuf {
+    data_dir
+        .join("logs")
+        .join(format!("{}~{:032x}", t.name, t.id))
+}
+
+#[derive(Debug)]
+pub struct ProducePart {
+    pub topic: String,
+    pub partition: i32,
+    pub records: Option<Bytes>,
+}
+
+#[derive(Clone, Debug)]
+pub struct ProduceResult {
+    pub topic: String,
+    pub partition: i32,
+    pub error: i16,
+    pub base_offset: i64,
+    pub log_append_time_ms: i64,
+    pub log_start_offset: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct ReadPart {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub max_bytes: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ReadOut {
+    pub topic: String,
+    pub partition: i32,
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub batches: Vec<Bytes>,
+    pub bytes: usize,
+}
+
+/// One partition-level answer with an offset and timestamp (ListOffsets, DeleteRecords,
+/// OffsetForLeaderEpoch).
+#[derive(Clone, Debug)]
+pub struct OffsetOut {
+    pub topic: String,
+    pub partition: i32,
+    pub error: i16,
+    pub offset: i64,
+    pub timestamp: i64,
+    pub leader_epoch: i32,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewTopic {
+    pub name: String,
+    pub partitions: i32,
+    pub configs: Vec<(String, String)>,
+}
+
+/// (name, error code, message)
+pub type AdminResult = (String, i16, Option<String>);
+
+/// Config changes for one topic: (key, operation (0 set, 1 delete), value).
+pub type ConfigOps = Vec<(String, i8, Option<String>)>;
+
+#[derive(Debug)]
+pub enum AdminReq {
+    CreateTopics {
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    },
+    DeleteTopics(Vec<String>),
+    CreatePartitions {
+        topics: Vec<(String, i32)>,
+        validate_only: bool,
+    },
+    /// (topic, [(key, op, value)]) with op 0 set, 1 delete; `replace` = legacy AlterConfigs
+    /// (the given set replaces every explicit config).
+    AlterConfigs {
+        topics: Vec<(String, ConfigOps)>,
+        replace: bool,
+        validate_only: bool,
+    },
+    AllocateProducerId,
+}
+
+#[derive(Debug)]
+pub enum AdminResp {
+    Results(Vec<AdminResult>),
+    ProducerId(Result<i64, i16>),
+}
+
+#[derive(Debug)]
+pub enum ShardReq {
+    Produce {
+        acks: i16,
+        parts: Vec<ProducePart>,
+    },
+    Read {
+        parts: Vec<ReadPart>,
+        max_bytes: usize,
+    },
+    /// Resolve when any partition's high watermark passes its offset, or at the deadline.
+    WaitData {
+        parts: Vec<(String, i32, i64)>,
+        wait_ms: u64,
+    },
+    ListOffsets {
+        parts: Vec<(String, i32, i64)>,
+    },
+    DeleteRecords {
+        parts: Vec<(String, i32, i64)>,
+    },
+    EpochEnd {
+        parts: Vec<(String, i32, i32)>,
+    },
+    Admin(AdminReq),
+    Apply(MetaEvent),
+}
+
+#[derive(Debug)]
+pub enum ShardResp {
+    Produce(Vec<ProduceResult>),
+    Read(Vec<ReadOut>),
+    Waited,
+    Offsets(Vec<OffsetOut>),
+    Admin(AdminResp),
+    Applied,
+    /// The peer is gone (shutting down).
+    Failed,
+}
+
+pub enum MeshMsg {
+    Req { id: u64, from: usize, req: ShardReq },
+    Resp { id: u64, resp: ShardResp },
+}
+
+/// Process-wide state shared by all shards (atomics only).
+pub struct Global {
+    pub shutdown: AtomicBool,
+    pub drained: AtomicUsize,
+    pub connections: AtomicUsize,
+}
+
+pub struct Shard {
+    pub id: usize,
+    pub shards: usize,
+    pub cfg: Arc<BrokerConfig>,
+    pub global: Arc<Global>,
+    pub meta: RefCell<ClusterMeta>,
+    authority: Option<RefCell<MetadataStore>>,
+    admin_lock: Semaphore,
+    pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
+    senders: Senders<MeshMsg>,
+    pending: RefCell<HashMap<u64, oneshot::Sender<ShardResp>>>,
+    next_id: Cell<u64>,
+    pub fetch_sessions: RefCell<FetchSessions>,
+    /// Notified once when shutdown begins (connections stop reading).
+    pub shutdown_event: event_listener::Event,
+    pub connections: Cell<usize>,
+}
+
+impl Shard {
+    pub fn new(
+        id: usize,
+        cfg: Arc<BrokerConfig>,
+        global: Arc<Global>,
+        meta: ClusterMeta,
+        authority: Option<MetadataStore>,
+        senders: Senders<MeshMsg>,
+    ) -> Rc<Self> {
+        let shards = cfg.cores;
+        let slots = cfg.fetch_session_cache_slots.div_ceil(shards.max(1));
+        Rc::new(Self {
+            id,
+            shards,
+            global,
+            meta: RefCell::new(meta),
+            authority: authority.map(RefCell::new),
+            admin_lock: Semaphore::new(1),
+            partitions: RefCell::new(HashMap::new()),
+            senders,
+            pending: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+            fetch_sessions: RefCell::new(FetchSessions::new(id, slots)),
+            shutdown_event: event_listener::Event::new(),
+            connections: Cell::new(0),
+            cfg,
+        })
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.global.shutdown.load(Ordering::Relaxed)
+    }
+
+    pub fn owner(&self, topic: &str, partition: i32) -> usize {
+        shard_for(topic, partition, self.shards)
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
+        self.partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
+    }
+
+    pub fn topic(&self, name: &str) -> Option<TopicMeta> {
+        self.meta.borrow().topics.get(name).cloned()
+    }
+
+    /// Places `req` on shard `target` and returns a future for its answer (see module docs).
+    pub async fn send(
+        self: &Rc<Self>,
+        target: usize,
+        req: ShardReq,
+    ) -> LocalBoxFuture<'static, ShardResp> {
+        if target == self.id {
+            return self.start(req);
+        }
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let (tx, rx) = oneshot::channel();
+        self.pending.borrow_mut().insert(id, tx);
+        let msg = MeshMsg::Req {
+            id,
+            from: self.id,
+            req,
+        };
+        if self.senders.send_to(target, msg).await.is_err() {
+            self.pending.borrow_mut().remove(&id);
+            tracing::warn!(from = self.id, to = target, "shard channel closed");
+            return future::ready(ShardResp::Failed).boxed_local();
+        }
+        async move { rx.await.unwrap_or(ShardResp::Failed) }.boxed_local()
+    }
+
+    /// `send` then await the answer.
+    pub async fn call(self: &Rc<Self>, target: usize, req: ShardReq) -> ShardResp {
+        self.send(target, req).await.await
+    }
+
+    /// Serves requests and answers arriving from the other shards until the mesh closes.
+    pub fn spawn_mesh_receivers(self: &Rc<Self>, mut receivers: Receivers<MeshMsg>) {
+        for (peer, rx) in receivers.streams() {
+            let shard = self.clone();
+            glommio::spawn_local(async move {
+                while let Some(msg) = rx.recv().await {
+                    match msg {
+                        MeshMsg::Req { id, from, req } => {
+                            // Placed synchronously, in arrival order.
+                            let fut = shard.start(req);
+                            let s = shard.clone();
+                            glommio::spawn_local(async move {
+                                let resp = fut.await;
+                                if s.senders
+                                    .send_to(from, MeshMsg::Resp { id, resp })
+                                    .await
+                                    .is_err()
+                                {
+                                    tracing::debug!(to = from, "could not answer shard (closed)");
+                                }
+                            })
+                            .detach();
+                        }
+                        MeshMsg::Resp { id, resp } => {
+                            if let Some(tx) = shard.pending.borrow_mut().remove(&id) {
+                                let _ = tx.send(resp);
+                            }
+                        }
+                    }
+                }
+                tracing::debug!(shard = shard.id, peer, "mesh receiver closed");
+            })
+            .detach();
+        }
+    }
+
+    pub fn close_mesh(&self) {
+        self.senders.close();
+    }
+
+    /// Executes a request owned by this shard. Everything up to the returned future's first
+    /// poll (in particular, queueing appends) happens now.
+    fn start(self: &Rc<Self>, req: ShardReq) -> LocalBoxFuture<'static, ShardResp> {
+        match req {
+            ShardReq::Produce { acks, parts } => self.start_produce(acks, parts),
+            ShardReq::Read { parts, max_bytes } => {
+                let s = self.clone();
+                async move { ShardResp::Read(s.read(parts, max_bytes).await) }.boxed_local()
+            }
+            ShardReq::WaitData { parts, wait_ms } => {
+                let s = self.clone();
+                async move {
+                    s.wait_data(parts, wait_ms).await;
+                    ShardResp::Waited
+                }
+                .boxed_local()
+            }
+            ShardReq::ListOffsets { parts } => {
+                let s = self.clone();
+                async move { ShardResp::Offsets(s.list_offsets(parts).await) }.boxed_local()
+            }
+            ShardReq::DeleteRecords { parts } => {
+                let s = self.clone();
+                async move { ShardResp::Offsets(s.delete_records(parts).await) }.boxed_local()
+            }
+            ShardReq::EpochEnd { parts } => ShardResp::Offsets(self.epoch_end(parts))
+                .pipe(future::ready)
+                .boxed_local(),
+            ShardReq::Admin(a) => {
+                let s = self.clone();
+                async move { ShardResp::Admin(s.admin(a).await) }.boxed_local()
+            }
+            ShardReq::Apply(ev) => {
+                let s = self.clone();
+                async move {
+                    s.apply(ev).await;
+                    ShardResp::Applied
+                }
+                .boxed_local()
+            }
+        }
+    }
+
+    fn start_produce(
+        self: &Rc<Self>,
+        acks: i16,
+        parts: Vec<ProducePart>,
+    ) -> LocalBoxFuture<'static, ShardResp> {
+        let mut waits: Vec<LocalBoxFuture<'static, ProduceResult>> =
+            Vec::with_capacity(parts.len());
+        for part in parts {
+            let mut res = ProduceResult {
+                topic: part.topic.clone(),
+                partition: part.partition,
+                error: errors::NONE,
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+            };
+            let Some(p) = self.partition(&part.topic, part.partition) else {
+                tracing::debug!(topic = %part.topic, partition = part.partition, "produce: UNKNOWN_TOPIC_OR_PARTITION");
+                res.error = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                waits.push(future::ready(res).boxed_local());
+                continue;
+            };
+            let Some(records) = part.records.filter(|r| !r.is_empty()) else {
+                tracing::info!(topic = %part.topic, partition = part.partition, "produce without records: INVALID_RECORD");
+                res.error = errors::INVALID_RECORD;
+                waits.push(future::ready(res).boxed_local());
+                continue;
+            };
+            let rx = p.enqueue(records);
+            waits.push(
+                async move {
+                    match rx.await {
+                        Ok(Ok(a)) => {
+                            res.base_offset = a.base_offset;
+                            res.log_append_time_ms = a.log_append_time_ms.unwrap_or(-1);
+                            let waited = match acks {
+                                0 => Ok(()),
+                                1 => p.log.wait_written(a.last_offset).await,
+                                _ => p.log.wait_committed(a.last_offset).await.map(|c| {
+                                    debug_assert!(c.through() >= a.last_offset);
+                                }),
+                            };
+                            if let Err(e) = waited {
+                                res.error = errors::log_error_code(&e, &p.topic, p.index);
+                            }
+                        }
+                        Ok(Err(code)) => res.error = code,
+                        Err(_) => {
+                            res.error = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                        }
+                    }
+                    res.log_start_offset = p.log.log_start_offset();
+                    res
+                }
+                .boxed_local(),
+            );
+        }
+        async move { ShardResp::Produce(future::join_all(waits).await) }.boxed_local()
+    }
+
+    async fn read(&self, parts: Vec<ReadPart>, max_bytes: usize) -> Vec<ReadOut> {
+        let mut out = Vec::with_capacity(parts.len());
+        let mut total = 0usize;
+        for part in parts {
+            let mut r = ReadOut {
+                topic: part.topic.clone(),
+                partition: part.partition,
+                high_watermark: -1,
+                log_start_offset: -1,
+                ..ReadOut::default()
+            };
+            let Some(p) = self.partition(&part.topic, part.partition) else {
+                r.error = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                out.push(r);
+                continue;
+            };
+            let hw = p.log.committed_end_offset();
+            r.high_watermark = hw;
+            r.log_start_offset = p.log.log_start_offset();
+            let budget = part.max_bytes.min(max_bytes.saturating_sub(total));
+            if budget > 0 || total == 0 {
+                match p.log.read(part.offset, hw, budget, total == 0).await {
+                    Ok(rr) => {
+                        total += rr.bytes;
+                        r.bytes = rr.bytes;
+                        r.batches = rr.batches;
+                    }
+                    Err(e) => r.error = errors::log_error_code(&e, &p.topic, p.index),
+                }
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    async fn wait_data(&self, parts: Vec<(String, i32, i64)>, wait_ms: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
+        loop {
+            let mut listeners = Vec::new();
+            for (topic, partition, offset) in &parts {
+                match self.partition(topic, *partition) {
+                    None => return,
+                    Some(p) => {
+                        let l = p.log.listen();
+                        if p.log.committed_end_offset() > *offset {
+                            return;
+                        }
+                        listeners.push(l);
+                    }
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline
+                || listeners.is_empty()
+                || self.global.shutdown.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            let left = (deadline - now).min(Duration::from_millis(200));
+            let timer = glommio::timer::sleep(left).boxed_local();
+            let any = future::select_all(listeners.into_iter().map(|l| l.boxed_local()));
+            let _ = future::select(timer, any).await;
+        }
+    }
+
+    async fn list_offsets(&self, parts: Vec<(String, i32, i64)>) -> Vec<OffsetOut> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (topic, partition, ts) in parts {
+            let mut r = OffsetOut {
+                topic: topic.clone(),
+                partition,
+                error: errors::NONE,
+                offset: -1,
+                timestamp: -1,
+                leader_epoch: -1,
+            };
+            match self.partition(&topic, partition) {
+                None => r.error = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(p) => {
+                    r.leader_epoch = p.leader_epoch.get();
+                    let hw = p.log.committed_end_offset();
+                    match ts {
+                        -2 => r.offset = p.log.log_start_offset(),
+                        -1 => r.offset = hw,
+                        ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
+                            Ok(Some((off, t))) if off < hw => {
+                                r.offset = off;
+                                r.timestamp = t;
+                            }
+                            Ok(_) => {}
+                            Err(e) => r.error = errors::log_error_code(&e, &p.topic, p.index),
+                        },
+                        _ => {
+                            tracing::info!(
+                                topic,
+                                partition,
+                                timestamp = ts,
+                                "ListOffsets: unsupported special timestamp"
+                            );
+                            r.error = errors::UNSUPPORTED_VERSION;
+                        }
+                    }
+                }
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    async fn delete_records(&self, parts: Vec<(String, i32, i64)>) -> Vec<OffsetOut> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (topic, partition, offset) in parts {
+            let mut r = OffsetOut {
+                topic: topic.clone(),
+                partition,
+                error: errors::NONE,
+                offset: -1,
+                timestamp: -1,
+                leader_epoch: -1,
+            };
+            match self.partition(&topic, partition) {
+                None => r.error = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                Some(p) => {
+                    let hw = p.log.committed_end_offset();
+                    let target = if offset == -1 { hw } else { offset };
+                    if target < 0 || target > hw {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            offset,
+                            hw,
+                            "DeleteRecords beyond the high watermark: OFFSET_OUT_OF_RANGE"
+                        );
+                        r.error = errors::OFFSET_OUT_OF_RANGE;
+                    } else {
+                        match p.log.delete_records_before(target).await {
+                            Ok(start) => {
+                                tracing::info!(
+                                    topic,
+                                    partition,
+                                    log_start = start,
+                                    "deleted records"
+                                );
+                                r.offset = start;
+                            }
+                            Err(e) => r.error = errors::log_error_code(&e, &p.topic, p.index),
+                        }
+                    }
+                }
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    fn epoch_end(&self, parts: Vec<(String, i32, i32)>) -> Vec<OffsetOut> {
+        parts
+            .into_iter()
+            .map(|(topic, partition, epoch)| {
+                let mut r = OffsetOut {
+                    topic: topic.clone(),
+                    partition,
+                    error: errors::NONE,
+                    offset: -1,
+                    timestamp: -1,
+                    leader_epoch: -1,
+                };
+                match self.partition(&topic, partition) {
+                    None => r.error = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    Some(p) => {
+                        let current = p.leader_epoch.get();
+                        if epoch > current {
+                            r.error = errors::UNKNOWN_LEADER_EPOCH;
+                        } else if epoch == current {
+                            r.leader_epoch = current;
+                            r.offset = p.log.log_end_offset();
+                        } else if let Some((e, off)) = p.log.end_offset_for_epoch(epoch) {
+                            r.leader_epoch = e;
+                            r.offset = off;
+                        }
+                    }
+                }
+                r
+            })
+            .collect()
+    }
+
+    /// Applies a metadata change: updates the local copy, opens, reconfigures or removes the
+    /// logs this shard owns.
+    pub async fn apply(self: &Rc<Self>, ev: MetaEvent) {
+        self.meta.borrow_mut().apply(&ev);
+        match ev {
+            MetaEvent::Upsert(t) => self.open_topic(&t).await,
+            MetaEvent::Deleted(name) => self.remove_topic(&name).await,
+        }
+    }
+
+    /// Opens this shard's partitions of `t` that are not open yet; reconfigures the others.
+    pub async fn open_topic(self: &Rc<Self>, t: &TopicMeta) {
+        let config = metadata::log_config(t, &self.cfg);
+        let dir = topic_dir(&self.cfg.data_dir, t);
+        for (i, pm) in t.partitions.iter().enumerate() {
+            let i = i as i32;
+            if self.owner(&t.name, i) != self.id {
+                continue;
+            }
+            if let Some(p) = self.partition(&t.name, i) {
+                p.log.set_config(config.clone());
+                p.leader_epoch.set(pm.leader_epoch);
+                continue;
+            }
+            let opened = Partition::open(
+                &t.name,
+                i,
+                dir.join(i.to_string()),
+                dir.join(format!("{i}.producers.json")),
+                config.clone(),
+                pm.leader_epoch,
+            )
+            .await;
+            match opened {
+                Ok(p) => {
+                    self.partitions.borrow_mut().insert((t.name.clone(), i), p);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %t.name, partition = i, error = %e, "cannot open partition log; it stays offline");
+                }
+            }
+        }
+    }
+
+    async fn remove_topic(&self, name: &str) {
+        let keys: Vec<(String, i32)> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|(t, _)| t == name)
+            .cloned()
+            .collect();
+        for key in keys {
+            let Some(p) = self.partitions.borrow_mut().remove(&key) else {
+                continue;
+            };
+            let snapshot = p.snapshot_path().to_path_buf();
+            let Some(log) = release_log(p).await else {
+                tracing::warn!(
+                    topic = name,
+                    partition = key.1,
+                    "log still in use after deletion; its files are removed at next start"
+                );
+                continue;
+            };
+            if let Err(e) = log.remove().await {
+                tracing::error!(topic = name, partition = key.1, error = %e, "removing deleted partition failed");
+            }
+            let _ = std::fs::remove_file(snapshot);
+        }
+    }
+
+    /// Closes every log cleanly (flush, indexes, clean marker) after writing producer snapshots.
+    pub async fn close_all(&self) {
+        let all: Vec<_> = self.partitions.borrow_mut().drain().collect();
+        for ((topic, idx), p) in all {
+            if let Err(e) = p.write_snapshot() {
+                tracing::warn!(topic, partition = idx, error = %e, "could not write producer snapshot");
+            }
+            match release_log(p).await {
+                Some(log) => {
+                    if let Err(e) = log.close().await {
+                        tracing::error!(topic, partition = idx, error = %e, "closing log failed");
+                    }
+                }
+                None => tracing::warn!(
+                    topic,
+                    partition = idx,
+                    "log still in use at shutdown; not closed cleanly"
+                ),
+            }
+        }
+    }
+
+    /// Periodic per-shard work: `tick` every log, retention and producer snapshots now and then.
+    pub async fn tick_all(&self, retention_due: bool) {
+        let now = now_ms();
+        let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
+        for p in parts {
+            if let Err(e) = p.log.tick(now).await {
+                errors::log_error_code(&e, &p.topic, p.index);
+            }
+            if retention_due {
+                match p.log.apply_retention(now).await {
+                    Ok(r) if r.segments_deleted > 0 => {
+                        tracing::info!(topic = %p.topic, partition = p.index, segments = r.segments_deleted, bytes = r.bytes_deleted, "retention deleted segments");
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        errors::log_error_code(&e, &p.topic, p.index);
+                    }
+                }
+                if !p.producers.borrow().is_empty() {
+                    if let Err(e) = p.write_snapshot() {
+                        tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "could not write producer snapshot");
+                    }
+                }
+            }
+        }
+    }
+
+    // ---- metadata authority (shard 0) ----
+
+    async fn admin(self: &Rc<Self>, req: AdminReq) -> AdminResp {
+        if self.authority.is_none() {
+            tracing::error!(
+                shard = self.id,
+                "admin request reached a shard that is not the metadata authority"
+            );
+            return AdminResp::Results(Vec::new());
+        }
+        let Ok(_permit) = self.admin_lock.acquire_permit(1).await else {
+            return AdminResp::Results(Vec::new());
+        };
+        match req {
+            AdminReq::AllocateProducerId => {
+                let r = self
+                    .authority
+                    .as_ref()
+                    .map(|a| a.borrow_mut().allocate_producer_id());
+                AdminResp::ProducerId(match r {
+                    Some(Ok(id)) => Ok(id),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "cannot persist producer id block");
+                        Err(errors::KAFKA_STORAGE_ERROR)
+                    }
+                    None => Err(errors::NOT_CONTROLLER),
+                })
+            }
+            AdminReq::CreateTopics {
+                topics,
+                validate_only,
+            } => {
+                let mut out = Vec::with_capacity(topics.len());
+                for t in topics {
+                    out.push(self.create_topic(t, validate_only).await);
+                }
+                AdminResp::Results(out)
+            }
+            AdminReq::DeleteTopics(names) => {
+                let mut out = Vec::with_capacity(names.len());
+                for name in names {
+                    if self.topic(&name).is_none() {
+                        tracing::info!(topic = %name, "delete: UNKNOWN_TOPIC_OR_PARTITION");
+                        out.push((name, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
+                        continue;
+                    }
+                    let r = self.commit(MetaEvent::Deleted(name.clone())).await;
+                    if r == errors::NONE {
+                        tracing::info!(topic = %name, "deleted topic");
+                    }
+                    out.push((name, r, None));
+                }
+                AdminResp::Results(out)
+            }
+            AdminReq::CreatePartitions {
+                topics,
+                validate_only,
+            } => {
+                let mut out = Vec::with_capacity(topics.len());
+                for (name, count) in topics {
+                    let Some(mut t) = self.topic(&name) else {
+                        out.push((name, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
+                        continue;
+                    };
+                    let have = t.partitions.len() as i32;
+                    if count <= have || count > 100_000 {
+                        let msg = format!("topic has {have} partitions; requested {count}");
+                        tracing::info!(topic = %name, %msg, "create partitions: INVALID_PARTITIONS");
+                        out.push((name, errors::INVALID_PARTITIONS, Some(msg)));
+                        continue;
+                    }
+                    if validate_only {
+                        out.push((name, errors::NONE, None));
+                        continue;
+                    }
+                    t.partitions
+                        .resize(count as usize, PartitionMeta { leader_epoch: 0 });
+                    let r = self.commit(MetaEvent::Upsert(t)).await;
+                    tracing::info!(topic = %name, partitions = count, error = errors::name(r), "increased partitions");
+                    out.push((name, r, None));
+                }
+                AdminResp::Results(out)
+            }
+            AdminReq::AlterConfigs {
+                topics,
+                replace,
+                validate_only,
+            } => {
+                let mut out = Vec::with_capacity(topics.len());
+                for (name, ops) in topics {
+                    let Some(mut t) = self.topic(&name) else {
+                        out.push((name, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
+                        continue;
+                    };
+                    if replace {
+                        t.configs.clear();
+                    }
+                    let mut failed = None;
+                    for (key, op, value) in ops {
+                        match (op, value) {
+                            (0, Some(v)) => {
+                                if let Err((code, msg)) = metadata::validate_topic_config(&key, &v)
+                                {
+                                    failed = Some((code, msg));
+                                    break;
+                                }
+                                t.configs.insert(key, v);
+                            }
+                            (1, _) | (0, None) => {
+                                t.configs.remove(&key);
+                            }
+                            (op, _) => {
+                                failed = Some((
+                                    errors::INVALID_CONFIG,
+                                    format!("config operation {op} on {key} is not supported"),
+                                ));
+                                break;
+                            }
+                        }
+                    }
+                    if let Some((code, msg)) = failed {
+                        tracing::info!(topic = %name, %msg, error = errors::name(code), "alter configs refused");
+                        out.push((name, code, Some(msg)));
+                        continue;
+                    }
+                    if validate_only {
+                        out.push((name, errors::NONE, None));
+                        continue;
+                    }
+                    let r = self.commit(MetaEvent::Upsert(t)).await;
+                    tracing::info!(topic = %name, error = errors::name(r), "altered topic configs");
+                    out.push((name, r, None));
+                }
+                AdminResp::Results(out)
+            }
+        }
+    }
+
+    async fn create_topic(self: &Rc<Self>, t: NewTopic, validate_only: bool) -> AdminResult {
+        let name = t.name.clone();
+        if let Err(msg) = metadata::validate_topic_name(&name) {
+            tracing::info!(topic = %name, %msg, "create topic: INVALID_TOPIC_EXCEPTION");
+            return (name, errors::INVALID_TOPIC_EXCEPTION, Some(msg));
+        }
+        if self.topic(&name).is_some() {
+            return (
+                name.clone(),
+                errors::TOPIC_ALREADY_EXISTS,
+                Some(format!("Topic '{name}' already exists.")),
+            );
+        }
+        let partitions = if t.partitions == -1 {
+            self.cfg.default_partitions
+        } else {
+            t.partitions
+        };
+        if !(1..=100_000).contains(&partitions) {
+            let msg = format!("number of partitions must be in 1..=100000, got {partitions}");
+            tracing::info!(topic = %name, %msg, "create topic: INVALID_PARTITIONS");
+            return (name, errors::INVALID_PARTITIONS, Some(msg));
+        }
+        let mut configs = std::collections::BTreeMap::new();
+        for (k, v) in t.configs {
+            if let Err((code, msg)) = metadata::validate_topic_config(&k, &v) {
+                tracing::info!(topic = %name, %msg, error = errors::name(code), "create topic refused");
+                return (name, code, Some(msg));
+            }
+            configs.insert(k, v);
+        }
+        if validate_only {
+            return (name, errors::NONE, None);
+        }
+        let meta = TopicMeta {
+            name: name.clone(),
+            id: metadata::new_topic_id(),
+            partitions: vec![PartitionMeta { leader_epoch: 0 }; partitions as usize],
+            configs,
+        };
+        let r = self.commit(MetaEvent::Upsert(meta)).await;
+        if r == errors::NONE {
+            tracing::info!(topic = %name, partitions, "created topic");
+        }
+        (name, r, None)
+    }
+
+    /// Persists a change on the authority, then applies it on every shard.
+    async fn commit(self: &Rc<Self>, ev: MetaEvent) -> i16 {
+        let persisted = match &self.authority {
+            Some(a) => a.borrow_mut().apply(&ev),
+            None => return errors::NOT_CONTROLLER,
+        };
+        if let Err(e) = persisted {
+            tracing::error!(error = %e, "cannot persist metadata change");
+            return errors::KAFKA_STORAGE_ERROR;
+        }
+        let mut acks = Vec::with_capacity(self.shards);
+        for target in 0..self.shards {
+            acks.push(self.send(target, ShardReq::Apply(ev.clone())).await);
+        }
+        for r in future::join_all(acks).await {
+            if matches!(r, ShardResp::Failed) {
+                tracing::warn!("a shard did not acknowledge a metadata change");
+            }
+        }
+        errors::NONE
+    }
+
+    /// Asks the authority to run an admin request.
+    pub async fn admin_call(self: &Rc<Self>, req: AdminReq) -> AdminResp {
+        match self.call(0, ShardReq::Admin(req)).await {
+            ShardResp::Admin(a) => a,
+            _ => AdminResp::Results(Vec::new()),
+        }
+    }
+}
+
+/// Waits (bounded) until nobody else holds the partition, then takes its log.
+async fn release_log(mut p: Rc<Partition>) -> Option<crate::partition::Log> {
+    for _ in 0..500 {
+        match Rc::try_unwrap(p) {
+            Ok(part) => {
+                // Dropping the partition drops the appender's sender; the appender task holds
+                // a clone of the log until it sees the closed channel.
+                let mut log = part.into_log();
+                for _ in 0..500 {
+                    match Rc::try_unwrap(log) {
+                        Ok(l) => return Some(l),
+                        Err(still) => {
+                            log = still;
+                            glommio::timer::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                return None;
+            }
+            Err(still) => {
+                p = still;
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+    None
+}
+
+trait Pipe: Sized {
+    fn pipe<R>(self, f: impl FnOnce(Self) -> R) -> R {
+        f(self)
+    }
+}
+impl<T> Pipe for T {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_is_stable_and_spreads() {
+        let mut counts = [0usize; 4];
+        for p in 0..400 {
+            let s = shard_for("topic", p, 4);
+            assert_eq!(s, shard_for("topic", p, 4));
+            counts[s] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 50), "{counts:?}");
+        assert_eq!(shard_for("x", 3, 1), 0);
+    }
+}
