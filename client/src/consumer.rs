@@ -410,6 +410,11 @@ impl GroupMember {
         &self.assignment
     }
 
+    /// The subscribed topic.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// Member id.
     pub fn member_id(&self) -> &str {
         &self.member_id

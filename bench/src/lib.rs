@@ -1,0 +1,9 @@
+//! shardlog-bench: a load generator for Kafka-compatible brokers that measures throughput and
+//! tail latency (publish and end-to-end) with HdrHistogram.
+#![warn(missing_docs)]
+
+pub mod dist;
+pub mod report;
+pub mod runner;
+pub mod scenario;
+pub mod stats;
