@@ -9,7 +9,9 @@
 //! * [`handlers`]: the Kafka APIs.
 //! * [`fetch`]: zero-copy Fetch response encoding and fetch sessions.
 //! * [`metadata`], [`producer_state`], [`errors`]: pure state and mappings.
+//! * [`alloc`]: the global allocator that keeps wire-chosen allocation sizes from aborting.
 
+pub mod alloc;
 pub mod broker;
 pub mod config;
 pub mod connection;
@@ -21,3 +23,7 @@ pub mod partition;
 pub mod producer_state;
 pub mod protocol;
 pub mod shard;
+
+/// Every binary and test linking the server gets the guarded allocator (see [`alloc`]).
+#[global_allocator]
+static GLOBAL: alloc::GuardedAlloc = alloc::GuardedAlloc;

@@ -1,0 +1,155 @@
+//! A global allocator that keeps allocation sizes chosen by the network from aborting the
+//! broker.
+//!
+//! kafka-protocol 0.18 decodes every array by reading its element count from the wire and
+//! calling `Vec::with_capacity(count)` before reading a single element. A 20-byte frame can
+//! claim 2^31 elements; the system allocator refuses the hundreds of GiB that asks for, and Rust
+//! answers a refused allocation by aborting the process. Decoding itself is safe: the decoder
+//! stops with an error as soon as the frame runs out of bytes, so at most as many elements as
+//! the frame has bytes are ever written.
+//!
+//! This allocator serves every allocation of at least [`HUGE_BYTES`] from an anonymous
+//! `MAP_NORESERVE` mapping: address space, not memory. The kernel backs pages only when they
+//! are touched, and the decoder touches only what the (size-capped) frame can fill, so a lying
+//! count costs a few page faults and an `mmap`/`munmap` pair instead of the process. Smaller
+//! allocations go to the system allocator unchanged. Nothing in the broker legitimately
+//! allocates 1 GiB at once (frames are capped far below that), so the normal path never sees
+//! the mapping.
+//!
+//! Limits: with `vm.overcommit_memory=2` (strict accounting) the kernel ignores
+//! `MAP_NORESERVE` and still refuses; `shardlog check` reports that setting.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::ptr;
+
+/// Allocations at least this large are mapped with `MAP_NORESERVE`.
+pub const HUGE_BYTES: usize = 1 << 30;
+const PAGE_BYTES: usize = 4096;
+
+/// See the module documentation.
+pub struct GuardedAlloc;
+
+fn is_huge(layout: Layout) -> bool {
+    layout.size() >= HUGE_BYTES && layout.align() <= PAGE_BYTES
+}
+
+unsafe fn map(size: usize) -> *mut u8 {
+    // SAFETY: an anonymous private mapping with no address hint has no preconditions.
+    let p = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        ptr::null_mut()
+    } else {
+        p.cast()
+    }
+}
+
+// SAFETY: every pointer handed out is either the system allocator's (freed by it) or a fresh
+// anonymous mapping of at least `layout.size()` bytes, page-aligned (>= any align we accept),
+// zero-filled, and unmapped exactly once with the same size.
+unsafe impl GlobalAlloc for GuardedAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if is_huge(layout) {
+            unsafe { map(layout.size()) }
+        } else {
+            unsafe { System.alloc(layout) }
+        }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        if is_huge(layout) {
+            unsafe { map(layout.size()) } // anonymous mappings are zero-filled
+        } else {
+            unsafe { System.alloc_zeroed(layout) }
+        }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if is_huge(layout) {
+            // SAFETY: `ptr` came from `map(layout.size())`.
+            unsafe { libc::munmap(ptr.cast(), layout.size()) };
+        } else {
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let Ok(new_layout) = Layout::from_size_align(new_size, layout.align()) else {
+            return ptr::null_mut();
+        };
+        match (is_huge(layout), is_huge(new_layout)) {
+            (false, false) => unsafe { System.realloc(ptr, layout, new_size) },
+            (true, true) => {
+                // Move the mapping without touching (and so backing) its pages.
+                // SAFETY: `ptr` is a mapping of `layout.size()` bytes made by `map`.
+                let p = unsafe {
+                    libc::mremap(ptr.cast(), layout.size(), new_size, libc::MREMAP_MAYMOVE)
+                };
+                if p == libc::MAP_FAILED {
+                    ptr::null_mut()
+                } else {
+                    p.cast()
+                }
+            }
+            _ => {
+                // Crossing the threshold: copy the smaller of the two sizes.
+                let new = unsafe { self.alloc(new_layout) };
+                if !new.is_null() {
+                    // SAFETY: both regions are valid for `min` bytes and do not overlap.
+                    unsafe { ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
+                    unsafe { self.dealloc(ptr, layout) };
+                }
+                new
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use kafka_protocol::messages::{MetadataRequest, ProduceRequest};
+    use kafka_protocol::protocol::Decodable;
+
+    /// Without the guard each of these aborts the test process ("memory allocation of
+    /// 154618822584 bytes failed"); with it the decoder returns an error.
+    #[test]
+    fn lying_array_counts_fail_to_decode_instead_of_aborting() {
+        for (version, body) in [
+            (1i16, &[0x7f, 0xff, 0xff, 0xff][..]),
+            (9, &[0xff, 0xff, 0xff, 0x7f, 0x00][..]),
+            (12, &[0xff, 0xff, 0xff, 0x7f, 0x00][..]),
+        ] {
+            let mut b = Bytes::copy_from_slice(body);
+            assert!(
+                MetadataRequest::decode(&mut b, version).is_err(),
+                "v{version}"
+            );
+        }
+        // Produce v3: transactional id null, acks, timeout, then a topic count of 2^31 - 1.
+        let mut body = vec![0xff, 0xff, 0x00, 0x01, 0x00, 0x00, 0x75, 0x30];
+        body.extend_from_slice(&i32::MAX.to_be_bytes());
+        let mut b = Bytes::from(body);
+        assert!(ProduceRequest::decode(&mut b, 3).is_err());
+    }
+
+    #[test]
+    fn huge_allocations_round_trip_through_the_mapping() {
+        let mut v: Vec<u8> = Vec::with_capacity(super::HUGE_BYTES);
+        v.extend_from_slice(&[1, 2, 3]);
+        v.reserve(super::HUGE_BYTES); // huge -> huge: mremap
+        assert_eq!(&v[..], &[1, 2, 3]);
+        v.shrink_to_fit(); // huge -> small: copy
+        assert_eq!(&v[..], &[1, 2, 3]);
+        let z = vec![0u64; super::HUGE_BYTES / 8 + 1]; // alloc_zeroed
+        assert_eq!((z[0], z[z.len() / 2], z[z.len() - 1]), (0, 0, 0));
+    }
+}
