@@ -107,6 +107,7 @@ class Broker:
         # (SHARDLOG_BIN) and anything else from the caller's shell must not leak in.
         env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDLOG_")}
         env.setdefault("RUST_BACKTRACE", "1")
+        env.setdefault("NO_COLOR", "1")  # plain log files
         env.update(self.extra_env)
         self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._log_file,
                                      stderr=subprocess.STDOUT, env=env, cwd=self.workdir,
