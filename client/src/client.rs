@@ -285,6 +285,22 @@ impl Client {
         lock(&self.state).topics.get(name).cloned()
     }
 
+    /// Partition count of a cached topic (no copy of the metadata).
+    pub fn partition_count(&self, name: &str) -> Option<usize> {
+        lock(&self.state)
+            .topics
+            .get(name)
+            .map(|t| t.partitions.len())
+    }
+
+    /// Partition count of a topic, fetching its metadata if not cached.
+    pub async fn partition_count_or_fetch(&self, name: &str) -> Result<usize> {
+        match self.partition_count(name) {
+            Some(n) => Ok(n),
+            None => Ok(self.topic_meta(name).await?.partitions.len()),
+        }
+    }
+
     /// Metadata of a topic, fetched if not cached; error if the broker does not know it.
     pub async fn topic_meta(&self, name: &str) -> Result<TopicMeta> {
         if let Some(t) = self.topic(name) {

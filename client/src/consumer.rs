@@ -140,7 +140,7 @@ impl Consumer {
         }
         let mut by_leader: HashMap<i32, Vec<usize>> = HashMap::new();
         for (i, p) in self.positions.iter().enumerate() {
-            self.client.topic_meta(&p.topic).await?;
+            self.client.partition_count_or_fetch(&p.topic).await?;
             let leader = self.client.leader(&p.topic, p.partition)?;
             by_leader.entry(leader).or_default().push(i);
         }

@@ -214,8 +214,7 @@ impl Producer {
                 "record of {size} bytes exceeds buffer_memory"
             )));
         }
-        let meta = inner.client.topic_meta(topic).await?;
-        let n = meta.partitions.len() as i32;
+        let n = inner.client.partition_count_or_fetch(topic).await? as i32;
         if n == 0 {
             return Err(ClientError::UnknownTopicOrPartition(topic.to_string()));
         }
@@ -354,10 +353,7 @@ fn take_ready(inner: &Inner) -> (Vec<Batch>, Option<Instant>) {
         .collect();
     for k in expired {
         if let Some(b) = acc.open.remove(&k) {
-            let n = inner
-                .client
-                .topic(&b.topic)
-                .map_or(1, |t| t.partitions.len() as i32);
+            let n = inner.client.partition_count(&b.topic).unwrap_or(1) as i32;
             close_batch(&mut acc, b, n);
         }
     }

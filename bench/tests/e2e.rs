@@ -1,0 +1,181 @@
+//! End-to-end: a 5-second scenario against a real `shardlog` (path in `SHARDLOG_BIN`), then the
+//! result file is checked for completeness and against what the broker stored.
+//!
+//! Skipped, with a message, only when `SHARDLOG_BIN` is not set.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use shardlog_bench::report::RunResult;
+use shardlog_bench::runner::{run, write_outputs, RunOptions};
+use shardlog_bench::scenario::parse_scenario;
+use shardlog_client::{Client, ClientConfig, Consumer, ConsumerConfig, StartAt, EARLIEST, LATEST};
+
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_broker(bin: &Path, dir: &Path) -> (Broker, String) {
+    let port = 29092 + (std::process::id() % 100) as u16;
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(bin)
+        .args(["start", "--listen", &addr, "--data-dir"])
+        .arg(dir)
+        .args(["--cores", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
+    let broker = Broker(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "broker did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (broker, addr)
+}
+
+#[test]
+fn five_second_scenario_is_complete_and_matches_the_broker() {
+    let Some(bin) = std::env::var_os("SHARDLOG_BIN").map(PathBuf::from) else {
+        eprintln!("SKIPPED: set SHARDLOG_BIN=/path/to/shardlog to run the bench end-to-end test");
+        return;
+    };
+    let data = tempfile::tempdir().expect("tempdir");
+    let out = tempfile::tempdir().expect("tempdir");
+    let (_broker, addr) = start_broker(&bin, data.path());
+
+    let scenario = r#"
+        name = "e2e"
+        [workload]
+        partitions = 3
+        producers = 2
+        consumers = 1
+        message_size = { dist = "uniform", min = 100, max = 900 }
+        keys = { dist = "zipf", count = 1000, exponent = 1.0 }
+        batch_size = 65536
+        linger_ms = 2
+        acks = "all"
+        idempotent = true
+        compression = "lz4"
+        rate_records_per_s = 20000.0
+        warmup_s = 1
+        duration_s = 5
+        drain_s = 10
+    "#;
+    let variants = parse_scenario(scenario, "e2e", &[]).expect("scenario");
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let opts = RunOptions {
+        bootstrap: addr.clone(),
+        progress: false,
+        interval: Duration::from_millis(500),
+        command: "e2e test".into(),
+    };
+    let (result, hdr) = rt.block_on(run(&variants[0], &opts)).expect("run");
+    let start = result.started_unix_ms;
+    write_outputs(out.path(), "e2e-default", result, &hdr, start).expect("write");
+
+    // The result file is complete.
+    let text = std::fs::read_to_string(out.path().join("e2e-default.json")).expect("json");
+    let r: RunResult = serde_json::from_str(&text).expect("parse json");
+    for f in &r.files {
+        let p = out.path().join(f);
+        assert!(
+            p.metadata().map(|m| m.len() > 0).unwrap_or(false),
+            "{f} missing or empty"
+        );
+    }
+    assert_eq!(r.files.len(), 4, "hlog + 3 plots: {:?}", r.files);
+    assert!(r.errors.is_empty(), "errors: {:?}", r.errors);
+    assert_eq!(r.failed_total, 0);
+    assert!(
+        r.measured_s >= 4.9 && r.measured_s < 6.0,
+        "measured {}",
+        r.measured_s
+    );
+    assert!(r.produce.records > 0 && r.consume.records > 0);
+    // Open loop at 20000/s for 5 s: the acknowledged count is near 100000.
+    let expect = 20_000.0 * r.measured_s;
+    assert!(
+        (r.produce.records as f64 - expect).abs() < expect * 0.2,
+        "produced {} in the window, expected about {expect}",
+        r.produce.records
+    );
+    // One latency per record.
+    assert_eq!(r.publish_latency.count, r.produce.records);
+    assert_eq!(r.publish_latency_uncorrected.count, r.produce.records);
+    assert_eq!(r.e2e_latency.count, r.consume.records);
+    let l = &r.publish_latency;
+    assert!(l.p50_ms <= l.p90_ms && l.p90_ms <= l.p99_ms && l.p99_ms <= l.p999_ms);
+    assert!(l.p999_ms <= l.p9999_ms && l.p9999_ms <= l.max_ms && l.max_ms > 0.0);
+    assert!(!r.publish_spectrum.is_empty() && !r.e2e_spectrum.is_empty());
+    // The time series adds up to the totals.
+    let ts_produced: f64 = r.timeline.iter().map(|p| p.produce_rps * p.dt_s).sum();
+    let ts_consumed: f64 = r.timeline.iter().map(|p| p.consume_rps * p.dt_s).sum();
+    assert!((ts_produced - r.produced_total as f64).abs() < 1.0);
+    assert!((ts_consumed - r.consumed_total as f64).abs() < 1.0);
+    // Everything acknowledged was consumed (the drain waits for it).
+    assert_eq!(r.consumed_total, r.produced_total);
+
+    // Counts match what the broker stored, asked independently of the bench.
+    assert!(r.broker_check.consistent, "{:?}", r.broker_check);
+    let client = rt
+        .block_on(Client::connect(ClientConfig::new(addr.clone())))
+        .expect("client");
+    let client = Arc::new(client);
+    let topic = r.topics[0].clone();
+    let parts = [0, 1, 2];
+    let ends = rt
+        .block_on(client.list_offsets(&topic, &parts, LATEST))
+        .expect("latest");
+    let starts = rt
+        .block_on(client.list_offsets(&topic, &parts, EARLIEST))
+        .expect("earliest");
+    let stored: i64 = ends.iter().zip(&starts).map(|(e, s)| e.1 - s.1).sum();
+    assert_eq!(stored as u64, r.produced_total, "broker holds {stored}");
+    for pc in &r.broker_check.partitions {
+        let e = ends
+            .iter()
+            .find(|x| x.0 == pc.partition)
+            .expect("partition")
+            .1;
+        assert_eq!(pc.high_watermark, e);
+        assert_eq!(pc.acked_end, e);
+    }
+    // Reading the topic back gives the same number of records.
+    let read = rt.block_on(async {
+        let mut c = Consumer::new(client.clone(), ConsumerConfig::default());
+        c.assign(&topic, &parts, StartAt::Earliest)
+            .await
+            .expect("assign");
+        let mut n = 0u64;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while n < stored as u64 && Instant::now() < deadline {
+            for pr in c.poll().await.expect("poll") {
+                n += pr.records.len() as u64;
+            }
+        }
+        n
+    });
+    assert_eq!(read, stored as u64);
+
+    // The HdrHistogram log parses and holds interval histograms.
+    let log = std::fs::read(out.path().join("e2e-default.hlog")).expect("hlog");
+    let intervals = hdrhistogram::serialization::interval_log::IntervalLogIterator::new(&log)
+        .filter(|e| {
+            matches!(
+                e,
+                Ok(hdrhistogram::serialization::interval_log::LogEntry::Interval(_))
+            )
+        })
+        .count();
+    assert!(intervals >= 10, "{intervals} intervals in the log");
+}

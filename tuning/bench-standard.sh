@@ -1,0 +1,136 @@
+#!/usr/bin/env bash
+# The standard shardlog-bench scenarios (issue 5) with the machine's limits, in one run:
+#   1. iperf3 over loopback (one stream, like one producer connection)
+#   2. fio on the data disk: 1 MiB O_DIRECT sequential writes, fdatasync after each
+#   3. a release shardlog on 127.0.0.1:$PORT with its data dir on that disk
+#   4. bench/scenarios/1..5, scenario 4's "80pct" at 0.8 x scenario 2's one-producer MB/s
+# Writes bench/results/YYYY-MM-DD/: iperf3.json, fio.json, one JSON + .hlog + 3 SVGs per
+# scenario variant, broker.log and README.md (table with ratios to the limits).
+#
+#   bash tuning/bench-standard.sh [DATA_DIR]
+#
+# Env: PORT (29150), CORES (broker cores, 2), RUN_TIMEOUT (seconds per scenario file, 600),
+#      QUICK=1 (short runs: 1 s warm-up, 4 s measured, small preloads; for a smoke test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+DATA=${1:-/var/tmp/shardlog-bench-data}
+PORT=${PORT:-29150}
+CORES=${CORES:-2}
+RUN_TIMEOUT=${RUN_TIMEOUT:-600}
+OUT="bench/results/$(date +%F)"
+mkdir -p "$OUT" "$DATA"
+ulimit -l unlimited 2>/dev/null || true
+
+need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
+need iperf3 iperf3
+need fio fio
+
+echo "== build" >&2
+cargo build --release -q -p shardlog-server -p shardlog-bench
+BENCH=target/release/shardlog-bench
+BROKER=target/release/shardlog
+
+echo "== iperf3 loopback (10 s, 1 stream)" >&2
+iperf3 -s -1 -p $((PORT + 40)) >/dev/null 2>&1 &
+IPERF_PID=$!
+sleep 0.5
+iperf3 -c 127.0.0.1 -p $((PORT + 40)) -t 10 -J >"$OUT/iperf3.json"
+wait "$IPERF_PID" 2>/dev/null || true
+
+echo "== fio on $DATA (1 MiB O_DIRECT writes + fdatasync, 1 GiB)" >&2
+rm -f "$DATA/fio.dat"
+fio --name=seqfsync --filename="$DATA/fio.dat" --rw=write --bs=1m --size=1g --direct=1 \
+  --fdatasync=1 --ioengine=psync --fallocate=native --output-format=json >"$OUT/fio.json"
+rm -f "$DATA/fio.dat"
+
+echo "== broker on 127.0.0.1:$PORT, $CORES cores, data in $DATA/broker" >&2
+rm -rf "$DATA/broker"
+"$BROKER" start --listen "127.0.0.1:$PORT" --data-dir "$DATA/broker" --cores "$CORES" \
+  >"$OUT/broker.log" 2>&1 &
+BROKER_PID=$!
+trap 'kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true' EXIT
+for _ in $(seq 100); do
+  (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+  sleep 0.1
+done
+
+QUICK_SET=()
+if [ "${QUICK:-0}" = 1 ]; then
+  QUICK_SET=(--set warmup_s=1 --set duration_s=4)
+fi
+run() { # scenario-file [extra args...]
+  local f=$1; shift
+  echo "== $f $*" >&2
+  timeout "$RUN_TIMEOUT" "$BENCH" run --bootstrap "127.0.0.1:$PORT" --scenario "bench/scenarios/$f" \
+    --out "$OUT" --quiet "${QUICK_SET[@]}" "$@" || echo "!! $f $* failed (exit $?)" >&2
+}
+run 1-max-produce-acks1.toml
+run 2-max-produce-acks-all-fsync.toml
+if [ "${QUICK:-0}" = 1 ]; then
+  run 3-max-consume.toml --variant cache-c1 --variant cache-c2 --set preload_mb=64
+  run 3-max-consume.toml --variant disk-c1 --variant disk-c2 --set preload_mb=256
+else
+  run 3-max-consume.toml
+fi
+MAX=$(python3 -c 'import json,sys
+try: print("%.1f" % json.load(open(sys.argv[1]))["produce"]["mb_per_s"])
+except Exception: print("")' "$OUT/2-max-produce-acks-all-fsync-p1.json")
+run 4-fixed-rate-latency.toml --variant 50mbps
+if [ -n "$MAX" ]; then
+  RATE=$(python3 -c "print('%.1f' % (0.8 * $MAX))")
+  run 4-fixed-rate-latency.toml --variant 80pct --set "rate_mb_per_s=$RATE"
+fi
+run 5-partitions-connections.toml
+
+echo "== report" >&2
+python3 - "$OUT" "$(git rev-parse --short HEAD)" "$CORES" <<'PY' >"$OUT/README.md"
+import glob, json, os, sys
+out, rev, cores = sys.argv[1], sys.argv[2], sys.argv[3]
+ip = json.load(open(os.path.join(out, "iperf3.json")))
+iperf_mb = ip["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+fj = json.load(open(os.path.join(out, "fio.json")))
+fio_mb = fj["jobs"][0]["write"]["bw_bytes"] / 1e6
+res = {}
+for p in sorted(glob.glob(os.path.join(out, "*.json"))):
+    if os.path.basename(p) in ("iperf3.json", "fio.json"):
+        continue
+    r = json.load(open(p))
+    res[(r["scenario"], r["variant"])] = r
+print(f"# shardlog-bench standard scenarios, {os.path.basename(out)}\n")
+print(f"Commit `{rev}`, broker `--cores {cores}`, produced by `tuning/bench-standard.sh`.")
+print("Throughput is MB/s of record keys and values (10^6 bytes); latencies in ms; publish latency in")
+print("open-loop runs is measured from each record's due time (coordinated-omission corrected).\n")
+print("## Machine limits\n")
+print(f"| limit | MB/s |\n|---|---|\n| iperf3 loopback, 1 stream | {iperf_mb:.0f} |\n| fio 1 MiB O_DIRECT write + fdatasync | {fio_mb:.0f} |\n")
+print("## Results\n")
+print("| scenario | variant | produce MB/s | produce rec/s | consume MB/s | publish p50 | p99 | p99.9 | p99.99 | max | e2e p50 | e2e p99.9 | errors | broker check |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for (s, v), r in sorted(res.items()):
+    pl, el = r["publish_latency"], r["e2e_latency"]
+    err = sum(r["errors"].values())
+    ok = "ok" if r["broker_check"]["consistent"] else "MISMATCH"
+    print(f"| {s} | {v} | {r['produce']['mb_per_s']:.1f} | {r['produce']['records_per_s']:.0f} | {r['consume']['mb_per_s']:.1f} | "
+          f"{pl['p50_ms']:.2f} | {pl['p99_ms']:.2f} | {pl['p999_ms']:.2f} | {pl['p9999_ms']:.2f} | {pl['max_ms']:.2f} | "
+          f"{el['p50_ms']:.2f} | {el['p999_ms']:.2f} | {err} | {ok} |")
+print("\n## Targets\n")
+def get(s, v):
+    return res.get((s, v))
+a1 = get("1-max-produce-acks1", "p1")
+a2 = get("2-max-produce-acks-all-fsync", "p1")
+r80 = get("4-fixed-rate-latency", "80pct")
+print("| target | measured | met |\n|---|---|---|")
+if a1:
+    x = a1["produce"]["mb_per_s"] / iperf_mb
+    print(f"| produce, 1 producer, acks=1 >= 45% of iperf3 | {x:.1%} ({a1['produce']['mb_per_s']:.0f} / {iperf_mb:.0f} MB/s) | {'yes' if x >= 0.45 else 'no'} |")
+if a1 and a2:
+    x = a2["produce"]["mb_per_s"] / max(a1["produce"]["mb_per_s"], 1e-9)
+    print(f"| acks=all+fsync >= 80% of acks=1 (1 producer) | {x:.1%} | {'yes' if x >= 0.8 else 'no'} |")
+    y = a2["produce"]["mb_per_s"] / fio_mb
+    print(f"| (acks=all+fsync vs fio fdatasync, for reading) | {y:.1%} | - |")
+if r80:
+    p = r80["publish_latency"]["p999_ms"]
+    print(f"| p99.9 publish <= 10 ms at 80% of max ({r80['target_records_per_s'] or 0:.0f} rec/s) | {p:.2f} ms | {'yes' if p <= 10 else 'no'} |")
+print("\nPlots: `<scenario>-<variant>-spectrum.svg`, `-throughput.svg`, `-latency.svg`; HdrHistogram logs: `.hlog` (µs).")
+PY
+cat "$OUT/README.md"
