@@ -221,13 +221,30 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
         source,
     })?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
-    // Refuse an address someone else listens on (SO_REUSEPORT would otherwise share it).
-    drop(
-        std::net::TcpListener::bind(cfg.listen_addr()).map_err(|source| BrokerError::Listen {
-            addr: cfg.listen.clone(),
-            source,
-        })?,
-    );
+    // Refuse an address another process listens on: with SO_REUSEPORT the kernel would
+    // otherwise share the port between the two. A bind probe would trip over our previous
+    // incarnation's TIME_WAIT sockets, so probe by connecting. After a kill -9 the dead
+    // process's listener can outlive it for a moment (io_uring tears its rings down
+    // asynchronously), so wait up to 10 s for the port to become free.
+    let probe = match cfg.listen_addr() {
+        a if a.ip().is_unspecified() => std::net::SocketAddr::from(([127, 0, 0, 1], a.port())),
+        a => a,
+    };
+    let t0 = Instant::now();
+    while probe.port() != 0
+        && std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)).is_ok()
+    {
+        if t0.elapsed() > Duration::from_secs(10) {
+            return Err(BrokerError::Listen {
+                addr: cfg.listen.clone(),
+                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+            });
+        }
+        if t0.elapsed() < Duration::from_millis(250) {
+            tracing::info!(addr = %cfg.listen, "address still has a listener; waiting for it to go away");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let store = MetadataStore::open(&cfg.data_dir.join("meta"))?;
     remove_orphans(&cfg.data_dir, &store.meta);
     let initial = store.meta.clone();
