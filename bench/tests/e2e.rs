@@ -30,13 +30,18 @@ fn start_broker(bin: &Path, dir: &Path) -> (Broker, String) {
         .args(["start", "--listen", &addr, "--data-dir"])
         .arg(dir)
         .args(["--cores", "1"])
+        // The broker reads SHARDLOG_* variables as configuration; keep the test's own out.
+        .env_remove("SHARDLOG_BIN")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    let broker = Broker(child);
+    let mut broker = Broker(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(&addr).is_err() {
+        if let Ok(Some(status)) = broker.0.try_wait() {
+            panic!("broker exited before listening: {status}");
+        }
         assert!(Instant::now() < deadline, "broker did not listen on {addr}");
         std::thread::sleep(Duration::from_millis(50));
     }
