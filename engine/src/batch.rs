@@ -184,11 +184,12 @@ pub fn validate(bytes: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchError>
     if stored != computed {
         return Err(BatchError::Crc { stored, computed });
     }
-    // A v2 batch always holds lastOffsetDelta + 1 records, except that compaction may remove
-    // records (count < delta + 1); a count above delta + 1 or an empty batch is never valid.
+    // A v2 batch from a producer holds exactly lastOffsetDelta + 1 records (Kafka refuses
+    // anything else as an inconsistent offset range). Only compaction, which this broker does
+    // not do, would leave fewer records than the range.
     let count = info.record_count;
     let delta = info.last_offset_delta;
-    if count <= 0 || delta < 0 || i64::from(count) > i64::from(delta) + 1 {
+    if count <= 0 || delta < 0 || i64::from(count) != i64::from(delta) + 1 {
         return Err(BatchError::RecordCount { count, delta });
     }
     Ok(info)
@@ -382,6 +383,14 @@ mod tests {
         assert!(matches!(
             validate(&c, 1 << 20),
             Err(BatchError::RecordCount { .. })
+        ));
+        let mut d = b.clone();
+        d[23..27].copy_from_slice(&9i32.to_be_bytes()); // 2 records claiming 10 offsets
+        let crc = compute_crc(&d);
+        d[17..21].copy_from_slice(&crc.to_be_bytes());
+        assert!(matches!(
+            validate(&d, 1 << 20),
+            Err(BatchError::RecordCount { count: 2, delta: 9 })
         ));
     }
 
