@@ -61,6 +61,8 @@ const EPOCHS_FILE: &str = "leader-epochs";
 const MARKER_MAGIC: &[u8; 4] = b"SLCM";
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 const MIN_READ_BYTES: usize = 64 << 10;
+/// The first space reservation of a segment; later ones double up to `preallocate_bytes`.
+const INITIAL_RESERVE_BYTES: u64 = 1 << 20;
 
 /// Result of a successful append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -885,13 +887,20 @@ impl<S: Storage> PartitionLog<S> {
         self.dir.join(segment_name(base, "log"))
     }
 
-    /// Reserves space for `len` more bytes in the active segment.
+    /// Reserves space for `len` more bytes in the active segment. Reservations grow
+    /// geometrically from [`INITIAL_RESERVE_BYTES`] up to `preallocate_bytes`, so a partition
+    /// that receives little data reserves little (a thousand idle partitions must not claim
+    /// a thousand full steps) while a busy one quickly reaches full-size steps.
     async fn reserve(&self, len: u64) -> Result<(), LogError> {
         let (file, target) = {
             let st = self.inner.borrow();
             let a = &st.active;
+            let step = st
+                .config
+                .preallocate_bytes
+                .min(a.allocated.max(INITIAL_RESERVE_BYTES));
             let want = (a.size + len)
-                .max(a.allocated + st.config.preallocate_bytes)
+                .max(a.allocated + step)
                 .min(st.config.segment_bytes.max(a.size + len));
             (a.file.clone(), align_up(want, a.file.alignment()))
         };
@@ -949,7 +958,12 @@ impl<S: Storage> PartitionLog<S> {
         let new_path = self.dir.join(segment_name(next, "log"));
         let created = async {
             let f = self.storage.open_file(&new_path, true).await?;
-            let prealloc = self.inner.borrow().config.preallocate_bytes;
+            let prealloc = self
+                .inner
+                .borrow()
+                .config
+                .preallocate_bytes
+                .min(INITIAL_RESERVE_BYTES);
             f.preallocate(prealloc).await?;
             self.storage.sync_dir(&self.dir).await?;
             Ok::<_, std::io::Error>(f)
@@ -965,7 +979,7 @@ impl<S: Storage> PartitionLog<S> {
             }
         };
         let mut st = self.inner.borrow_mut();
-        let prealloc = st.config.preallocate_bytes;
+        let prealloc = st.config.preallocate_bytes.min(INITIAL_RESERVE_BYTES);
         let align = new_file.alignment();
         let buf = new_file.alloc(SCAN_CHUNK_BYTES.max(align as usize));
         let new_active = Active {
