@@ -10,7 +10,8 @@
 #   bash tuning/bench-standard.sh [DATA_DIR]
 #
 # Env: PORT (29150), CORES (broker cores, 2), RUN_TIMEOUT (seconds per scenario file, 600),
-#      QUICK=1 (short runs: 1 s warm-up, 4 s measured, small preloads; for a smoke test).
+#      QUICK=1 (short runs: 1 s warm-up, 4 s measured, small preloads; for a smoke test),
+#      REPORT_ONLY=bench/results/DATE (only regenerate that folder's README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -21,6 +22,61 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 OUT="bench/results/$(date +%F)"
 mkdir -p "$OUT" "$DATA"
 ulimit -l unlimited 2>/dev/null || true
+
+report() {
+echo "== report" >&2
+python3 - "$OUT" "$(git rev-parse --short HEAD)" "$CORES" <<'PY' >"$OUT/README.md"
+import glob, json, os, sys
+out, rev, cores = sys.argv[1], sys.argv[2], sys.argv[3]
+ip = json.load(open(os.path.join(out, "iperf3.json")))
+iperf_mb = ip["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+fj = json.load(open(os.path.join(out, "fio.json")))
+fio_mb = fj["jobs"][0]["write"]["bw_bytes"] / 1e6
+res = {}
+for p in sorted(glob.glob(os.path.join(out, "*.json"))):
+    if os.path.basename(p) in ("iperf3.json", "fio.json"):
+        continue
+    r = json.load(open(p))
+    res[(r["scenario"], r["variant"])] = r
+print(f"# shardlog-bench standard scenarios, {os.path.basename(out)}\n")
+print(f"Commit `{rev}`, broker `--cores {cores}`, produced by `tuning/bench-standard.sh`.")
+print("Throughput is MB/s of record keys and values (10^6 bytes); latencies in ms; publish latency in")
+print("open-loop runs is measured from each record's due time (coordinated-omission corrected).\n")
+print("## Machine limits\n")
+print(f"| limit | MB/s |\n|---|---|\n| iperf3 loopback, 1 stream | {iperf_mb:.0f} |\n| fio 1 MiB O_DIRECT write + fdatasync | {fio_mb:.0f} |\n")
+print("## Results\n")
+print("| scenario | variant | produce MB/s | produce rec/s | consume MB/s | publish p50 | p99 | p99.9 | p99.99 | max | e2e p50 | e2e p99.9 | errors | broker check |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for (s, v), r in sorted(res.items()):
+    pl, el = r["publish_latency"], r["e2e_latency"]
+    err = sum(r["errors"].values())
+    ok = "ok" if r["broker_check"]["consistent"] else "MISMATCH"
+    print(f"| {s} | {v} | {r['produce']['mb_per_s']:.1f} | {r['produce']['records_per_s']:.0f} | {r['consume']['mb_per_s']:.1f} | "
+          f"{pl['p50_ms']:.2f} | {pl['p99_ms']:.2f} | {pl['p999_ms']:.2f} | {pl['p9999_ms']:.2f} | {pl['max_ms']:.2f} | "
+          f"{el['p50_ms']:.2f} | {el['p999_ms']:.2f} | {err} | {ok} |")
+print("\n## Targets\n")
+def get(s, v):
+    return res.get((s, v))
+a1 = get("1-max-produce-acks1", "p1")
+a2 = get("2-max-produce-acks-all-fsync", "p1")
+r80 = get("4-fixed-rate-latency", "80pct")
+print("| target | measured | met |\n|---|---|---|")
+if a1:
+    x = a1["produce"]["mb_per_s"] / iperf_mb
+    print(f"| produce, 1 producer, acks=1 >= 45% of iperf3 | {x:.1%} ({a1['produce']['mb_per_s']:.0f} / {iperf_mb:.0f} MB/s) | {'yes' if x >= 0.45 else 'no'} |")
+if a1 and a2:
+    x = a2["produce"]["mb_per_s"] / max(a1["produce"]["mb_per_s"], 1e-9)
+    print(f"| acks=all+fsync >= 80% of acks=1 (1 producer) | {x:.1%} | {'yes' if x >= 0.8 else 'no'} |")
+    y = a2["produce"]["mb_per_s"] / fio_mb
+    print(f"| (acks=all+fsync vs fio fdatasync, for reading) | {y:.1%} | - |")
+if r80:
+    p = r80["publish_latency"]["p999_ms"]
+    print(f"| p99.9 publish <= 10 ms at 80% of max ({r80['target_records_per_s'] or 0:.0f} rec/s) | {p:.2f} ms | {'yes' if p <= 10 else 'no'} |")
+print("\nPlots: `<scenario>-<variant>-spectrum.svg`, `-throughput.svg`, `-latency.svg`; HdrHistogram logs: `.hlog` (µs).")
+PY
+}
+
+if [ -n "${REPORT_ONLY:-}" ]; then OUT=$REPORT_ONLY; report; cat "$OUT/README.md"; exit 0; fi
 
 need() { command -v "$1" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$2" >/dev/null; }; }
 need iperf3 iperf3
@@ -83,54 +139,5 @@ if [ -n "$MAX" ]; then
 fi
 run 5-partitions-connections.toml
 
-echo "== report" >&2
-python3 - "$OUT" "$(git rev-parse --short HEAD)" "$CORES" <<'PY' >"$OUT/README.md"
-import glob, json, os, sys
-out, rev, cores = sys.argv[1], sys.argv[2], sys.argv[3]
-ip = json.load(open(os.path.join(out, "iperf3.json")))
-iperf_mb = ip["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
-fj = json.load(open(os.path.join(out, "fio.json")))
-fio_mb = fj["jobs"][0]["write"]["bw_bytes"] / 1e6
-res = {}
-for p in sorted(glob.glob(os.path.join(out, "*.json"))):
-    if os.path.basename(p) in ("iperf3.json", "fio.json"):
-        continue
-    r = json.load(open(p))
-    res[(r["scenario"], r["variant"])] = r
-print(f"# shardlog-bench standard scenarios, {os.path.basename(out)}\n")
-print(f"Commit `{rev}`, broker `--cores {cores}`, produced by `tuning/bench-standard.sh`.")
-print("Throughput is MB/s of record keys and values (10^6 bytes); latencies in ms; publish latency in")
-print("open-loop runs is measured from each record's due time (coordinated-omission corrected).\n")
-print("## Machine limits\n")
-print(f"| limit | MB/s |\n|---|---|\n| iperf3 loopback, 1 stream | {iperf_mb:.0f} |\n| fio 1 MiB O_DIRECT write + fdatasync | {fio_mb:.0f} |\n")
-print("## Results\n")
-print("| scenario | variant | produce MB/s | produce rec/s | consume MB/s | publish p50 | p99 | p99.9 | p99.99 | max | e2e p50 | e2e p99.9 | errors | broker check |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-for (s, v), r in sorted(res.items()):
-    pl, el = r["publish_latency"], r["e2e_latency"]
-    err = sum(r["errors"].values())
-    ok = "ok" if r["broker_check"]["consistent"] else "MISMATCH"
-    print(f"| {s} | {v} | {r['produce']['mb_per_s']:.1f} | {r['produce']['records_per_s']:.0f} | {r['consume']['mb_per_s']:.1f} | "
-          f"{pl['p50_ms']:.2f} | {pl['p99_ms']:.2f} | {pl['p999_ms']:.2f} | {pl['p9999_ms']:.2f} | {pl['max_ms']:.2f} | "
-          f"{el['p50_ms']:.2f} | {el['p999_ms']:.2f} | {err} | {ok} |")
-print("\n## Targets\n")
-def get(s, v):
-    return res.get((s, v))
-a1 = get("1-max-produce-acks1", "p1")
-a2 = get("2-max-produce-acks-all-fsync", "p1")
-r80 = get("4-fixed-rate-latency", "80pct")
-print("| target | measured | met |\n|---|---|---|")
-if a1:
-    x = a1["produce"]["mb_per_s"] / iperf_mb
-    print(f"| produce, 1 producer, acks=1 >= 45% of iperf3 | {x:.1%} ({a1['produce']['mb_per_s']:.0f} / {iperf_mb:.0f} MB/s) | {'yes' if x >= 0.45 else 'no'} |")
-if a1 and a2:
-    x = a2["produce"]["mb_per_s"] / max(a1["produce"]["mb_per_s"], 1e-9)
-    print(f"| acks=all+fsync >= 80% of acks=1 (1 producer) | {x:.1%} | {'yes' if x >= 0.8 else 'no'} |")
-    y = a2["produce"]["mb_per_s"] / fio_mb
-    print(f"| (acks=all+fsync vs fio fdatasync, for reading) | {y:.1%} | - |")
-if r80:
-    p = r80["publish_latency"]["p999_ms"]
-    print(f"| p99.9 publish <= 10 ms at 80% of max ({r80['target_records_per_s'] or 0:.0f} rec/s) | {p:.2f} ms | {'yes' if p <= 10 else 'no'} |")
-print("\nPlots: `<scenario>-<variant>-spectrum.svg`, `-throughput.svg`, `-latency.svg`; HdrHistogram logs: `.hlog` (µs).")
-PY
+report
 cat "$OUT/README.md"
