@@ -51,7 +51,10 @@ impl GlommioStorage {
     /// once per executor before opening logs.
     pub async fn prepare(dir: &Path) -> io::Result<()> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join(".shardlog-io-probe");
+        // Unique per call: every shard probes the same directory at start-up.
+        static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path = dir.join(format!(".shardlog-io-probe-{}-{n}", std::process::id()));
         {
             let mut f = std::fs::File::create(&path)?;
             f.write_all(&[0x5a; 4096])?;
