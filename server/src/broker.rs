@@ -246,6 +246,12 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
         std::thread::sleep(Duration::from_millis(200));
     }
     let store = MetadataStore::open(&cfg.data_dir.join("meta"))?;
+    let mut cfg = cfg;
+    cfg.offsets_topic_partitions =
+        crate::groups::resolve_offsets_partitions(&cfg).map_err(|source| BrokerError::DataDir {
+            path: crate::groups::offsets_dir(&cfg.data_dir),
+            source,
+        })?;
     remove_orphans(&cfg.data_dir, &store.meta);
     let initial = store.meta.clone();
 
@@ -350,6 +356,8 @@ async fn shard_main(
     for t in meta.topics.values() {
         shard.open_topic(t).await;
     }
+    // Replay this shard's part of __consumer_offsets before any client can reach a group.
+    crate::groups::load(&shard).await;
     let listener = match TcpListener::bind(cfg.listen_addr()) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -390,6 +398,7 @@ async fn shard_main(
         })
         .detach();
     }
+    crate::groups::spawn_timer(shard.clone());
     // Periodic log work.
     {
         let shard = shard.clone();

@@ -63,6 +63,21 @@ pub struct BrokerConfig {
     pub log_cache_bytes: usize,
     /// Space preallocated ahead of the write position per segment.
     pub log_preallocate_bytes: u64,
+
+    /// Kafka `group.initial.rebalance.delay.ms` (0 disables; tests use 0).
+    pub group_initial_rebalance_delay_ms: u64,
+    /// Kafka `group.min.session.timeout.ms`.
+    pub group_min_session_timeout_ms: i32,
+    /// Kafka `group.max.session.timeout.ms`.
+    pub group_max_session_timeout_ms: i32,
+    /// Partitions of the internal `__consumer_offsets` log; 0 = 2 × cores. Fixed by the first
+    /// start (remembered in `<data_dir>/__consumer_offsets/partitions`).
+    pub offsets_topic_partitions: usize,
+    /// Kafka `offsets.retention.minutes`, in ms: offsets of an empty group expire after this.
+    pub offsets_retention_ms: u64,
+    /// An internal partition holding more records than this (and twice its last snapshot) is
+    /// snapshotted and its log start moved (bounds replay at start-up).
+    pub offsets_snapshot_records: u64,
 }
 
 impl Default for BrokerConfig {
@@ -93,6 +108,12 @@ impl Default for BrokerConfig {
             shutdown_grace_ms: 10_000,
             log_cache_bytes: 16 << 20,
             log_preallocate_bytes: 32 << 20,
+            group_initial_rebalance_delay_ms: 3000,
+            group_min_session_timeout_ms: 6000,
+            group_max_session_timeout_ms: 1_800_000,
+            offsets_topic_partitions: 0,
+            offsets_retention_ms: 7 * 24 * 3600 * 1000,
+            offsets_snapshot_records: 100_000,
         }
     }
 }
@@ -272,6 +293,30 @@ impl BrokerConfig {
             "log_preallocate_bytes",
             (self.log_preallocate_bytes as i64).into(),
         );
+        put(
+            "group_initial_rebalance_delay_ms",
+            (self.group_initial_rebalance_delay_ms as i64).into(),
+        );
+        put(
+            "group_min_session_timeout_ms",
+            i64::from(self.group_min_session_timeout_ms).into(),
+        );
+        put(
+            "group_max_session_timeout_ms",
+            i64::from(self.group_max_session_timeout_ms).into(),
+        );
+        put(
+            "offsets_topic_partitions",
+            (self.offsets_topic_partitions as i64).into(),
+        );
+        put(
+            "offsets_retention_ms",
+            (self.offsets_retention_ms as i64).into(),
+        );
+        put(
+            "offsets_snapshot_records",
+            (self.offsets_snapshot_records as i64).into(),
+        );
         t
     }
 
@@ -317,6 +362,29 @@ impl BrokerConfig {
                 "max_frame_bytes",
                 self.max_frame_bytes,
                 "must be in 1 KiB..=1 GiB",
+            ));
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            return Err(bad(
+                "group_max_session_timeout_ms",
+                self.group_max_session_timeout_ms,
+                "group session timeouts must satisfy 1 <= min <= max",
+            ));
+        }
+        if self.offsets_topic_partitions > 10_000 {
+            return Err(bad(
+                "offsets_topic_partitions",
+                self.offsets_topic_partitions,
+                "must be in 0..=10000 (0 = 2 x cores)",
+            ));
+        }
+        if self.offsets_snapshot_records < 100 {
+            return Err(bad(
+                "offsets_snapshot_records",
+                self.offsets_snapshot_records,
+                "must be >= 100",
             ));
         }
         if self.max_connections == 0 {

@@ -20,6 +20,8 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::errors;
 use crate::fetch::{self, FetchTopicOut, SessionStep};
+use crate::group_api;
+use crate::groups::OFFSETS_TOPIC;
 use crate::metadata;
 use crate::protocol;
 use crate::shard::{
@@ -147,6 +149,17 @@ pub async fn dispatch(
         RequestKind::InitProducerId(req) => {
             init_producer_id(shard.clone(), v, corr, req).boxed_local()
         }
+        RequestKind::FindCoordinator(req) => group_api::find_coordinator(shard, v, corr, req),
+        RequestKind::JoinGroup(req) => group_api::join_group(shard, &header, v, corr, req).await,
+        RequestKind::SyncGroup(req) => group_api::sync_group(shard, v, corr, req).await,
+        RequestKind::Heartbeat(req) => group_api::heartbeat(shard, v, corr, req).await,
+        RequestKind::LeaveGroup(req) => group_api::leave_group(shard, v, corr, req).await,
+        RequestKind::OffsetCommit(req) => group_api::offset_commit(shard, v, corr, req).await,
+        RequestKind::OffsetFetch(req) => group_api::offset_fetch(shard, v, corr, req).await,
+        RequestKind::OffsetDelete(req) => group_api::offset_delete(shard, v, corr, req).await,
+        RequestKind::ListGroups(req) => group_api::list_groups(shard, v, corr, req).await,
+        RequestKind::DescribeGroups(req) => group_api::describe_groups(shard, v, corr, req).await,
+        RequestKind::DeleteGroups(req) => group_api::delete_groups(shard, v, corr, req).await,
         other => {
             // parse_request only admits the APIs listed in SUPPORTED_APIS.
             tracing::error!(
@@ -166,7 +179,11 @@ async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
     }
     let missing: Vec<NewTopic> = names
         .iter()
-        .filter(|n| shard.topic(n).is_none() && metadata::validate_topic_name(n).is_ok())
+        .filter(|n| {
+            shard.topic(n).is_none()
+                && metadata::validate_topic_name(n).is_ok()
+                && n.as_str() != OFFSETS_TOPIC
+        })
         .map(|n| NewTopic {
             name: n.clone(),
             partitions: shard.cfg.default_partitions,
@@ -251,6 +268,21 @@ async fn metadata_api(
             .map(|n| match n {
                 Some(name) => match meta.topics.get(&name) {
                     Some(t) => topic_resp(t),
+                    // The internal topic is listed only when asked for by name.
+                    None if name == OFFSETS_TOPIC => {
+                        let internal = metadata::TopicMeta {
+                            name: name.clone(),
+                            id: 0,
+                            partitions: vec![
+                                metadata::PartitionMeta { leader_epoch: 0 };
+                                shard.groups.partitions
+                            ],
+                            configs: Default::default(),
+                        };
+                        let mut tr = topic_resp(&internal);
+                        tr.is_internal = true;
+                        tr
+                    }
                     None => {
                         let mut tr = metadata_response::MetadataResponseTopic::default();
                         tr.error_code = if metadata::validate_topic_name(&name).is_err() {
@@ -318,8 +350,18 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
     auto_create(shard, &names).await;
 
     let mut by_shard: HashMap<usize, Vec<ProducePart>> = HashMap::new();
+    let mut refused = Vec::new();
     for t in req.topic_data {
         let topic = t.name.0.to_string();
+        if topic == OFFSETS_TOPIC {
+            tracing::info!("produce to {OFFSETS_TOPIC} refused: INVALID_TOPIC_EXCEPTION");
+            refused.extend(
+                t.partition_data
+                    .iter()
+                    .map(|p| err_result(&topic, p.index, errors::INVALID_TOPIC_EXCEPTION)),
+            );
+            continue;
+        }
         for p in t.partition_data {
             by_shard
                 .entry(shard.owner(&topic, p.index))
@@ -340,7 +382,7 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
         }
     }
     async move {
-        let mut results = Vec::new();
+        let mut results = refused;
         for r in future::join_all(waits).await {
             if let ShardResp::Produce(rs) = r {
                 results.extend(rs);
@@ -678,6 +720,8 @@ async fn delete_records(
     let parts = req
         .topics
         .iter()
+        // The internal log's start is moved only by its snapshots.
+        .filter(|t| t.name.0.as_str() != OFFSETS_TOPIC)
         .flat_map(|t| {
             let name = t.name.0.to_string();
             t.partitions
@@ -805,6 +849,11 @@ async fn create_topics(
     let mut topics = Vec::new();
     for t in &req.topics {
         let name = t.name.0.to_string();
+        if name == OFFSETS_TOPIC {
+            let msg = format!("{OFFSETS_TOPIC} is the broker's internal topic");
+            pre.insert(name, (errors::TOPIC_ALREADY_EXISTS, msg));
+            continue;
+        }
         if t.replication_factor != -1 && t.replication_factor != 1 {
             let msg = format!(
                 "replication factor {} > 1 on a single-node cluster",

@@ -8,6 +8,8 @@
 //! * [`protocol`]: request headers, version negotiation, response framing.
 //! * [`handlers`]: the Kafka APIs.
 //! * [`fetch`]: zero-copy Fetch response encoding and fetch sessions.
+//! * [`groups`]: the per-shard group coordinator, its internal log `__consumer_offsets`, lag.
+//! * [`group_api`]: the consumer-group Kafka APIs (splitting and forwarding per group shard).
 //! * [`metadata`], [`producer_state`], [`errors`]: pure state and mappings.
 //! * [`alloc`]: the global allocator that keeps wire-chosen allocation sizes from aborting.
 
@@ -17,6 +19,8 @@ pub mod config;
 pub mod connection;
 pub mod errors;
 pub mod fetch;
+pub mod group_api;
+pub mod groups;
 pub mod handlers;
 pub mod metadata;
 pub mod partition;

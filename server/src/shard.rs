@@ -39,7 +39,16 @@ use crate::metadata::{self, ClusterMeta, MetaEvent, MetadataStore, PartitionMeta
 use crate::partition::{now_ms, Partition};
 
 /// Shard that owns `(topic, partition)` among `shards`.
+///
+/// The internal `__consumer_offsets` partitions are the exception: partition `p` is on shard
+/// `p % shards`, with the groups stored in it (see `groups.rs`).
 pub fn shard_for(topic: &str, partition: i32, shards: usize) -> usize {
+    if topic == crate::groups::OFFSETS_TOPIC {
+        return shardlog_coordinator::shard_for_offsets_partition(
+            partition.max(0) as usize,
+            shards,
+        );
+    }
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in topic
         .as_bytes()
@@ -173,6 +182,8 @@ pub enum ShardReq {
     },
     Admin(AdminReq),
     Apply(MetaEvent),
+    /// A consumer-group request for a group this shard owns (see `groups.rs`).
+    Group(shardlog_coordinator::Request),
 }
 
 #[derive(Debug)]
@@ -183,6 +194,7 @@ pub enum ShardResp {
     Offsets(Vec<OffsetOut>),
     Admin(AdminResp),
     Applied,
+    Group(shardlog_coordinator::Response),
     /// The peer is gone (shutting down).
     Failed,
 }
@@ -215,6 +227,8 @@ pub struct Shard {
     /// Notified once when shutdown begins (connections stop reading).
     pub shutdown_event: event_listener::Event,
     pub connections: Cell<usize>,
+    /// This shard's group coordinator and its internal log (see `groups.rs`).
+    pub groups: crate::groups::Groups,
 }
 
 impl Shard {
@@ -242,6 +256,7 @@ impl Shard {
             fetch_sessions: RefCell::new(FetchSessions::new(id, slots)),
             shutdown_event: event_listener::Event::new(),
             connections: Cell::new(0),
+            groups: crate::groups::Groups::new(&cfg, id),
             cfg,
         })
     }
@@ -368,6 +383,9 @@ impl Shard {
                 let s = self.clone();
                 async move { ShardResp::Admin(s.admin(a).await) }.boxed_local()
             }
+            ShardReq::Group(r) => crate::groups::Groups::submit(self, r)
+                .map(ShardResp::Group)
+                .boxed_local(),
             ShardReq::Apply(ev) => {
                 let s = self.clone();
                 async move {
