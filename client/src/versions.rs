@@ -23,6 +23,15 @@ pub fn client_range(api: ApiKey) -> (i16, i16) {
         ApiKey::LeaveGroup => (0, 4),
         ApiKey::OffsetCommit => (2, 8),
         ApiKey::OffsetFetch => (1, 7),
+        // Admin APIs used by the `shardlog` CLI (request/response structs filled by the caller).
+        ApiKey::DescribeGroups => (0, 5),
+        ApiKey::ListGroups => (0, 4),
+        ApiKey::DeleteGroups => (0, 2),
+        ApiKey::DescribeConfigs => (1, 4),
+        ApiKey::IncrementalAlterConfigs => (0, 1),
+        ApiKey::CreatePartitions => (0, 3),
+        ApiKey::DescribeLogDirs => (1, 4),
+        ApiKey::DescribeCluster => (0, 1),
         _ => (0, -1),
     }
 }

@@ -385,6 +385,9 @@ async fn shard_main(
     if id == 0 {
         let (host, port) = cfg.advertised_host_port();
         tracing::info!(listen = %cfg.listen, advertised = %format!("{host}:{port}"), shards = n, data_dir = %cfg.data_dir.display(), topics = meta.topics.len(), startup_ms = started.elapsed().as_millis() as u64, "shardlog ready");
+        if let Some(addr) = cfg.admin_addr() {
+            crate::admin_http::spawn(shard.clone(), addr, started);
+        }
     }
 
     // Shutdown watcher: turns the process-wide flag into this shard's event.
@@ -438,11 +441,13 @@ async fn shard_main(
                     .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
                 if shard.connections.get() >= per_shard_max {
                     tracing::warn!(%peer, limit = cfg.max_connections, "connection refused: max_connections reached");
+                    crate::metrics::connection_refused();
                     drop(stream);
                     continue;
                 }
                 shard.connections.set(shard.connections.get() + 1);
                 global.connections.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::connection_accepted();
                 tracing::debug!(shard = id, %peer, "accepted connection");
                 let s = shard.clone();
                 let g = global.clone();

@@ -23,6 +23,16 @@ pub enum DefaultFlush {
     Never,
 }
 
+/// Format of the log lines written to stderr.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
 /// The whole broker configuration. Field names are the TOML keys.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,6 +48,10 @@ pub struct BrokerConfig {
     pub cluster_id: String,
     /// `tracing` filter used when RUST_LOG is unset.
     pub log_level: String,
+    /// Log line format on stderr: `text` or `json` (one JSON object per line).
+    pub log_format: LogFormat,
+    /// Address of the admin HTTP listener (`/metrics`, `/health`); empty disables it.
+    pub admin_listen: String,
 
     pub auto_create_topics: bool,
     pub default_partitions: i32,
@@ -90,6 +104,8 @@ impl Default for BrokerConfig {
             node_id: 0,
             cluster_id: "shardlog-cluster".into(),
             log_level: "info".into(),
+            log_format: LogFormat::Text,
+            admin_listen: "127.0.0.1:9644".into(),
             auto_create_topics: true,
             default_partitions: 1,
             default_flush: DefaultFlush::EveryBatch,
@@ -149,6 +165,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub cores: Option<usize>,
     pub node_id: Option<i32>,
+    pub admin_listen: Option<String>,
 }
 
 impl BrokerConfig {
@@ -192,6 +209,9 @@ impl BrokerConfig {
         if let Some(v) = flags.node_id {
             cfg.node_id = v;
         }
+        if let Some(v) = &flags.admin_listen {
+            cfg.admin_listen = v.clone();
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -211,6 +231,8 @@ impl BrokerConfig {
             "cluster_id",
             "log_level",
             "default_flush",
+            "log_format",
+            "admin_listen",
         ];
         let literal = if string_keys.contains(&key) {
             toml::Value::String(value.to_string()).to_string()
@@ -246,6 +268,12 @@ impl BrokerConfig {
         put("node_id", i64::from(self.node_id).into());
         put("cluster_id", self.cluster_id.clone().into());
         put("log_level", self.log_level.clone().into());
+        let log_format = match self.log_format {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        };
+        put("log_format", log_format.into());
+        put("admin_listen", self.admin_listen.clone().into());
         put("auto_create_topics", self.auto_create_topics.into());
         put(
             "default_partitions",
@@ -332,6 +360,10 @@ impl BrokerConfig {
         parse_addr(&self.listen).map_err(|m| bad("listen", &self.listen, &m))?;
         if let Some(a) = &self.advertised {
             parse_host_port(a).map_err(|m| bad("advertised", a, &m))?;
+        }
+        if !self.admin_listen.is_empty() {
+            parse_addr(&self.admin_listen)
+                .map_err(|m| bad("admin_listen", &self.admin_listen, &m))?;
         }
         let available = std::thread::available_parallelism().map_or(1, |n| n.get());
         if self.cores == 0 {
@@ -448,6 +480,14 @@ impl BrokerConfig {
             return Err(bad("cluster_id", "", "must not be empty"));
         }
         Ok(())
+    }
+
+    /// The admin HTTP address, `None` when disabled (`admin_listen = ""`).
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        if self.admin_listen.is_empty() {
+            return None;
+        }
+        parse_addr(&self.admin_listen).ok()
     }
 
     pub fn listen_addr(&self) -> SocketAddr {

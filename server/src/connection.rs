@@ -204,6 +204,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             Ok(None) => break,
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad frame");
+                crate::metrics::bad_request();
                 break;
             }
         };
@@ -212,7 +213,16 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 header,
                 api_key,
                 body,
-            }) => handlers::dispatch(&shard, header, api_key, *body).await,
+            }) => {
+                let arrived = std::time::Instant::now();
+                let answer = handlers::dispatch(&shard, header, api_key, *body).await;
+                async move {
+                    let r = answer.await;
+                    crate::metrics::request(api_key as i16, arrived.elapsed());
+                    r
+                }
+                .boxed_local()
+            }
             Ok(Parsed::ApiVersionsUnsupported { correlation_id }) => {
                 tracing::info!(%peer, correlation_id, "ApiVersions version not supported: answering UNSUPPORTED_VERSION");
                 let r = protocol::api_versions_unsupported(correlation_id)
@@ -222,6 +232,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad request");
+                crate::metrics::bad_request();
                 break;
             }
         };

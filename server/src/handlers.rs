@@ -432,6 +432,7 @@ fn produce_response(
                         .unwrap_or_else(|| err_result(topic, p, errors::UNKNOWN_SERVER_ERROR));
                     let mut pr = produce_response::PartitionProduceResponse::default();
                     pr.index = p;
+                    crate::metrics::error(ApiKey::Produce as i16, r.error);
                     pr.error_code = r.error;
                     pr.base_offset = r.base_offset;
                     pr.log_append_time_ms = r.log_append_time_ms;
@@ -489,6 +490,7 @@ async fn fetch_api(shard: Rc<Shard>, v: i16, corr: i32, req: FetchRequest) -> Op
                 error = errors::name(code),
                 "fetch session error"
             );
+            crate::metrics::error(ApiKey::Fetch as i16, code);
             return Some(fetch::encode_fetch_response(v, corr, code, 0, &[]));
         }
         SessionStep::Full { session_id } | SessionStep::Incremental { session_id } => session_id,
@@ -587,6 +589,7 @@ async fn fetch_api(shard: Rc<Shard>, v: i16, corr: i32, req: FetchRequest) -> Op
             .unwrap_or(usize::MAX)
     });
     for o in outs {
+        crate::metrics::error(ApiKey::Fetch as i16, o.error);
         let i = *index.entry(o.topic.clone()).or_insert_with(|| {
             topics.push(FetchTopicOut {
                 name: o.topic.clone(),

@@ -12,9 +12,17 @@
 //! * [`group_api`]: the consumer-group Kafka APIs (splitting and forwarding per group shard).
 //! * [`metadata`], [`producer_state`], [`errors`]: pure state and mappings.
 //! * [`alloc`]: the global allocator that keeps wire-chosen allocation sizes from aborting.
+//! * [`metrics`], [`admin_http`]: per-shard counters gathered at scrape time; `/metrics` and
+//!   `/health` on the admin listener.
+//! * [`cli`]: the operator subcommands (`topic`, `produce`, `consume`, `group`, `cluster`,
+//!   `config check`) on the tokio-based `shardlog-client`, in their own process.
+//! * [`check`]: `shardlog check`, the host verification.
 
+pub mod admin_http;
 pub mod alloc;
 pub mod broker;
+pub mod check;
+pub mod cli;
 pub mod config;
 pub mod connection;
 pub mod errors;
@@ -23,6 +31,7 @@ pub mod group_api;
 pub mod groups;
 pub mod handlers;
 pub mod metadata;
+pub mod metrics;
 pub mod partition;
 pub mod producer_state;
 pub mod protocol;

@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! shardlog start [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--config FILE]
-//!                [--node-id ID] [--advertised HOST:PORT]
+//!                [--node-id ID] [--advertised HOST:PORT] [--admin-listen HOST:PORT]
+//! shardlog topic|produce|consume|group|cluster|config|check ...   (see `shardlog help`)
 //! ```
 //!
 //! Exit status: 0 after a clean shutdown (SIGTERM/SIGINT), 1 when the broker fails at start-up
@@ -12,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use shardlog_server::config::{BrokerConfig, Overrides};
+use shardlog_server::config::{BrokerConfig, LogFormat, Overrides};
 
 #[derive(Parser)]
 #[command(
@@ -47,23 +48,51 @@ enum Command {
         /// Address advertised in Metadata (default: the listen address).
         #[arg(long, value_name = "HOST:PORT")]
         advertised: Option<String>,
+        /// Admin HTTP listener for /metrics and /health (default 127.0.0.1:9644; "" disables).
+        #[arg(long, value_name = "HOST:PORT")]
+        admin_listen: Option<String>,
     },
+    #[command(flatten)]
+    Ops(shardlog_server::cli::Command),
 }
 
-fn init_tracing(level: &str) {
+fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_thread_names(true);
+    match format {
+        // One JSON object per line: timestamp, level, target, threadName, fields.
+        LogFormat::Json => builder.json().with_ansi(false).init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// The CLI logs only warnings unless RUST_LOG says otherwise (its output is its result).
+fn init_cli_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_thread_names(true)
+        .with_ansi(false)
         .init();
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let command = match cli.command {
+        Command::Ops(op) => {
+            init_cli_tracing();
+            return shardlog_server::cli::run(op);
+        }
+        start => start,
+    };
     let Command::Start {
         listen,
         data_dir,
@@ -71,13 +100,18 @@ fn main() -> ExitCode {
         config,
         node_id,
         advertised,
-    } = cli.command;
+        admin_listen,
+    } = command
+    else {
+        return ExitCode::from(2);
+    };
     let flags = Overrides {
         listen,
         advertised,
         data_dir,
         cores,
         node_id,
+        admin_listen,
     };
     let cfg = match BrokerConfig::load(config.as_deref(), std::env::vars(), &flags) {
         Ok(c) => c,
@@ -86,7 +120,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&cfg.log_level);
+    init_tracing(&cfg.log_level, cfg.log_format);
     match shardlog_server::broker::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -21,6 +21,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shardlog_engine::{batch, GlommioStorage, LogConfig, LogError, PartitionLog};
 
 use crate::errors;
+use crate::metrics::{self, PartitionStats, Stage};
 use crate::producer_state::{BatchMeta, ProducerStates, SeqCheck, Snapshot};
 
 pub type Log = PartitionLog<GlommioStorage>;
@@ -37,6 +38,7 @@ pub struct Appended {
 
 struct AppendJob {
     batch: Bytes,
+    queued: std::time::Instant,
     reply: oneshot::Sender<Result<Appended, i16>>,
 }
 
@@ -46,6 +48,8 @@ pub struct Partition {
     pub log: Rc<Log>,
     pub leader_epoch: Rc<Cell<i32>>,
     pub producers: Rc<RefCell<ProducerStates>>,
+    /// Traffic counters (read by metrics scrapes on this shard).
+    pub stats: Rc<PartitionStats>,
     snapshot_path: PathBuf,
     appender: LocalSender<AppendJob>,
 }
@@ -80,12 +84,14 @@ impl Partition {
         let log = Rc::new(log);
         let producers = restore_producers(&log, &snapshot_path, topic, index).await?;
         let (tx, rx) = local_channel::new_unbounded();
+        let stats = Rc::new(PartitionStats::default());
         let p = Rc::new(Self {
             topic: topic.to_string(),
             index,
             log: log.clone(),
             leader_epoch: Rc::new(Cell::new(leader_epoch)),
             producers: Rc::new(RefCell::new(producers)),
+            stats: stats.clone(),
             snapshot_path,
             appender: tx,
         });
@@ -95,6 +101,7 @@ impl Partition {
             log,
             p.producers.clone(),
             p.leader_epoch.clone(),
+            stats,
             rx,
         ))
         .detach();
@@ -104,7 +111,12 @@ impl Partition {
     /// Queues a batch for appending; the position in the queue is taken now, synchronously.
     pub fn enqueue(&self, batch: Bytes) -> oneshot::Receiver<Result<Appended, i16>> {
         let (reply, rx) = oneshot::channel();
-        if let Err(e) = self.appender.try_send(AppendJob { batch, reply }) {
+        let job = AppendJob {
+            batch,
+            queued: std::time::Instant::now(),
+            reply,
+        };
+        if let Err(e) = self.appender.try_send(job) {
             // Only when the appender is gone (partition closing): the dropped job's reply
             // sender makes the receiver resolve as cancelled.
             tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "append queue closed");
@@ -223,10 +235,22 @@ async fn appender(
     log: Rc<Log>,
     producers: Rc<RefCell<ProducerStates>>,
     epoch: Rc<Cell<i32>>,
+    stats: Rc<PartitionStats>,
     rx: LocalReceiver<AppendJob>,
 ) {
     while let Some(job) = rx.recv().await {
+        let started = std::time::Instant::now();
+        metrics::stage(Stage::ProduceQueue, started - job.queued);
         let result = append_one(&topic, index, &log, &producers, epoch.get(), &job.batch).await;
+        metrics::stage(Stage::ProduceAppend, started.elapsed());
+        if let Ok(a) = &result {
+            if !a.duplicate {
+                stats.appended(
+                    job.batch.len(),
+                    (a.last_offset - a.base_offset + 1).max(0) as u64,
+                );
+            }
+        }
         let _ = job.reply.send(result);
     }
 }

@@ -184,6 +184,8 @@ pub enum ShardReq {
     Apply(MetaEvent),
     /// A consumer-group request for a group this shard owns (see `groups.rs`).
     Group(shardlog_coordinator::Request),
+    /// A metrics snapshot of the shard (for a `/metrics` scrape).
+    Metrics,
 }
 
 #[derive(Debug)]
@@ -195,13 +197,23 @@ pub enum ShardResp {
     Admin(AdminResp),
     Applied,
     Group(shardlog_coordinator::Response),
+    Metrics(Box<crate::metrics::ShardSnapshot>),
     /// The peer is gone (shutting down).
     Failed,
 }
 
 pub enum MeshMsg {
-    Req { id: u64, from: usize, req: ShardReq },
-    Resp { id: u64, resp: ShardResp },
+    Req {
+        id: u64,
+        from: usize,
+        req: ShardReq,
+        /// When it was handed to the mesh (the shard-hop latency metric).
+        sent: std::time::Instant,
+    },
+    Resp {
+        id: u64,
+        resp: ShardResp,
+    },
 }
 
 /// Process-wide state shared by all shards (atomics only).
@@ -297,6 +309,7 @@ impl Shard {
             id,
             from: self.id,
             req,
+            sent: std::time::Instant::now(),
         };
         if self.senders.send_to(target, msg).await.is_err() {
             self.pending.borrow_mut().remove(&id);
@@ -318,7 +331,13 @@ impl Shard {
             glommio::spawn_local(async move {
                 while let Some(msg) = rx.recv().await {
                     match msg {
-                        MeshMsg::Req { id, from, req } => {
+                        MeshMsg::Req {
+                            id,
+                            from,
+                            req,
+                            sent,
+                        } => {
+                            crate::metrics::stage(crate::metrics::Stage::ShardHop, sent.elapsed());
                             // Placed synchronously, in arrival order.
                             let fut = shard.start(req);
                             let s = shard.clone();
@@ -394,6 +413,10 @@ impl Shard {
                 }
                 .boxed_local()
             }
+            ShardReq::Metrics => {
+                let snap = crate::metrics::snapshot(self);
+                future::ready(ShardResp::Metrics(Box::new(snap))).boxed_local()
+            }
         }
     }
 
@@ -432,6 +455,7 @@ impl Shard {
                         Ok(Ok(a)) => {
                             res.base_offset = a.base_offset;
                             res.log_append_time_ms = a.log_append_time_ms.unwrap_or(-1);
+                            let wait_started = std::time::Instant::now();
                             let waited = match acks {
                                 0 => Ok(()),
                                 1 => p.log.wait_written(a.last_offset).await,
@@ -439,6 +463,17 @@ impl Shard {
                                     debug_assert!(c.through() >= a.last_offset);
                                 }),
                             };
+                            match acks {
+                                0 => {}
+                                1 => crate::metrics::stage(
+                                    crate::metrics::Stage::ProduceWriteWait,
+                                    wait_started.elapsed(),
+                                ),
+                                _ => crate::metrics::stage(
+                                    crate::metrics::Stage::ProduceFsyncWait,
+                                    wait_started.elapsed(),
+                                ),
+                            }
                             if let Err(e) = waited {
                                 res.error = errors::log_error_code(&e, &p.topic, p.index);
                             }
@@ -478,8 +513,13 @@ impl Shard {
             r.log_start_offset = p.log.log_start_offset();
             let budget = part.max_bytes.min(max_bytes.saturating_sub(total));
             if budget > 0 || total == 0 {
-                match p.log.read(part.offset, hw, budget, total == 0).await {
+                let read_started = std::time::Instant::now();
+                let result = p.log.read(part.offset, hw, budget, total == 0).await;
+                crate::metrics::stage(crate::metrics::Stage::FetchRead, read_started.elapsed());
+                match result {
                     Ok(rr) => {
+                        p.stats
+                            .served(rr.bytes, crate::metrics::records_in_batches(&rr.batches));
                         total += rr.bytes;
                         r.bytes = rr.bytes;
                         r.batches = rr.batches;
@@ -493,6 +533,12 @@ impl Shard {
     }
 
     async fn wait_data(&self, parts: Vec<(String, i32, i64)>, wait_ms: u64) {
+        let started = std::time::Instant::now();
+        self.wait_data_inner(parts, wait_ms).await;
+        crate::metrics::stage(crate::metrics::Stage::FetchWait, started.elapsed());
+    }
+
+    async fn wait_data_inner(&self, parts: Vec<(String, i32, i64)>, wait_ms: u64) {
         let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
         loop {
             let mut listeners = Vec::new();

@@ -1,0 +1,293 @@
+//! The admin HTTP listener (`admin_listen`, default 127.0.0.1:9644) on shard 0.
+//!
+//! * `GET /metrics`: Prometheus text format; every shard is asked over the mesh for a
+//!   snapshot of its counters (see `metrics.rs`), so nothing on the data path takes a lock.
+//! * `GET /health`: `200` while the broker serves and every shard answers within a second,
+//!   `503` once shutdown has begun or when a shard does not answer (for load balancers).
+//!
+//! A deliberately small HTTP/1.x server: one request per connection (`Connection: close`),
+//! request heads up to 8 KiB, 5 s to send the head and 10 s to take the response, at most 32
+//! connections at once. Anything else is answered with a 4xx and the connection closed.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use futures::future::{self, Either, FutureExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::{TcpListener, TcpStream};
+
+use crate::metrics::{self, Extra, ShardSnapshot};
+use crate::shard::{Shard, ShardReq, ShardResp};
+
+const MAX_HEAD: usize = 8 << 10;
+const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_CONNECTIONS: usize = 32;
+const SHARD_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Binds the admin listener and serves it on the current shard (call on shard 0) until the
+/// broker has drained. A bind failure is logged and leaves the broker running without it.
+pub fn spawn(shard: Rc<Shard>, addr: SocketAddr, started: Instant) {
+    let listener = match TcpListener::bind(addr) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot bind the admin HTTP listener (admin_listen); /metrics and /health are unavailable");
+            return;
+        }
+    };
+    tracing::info!(%addr, "admin HTTP listener: /metrics, /health");
+    glommio::spawn_local(async move {
+        let active = Rc::new(Cell::new(0usize));
+        loop {
+            let drained = shard
+                .global
+                .drained
+                .load(std::sync::atomic::Ordering::SeqCst);
+            if drained >= shard.shards {
+                break;
+            }
+            let tick = glommio::timer::sleep(Duration::from_millis(200));
+            let accepted =
+                match future::select(listener.accept().boxed_local(), tick.boxed_local()).await {
+                    Either::Left((r, _)) => r,
+                    Either::Right(_) => continue,
+                };
+            let stream = match accepted {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(error = %e, "admin accept failed");
+                    glommio::timer::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if active.get() >= MAX_CONNECTIONS {
+                tracing::debug!("admin HTTP: too many connections; refusing one");
+                drop(stream);
+                continue;
+            }
+            active.set(active.get() + 1);
+            let (s, a) = (shard.clone(), active.clone());
+            glommio::spawn_local(async move {
+                serve(&s, stream, started).await;
+                a.set(a.get() - 1);
+            })
+            .detach();
+        }
+        tracing::debug!("admin HTTP listener closed");
+    })
+    .detach();
+}
+
+/// What a request asks for, from its head.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Metrics,
+    Health,
+    Index,
+    NotFound,
+    MethodNotAllowed,
+    BadRequest,
+}
+
+/// Parses the request line of `head` (bytes up to the blank line).
+pub fn route(head: &[u8]) -> (Route, bool) {
+    let line_end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let Ok(line) = std::str::from_utf8(&head[..line_end]) else {
+        return (Route::BadRequest, false);
+    };
+    let mut parts = line.trim_end_matches('\r').split(' ');
+    let (Some(method), Some(target), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return (Route::BadRequest, false);
+    };
+    if !version.starts_with("HTTP/1.") || parts.next().is_some() {
+        return (Route::BadRequest, false);
+    }
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return (Route::MethodNotAllowed, false);
+    }
+    let path = target.split('?').next().unwrap_or("");
+    let r = match path {
+        "/metrics" => Route::Metrics,
+        "/health" | "/healthz" | "/ready" => Route::Health,
+        "/" => Route::Index,
+        _ => Route::NotFound,
+    };
+    (r, head_only)
+}
+
+/// Reads until the end of the request head; `None` when it is too big, cut short or slow.
+async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut len = 0usize;
+    let deadline = Instant::now() + HEAD_TIMEOUT;
+    loop {
+        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n")
+            || buf[..len].windows(2).any(|w| w == b"\n\n")
+        {
+            buf.truncate(len);
+            return Some(buf);
+        }
+        if len == buf.len() {
+            return None;
+        }
+        let left = deadline.checked_duration_since(Instant::now())?;
+        let read = stream.read(&mut buf[len..]).boxed_local();
+        match future::select(read, glommio::timer::sleep(left).boxed_local()).await {
+            Either::Left((Ok(0), _)) | Either::Left((Err(_), _)) | Either::Right(_) => return None,
+            Either::Left((Ok(n), _)) => len += n,
+        }
+    }
+}
+
+async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, started: Instant) {
+    let (status, ctype, body, head_only) = match read_head(&mut stream).await {
+        None => (
+            "431 Request Header Fields Too Large",
+            "text/plain",
+            "request head too large, incomplete or too slow\n".to_string(),
+            false,
+        ),
+        Some(head) => {
+            let (r, head_only) = route(&head);
+            let (status, ctype, body) = match r {
+                Route::Metrics => {
+                    let (snaps, _) = gather(shard).await;
+                    let extra = extra(shard, started);
+                    (
+                        "200 OK",
+                        "text/plain; version=0.0.4; charset=utf-8",
+                        metrics::render(&snaps, &extra),
+                    )
+                }
+                Route::Health => {
+                    let (snaps, all) = gather(shard).await;
+                    let down = shard.is_shutting_down();
+                    let status = if down {
+                        "shutting_down"
+                    } else if !all {
+                        "shard_unresponsive"
+                    } else {
+                        "ok"
+                    };
+                    let body = serde_json::json!({
+                        "status": status,
+                        "node_id": shard.cfg.node_id,
+                        "shards": shard.shards,
+                        "shards_answering": snaps.len(),
+                        "uptime_s": started.elapsed().as_secs(),
+                    })
+                    .to_string()
+                        + "\n";
+                    let code = if status == "ok" {
+                        "200 OK"
+                    } else {
+                        "503 Service Unavailable"
+                    };
+                    (code, "application/json", body)
+                }
+                Route::Index => (
+                    "200 OK",
+                    "text/plain",
+                    "shardlog admin: /metrics (Prometheus), /health\n".to_string(),
+                ),
+                Route::NotFound => ("404 Not Found", "text/plain", "not found\n".to_string()),
+                Route::MethodNotAllowed => (
+                    "405 Method Not Allowed",
+                    "text/plain",
+                    "only GET and HEAD\n".to_string(),
+                ),
+                Route::BadRequest => ("400 Bad Request", "text/plain", "bad request\n".to_string()),
+            };
+            (status, ctype, body, head_only)
+        }
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if !head_only {
+        out.extend_from_slice(body.as_bytes());
+    }
+    let write = async {
+        stream.write_all(&out).await?;
+        stream.flush().await
+    }
+    .boxed_local();
+    match future::select(write, glommio::timer::sleep(WRITE_TIMEOUT).boxed_local()).await {
+        Either::Left((Err(e), _)) => tracing::debug!(error = %e, "admin HTTP write failed"),
+        Either::Right(_) => tracing::debug!("admin HTTP write timed out"),
+        Either::Left((Ok(()), _)) => {}
+    }
+    let _ = stream.close().await;
+}
+
+fn extra(shard: &Rc<Shard>, started: Instant) -> Extra {
+    Extra {
+        node_id: shard.cfg.node_id,
+        shards: shard.shards,
+        uptime: started.elapsed(),
+        shutting_down: shard.is_shutting_down(),
+        groups: Vec::new(),
+    }
+}
+
+/// Snapshots of every shard that answers within [`SHARD_TIMEOUT`]; `true` when all did.
+async fn gather(shard: &Rc<Shard>) -> (Vec<ShardSnapshot>, bool) {
+    let mut waits = Vec::with_capacity(shard.shards);
+    for i in 0..shard.shards {
+        waits.push(shard.send(i, ShardReq::Metrics).await);
+    }
+    let all = future::join_all(waits);
+    let snaps: Vec<ShardSnapshot> = match future::select(
+        all.boxed_local(),
+        glommio::timer::sleep(SHARD_TIMEOUT).boxed_local(),
+    )
+    .await
+    {
+        Either::Left((rs, _)) => rs
+            .into_iter()
+            .filter_map(|r| match r {
+                ShardResp::Metrics(s) => Some(*s),
+                _ => None,
+            })
+            .collect(),
+        Either::Right(_) => Vec::new(),
+    };
+    let complete = snaps.len() == shard.shards;
+    (snaps, complete)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes() {
+        assert_eq!(
+            route(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            (Route::Metrics, false)
+        );
+        assert_eq!(
+            route(b"HEAD /health HTTP/1.0\r\n\r\n"),
+            (Route::Health, true)
+        );
+        assert_eq!(
+            route(b"GET /metrics?x=1 HTTP/1.1\r\n\r\n"),
+            (Route::Metrics, false)
+        );
+        assert_eq!(route(b"GET /nope HTTP/1.1\r\n\r\n").0, Route::NotFound);
+        assert_eq!(
+            route(b"POST /metrics HTTP/1.1\r\n\r\n").0,
+            Route::MethodNotAllowed
+        );
+        assert_eq!(route(b"GET /metrics\r\n\r\n").0, Route::BadRequest);
+        assert_eq!(route(b"GET /metrics SPDY/3\r\n\r\n").0, Route::BadRequest);
+        assert_eq!(route(b"\xff\xfe /x HTTP/1.1\r\n\r\n").0, Route::BadRequest);
+        assert_eq!(route(b"").0, Route::BadRequest);
+    }
+}

@@ -1,0 +1,181 @@
+//! `shardlog cluster info|health`.
+
+use clap::Subcommand;
+use serde_json::json;
+
+use super::admin::{self, ClusterInfo};
+use super::output::{emit, Table};
+use super::{CliError, CliResult, Conn};
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterAction {
+    /// Cluster id, controller, brokers and topic/partition counts.
+    Info,
+    /// Reachability of every broker, under-replicated and offline partitions (exit 1 when
+    /// anything is unhealthy).
+    Health,
+}
+
+/// Partition health counts of a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct PartitionHealth {
+    pub partitions: usize,
+    /// ISR smaller than the replica set.
+    pub under_replicated: Vec<(String, i32)>,
+    /// No leader, or a partition-level error.
+    pub offline: Vec<(String, i32)>,
+}
+
+pub fn partition_health(info: &ClusterInfo) -> PartitionHealth {
+    let mut h = PartitionHealth::default();
+    for t in &info.topics {
+        for p in &t.partitions {
+            h.partitions += 1;
+            if p.leader < 0 || (p.error_code != 0 && p.error_code != 9) {
+                h.offline.push((t.name.clone(), p.partition));
+            } else if p.isr.len() < p.replicas.len() || p.error_code == 9 {
+                // 9 = REPLICA_NOT_AVAILABLE
+                h.under_replicated.push((t.name.clone(), p.partition));
+            }
+        }
+    }
+    h
+}
+
+pub async fn run(conn: &Conn, action: ClusterAction) -> CliResult {
+    let client = conn.connect().await?;
+    let info = admin::metadata(&client, None).await?;
+    match action {
+        ClusterAction::Info => {
+            let h = partition_health(&info);
+            let json = json!({
+                "cluster_id": info.cluster_id,
+                "controller_id": info.controller_id,
+                "brokers": info.brokers,
+                "topics": info.topics.len(),
+                "partitions": h.partitions,
+            });
+            emit(conn.format, &json, || {
+                let mut s = format!(
+                    "cluster {}  controller {}  topics {}  partitions {}\n\n",
+                    info.cluster_id.as_deref().unwrap_or("-"),
+                    info.controller_id,
+                    info.topics.len(),
+                    h.partitions
+                );
+                let mut t = Table::new(&["BROKER", "HOST", "PORT", "RACK", "CONTROLLER"]);
+                for b in &info.brokers {
+                    t.row(vec![
+                        b.node_id.to_string(),
+                        b.host.clone(),
+                        b.port.to_string(),
+                        b.rack.clone().unwrap_or_else(|| "-".into()),
+                        if b.node_id == info.controller_id {
+                            "*".into()
+                        } else {
+                            String::new()
+                        },
+                    ]);
+                }
+                s.push_str(&t.render());
+                s
+            });
+            Ok(())
+        }
+        ClusterAction::Health => {
+            let h = partition_health(&info);
+            let mut unreachable = Vec::new();
+            for b in &info.brokers {
+                if let Err(e) = client.broker_conn(b.node_id).await {
+                    unreachable.push(json!({"node_id": b.node_id, "error": e.to_string()}));
+                }
+            }
+            let healthy = unreachable.is_empty()
+                && h.offline.is_empty()
+                && h.under_replicated.is_empty()
+                && !info.brokers.is_empty();
+            let json = json!({
+                "healthy": healthy,
+                "brokers": info.brokers.len(),
+                "unreachable_brokers": unreachable,
+                "controller_id": info.controller_id,
+                "partitions": h.partitions,
+                "under_replicated_partitions": h.under_replicated,
+                "offline_partitions": h.offline,
+            });
+            emit(conn.format, &json, || {
+                let list = |v: &[(String, i32)]| {
+                    if v.is_empty() {
+                        "none".to_string()
+                    } else {
+                        v.iter()
+                            .map(|(t, p)| format!("{t}-{p}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    }
+                };
+                format!(
+                    "healthy: {}\nbrokers: {} ({} unreachable)\ncontroller: {}\npartitions: {}\nunder-replicated: {}\noffline: {}\n",
+                    if healthy { "yes" } else { "NO" },
+                    info.brokers.len(),
+                    unreachable.len(),
+                    info.controller_id,
+                    h.partitions,
+                    list(&h.under_replicated),
+                    list(&h.offline),
+                )
+            });
+            if healthy {
+                Ok(())
+            } else {
+                Err(CliError::Failed("the cluster is not healthy".into()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::admin::{BrokerInfo, PartitionInfo, TopicInfo};
+
+    fn part(p: i32, leader: i32, replicas: Vec<i32>, isr: Vec<i32>) -> PartitionInfo {
+        PartitionInfo {
+            partition: p,
+            leader,
+            leader_epoch: 0,
+            replicas,
+            isr,
+            offline: vec![],
+            error_code: 0,
+        }
+    }
+
+    #[test]
+    fn health_counts() {
+        let info = ClusterInfo {
+            cluster_id: None,
+            controller_id: 0,
+            brokers: vec![BrokerInfo {
+                node_id: 0,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+            }],
+            topics: vec![TopicInfo {
+                name: "t".into(),
+                internal: false,
+                error_code: 0,
+                partitions: vec![
+                    part(0, 0, vec![0], vec![0]),
+                    part(1, -1, vec![0], vec![]),
+                    part(2, 0, vec![0, 1, 2], vec![0, 1]),
+                ],
+            }],
+        };
+        let h = partition_health(&info);
+        assert_eq!(h.partitions, 3);
+        assert_eq!(h.offline, vec![("t".to_string(), 1)]);
+        assert_eq!(h.under_replicated, vec![("t".to_string(), 2)]);
+    }
+}

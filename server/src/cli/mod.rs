@@ -1,0 +1,373 @@
+//! The operator CLI: `shardlog topic|produce|consume|group|cluster|config|check`.
+//!
+//! Every subcommand that talks to a cluster runs on a small tokio runtime in this process with
+//! the `shardlog-client` crate, so it works against shardlog or any Kafka-compatible cluster.
+//! Output is a table for people (`--format table`, the default) or JSON for scripts
+//! (`--format json`). Exit status: 0 on success, 1 when the operation failed (unreachable
+//! broker, Kafka error, unhealthy cluster, failed host check), 2 for a usage or configuration
+//! error.
+
+pub mod admin;
+pub mod cluster;
+pub mod consume;
+pub mod group;
+pub mod output;
+pub mod produce;
+pub mod topic;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use shardlog_client::{Client, ClientConfig, ClientError};
+
+pub use output::Format;
+
+/// Options shared by every command that talks to a cluster.
+#[derive(Args, Clone, Debug)]
+pub struct Conn {
+    /// Bootstrap brokers, comma-separated.
+    #[arg(
+        long,
+        short = 'b',
+        default_value = "127.0.0.1:9092",
+        value_name = "HOST:PORT[,...]",
+        global = true
+    )]
+    pub brokers: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    pub format: Format,
+    /// How long one request may take, in milliseconds.
+    #[arg(long, default_value_t = 30_000, value_name = "MS", global = true)]
+    pub timeout_ms: u64,
+}
+
+impl Conn {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.max(1))
+    }
+
+    /// Connects to the first reachable bootstrap broker.
+    pub async fn connect(&self) -> Result<Arc<Client>, CliError> {
+        let mut cfg = ClientConfig::new(self.brokers.clone());
+        if cfg.bootstrap.is_empty() {
+            return Err(CliError::Usage("--brokers is empty".into()));
+        }
+        cfg.conn.client_id = "shardlog-cli".into();
+        cfg.conn.connect_timeout = self.timeout().min(Duration::from_secs(10));
+        cfg.conn.request_timeout = self.timeout();
+        Client::connect(cfg).await.map(Arc::new).map_err(|e| {
+            CliError::Failed(format!("cannot reach the cluster at {}: {e}", self.brokers))
+        })
+    }
+}
+
+/// Why a command failed, and so its exit status.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad arguments or configuration (exit 2).
+    #[error("{0}")]
+    Usage(String),
+    /// The operation failed (exit 1).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl From<ClientError> for CliError {
+    fn from(e: ClientError) -> Self {
+        CliError::Failed(e.to_string())
+    }
+}
+
+impl CliError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) => 2,
+            CliError::Failed(_) => 1,
+        }
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;
+
+const TOPIC_EXAMPLES: &str = "Examples:
+  shardlog topic create orders --partitions 6 --config retention.ms=86400000
+  shardlog topic list
+  shardlog topic describe orders
+  shardlog topic alter-config orders --set retention.ms=3600000 --delete flush.messages
+  shardlog topic add-partitions orders --total 12
+  shardlog topic delete orders
+  shardlog topic list --brokers 10.0.0.1:9092 --format json";
+
+const PRODUCE_EXAMPLES: &str = "Examples:
+  echo hello | shardlog produce orders
+  printf 'k1:v1\\nk2:v2\\n' | shardlog produce orders --key-separator :
+  shardlog produce orders --header source=cli --acks all --compression zstd < lines.txt
+  shardlog produce orders --partition 3 --format json < lines.txt";
+
+const CONSUME_EXAMPLES: &str = "Examples:
+  shardlog consume orders --from-beginning -n 10
+  shardlog consume orders --offset 42 --partition 0 --output full
+  shardlog consume orders --timestamp 1700000000000 --output json
+  shardlog consume orders --group billing --idle-timeout-ms 5000";
+
+const GROUP_EXAMPLES: &str = "Examples:
+  shardlog group list
+  shardlog group describe billing
+  shardlog group reset-offsets billing --topic orders --to-earliest --dry-run
+  shardlog group reset-offsets billing --topic orders --to-offset 100 --partition 0
+  shardlog group reset-offsets billing --topic orders --to-timestamp 1700000000000
+  shardlog group delete billing";
+
+const CLUSTER_EXAMPLES: &str = "Examples:
+  shardlog cluster info
+  shardlog cluster health --brokers 10.0.0.1:9092,10.0.0.2:9092";
+
+const CONFIG_EXAMPLES: &str = "Examples:
+  shardlog config check /etc/shardlog/shardlog.toml
+  shardlog config check shardlog.toml --format json";
+
+const CHECK_EXAMPLES: &str = "Examples:
+  shardlog check --data-dir /var/lib/shardlog
+  shardlog check --config /etc/shardlog/shardlog.toml --format json";
+
+/// The operator subcommands (flattened into `shardlog`'s own).
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Create, list, describe, reconfigure and delete topics.
+    #[command(after_help = TOPIC_EXAMPLES)]
+    Topic(TopicCmd),
+    /// Produce lines from stdin as records.
+    #[command(after_help = PRODUCE_EXAMPLES)]
+    Produce(produce::ProduceArgs),
+    /// Print records of a topic.
+    #[command(after_help = CONSUME_EXAMPLES)]
+    Consume(consume::ConsumeArgs),
+    /// List, describe (with lag), reset and delete consumer groups.
+    #[command(after_help = GROUP_EXAMPLES)]
+    Group(GroupCmd),
+    /// Brokers, controller and partition health of the cluster.
+    #[command(after_help = CLUSTER_EXAMPLES)]
+    Cluster(ClusterCmd),
+    /// Broker configuration files.
+    #[command(after_help = CONFIG_EXAMPLES)]
+    Config(ConfigCmd),
+    /// Verify that this host is ready to run a broker (io_uring, locked memory, O_DIRECT, ...).
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(crate::check::CheckArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TopicCmd {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub action: topic::TopicAction,
+}
+
+#[derive(Args, Debug)]
+pub struct GroupCmd {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub action: group::GroupAction,
+}
+
+#[derive(Args, Debug)]
+pub struct ClusterCmd {
+    #[command(flatten)]
+    pub conn: Conn,
+    #[command(subcommand)]
+    pub action: cluster::ClusterAction,
+}
+
+#[derive(Args, Debug)]
+pub struct ConfigCmd {
+    #[command(subcommand)]
+    pub action: ConfigAction,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigAction {
+    /// Validate a broker configuration file (exit 2 when it is not valid).
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
+}
+
+/// Runs one operator command; returns the process exit status.
+pub fn run(cmd: Command) -> ExitCode {
+    let result = match cmd {
+        Command::Config(ConfigCmd {
+            action: ConfigAction::Check { file, format },
+        }) => config_check(&file, format),
+        Command::Check(args) => crate::check::run(&args),
+        other => match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(run_async(other)),
+            Err(e) => Err(CliError::Failed(format!("cannot start the runtime: {e}"))),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardlog: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run_async(cmd: Command) -> CliResult {
+    match cmd {
+        Command::Topic(t) => topic::run(&t.conn, t.action).await,
+        Command::Produce(a) => produce::run(a).await,
+        Command::Consume(a) => consume::run(a).await,
+        Command::Group(g) => group::run(&g.conn, g.action).await,
+        Command::Cluster(c) => cluster::run(&c.conn, c.action).await,
+        Command::Config(_) | Command::Check(_) => Ok(()),
+    }
+}
+
+/// `shardlog config check FILE`: the same loading and validation `shardlog start` does, with
+/// the environment and flags left out.
+fn config_check(file: &std::path::Path, format: Format) -> CliResult {
+    let loaded = crate::config::BrokerConfig::load(
+        Some(file),
+        std::iter::empty(),
+        &crate::config::Overrides::default(),
+    );
+    match loaded {
+        Ok(cfg) => {
+            match format {
+                Format::Json => println!(
+                    "{}",
+                    serde_json::json!({"file": file.display().to_string(), "valid": true,
+                        "data_dir": cfg.data_dir.display().to_string(), "listen": cfg.listen,
+                        "admin_listen": cfg.admin_listen, "cores": cfg.cores})
+                ),
+                Format::Table => println!(
+                    "{}: valid (listen {}, data_dir {}, {} cores, admin {})",
+                    file.display(),
+                    cfg.listen,
+                    cfg.data_dir.display(),
+                    cfg.cores,
+                    if cfg.admin_listen.is_empty() {
+                        "disabled"
+                    } else {
+                        &cfg.admin_listen
+                    }
+                ),
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::json!({"file": file.display().to_string(), "valid": false, "error": e.to_string()})
+                );
+            }
+            Err(CliError::Usage(format!(
+                "{}: invalid configuration: {e}",
+                file.display()
+            )))
+        }
+    }
+}
+
+/// Parses `key=value`.
+pub fn parse_kv(s: &str) -> CliResult<(String, String)> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(CliError::Usage(format!("expected KEY=VALUE, got {s:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser, Debug)]
+    struct T {
+        #[command(subcommand)]
+        cmd: Command,
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        let mut v = vec!["shardlog"];
+        v.extend_from_slice(args);
+        T::try_parse_from(v).map(|t| t.cmd)
+    }
+
+    #[test]
+    fn global_options_reach_subcommands() {
+        let c = parse(&["topic", "list", "--brokers", "h:1", "--format", "json"]).expect("parse");
+        let Command::Topic(t) = c else {
+            panic!("topic")
+        };
+        assert_eq!(t.conn.brokers, "h:1");
+        assert_eq!(t.conn.format, Format::Json);
+        let c = parse(&["topic", "describe", "x"]).expect("parse");
+        let Command::Topic(t) = c else {
+            panic!("topic")
+        };
+        assert_eq!(t.conn.brokers, "127.0.0.1:9092");
+        assert_eq!(t.conn.format, Format::Table);
+    }
+
+    #[test]
+    fn bad_arguments_are_usage_errors() {
+        assert!(parse(&["topic", "list", "--format", "xml"]).is_err());
+        assert!(parse(&["topic", "create"]).is_err());
+        assert!(parse(&["consume"]).is_err());
+        assert!(
+            parse(&["group", "reset-offsets", "g", "--topic", "t"]).is_err(),
+            "a target is required"
+        );
+        assert!(parse(&[
+            "group",
+            "reset-offsets",
+            "g",
+            "--topic",
+            "t",
+            "--to-earliest",
+            "--to-latest"
+        ])
+        .is_err());
+        assert!(parse(&["consume", "t", "--from-beginning", "--offset", "3"]).is_err());
+    }
+
+    #[test]
+    fn key_values() {
+        assert_eq!(parse_kv("a=b=c").expect("kv"), ("a".into(), "b=c".into()));
+        assert_eq!(parse_kv("a=").expect("kv"), ("a".into(), "".into()));
+        assert!(parse_kv("=x").is_err());
+        assert!(parse_kv("novalue").is_err());
+    }
+
+    #[test]
+    fn config_check_reports_bad_files() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "listen = \"127.0.0.1:9092\"\ncores = 1\n").expect("write");
+        assert!(config_check(&good, Format::Table).is_ok());
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "listen = \"nope\"\n").expect("write");
+        let e = config_check(&bad, Format::Table).expect_err("bad");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("listen"), "{e}");
+        let e = config_check(&dir.path().join("missing.toml"), Format::Json).expect_err("missing");
+        assert_eq!(e.exit_code(), 2);
+    }
+}
