@@ -508,3 +508,20 @@ pub async fn coordinator(client: &Client, group: &str) -> CliResult<Arc<Connecti
         e => CliError::Failed(format!("cannot find the coordinator of group {group}: {e}")),
     })
 }
+
+/// LeaveGroup for one member, with the member in the field the negotiated version has
+/// (`member_id` up to v2, `members` from v3).
+pub async fn leave_group(coord: &Connection, group: &str, member_id: &str) -> CliResult {
+    let v = coord.version_for(ApiKey::LeaveGroup)?;
+    let mut req = LeaveGroupRequest::default();
+    req.group_id = GroupId(s(group));
+    if v >= 3 {
+        let mut m = leave_group_request::MemberIdentity::default();
+        m.member_id = s(member_id);
+        req.members = vec![m];
+    } else {
+        req.member_id = s(member_id);
+    }
+    let resp = coord.request(&req).await?;
+    kafka_err(resp.error_code, format!("leave group {group}"))
+}

@@ -397,10 +397,13 @@ pub async fn run(mut a: ConsumeArgs) -> CliResult {
             }
         }
     }
-    if let Some(m) = member {
+    if let (Some(m), Some(g)) = (member, a.group.as_deref()) {
         commit_all(&m, &positions).await?;
-        if let Err(e) = m.leave().await {
-            tracing::debug!(error = %e, "leave group");
+        // Leave at once so the group's other members rebalance without waiting for the
+        // session timeout (and an offset reset can follow right away).
+        let coord = super::admin::coordinator(&client, g).await?;
+        if let Err(e) = super::admin::leave_group(&coord, g, m.member_id()).await {
+            tracing::warn!(error = %e, "could not leave the group; it will expire the member");
         }
     }
     Ok(())
