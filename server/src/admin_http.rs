@@ -156,7 +156,8 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, started: Instant) {
             let (status, ctype, body) = match r {
                 Route::Metrics => {
                     let (snaps, _) = gather(shard).await;
-                    let extra = extra(shard, started);
+                    let mut extra = extra(shard, started);
+                    extra.groups = group_lags(shard).await;
                     (
                         "200 OK",
                         "text/plain; version=0.0.4; charset=utf-8",
@@ -233,6 +234,33 @@ fn extra(shard: &Rc<Shard>, started: Instant) -> Extra {
         uptime: started.elapsed(),
         shutting_down: shard.is_shutting_down(),
         groups: Vec::new(),
+    }
+}
+
+/// Committed offset and lag of every group partition (empty when a shard does not answer
+/// in time; the rest of the scrape is still served).
+async fn group_lags(shard: &Rc<Shard>) -> Vec<metrics::GroupLag> {
+    let lags = crate::groups::all_group_lags(shard).boxed_local();
+    match future::select(lags, glommio::timer::sleep(SHARD_TIMEOUT).boxed_local()).await {
+        Either::Left((Ok(groups), _)) => groups
+            .into_iter()
+            .flat_map(|(group, parts)| {
+                parts.into_iter().filter_map(move |p| {
+                    Some(metrics::GroupLag {
+                        group: group.clone(),
+                        topic: p.topic,
+                        partition: p.partition,
+                        committed: p.committed_offset,
+                        lag: p.lag?,
+                    })
+                })
+            })
+            .collect(),
+        Either::Left((Err(e), _)) => {
+            tracing::debug!(error = ?e, "group lag unavailable for this scrape");
+            Vec::new()
+        }
+        Either::Right(_) => Vec::new(),
     }
 }
 

@@ -183,6 +183,10 @@ def test_group_lag_and_reset(admin_broker):
     for p in parts.values():
         assert p["lag"] == p["log_end"] - p["committed"]
     assert g in [x["group"] for x in cli_json(["group", "list", *b])]
+    m = scrape(admin_broker.admin_port)
+    assert sum(value(m, "shardlog_group_lag", group=g, topic=t, partition=str(p)) for p in (0, 1)) == 28
+    assert sum(value(m, "shardlog_group_committed_offset", group=g, topic=t, partition=str(p))
+               for p in (0, 1)) == 12
 
     # Dry run changes nothing; then reset partition 0 to offset 5 and everything to latest.
     dry = cli_json(["group", "reset-offsets", g, "--topic", t, "--to-earliest", "--dry-run", *b])
