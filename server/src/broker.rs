@@ -340,6 +340,14 @@ async fn shard_main(
     started: Instant,
 ) -> Result<(), BrokerError> {
     let n = cfg.cores;
+    // Settle glommio's per-thread IOPOLL detection with a real block of data before any log
+    // opens a file (see GlommioStorage::prepare); it also refuses a data dir without O_DIRECT.
+    shardlog_engine::GlommioStorage::prepare(&cfg.data_dir)
+        .await
+        .map_err(|e| BrokerError::Shard {
+            shard: id,
+            message: format!("direct I/O in {}: {e}", cfg.data_dir.display()),
+        })?;
     let (senders, receivers) = mesh.join().await.map_err(|e| BrokerError::Shard {
         shard: id,
         message: format!("joining the shard mesh: {e}"),
