@@ -65,6 +65,12 @@ pub struct BrokerConfig {
     pub max_frame_bytes: usize,
     pub max_connections: usize,
     pub max_inflight_requests: usize,
+    /// Kafka `connections.max.idle.ms`: a connection with nothing in flight that sends no
+    /// request for this long is closed.
+    pub connection_idle_timeout_ms: u64,
+    /// Once the first byte of a request has arrived, the whole frame must arrive within this
+    /// (a client that sends half a frame and stalls is disconnected).
+    pub request_read_timeout_ms: u64,
     pub fetch_session_cache_slots: usize,
     pub fetch_max_wait_ms_cap: u64,
 
@@ -116,6 +122,8 @@ impl Default for BrokerConfig {
             max_frame_bytes: 100 << 20,
             max_connections: 10_000,
             max_inflight_requests: 64,
+            connection_idle_timeout_ms: 600_000,
+            request_read_timeout_ms: 30_000,
             fetch_session_cache_slots: 1000,
             fetch_max_wait_ms_cap: 30_000,
             tick_interval_ms: 5,
@@ -313,6 +321,14 @@ impl BrokerConfig {
             (self.max_inflight_requests as i64).into(),
         );
         put(
+            "connection_idle_timeout_ms",
+            (self.connection_idle_timeout_ms as i64).into(),
+        );
+        put(
+            "request_read_timeout_ms",
+            (self.request_read_timeout_ms as i64).into(),
+        );
+        put(
             "fetch_session_cache_slots",
             (self.fetch_session_cache_slots as i64).into(),
         );
@@ -438,6 +454,20 @@ impl BrokerConfig {
                 "max_inflight_requests",
                 self.max_inflight_requests,
                 "must be in 1..=10000",
+            ));
+        }
+        if !(10..=(7 * 24 * 3_600_000)).contains(&self.connection_idle_timeout_ms) {
+            return Err(bad(
+                "connection_idle_timeout_ms",
+                self.connection_idle_timeout_ms,
+                "must be in 10..=604800000 (7 days)",
+            ));
+        }
+        if !(10..=3_600_000).contains(&self.request_read_timeout_ms) {
+            return Err(bad(
+                "request_read_timeout_ms",
+                self.request_read_timeout_ms,
+                "must be in 10..=3600000 (1 hour)",
             ));
         }
         if !(1..=1000).contains(&self.tick_interval_ms) {
@@ -609,6 +639,42 @@ mod tests {
         )
         .expect("variables that are not config keys are ignored");
         assert_eq!(cfg.listen, BrokerConfig::default().listen);
+    }
+
+    #[test]
+    fn connection_timeouts_load_and_are_checked() {
+        let d = BrokerConfig::default();
+        assert_eq!(
+            (d.connection_idle_timeout_ms, d.request_read_timeout_ms),
+            (600_000, 30_000)
+        );
+        let cfg = BrokerConfig::load(
+            None,
+            env(&[
+                ("SHARDLOG_CONNECTION_IDLE_TIMEOUT_MS", "2500"),
+                ("SHARDLOG_REQUEST_READ_TIMEOUT_MS", "1000"),
+            ]),
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(
+            (cfg.connection_idle_timeout_ms, cfg.request_read_timeout_ms),
+            (2500, 1000)
+        );
+        for (var, key) in [
+            (
+                "SHARDLOG_CONNECTION_IDLE_TIMEOUT_MS",
+                "connection_idle_timeout_ms",
+            ),
+            (
+                "SHARDLOG_REQUEST_READ_TIMEOUT_MS",
+                "request_read_timeout_ms",
+            ),
+        ] {
+            let e = BrokerConfig::load(None, env(&[(var, "0")]), &Overrides::default())
+                .expect_err("0 disables nothing: rejected");
+            assert!(e.to_string().contains(key), "{e}");
+        }
     }
 
     #[test]

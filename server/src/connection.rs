@@ -13,13 +13,22 @@
 //!
 //! A malformed, oversized or unknown request closes this connection only, with a log line;
 //! in-flight answers are still written first.
+//!
+//! Two timeouts keep a stalled client from holding a connection (and its buffer) forever:
+//! once the first byte of a frame has arrived, the whole frame must arrive within
+//! `request_read_timeout_ms` (a slowloris client that sends half a frame and stops is cut
+//! off); and a connection with nothing in flight that starts no new frame for
+//! `connection_idle_timeout_ms` (Kafka's `connections.max.idle.ms`) since its last request
+//! or response is closed. Requests still being answered (a long-poll Fetch, a produce
+//! waiting for its fsync) do not count as idle.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::io::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{self, Either, FutureExt};
@@ -50,6 +59,26 @@ enum ReadError {
     Truncated,
     #[error("read: {0}")]
     Io(#[from] io::Error),
+    #[error("frame not complete {0:?} after its first byte (request_read_timeout_ms)")]
+    RequestTimeout(Duration),
+    #[error("idle for {0:?} (connection_idle_timeout_ms)")]
+    Idle(Duration),
+}
+
+/// What the reader needs to know about the writer to tell an idle connection from a busy one.
+struct Activity {
+    /// Requests placed and not yet answered (written or dropped).
+    inflight: Cell<usize>,
+    /// When the last answer was finished.
+    last_answer: Cell<Instant>,
+}
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    /// No frame started, nothing in flight: close after this.
+    idle: Duration,
+    /// A started frame must be complete within this.
+    request: Duration,
 }
 
 /// Reads one frame body into `buf`'s front; `Ok(None)` at a clean end of stream.
@@ -57,9 +86,14 @@ async fn read_frame(
     stream: &Stream,
     buf: &mut BytesMut,
     max: usize,
+    timeouts: Timeouts,
+    activity: &Activity,
 ) -> Result<Option<Bytes>, ReadError> {
     const CHUNK: usize = 64 << 10;
     let mut need: Option<usize> = None;
+    let waiting_since = Instant::now();
+    // Bytes left over from the previous read are the start of this frame.
+    let mut frame_start = (!buf.is_empty()).then_some(waiting_since);
     loop {
         if need.is_none() && buf.len() >= 4 {
             let len = protocol::check_frame_len([buf[0], buf[1], buf[2], buf[3]], max)?;
@@ -79,7 +113,43 @@ async fn read_frame(
         };
         let start = buf.len();
         buf.resize(start + grow, 0);
-        let r = read_some(stream, &mut buf[start..]).await;
+        let r = {
+            let read = read_some(stream, &mut buf[start..]);
+            futures::pin_mut!(read);
+            // The read stays pending across re-armed timers; it is dropped only on timeout.
+            loop {
+                let wait = match frame_start {
+                    Some(t0) => {
+                        let left = timeouts.request.saturating_sub(t0.elapsed());
+                        if left.is_zero() {
+                            break Err(ReadError::RequestTimeout(timeouts.request));
+                        }
+                        left
+                    }
+                    None if activity.inflight.get() > 0 => timeouts.idle,
+                    None => {
+                        let since = waiting_since.max(activity.last_answer.get());
+                        let left = timeouts.idle.saturating_sub(since.elapsed());
+                        if left.is_zero() {
+                            break Err(ReadError::Idle(timeouts.idle));
+                        }
+                        left
+                    }
+                };
+                let timer = glommio::timer::sleep(wait);
+                futures::pin_mut!(timer);
+                if let Either::Left((r, _)) = future::select(read.as_mut(), timer).await {
+                    break Ok(r);
+                }
+            }
+        };
+        let r = match r {
+            Ok(r) => r,
+            Err(e) => {
+                buf.truncate(start);
+                return Err(e);
+            }
+        };
         match r {
             Ok(0) => {
                 buf.truncate(start);
@@ -89,7 +159,10 @@ async fn read_frame(
                     Err(ReadError::Truncated)
                 };
             }
-            Ok(n) => buf.truncate(start + n),
+            Ok(n) => {
+                buf.truncate(start + n);
+                frame_start.get_or_insert_with(Instant::now);
+            }
             Err(e) => {
                 buf.truncate(start);
                 return Err(e.into());
@@ -160,12 +233,22 @@ async fn writer(
     stream: Stream,
     rx: LocalReceiver<JoinHandle<Option<Vec<Bytes>>>>,
     peer: SocketAddr,
+    activity: Rc<Activity>,
 ) {
+    let answered = || {
+        activity
+            .inflight
+            .set(activity.inflight.get().saturating_sub(1));
+        activity.last_answer.set(Instant::now());
+    };
     while let Some(task) = rx.recv().await {
         let Some(Some(chunks)) = task.await else {
+            answered();
             continue;
         };
-        if let Err(e) = write_chunks(&stream, &chunks).await {
+        let written = write_chunks(&stream, &chunks).await;
+        answered();
+        if let Err(e) = written {
             tracing::debug!(%peer, error = %e, "write failed; closing connection");
             break;
         }
@@ -183,15 +266,23 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
     }
     let stream: Stream = Rc::new(RefCell::new(stream));
     let (tx, rx) = local_channel::new_bounded(shard.cfg.max_inflight_requests);
-    let writer_task = glommio::spawn_local(writer(stream.clone(), rx, peer));
+    let activity = Rc::new(Activity {
+        inflight: Cell::new(0),
+        last_answer: Cell::new(Instant::now()),
+    });
+    let writer_task = glommio::spawn_local(writer(stream.clone(), rx, peer, activity.clone()));
     let mut buf = BytesMut::with_capacity(64 << 10);
     let max = shard.cfg.max_frame_bytes;
+    let timeouts = Timeouts {
+        idle: Duration::from_millis(shard.cfg.connection_idle_timeout_ms),
+        request: Duration::from_millis(shard.cfg.request_read_timeout_ms),
+    };
     loop {
         let stop = shard.shutdown_event.listen();
         if shard.is_shutting_down() {
             break;
         }
-        let read = read_frame(&stream, &mut buf, max).boxed_local();
+        let read = read_frame(&stream, &mut buf, max, timeouts, &activity).boxed_local();
         let frame = match future::select(read, stop).await {
             Either::Left((r, _)) => r,
             Either::Right(_) => {
@@ -202,6 +293,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         let frame = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break,
+            Err(e @ (ReadError::Idle(_) | ReadError::RequestTimeout(_))) => {
+                tracing::info!(%peer, error = %e, "closing connection: timeout");
+                break;
+            }
             Err(e) => {
                 tracing::warn!(%peer, error = %e, "closing connection: bad frame");
                 crate::metrics::bad_request();
@@ -237,6 +332,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
             }
         };
         let task = glommio::spawn_local(pending).detach();
+        activity.inflight.set(activity.inflight.get() + 1);
         if tx.send(task).await.is_err() {
             break;
         }

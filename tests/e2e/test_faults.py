@@ -6,6 +6,10 @@
 * test_disk_full puts the data directory on a 64 MiB ext4 loop mount, fills it, and checks that
   produce is refused with KAFKA_STORAGE_ERROR while the broker keeps serving reads, resumes
   writes once space is freed and recovers every acknowledged record after kill -9.
+* test_half_frame_is_cut_off / test_slowloris_drip_is_cut_off / test_idle_connection_...: a
+  broker with request_read_timeout_ms=1000 and connection_idle_timeout_ms=3000 closes a
+  connection that stalls (or trickles) inside a frame and one that sits idle, but not one whose
+  long-poll Fetch is in flight or that keeps sending requests.
 """
 
 from __future__ import annotations
@@ -94,6 +98,7 @@ def small_fs(tmp_path: Path):
             time.sleep(0.5)  # the broker may still be exiting
         else:
             subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+            raise AssertionError(f"{mnt} was still busy after 10 s; unmounted lazily")
 
 
 def fill_until(path: Path, leave_bytes: int) -> int:
@@ -129,7 +134,8 @@ def read_partition(bootstrap: str, topic: str, partition: int) -> tuple[dict[int
             assert batches, f"fetch at {offset} returned nothing below hw {r.high_watermark}"
 
 
-def test_disk_full(make_broker, small_fs: Path):
+def test_disk_full(small_fs: Path, make_broker):
+    # small_fs comes first so that it is torn down (unmounted) after the broker has stopped
     port = port_in_range()
     data = small_fs / "data"
     b = make_broker("diskfull", port=port, argv=[
@@ -196,3 +202,87 @@ def test_disk_full(make_broker, small_fs: Path):
         r = c.produce(topic, 0, kwire.record_batch([kwire.Record(None, b"after-restart")]), acks=-1)
         assert (r.error_code, r.base_offset) == (0, hw), r
 
+
+# ---------------------------------------------------------------------------
+# Slow and idle clients (request_read_timeout_ms, connection_idle_timeout_ms)
+
+REQUEST_TIMEOUT_S = 1.0
+IDLE_TIMEOUT_S = 3.0
+
+
+@pytest.fixture
+def timeout_broker(make_broker, tmp_path: Path):
+    port = port_in_range()
+    return make_broker(
+        "timeouts", port=port,
+        argv=["start", "--listen", f"127.0.0.1:{port}", "--data-dir", str(tmp_path / "t-data"),
+              "--cores", "2", "--admin-listen", ""],
+        env={"SHARDLOG_REQUEST_READ_TIMEOUT_MS": str(int(REQUEST_TIMEOUT_S * 1000)),
+             "SHARDLOG_CONNECTION_IDLE_TIMEOUT_MS": str(int(IDLE_TIMEOUT_S * 1000))})
+
+
+def api_versions_frame(cid: int = 1) -> bytes:
+    return kwire.frame(kwire.request_header(kwire.API_VERSIONS, 0, cid, "slow"))
+
+
+def closed_within(c: kwire.Conn, seconds: float) -> float | None:
+    """Seconds until the broker closed `c` (EOF or reset), None if still open after `seconds`."""
+    t0 = time.monotonic()
+    return time.monotonic() - t0 if c.closed_by_peer(seconds) else None
+
+
+def test_half_frame_is_cut_off(timeout_broker):
+    b = timeout_broker
+    with kwire.Conn.to(b.bootstrap) as c:
+        f = api_versions_frame()
+        c.send_raw(f[: len(f) // 2])
+        t = closed_within(c, REQUEST_TIMEOUT_S + 3)
+        assert t is not None, "a half-sent frame kept the connection open"
+        assert REQUEST_TIMEOUT_S * 0.8 <= t < IDLE_TIMEOUT_S, f"closed after {t:.2f}s"
+    # only the length prefix
+    with kwire.Conn.to(b.bootstrap) as c:
+        c.send_raw(f[:4])
+        t = closed_within(c, REQUEST_TIMEOUT_S + 3)
+        assert t is not None and t < IDLE_TIMEOUT_S, f"length prefix alone: closed after {t}"
+
+
+def test_slowloris_drip_is_cut_off(timeout_broker):
+    """One byte every 100 ms: steady progress does not extend the frame deadline."""
+    b = timeout_broker
+    payload = kwire.frame(kwire.request_header(kwire.API_VERSIONS, 0, 1, "slow") + b"\0" * 200)
+    with kwire.Conn.to(b.bootstrap) as c:
+        t0 = time.monotonic()
+        sent = 0
+        try:
+            for byte in payload:
+                c.send_raw(bytes([byte]))
+                sent += 1
+                time.sleep(0.1)
+        except OSError:
+            pass
+        t = closed_within(c, 3) if sent == len(payload) else time.monotonic() - t0
+        assert sent < len(payload), f"the whole {len(payload)}-byte drip was accepted"
+        assert t is not None and t < REQUEST_TIMEOUT_S + 2.5, f"closed after {t:.2f}s"
+
+
+def test_idle_connection_is_closed_but_busy_one_is_not(timeout_broker):
+    b = timeout_broker
+    topic = unique_topic("idle")
+    create_topic(b.bootstrap, topic, 1)
+    with kwire.Conn.to(b.bootstrap) as idle, kwire.Conn.to(b.bootstrap) as busy:
+        assert idle.api_versions().error_code == 0
+        # a long poll longer than the idle timeout is in flight, not idle
+        t0 = time.monotonic()
+        r = busy.fetch(topic, 0, 0, max_wait_ms=int((IDLE_TIMEOUT_S + 1.5) * 1000))
+        waited = time.monotonic() - t0
+        assert r.error_code == 0 and waited >= IDLE_TIMEOUT_S, (r, waited)
+        # the idle one was closed meanwhile (no request since its ApiVersions answer)
+        t = closed_within(idle, 2)
+        assert t is not None, f"idle connection still open after {waited + 2:.1f}s"
+        # requests spaced below the idle timeout keep a connection open
+        for _ in range(2):
+            time.sleep(IDLE_TIMEOUT_S * 0.6)
+            assert busy.api_versions().error_code == 0
+    # and new connections are served normally
+    with kwire.Conn.to(b.bootstrap) as c:
+        assert c.api_versions().error_code == 0
