@@ -120,8 +120,10 @@ export SHARDLOG_BIN="${SHARDLOG_BIN:-$TARGET_DIR/release/shardlog}"
 echo "SHARDLOG_BIN=$SHARDLOG_BIN"
 [ -x "$SHARDLOG_BIN" ] || { echo "no shardlog binary at $SHARDLOG_BIN" >&2; fail; }
 # The whole suite is bounded (each test also has its own pytest-timeout).
+JUNIT="$VENV/e2e-junit.xml"
+rm -f "$JUNIT"
 # shellcheck disable=SC2086
-timeout --kill-after=30 20m "$VENV/bin/python" -m pytest -q tests/e2e ${PYTEST_ARGS:-}
+timeout --kill-after=30 20m "$VENV/bin/python" -m pytest -q tests/e2e --junitxml="$JUNIT" ${PYTEST_ARGS:-}
 rc=$?
 case $rc in
     0) ;;
@@ -131,3 +133,11 @@ case $rc in
 esac
 
 log "all stages passed in $(( $(date +%s) - START ))s"
+# Closing summary line of the end-to-end suite (the Rust test counts are above).
+"$VENV/bin/python" - "$JUNIT" <<'PY' || true
+import sys, xml.etree.ElementTree as ET
+r = ET.parse(sys.argv[1]).getroot()
+s = r if r.tag == "testsuite" else r.find("testsuite")
+t, f, e, sk = (int(s.get(k, 0)) for k in ("tests", "failures", "errors", "skipped"))
+print(f"e2e: {t - f - e - sk} passed, {f + e} failed, {sk} skipped")
+PY

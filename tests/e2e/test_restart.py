@@ -178,3 +178,47 @@ def test_topics_and_configs_survive_restart(broker, hard):
     p.produce(topic, value=b"y", partition=0, on_delivery=d)
     flush(p)
     assert d.ok[0].offset() == 1
+
+
+def test_old_data_read_from_disk_by_concurrent_consumers(broker):
+    """After a restart the batch cache is empty: everything is read back from the segment
+    files (aligned DMA reads), by two consumers at once with large fetch sizes."""
+    bs = broker.bootstrap
+    topic = unique_topic("rs-disk")
+    create_topic(bs, topic, 2)
+    per_partition = 24 * 1024  # 24 MiB of 1 KiB values per partition: above the 16 MiB cache
+    p, _ = producer(bs, acks=1, enable_idempotence=False, linger_ms=20,
+                    batch_size=1_000_000, compression_type="none")
+    for i in range(2 * per_partition):
+        while True:
+            try:
+                p.produce(topic, value=(b"%08d" % i) * 128, partition=i % 2)
+                break
+            except BufferError:
+                p.poll(0.05)
+    flush(p, 120)
+    broker.restart(hard=False)
+
+    results: dict[int, list] = {}
+    errors: list[BaseException] = []
+
+    def read(part: int) -> None:
+        try:
+            results[part] = consume_all(bs, topic, [part], timeout=120,
+                                        max_partition_fetch_bytes=8 << 20,
+                                        fetch_max_bytes=16 << 20)
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    ts = [threading.Thread(target=read, args=(part,)) for part in (0, 1)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(180)
+    assert not errors, errors
+    for part in (0, 1):
+        msgs = results[part]
+        assert len(msgs) == per_partition, f"partition {part}: {len(msgs)} of {per_partition}"
+        assert [m.offset for m in msgs] == list(range(per_partition))
+        for k, m in enumerate(msgs):
+            assert m.value == (b"%08d" % (2 * k + part)) * 128, f"partition {part} offset {k}"
