@@ -83,33 +83,19 @@ fi
 run "$VENV/bin/python" -c 'import confluent_kafka, kafka, pytest, snappy, lz4, zstandard
 print("confluent-kafka", confluent_kafka.version(), "librdkafka", confluent_kafka.libversion()[0], "| kafka-python", kafka.__version__)'
 
-# --- Rust: lint, build, unit tests --------------------------------------------
-# Vendored third-party crates (under a vendor/ directory) are workspace members by
-# virtue of their path, but they keep upstream's layout and lints and their own tests.
-read -r FMT_PKGS EXCLUDES < <(cargo metadata --format-version 1 --no-deps | "$VENV/bin/python" -c '
-import json, sys
-m = json.load(sys.stdin)
-ids = set(m["workspace_members"])
-own = [p for p in m["packages"] if p["id"] in ids and "/vendor/" not in p["manifest_path"]]
-vendored = [p for p in m["packages"] if p["id"] in ids and "/vendor/" in p["manifest_path"]]
-print(",".join(p["name"] for p in own), ",".join(p["name"] for p in vendored) or "-")') ||
-    { echo "cargo metadata failed" >&2; STAGE="cargo metadata"; fail; }
-fmt_args=(); for p in ${FMT_PKGS//,/ }; do fmt_args+=(-p "$p"); done
-excl_args=(); [ "$EXCLUDES" = "-" ] || for p in ${EXCLUDES//,/ }; do excl_args+=(--exclude "$p"); done
-[ ${#excl_args[@]} -eq 0 ] || echo "vendored crates left to upstream: ${EXCLUDES}"
-
+# --- Rust: lint, unit/property/crash tests ------------------------------------
+# One release build: `cargo test --release` also builds the `shardlog` and `shardlog-bench`
+# binaries (their crates have integration tests that run them), with the same feature set as
+# the tests, so nothing is compiled twice.
 if [ "${SKIP_LINT:-0}" != 1 ]; then
     stage "cargo fmt --check"
-    run cargo fmt --check "${fmt_args[@]}"
+    run cargo fmt --all --check
     stage "cargo clippy -D warnings"
-    run cargo clippy --workspace "${excl_args[@]}" --all-targets -- -D warnings
+    run cargo clippy --workspace --all-targets -- -D warnings
 fi
 
-stage "cargo build --release"
-run cargo build --release --workspace "${excl_args[@]}"
-
-stage "cargo test --release (unit, property, crash tests)"
-run cargo test --release --workspace "${excl_args[@]}"
+stage "cargo test --release (unit, property, crash tests; builds the binaries)"
+run cargo test --release --workspace
 
 # --- end-to-end ----------------------------------------------------------------
 stage "e2e (pytest tests/e2e against target/release/shardlog)"
