@@ -274,16 +274,18 @@ pub fn build_with(
     out
 }
 
-fn put_varlong(out: &mut Vec<u8>, v: i64) {
+/// Appends `v` as a zigzag varint (the record format's varint/varlong encoding).
+pub fn put_varlong(out: &mut impl bytes::BufMut, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     while z >= 0x80 {
-        out.push((z as u8) | 0x80);
+        out.put_u8((z as u8) | 0x80);
         z >>= 7;
     }
-    out.push(z as u8);
+    out.put_u8(z as u8);
 }
 
-fn get_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+/// Reads a zigzag varint at `*pos`, advancing it; `None` if truncated or longer than 64 bits.
+pub fn get_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut z: u64 = 0;
     let mut shift = 0;
     loop {

@@ -180,33 +180,6 @@ pub enum OffsetsBatchError {
     Record { index: i32, what: &'static str },
 }
 
-fn put_varint(out: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.put_u8(z as u8);
-}
-
-fn get_varint(buf: &[u8], pos: &mut usize) -> Option<i64> {
-    let mut z: u64 = 0;
-    let mut shift = 0u32;
-    loop {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        z |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    Some(((z >> 1) as i64) ^ -((z & 1) as i64))
-}
-
 /// Encodes `values` as one RecordBatch v2 (magic 2, uncompressed, CreateTime, no producer,
 /// base offset 0: the log assigns it). Each record: null key, the value, no headers.
 pub fn encode_offsets_batch(values: &[Bytes], timestamp_ms: i64) -> Bytes {
@@ -219,13 +192,13 @@ pub fn encode_offsets_batch(values: &[Bytes], timestamp_ms: i64) -> Bytes {
     for (i, v) in values.iter().enumerate() {
         rec.clear();
         rec.put_u8(0); // attributes
-        put_varint(&mut rec, 0); // timestamp delta
-        put_varint(&mut rec, i as i64); // offset delta
-        put_varint(&mut rec, -1); // null key
-        put_varint(&mut rec, v.len() as i64);
+        batch::put_varlong(&mut rec, 0); // timestamp delta
+        batch::put_varlong(&mut rec, i as i64); // offset delta
+        batch::put_varlong(&mut rec, -1); // null key
+        batch::put_varlong(&mut rec, v.len() as i64);
         rec.extend_from_slice(v);
-        put_varint(&mut rec, 0); // no headers
-        put_varint(&mut records, rec.len() as i64);
+        batch::put_varlong(&mut rec, 0); // no headers
+        batch::put_varlong(&mut records, rec.len() as i64);
         records.extend_from_slice(&rec);
     }
     let total = HEADER_BYTES + records.len();
@@ -281,7 +254,7 @@ pub fn decode_offsets_batch(bytes: &[u8]) -> Result<Vec<(i64, Bytes)>, OffsetsBa
     let mut pos = HEADER_BYTES;
     for index in 0..info.record_count {
         let bad = |what| OffsetsBatchError::Record { index, what };
-        let len = get_varint(bytes, &mut pos).ok_or(bad("length"))?;
+        let len = batch::get_varlong(bytes, &mut pos).ok_or(bad("length"))?;
         let end = usize::try_from(len)
             .ok()
             .and_then(|l| pos.checked_add(l))
@@ -289,16 +262,16 @@ pub fn decode_offsets_batch(bytes: &[u8]) -> Result<Vec<(i64, Bytes)>, OffsetsBa
             .ok_or(bad("length past the batch"))?;
         let rec = &bytes[..end];
         pos += 1; // attributes
-        get_varint(rec, &mut pos).ok_or(bad("timestamp delta"))?;
-        let delta = get_varint(rec, &mut pos).ok_or(bad("offset delta"))?;
-        let key_len = get_varint(rec, &mut pos).ok_or(bad("key length"))?;
+        batch::get_varlong(rec, &mut pos).ok_or(bad("timestamp delta"))?;
+        let delta = batch::get_varlong(rec, &mut pos).ok_or(bad("offset delta"))?;
+        let key_len = batch::get_varlong(rec, &mut pos).ok_or(bad("key length"))?;
         if key_len > 0 {
             pos = pos
                 .checked_add(key_len as usize)
                 .filter(|&p| p <= end)
                 .ok_or(bad("key past the record"))?;
         }
-        let value_len = get_varint(rec, &mut pos).ok_or(bad("value length"))?;
+        let value_len = batch::get_varlong(rec, &mut pos).ok_or(bad("value length"))?;
         let value_len = usize::try_from(value_len).map_err(|_| bad("null value"))?;
         let value_end = pos
             .checked_add(value_len)
@@ -939,11 +912,11 @@ mod tests {
     fn varints_round_trip() {
         for v in [0i64, 1, -1, 63, -64, 64, 300, i64::MAX, i64::MIN] {
             let mut b = BytesMut::new();
-            put_varint(&mut b, v);
+            batch::put_varlong(&mut b, v);
             let mut pos = 0;
-            assert_eq!(get_varint(&b, &mut pos), Some(v));
+            assert_eq!(batch::get_varlong(&b, &mut pos), Some(v));
             assert_eq!(pos, b.len());
         }
-        assert_eq!(get_varint(&[0xff; 11], &mut 0), None);
+        assert_eq!(batch::get_varlong(&[0xff; 11], &mut 0), None);
     }
 }
