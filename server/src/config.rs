@@ -128,7 +128,7 @@ impl Default for BrokerConfig {
             fetch_max_wait_ms_cap: 30_000,
             tick_interval_ms: 5,
             retention_check_interval_ms: 30_000,
-            io_memory_bytes: 1 << 20,
+            io_memory_bytes: 32 << 20,
             shutdown_grace_ms: 10_000,
             log_cache_bytes: 16 << 20,
             log_preallocate_bytes: 32 << 20,
