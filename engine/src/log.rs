@@ -384,6 +384,22 @@ impl<S: Storage> PartitionLog<S> {
                 .map_err(|e| LogError::io("sync dir", &dir, e))?;
         }
 
+        if log_start > next_offset {
+            // DeleteRecords moved the start past data that did not survive (possible under the
+            // non-fsync policies): nothing below the start may reappear, so the log restarts
+            // empty at its start offset, as Kafka does.
+            tracing::warn!(dir = %dir.display(), log_start, log_end = next_offset, "log start is past the recovered end; restarting the log at its start offset");
+            drop(file);
+            drop(sealed);
+            for &base in &bases {
+                remove_segment_files(&storage, &dir, base).await?;
+            }
+            storage
+                .sync_dir(&dir)
+                .await
+                .map_err(|e| LogError::io("sync dir", &dir, e))?;
+            return Box::pin(Self::open(storage, dir, config)).await;
+        }
         let align = file.alignment();
         let buf_start = align_down(size, align);
         let mut buf = file.alloc(SCAN_CHUNK_BYTES.max(align as usize));
@@ -393,28 +409,6 @@ impl<S: Storage> PartitionLog<S> {
                 .await
                 .map_err(|e| LogError::io("read", &path, e))?;
             buf[..tail.len()].copy_from_slice(&tail);
-        }
-        if log_start > next_offset {
-            // DeleteRecords moved the start past data that did not survive (possible under the
-            // non-fsync policies): nothing below the start may reappear, so the log restarts
-            // empty at its start offset, as Kafka does.
-            tracing::warn!(dir = %dir.display(), log_start, log_end = next_offset, "log start is past the recovered end; restarting the log at its start offset");
-            drop(file);
-            drop(sealed);
-            for base in &bases {
-                for ext in ["log", "index", "timeindex"] {
-                    let p = dir.join(segment_name(*base, ext));
-                    storage
-                        .remove_file(&p)
-                        .await
-                        .map_err(|e| LogError::io("remove", &p, e))?;
-                }
-            }
-            storage
-                .sync_dir(&dir)
-                .await
-                .map_err(|e| LogError::io("sync dir", &dir, e))?;
-            return Box::pin(Self::open(storage, dir, config)).await;
         }
         let first_base = sealed.keys().next().copied().unwrap_or(active_base);
         log_start = log_start.clamp(first_base, next_offset);
@@ -1272,13 +1266,7 @@ impl<S: Storage> PartitionLog<S> {
             st.log_start = st.log_start.max(first);
         }
         for seg in victims {
-            for ext in ["log", "index", "timeindex"] {
-                let p = self.dir.join(segment_name(seg.base, ext));
-                self.storage
-                    .remove_file(&p)
-                    .await
-                    .map_err(|e| LogError::io("remove", &p, e))?;
-            }
+            remove_segment_files(&self.storage, &self.dir, seg.base).await?;
             report.segments_deleted += 1;
             report.bytes_deleted += seg.size;
             tracing::info!(dir = %self.dir.display(), segment = seg.base, bytes = seg.size, "segment deleted by retention");
@@ -1361,6 +1349,22 @@ fn committed_end<F: StorageFile>(st: &Inner<F>) -> Offset {
         FlushPolicy::EveryBatch => st.durable_end,
         _ => st.written_end,
     }
+}
+
+/// Removes a segment's data and index files (missing ones are fine).
+async fn remove_segment_files<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+) -> Result<(), LogError> {
+    for ext in ["log", "index", "timeindex"] {
+        let p = dir.join(segment_name(base, ext));
+        storage
+            .remove_file(&p)
+            .await
+            .map_err(|e| LogError::io("remove", &p, e))?;
+    }
+    Ok(())
 }
 
 fn with_crc(data: &[u8]) -> Vec<u8> {

@@ -639,14 +639,7 @@ async fn offsets_call(
 }
 
 fn missing(topic: &str, partition: i32) -> OffsetOut {
-    OffsetOut {
-        topic: topic.to_string(),
-        partition,
-        error: errors::UNKNOWN_SERVER_ERROR,
-        offset: -1,
-        timestamp: -1,
-        leader_epoch: -1,
-    }
+    OffsetOut::new(topic, partition, errors::UNKNOWN_SERVER_ERROR)
 }
 
 async fn list_offsets(shard: &Rc<Shard>, v: i16, corr: i32, req: ListOffsetsRequest) -> Pending {

@@ -116,6 +116,20 @@ pub struct OffsetOut {
     pub leader_epoch: i32,
 }
 
+impl OffsetOut {
+    /// An answer for `(topic, partition)` with `error` and no offset, timestamp or epoch yet.
+    pub fn new(topic: &str, partition: i32, error: i16) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partition,
+            error,
+            offset: -1,
+            timestamp: -1,
+            leader_epoch: -1,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct NewTopic {
     pub name: String,
@@ -571,14 +585,7 @@ impl Shard {
     async fn list_offsets(&self, parts: Vec<(String, i32, i64)>) -> Vec<OffsetOut> {
         let mut out = Vec::with_capacity(parts.len());
         for (topic, partition, ts) in parts {
-            let mut r = OffsetOut {
-                topic: topic.clone(),
-                partition,
-                error: errors::NONE,
-                offset: -1,
-                timestamp: -1,
-                leader_epoch: -1,
-            };
+            let mut r = OffsetOut::new(&topic, partition, errors::NONE);
             match self.partition(&topic, partition) {
                 None => r.error = errors::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(p) => {
@@ -615,14 +622,7 @@ impl Shard {
     async fn delete_records(&self, parts: Vec<(String, i32, i64)>) -> Vec<OffsetOut> {
         let mut out = Vec::with_capacity(parts.len());
         for (topic, partition, offset) in parts {
-            let mut r = OffsetOut {
-                topic: topic.clone(),
-                partition,
-                error: errors::NONE,
-                offset: -1,
-                timestamp: -1,
-                leader_epoch: -1,
-            };
+            let mut r = OffsetOut::new(&topic, partition, errors::NONE);
             match self.partition(&topic, partition) {
                 None => r.error = errors::UNKNOWN_TOPIC_OR_PARTITION,
                 Some(p) => {
@@ -662,14 +662,7 @@ impl Shard {
         parts
             .into_iter()
             .map(|(topic, partition, epoch)| {
-                let mut r = OffsetOut {
-                    topic: topic.clone(),
-                    partition,
-                    error: errors::NONE,
-                    offset: -1,
-                    timestamp: -1,
-                    leader_epoch: -1,
-                };
+                let mut r = OffsetOut::new(&topic, partition, errors::NONE);
                 match self.partition(&topic, partition) {
                     None => r.error = errors::UNKNOWN_TOPIC_OR_PARTITION,
                     Some(p) => {
