@@ -259,7 +259,10 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
     let global = Arc::new(Global {
         shutdown: AtomicBool::new(false),
         drained: AtomicUsize::new(0),
-        connections: AtomicUsize::new(0),
+        connections: crate::limits::ConnectionLimits::new(
+            cfg.max_connections,
+            cfg.max_connections_per_ip,
+        ),
     });
     spawn_signal_thread(sigset, global.clone());
 
@@ -432,7 +435,6 @@ async fn shard_main(
         .detach();
     }
 
-    let per_shard_max = cfg.max_connections.div_ceil(n);
     loop {
         let stop = shard.shutdown_event.listen();
         if shard.is_shutting_down() {
@@ -447,22 +449,23 @@ async fn shard_main(
                 let peer = stream
                     .peer_addr()
                     .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-                if shard.connections.get() >= per_shard_max {
-                    tracing::warn!(%peer, limit = cfg.max_connections, "connection refused: max_connections reached");
-                    crate::metrics::connection_refused();
-                    drop(stream);
-                    continue;
-                }
+                let ticket = match global.connections.try_admit(peer.ip()) {
+                    Ok(t) => t,
+                    Err(why) => {
+                        tracing::warn!(%peer, "connection refused: {why}");
+                        crate::metrics::connection_refused();
+                        drop(stream);
+                        continue;
+                    }
+                };
                 shard.connections.set(shard.connections.get() + 1);
-                global.connections.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::connection_accepted();
                 tracing::debug!(shard = id, %peer, "accepted connection");
                 let s = shard.clone();
-                let g = global.clone();
                 glommio::spawn_local(async move {
                     connection::serve(s.clone(), stream, peer).await;
                     s.connections.set(s.connections.get() - 1);
-                    g.connections.fetch_sub(1, Ordering::Relaxed);
+                    drop(ticket);
                 })
                 .detach();
             }

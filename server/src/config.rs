@@ -64,7 +64,14 @@ pub struct BrokerConfig {
     /// Kafka `socket.request.max.bytes`: larger frames close the connection.
     pub max_frame_bytes: usize,
     pub max_connections: usize,
+    /// Kafka `max.connections.per.ip`: connections from one client address; 0 = no limit of its
+    /// own (only `max_connections`).
+    pub max_connections_per_ip: usize,
     pub max_inflight_requests: usize,
+    /// Kafka `queued.max.request.bytes`: request bytes read and not yet answered, broker-wide
+    /// (split evenly over shards). A connection whose next request does not fit waits before
+    /// reading it (back-pressure), so buffered produce data cannot grow without bound.
+    pub max_request_memory_bytes: usize,
     /// Kafka `connections.max.idle.ms`: a connection with nothing in flight that sends no
     /// request for this long is closed.
     pub connection_idle_timeout_ms: u64,
@@ -121,7 +128,9 @@ impl Default for BrokerConfig {
             default_max_message_bytes: 1_048_588,
             max_frame_bytes: 100 << 20,
             max_connections: 10_000,
+            max_connections_per_ip: 0,
             max_inflight_requests: 64,
+            max_request_memory_bytes: 256 << 20,
             connection_idle_timeout_ms: 600_000,
             request_read_timeout_ms: 30_000,
             fetch_session_cache_slots: 1000,
@@ -317,6 +326,14 @@ impl BrokerConfig {
         put("max_frame_bytes", (self.max_frame_bytes as i64).into());
         put("max_connections", (self.max_connections as i64).into());
         put(
+            "max_connections_per_ip",
+            (self.max_connections_per_ip as i64).into(),
+        );
+        put(
+            "max_request_memory_bytes",
+            (self.max_request_memory_bytes as i64).into(),
+        );
+        put(
             "max_inflight_requests",
             (self.max_inflight_requests as i64).into(),
         );
@@ -448,6 +465,20 @@ impl BrokerConfig {
         }
         if self.max_connections == 0 {
             return Err(bad("max_connections", 0, "must be >= 1"));
+        }
+        if self.max_connections_per_ip > self.max_connections {
+            return Err(bad(
+                "max_connections_per_ip",
+                self.max_connections_per_ip,
+                "must be <= max_connections (0 = no per-address limit)",
+            ));
+        }
+        if !((1 << 20)..=(1 << 40)).contains(&self.max_request_memory_bytes) {
+            return Err(bad(
+                "max_request_memory_bytes",
+                self.max_request_memory_bytes,
+                "must be in 1 MiB..=1 TiB",
+            ));
         }
         if !(1..=10_000).contains(&self.max_inflight_requests) {
             return Err(bad(

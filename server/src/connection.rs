@@ -35,6 +35,7 @@ use futures::future::{self, Either, FutureExt};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpStream;
+use glommio::sync::{Semaphore, StaticPermit};
 use glommio::task::JoinHandle;
 
 use crate::handlers;
@@ -81,16 +82,61 @@ struct Timeouts {
     request: Duration,
 }
 
-/// Reads one frame body into `buf`'s front; `Ok(None)` at a clean end of stream.
+/// This shard's request-memory budget as a connection sees it.
+struct Budget<'a> {
+    sem: &'a Rc<Semaphore>,
+    limit: u64,
+}
+
+/// A whole request frame (without its length prefix) and the memory permit it holds until
+/// it is answered.
+struct Frame {
+    body: Bytes,
+    permit: StaticPermit,
+}
+
+/// `recv(MSG_DONTWAIT)` straight into `buf`'s spare capacity, up to `max` bytes, so the
+/// kernel fills the frame buffer without it being zeroed first. `None` when nothing is
+/// ready (wait through glommio).
+fn recv_into_spare(fd: i32, buf: &mut BytesMut, max: usize) -> Option<io::Result<usize>> {
+    buf.reserve(max);
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    // SAFETY: the pointer and length describe `buf`'s own spare capacity; recv writes at most
+    // `want` bytes there and returns how many it wrote.
+    let n = unsafe { libc::recv(fd, spare.as_mut_ptr().cast(), want, libc::MSG_DONTWAIT) };
+    if n < 0 {
+        let e = io::Error::last_os_error();
+        return match e.kind() {
+            io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => None,
+            _ => Some(Err(e)),
+        };
+    }
+    let n = n as usize;
+    // SAFETY: recv initialised exactly `n` bytes after the current length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Some(Ok(n))
+}
+
+/// Reads one frame into `buf`'s front; `Ok(None)` at a clean end of stream.
+///
+/// Once the length prefix is known the frame's size is taken from the shard's request-memory
+/// budget before its body is read; a request that does not fit waits (back-pressure) and
+/// the time it waits does not count against `request_read_timeout_ms`.
 async fn read_frame(
     stream: &Stream,
     buf: &mut BytesMut,
     max: usize,
     timeouts: Timeouts,
     activity: &Activity,
-) -> Result<Option<Bytes>, ReadError> {
+    budget: &Budget<'_>,
+) -> Result<Option<Frame>, ReadError> {
     const CHUNK: usize = 64 << 10;
+    /// What is zero-filled for a read that has to wait for the socket first.
+    const WAIT_CHUNK: usize = 16 << 10;
+    let fd = stream.borrow().as_raw_fd();
     let mut need: Option<usize> = None;
+    let mut permit: Option<StaticPermit> = None;
     let waiting_since = Instant::now();
     // Bytes left over from the previous read are the start of this frame.
     let mut frame_start = (!buf.is_empty()).then_some(waiting_since);
@@ -100,10 +146,32 @@ async fn read_frame(
             need = Some(4 + len);
         }
         if let Some(n) = need {
+            if permit.is_none() {
+                let units = ((n - 4) as u64).min(budget.limit);
+                permit = Some(match budget.sem.try_acquire_static_permit(units) {
+                    Ok(p) => p,
+                    Err(_) => {
+                        crate::metrics::request_memory_wait();
+                        let p = budget
+                            .sem
+                            .acquire_static_permit(units)
+                            .await
+                            .map_err(|e| ReadError::Io(io::Error::other(e.to_string())))?;
+                        frame_start = Some(Instant::now());
+                        p
+                    }
+                });
+            }
             if buf.len() >= n {
                 let mut frame = buf.split_to(n);
                 let _ = frame.split_to(4);
-                return Ok(Some(frame.freeze()));
+                let Some(permit) = permit else {
+                    unreachable!("acquired above");
+                };
+                return Ok(Some(Frame {
+                    body: frame.freeze(),
+                    permit,
+                }));
             }
         }
         // Grow only to what the (validated) frame needs, in chunks.
@@ -112,61 +180,65 @@ async fn read_frame(
             None => CHUNK,
         };
         let start = buf.len();
-        buf.resize(start + grow, 0);
-        let r = {
-            let read = read_some(stream, &mut buf[start..]);
-            futures::pin_mut!(read);
-            // The read stays pending across re-armed timers; it is dropped only on timeout.
-            loop {
-                let wait = match frame_start {
-                    Some(t0) => {
-                        let left = timeouts.request.saturating_sub(t0.elapsed());
-                        if left.is_zero() {
-                            break Err(ReadError::RequestTimeout(timeouts.request));
+        let r = match recv_into_spare(fd, buf, grow) {
+            Some(r) => r,
+            None => {
+                // Nothing ready: wait for the socket through glommio with a small zeroed area.
+                buf.resize(start + grow.min(WAIT_CHUNK), 0);
+                let r = {
+                    let read = read_some(stream, &mut buf[start..]);
+                    futures::pin_mut!(read);
+                    // The read stays pending across re-armed timers; it is dropped only on timeout.
+                    loop {
+                        let wait = match frame_start {
+                            Some(t0) => {
+                                let left = timeouts.request.saturating_sub(t0.elapsed());
+                                if left.is_zero() {
+                                    break Err(ReadError::RequestTimeout(timeouts.request));
+                                }
+                                left
+                            }
+                            None if activity.inflight.get() > 0 => timeouts.idle,
+                            None => {
+                                let since = waiting_since.max(activity.last_answer.get());
+                                let left = timeouts.idle.saturating_sub(since.elapsed());
+                                if left.is_zero() {
+                                    break Err(ReadError::Idle(timeouts.idle));
+                                }
+                                left
+                            }
+                        };
+                        let timer = glommio::timer::sleep(wait);
+                        futures::pin_mut!(timer);
+                        if let Either::Left((r, _)) = future::select(read.as_mut(), timer).await {
+                            break Ok(r);
                         }
-                        left
-                    }
-                    None if activity.inflight.get() > 0 => timeouts.idle,
-                    None => {
-                        let since = waiting_since.max(activity.last_answer.get());
-                        let left = timeouts.idle.saturating_sub(since.elapsed());
-                        if left.is_zero() {
-                            break Err(ReadError::Idle(timeouts.idle));
-                        }
-                        left
                     }
                 };
-                let timer = glommio::timer::sleep(wait);
-                futures::pin_mut!(timer);
-                if let Either::Left((r, _)) = future::select(read.as_mut(), timer).await {
-                    break Ok(r);
+                match r {
+                    Ok(r) => {
+                        buf.truncate(start + *r.as_ref().unwrap_or(&0));
+                        r
+                    }
+                    Err(e) => {
+                        buf.truncate(start);
+                        return Err(e);
+                    }
                 }
-            }
-        };
-        let r = match r {
-            Ok(r) => r,
-            Err(e) => {
-                buf.truncate(start);
-                return Err(e);
             }
         };
         match r {
             Ok(0) => {
-                buf.truncate(start);
                 return if start == 0 {
                     Ok(None)
                 } else {
                     Err(ReadError::Truncated)
                 };
             }
-            Ok(n) => {
-                buf.truncate(start + n);
+            Ok(_) => {
                 frame_start.get_or_insert_with(Instant::now);
             }
-            Err(e) => {
-                buf.truncate(start);
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
 }
@@ -282,7 +354,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         if shard.is_shutting_down() {
             break;
         }
-        let read = read_frame(&stream, &mut buf, max, timeouts, &activity).boxed_local();
+        let budget = Budget {
+            sem: &shard.request_memory,
+            limit: shard.request_memory_limit,
+        };
+        let read = read_frame(&stream, &mut buf, max, timeouts, &activity, &budget).boxed_local();
         let frame = match future::select(read, stop).await {
             Either::Left((r, _)) => r,
             Either::Right(_) => {
@@ -290,7 +366,10 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         };
-        let frame = match frame {
+        let Frame {
+            body: frame,
+            permit,
+        } = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break,
             Err(e @ (ReadError::Idle(_) | ReadError::RequestTimeout(_))) => {
@@ -314,6 +393,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 async move {
                     let r = answer.await;
                     crate::metrics::request(api_key as i16, arrived.elapsed());
+                    drop(permit);
                     r
                 }
                 .boxed_local()

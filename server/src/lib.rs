@@ -12,6 +12,7 @@
 //! * [`group_api`]: the consumer-group Kafka APIs (splitting and forwarding per group shard).
 //! * [`metadata`], [`producer_state`], [`errors`]: pure state and mappings.
 //! * [`alloc`]: the global allocator that keeps wire-chosen allocation sizes from aborting.
+//! * [`limits`]: connection admission (`max_connections`, `max_connections_per_ip`).
 //! * [`metrics`], [`admin_http`]: per-shard counters gathered at scrape time; `/metrics` and
 //!   `/health` on the admin listener.
 //! * [`cli`]: the operator subcommands (`topic`, `produce`, `consume`, `group`, `cluster`,
@@ -30,6 +31,7 @@ pub mod fetch;
 pub mod group_api;
 pub mod groups;
 pub mod handlers;
+pub mod limits;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;

@@ -125,6 +125,7 @@ pub struct ShardMetrics {
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
     bad_requests: Cell<u64>,
+    request_memory_waits: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -137,6 +138,7 @@ impl Default for ShardMetrics {
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
             bad_requests: Cell::new(0),
+            request_memory_waits: Cell::new(0),
         }
     }
 }
@@ -179,6 +181,11 @@ pub fn connection_accepted() {
 
 pub fn connection_refused() {
     with(|m| m.connections_refused.set(m.connections_refused.get() + 1));
+}
+
+/// A connection waited for request memory before reading a request (back-pressure).
+pub fn request_memory_wait() {
+    with(|m| m.request_memory_waits.set(m.request_memory_waits.get() + 1));
 }
 
 /// A frame or request that closed its connection (oversized, malformed, unknown API).
@@ -243,6 +250,8 @@ pub struct ShardSnapshot {
     pub connections_accepted: u64,
     pub connections_refused: u64,
     pub bad_requests: u64,
+    pub request_memory_bytes: u64,
+    pub request_memory_waits: u64,
     pub requests: Vec<(i16, u64)>,
     pub latency: Vec<(i16, HistSnapshot)>,
     pub errors: Vec<(i16, i16, u64)>,
@@ -278,6 +287,10 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         connections_accepted: m.connections_accepted.get(),
         connections_refused: m.connections_refused.get(),
         bad_requests: m.bad_requests.get(),
+        request_memory_bytes: shard
+            .request_memory_limit
+            .saturating_sub(shard.request_memory.available()),
+        request_memory_waits: m.request_memory_waits.get(),
         requests: m
             .requests
             .iter()
@@ -445,12 +458,34 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
     o.header(
         "shardlog_connections_refused_total",
         "counter",
-        "Connections refused at max_connections.",
+        "Connections refused at max_connections or max_connections_per_ip.",
     );
     o.sample(
         "shardlog_connections_refused_total",
         &[],
         shards.iter().map(|s| s.connections_refused).sum::<u64>(),
+    );
+    o.header(
+        "shardlog_request_memory_bytes",
+        "gauge",
+        "Request bytes read and not yet answered per shard (max_request_memory_bytes).",
+    );
+    for s in shards {
+        o.sample(
+            "shardlog_request_memory_bytes",
+            &[("shard", &s.shard.to_string())],
+            s.request_memory_bytes,
+        );
+    }
+    o.header(
+        "shardlog_request_memory_waits_total",
+        "counter",
+        "Requests that waited for request memory before being read (back-pressure).",
+    );
+    o.sample(
+        "shardlog_request_memory_waits_total",
+        &[],
+        shards.iter().map(|s| s.request_memory_waits).sum::<u64>(),
     );
     o.header(
         "shardlog_bad_requests_total",

@@ -234,7 +234,8 @@ pub enum MeshMsg {
 pub struct Global {
     pub shutdown: AtomicBool,
     pub drained: AtomicUsize,
-    pub connections: AtomicUsize,
+    /// `max_connections` and `max_connections_per_ip`, counted over all shards.
+    pub connections: std::sync::Arc<crate::limits::ConnectionLimits>,
 }
 
 pub struct Shard {
@@ -253,6 +254,10 @@ pub struct Shard {
     /// Notified once when shutdown begins (connections stop reading).
     pub shutdown_event: event_listener::Event,
     pub connections: Cell<usize>,
+    /// This shard's share of `max_request_memory_bytes`: a connection holds a permit for the
+    /// size of each request it has read until the request is answered.
+    pub request_memory: Rc<Semaphore>,
+    pub request_memory_limit: u64,
     /// This shard's group coordinator and its internal log (see `groups.rs`).
     pub groups: crate::groups::Groups,
 }
@@ -268,6 +273,7 @@ impl Shard {
     ) -> Rc<Self> {
         let shards = cfg.cores;
         let slots = cfg.fetch_session_cache_slots.div_ceil(shards.max(1));
+        let request_memory_limit = cfg.max_request_memory_bytes.div_ceil(shards.max(1)) as u64;
         Rc::new(Self {
             id,
             shards,
@@ -282,6 +288,8 @@ impl Shard {
             fetch_sessions: RefCell::new(FetchSessions::new(id, slots)),
             shutdown_event: event_listener::Event::new(),
             connections: Cell::new(0),
+            request_memory: Rc::new(Semaphore::new(request_memory_limit)),
+            request_memory_limit,
             groups: crate::groups::Groups::new(&cfg, id),
             cfg,
         })

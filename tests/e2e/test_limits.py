@@ -1,0 +1,134 @@
+"""Configured limits enforced on a real broker: connections per client address and the
+shard-wide memory for request bytes read and not yet answered (back-pressure)."""
+
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+import time
+import urllib.request
+
+import pytest
+
+import kwire
+from conftest import Broker, _require_binary, free_port
+from util import create_topic, unique_topic
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def connect_from(broker: Broker, source_ip: str) -> kwire.Conn:
+    """A kwire connection whose source address is `source_ip` (any 127.0.0.0/8 address works
+    on loopback)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(10)
+    s.bind((source_ip, 0))
+    s.connect((broker.host, broker.port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    c = kwire.Conn.__new__(kwire.Conn)
+    c.sock = s
+    c.next_id = 1
+    return c
+
+
+def metrics(port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name = name_labels.split("{", 1)[0]
+        out[name] = out.get(name, 0.0) + float(value)
+    return out
+
+
+@pytest.fixture
+def limited(tmp_path):
+    _require_binary()
+    admin = free_port()
+    b = Broker(tmp_path, cores=1, extra_args=["--admin-listen", f"127.0.0.1:{admin}"],
+               env={"SHARDLOG_MAX_CONNECTIONS_PER_IP": "3",
+                    "SHARDLOG_MAX_REQUEST_MEMORY_BYTES": str(1 << 20),
+                    "SHARDLOG_REQUEST_READ_TIMEOUT_MS": "20000"})
+    b.admin_port = admin
+    b.start()
+    yield b
+    b.teardown()
+
+
+def test_connections_per_ip(limited):
+    # The readiness probe's connection is closed by now, but give the broker a moment to
+    # count it out.
+    time.sleep(0.2)
+    held = [connect_from(limited, "127.0.0.1") for _ in range(3)]
+    for c in held:
+        assert c.api_versions().error_code == 0
+    extra = connect_from(limited, "127.0.0.1")
+    assert extra.closed_by_peer(10), "a 4th connection from 127.0.0.1 must be refused"
+    extra.close()
+    # Another address has its own count.
+    other = connect_from(limited, "127.0.0.2")
+    assert other.api_versions().error_code == 0
+    other.close()
+    # A place freed is a place again.
+    held.pop().close()
+    deadline = time.monotonic() + 5
+    while True:
+        again = connect_from(limited, "127.0.0.1")
+        try:
+            assert again.api_versions().error_code == 0
+            again.close()
+            break
+        except (kwire.ConnectionClosed, ConnectionResetError):
+            again.close()
+            assert time.monotonic() < deadline, "the freed place was not given back"
+            time.sleep(0.1)
+    for c in held:
+        c.close()
+    assert "max_connections_per_ip (3) reached for 127.0.0.1" in limited.log_text()
+    assert metrics(limited.admin_port)["shardlog_connections_refused_total"] >= 1
+
+
+def test_request_memory_back_pressure(limited):
+    topic = unique_topic("mem")
+    create_topic(limited.bootstrap, topic, 1)
+    # A client announces a frame as large as the whole budget and sends only part of it:
+    # its announced size is reserved while it is being read.
+    hog = connect_from(limited, "127.0.0.3")
+    announced = (1 << 20) - 16
+    hog.send_raw(struct.pack(">i", announced) + b"\x00" * 1000)
+    time.sleep(0.3)
+    m = metrics(limited.admin_port)
+    assert m["shardlog_request_memory_bytes"] >= announced
+
+    # A well-formed produce now waits for memory instead of being read.
+    c = connect_from(limited, "127.0.0.4")
+    batch = kwire.record_batch([kwire.Record(b"k", b"v" * 100)])
+    result: dict = {}
+
+    def produce():
+        t0 = time.monotonic()
+        try:
+            result["response"] = c.produce(topic, 0, batch, acks=1)
+        except Exception as e:  # noqa: BLE001 - reported below
+            result["error"] = e
+        result["seconds"] = time.monotonic() - t0
+
+    t = threading.Thread(target=produce, daemon=True)
+    t.start()
+    time.sleep(1.0)
+    assert t.is_alive(), f"the produce should be waiting for request memory: {result}"
+    assert metrics(limited.admin_port)["shardlog_request_memory_waits_total"] >= 1
+
+    # The hog goes away: its reservation is returned and the produce is answered.
+    hog.close()
+    t.join(10)
+    assert not t.is_alive() and "error" not in result, result
+    r = result["response"]
+    assert (r.error_code, r.base_offset) == (0, 0), r
+    assert result["seconds"] >= 1.0
+    assert metrics(limited.admin_port)["shardlog_request_memory_bytes"] == 0
+    c.close()
