@@ -5,6 +5,7 @@
 //! Run: `cargo bench -p shardlog-engine --bench engine` (data goes to $SHARDLOG_BENCH_DIR or
 //! the system temp dir, which must support O_DIRECT).
 
+use bytes::Bytes;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -52,7 +53,7 @@ fn append(c: &mut Criterion) {
         ("fsync_never", FlushPolicy::Never),
     ] {
         for size in [16 << 10, 64 << 10, 1 << 20] {
-            let b = batch_of(size);
+            let b = Bytes::from(batch_of(size));
             g.throughput(Throughput::Bytes(b.len() as u64));
             let dir = bench_dir();
             let cfg = LogConfig {
@@ -73,7 +74,7 @@ fn append(c: &mut Criterion) {
                     ex.run(async {
                         let start = Instant::now();
                         for _ in 0..iters {
-                            let a = log.append(b, 0, 0).await.expect("append");
+                            let a = log.append(b.clone(), 0, 0).await.expect("append");
                             log.wait_committed(a.last_offset).await.expect("commit");
                         }
                         start.elapsed()
@@ -104,7 +105,9 @@ fn read(c: &mut Criterion) {
                 .await
                 .expect("open");
             for _ in 0..512 {
-                log.append(&b, 0, 0).await.expect("append");
+                log.append(Bytes::copy_from_slice(&b), 0, 0)
+                    .await
+                    .expect("append");
             }
             log.flush().await.expect("flush");
             log

@@ -40,7 +40,7 @@ fn main() {
                 std::process::exit(1);
             }
             // 1 KiB records (1014-byte values plus record overhead) in one batch of BATCH_KIB.
-            let b = batch::build(0, batch_kib as i32, 1014, 0);
+            let b = bytes::Bytes::from(batch::build(0, batch_kib as i32, 1014, 0));
             let cfg = LogConfig { flush: FlushPolicy::EveryBatch, max_batch_bytes: b.len() + 1, retention_ms: None, ..LogConfig::default() };
             let (log, _) = PartitionLog::open(GlommioStorage, dir.join("append-fsync-0"), cfg).await.unwrap_or_else(|e| {
                 eprintln!("open: {e}");
@@ -53,7 +53,7 @@ fn main() {
                 let (log, b) = (&log, &b);
                 async move {
                     for _ in 0..per {
-                        let a = log.append(b, 0, 0).await.unwrap_or_else(|e| fail(e));
+                        let a = log.append(b.clone(), 0, 0).await.unwrap_or_else(|e| fail(e));
                         log.wait_committed(a.last_offset).await.unwrap_or_else(|e| fail(e));
                     }
                 }

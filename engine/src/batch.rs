@@ -29,6 +29,8 @@
 use zerocopy::byteorder::big_endian::{I16, I32, I64, U32};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
 
+use bytes::{Bytes, BytesMut};
+
 use crate::Offset;
 
 /// Size of the fixed RecordBatch v2 header.
@@ -207,15 +209,21 @@ pub fn assign(bytes: &mut [u8], base_offset: Offset, leader_epoch: i32) {
 /// Turns a batch into a LogAppendTime batch stamped `now_ms`: sets the timestamp-type bit and
 /// maxTimestamp (both inside the CRC) and recomputes the CRC over the unchanged records.
 pub fn stamp_log_append_time(bytes: &mut [u8], now_ms: i64) {
-    if let Ok((h, _)) = BatchHeader::mut_from_prefix(bytes) {
+    stamp_log_append_time_split(bytes, &[], now_ms);
+}
+
+/// [`stamp_log_append_time`] for a batch held as its header (`head`, at least
+/// [`HEADER_BYTES`]) and the rest (`tail`); only `head` changes.
+pub fn stamp_log_append_time_split(head: &mut [u8], tail: &[u8], now_ms: i64) {
+    if let Ok((h, _)) = BatchHeader::mut_from_prefix(head) {
         let attrs = h.attributes.get() | ATTR_TIMESTAMP_TYPE;
         h.attributes.set(attrs);
         h.max_timestamp.set(now_ms);
     } else {
         return;
     }
-    let crc = compute_crc(bytes);
-    if let Ok((h, _)) = BatchHeader::mut_from_prefix(bytes) {
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&head[CRC_START..]), tail);
+    if let Ok((h, _)) = BatchHeader::mut_from_prefix(head) {
         h.crc.set(crc);
     }
 }
@@ -417,5 +425,71 @@ mod tests {
         let b = build_with(0, 3, 1, 0, 7, 0, i32::MAX - 1);
         let info = validate(&b, 1 << 20).expect("valid");
         assert_eq!(info.last_sequence(), 0);
+    }
+}
+
+/// One stored batch as the log hands it out: its 61-byte header and the records after it.
+///
+/// A batch appended through the cache is kept as two buffers: a small copy of the header,
+/// patched with the assigned offset and leader epoch (and, for LogAppendTime, the time and
+/// CRC), and the records exactly as the producer sent them — the append copies the batch once,
+/// into the write buffer, and not a second time for the cache. A batch read from disk is one
+/// buffer. Either way the header fields are read from [`StoredBatch::header`] alone, and
+/// [`StoredBatch::chunks`] are written to a socket in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredBatch {
+    head: Bytes,
+    tail: Bytes,
+}
+
+impl StoredBatch {
+    /// A batch that lies in one buffer.
+    pub fn whole(bytes: Bytes) -> Self {
+        Self {
+            head: bytes,
+            tail: Bytes::new(),
+        }
+    }
+
+    /// A header buffer (at least [`HEADER_BYTES`]) and the rest of the batch.
+    pub fn split(head: Bytes, tail: Bytes) -> Self {
+        debug_assert!(head.len() >= HEADER_BYTES || tail.is_empty());
+        Self { head, tail }
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The first buffer: it always holds the whole header.
+    pub fn header(&self) -> &[u8] {
+        &self.head
+    }
+
+    /// The header fields.
+    pub fn info(&self) -> Result<BatchInfo, BatchError> {
+        peek(&self.head)
+    }
+
+    /// The non-empty buffers that make up the batch, in order.
+    pub fn chunks(&self) -> impl Iterator<Item = &Bytes> {
+        std::iter::once(&self.head)
+            .chain(std::iter::once(&self.tail))
+            .filter(|c| !c.is_empty())
+    }
+
+    /// The batch in one buffer (a copy only when it is held as two).
+    pub fn to_bytes(&self) -> Bytes {
+        if self.tail.is_empty() {
+            return self.head.clone();
+        }
+        let mut b = BytesMut::with_capacity(self.len());
+        b.extend_from_slice(&self.head);
+        b.extend_from_slice(&self.tail);
+        b.freeze()
     }
 }

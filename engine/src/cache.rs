@@ -7,14 +7,14 @@
 
 use std::collections::VecDeque;
 
-use bytes::Bytes;
+use crate::batch::StoredBatch;
 
 use crate::Offset;
 
 pub(crate) struct CachedBatch {
     pub base: Offset,
     pub next: Offset,
-    pub bytes: Bytes,
+    pub batch: StoredBatch,
 }
 
 pub(crate) struct BatchCache {
@@ -37,17 +37,17 @@ impl BatchCache {
         self.evict();
     }
 
-    pub fn push(&mut self, base: Offset, next: Offset, bytes: Bytes) {
+    pub fn push(&mut self, base: Offset, next: Offset, batch: StoredBatch) {
         debug_assert!(self.batches.back().is_none_or(|b| b.next == base));
-        self.bytes += bytes.len();
-        self.batches.push_back(CachedBatch { base, next, bytes });
+        self.bytes += batch.len();
+        self.batches.push_back(CachedBatch { base, next, batch });
         self.evict();
     }
 
     fn evict(&mut self) {
         while self.bytes > self.limit_bytes {
             match self.batches.pop_front() {
-                Some(b) => self.bytes -= b.bytes.len(),
+                Some(b) => self.bytes -= b.batch.len(),
                 None => break,
             }
         }
@@ -67,7 +67,7 @@ impl BatchCache {
         max_offset: Offset,
         max_bytes: usize,
         min_one: bool,
-        out: &mut Vec<Bytes>,
+        out: &mut Vec<StoredBatch>,
     ) -> usize {
         let start = self.batches.partition_point(|b| b.next <= offset);
         let mut total = 0;
@@ -75,11 +75,11 @@ impl BatchCache {
             if b.base >= max_offset {
                 break;
             }
-            if total + b.bytes.len() > max_bytes && !(min_one && out.is_empty()) {
+            if total + b.batch.len() > max_bytes && !(min_one && out.is_empty()) {
                 break;
             }
-            total += b.bytes.len();
-            out.push(b.bytes.clone());
+            total += b.batch.len();
+            out.push(b.batch.clone());
         }
         total
     }

@@ -20,7 +20,7 @@ pub mod log;
 /// A Kafka offset.
 pub type Offset = i64;
 
-pub use batch::{BatchError, BatchInfo};
+pub use batch::{BatchError, BatchInfo, StoredBatch};
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use error::LogError;
 pub use io::{GlommioStorage, SimStorage, Storage, StorageFile};

@@ -47,7 +47,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use event_listener::{Event, EventListener};
 
-use crate::batch::{self, BatchInfo, HEADER_BYTES};
+use crate::batch::{self, BatchInfo, StoredBatch, HEADER_BYTES};
 use crate::cache::BatchCache;
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::error::LogError;
@@ -91,7 +91,7 @@ impl Committed {
 /// Whole batches, as stored, ready to be written to a socket unchanged.
 #[derive(Debug, Default)]
 pub struct ReadResult {
-    pub batches: Vec<Bytes>,
+    pub batches: Vec<StoredBatch>,
     pub bytes: usize,
 }
 
@@ -523,14 +523,17 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// Validates and appends one batch; see the module docs for what it waits on.
+    ///
+    /// The batch cache keeps `bytes` after its header (see [`StoredBatch`]), so pass a buffer
+    /// that holds little besides the batch (not a slice of a much larger one).
     pub async fn append(
         &self,
-        bytes: &[u8],
+        bytes: Bytes,
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         let max = self.inner.borrow().config.max_batch_bytes;
-        let info = batch::validate(bytes, max)?;
+        let info = batch::validate(&bytes, max)?;
         let len = bytes.len() as u64;
         loop {
             let (roll, drain, grow) = {
@@ -569,14 +572,16 @@ impl<S: Storage> PartitionLog<S> {
         let mut st = self.inner.borrow_mut();
         let st = &mut *st;
         let base_offset = st.active.next_offset;
-        let mut owned = BytesMut::from(bytes);
-        batch::assign(&mut owned, base_offset, leader_epoch);
+        // Only the header changes: patch a copy of it; the records stay where they are.
+        let mut head = BytesMut::from(&bytes[..batch::HEADER_BYTES]);
+        let tail = bytes.slice(batch::HEADER_BYTES..);
+        batch::assign(&mut head, base_offset, leader_epoch);
         let log_append_time_ms =
             (st.config.timestamp_type == TimestampType::LogAppendTime).then(|| {
-                batch::stamp_log_append_time(&mut owned, now_ms);
+                batch::stamp_log_append_time_split(&mut head, &tail, now_ms);
                 now_ms
             });
-        let stored = owned.freeze();
+        let stored = StoredBatch::split(head.freeze(), tail);
         let info = BatchInfo {
             base_offset,
             partition_leader_epoch: leader_epoch,
@@ -598,8 +603,11 @@ impl<S: Storage> PartitionLog<S> {
             a.buf = Some(bigger);
         }
         if let Some(buf) = a.buf.as_mut() {
-            let at = (pos - a.buf_start) as usize;
-            buf[at..end_in_buf].copy_from_slice(&stored);
+            let mut at = (pos - a.buf_start) as usize;
+            for c in stored.chunks() {
+                buf[at..at + c.len()].copy_from_slice(c);
+                at += c.len();
+            }
         }
         a.max_timestamp = a.max_timestamp.max(info.max_timestamp);
         if a.bytes_since_index >= u64::from(st.config.index_interval_bytes) {
@@ -1148,13 +1156,13 @@ impl<S: Storage> PartitionLog<S> {
                 break;
             }
             for b in &r.batches {
-                let info = batch::peek(b)?;
+                let info = b.info()?;
                 if info.next_offset() <= offset {
                     continue;
                 }
                 if info.max_timestamp >= ts {
-                    let exact =
-                        batch::first_record_at_or_after(b, ts).filter(|&(o, _)| o >= offset);
+                    let exact = batch::first_record_at_or_after(&b.to_bytes(), ts)
+                        .filter(|&(o, _)| o >= offset);
                     return Ok(Some(
                         exact.unwrap_or((info.base_offset.max(offset), info.max_timestamp)),
                     ));
@@ -1629,7 +1637,7 @@ async fn read_batches<F: StorageFile>(
             return Err(corrupt(pos, "CRC mismatch on read".into()));
         }
         out.bytes += b.len();
-        out.batches.push(b);
+        out.batches.push(StoredBatch::whole(b));
         pos += info.size as u64;
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 mod common;
 
+use bytes::Bytes;
 use std::cell::RefCell;
 
 use common::*;
@@ -39,7 +40,10 @@ fn run(flush: FlushPolicy, seed: u64, crash_after_yields: u32, mode: CrashMode) 
                     i64::from(i),
                     tag,
                 );
-                let a = log.append(&b, 0, 0).await.expect("append");
+                let a = log
+                    .append(Bytes::copy_from_slice(&b), 0, 0)
+                    .await
+                    .expect("append");
                 if log.wait_committed(a.last_offset).await.is_ok() {
                     acked
                         .borrow_mut()

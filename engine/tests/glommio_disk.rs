@@ -1,5 +1,6 @@
 //! The log on a real file system through glommio's O_DIRECT files and io_uring.
 
+use bytes::Bytes;
 use futures_lite::future::yield_now;
 use glommio::{LocalExecutorBuilder, Placement};
 use shardlog_engine::batch;
@@ -37,7 +38,10 @@ fn append_flush_read_reopen_on_real_disk() {
         let mut expected = Vec::new();
         for i in 0..200i64 {
             let b = batch::build(0, 4, 1000 + (i as usize % 7) * 100, i);
-            let a = log.append(&b, 1, 0).await.expect("append");
+            let a = log
+                .append(Bytes::copy_from_slice(&b), 1, 0)
+                .await
+                .expect("append");
             if i % 3 == 0 {
                 log.wait_committed(a.last_offset).await.expect("commit");
             }
@@ -52,6 +56,7 @@ fn append_flush_read_reopen_on_real_disk() {
             while offset < 800 {
                 let r = log.read(offset, 800, 50_000, true).await.expect("read");
                 for b in r.batches {
+                    let b = b.to_bytes();
                     let info = batch::validate(&b, usize::MAX).expect("valid");
                     assert_eq!(info.base_offset, expected[n].0);
                     assert_eq!(&b[21..], &expected[n].1[..]);

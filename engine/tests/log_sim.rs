@@ -3,6 +3,7 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
 use futures_lite::future::block_on;
 use shardlog_engine::batch;
@@ -16,7 +17,11 @@ fn append_assigns_contiguous_offsets_and_reads_back() {
     block_on(async {
         for i in 0..50 {
             let a = log
-                .append(&tagged(3, 100, 1000 + i, i as u8), 0, 0)
+                .append(
+                    Bytes::copy_from_slice(&tagged(3, 100, 1000 + i, i as u8)),
+                    0,
+                    0,
+                )
                 .await
                 .expect("append");
             assert_eq!(a.base_offset, i * 3);
@@ -34,7 +39,7 @@ fn append_assigns_contiguous_offsets_and_reads_back() {
     }
     // Reading from the middle of a batch returns that whole batch first.
     let r = block_on(log.read(4, 150, 1, true)).expect("read");
-    assert_eq!(batch::peek(&r.batches[0]).expect("hdr").base_offset, 3);
+    assert_eq!(r.batches[0].info().expect("hdr").base_offset, 3);
     // max_bytes too small and not min_one: nothing.
     assert!(block_on(log.read(4, 150, 1, false))
         .expect("read")
@@ -57,13 +62,13 @@ fn invalid_batches_are_refused_and_nothing_is_written() {
     let log = open(&disk, small_config());
     let mut bad = tagged(2, 10, 0, 1);
     bad[40] ^= 0xff;
-    let err = block_on(log.append(&bad, 0, 0)).expect_err("corrupt");
+    let err = block_on(log.append(Bytes::copy_from_slice(&bad), 0, 0)).expect_err("corrupt");
     assert!(
         matches!(err, LogError::InvalidBatch(batch::BatchError::Crc { .. })),
         "{err}"
     );
     let huge = tagged(1, 2_000_000, 0, 1);
-    let err = block_on(log.append(&huge, 0, 0)).expect_err("too large");
+    let err = block_on(log.append(Bytes::copy_from_slice(&huge), 0, 0)).expect_err("too large");
     assert!(
         matches!(
             err,
@@ -91,7 +96,7 @@ fn group_commit_shares_fsyncs() {
             let log = &log;
             async move {
                 let a = log
-                    .append(&tagged(1, 100, 0, i as u8), 0, 0)
+                    .append(Bytes::copy_from_slice(&tagged(1, 100, 0, i as u8)), 0, 0)
                     .await
                     .expect("append");
                 log.wait_committed(a.last_offset).await.expect("commit");
@@ -115,7 +120,7 @@ fn rolls_segments_and_reads_across_them_from_disk() {
     block_on(async {
         for i in 0..200 {
             let a = log
-                .append(&tagged(2, 200, i, i as u8), 0, 0)
+                .append(Bytes::copy_from_slice(&tagged(2, 200, i, i as u8)), 0, 0)
                 .await
                 .expect("append");
             log.wait_committed(a.last_offset).await.expect("commit");
@@ -140,7 +145,7 @@ fn clean_reopen_trusts_marker_and_crash_reopen_scans() {
     block_on(async {
         for i in 0..30 {
             let a = log
-                .append(&tagged(1, 300, i, i as u8), 3, 0)
+                .append(Bytes::copy_from_slice(&tagged(1, 300, i, i as u8)), 3, 0)
                 .await
                 .expect("append");
             log.wait_committed(a.last_offset).await.expect("commit");
@@ -161,7 +166,7 @@ fn clean_reopen_trusts_marker_and_crash_reopen_scans() {
     // Unclean: the marker was consumed at open, so a crash now forces a scan.
     block_on(async {
         let a = log
-            .append(&tagged(1, 300, 99, 99), 4, 0)
+            .append(Bytes::copy_from_slice(&tagged(1, 300, 99, 99)), 4, 0)
             .await
             .expect("append");
         log.wait_committed(a.last_offset).await.expect("commit");
@@ -192,7 +197,7 @@ fn retention_by_size_time_and_delete_records() {
     block_on(async {
         for i in 0..300 {
             let a = log
-                .append(&tagged(1, 200, 1_000 + i, 0), 0, 0)
+                .append(Bytes::copy_from_slice(&tagged(1, 200, 1_000 + i, 0)), 0, 0)
                 .await
                 .expect("append");
             log.wait_committed(a.last_offset).await.expect("commit");
@@ -248,7 +253,11 @@ fn offset_for_timestamp_across_segments() {
     block_on(async {
         for i in 0..100i64 {
             let a = log
-                .append(&batch::build(0, 2, 300, 10 * i), 0, 0)
+                .append(
+                    Bytes::copy_from_slice(&batch::build(0, 2, 300, 10 * i)),
+                    0,
+                    0,
+                )
                 .await
                 .expect("append");
             log.wait_committed(a.last_offset).await.expect("commit");
@@ -276,11 +285,12 @@ fn log_append_time_is_stamped() {
             ..small_config()
         },
     );
-    let a = block_on(log.append(&batch::build(0, 2, 10, 5), 0, 777)).expect("append");
+    let a = block_on(log.append(Bytes::copy_from_slice(&batch::build(0, 2, 10, 5)), 0, 777))
+        .expect("append");
     assert_eq!(a.log_append_time_ms, Some(777));
     block_on(log.flush()).expect("flush");
     let r = block_on(log.read(0, 2, 1000, true)).expect("read");
-    let info = batch::validate(&r.batches[0], usize::MAX).expect("valid");
+    let info = batch::validate(&r.batches[0].to_bytes(), usize::MAX).expect("valid");
     assert!(info.is_log_append_time());
     assert_eq!(info.max_timestamp, 777);
 }
@@ -298,7 +308,7 @@ fn torn_tail_is_truncated_after_last_valid_batch() {
     block_on(async {
         for i in 0..10 {
             let a = log
-                .append(&tagged(1, 500, i, i as u8), 0, 0)
+                .append(Bytes::copy_from_slice(&tagged(1, 500, i, i as u8)), 0, 0)
                 .await
                 .expect("append");
             log.wait_committed(a.last_offset).await.expect("commit");
@@ -331,7 +341,7 @@ fn flipped_bits_in_tail_truncate_and_in_sealed_segment_are_never_served() {
     block_on(async {
         for i in 0..60 {
             let a = log
-                .append(&tagged(1, 300, i, i as u8), 0, 0)
+                .append(Bytes::copy_from_slice(&tagged(1, 300, i, i as u8)), 0, 0)
                 .await
                 .expect("append");
             log.wait_committed(a.last_offset).await.expect("commit");
@@ -388,7 +398,7 @@ fn corrupt_or_missing_index_is_rebuilt() {
     block_on(async {
         for i in 0..80 {
             let a = log
-                .append(&tagged(1, 200, i, i as u8), 0, 0)
+                .append(Bytes::copy_from_slice(&tagged(1, 200, i, i as u8)), 0, 0)
                 .await
                 .expect("append");
             log.wait_committed(a.last_offset).await.expect("commit");
@@ -419,7 +429,7 @@ fn eio_on_fsync_fails_the_log_until_reopen() {
     let log = open(&disk, small_config());
     block_on(async {
         let a = log
-            .append(&tagged(1, 100, 0, 1), 0, 0)
+            .append(Bytes::copy_from_slice(&tagged(1, 100, 0, 1)), 0, 0)
             .await
             .expect("append");
         log.wait_committed(a.last_offset).await.expect("commit");
@@ -428,7 +438,7 @@ fn eio_on_fsync_fails_the_log_until_reopen() {
             ..Faults::default()
         });
         let a = log
-            .append(&tagged(1, 100, 0, 2), 0, 0)
+            .append(Bytes::copy_from_slice(&tagged(1, 100, 0, 2)), 0, 0)
             .await
             .expect("append");
         let e = log
@@ -447,7 +457,8 @@ fn eio_on_fsync_fails_the_log_until_reopen() {
         );
         assert!(log.is_failed());
         assert!(matches!(
-            log.append(&tagged(1, 100, 0, 3), 0, 0).await,
+            log.append(Bytes::copy_from_slice(&tagged(1, 100, 0, 3)), 0, 0)
+                .await,
             Err(LogError::Failed(_))
         ));
         // Reads of committed data still work.
@@ -477,13 +488,13 @@ fn eio_on_write_fails_the_waiters() {
     block_on(async {
         for i in 0..2 {
             let a = log
-                .append(&tagged(1, 100, 0, i), 0, 0)
+                .append(Bytes::copy_from_slice(&tagged(1, 100, 0, i)), 0, 0)
                 .await
                 .expect("append");
             log.wait_written(a.last_offset).await.expect("written");
         }
         let a = log
-            .append(&tagged(1, 100, 0, 9), 0, 0)
+            .append(Bytes::copy_from_slice(&tagged(1, 100, 0, 9)), 0, 0)
             .await
             .expect("append");
         assert!(log.wait_written(a.last_offset).await.is_err());
@@ -507,7 +518,10 @@ fn full_disk_refuses_appends_keeps_reads_and_recovers() {
     let mut accepted = 0;
     block_on(async {
         loop {
-            match log.append(&tagged(1, 8000, 0, 1), 0, 0).await {
+            match log
+                .append(Bytes::copy_from_slice(&tagged(1, 8000, 0, 1)), 0, 0)
+                .await
+            {
                 Ok(a) => {
                     log.wait_committed(a.last_offset).await.expect("commit");
                     accepted += 1;
@@ -527,7 +541,7 @@ fn full_disk_refuses_appends_keeps_reads_and_recovers() {
     });
     block_on(async {
         let a = log
-            .append(&tagged(1, 8000, 0, 1), 0, 0)
+            .append(Bytes::copy_from_slice(&tagged(1, 8000, 0, 1)), 0, 0)
             .await
             .expect("append after space freed");
         log.wait_committed(a.last_offset).await.expect("commit");
@@ -549,7 +563,7 @@ fn unsynced_new_segment_is_not_trusted_without_dir_sync() {
     );
     block_on(async {
         for i in 0..100 {
-            log.append(&tagged(1, 200, i, 0), 0, 0)
+            log.append(Bytes::copy_from_slice(&tagged(1, 200, i, 0)), 0, 0)
                 .await
                 .expect("append");
         }

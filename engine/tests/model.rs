@@ -3,6 +3,7 @@
 
 mod common;
 
+use bytes::Bytes;
 use common::*;
 use futures_lite::future::block_on;
 use proptest::prelude::*;
@@ -96,7 +97,7 @@ proptest! {
                 Op::Append { count, value_bytes, acks_all } => {
                     tag = tag.wrapping_add(1);
                     let b = tagged(count, value_bytes, i64::from(tag), tag);
-                    let a = block_on(log.append(&b, 0, 0)).expect("append");
+                    let a = block_on(log.append(Bytes::copy_from_slice(&b), 0, 0)).expect("append");
                     prop_assert_eq!(a.base_offset, model.end().max(a.base_offset));
                     if acks_all {
                         block_on(log.wait_committed(a.last_offset)).expect("commit");
@@ -114,7 +115,8 @@ proptest! {
                         prop_assert!(!r.batches.is_empty(), "nothing at {} < {}", offset, end);
                     }
                     for (got, want) in r.batches.iter().zip(want) {
-                        let info = batch::validate(got, usize::MAX).expect("valid");
+                        let got = got.to_bytes();
+                        let info = batch::validate(&got, usize::MAX).expect("valid");
                         prop_assert_eq!(info.base_offset, want.0);
                         prop_assert_eq!(&got[21..], &want.2[..]);
                     }

@@ -627,8 +627,8 @@ pub async fn load(shard: &Rc<Shard>) {
                 break;
             }
             for b in &rr.batches {
-                let next = batch::peek(b).map(|info| info.next_offset());
-                match decode_offsets_batch(b) {
+                let next = b.info().map(|info| info.next_offset());
+                match decode_offsets_batch(&b.to_bytes()) {
                     Ok(recs) => {
                         for (off, value) in recs {
                             if off < offset {

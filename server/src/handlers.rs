@@ -349,6 +349,15 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
     let names: Vec<String> = order.iter().map(|(t, _)| t.clone()).collect();
     auto_create(shard, &names).await;
 
+    // A stored batch's records stay in the request buffer they arrived in (the batch cache
+    // keeps them; see `StoredBatch`). That is only economical for a batch that is most of
+    // its request: the others are copied out, so a small batch cannot pin a large request.
+    let records_total: usize = req
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .sum();
     let mut by_shard: HashMap<usize, Vec<ProducePart>> = HashMap::new();
     let mut refused = Vec::new();
     for t in req.topic_data {
@@ -369,7 +378,7 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
                 .push(ProducePart {
                     topic: topic.clone(),
                     partition: p.index,
-                    records: p.records,
+                    records: p.records.map(|r| compact(r, records_total)),
                 });
         }
     }
@@ -391,6 +400,15 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
         produce_response(v, corr, acks, &order, results)
     }
     .boxed_local()
+}
+
+/// `records` itself when it is at least half of the request's records, else a copy of it.
+fn compact(records: Bytes, records_total: usize) -> Bytes {
+    if records.len() * 2 >= records_total {
+        records
+    } else {
+        Bytes::copy_from_slice(&records)
+    }
 }
 
 fn err_result(topic: &str, partition: i32, error: i16) -> ProduceResult {

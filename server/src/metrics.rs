@@ -217,10 +217,12 @@ impl PartitionStats {
 }
 
 /// Records in stored batches (read from each batch header; unparsable batches count 0).
-pub fn records_in_batches<'a>(batches: impl IntoIterator<Item = &'a bytes::Bytes>) -> u64 {
+pub fn records_in_batches<'a>(
+    batches: impl IntoIterator<Item = &'a shardlog_engine::StoredBatch>,
+) -> u64 {
     batches
         .into_iter()
-        .filter_map(|b| shardlog_engine::batch::peek(b).ok())
+        .filter_map(|b| b.info().ok())
         .map(|i| u64::try_from(i.record_count).unwrap_or(0))
         .sum()
 }

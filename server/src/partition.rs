@@ -195,7 +195,7 @@ async fn restore_producers(
             break;
         }
         for b in &rr.batches {
-            let Ok(info) = batch::peek(b) else { break };
+            let Ok(info) = b.info() else { break };
             if info.next_offset() <= offset {
                 continue;
             }
@@ -261,7 +261,7 @@ async fn append_one(
     log: &Log,
     producers: &RefCell<ProducerStates>,
     leader_epoch: i32,
-    bytes: &[u8],
+    bytes: &Bytes,
 ) -> Result<Appended, i16> {
     let info = batch::peek(bytes).ok();
     if let Some(info) = info {
@@ -314,7 +314,7 @@ async fn append_one(
             }
         }
     }
-    match log.append(bytes, leader_epoch, now_ms()).await {
+    match log.append(bytes.clone(), leader_epoch, now_ms()).await {
         Ok(a) => {
             if let Some(info) = info {
                 producers.borrow_mut().record(

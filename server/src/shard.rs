@@ -31,6 +31,7 @@ use futures::future::{self, LocalBoxFuture};
 use futures::FutureExt;
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
+use shardlog_engine::StoredBatch;
 
 use crate::config::BrokerConfig;
 use crate::errors;
@@ -100,7 +101,7 @@ pub struct ReadOut {
     pub error: i16,
     pub high_watermark: i64,
     pub log_start_offset: i64,
-    pub batches: Vec<Bytes>,
+    pub batches: Vec<StoredBatch>,
     pub bytes: usize,
 }
 

@@ -58,6 +58,7 @@ pub fn read_all(log: &PartitionLog<SimStorage>) -> Vec<(i64, i64, Vec<u8>)> {
                 "no batch at {offset} below end {end}"
             );
             for b in r.batches {
+                let b = b.to_bytes();
                 let info = batch::validate(&b, usize::MAX).expect("served batch is valid");
                 if info.next_offset() <= offset {
                     continue;
