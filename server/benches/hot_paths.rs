@@ -44,10 +44,15 @@ use shardlog_server::metadata::MetadataStore;
 use shardlog_server::protocol::{self, Parsed};
 use shardlog_server::shard::{AdminReq, AdminResp, Global, MeshMsg, NewTopic, ReadOut, Shard};
 
-/// glommio I/O memory (the pool the engine's write buffers come from) per executor. The
-/// broker's default is 32 MiB; 4 MiB keeps it registrable with io_uring under an 8 MiB
-/// RLIMIT_MEMLOCK and still holds the 2 MiB write buffer a 1 MiB batch needs.
-const IO_MEMORY_BYTES: usize = 4 << 20;
+/// glommio I/O memory per executor: the broker's default (32 MiB), the pool the engine's
+/// write buffers come from. glommio registers it with io_uring when RLIMIT_MEMLOCK allows and
+/// otherwise keeps it as an unregistered pool (writes then pin pages per request). A pool
+/// small enough to register under a low limit (say 4 MiB under 8 MiB) cannot hold a 1 MiB
+/// batch's 2 MiB write buffer next to the one in flight, so those would come from the heap,
+/// which is not what the broker does.
+fn io_memory_bytes() -> usize {
+    BrokerConfig::default().io_memory_bytes
+}
 /// Value bytes per record: with its framing, a record is 1023-1024 bytes on the wire.
 const RECORD_VALUE_BYTES: usize = 1014;
 /// Bench topics roll at this size and keep about this much (retention runs between samples,
@@ -60,7 +65,7 @@ const FLUSH_NEVER: &str = "9223372036854775807";
 
 fn executor() -> LocalExecutor {
     LocalExecutorBuilder::new(Placement::Unbound)
-        .io_memory(IO_MEMORY_BYTES)
+        .io_memory(io_memory_bytes())
         .make()
         .expect("glommio executor")
 }
@@ -201,7 +206,6 @@ impl Broker {
             data_dir: dir.path().to_path_buf(),
             cores: 1,
             auto_create_topics: false,
-            io_memory_bytes: IO_MEMORY_BYTES,
             ..BrokerConfig::default()
         };
         tune(&mut cfg);
