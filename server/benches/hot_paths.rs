@@ -8,7 +8,7 @@
 //! * `produce`: on a one-shard broker whose logs live on the real disk (glommio, O_DIRECT):
 //!   `dispatch/…` takes a decoded Produce v9 (acks=-1) through [`handlers::dispatch`] to its
 //!   encoded response, exactly as a connection does; `partition/…` is the partition part of
-//!   that path alone, as `Shard::start_produce` runs it for acks=-1: [`Partition::enqueue`]
+//!   that path alone, as `Shard::start_produce` runs it for acks=-1: `Partition::enqueue`
 //!   (appender task: producer-state check, CRC validation, offset assignment, copy into the
 //!   write buffer, cache insert) then `wait_committed`. Topics with `flush.messages=1` (fdatasync
 //!   before every acknowledgement) and without flushing (written with O_DIRECT, no fdatasync).
