@@ -214,7 +214,7 @@ impl Broker {
         let global = Arc::new(Global {
             shutdown: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
-            connections: AtomicUsize::new(0),
+            connections: shardlog_server::limits::ConnectionLimits::new(1, 0),
         });
         let shard = ex.run(async move {
             // Must run on every executor before a log opens a file (see its docs).
