@@ -22,6 +22,11 @@
 #   same flags and then reads it into unaligned buffers (EINVAL). LazyFS is itself the page
 #   cache being modelled, so O_DIRECT is dropped when it opens backing files; O_DIRECT on the
 #   mount still works from the application's side (the kernel sends the I/O to LazyFS as is).
+# * LazyFS mounts through libfuse's subdir module, which forwards no fallocate: it gets a
+#   --root-dir ROOT option instead (chroot into ROOT once mounted; the faults FIFO is opened
+#   before). Mount with: lazyfs MNT --config-path CFG --root-dir ROOT -f
+# * lfs_truncate returned an uninitialized variable: truncating a file LazyFS had cached
+#   failed at random (ENOENT); it is initialized.
 set -euo pipefail
 
 src=${1:?usage: lazyfs-build.sh SRC_DIR [PREFIX]}

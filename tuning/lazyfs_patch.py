@@ -154,6 +154,16 @@ def root_dir_without_subdir_module(tree: pathlib.Path) -> None:
     edit(main, "    // Create engine and cache objects\n", EARLY_FIFO_OPEN)
 
 
+def truncate_result_initialized(tree: pathlib.Path) -> None:
+    """lfs_truncate returns `res`, which only its rarely taken branches assign: a truncate of a
+    cached file (every file LazyFS has seen) fails at random with a stale errno (ENOENT here)."""
+    edit(tree / "lazyfs/src/lazyfs.cpp",
+         "        spdlog::info (\"[lazyfs.ops]: {}(path={},size={})\", __FUNCTION__, path, truncate_size);\n"
+         "    }\n\n    int res;\n",
+         "        spdlog::info (\"[lazyfs.ops]: {}(path={},size={})\", __FUNCTION__, path, truncate_size);\n"
+         "    }\n\n    int res = 0;\n")
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -162,6 +172,7 @@ def main() -> None:
     add_fallocate(tree)
     backing_files_without_o_direct(tree)
     root_dir_without_subdir_module(tree)
+    truncate_result_initialized(tree)
 
 
 if __name__ == "__main__":
