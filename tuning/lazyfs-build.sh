@@ -56,6 +56,4 @@ nice -n 10 cmake --build "$work/lazyfs/build" -j "$jobs"
 install -d "$prefix/bin" "$prefix/lib"
 cp -a "$work"/libs/libpcache/build/libpcache.so* "$prefix/lib/"
 install -m 755 "$work/lazyfs/build/lazyfs" "$prefix/bin/lazyfs"
-# FUSE's allow_other (LazyFS's own scripts pass it) needs this line for non-root users.
-grep -qx user_allow_other /etc/fuse.conf 2>/dev/null || echo user_allow_other >> /etc/fuse.conf
 echo "installed $prefix/bin/lazyfs"
