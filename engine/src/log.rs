@@ -247,11 +247,17 @@ impl<S: Storage> PartitionLog<S> {
         config: LogConfig,
     ) -> Result<(Self, RecoveryReport), LogError> {
         let config = config.normalized();
-        storage
+        let created = storage
             .create_dir_all(&dir)
             .await
             .map_err(|e| LogError::io("create dir", &dir, e))?;
-        if let Some(parent) = dir.parent() {
+        // Every directory entry on the way must be durable before anything is acknowledged:
+        // the log's own (in its parent, synced in any case) and those of the ancestors this
+        // call created (a new topic's directory, the first topic's `logs`).
+        let mut parents: Vec<&Path> = created.iter().filter_map(|d| d.parent()).collect();
+        parents.extend(dir.parent());
+        parents.dedup();
+        for parent in parents {
             storage
                 .sync_dir(parent)
                 .await

@@ -576,3 +576,79 @@ fn unsynced_new_segment_is_not_trusted_without_dir_sync() {
     assert_eq!(log.log_end_offset(), 100);
     assert_eq!(read_all(&log).len(), 100);
 }
+
+/// Power cut right after the first acknowledged append into a log whose directories were all
+/// new: every directory entry on the path must have been synced. Before the fix only the log
+/// directory's own entry was (in its parent); the new `logs/<topic>` above it, and `logs`
+/// itself, were not, so the whole log could vanish with its acknowledged data.
+#[test]
+fn new_nested_log_directories_survive_a_power_cut() {
+    let disk = SimStorage::default();
+    let dir = std::path::PathBuf::from("/data/logs/new-topic~0001/0");
+    let (log, _) = block_on(shardlog_engine::PartitionLog::open(
+        disk.clone(),
+        dir.clone(),
+        small_config(),
+    ))
+    .expect("open");
+    block_on(async {
+        let a = log
+            .append(Bytes::copy_from_slice(&tagged(3, 100, 1, 7)), 0, 0)
+            .await
+            .expect("append");
+        log.wait_committed(a.last_offset).await.expect("commit");
+    });
+    let after = disk.crash(CrashMode::LoseUnsynced);
+    let (log, _) = block_on(shardlog_engine::PartitionLog::open(
+        after,
+        dir,
+        small_config(),
+    ))
+    .expect("reopen");
+    assert_eq!(
+        log.log_end_offset(),
+        3,
+        "acknowledged records lost with their directory"
+    );
+}
+
+/// The simulated disk itself: a directory's entry, like a file's, survives a crash only once
+/// its parent was synced, and a lost directory takes its synced files along.
+#[test]
+fn sim_directory_entries_are_volatile_until_the_parent_is_synced() {
+    use shardlog_engine::{Storage, StorageFile};
+    let disk = SimStorage::default();
+    let top = std::path::Path::new("/a");
+    let leaf = std::path::Path::new("/a/b/c");
+    let file = leaf.join("f");
+    block_on(async {
+        let created = disk.create_dir_all(leaf).await.expect("mkdir");
+        assert_eq!(
+            created,
+            vec![top.to_path_buf(), top.join("b"), leaf.to_path_buf()]
+        );
+        assert!(disk
+            .create_dir_all(leaf)
+            .await
+            .expect("mkdir again")
+            .is_empty());
+        let f = disk.open_file(&file, true).await.expect("create");
+        let mut buf = f.alloc(4096);
+        buf.fill(1);
+        f.write_at(buf, 4096, 0).await.expect("write");
+        f.sync_data().await.expect("fsync");
+        disk.sync_dir(leaf).await.expect("sync /a/b/c"); // f's entry
+        disk.sync_dir(top).await.expect("sync /a"); // b's entry, not c's nor a's
+    });
+    assert!(
+        disk.crash(CrashMode::LoseUnsynced).files().is_empty(),
+        "c and a were never synced"
+    );
+    block_on(disk.sync_dir(&top.join("b"))).expect("sync /a/b");
+    assert!(
+        disk.crash(CrashMode::LoseUnsynced).files().is_empty(),
+        "a was never synced in /"
+    );
+    block_on(disk.sync_dir(std::path::Path::new("/"))).expect("sync /");
+    assert_eq!(disk.crash(CrashMode::LoseUnsynced).files(), vec![file]);
+}

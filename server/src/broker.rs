@@ -216,9 +216,11 @@ fn spawn_signal_thread(set: libc::sigset_t, global: Arc<Global>) {
 pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
     let started = Instant::now();
     ensure_memlock(&cfg)?;
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| BrokerError::DataDir {
-        path: cfg.data_dir.clone(),
-        source,
+    shardlog_engine::io::create_dir_all_durable(&cfg.data_dir).map_err(|source| {
+        BrokerError::DataDir {
+            path: cfg.data_dir.clone(),
+            source,
+        }
     })?;
     let _lock = lock_data_dir(&cfg.data_dir)?;
     // Refuse an address another process listens on: with SO_REUSEPORT the kernel would

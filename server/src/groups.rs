@@ -133,7 +133,7 @@ pub fn resolve_offsets_partitions(cfg: &BrokerConfig) -> std::io::Result<usize> 
     } else {
         cfg.offsets_topic_partitions
     };
-    std::fs::create_dir_all(&dir)?;
+    shardlog_engine::io::create_dir_all_durable(&dir)?;
     let tmp = dir.join("partitions.tmp");
     {
         use std::io::Write;

@@ -286,7 +286,7 @@ pub struct MetadataStore {
 impl MetadataStore {
     /// Loads `<dir>/cluster-metadata.json` or starts empty.
     pub fn open(dir: &Path) -> Result<Self, MetaError> {
-        std::fs::create_dir_all(dir).map_err(|source| MetaError::Io {
+        shardlog_engine::io::create_dir_all_durable(dir).map_err(|source| MetaError::Io {
             op: "create dir",
             path: dir.to_path_buf(),
             source,

@@ -7,7 +7,7 @@
 
 use std::io::{self, Write};
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
@@ -87,6 +87,31 @@ impl GlommioStorage {
     }
 }
 
+/// `std::fs::create_dir_all` that also returns the directories it created, outermost first.
+pub(super) fn create_dirs(path: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut missing: Vec<PathBuf> = path
+        .ancestors()
+        .filter(|p| !p.as_os_str().is_empty())
+        .take_while(|p| {
+            matches!(std::fs::symlink_metadata(p), Err(e) if e.kind() == io::ErrorKind::NotFound)
+        })
+        .map(Path::to_path_buf)
+        .collect();
+    missing.reverse();
+    std::fs::create_dir_all(path)?;
+    Ok(missing)
+}
+
+/// fsync of a directory (`""`, the parent of a relative name, is the current directory).
+pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    std::fs::File::open(path)?.sync_all()
+}
+
 fn gerr<T>(e: glommio::GlommioError<T>) -> io::Error {
     io::Error::from(e)
 }
@@ -94,8 +119,8 @@ fn gerr<T>(e: glommio::GlommioError<T>) -> io::Error {
 impl Storage for GlommioStorage {
     type File = GlommioFile;
 
-    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+    async fn create_dir_all(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
+        create_dirs(path)
     }
 
     async fn open_file(&self, path: &Path, create: bool) -> io::Result<GlommioFile> {
@@ -124,7 +149,7 @@ impl Storage for GlommioStorage {
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        std::fs::File::open(path)?.sync_all()
+        sync_dir(path)
     }
 
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {

@@ -13,8 +13,8 @@
 //! * [`SimStorage`]: an in-memory twin for tests that keeps, per file, what a crash would leave
 //!   behind (the last fsynced image plus the writes since) and injects faults: EIO on write or
 //!   fsync, ENOSPC past a capacity, misaligned direct I/O, and crashes that keep any subset of
-//!   unsynced writes with the last one torn at any byte. Directory entries are volatile until
-//!   the directory is synced, as on a real file system.
+//!   unsynced writes with the last one torn at any byte. Directory entries (of files and of
+//!   directories) are volatile until the directory is synced, as on a real file system.
 //!
 //! The traits use `async fn` without `Send` bounds on purpose: a log lives on one shard and
 //! never crosses threads.
@@ -36,7 +36,11 @@ use bytes::Bytes;
 pub trait Storage: Clone + 'static {
     type File: StorageFile;
 
-    async fn create_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Creates `path` and its missing ancestors; returns the directories it created, outermost
+    /// first. Their entries are not durable until each parent is synced (see [`sync_dir`]).
+    ///
+    /// [`sync_dir`]: Storage::sync_dir
+    async fn create_dir_all(&self, path: &Path) -> io::Result<Vec<std::path::PathBuf>>;
     /// Opens a file for direct reads and writes, creating it when `create` is set.
     async fn open_file(&self, path: &Path, create: bool) -> io::Result<Self::File>;
     async fn remove_file(&self, path: &Path) -> io::Result<()>;
@@ -72,6 +76,18 @@ pub trait StorageFile: 'static {
     /// Reserves space up to `len` bytes without changing the file size (fallocate KEEP_SIZE).
     async fn preallocate(&self, len: u64) -> io::Result<()>;
     async fn size(&self) -> io::Result<u64>;
+}
+
+/// Creates `path` and its missing ancestors with blocking `std::fs` calls and makes each
+/// created directory's entry durable by fsyncing its parent. For directories created outside
+/// the engine (the broker's data, metadata and group directories).
+pub fn create_dir_all_durable(path: &Path) -> io::Result<()> {
+    for dir in glommio_impl::create_dirs(path)? {
+        if let Some(parent) = dir.parent() {
+            glommio_impl::sync_dir(parent)?;
+        }
+    }
+    Ok(())
 }
 
 /// Rounds `v` down to a multiple of `align` (a power of two).

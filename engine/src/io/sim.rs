@@ -2,10 +2,11 @@
 //!
 //! Each file keeps a *live* image (what reads see) and a *durable* image (what survives a
 //! crash), plus the list of writes and truncations since the last `sync_data`. Directory
-//! entries are live until the directory is synced. [`SimStorage::crash`] returns the storage a
-//! restarted process would find: the durable namespace, each file's durable image, and —
-//! depending on [`CrashMode`] — any subset of the unsynced writes, the last applied one torn at
-//! a random byte. Faults are armed with [`Faults`].
+//! entries, of files and of directories, are live until the directory holding them is synced;
+//! a directory whose own entry is lost takes everything under it along. [`SimStorage::crash`]
+//! returns the storage a restarted process would find: the durable namespace, each file's
+//! durable image, and — depending on [`CrashMode`] — any subset of the unsynced writes, the
+//! last applied one torn at a random byte. Faults are armed with [`Faults`].
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -58,7 +59,11 @@ struct FileData {
 struct State {
     live: HashMap<PathBuf, Rc<RefCell<FileData>>>,
     durable: HashMap<PathBuf, Rc<RefCell<FileData>>>,
+    /// Directories created through the storage (a path whose parent is not here was there
+    /// before: its entry is durable).
     live_dirs: Vec<PathBuf>,
+    /// The directories whose entries were synced in their parent.
+    durable_dirs: Vec<PathBuf>,
     faults: Faults,
     writes: u64,
     syncs: u64,
@@ -151,8 +156,15 @@ impl SimStorage {
             CrashMode::Torn { seed } => seed,
             _ => 0,
         });
+        // A directory or file survives when its entry and every ancestor's entry are durable.
+        let survives = |path: &Path| {
+            path.ancestors()
+                .skip(1)
+                .take_while(|d| st.live_dirs.iter().any(|l| l == d))
+                .all(|d| st.durable_dirs.iter().any(|k| k == d))
+        };
         let mut durable = HashMap::new();
-        for (path, file) in &st.durable {
+        for (path, file) in st.durable.iter().filter(|(p, _)| survives(p)) {
             let f = file.borrow();
             let mut image = f.durable.clone();
             match mode {
@@ -186,10 +198,17 @@ impl SimStorage {
             };
             durable.insert(path.clone(), Rc::new(RefCell::new(data)));
         }
+        let durable_dirs: Vec<PathBuf> = st
+            .durable_dirs
+            .iter()
+            .filter(|d| st.live_dirs.contains(d) && survives(d))
+            .cloned()
+            .collect();
         let state = State {
             live: durable.clone(),
             durable,
-            live_dirs: st.live_dirs.clone(),
+            live_dirs: durable_dirs.clone(),
+            durable_dirs,
             alignment: st.alignment,
             ..State::default()
         };
@@ -236,12 +255,17 @@ impl SimStorage {
 impl Storage for SimStorage {
     type File = SimFile;
 
-    async fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+    async fn create_dir_all(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
         let mut st = self.state.borrow_mut();
-        if !st.live_dirs.iter().any(|d| d == path) {
-            st.live_dirs.push(path.to_path_buf());
-        }
-        Ok(())
+        let mut created: Vec<PathBuf> = path
+            .ancestors()
+            .filter(|d| d.parent().is_some()) // the root is always there
+            .take_while(|d| !st.live_dirs.iter().any(|l| l == d))
+            .map(Path::to_path_buf)
+            .collect();
+        created.reverse();
+        st.live_dirs.extend(created.iter().cloned());
+        Ok(created)
     }
 
     async fn open_file(&self, path: &Path, create: bool) -> io::Result<SimFile> {
@@ -272,6 +296,7 @@ impl Storage for SimStorage {
         st.live.retain(|p, _| !p.starts_with(path));
         st.durable.retain(|p, _| !p.starts_with(path));
         st.live_dirs.retain(|d| !d.starts_with(path));
+        st.durable_dirs.retain(|d| !d.starts_with(path));
         Ok(())
     }
 
@@ -285,6 +310,14 @@ impl Storage for SimStorage {
             .collect();
         st.durable.retain(|p, _| p.parent() != Some(path));
         st.durable.extend(live);
+        let live_dirs: Vec<PathBuf> = st
+            .live_dirs
+            .iter()
+            .filter(|d| d.parent() == Some(path))
+            .cloned()
+            .collect();
+        st.durable_dirs.retain(|d| d.parent() != Some(path));
+        st.durable_dirs.extend(live_dirs);
         Ok(())
     }
 
