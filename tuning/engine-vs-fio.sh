@@ -18,22 +18,28 @@ ulimit -l unlimited 2>/dev/null || true
 mkdir -p "$DIR"
 cargo build --release -q -p shardlog-engine --example append_fsync
 BIN=target/release/examples/append_fsync
-engine=() ; engine4=() ; fio_r=()
+engine=() ; engine4=() ; fio_r=() ; fio_us=() ; eng_app=() ; eng_wait=()
 for i in $(seq "$RUNS"); do
   rm -f "$DIR/fio.dat"
-  f=$(fio --name=seqfsync --filename="$DIR/fio.dat" --rw=write --bs=1m --size="${TOTAL_MIB}m" \
+  read -r f fus < <(fio --name=seqfsync --filename="$DIR/fio.dat" --rw=write --bs=1m --size="${TOTAL_MIB}m" \
         --direct=1 --fdatasync=1 --ioengine=psync --fallocate=native --output-format=json \
-      | python3 -c 'import json,sys; j=json.load(sys.stdin); print("%.1f" % (j["jobs"][0]["write"]["bw_bytes"]/1e6))')
+      | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f %.0f" % (j["write"]["bw_bytes"]/1e6, (j["write"]["clat_ns"]["mean"] + j["sync"]["lat_ns"]["mean"])/1e3))')
   rm -f "$DIR/fio.dat"
-  e=$("$BIN" "$DIR" "$TOTAL_MIB" 1024 1 | sed -n 's/.*MB_per_s=\([0-9.]*\).*/\1/p')
+  line=$("$BIN" "$DIR" "$TOTAL_MIB" 1024 1)
+  e=$(sed -n 's/.*MB_per_s=\([0-9.]*\).*/\1/p' <<<"$line")
+  ea=$(sed -n 's/.*append_us=\([0-9.]*\).*/\1/p' <<<"$line")
+  ew=$(sed -n 's/.*commit_wait_us=\([0-9.]*\).*/\1/p' <<<"$line")
   e4=$("$BIN" "$DIR" "$TOTAL_MIB" 1024 4 | sed -n 's/.*MB_per_s=\([0-9.]*\).*/\1/p')
-  echo "run $i: fio ${f} MB/s, engine QD1 ${e} MB/s, engine 4 in flight ${e4} MB/s"
-  fio_r+=("$f"); engine+=("$e"); engine4+=("$e4")
+  echo "run $i: fio ${f} MB/s (write+fdatasync ${fus} us per MiB), engine QD1 ${e} MB/s (append ${ea} us + commit wait ${ew} us per batch), engine 4 in flight ${e4} MB/s"
+  fio_r+=("$f"); fio_us+=("$fus"); engine+=("$e"); engine4+=("$e4"); eng_app+=("$ea"); eng_wait+=("$ew")
 done
-python3 - "${fio_r[*]}" "${engine[*]}" "${engine4[*]}" <<'PY'
+python3 - "${fio_r[*]}" "${engine[*]}" "${engine4[*]}" "${fio_us[*]}" "${eng_app[*]}" "${eng_wait[*]}" <<'PY'
 import statistics, sys
-f, e, e4 = ([float(x) for x in a.split()] for a in sys.argv[1:4])
+f, e, e4, fus, ea, ew = ([float(x) for x in a.split()] for a in sys.argv[1:7])
 mf, me, me4 = statistics.median(f), statistics.median(e), statistics.median(e4)
+ratios = sorted(x / y for x, y in zip(e, f))
 print(f"median fio {mf:.1f} MB/s | engine QD1 {me:.1f} MB/s ratio {me/mf:.3f} | engine 4 in flight {me4:.1f} MB/s ratio {me4/mf:.3f}")
+print(f"per-run QD1 ratios (engine/fio of the same round): {' '.join(f'{r:.2f}' for r in ratios)}; median {statistics.median(ratios):.3f}")
+print(f"per batch (medians): fio write+fdatasync {statistics.median(fus):.0f} us; engine append (validate, CRC, copy) {statistics.median(ea):.0f} us + commit wait {statistics.median(ew):.0f} us")
 PY
 rm -rf "$DIR"

@@ -49,12 +49,19 @@ fn main() {
             let n = total_mib * 1024 / batch_kib as u64;
             let per = n / inflight.max(1);
             let start = Instant::now();
+            // Time inside `append` (validation, CRC, the copy into the write buffer) and
+            // waiting for the commit (write + fdatasync), summed over all batches.
+            let (in_append, in_wait) = (std::cell::Cell::new(0f64), std::cell::Cell::new(0f64));
             let producers = (0..inflight.max(1)).map(|_| {
-                let (log, b) = (&log, &b);
+                let (log, b, in_append, in_wait) = (&log, &b, &in_append, &in_wait);
                 async move {
                     for _ in 0..per {
+                        let t0 = Instant::now();
                         let a = log.append(b.clone(), 0, 0).await.unwrap_or_else(|e| fail(e));
+                        let t1 = Instant::now();
                         log.wait_committed(a.last_offset).await.unwrap_or_else(|e| fail(e));
+                        in_append.set(in_append.get() + (t1 - t0).as_secs_f64());
+                        in_wait.set(in_wait.get() + t1.elapsed().as_secs_f64());
                     }
                 }
             });
@@ -62,7 +69,12 @@ fn main() {
             let n = per * inflight.max(1);
             let secs = start.elapsed().as_secs_f64();
             let bytes = n as f64 * b.len() as f64;
-            println!("engine_append_fsync MB_per_s={:.1} batches={n} inflight={inflight} seconds={secs:.3}", bytes / secs / 1e6);
+            println!(
+                "engine_append_fsync MB_per_s={:.1} batches={n} inflight={inflight} seconds={secs:.3} append_us={:.1} commit_wait_us={:.1}",
+                bytes / secs / 1e6,
+                in_append.get() / n as f64 * 1e6,
+                in_wait.get() / n as f64 * 1e6
+            );
             log.remove().await.unwrap_or_else(|e| fail(e));
         })
         .unwrap_or_else(|e| {
