@@ -597,12 +597,13 @@ async fn fetch_api(shard: Rc<Shard>, v: i16, corr: i32, req: FetchRequest) -> Op
     // Group by topic in request order.
     let mut topics: Vec<FetchTopicOut> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    let mut rank: HashMap<(String, i32), usize> = HashMap::new();
-    for (i, (t, p, _, _)) in parts.iter().enumerate() {
-        rank.insert((t.clone(), *p), i);
-    }
-    outs.sort_by_key(|o| {
-        rank.get(&(o.topic.clone(), o.partition))
+    let rank: HashMap<(&str, i32), usize> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (t, p, _, _))| ((t.as_str(), *p), i))
+        .collect();
+    outs.sort_by_cached_key(|o| {
+        rank.get(&(o.topic.as_str(), o.partition))
             .copied()
             .unwrap_or(usize::MAX)
     });
