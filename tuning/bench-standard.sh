@@ -110,7 +110,10 @@ rm -f "$DATA/fio.dat"
 
 echo "== broker on 127.0.0.1:$PORT, $CORES cores, data in $DATA/broker" >&2
 rm -rf "$DATA/broker"
-"$BROKER" start --listen "127.0.0.1:$PORT" --data-dir "$DATA/broker" --cores "$CORES" \
+# A batch cache large enough for scenario 3's "cache" preload (2 x 128 MB), and retention checked
+# often enough that the scenarios' retention.bytes keeps the data directory small.
+SHARDLOG_LOG_CACHE_BYTES=$((160 << 20)) SHARDLOG_RETENTION_CHECK_INTERVAL_MS=2000 \
+  "$BROKER" start --listen "127.0.0.1:$PORT" --data-dir "$DATA/broker" --cores "$CORES" \
   >"$OUT/broker.log" 2>&1 &
 BROKER_PID=$!
 trap 'kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true' EXIT
