@@ -131,6 +131,15 @@ run() { # scenario-file [extra args...]
   echo "== $f $*" >&2
   timeout "$RUN_TIMEOUT" "$BENCH" run --bootstrap "127.0.0.1:$PORT" --scenario "bench/scenarios/$f" \
     --out "$OUT" --quiet "${QUICK_SET[@]}" "$@" || echo "!! $f $* failed (exit $?)" >&2
+  # The next scenario starts from an empty disk (each run makes topics named bench-*).
+  local topics
+  topics=$("$BROKER" topic list --brokers "127.0.0.1:$PORT" --format json \
+    | python3 -c 'import json,sys; print(" ".join(t["name"] for t in json.load(sys.stdin) if t["name"].startswith("bench-")))' \
+    2>/dev/null || true)
+  if [ -n "$topics" ]; then
+    # shellcheck disable=SC2086  # one argument per topic
+    "$BROKER" topic delete --brokers "127.0.0.1:$PORT" $topics >/dev/null || echo "!! deleting $topics failed" >&2
+  fi
 }
 run 1-max-produce-acks1.toml
 run 2-max-produce-acks-all-fsync.toml

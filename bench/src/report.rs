@@ -27,7 +27,9 @@ pub struct BrokerCheck {
     /// Per partition: `topic`, `partition`, log start, high watermark, records acknowledged,
     /// highest acknowledged offset + 1 (-1 when unknown, e.g. acks=0).
     pub partitions: Vec<PartitionCheck>,
-    /// Sum over partitions of high watermark − log start.
+    /// Sum over partitions of the high watermark: the offsets the broker assigned in the run's
+    /// new topics (retention may have moved the log start since, so not high watermark − log
+    /// start).
     pub broker_records: u64,
     /// Records acknowledged over the whole run (preload, warm-up, measure, drain).
     pub acked_records: u64,
