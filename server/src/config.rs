@@ -165,6 +165,25 @@ pub enum ConfigError {
     },
 }
 
+/// What validation needs to know about the machine: how many cores are usable and how a
+/// `HOST:PORT` resolves. [`Host::system`] asks the operating system; tests and the fuzzer pass
+/// fixed answers (no DNS, no cgroup files).
+#[derive(Clone, Copy, Debug)]
+pub struct Host {
+    pub available_cores: usize,
+    pub resolve: fn(&str) -> Result<SocketAddr, String>,
+}
+
+impl Host {
+    /// This machine: `available_parallelism` and the system resolver.
+    pub fn system() -> Self {
+        Self {
+            available_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            resolve: parse_addr,
+        }
+    }
+}
+
 /// Flags that override the file and the environment (all optional).
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -184,13 +203,32 @@ impl BrokerConfig {
         env: impl IntoIterator<Item = (String, String)>,
         flags: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let mut cfg = match file {
+        let text = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                toml::from_str::<BrokerConfig>(&text).map_err(|e| ConfigError::Parse {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let file = file.zip(text.as_deref());
+        Self::from_sources(file, env, flags, &Host::system())
+    }
+
+    /// [`load`](Self::load) without the file system: `file` is the file's name (for messages)
+    /// and its TOML text, and `host` answers what validation asks about the machine.
+    pub fn from_sources(
+        file: Option<(&Path, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+        host: &Host,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = match file {
+            Some((path, text)) => {
+                toml::from_str::<BrokerConfig>(text).map_err(|e| ConfigError::Parse {
                     path: path.to_path_buf(),
                     message: e.to_string(),
                 })?
@@ -231,7 +269,7 @@ impl BrokerConfig {
         if let Some(v) = &flags.admin_listen {
             cfg.admin_listen = v.clone();
         }
-        cfg.validate()?;
+        cfg.validate_with(host)?;
         Ok(cfg)
     }
 
@@ -273,7 +311,9 @@ impl BrokerConfig {
         Ok(())
     }
 
-    fn as_table(&self) -> toml::Table {
+    /// The configuration as a TOML table with the file's key names (what a config file
+    /// holding exactly these values would contain).
+    pub fn as_table(&self) -> toml::Table {
         let mut t = toml::Table::new();
         let mut put = |k: &str, v: toml::Value| {
             t.insert(k.to_string(), v);
@@ -377,6 +417,11 @@ impl BrokerConfig {
 
     /// Checks every value once; the error names the key.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
+        self.validate_with(&Host::system())
+    }
+
+    /// [`validate`](Self::validate) against the given machine.
+    pub fn validate_with(&mut self, host: &Host) -> Result<(), ConfigError> {
         fn bad(key: &'static str, value: impl ToString, message: &str) -> ConfigError {
             ConfigError::Invalid {
                 key,
@@ -384,15 +429,15 @@ impl BrokerConfig {
                 message: message.to_string(),
             }
         }
-        parse_addr(&self.listen).map_err(|m| bad("listen", &self.listen, &m))?;
+        (host.resolve)(&self.listen).map_err(|m| bad("listen", &self.listen, &m))?;
         if let Some(a) = &self.advertised {
             parse_host_port(a).map_err(|m| bad("advertised", a, &m))?;
         }
         if !self.admin_listen.is_empty() {
-            parse_addr(&self.admin_listen)
+            (host.resolve)(&self.admin_listen)
                 .map_err(|m| bad("admin_listen", &self.admin_listen, &m))?;
         }
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let available = host.available_cores;
         if self.cores == 0 {
             self.cores = available;
         }

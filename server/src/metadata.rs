@@ -166,6 +166,34 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), (i16, String)
     }
 }
 
+/// Applies one AlterConfigs / IncrementalAlterConfigs operation on `key` to a topic's
+/// explicit configs: 0 sets (a null value deletes), 1 deletes; APPEND/SUBTRACT (2, 3) are for
+/// list configs, which no supported topic config is. A refused operation leaves `configs`
+/// unchanged and returns the code and message for the response.
+pub fn apply_config_op(
+    configs: &mut BTreeMap<String, String>,
+    key: String,
+    op: i8,
+    value: Option<String>,
+) -> Result<(), (i16, String)> {
+    match (op, value) {
+        (0, Some(v)) => {
+            validate_topic_config(&key, &v)?;
+            configs.insert(key, v);
+        }
+        (1, _) | (0, None) => {
+            configs.remove(&key);
+        }
+        (op, _) => {
+            return Err((
+                errors::INVALID_CONFIG,
+                format!("config operation {op} on {key} is not supported"),
+            ))
+        }
+    }
+    Ok(())
+}
+
 /// The effective value of every known topic config, and whether it is the default.
 pub fn effective_configs(topic: &TopicMeta, broker: &BrokerConfig) -> Vec<(String, String, bool)> {
     let defaults: BTreeMap<&str, String> = [
