@@ -298,6 +298,11 @@ impl BrokerConfig {
         };
         let doc = format!("{key} = {literal}");
         let partial: toml::Table = toml::from_str(&doc).map_err(|e| env_err(e.to_string()))?;
+        // The value is pasted into a TOML line: one holding a newline and `other = ...` must
+        // not set another key.
+        if partial.len() != 1 || !partial.contains_key(key) {
+            return Err(env_err(format!("not a single value for {key}")));
+        }
         // Merge through serde: serialize the current config is not needed; apply by field.
         let merged: BrokerConfig = {
             let mut base =
@@ -720,6 +725,48 @@ mod tests {
                 .expect_err("0 disables nothing: rejected");
             assert!(e.to_string().contains(key), "{e}");
         }
+    }
+
+    /// The `config_parse` fuzz target checks that a variable changes only the key it names;
+    /// this input (written by hand while writing that check) broke it.
+    #[test]
+    fn a_variable_cannot_set_another_key() {
+        for value in ["1\nlisten = \"127.0.0.1:1\"", "1\n[extra]\nx = 1"] {
+            let e = BrokerConfig::load(
+                None,
+                env(&[("SHARDLOG_CORES", value)]),
+                &Overrides::default(),
+            )
+            .expect_err("a second key in the value");
+            assert!(
+                matches!(&e, ConfigError::Env { var, .. } if var == "SHARDLOG_CORES"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn from_sources_uses_the_given_host() {
+        fn no_dns(s: &str) -> Result<SocketAddr, String> {
+            s.parse()
+                .map_err(|_| format!("{s} is not a literal address"))
+        }
+        let host = Host {
+            available_cores: 3,
+            resolve: no_dns,
+        };
+        let file = Some((Path::new("b.toml"), "listen = \"127.0.0.1:9092\"\n"));
+        let cfg = BrokerConfig::from_sources(file, env(&[]), &Overrides::default(), &host)
+            .expect("valid");
+        assert_eq!(cfg.cores, 3, "cores = 0 means every available core");
+        let file = Some((Path::new("b.toml"), "listen = \"localhost:9092\"\n"));
+        let e = BrokerConfig::from_sources(file, env(&[]), &Overrides::default(), &host)
+            .expect_err("the resolver refuses names");
+        assert!(e.to_string().contains("listen"), "{e}");
+        let file = Some((Path::new("b.toml"), "cores = 4\n"));
+        let e = BrokerConfig::from_sources(file, env(&[]), &Overrides::default(), &host)
+            .expect_err("more cores than the host has");
+        assert!(e.to_string().contains("3 usable cores"), "{e}");
     }
 
     #[test]
