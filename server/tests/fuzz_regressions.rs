@@ -4,6 +4,8 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{RequestHeader, RequestKind};
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use shardlog_engine::batch;
+use shardlog_server::groups::{decode_offsets_batch, encode_offsets_batch, OffsetsBatchError};
 use shardlog_server::protocol::{parse_request, Parsed, SUPPORTED_APIS};
 
 /// The frame the `request_body` target builds from its input: the first two bytes pick the API
@@ -53,4 +55,37 @@ fn request_with_a_tag_above_i32_max_is_accepted() {
     let mut encoded = BytesMut::new();
     req.encode(&mut encoded, 4).expect("encodes");
     assert!(req.compute_size(4).expect("size") > encoded.len());
+}
+
+/// The `offsets_batch` target recomputes the batch CRC before decoding (so that mutations reach
+/// the record walk); a replay must do the same.
+fn with_crc(input: &[u8]) -> Vec<u8> {
+    let mut b = input.to_vec();
+    if b.len() >= batch::HEADER_BYTES {
+        let crc = batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+    }
+    b
+}
+
+/// offsets_batch: base offset i64::MIN and a record whose offset delta is negative. The offset
+/// used to be `base + delta` unchecked (an overflow panic with overflow checks, a wrapped offset
+/// without); deltas outside `0..=last_offset_delta` are now a malformed record.
+#[test]
+fn offset_delta_outside_the_batch_is_malformed() {
+    let input = with_crc(include_bytes!(
+        "../../fuzz/seeds/offsets_batch/crash-offset-overflow"
+    ));
+    match decode_offsets_batch(&input) {
+        Err(OffsetsBatchError::Record { what, .. }) => {
+            assert_eq!(what, "offset delta outside the batch")
+        }
+        other => panic!("{other:?}"),
+    }
+    // A well-formed batch still decodes at base + delta.
+    let values = [Bytes::from_static(b"a"), Bytes::from_static(b"b")];
+    let mut ok = encode_offsets_batch(&values, 1).to_vec();
+    ok[..8].copy_from_slice(&(i64::MAX - 1).to_be_bytes());
+    let got = decode_offsets_batch(&ok).expect("valid");
+    assert_eq!(got[1], (i64::MAX, values[1].clone()));
 }
