@@ -174,6 +174,25 @@ pub enum ConfigError {
     },
 }
 
+/// What validation needs to know about the machine: how many cores are usable and how a
+/// `HOST:PORT` resolves. [`Host::system`] asks the operating system; tests and the fuzzer pass
+/// fixed answers (no DNS, no cgroup files).
+#[derive(Clone, Copy, Debug)]
+pub struct Host {
+    pub available_cores: usize,
+    pub resolve: fn(&str) -> Result<SocketAddr, String>,
+}
+
+impl Host {
+    /// This machine: `available_parallelism` and the system resolver.
+    pub fn system() -> Self {
+        Self {
+            available_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            resolve: parse_addr,
+        }
+    }
+}
+
 /// Flags that override the file and the environment (all optional).
 #[derive(Clone, Debug, Default)]
 pub struct Overrides {
@@ -193,13 +212,32 @@ impl BrokerConfig {
         env: impl IntoIterator<Item = (String, String)>,
         flags: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let mut cfg = match file {
+        let text = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                toml::from_str::<BrokerConfig>(&text).map_err(|e| ConfigError::Parse {
+                Some(
+                    std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                        path: path.to_path_buf(),
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
+        let file = file.zip(text.as_deref());
+        Self::from_sources(file, env, flags, &Host::system())
+    }
+
+    /// [`load`](Self::load) without the file system: `file` is the file's name (for messages)
+    /// and its TOML text, and `host` answers what validation asks about the machine.
+    pub fn from_sources(
+        file: Option<(&Path, &str)>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: &Overrides,
+        host: &Host,
+    ) -> Result<Self, ConfigError> {
+        let mut cfg = match file {
+            Some((path, text)) => {
+                toml::from_str::<BrokerConfig>(text).map_err(|e| ConfigError::Parse {
                     path: path.to_path_buf(),
                     message: e.to_string(),
                 })?
@@ -240,7 +278,7 @@ impl BrokerConfig {
         if let Some(v) = &flags.admin_listen {
             cfg.admin_listen = v.clone();
         }
-        cfg.validate()?;
+        cfg.validate_with(host)?;
         Ok(cfg)
     }
 
@@ -269,6 +307,11 @@ impl BrokerConfig {
         };
         let doc = format!("{key} = {literal}");
         let partial: toml::Table = toml::from_str(&doc).map_err(|e| env_err(e.to_string()))?;
+        // The value is pasted into a TOML line: one holding a newline and `other = ...` must
+        // not set another key.
+        if partial.len() != 1 || !partial.contains_key(key) {
+            return Err(env_err(format!("not a single value for {key}")));
+        }
         // Merge through serde: serialize the current config is not needed; apply by field.
         let merged: BrokerConfig = {
             let mut base =
@@ -282,7 +325,9 @@ impl BrokerConfig {
         Ok(())
     }
 
-    fn as_table(&self) -> toml::Table {
+    /// The configuration as a TOML table with the file's key names (what a config file
+    /// holding exactly these values would contain).
+    pub fn as_table(&self) -> toml::Table {
         let mut t = toml::Table::new();
         let mut put = |k: &str, v: toml::Value| {
             t.insert(k.to_string(), v);
@@ -394,6 +439,11 @@ impl BrokerConfig {
 
     /// Checks every value once; the error names the key.
     pub fn validate(&mut self) -> Result<(), ConfigError> {
+        self.validate_with(&Host::system())
+    }
+
+    /// [`validate`](Self::validate) against the given machine.
+    pub fn validate_with(&mut self, host: &Host) -> Result<(), ConfigError> {
         fn bad(key: &'static str, value: impl ToString, message: &str) -> ConfigError {
             ConfigError::Invalid {
                 key,
@@ -401,15 +451,15 @@ impl BrokerConfig {
                 message: message.to_string(),
             }
         }
-        parse_addr(&self.listen).map_err(|m| bad("listen", &self.listen, &m))?;
+        (host.resolve)(&self.listen).map_err(|m| bad("listen", &self.listen, &m))?;
         if let Some(a) = &self.advertised {
             parse_host_port(a).map_err(|m| bad("advertised", a, &m))?;
         }
         if !self.admin_listen.is_empty() {
-            parse_addr(&self.admin_listen)
+            (host.resolve)(&self.admin_listen)
                 .map_err(|m| bad("admin_listen", &self.admin_listen, &m))?;
         }
-        let available = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let available = host.available_cores;
         if self.cores == 0 {
             self.cores = available;
         }
@@ -706,6 +756,48 @@ mod tests {
                 .expect_err("0 disables nothing: rejected");
             assert!(e.to_string().contains(key), "{e}");
         }
+    }
+
+    /// The `config_parse` fuzz target checks that a variable changes only the key it names;
+    /// this input (written by hand while writing that check) broke it.
+    #[test]
+    fn a_variable_cannot_set_another_key() {
+        for value in ["1\nlisten = \"127.0.0.1:1\"", "1\n[extra]\nx = 1"] {
+            let e = BrokerConfig::load(
+                None,
+                env(&[("SHARDLOG_CORES", value)]),
+                &Overrides::default(),
+            )
+            .expect_err("a second key in the value");
+            assert!(
+                matches!(&e, ConfigError::Env { var, .. } if var == "SHARDLOG_CORES"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn from_sources_uses_the_given_host() {
+        fn no_dns(s: &str) -> Result<SocketAddr, String> {
+            s.parse()
+                .map_err(|_| format!("{s} is not a literal address"))
+        }
+        let host = Host {
+            available_cores: 3,
+            resolve: no_dns,
+        };
+        let file = Some((Path::new("b.toml"), "listen = \"127.0.0.1:9092\"\n"));
+        let cfg = BrokerConfig::from_sources(file, env(&[]), &Overrides::default(), &host)
+            .expect("valid");
+        assert_eq!(cfg.cores, 3, "cores = 0 means every available core");
+        let file = Some((Path::new("b.toml"), "listen = \"localhost:9092\"\n"));
+        let e = BrokerConfig::from_sources(file, env(&[]), &Overrides::default(), &host)
+            .expect_err("the resolver refuses names");
+        assert!(e.to_string().contains("listen"), "{e}");
+        let file = Some((Path::new("b.toml"), "cores = 4\n"));
+        let e = BrokerConfig::from_sources(file, env(&[]), &Overrides::default(), &host)
+            .expect_err("more cores than the host has");
+        assert!(e.to_string().contains("3 usable cores"), "{e}");
     }
 
     #[test]

@@ -278,7 +278,14 @@ pub fn decode_offsets_batch(bytes: &[u8]) -> Result<Vec<(i64, Bytes)>, OffsetsBa
             .filter(|&p| p <= end)
             .ok_or(bad("value past the record"))?;
         let value = Bytes::copy_from_slice(&rec[pos..value_end]);
-        out.push((info.base_offset + delta, value));
+        // Offset deltas run from 0 to the batch's last offset delta; anything else (and an
+        // offset past i64::MAX) is a malformed record, not an offset.
+        let offset = (0..=i64::from(info.last_offset_delta))
+            .contains(&delta)
+            .then(|| info.base_offset.checked_add(delta))
+            .flatten()
+            .ok_or(bad("offset delta outside the batch"))?;
+        out.push((offset, value));
         pos = end; // headers are ignored
     }
     Ok(out)

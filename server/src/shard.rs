@@ -912,25 +912,9 @@ impl Shard {
                     }
                     let mut failed = None;
                     for (key, op, value) in ops {
-                        match (op, value) {
-                            (0, Some(v)) => {
-                                if let Err((code, msg)) = metadata::validate_topic_config(&key, &v)
-                                {
-                                    failed = Some((code, msg));
-                                    break;
-                                }
-                                t.configs.insert(key, v);
-                            }
-                            (1, _) | (0, None) => {
-                                t.configs.remove(&key);
-                            }
-                            (op, _) => {
-                                failed = Some((
-                                    errors::INVALID_CONFIG,
-                                    format!("config operation {op} on {key} is not supported"),
-                                ));
-                                break;
-                            }
+                        if let Err(e) = metadata::apply_config_op(&mut t.configs, key, op, value) {
+                            failed = Some(e);
+                            break;
                         }
                     }
                     if let Some((code, msg)) = failed {
