@@ -1129,6 +1129,7 @@ def main() -> int:
     ap.add_argument("--binary", default=str(REPO / "target/release/shardlog"))
     ap.add_argument("--bench", default=str(REPO / "target/release/shardlog-bench"))
     ap.add_argument("--data-dir", help="default: a new temporary directory")
+    ap.add_argument("--broker-log", help="broker stderr goes here (default: DATA_DIR/broker.log)")
     ap.add_argument("--keep", action="store_true", help="keep the data directory and logs")
     ap.add_argument("--rss-abort-mib", type=int, default=6144,
                     help="kill the broker if its RSS passes this (protects a shared machine)")
@@ -1169,7 +1170,7 @@ def main() -> int:
     data_dir = work / "data"
     out_dir = work / "out"
     out_dir.mkdir(exist_ok=True)
-    broker_log = work / "broker.log"
+    broker_log = Path(args.broker_log) if args.broker_log else work / "broker.log"
     report: dict = {"seed": seed, "command": " ".join(sys.argv), "work_dir": str(work),
                     "limits": lim, "broker_env": env_extra,
                     "git": subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
