@@ -5,6 +5,7 @@
         [--port 59400] [--admin-port 59401] [--source-ips 16] [--polite 64]
         [--mix idle=200,slowloris=100,...] [--broker-set KEY=VALUE ...] [--config FILE]
         [--seed N] [--json FILE] [--keep]
+    .venv/bin/python tuning/soak.py --median-of REPORT.json...   # medians over --json reports
 
 One broker process (release build, `--cores 2`) lives through three phases:
 
@@ -1108,7 +1109,53 @@ def wait_open(cp: ClientProc, n: float, timeout: float) -> None:
         time.sleep(0.2)
 
 
+def median_of(files: list[str]) -> int:
+    """Medians of the key figures over several --json reports (runs of the same setup)."""
+    reps = [json.loads(Path(f).read_text()) for f in files]
+    reps = [r for r in reps if "phases" in r]
+    if not reps:
+        print("no complete reports")
+        return 2
+    print(f"medians of {len(reps)} runs: " + ", ".join(
+        f"seed {r['seed']} ({'pass' if r['pass'] else 'FAIL'})" for r in reps))
+    print(f"{'':34}{'clean1':>12}{'soak':>12}{'clean2':>12}{'soak/mean':>12}   per run soak/mean")
+    rows = ["produce_mb_s", "consume_mb_s", "publish_p50_ms", "publish_p99_ms", "publish_p999_ms",
+            "e2e_p99_ms", "polite_p50_ms", "polite_p99_ms", "rss_peak_mib", "rss_end_mib",
+            "broker_cpu_s_per_s", "attack_cpu_s_per_s"]
+    for k in rows:
+        vals = []
+        for ph in ("clean1", "soak", "clean2"):
+            v = [r["phases"][ph].get(k) for r in reps if r["phases"][ph].get(k) is not None]
+            vals.append(statistics.median(v) if v else None)
+        rk = f"{k} soak/clean"
+        rr = [r["ratios"][rk] for r in reps if rk in r["ratios"]]
+        med = f"{statistics.median(rr):.3f}" if rr else ""
+        print(f"{k:34}" + "".join(f"{v:>12.3f}" if v is not None else f"{'-':>12}" for v in vals)
+              + f"{med:>12}   " + " ".join(f"{x:.2f}" for x in rr))
+    conns = [r["phases"]["soak"]["broker_connections"]["p50"] for r in reps]
+    print(f"{'soak broker connections p50':34}{statistics.median(conns):>24.0f}")
+    print(f"{'RSS peak MiB (whole run) / bound':34}"
+          f"{statistics.median([r['rss_peak_mib'] for r in reps]):>24.1f} / "
+          f"{statistics.median([r['rss_bound']['mib'] for r in reps]):.0f}")
+    kinds = sorted({k for r in reps for k in r["clients"]["attack"]["kinds"]})
+    print(f"{'malformed connections opened':34}"
+          f"{statistics.median([sum(v['opened'] for v in r['clients']['attack']['kinds'].values()) for r in reps]):>24.0f}"
+          f"  ({', '.join(kinds)})")
+    print(f"{'lost / duplicated records':34}"
+          f"{sum(x['lost'] for r in reps for x in r['read_back']):>24} / "
+          f"{sum(x['duplicates'] for r in reps for x in r['read_back'])}")
+    print(f"{'panics / SIGTERM exit status':34}"
+          f"{sum(r['broker_log'].get('panicked', 0) for r in reps):>24} / "
+          f"{sorted({r['sigterm']['exit_status'] for r in reps})}")
+    for r in reps:
+        if r["failures"]:
+            print(f"seed {r['seed']}: " + "; ".join(r["failures"]))
+    return 0
+
+
 def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "--median-of":
+        return median_of(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=float, default=60.0, help="measured seconds per phase")
