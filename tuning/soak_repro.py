@@ -4,6 +4,7 @@
     .venv/bin/python tuning/soak_repro.py stall [--conns 64] [--requests 1000]
     .venv/bin/python tuning/soak_repro.py hold
     .venv/bin/python tuning/soak_repro.py claim [--conns 8]
+    .venv/bin/python tuning/soak_repro.py logpipe [--drain-kib 16] [--bad-per-s 300]
 
   stall  A probe connection sends ApiVersions every 5 ms (in its own process) while CONNS
          connections each pipeline REQUESTS ApiVersions requests in one write. Prints the
@@ -21,6 +22,10 @@
          its body arrives; the budget is a FIFO semaphore, so once it is taken and a claim
          waits, every request of every connection of that shard waits behind it. Prints
          ApiVersions answers of 8 connections opened before and of new connections.
+
+  logpipe  The broker's stderr goes into a pipe that is drained at 16 KiB/s (a slow log
+         reader); 300 connections per second send a negative length prefix (one warning line
+         each). Prints a probe's ApiVersions round trips before and during.
 
 Broker: target/release/shardlog (or --binary), a temporary data directory, --cores 2.
 Extra broker environment: --env NAME=VALUE (repeatable), e.g. --env
@@ -85,13 +90,23 @@ def state(s: socket.socket) -> str:
 
 
 def probe_main(port: int, seconds: float, out: str) -> None:
-    c = kwire.Conn("127.0.0.1", port)
+    """ApiVersions every 5 ms; an answer that takes over 2 s counts as 2000 ms (and the
+    connection is replaced)."""
+    c = kwire.Conn("127.0.0.1", port, timeout=2)
     res = []
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         t0 = time.monotonic()
-        c.api_versions()
-        res.append((time.time(), (time.monotonic() - t0) * 1000))
+        try:
+            c.api_versions()
+            res.append((time.time(), (time.monotonic() - t0) * 1000))
+        except (OSError, ValueError):
+            res.append((time.time(), 2000.0))
+            c.close()
+            try:
+                c = kwire.Conn("127.0.0.1", port, timeout=2)
+            except OSError:
+                pass
         time.sleep(0.005)
     Path(out).write_text(json.dumps(res))
 
@@ -232,12 +247,81 @@ def claim(a, port: int) -> None:
         p.wait()
 
 
+def logpipe(a, port: int) -> None:
+    """stderr into a pipe drained at --drain-kib KiB/s (a slow journald); bad frames provoke a
+    warning line each; a probe process measures ApiVersions round trips."""
+    import threading
+    d = tempfile.mkdtemp(prefix="shardlog-repro-")
+    e = dict(os.environ)
+    e.update(a.env)
+    p = subprocess.Popen([a.binary, "start", "--listen", f"127.0.0.1:{port}", "--admin-listen", "",
+                          "--data-dir", d + "/data", "--cores", "2"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=e)
+    stop = threading.Event()
+    drained = [0]
+
+    def drain():
+        per_tick = max(1, a.drain_kib * 1024 // 20)
+        while not stop.is_set():
+            b = p.stderr.read1(per_tick)
+            if not b:
+                return
+            drained[0] += len(b)
+            time.sleep(0.05)
+
+    threading.Thread(target=drain, daemon=True).start()
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with kwire.Conn("127.0.0.1", port, timeout=2) as c:
+                    c.api_versions()
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise SystemExit("broker did not start")
+                time.sleep(0.1)
+        out = d + "/probe.json"
+        pr = subprocess.Popen([sys.executable, __file__, "_probe", str(port), "12", out])
+        time.sleep(2)
+        t_start = time.time()
+        bad = 0
+        end = time.monotonic() + 8
+        while time.monotonic() < end:
+            try:
+                s = socket.create_connection(("127.0.0.1", port), timeout=2)
+                s.sendall(struct.pack(">i", -1))
+                s.close()
+                bad += 1
+            except OSError:
+                pass
+            time.sleep(1 / a.bad_per_s)
+        pr.wait()
+        lat = json.loads(Path(out).read_text())
+        before = sorted(ms for t, ms in lat if t < t_start)
+        during = sorted(ms for t, ms in lat if t_start <= t < t_start + 8)
+
+        def q(v, f):
+            return v[min(len(v) - 1, int(len(v) * f))]
+
+        print(f"log drained at {a.drain_kib} KiB/s; {bad} bad frames in 8 s (one warning line each)")
+        print(f"probe before: n {len(before)} p50 {q(before, .5):.2f} ms max {before[-1]:.2f} ms")
+        print(f"probe during: n {len(during)} p50 {q(during, .5):.2f} ms p99 {q(during, .99):.2f} ms "
+              f"max {during[-1]:.2f} ms; no answer within 2 s: {sum(ms >= 2000 for ms in during)}")
+    finally:
+        stop.set()
+        p.kill()
+        p.wait()
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_probe":
         probe_main(int(sys.argv[2]), float(sys.argv[3]), sys.argv[4])
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=["stall", "hold", "claim"])
+    ap.add_argument("what", choices=["stall", "hold", "claim", "logpipe"])
+    ap.add_argument("--drain-kib", type=int, default=16, help="logpipe: stderr drained KiB/s")
+    ap.add_argument("--bad-per-s", type=float, default=300, help="logpipe: bad frames per second")
     ap.add_argument("--binary", default=str(REPO / "target/release/shardlog"))
     ap.add_argument("--port", type=int, default=59460)
     ap.add_argument("--conns", type=int, default=None)
@@ -247,7 +331,7 @@ def main() -> None:
     a.env = dict(kv.split("=", 1) for kv in a.env)
     if a.conns is None:
         a.conns = {"stall": 64, "claim": 8}.get(a.what, 20)
-    {"stall": stall, "hold": hold, "claim": claim}[a.what](a, a.port)
+    {"stall": stall, "hold": hold, "claim": claim, "logpipe": logpipe}[a.what](a, a.port)
 
 
 if __name__ == "__main__":
