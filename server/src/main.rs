@@ -56,13 +56,165 @@ enum Command {
     Ops(shardlog_server::cli::Command),
 }
 
-fn init_tracing(level: &str, format: LogFormat) {
+/// The broker's log lines are written to stderr by a thread of their own, never by a shard.
+///
+/// A `write(2)` to stderr can block: on a file, while the file system waits for its journal
+/// (the soak, `tuning/soak.py`, saw clients of the broker wait ~100 ms with the log on a
+/// busy disk and ~9 ms with it on tmpfs), on a pipe, while the reader (journald) is slow. A
+/// shard's executor thread blocked in `write` serves no connection, so every log line that a
+/// client can provoke (a bad frame closes its connection with a warning) would let that client
+/// stall everyone. Here a shard only formats the line and hands it to a bounded queue; when the
+/// queue is full the line is dropped and counted, and the writer thread reports how many.
+mod log_sink {
+    use std::io::{self, Write};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc::{self, SyncSender, TrySendError};
+    use std::time::Duration;
+
+    /// Lines waiting for the writer thread before new ones are dropped.
+    const QUEUE_LINES: usize = 16 * 1024;
+
+    static DROPPED: AtomicU64 = AtomicU64::new(0);
+
+    enum Msg {
+        Line(Vec<u8>),
+        Flush(SyncSender<()>),
+    }
+
+    /// The `MakeWriter` given to `tracing_subscriber::fmt`.
+    #[derive(Clone)]
+    pub struct Sink {
+        tx: SyncSender<Msg>,
+    }
+
+    impl Sink {
+        /// Starts the writer thread. `None` if it cannot be spawned (then log synchronously).
+        pub fn start() -> Option<Sink> {
+            let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_LINES);
+            std::thread::Builder::new()
+                .name("log".into())
+                .spawn(move || {
+                    // Signals are for the broker's signal thread (broker.rs), which blocks
+                    // them only in threads started after this one: block them here too, or
+                    // SIGTERM delivered to this thread would kill the process.
+                    // SAFETY: a zeroed sigset_t filled by sigfillset is valid; pthread_sigmask
+                    // only changes this thread's mask.
+                    unsafe {
+                        let mut all: libc::sigset_t = std::mem::zeroed();
+                        libc::sigfillset(&mut all);
+                        libc::pthread_sigmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+                    }
+                    let mut err = io::stderr();
+                    for msg in rx {
+                        match msg {
+                            Msg::Line(line) => {
+                                let dropped = DROPPED.swap(0, Ordering::Relaxed);
+                                if dropped > 0 {
+                                    let _ = writeln!(
+                                        err,
+                                        "shardlog: {dropped} log lines dropped (log output slower than the broker)"
+                                    );
+                                }
+                                let _ = err.write_all(&line);
+                            }
+                            Msg::Flush(done) => {
+                                let _ = err.flush();
+                                let _ = done.send(());
+                            }
+                        }
+                    }
+                })
+                .ok()?;
+            Some(Sink { tx })
+        }
+
+        /// Waits (at most 5 s) until every line queued so far is written.
+        pub fn flush(&self) {
+            let (done_tx, done_rx) = mpsc::sync_channel(1);
+            if self.tx.send(Msg::Flush(done_tx)).is_ok() {
+                let _ = done_rx.recv_timeout(Duration::from_secs(5));
+            }
+        }
+    }
+
+    /// Collects one event's formatted text; queued when dropped (fmt drops it after the event).
+    pub struct Line {
+        buf: Vec<u8>,
+        tx: SyncSender<Msg>,
+    }
+
+    impl Write for Line {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.buf.extend_from_slice(b);
+            Ok(b.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Drop for Line {
+        fn drop(&mut self) {
+            if self.buf.is_empty() {
+                return;
+            }
+            let line = std::mem::take(&mut self.buf);
+            if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
+                DROPPED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Sink {
+        type Writer = Line;
+
+        fn make_writer(&'a self) -> Line {
+            Line {
+                buf: Vec::with_capacity(256),
+                tx: self.tx.clone(),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn lines_arrive_whole_and_in_order_and_overflow_is_counted() {
+            let (tx, rx) = mpsc::sync_channel::<Msg>(2);
+            let sink = Sink { tx };
+            for i in 0..3 {
+                let mut w = tracing_subscriber::fmt::MakeWriter::make_writer(&sink);
+                write!(w, "line ").unwrap();
+                writeln!(w, "{i}").unwrap();
+            }
+            let got: Vec<Vec<u8>> = rx
+                .try_iter()
+                .map(|m| match m {
+                    Msg::Line(l) => l,
+                    Msg::Flush(_) => Vec::new(),
+                })
+                .collect();
+            assert_eq!(got, vec![b"line 0\n".to_vec(), b"line 1\n".to_vec()]);
+            assert_eq!(DROPPED.swap(0, Ordering::Relaxed), 1);
+        }
+    }
+}
+
+fn init_tracing(level: &str, format: LogFormat) -> Option<log_sink::Sink> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let sink = log_sink::Sink::start();
+    let writer = match sink.clone() {
+        Some(s) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(s),
+        None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(writer)
         .with_thread_names(true);
     match format {
         // One JSON object per line: timestamp, level, target, threadName, fields.
@@ -71,6 +223,7 @@ fn init_tracing(level: &str, format: LogFormat) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
+    sink
 }
 
 /// The CLI logs only warnings unless RUST_LOG says otherwise (its output is its result).
@@ -120,13 +273,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_tracing(&cfg.log_level, cfg.log_format);
-    match shardlog_server::broker::run(cfg) {
+    let sink = init_tracing(&cfg.log_level, cfg.log_format);
+    let code = match shardlog_server::broker::run(cfg) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "shardlog failed");
+            if let Some(s) = &sink {
+                s.flush();
+            }
             eprintln!("shardlog: {e}");
             ExitCode::from(1)
         }
+    };
+    if let Some(s) = &sink {
+        s.flush();
     }
+    code
 }
