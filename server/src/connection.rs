@@ -14,13 +14,19 @@
 //! A malformed, oversized or unknown request closes this connection only, with a log line;
 //! in-flight answers are still written first.
 //!
-//! Two timeouts keep a stalled client from holding a connection (and its buffer) forever:
+//! Request memory: every request byte read is charged to the shard's share of
+//! `max_request_memory_bytes` (a length prefix alone costs nothing) and held until the request
+//! is answered; when the share is used up, connections stop reading (back-pressure).
+//!
+//! Timeouts keep a stalled client from holding a connection (and its buffer) forever:
 //! once the first byte of a frame has arrived, the whole frame must arrive within
 //! `request_read_timeout_ms` (a slowloris client that sends half a frame and stops is cut
 //! off); and a connection with nothing in flight that starts no new frame for
 //! `connection_idle_timeout_ms` (Kafka's `connections.max.idle.ms`) since its last request
 //! or response is closed. Requests still being answered (a long-poll Fetch, a produce
-//! waiting for its fsync) do not count as idle.
+//! waiting for its fsync) do not count as idle. A client that reads none of its answers for
+//! `request_read_timeout_ms` while one is waiting to be written is cut off too (it would
+//! otherwise hold up to `max_inflight_requests` answers forever).
 
 use std::cell::{Cell, RefCell};
 use std::io;
@@ -35,7 +41,7 @@ use futures::future::{self, Either, FutureExt};
 use futures_lite::io::{AsyncRead, AsyncWrite};
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpStream;
-use glommio::sync::{Semaphore, StaticPermit};
+use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
 
 use crate::handlers;
@@ -85,14 +91,78 @@ struct Timeouts {
 /// This shard's request-memory budget as a connection sees it.
 struct Budget<'a> {
     sem: &'a Rc<Semaphore>,
-    limit: u64,
 }
 
-/// A whole request frame (without its length prefix) and the memory permit it holds until
+/// Request memory held by one frame: the bytes of it that have arrived. Given back when
+/// dropped (when the request is answered, or the connection gives up on it).
+struct Reservation {
+    sem: Rc<Semaphore>,
+    units: u64,
+}
+
+impl Reservation {
+    fn new(sem: &Rc<Semaphore>) -> Self {
+        Self {
+            sem: sem.clone(),
+            units: 0,
+        }
+    }
+
+    /// Holds `units` more, waiting for them if the shard's share is used up.
+    async fn grow(&mut self, units: u64) -> io::Result<()> {
+        if units == 0 {
+            return Ok(());
+        }
+        if !matches!(self.sem.try_acquire(units), Ok(true)) {
+            crate::metrics::request_memory_wait();
+            self.sem
+                .acquire(units)
+                .await
+                .map_err(|e| io::Error::other(e.to_string()))?;
+        }
+        self.units += units;
+        Ok(())
+    }
+
+    /// Gives back `units` of what is held.
+    fn shrink(&mut self, units: u64) {
+        let units = units.min(self.units);
+        self.units -= units;
+        self.sem.signal(units);
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.sem.signal(self.units);
+    }
+}
+
+/// Reserves `units` more for the frame being read; a wait for memory in the middle of a frame
+/// counts against `request_read_timeout_ms` from the frame's first byte.
+async fn charge(
+    memory: &mut Reservation,
+    units: u64,
+    frame_start: Option<Instant>,
+    timeouts: Timeouts,
+) -> Result<(), ReadError> {
+    match frame_start {
+        Some(t0) => {
+            let left = timeouts.request.saturating_sub(t0.elapsed());
+            match glommio::timer::timeout(left, async { Ok(memory.grow(units).await) }).await {
+                Ok(r) => Ok(r?),
+                Err(_) => Err(ReadError::RequestTimeout(timeouts.request)),
+            }
+        }
+        None => Ok(memory.grow(units).await?),
+    }
+}
+
+/// A whole request frame (without its length prefix) and the request memory it holds until
 /// it is answered.
 struct Frame {
     body: Bytes,
-    permit: StaticPermit,
+    memory: Reservation,
 }
 
 /// `recv(MSG_DONTWAIT)` straight into `buf`'s spare capacity, up to `max` bytes, so the
@@ -120,9 +190,11 @@ fn recv_into_spare(fd: i32, buf: &mut BytesMut, max: usize) -> Option<io::Result
 
 /// Reads one frame into `buf`'s front; `Ok(None)` at a clean end of stream.
 ///
-/// Once the length prefix is known the frame's size is taken from the shard's request-memory
-/// budget before its body is read; a request that does not fit waits (back-pressure) and
-/// the time it waits does not count against `request_read_timeout_ms`.
+/// Every byte read is first reserved from the shard's request-memory budget, so what a
+/// connection holds is what it has sent, not what its length prefix claims (a claim alone
+/// costs nothing). When the budget is used up the connection stops reading (back-pressure);
+/// that wait counts against `request_read_timeout_ms` like any other stall in the middle of a
+/// frame, so connections that hold memory and wait for more cannot wait forever.
 async fn read_frame(
     stream: &Stream,
     buf: &mut BytesMut,
@@ -132,11 +204,13 @@ async fn read_frame(
     budget: &Budget<'_>,
 ) -> Result<Option<Frame>, ReadError> {
     const CHUNK: usize = 64 << 10;
+    /// The most one `recv` into a frame's buffer asks for (and reserves first).
+    const READ_CHUNK: usize = 1 << 20;
     /// What is zero-filled for a read that has to wait for the socket first.
     const WAIT_CHUNK: usize = 16 << 10;
     let fd = stream.borrow().as_raw_fd();
     let mut need: Option<usize> = None;
-    let mut permit: Option<StaticPermit> = None;
+    let mut memory = Reservation::new(budget.sem);
     let waiting_since = Instant::now();
     // Bytes left over from the previous read are the start of this frame.
     let mut frame_start = (!buf.is_empty()).then_some(waiting_since);
@@ -144,47 +218,49 @@ async fn read_frame(
         if need.is_none() && buf.len() >= 4 {
             let len = protocol::check_frame_len([buf[0], buf[1], buf[2], buf[3]], max)?;
             need = Some(4 + len);
+            // Room for the whole (validated) frame at once: address space, not memory, until
+            // the bytes arrive (they are charged to the reservation as they do).
+            buf.reserve((4 + len).saturating_sub(buf.len()));
         }
+        // Bytes that have arrived are charged before anything is done with them.
+        let arrived = (buf.len() as u64).saturating_sub(memory.units);
+        charge(&mut memory, arrived, frame_start, timeouts).await?;
         if let Some(n) = need {
-            if permit.is_none() {
-                let units = ((n - 4) as u64).min(budget.limit);
-                permit = Some(match budget.sem.try_acquire_static_permit(units) {
-                    Ok(p) => p,
-                    Err(_) => {
-                        crate::metrics::request_memory_wait();
-                        let p = budget
-                            .sem
-                            .acquire_static_permit(units)
-                            .await
-                            .map_err(|e| ReadError::Io(io::Error::other(e.to_string())))?;
-                        frame_start = Some(Instant::now());
-                        p
-                    }
-                });
-            }
             if buf.len() >= n {
                 let mut frame = buf.split_to(n);
                 let _ = frame.split_to(4);
-                let Some(permit) = permit else {
-                    unreachable!("acquired above");
-                };
+                // Bytes already read past this frame belong to the next one.
+                memory.shrink(buf.len() as u64);
                 return Ok(Some(Frame {
                     body: frame.freeze(),
-                    permit,
+                    memory,
                 }));
             }
         }
-        // Grow only to what the (validated) frame needs, in chunks.
+        // Read at most what the (validated) frame still needs, in chunks.
         let grow = match need {
-            Some(n) => (n - buf.len()).min(16 << 20),
+            Some(n) => (n - buf.len()).min(READ_CHUNK),
             None => CHUNK,
         };
+        // Once the frame's length is known, what this read may bring in is reserved before
+        // it (an idle connection between frames holds nothing).
+        if need.is_some() {
+            charge(&mut memory, grow as u64, frame_start, timeouts).await?;
+        }
         let start = buf.len();
         let r = match recv_into_spare(fd, buf, grow) {
             Some(r) => r,
             None => {
-                // Nothing ready: wait for the socket through glommio with a small zeroed area.
-                buf.resize(start + grow.min(WAIT_CHUNK), 0);
+                // Nothing ready: wait for the socket through glommio with a small zeroed area,
+                // holding only as much memory as that read can bring in.
+                let wait_grow = grow.min(WAIT_CHUNK);
+                let keep = if need.is_some() {
+                    start + wait_grow
+                } else {
+                    start
+                };
+                memory.shrink(memory.units.saturating_sub(keep as u64));
+                buf.resize(start + wait_grow, 0);
                 let r = {
                     let read = read_some(stream, &mut buf[start..]);
                     futures::pin_mut!(read);
@@ -237,14 +313,17 @@ async fn read_frame(
             }
             Ok(_) => {
                 frame_start.get_or_insert_with(Instant::now);
+                // Hold exactly what arrived.
+                memory.shrink(memory.units.saturating_sub(buf.len() as u64));
             }
             Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// Writes every chunk, vectored, waiting for the socket when it is full.
-async fn write_chunks(stream: &Stream, chunks: &[Bytes]) -> io::Result<()> {
+/// Writes every chunk, vectored, waiting for the socket when it is full — but not longer than
+/// `stall` at a time: a client that stops reading its answers is cut off.
+async fn write_chunks(stream: &Stream, chunks: &[Bytes], stall: Duration) -> io::Result<()> {
     const MAX_IOV: usize = 64;
     let fd = stream.borrow().as_raw_fd();
     let mut idx = 0usize;
@@ -273,19 +352,33 @@ async fn write_chunks(stream: &Stream, chunks: &[Bytes]) -> io::Result<()> {
             msg.msg_iovlen = iov.len() as _;
             libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
         };
-        let mut written = if n >= 0 {
-            n as usize
-        } else {
-            let e = io::Error::last_os_error();
-            match e.kind() {
-                io::ErrorKind::WouldBlock => {
-                    // Wait for room through glommio, writing part of the current chunk.
-                    write_some(stream, &chunks[idx][off..]).await?
+        let mut written =
+            if n >= 0 {
+                n as usize
+            } else {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => {
+                        // Wait for room through glommio, writing part of the current chunk.
+                        let part = &chunks[idx][off..];
+                        match glommio::timer::timeout(stall, async {
+                            Ok(write_some(stream, part).await)
+                        })
+                        .await
+                        {
+                            Ok(r) => r?,
+                            Err(_) => return Err(io::Error::new(
+                                io::ErrorKind::TimedOut,
+                                format!(
+                                    "client read nothing for {stall:?} (request_read_timeout_ms)"
+                                ),
+                            )),
+                        }
+                    }
+                    io::ErrorKind::Interrupted => 0,
+                    _ => return Err(e),
                 }
-                io::ErrorKind::Interrupted => 0,
-                _ => return Err(e),
-            }
-        };
+            };
         while written > 0 && idx < chunks.len() {
             let left = chunks[idx].len() - off;
             if written >= left {
@@ -306,6 +399,7 @@ async fn writer(
     rx: LocalReceiver<JoinHandle<Option<Vec<Bytes>>>>,
     peer: SocketAddr,
     activity: Rc<Activity>,
+    stall: Duration,
 ) {
     let answered = || {
         activity
@@ -318,10 +412,19 @@ async fn writer(
             answered();
             continue;
         };
-        let written = write_chunks(&stream, &chunks).await;
+        let written = write_chunks(&stream, &chunks, stall).await;
         answered();
         if let Err(e) = written {
-            tracing::debug!(%peer, error = %e, "write failed; closing connection");
+            if e.kind() == io::ErrorKind::TimedOut {
+                tracing::info!(%peer, error = %e, "closing connection: timeout");
+            } else {
+                tracing::debug!(%peer, error = %e, "write failed; closing connection");
+            }
+            // The reader stops too: it sees the end of the stream.
+            let _ = stream
+                .borrow()
+                .shutdown(std::net::Shutdown::Both)
+                .now_or_never();
             break;
         }
     }
@@ -342,13 +445,19 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         inflight: Cell::new(0),
         last_answer: Cell::new(Instant::now()),
     });
-    let writer_task = glommio::spawn_local(writer(stream.clone(), rx, peer, activity.clone()));
-    let mut buf = BytesMut::with_capacity(64 << 10);
-    let max = shard.cfg.max_frame_bytes;
     let timeouts = Timeouts {
         idle: Duration::from_millis(shard.cfg.connection_idle_timeout_ms),
         request: Duration::from_millis(shard.cfg.request_read_timeout_ms),
     };
+    let writer_task = glommio::spawn_local(writer(
+        stream.clone(),
+        rx,
+        peer,
+        activity.clone(),
+        timeouts.request,
+    ));
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let max = shard.cfg.max_frame_bytes;
     loop {
         let stop = shard.shutdown_event.listen();
         if shard.is_shutting_down() {
@@ -356,7 +465,6 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         }
         let budget = Budget {
             sem: &shard.request_memory,
-            limit: shard.request_memory_limit,
         };
         let read = read_frame(&stream, &mut buf, max, timeouts, &activity, &budget).boxed_local();
         let frame = match future::select(read, stop).await {
@@ -368,7 +476,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         };
         let Frame {
             body: frame,
-            permit,
+            memory,
         } = match frame {
             Ok(Some(f)) => f,
             Ok(None) => break,
@@ -393,7 +501,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 async move {
                     let r = answer.await;
                     crate::metrics::request(api_key as i16, arrived.elapsed());
-                    drop(permit);
+                    drop(memory);
                     r
                 }
                 .boxed_local()

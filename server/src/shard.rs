@@ -274,7 +274,11 @@ impl Shard {
     ) -> Rc<Self> {
         let shards = cfg.cores;
         let slots = cfg.fetch_session_cache_slots.div_ceil(shards.max(1));
-        let request_memory_limit = cfg.max_request_memory_bytes.div_ceil(shards.max(1)) as u64;
+        // At least one maximal frame, so that every frame can be read.
+        let request_memory_limit = cfg
+            .max_request_memory_bytes
+            .div_ceil(shards.max(1))
+            .max(cfg.max_frame_bytes) as u64;
         Rc::new(Self {
             id,
             shards,

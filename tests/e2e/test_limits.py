@@ -51,7 +51,8 @@ def limited(tmp_path):
     admin = free_port()
     b = Broker(tmp_path, cores=1, extra_args=["--admin-listen", f"127.0.0.1:{admin}"],
                env={"SHARDLOG_MAX_CONNECTIONS_PER_IP": "3",
-                    "SHARDLOG_MAX_REQUEST_MEMORY_BYTES": str(1 << 20),
+                    "SHARDLOG_MAX_FRAME_BYTES": str(2 << 20),
+                    "SHARDLOG_MAX_REQUEST_MEMORY_BYTES": str(2 << 20),
                     "SHARDLOG_REQUEST_READ_TIMEOUT_MS": "20000"})
     b.admin_port = admin
     b.start()
@@ -95,14 +96,22 @@ def test_connections_per_ip(limited):
 def test_request_memory_back_pressure(limited):
     topic = unique_topic("mem")
     create_topic(limited.bootstrap, topic, 1)
-    # A client announces a frame as large as the whole budget and sends only part of it:
-    # its announced size is reserved while it is being read.
+    # A claim alone reserves nothing: a client that announces a frame as large as the whole
+    # budget and sends a few bytes of it does not stop others.
+    claim = connect_from(limited, "127.0.0.5")
+    claim.send_raw(struct.pack(">i", (2 << 20) - 16) + b"\x00" * 100)
+    with connect_from(limited, "127.0.0.6") as c0:
+        assert c0.api_versions().error_code == 0
+    claim.close()
+
+    # A client that sends almost all of such a frame holds almost the whole budget.
     hog = connect_from(limited, "127.0.0.3")
-    announced = (1 << 20) - 16
-    hog.send_raw(struct.pack(">i", announced) + b"\x00" * 1000)
-    time.sleep(0.3)
-    m = metrics(limited.admin_port)
-    assert m["shardlog_request_memory_bytes"] >= announced
+    announced = (2 << 20) - 16
+    hog.send_raw(struct.pack(">i", announced) + b"\x00" * (announced - 1000))
+    deadline = time.monotonic() + 10
+    while metrics(limited.admin_port)["shardlog_request_memory_bytes"] < announced - 1000:
+        assert time.monotonic() < deadline, "the hog's bytes were not charged"
+        time.sleep(0.1)
 
     # A well-formed produce now waits for memory instead of being read.
     c = connect_from(limited, "127.0.0.4")
@@ -132,3 +141,34 @@ def test_request_memory_back_pressure(limited):
     assert result["seconds"] >= 1.0
     assert metrics(limited.admin_port)["shardlog_request_memory_bytes"] == 0
     c.close()
+
+
+def test_client_that_reads_no_answers_is_cut_off(tmp_path):
+    _require_binary()
+    b = Broker(tmp_path, cores=1, env={"SHARDLOG_REQUEST_READ_TIMEOUT_MS": "1500"})
+    b.start()
+    try:
+        topic = unique_topic("noread")
+        create_topic(b.bootstrap, topic, 1)
+        with kwire.Conn.to(b.bootstrap) as p:
+            for i in range(8):
+                batch = kwire.record_batch([kwire.Record(None, bytes([i]) * 60_000) for _ in range(8)])
+                assert p.produce(topic, 0, batch, acks=1).error_code == 0
+        # Pipelined fetches of ~0.5 MB each, never read, into a small receive buffer.
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect((b.host, b.port))
+        c = kwire.Conn.__new__(kwire.Conn)
+        c.sock, c.next_id = s, 1
+        for _ in range(32):
+            c.send_request(kwire.FETCH, 4, kwire.fetch_body(topic, 0, 0, max_bytes=1 << 20))
+        deadline = time.monotonic() + 15
+        while "client read nothing for" not in b.log_text():
+            assert time.monotonic() < deadline, "a client that reads nothing was not cut off"
+            time.sleep(0.2)
+        # Everyone else is served.
+        with kwire.Conn.to(b.bootstrap) as other:
+            assert other.api_versions().error_code == 0
+        c.close()
+    finally:
+        b.teardown()
