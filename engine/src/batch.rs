@@ -332,7 +332,13 @@ pub fn first_record_at_or_after(bytes: &[u8], ts: i64) -> Option<(Offset, i64)> 
         let off_delta = get_varlong(bytes, &mut pos)?;
         let rec_ts = info.first_timestamp.saturating_add(ts_delta);
         if rec_ts >= ts {
-            return Some((info.base_offset + off_delta, rec_ts));
+            // An offset delta outside the batch's range (or an offset past i64::MAX) is a
+            // malformed record.
+            return (0..=i64::from(info.last_offset_delta))
+                .contains(&off_delta)
+                .then(|| info.base_offset.checked_add(off_delta))
+                .flatten()
+                .map(|offset| (offset, rec_ts));
         }
         pos = start + len as usize;
     }
@@ -418,6 +424,26 @@ mod tests {
         let b = build(100, 4, 8, 50);
         assert_eq!(first_record_at_or_after(&b, 50), Some((100, 50)));
         assert_eq!(first_record_at_or_after(&b, 51), None);
+    }
+
+    /// Found by the `batch_validate` fuzz target once built with overflow checks
+    /// (`fuzz/seeds/batch_validate/crash-offset-delta-overflow`): a record whose offset delta
+    /// is far outside the batch made `base + delta` overflow.
+    #[test]
+    fn record_offset_delta_outside_the_batch_is_malformed() {
+        let input = include_bytes!("../../fuzz/seeds/batch_validate/crash-offset-delta-overflow");
+        let info = peek(input).expect("a batch header");
+        assert_eq!(info.base_offset, i64::MIN, "the input's base offset");
+        assert_eq!(first_record_at_or_after(input, 0), None);
+        // Near the top of the offset range, a valid batch is still found without overflow.
+        let mut b = build(0, 4, 8, 50);
+        assign(&mut b, i64::MAX - 3, 0);
+        assert_eq!(first_record_at_or_after(&b, 50), Some((i64::MAX - 3, 50)));
+        let mut tail = build(0, 2, 8, 50);
+        assign(&mut tail, i64::MAX - 1, 0);
+        let mut bytes = tail.clone();
+        bytes[HEADER_BYTES + 3] = 0x02; // first record's offset delta: zigzag 1 (was 0)
+        assert_eq!(first_record_at_or_after(&bytes, 50), Some((i64::MAX, 50)));
     }
 
     #[test]
