@@ -352,33 +352,34 @@ async fn write_chunks(stream: &Stream, chunks: &[Bytes], stall: Duration) -> io:
             msg.msg_iovlen = iov.len() as _;
             libc::sendmsg(fd, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
         };
-        let mut written =
-            if n >= 0 {
-                n as usize
-            } else {
-                let e = io::Error::last_os_error();
-                match e.kind() {
-                    io::ErrorKind::WouldBlock => {
-                        // Wait for room through glommio, writing part of the current chunk.
-                        let part = &chunks[idx][off..];
-                        match glommio::timer::timeout(stall, async {
-                            Ok(write_some(stream, part).await)
-                        })
-                        .await
-                        {
-                            Ok(r) => r?,
-                            Err(_) => return Err(io::Error::new(
+        let mut written = if n >= 0 {
+            n as usize
+        } else {
+            let e = io::Error::last_os_error();
+            match e.kind() {
+                io::ErrorKind::WouldBlock => {
+                    // Wait for room through glommio, writing part of the current chunk.
+                    let part = &chunks[idx][off..];
+                    match glommio::timer::timeout(stall, async {
+                        Ok(write_some(stream, part).await)
+                    })
+                    .await
+                    {
+                        Ok(r) => r?,
+                        Err(_) => {
+                            return Err(io::Error::new(
                                 io::ErrorKind::TimedOut,
                                 format!(
                                     "client read nothing for {stall:?} (request_read_timeout_ms)"
                                 ),
-                            )),
+                            ))
                         }
                     }
-                    io::ErrorKind::Interrupted => 0,
-                    _ => return Err(e),
                 }
-            };
+                io::ErrorKind::Interrupted => 0,
+                _ => return Err(e),
+            }
+        };
         while written > 0 && idx < chunks.len() {
             let left = chunks[idx].len() - off;
             if written >= left {
