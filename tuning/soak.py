@@ -620,16 +620,7 @@ class Load:
             if cycle % 2 == 0:
                 st.closed_by_client += 1
                 return True  # reset with everything unread
-            try:
-                for i in range(n):
-                    fr = await asyncio.wait_for(self.recv_frame(r), 30.0)
-                    st.responses += 1
-                    if struct.unpack_from(">i", fr)[0] != i:
-                        st.unexpected["out of order answer"] += 1
-                        return True
-                await w.drain()
-            except asyncio.TimeoutError:
-                st.unexpected["flood answers stalled 30 s"] += 1
+            if not await self.read_answers(st, r, w, n, "flood"):
                 return True
         st.closed_by_client += 1
         return True
@@ -652,18 +643,25 @@ class Load:
             if self.stopping or rng.random() >= 1 / 3:
                 st.closed_by_client += 1
                 return True
-            try:
-                for i in range(n):
-                    fr = await asyncio.wait_for(self.recv_frame(r), 30.0)
-                    st.responses += 1
-                    if struct.unpack_from(">i", fr)[0] != i:
-                        st.unexpected["out of order answer"] += 1
-                        return True
-                await w.drain()
-            except asyncio.TimeoutError:
-                st.unexpected["fetch answers stalled 30 s"] += 1
+            if not await self.read_answers(st, r, w, n, "fetch"):
                 return True
         st.closed_by_client += 1
+        return True
+
+    async def read_answers(self, st, r, w, n: int, what: str) -> bool:
+        """Reads the answers to correlation ids 0..n-1 in order; False (and counted) when one is
+        out of order or they stall for 30 s."""
+        try:
+            for i in range(n):
+                fr = await asyncio.wait_for(self.recv_frame(r), 30.0)
+                st.responses += 1
+                if struct.unpack_from(">i", fr)[0] != i:
+                    st.unexpected["out of order answer"] += 1
+                    return False
+            await w.drain()
+        except asyncio.TimeoutError:
+            st.unexpected[f"{what} answers stalled 30 s"] += 1
+            return False
         return True
 
     async def api_versions_roundtrip(self, st, r, w, cid: int) -> bool:
