@@ -509,9 +509,11 @@ fn requests(root: &Path) -> anyhow::Result<usize> {
 
 fn configs(root: &Path) -> anyhow::Result<usize> {
     let dir = fresh_dir(root, "config_parse")?;
-    let mut full = BrokerConfig::default();
-    full.cores = 1;
-    full.advertised = Some("broker-0.example:9092".into());
+    let full = BrokerConfig {
+        cores: 1,
+        advertised: Some("broker-0.example:9092".into()),
+        ..BrokerConfig::default()
+    };
     let text = toml::to_string(&full.as_table())?;
     write(&dir, "full.toml", text.as_bytes())?;
     write(
