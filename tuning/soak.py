@@ -664,18 +664,28 @@ class Load:
             return False
         return True
 
-    async def api_versions_roundtrip(self, st, r, w, cid: int) -> bool:
+    async def timed_request(self, st, r, w, frame: bytes, what: str):
+        """Sends one request and waits up to 10 s for its answer, recording the latency; the
+        answer's Reader after the correlation id is read (None, counted, on a stall), and the
+        correlation id."""
         t0 = time.monotonic()
-        await self.send(st, w, kwire.frame(kwire.request_header(kwire.API_VERSIONS, 0, cid)))
+        await self.send(st, w, frame)
         st.requests += 1
         try:
             rd = kwire.Reader(await asyncio.wait_for(self.recv_frame(r), 10.0))
         except asyncio.TimeoutError:
-            st.unexpected["ApiVersions: no answer in 10 s"] += 1
-            return False
+            st.unexpected[f"{what}: no answer in 10 s"] += 1
+            return None, None
         self.lat(st, t0)
         st.responses += 1
-        got, err = rd.i32(), rd.i16()
+        return rd, rd.i32()
+
+    async def api_versions_roundtrip(self, st, r, w, cid: int) -> bool:
+        rd, got = await self.timed_request(
+            st, r, w, kwire.frame(kwire.request_header(kwire.API_VERSIONS, 0, cid)), "ApiVersions")
+        if rd is None:
+            return False
+        err = rd.i16()
         st.error_codes[err] += 1
         if got != cid or err != 0:
             st.unexpected[f"ApiVersions: correlation {got} error {err}"] += 1
@@ -694,18 +704,11 @@ class Load:
             if not await self.api_versions_roundtrip(st, r, w, cid):
                 return True
             cid += 1
-            t0 = time.monotonic()
-            await self.send(st, w, kwire.frame(kwire.request_header(kwire.METADATA, 1, cid)
-                                               + kwire.array([kwire.string(JUNK_TOPIC)])))
-            st.requests += 1
-            try:
-                rd = kwire.Reader(await asyncio.wait_for(self.recv_frame(r), 10.0))
-            except asyncio.TimeoutError:
-                st.unexpected["Metadata: no answer in 10 s"] += 1
+            rd, got = await self.timed_request(
+                st, r, w, kwire.frame(kwire.request_header(kwire.METADATA, 1, cid)
+                                      + kwire.array([kwire.string(JUNK_TOPIC)])), "Metadata")
+            if rd is None:
                 return True
-            self.lat(st, t0)
-            st.responses += 1
-            got = rd.i32()
             err = self.first_error(kwire.METADATA, rd)
             st.error_codes[err] += 1
             if got != cid or err != 0:

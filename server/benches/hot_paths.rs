@@ -184,6 +184,16 @@ fn decoded(frame: Bytes) -> (RequestHeader, ApiKey, RequestKind) {
     }
 }
 
+/// Places a decoded request and waits for its answer, as a connection does.
+async fn answer(
+    shard: &Rc<Shard>,
+    header: RequestHeader,
+    api_key: ApiKey,
+    body: RequestKind,
+) -> Option<Vec<Bytes>> {
+    handlers::dispatch(shard, header, api_key, body).await.await
+}
+
 /// A response frame's body: chunks joined, size prefix and flexible response header dropped.
 fn response_body(chunks: &[Bytes]) -> Bytes {
     let whole: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
@@ -337,11 +347,7 @@ fn produce(c: &mut Criterion) {
 
             // The path works end to end: the response says the batch was appended.
             let chunks = ex
-                .run(async {
-                    let pending =
-                        handlers::dispatch(shard, header.clone(), api_key, body.clone()).await;
-                    pending.await
-                })
+                .run(answer(shard, header.clone(), api_key, body.clone()))
                 .expect("acks=-1 is answered");
             let r = ProduceResponse::decode(&mut response_body(&chunks), 9).expect("response");
             let pr = &r.responses[0].partition_responses[0];
@@ -354,8 +360,11 @@ fn produce(c: &mut Criterion) {
                     ex.run(async {
                         let start = Instant::now();
                         for (header, body) in reqs {
-                            let pending = handlers::dispatch(shard, header, api_key, body).await;
-                            black_box(pending.await.expect("acks=-1 is answered"));
+                            black_box(
+                                answer(shard, header, api_key, body)
+                                    .await
+                                    .expect("acks=-1 is answered"),
+                            );
                         }
                         let elapsed = start.elapsed();
                         shard.tick_all(true).await;
@@ -466,11 +475,7 @@ fn fetch(c: &mut Criterion) {
 
         // The whole path answers with every partition's records, as the encoder alone does.
         let chunks = ex
-            .run(async {
-                let pending =
-                    handlers::dispatch(shard, header.clone(), api_key, body.clone()).await;
-                pending.await
-            })
+            .run(answer(shard, header.clone(), api_key, body.clone()))
             .expect("fetch is answered");
         let r = FetchResponse::decode(&mut response_body(&chunks), 12).expect("response");
         let served: usize = r.responses[0]
@@ -495,8 +500,11 @@ fn fetch(c: &mut Criterion) {
                 ex.run(async {
                     let start = Instant::now();
                     for (header, body) in reqs {
-                        let pending = handlers::dispatch(shard, header, api_key, body).await;
-                        black_box(pending.await.expect("fetch is answered"));
+                        black_box(
+                            answer(shard, header, api_key, body)
+                                .await
+                                .expect("fetch is answered"),
+                        );
                     }
                     start.elapsed()
                 })

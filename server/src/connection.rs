@@ -88,11 +88,6 @@ struct Timeouts {
     request: Duration,
 }
 
-/// This shard's request-memory budget as a connection sees it.
-struct Budget<'a> {
-    sem: &'a Rc<Semaphore>,
-}
-
 /// Request memory held by one frame: the bytes of it that have arrived. Given back when
 /// dropped (when the request is answered, or the connection gives up on it).
 struct Reservation {
@@ -108,18 +103,25 @@ impl Reservation {
         }
     }
 
+    /// Holds `units` more if the shard's share has them now.
+    fn try_grow(&mut self, units: u64) -> bool {
+        let got = units == 0 || matches!(self.sem.try_acquire(units), Ok(true));
+        if got {
+            self.units += units;
+        }
+        got
+    }
+
     /// Holds `units` more, waiting for them if the shard's share is used up.
     async fn grow(&mut self, units: u64) -> io::Result<()> {
-        if units == 0 {
+        if self.try_grow(units) {
             return Ok(());
         }
-        if !matches!(self.sem.try_acquire(units), Ok(true)) {
-            crate::metrics::request_memory_wait();
-            self.sem
-                .acquire(units)
-                .await
-                .map_err(|e| io::Error::other(e.to_string()))?;
-        }
+        crate::metrics::request_memory_wait();
+        self.sem
+            .acquire(units)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
         self.units += units;
         Ok(())
     }
@@ -146,6 +148,10 @@ async fn charge(
     frame_start: Option<Instant>,
     timeouts: Timeouts,
 ) -> Result<(), ReadError> {
+    // The common case takes no timer.
+    if memory.try_grow(units) {
+        return Ok(());
+    }
     match frame_start {
         Some(t0) => {
             let left = timeouts.request.saturating_sub(t0.elapsed());
@@ -201,7 +207,7 @@ async fn read_frame(
     max: usize,
     timeouts: Timeouts,
     activity: &Activity,
-    budget: &Budget<'_>,
+    request_memory: &Rc<Semaphore>,
 ) -> Result<Option<Frame>, ReadError> {
     const CHUNK: usize = 64 << 10;
     /// The most one `recv` into a frame's buffer asks for (and reserves first).
@@ -210,7 +216,7 @@ async fn read_frame(
     const WAIT_CHUNK: usize = 16 << 10;
     let fd = stream.borrow().as_raw_fd();
     let mut need: Option<usize> = None;
-    let mut memory = Reservation::new(budget.sem);
+    let mut memory = Reservation::new(request_memory);
     let waiting_since = Instant::now();
     // Bytes left over from the previous read are the start of this frame.
     let mut frame_start = (!buf.is_empty()).then_some(waiting_since);
@@ -464,10 +470,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         if shard.is_shutting_down() {
             break;
         }
-        let budget = Budget {
-            sem: &shard.request_memory,
-        };
-        let read = read_frame(&stream, &mut buf, max, timeouts, &activity, &budget).boxed_local();
+        let read = read_frame(
+            &stream,
+            &mut buf,
+            max,
+            timeouts,
+            &activity,
+            &shard.request_memory,
+        )
+        .boxed_local();
         let frame = match future::select(read, stop).await {
             Either::Left((r, _)) => r,
             Either::Right(_) => {

@@ -69,7 +69,8 @@ impl ConnectionLimits {
     }
 
     /// Connections open broker-wide.
-    pub fn open(&self) -> usize {
+    #[cfg(test)]
+    fn open(&self) -> usize {
         self.counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
