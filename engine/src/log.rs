@@ -281,6 +281,17 @@ impl<S: Storage> PartitionLog<S> {
                 .await
                 .map_err(|e| LogError::io("remove", &p, e))?;
         }
+        // Segments retention deleted whose space was not yet freed when the broker stopped.
+        for n in names
+            .iter()
+            .filter(|n| n.ends_with(crate::io::deleter::DELETED_SUFFIX))
+        {
+            let p = dir.join(n);
+            storage
+                .remove_file_in_background(&p)
+                .await
+                .map_err(|e| LogError::io("remove", &p, e))?;
+        }
 
         let mut log_start = read_checked(&storage, &dir.join(LOG_START_FILE))
             .await?
@@ -1373,10 +1384,12 @@ async fn remove_segment_files<S: Storage>(
 ) -> Result<(), LogError> {
     for ext in ["log", "index", "timeindex"] {
         let p = dir.join(segment_name(base, ext));
-        storage
-            .remove_file(&p)
-            .await
-            .map_err(|e| LogError::io("remove", &p, e))?;
+        let removed = if ext == "log" {
+            storage.remove_file_in_background(&p).await
+        } else {
+            storage.remove_file(&p).await
+        };
+        removed.map_err(|e| LogError::io("remove", &p, e))?;
     }
     Ok(())
 }

@@ -90,3 +90,65 @@ fn append_flush_read_reopen_on_real_disk() {
         assert!(!dir.exists());
     });
 }
+
+/// Retention on a real disk: a deleted segment's name is gone at once (renamed
+/// `.log.deleted`), its space is freed by the background deleter, and a `.deleted` file left
+/// by a crash is picked up again when the log is opened.
+#[test]
+fn retention_frees_segments_in_the_background() {
+    let tmp = tempfile::Builder::new()
+        .prefix("shardlog-engine-")
+        .tempdir_in(std::env::temp_dir())
+        .expect("tempdir");
+    let dir = tmp.path().join("t-0");
+    shardlog_engine::io::deleter::configure(shardlog_engine::io::deleter::DeleterConfig {
+        chunk_bytes: 64 << 10,
+        interval: std::time::Duration::from_millis(1),
+        grace: std::time::Duration::ZERO,
+        queue: 16,
+    });
+    let segment_files = |dir: &std::path::Path, suffix: &str| -> usize {
+        std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(Result::ok)
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(suffix))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    let d = dir.clone();
+    run(move || async move {
+        GlommioStorage::prepare(&d).await.expect("direct I/O works here");
+        let cfg = LogConfig {
+            segment_bytes: 256 << 10,
+            retention_bytes: Some(600 << 10),
+            ..LogConfig::default()
+        };
+        let (log, _) = PartitionLog::open(GlommioStorage, d.clone(), cfg.clone())
+            .await
+            .expect("open");
+        for i in 0..60i64 {
+            let b = batch::build(0, 4, 4000, i);
+            let a = log.append(Bytes::from(b), 1, 0).await.expect("append");
+            log.wait_committed(a.last_offset).await.expect("commit");
+        }
+        let r = log.apply_retention(0).await.expect("retention");
+        assert!(r.segments_deleted >= 1, "{r:?}");
+        assert!(log.log_start_offset() > 0);
+        log.close().await.expect("close");
+        // A segment whose deletion a crash interrupted.
+        std::fs::write(d.join("00000000000000000000.log.deleted"), vec![9u8; 100_000])
+            .expect("write leftover");
+        let (log, report) = PartitionLog::open(GlommioStorage, d.clone(), cfg)
+            .await
+            .expect("reopen");
+        assert_eq!(report.log_end_offset, 240);
+        log.close().await.expect("close");
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while segment_files(&dir, ".deleted") > 0 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(segment_files(&dir, ".deleted"), 0, "deleted segments are freed");
+    assert!(segment_files(&dir, ".log") >= 1);
+}

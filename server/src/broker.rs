@@ -214,6 +214,12 @@ fn spawn_signal_thread(set: libc::sigset_t, global: Arc<Global>) {
 
 /// Runs the broker until shutdown. Returns once every shard has closed its logs.
 pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
+    shardlog_engine::io::deleter::configure(shardlog_engine::io::deleter::DeleterConfig {
+        chunk_bytes: cfg.segment_delete_chunk_bytes,
+        interval: Duration::from_millis(cfg.segment_delete_interval_ms),
+        grace: Duration::from_millis(cfg.segment_delete_delay_ms),
+        ..Default::default()
+    });
     let started = Instant::now();
     ensure_memlock(&cfg)?;
     shardlog_engine::io::create_dir_all_durable(&cfg.data_dir).map_err(|source| {

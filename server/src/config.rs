@@ -90,6 +90,12 @@ pub struct BrokerConfig {
     pub log_cache_bytes: usize,
     /// Space preallocated ahead of the write position per segment.
     pub log_preallocate_bytes: u64,
+    /// Segments deleted by retention are freed in the background this many bytes at a time
+    /// (0: in one step), with `segment_delete_interval_ms` between steps, after a grace period
+    /// of `segment_delete_delay_ms` (Kafka `file.delete.delay.ms`).
+    pub segment_delete_chunk_bytes: u64,
+    pub segment_delete_interval_ms: u64,
+    pub segment_delete_delay_ms: u64,
 
     /// Kafka `group.initial.rebalance.delay.ms` (0 disables; tests use 0).
     pub group_initial_rebalance_delay_ms: u64,
@@ -141,6 +147,9 @@ impl Default for BrokerConfig {
             shutdown_grace_ms: 10_000,
             log_cache_bytes: 16 << 20,
             log_preallocate_bytes: 32 << 20,
+            segment_delete_chunk_bytes: 4 << 20,
+            segment_delete_interval_ms: 4,
+            segment_delete_delay_ms: 1000,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -411,6 +420,18 @@ impl BrokerConfig {
             (self.log_preallocate_bytes as i64).into(),
         );
         put(
+            "segment_delete_chunk_bytes",
+            (self.segment_delete_chunk_bytes as i64).into(),
+        );
+        put(
+            "segment_delete_interval_ms",
+            (self.segment_delete_interval_ms as i64).into(),
+        );
+        put(
+            "segment_delete_delay_ms",
+            (self.segment_delete_delay_ms as i64).into(),
+        );
+        put(
             "group_initial_rebalance_delay_ms",
             (self.group_initial_rebalance_delay_ms as i64).into(),
         );
@@ -556,6 +577,13 @@ impl BrokerConfig {
                 "tick_interval_ms",
                 self.tick_interval_ms,
                 "must be in 1..=1000",
+            ));
+        }
+        if self.segment_delete_interval_ms > 1000 {
+            return Err(bad(
+                "segment_delete_interval_ms",
+                self.segment_delete_interval_ms,
+                "must be <= 1000",
             ));
         }
         if self.retention_check_interval_ms < 100 {

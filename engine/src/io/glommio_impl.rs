@@ -141,6 +141,10 @@ impl Storage for GlommioStorage {
         }
     }
 
+    async fn remove_file_in_background(&self, path: &Path) -> io::Result<()> {
+        super::deleter::remove_in_background(path)
+    }
+
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         match std::fs::remove_dir_all(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

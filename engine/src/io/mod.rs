@@ -19,6 +19,7 @@
 //! The traits use `async fn` without `Send` bounds on purpose: a log lives on one shard and
 //! never crosses threads.
 
+pub mod deleter;
 mod glommio_impl;
 pub mod sim;
 
@@ -44,6 +45,11 @@ pub trait Storage: Clone + 'static {
     /// Opens a file for direct reads and writes, creating it when `create` is set.
     async fn open_file(&self, path: &Path, create: bool) -> io::Result<Self::File>;
     async fn remove_file(&self, path: &Path) -> io::Result<()>;
+    /// Removes a (large) file whose space may be reclaimed later: the name is gone, durably once
+    /// the directory is synced; the data may be freed in the background (see [`deleter`]).
+    async fn remove_file_in_background(&self, path: &Path) -> io::Result<()> {
+        self.remove_file(path).await
+    }
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, removals, renames) durable.
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
