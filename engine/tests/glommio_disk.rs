@@ -118,7 +118,9 @@ fn retention_frees_segments_in_the_background() {
     };
     let d = dir.clone();
     run(move || async move {
-        GlommioStorage::prepare(&d).await.expect("direct I/O works here");
+        GlommioStorage::prepare(&d)
+            .await
+            .expect("direct I/O works here");
         let cfg = LogConfig {
             segment_bytes: 256 << 10,
             retention_bytes: Some(600 << 10),
@@ -137,8 +139,11 @@ fn retention_frees_segments_in_the_background() {
         assert!(log.log_start_offset() > 0);
         log.close().await.expect("close");
         // A segment whose deletion a crash interrupted.
-        std::fs::write(d.join("00000000000000000000.log.deleted"), vec![9u8; 100_000])
-            .expect("write leftover");
+        std::fs::write(
+            d.join("00000000000000000000.log.deleted"),
+            vec![9u8; 100_000],
+        )
+        .expect("write leftover");
         let (log, report) = PartitionLog::open(GlommioStorage, d.clone(), cfg)
             .await
             .expect("reopen");
@@ -149,6 +154,10 @@ fn retention_frees_segments_in_the_background() {
     while segment_files(&dir, ".deleted") > 0 && std::time::Instant::now() < deadline {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert_eq!(segment_files(&dir, ".deleted"), 0, "deleted segments are freed");
+    assert_eq!(
+        segment_files(&dir, ".deleted"),
+        0,
+        "deleted segments are freed"
+    );
     assert!(segment_files(&dir, ".log") >= 1);
 }

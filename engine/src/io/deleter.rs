@@ -55,7 +55,13 @@ impl Default for DeleterConfig {
 }
 
 static CONFIG: Mutex<Option<DeleterConfig>> = Mutex::new(None);
-static QUEUE: OnceLock<Option<SyncSender<(PathBuf, Instant)>>> = OnceLock::new();
+/// A file or a whole directory (a deleted partition) to free.
+enum Job {
+    File(PathBuf),
+    Dir(PathBuf),
+}
+
+static QUEUE: OnceLock<Option<SyncSender<(Job, Instant)>>> = OnceLock::new();
 
 /// Sets the deleter's pacing. Takes effect only before the first deletion starts the thread.
 pub fn configure(config: DeleterConfig) {
@@ -84,33 +90,63 @@ pub fn remove_in_background(path: &Path) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     };
-    let sender = QUEUE.get_or_init(start);
-    let refused = match sender {
-        Some(tx) => match tx.try_send((doomed, Instant::now())) {
+    enqueue(Job::File(doomed))
+}
+
+/// Renames the directory `path` to a unique `<path>.deleted-<n>` and queues its files for
+/// paced removal, then the directory itself. The rename is durable once the caller syncs the
+/// parent. A broker removes leftover `*.deleted-*` directories at start-up (they belong to no
+/// topic).
+pub fn remove_dir_in_background(path: &Path) -> io::Result<()> {
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!("{DELETED_SUFFIX}-{stamp}"));
+    let doomed = PathBuf::from(name);
+    match std::fs::rename(path, &doomed) {
+        Ok(()) => enqueue(Job::Dir(doomed)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn enqueue(job: Job) -> io::Result<()> {
+    let refused = match QUEUE.get_or_init(start) {
+        Some(tx) => match tx.try_send((job, Instant::now())) {
             Ok(()) => return Ok(()),
-            Err(TrySendError::Full((p, _)) | TrySendError::Disconnected((p, _))) => p,
+            Err(TrySendError::Full((j, _)) | TrySendError::Disconnected((j, _))) => j,
         },
-        None => doomed,
+        None => job,
     };
-    tracing::warn!(path = %refused.display(), "background deleter is full; unlinking in place");
-    match std::fs::remove_file(&refused) {
+    let (Job::File(p) | Job::Dir(p)) = &refused;
+    tracing::warn!(path = %p.display(), "background deleter is full; deleting in place");
+    let r = match refused {
+        Job::File(p) => std::fs::remove_file(p),
+        Job::Dir(p) => std::fs::remove_dir_all(p),
+    };
+    match r {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         r => r,
     }
 }
 
-fn start() -> Option<SyncSender<(PathBuf, Instant)>> {
+fn start() -> Option<SyncSender<(Job, Instant)>> {
     let cfg = config();
-    let (tx, rx) = sync_channel::<(PathBuf, Instant)>(cfg.queue.max(1));
+    let (tx, rx) = sync_channel::<(Job, Instant)>(cfg.queue.max(1));
     let spawned = std::thread::Builder::new()
         .name("shardlog-deleter".into())
         .spawn(move || {
-            for (path, queued) in rx {
+            for (job, queued) in rx {
                 if let Some(wait) = (queued + cfg.grace).checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
                 }
-                if let Err(e) = shrink_and_unlink(&path, &cfg) {
-                    tracing::warn!(path = %path.display(), error = %e, "could not delete segment file");
+                let (r, path) = match job {
+                    Job::File(p) => (shrink_and_unlink(&p, &cfg), p),
+                    Job::Dir(p) => (shrink_dir(&p, &cfg), p),
+                };
+                if let Err(e) = r {
+                    tracing::warn!(path = %path.display(), error = %e, "could not delete deleted log data");
                 }
             }
         });
@@ -120,6 +156,23 @@ fn start() -> Option<SyncSender<(PathBuf, Instant)>> {
             tracing::warn!(error = %e, "cannot start the background deleter; deleting in place");
             None
         }
+    }
+}
+
+fn shrink_dir(dir: &Path, cfg: &DeleterConfig) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_file()) {
+            shrink_and_unlink(&e.path(), cfg)?;
+        }
+    }
+    match std::fs::remove_dir_all(dir) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
     }
 }
 
@@ -165,6 +218,30 @@ mod tests {
         assert!(!p.exists());
         // Gone already: not an error.
         shrink_and_unlink(&p, &cfg).expect("second delete");
+    }
+
+    #[test]
+    fn directory_removal_renames_first_then_removes_everything() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let part = dir.path().join("t~id").join("0");
+        std::fs::create_dir_all(&part).expect("mkdir");
+        std::fs::write(part.join("00000000000000000000.log"), vec![1u8; 50_000]).expect("write");
+        std::fs::write(part.join("leader-epochs"), b"x").expect("write");
+        remove_dir_in_background(&dir.path().join("t~id")).expect("schedule");
+        assert!(
+            !dir.path().join("t~id").exists(),
+            "the name is gone at once"
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let left = || std::fs::read_dir(dir.path()).map_or(0, |rd| rd.count());
+        while left() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(
+            left(),
+            0,
+            "the renamed directory is removed after the grace period"
+        );
     }
 
     #[test]

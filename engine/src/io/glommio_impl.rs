@@ -146,10 +146,8 @@ impl Storage for GlommioStorage {
     }
 
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
-        match std::fs::remove_dir_all(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            r => r,
-        }
+        // A partition's segments may hold gigabytes: free them paced, off the shard.
+        super::deleter::remove_dir_in_background(path)
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
