@@ -12,7 +12,8 @@
 #
 # Env: PORT (29150), CORES (broker cores, 2), RUN_TIMEOUT (seconds per scenario file, 600),
 #      QUICK=1 (short runs: 1 s warm-up, 4 s measured, small preloads; for a smoke test),
-#      REPORT_ONLY=bench/results/DATE (only regenerate that folder's README.md).
+#      REPORT_ONLY=bench/results/DATE (only regenerate that folder's README.md),
+#      OUT_DIR (results folder; default bench/results/<today>).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -20,7 +21,7 @@ DATA=${1:-/var/tmp/shardlog-bench-data}
 PORT=${PORT:-29150}
 CORES=${CORES:-2}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
-OUT="bench/results/$(date +%F)"
+OUT=${OUT_DIR:-bench/results/$(date +%F)}
 mkdir -p "$OUT" "$DATA"
 ulimit -l unlimited 2>/dev/null || true
 
