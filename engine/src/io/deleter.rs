@@ -125,10 +125,7 @@ fn enqueue(job: Job) -> io::Result<()> {
         Job::File(p) => std::fs::remove_file(p),
         Job::Dir(p) => std::fs::remove_dir_all(p),
     };
-    match r {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    }
+    already_gone(r)
 }
 
 fn start() -> Option<SyncSender<(Job, Instant)>> {
@@ -159,6 +156,14 @@ fn start() -> Option<SyncSender<(Job, Instant)>> {
     }
 }
 
+/// Success when the file or directory is not there (someone else removed it first).
+fn already_gone(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
+}
+
 fn shrink_dir(dir: &Path, cfg: &DeleterConfig) -> io::Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -170,10 +175,7 @@ fn shrink_dir(dir: &Path, cfg: &DeleterConfig) -> io::Result<()> {
             shrink_and_unlink(&e.path(), cfg)?;
         }
     }
-    match std::fs::remove_dir_all(dir) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    }
+    already_gone(std::fs::remove_dir_all(dir))
 }
 
 fn shrink_and_unlink(path: &Path, cfg: &DeleterConfig) -> io::Result<()> {
@@ -193,10 +195,7 @@ fn shrink_and_unlink(path: &Path, cfg: &DeleterConfig) -> io::Result<()> {
             Err(e) => return Err(e),
         }
     }
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        r => r,
-    }
+    already_gone(std::fs::remove_file(path))
 }
 
 #[cfg(test)]
