@@ -141,6 +141,12 @@ run() { # scenario-file [extra args...]
     # shellcheck disable=SC2086  # one argument per topic
     "$BROKER" topic delete --brokers "127.0.0.1:$PORT" $topics >/dev/null || echo "!! deleting $topics failed" >&2
   fi
+  # Deleted partitions are freed in the background, paced (segment_delete_*): wait until that is
+  # done so one scenario's cleanup does not land in the next one's measurement (up to 120 s).
+  for _ in $(seq 240); do
+    [ -z "$(find "$DATA/broker/logs" -maxdepth 3 -name '*.deleted*' -print -quit 2>/dev/null)" ] && break
+    sleep 0.5
+  done
 }
 run 1-max-produce-acks1.toml
 run 2-max-produce-acks-all-fsync.toml

@@ -162,6 +162,14 @@ struct Inner<F: StorageFile> {
     failed: bool,
     unsynced_bytes: u64,
     last_sync: Instant,
+    /// Sealed segments whose index files are not written yet. A roll leaves that to the next
+    /// `tick` (or `close`) so appends to the new segment do not wait for two atomic file
+    /// replacements; until then the indexes live in memory, and a crash only means they are
+    /// rebuilt on first use (see the recovery table).
+    unsaved_indexes: Vec<Offset>,
+    /// The active segment's directory entry is not known durable yet: the next fdatasync
+    /// also syncs the directory, concurrently, before anything in the segment counts durable.
+    dir_unsynced: bool,
 }
 
 /// One partition's log. Not `Send`: it lives on the shard that owns the partition.
@@ -469,6 +477,8 @@ impl<S: Storage> PartitionLog<S> {
             failed: false,
             unsynced_bytes: 0,
             last_sync: Instant::now(),
+            unsaved_indexes: Vec::new(),
+            dir_unsynced: false,
         };
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
         Ok((
@@ -681,6 +691,9 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Periodic work: write data nobody waits for, interval fsync, age-based roll.
     pub async fn tick(&self, now_ms: i64) -> Result<(), LogError> {
+        if !self.inner.borrow().unsaved_indexes.is_empty() {
+            self.save_indexes().await;
+        }
         let (work, roll) = {
             let st = self.inner.borrow();
             if st.failed || st.write_busy || st.sync_busy {
@@ -872,15 +885,35 @@ impl<S: Storage> PartitionLog<S> {
     /// durable. Requires the sync slot.
     async fn sync_written(&self) -> Result<(), LogError> {
         let path = self.active_path();
-        let (file, target, unsynced) = {
+        let (file, target, unsynced, dir_unsynced) = {
             let st = self.inner.borrow();
-            (st.active.file.clone(), st.written_end, st.unsynced_bytes)
+            (
+                st.active.file.clone(),
+                st.written_end,
+                st.unsynced_bytes,
+                st.dir_unsynced,
+            )
         };
         if self.inner.borrow().durable_end < target {
-            if let Err(e) = file.sync_data().await {
+            if dir_unsynced {
+                // The segment's directory entry (from the roll that created it) and its data
+                // become durable together; both are needed before any of it counts.
+                let (d, f) =
+                    futures_lite::future::zip(self.storage.sync_dir(&self.dir), file.sync_data())
+                        .await;
+                if let Err(e) = d {
+                    return Err(self.fail(LogError::io("sync dir", &self.dir, e)));
+                }
+                if let Err(e) = f {
+                    return Err(self.fail(LogError::io("fdatasync", &path, e)));
+                }
+            } else if let Err(e) = file.sync_data().await {
                 return Err(self.fail(LogError::io("fdatasync", &path, e)));
             }
             let mut st = self.inner.borrow_mut();
+            if Rc::ptr_eq(&st.active.file, &file) {
+                st.dir_unsynced &= !dir_unsynced;
+            }
             st.durable_end = st.durable_end.max(target);
             st.unsynced_bytes = st.unsynced_bytes.saturating_sub(unsynced);
             st.last_sync = Instant::now();
@@ -970,9 +1003,6 @@ impl<S: Storage> PartitionLog<S> {
             .await
             .map_err(|e| self.fail(LogError::io("seal", &old_path, e)))?;
         index.seal_time(last_rel, max_ts);
-        if let Err(e) = self.write_index(old_base, &index).await {
-            tracing::warn!(error = %e, segment = old_base, "could not write index files; they will be rebuilt on use");
-        }
 
         let new_path = self.dir.join(segment_name(next, "log"));
         let created = async {
@@ -984,7 +1014,6 @@ impl<S: Storage> PartitionLog<S> {
                 .preallocate_bytes
                 .min(INITIAL_RESERVE_BYTES);
             f.preallocate(prealloc).await?;
-            self.storage.sync_dir(&self.dir).await?;
             Ok::<_, std::io::Error>(f)
         }
         .await;
@@ -1025,8 +1054,35 @@ impl<S: Storage> PartitionLog<S> {
             index: RefCell::new(Some(Rc::new(index))),
         };
         st.sealed.insert(old.base, Rc::new(sealed));
+        st.unsaved_indexes.push(old.base);
+        // The new file's entry is synced with the first fdatasync of its data (`sync_written`).
+        st.dir_unsynced = true;
         tracing::debug!(dir = %self.dir.display(), sealed = old.base, next, "segment rolled");
         Ok(())
+    }
+
+    /// Writes the index files of segments sealed since the last call (see `unsaved_indexes`).
+    async fn save_indexes(&self) {
+        let bases = std::mem::take(&mut self.inner.borrow_mut().unsaved_indexes);
+        for base in bases {
+            let index = {
+                let st = self.inner.borrow();
+                let Some(seg) = st.sealed.get(&base) else {
+                    continue; // deleted by retention meanwhile
+                };
+                let Some(index) = seg.index.borrow().clone() else {
+                    continue;
+                };
+                index
+            };
+            if let Err(e) = self.write_index(base, &index).await {
+                tracing::warn!(error = %e, segment = base, "could not write index files; they will be rebuilt on use");
+            }
+            if !self.inner.borrow().sealed.contains_key(&base) {
+                // Retention removed the segment while its index was being written.
+                let _ = remove_segment_files(&self.storage, &self.dir, base).await;
+            }
+        }
     }
 
     async fn write_index(&self, base: Offset, index: &SegmentIndex) -> std::io::Result<()> {
@@ -1308,6 +1364,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Clean shutdown: flush, persist the active segment's indexes and the clean marker.
     pub async fn close(self) -> Result<(), LogError> {
         self.flush().await?;
+        self.save_indexes().await;
         let _slot = self.acquire_all_io().await?;
         self.write_pending().await?;
         self.sync_written().await?;

@@ -116,11 +116,19 @@ fn gerr<T>(e: glommio::GlommioError<T>) -> io::Error {
     io::Error::from(e)
 }
 
+/// Runs a blocking file-system call on the executor's blocking thread pool, so a shard never
+/// sleeps in `fsync`, `rename` or `unlink`: under a heavy fdatasync load each of those waits
+/// for a journal commit (milliseconds), and a roll makes five of them.
+async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
 impl Storage for GlommioStorage {
     type File = GlommioFile;
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
-        create_dirs(path)
+        let path = path.to_path_buf();
+        blocking(move || create_dirs(&path)).await
     }
 
     async fn open_file(&self, path: &Path, create: bool) -> io::Result<GlommioFile> {
@@ -135,56 +143,71 @@ impl Storage for GlommioStorage {
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
-        match std::fs::remove_file(path) {
+        let path = path.to_path_buf();
+        blocking(move || match std::fs::remove_file(path) {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             r => r,
-        }
+        })
+        .await
     }
 
     async fn remove_file_in_background(&self, path: &Path) -> io::Result<()> {
-        super::deleter::remove_in_background(path)
+        let path = path.to_path_buf();
+        blocking(move || super::deleter::remove_in_background(&path)).await
     }
 
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         // A partition's segments may hold gigabytes: free them paced, off the shard.
-        super::deleter::remove_dir_in_background(path)
+        let path = path.to_path_buf();
+        blocking(move || super::deleter::remove_dir_in_background(&path)).await
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        sync_dir(path)
+        let path = path.to_path_buf();
+        blocking(move || sync_dir(&path)).await
     }
 
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(path)? {
-            let entry = entry?;
-            if let Some(name) = entry.file_name().to_str() {
-                out.push(name.to_owned());
+        let path = path.to_path_buf();
+        blocking(move || {
+            let mut out = Vec::new();
+            for entry in std::fs::read_dir(path)? {
+                let entry = entry?;
+                if let Some(name) = entry.file_name().to_str() {
+                    out.push(name.to_owned());
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
+        .await
     }
 
     async fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
-        match std::fs::read(path) {
+        let path = path.to_path_buf();
+        blocking(move || match std::fs::read(path) {
             Ok(v) => Ok(Some(v)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
-        }
+        })
+        .await
     }
 
     async fn write_file_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        let tmp = path.with_extension("tmp");
-        {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(data)?;
-            f.sync_all()?;
-        }
-        std::fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            std::fs::File::open(dir)?.sync_all()?;
-        }
-        Ok(())
+        let (path, data) = (path.to_path_buf(), data.to_vec());
+        blocking(move || {
+            let tmp = path.with_extension("tmp");
+            {
+                let mut f = std::fs::File::create(&tmp)?;
+                f.write_all(&data)?;
+                f.sync_all()?;
+            }
+            std::fs::rename(&tmp, &path)?;
+            if let Some(dir) = path.parent() {
+                sync_dir(dir)?;
+            }
+            Ok(())
+        })
+        .await
     }
 }
 

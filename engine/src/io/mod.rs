@@ -8,8 +8,10 @@
 //!   keeps the page cache out of the write path: the engine already holds recent batches in its
 //!   own bounded batch cache, so a second copy in the page cache would only cost memory and
 //!   make write latency depend on kernel writeback. Small control files (the clean-shutdown
-//!   marker, index files, checkpoints) are written rarely and use plain blocking `std::fs`
-//!   calls with the usual tmp + fsync + rename + fsync-directory dance.
+//!   marker, index files, checkpoints) are written rarely, with `std::fs` calls and the usual
+//!   tmp + fsync + rename + fsync-directory dance, on glommio's blocking thread pool: those
+//!   fsyncs (and directory syncs, renames, unlinks) wait for journal commits, milliseconds under
+//!   load, and must not stall the shard's other partitions and connections.
 //! * [`SimStorage`]: an in-memory twin for tests that keeps, per file, what a crash would leave
 //!   behind (the last fsynced image plus the writes since) and injects faults: EIO on write or
 //!   fsync, ENOSPC past a capacity, misaligned direct I/O, and crashes that keep any subset of

@@ -156,15 +156,21 @@ impl SimStorage {
             CrashMode::Torn { seed } => seed,
             _ => 0,
         });
-        // A directory or file survives when its entry and every ancestor's entry are durable.
+        // A process crash (KeepAll) keeps every directory entry: the kernel still has them.
+        // Otherwise a directory or file survives when its entry and every ancestor's entry are
+        // durable.
+        let keep_all = matches!(mode, CrashMode::KeepAll);
         let survives = |path: &Path| {
-            path.ancestors()
-                .skip(1)
-                .take_while(|d| st.live_dirs.iter().any(|l| l == d))
-                .all(|d| st.durable_dirs.iter().any(|k| k == d))
+            keep_all
+                || path
+                    .ancestors()
+                    .skip(1)
+                    .take_while(|d| st.live_dirs.iter().any(|l| l == d))
+                    .all(|d| st.durable_dirs.iter().any(|k| k == d))
         };
+        let entries = if keep_all { &st.live } else { &st.durable };
         let mut durable = HashMap::new();
-        for (path, file) in st.durable.iter().filter(|(p, _)| survives(p)) {
+        for (path, file) in entries.iter().filter(|(p, _)| survives(p)) {
             let f = file.borrow();
             let mut image = f.durable.clone();
             match mode {
@@ -198,8 +204,12 @@ impl SimStorage {
             };
             durable.insert(path.clone(), Rc::new(RefCell::new(data)));
         }
-        let durable_dirs: Vec<PathBuf> = st
-            .durable_dirs
+        let dirs = if keep_all {
+            &st.live_dirs
+        } else {
+            &st.durable_dirs
+        };
+        let durable_dirs: Vec<PathBuf> = dirs
             .iter()
             .filter(|d| st.live_dirs.contains(d) && survives(d))
             .cloned()
