@@ -113,6 +113,16 @@ pub struct RecoveryReport {
 pub struct RetentionReport {
     pub segments_deleted: usize,
     pub bytes_deleted: u64,
+    /// Of the deleted segments, those whose file was kept for reuse by a later roll.
+    pub segments_recycled: usize,
+}
+
+impl RetentionReport {
+    fn add(&mut self, other: RetentionReport) {
+        self.segments_deleted += other.segments_deleted;
+        self.bytes_deleted += other.bytes_deleted;
+        self.segments_recycled += other.segments_recycled;
+    }
 }
 
 struct Sealed<F> {
@@ -122,6 +132,17 @@ struct Sealed<F> {
     file: Rc<F>,
     index: RefCell<Option<Rc<SegmentIndex>>>,
 }
+
+/// A segment file waiting to be reused (see `Inner::recycled`).
+struct Recycled<F> {
+    path: PathBuf,
+    file: Rc<F>,
+    /// Bytes of old data in it: blocks that are already written.
+    size: u64,
+}
+
+/// Suffix of a deleted segment kept for reuse. Never a segment: `open` deletes leftovers.
+const RECYCLE_SUFFIX: &str = ".log.recycle";
 
 struct Active<F: StorageFile> {
     base: Offset,
@@ -167,6 +188,9 @@ struct Inner<F: StorageFile> {
     /// replacements; until then the indexes live in memory, and a crash only means they are
     /// rebuilt on first use (see the recovery table).
     unsaved_indexes: Vec<Offset>,
+    /// A deleted segment's file kept for reuse by the next roll (`recycle_segments`): renamed
+    /// `<base>.log.recycle`, no index files, no reader holds it.
+    recycled: Option<Recycled<F>>,
     /// The active segment's directory entry is not known durable yet: the next fdatasync
     /// also syncs the directory, concurrently, before anything in the segment counts durable.
     dir_unsynced: bool,
@@ -289,11 +313,11 @@ impl<S: Storage> PartitionLog<S> {
                 .await
                 .map_err(|e| LogError::io("remove", &p, e))?;
         }
-        // Segments retention deleted whose space was not yet freed when the broker stopped.
-        for n in names
-            .iter()
-            .filter(|n| n.ends_with(crate::io::deleter::DELETED_SUFFIX))
-        {
+        // Segments retention deleted whose space was not yet freed when the broker stopped,
+        // and a segment file kept for reuse (not worth tracking across a restart).
+        for n in names.iter().filter(|n| {
+            n.ends_with(crate::io::deleter::DELETED_SUFFIX) || n.ends_with(RECYCLE_SUFFIX)
+        }) {
             let p = dir.join(n);
             storage
                 .remove_file_in_background(&p)
@@ -436,7 +460,8 @@ impl<S: Storage> PartitionLog<S> {
             buf[..tail.len()].copy_from_slice(&tail);
         }
         let first_base = sealed.keys().next().copied().unwrap_or(active_base);
-        log_start = log_start.clamp(first_base, next_offset);
+        // (Written so that no combination of files on disk can make it panic.)
+        log_start = log_start.max(first_base).min(next_offset.max(first_base));
         epochs.retain(|&(_, start)| start < next_offset || start == 0);
         report.segments = sealed.len() + 1;
         report.log_start_offset = log_start;
@@ -478,6 +503,7 @@ impl<S: Storage> PartitionLog<S> {
             unsynced_bytes: 0,
             last_sync: Instant::now(),
             unsaved_indexes: Vec::new(),
+            recycled: None,
             dir_unsynced: false,
         };
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
@@ -1005,6 +1031,23 @@ impl<S: Storage> PartitionLog<S> {
         index.seal_time(last_rel, max_ts);
 
         let new_path = self.dir.join(segment_name(next, "log"));
+        let recycled = self.inner.borrow_mut().recycled.take();
+        if let Some(r) = recycled {
+            // Its old batches stay behind the write position until overwritten; they all have
+            // offsets below the log start, so recovery, which stops at the first batch whose
+            // offset does not continue the segment, never takes one for new data.
+            match self.storage.rename(&r.path, &new_path).await {
+                Ok(()) => {
+                    let mut st = self.inner.borrow_mut();
+                    self.install_segment(&mut st, next, size, index, r.file, r.size);
+                    return Ok(());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %r.path.display(), "cannot reuse a deleted segment's file; creating a new one");
+                    let _ = self.storage.remove_file_in_background(&r.path).await;
+                }
+            }
+        }
         let created = async {
             let f = self.storage.open_file(&new_path, true).await?;
             let prealloc = self
@@ -1028,15 +1071,30 @@ impl<S: Storage> PartitionLog<S> {
         };
         let mut st = self.inner.borrow_mut();
         let prealloc = st.config.preallocate_bytes.min(INITIAL_RESERVE_BYTES);
-        let align = new_file.alignment();
-        let buf = new_file.alloc(SCAN_CHUNK_BYTES.max(align as usize));
+        self.install_segment(&mut st, next, size, index, Rc::new(new_file), prealloc);
+        Ok(())
+    }
+
+    /// Makes `file` the active segment starting at `next` (`allocated` bytes reserved); the
+    /// old active one, `size` bytes with `index`, becomes sealed.
+    fn install_segment(
+        &self,
+        st: &mut Inner<S::File>,
+        next: Offset,
+        size: u64,
+        index: SegmentIndex,
+        file: Rc<S::File>,
+        allocated: u64,
+    ) {
+        let align = file.alignment();
+        let buf = file.alloc(SCAN_CHUNK_BYTES.max(align as usize));
         let new_active = Active {
             base: next,
-            file: Rc::new(new_file),
+            file,
             next_offset: next,
             size: 0,
             written: 0,
-            allocated: prealloc,
+            allocated,
             buf: Some(buf),
             buf_start: 0,
             index: SegmentIndex::default(),
@@ -1058,7 +1116,45 @@ impl<S: Storage> PartitionLog<S> {
         // The new file's entry is synced with the first fdatasync of its data (`sync_written`).
         st.dir_unsynced = true;
         tracing::debug!(dir = %self.dir.display(), sealed = old.base, next, "segment rolled");
-        Ok(())
+    }
+
+    /// Keeps a segment that retention deletes as the file for a later roll, when recycling is
+    /// on, no file is kept yet, and nobody else holds the segment (a reader that still has it
+    /// must keep seeing its old bytes). Returns whether it was kept; if not, the caller deletes
+    /// it.
+    async fn recycle(&self, seg: Rc<Sealed<S::File>>) -> Result<bool, LogError> {
+        let wanted = {
+            let st = self.inner.borrow();
+            st.config.recycle_segments && st.recycled.is_none() && !st.failed
+        };
+        if !wanted {
+            return Ok(false);
+        }
+        let Ok(seg) = Rc::try_unwrap(seg) else {
+            return Ok(false);
+        };
+        if Rc::strong_count(&seg.file) != 1 {
+            return Ok(false);
+        }
+        let from = self.dir.join(segment_name(seg.base, "log"));
+        let to = self.dir.join(format!("{:020}{RECYCLE_SUFFIX}", seg.base));
+        self.storage
+            .rename(&from, &to)
+            .await
+            .map_err(|e| LogError::io("rename", &from, e))?;
+        for ext in ["index", "timeindex"] {
+            let p = self.dir.join(segment_name(seg.base, ext));
+            self.storage
+                .remove_file(&p)
+                .await
+                .map_err(|e| LogError::io("remove", &p, e))?;
+        }
+        self.inner.borrow_mut().recycled = Some(Recycled {
+            path: to,
+            file: seg.file,
+            size: seg.size,
+        });
+        Ok(true)
     }
 
     /// Writes the index files of segments sealed since the last call (see `unsaved_indexes`).
@@ -1310,16 +1406,14 @@ impl<S: Storage> PartitionLog<S> {
             }
             if let Some(last) = expired_until {
                 let r = self.delete_sealed_while(|seg, _| seg.base <= last).await?;
-                report.segments_deleted += r.segments_deleted;
-                report.bytes_deleted += r.bytes_deleted;
+                report.add(r);
             }
         }
         if let Some(limit) = retention_bytes {
             let r = self
                 .delete_sealed_while(|seg, total| total - seg.size >= limit)
                 .await?;
-            report.segments_deleted += r.segments_deleted;
-            report.bytes_deleted += r.bytes_deleted;
+            report.add(r);
         }
         Ok(report)
     }
@@ -1333,7 +1427,10 @@ impl<S: Storage> PartitionLog<S> {
         let mut victims = Vec::new();
         {
             let mut st = self.inner.borrow_mut();
-            let mut total = st.sealed.values().map(|s| s.size).sum::<u64>() + st.active.size;
+            // A file kept for reuse takes disk space like a segment: count it.
+            let mut total = st.sealed.values().map(|s| s.size).sum::<u64>()
+                + st.active.size
+                + st.recycled.as_ref().map_or(0, |r| r.size);
             while let Some((_, seg)) = st.sealed.first_key_value() {
                 if !pred(seg, total) {
                     break;
@@ -1347,10 +1444,15 @@ impl<S: Storage> PartitionLog<S> {
             st.log_start = st.log_start.max(first);
         }
         for seg in victims {
-            remove_segment_files(&self.storage, &self.dir, seg.base).await?;
+            let (base, size) = (seg.base, seg.size);
+            if self.recycle(seg).await? {
+                report.segments_recycled += 1;
+            } else {
+                remove_segment_files(&self.storage, &self.dir, base).await?;
+            }
             report.segments_deleted += 1;
-            report.bytes_deleted += seg.size;
-            tracing::info!(dir = %self.dir.display(), segment = seg.base, bytes = seg.size, "segment deleted by retention");
+            report.bytes_deleted += size;
+            tracing::info!(dir = %self.dir.display(), segment = base, bytes = size, "segment deleted by retention");
         }
         if report.segments_deleted > 0 {
             self.storage

@@ -162,6 +162,11 @@ impl Storage for GlommioStorage {
         blocking(move || super::deleter::remove_dir_in_background(&path)).await
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let (from, to) = (from.to_path_buf(), to.to_path_buf());
+        blocking(move || std::fs::rename(from, to)).await
+    }
+
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let path = path.to_path_buf();
         blocking(move || sync_dir(&path)).await

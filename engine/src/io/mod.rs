@@ -53,6 +53,8 @@ pub trait Storage: Clone + 'static {
         self.remove_file(path).await
     }
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()>;
+    /// Renames a file (same directory); durable once the directory is synced.
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, removals, renames) durable.
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// File names (not paths) in a directory.

@@ -301,6 +301,16 @@ impl Storage for SimStorage {
         Ok(())
     }
 
+    async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        let data = st
+            .live
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        st.live.insert(to.to_path_buf(), data);
+        Ok(())
+    }
+
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
         st.live.retain(|p, _| !p.starts_with(path));
