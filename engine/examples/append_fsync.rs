@@ -1,13 +1,18 @@
 //! Sequential append throughput of one partition log with fdatasync before every
 //! acknowledgement, on the real disk: the engine's side of `tuning/engine-vs-fio.sh`.
 //!
-//! `cargo run --release -p shardlog-engine --example append_fsync -- DIR TOTAL_MIB BATCH_KIB [INFLIGHT]`
+//! `cargo run --release -p shardlog-engine --example append_fsync -- DIR TOTAL_MIB BATCH_KIB [INFLIGHT] [steady]`
 //! prints one line: `engine_append_fsync MB_per_s=<float> batches=<n> fsyncs=<n> seconds=<float>`.
 //!
 //! INFLIGHT (default 1) producers append concurrently, each waiting for its own batch to be
 //! fdatasync'd before sending the next, like a Kafka producer with that many requests in
 //! flight. With 1 the pattern is exactly fio's: one write, one fdatasync. With more, appends that
 //! arrive during an fdatasync share the next one (group commit).
+//!
+//! `steady`: the log as it is once retention runs (64 MiB segments, retention.bytes 128 MiB,
+//! retention applied as it goes, 256 MiB written before measuring), so rolls reuse deleted
+//! segments' files and writes land in already-written blocks. Compare it with fio overwriting
+//! a file it wrote before, not with fio on a fresh file.
 
 use std::time::Instant;
 
@@ -17,8 +22,10 @@ use shardlog_engine::{FlushPolicy, GlommioStorage, LogConfig, PartitionLog};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
+    let steady = args.last().is_some_and(|a| a == "steady");
+    let args: Vec<String> = args.into_iter().filter(|a| a != "steady").collect();
     if args.len() != 4 && args.len() != 5 {
-        eprintln!("usage: append_fsync DIR TOTAL_MIB BATCH_KIB [INFLIGHT]");
+        eprintln!("usage: append_fsync DIR TOTAL_MIB BATCH_KIB [INFLIGHT] [steady]");
         std::process::exit(2);
     }
     let dir = std::path::PathBuf::from(&args[1]);
@@ -41,11 +48,29 @@ fn main() {
             }
             // 1 KiB records (1014-byte values plus record overhead) in one batch of BATCH_KIB.
             let b = bytes::Bytes::from(batch::build(0, batch_kib as i32, 1014, 0));
-            let cfg = LogConfig { flush: FlushPolicy::EveryBatch, max_batch_bytes: b.len() + 1, retention_ms: None, ..LogConfig::default() };
+            let mut cfg = LogConfig { flush: FlushPolicy::EveryBatch, max_batch_bytes: b.len() + 1, retention_ms: None, ..LogConfig::default() };
+            if steady {
+                cfg.segment_bytes = 64 << 20;
+                cfg.retention_bytes = Some(128 << 20);
+            }
             let (log, _) = PartitionLog::open(GlommioStorage, dir.join("append-fsync-0"), cfg).await.unwrap_or_else(|e| {
                 eprintln!("open: {e}");
                 std::process::exit(1)
             });
+            if steady {
+                // Fill past retention so that a deleted segment's file is waiting for reuse.
+                let mut recycled = 0;
+                for i in 0..(256 * 1024 / batch_kib as u64) {
+                    let a = log.append(b.clone(), 0, 0).await.unwrap_or_else(|e| fail(e));
+                    log.wait_committed(a.last_offset).await.unwrap_or_else(|e| fail(e));
+                    if i % 16 == 0 {
+                        recycled += log.apply_retention(0).await.unwrap_or_else(|e| fail(e)).segments_recycled;
+                    }
+                }
+                if recycled == 0 {
+                    fail("no segment file was kept for reuse while filling");
+                }
+            }
             let n = total_mib * 1024 / batch_kib as u64;
             let per = n / inflight.max(1);
             let start = Instant::now();
@@ -55,7 +80,10 @@ fn main() {
             let producers = (0..inflight.max(1)).map(|_| {
                 let (log, b, in_append, in_wait) = (&log, &b, &in_append, &in_wait);
                 async move {
-                    for _ in 0..per {
+                    for i in 0..per {
+                        if steady && i % 16 == 0 {
+                            log.apply_retention(0).await.unwrap_or_else(|e| fail(e));
+                        }
                         let t0 = Instant::now();
                         let a = log.append(b.clone(), 0, 0).await.unwrap_or_else(|e| fail(e));
                         let t1 = Instant::now();

@@ -1138,10 +1138,10 @@ impl<S: Storage> PartitionLog<S> {
         }
         let from = self.dir.join(segment_name(seg.base, "log"));
         let to = self.dir.join(format!("{:020}{RECYCLE_SUFFIX}", seg.base));
-        self.storage
-            .rename(&from, &to)
-            .await
-            .map_err(|e| LogError::io("rename", &from, e))?;
+        if let Err(e) = self.storage.rename(&from, &to).await {
+            tracing::warn!(error = %e, path = %from.display(), "cannot keep a deleted segment for reuse; deleting it");
+            return Ok(false);
+        }
         for ext in ["index", "timeindex"] {
             let p = self.dir.join(segment_name(seg.base, ext));
             self.storage

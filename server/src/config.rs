@@ -90,6 +90,8 @@ pub struct BrokerConfig {
     pub log_cache_bytes: usize,
     /// Space preallocated ahead of the write position per segment.
     pub log_preallocate_bytes: u64,
+    /// Reuse the file of a segment retention deletes as the next segment (one per partition).
+    pub log_recycle_segments: bool,
     /// Segments deleted by retention are freed in the background this many bytes at a time
     /// (0: in one step), with `segment_delete_interval_ms` between steps, after a grace period
     /// of `segment_delete_delay_ms` (Kafka `file.delete.delay.ms`).
@@ -147,6 +149,7 @@ impl Default for BrokerConfig {
             shutdown_grace_ms: 10_000,
             log_cache_bytes: 16 << 20,
             log_preallocate_bytes: 32 << 20,
+            log_recycle_segments: true,
             segment_delete_chunk_bytes: 4 << 20,
             segment_delete_interval_ms: 4,
             segment_delete_delay_ms: 1000,
@@ -419,6 +422,7 @@ impl BrokerConfig {
             "log_preallocate_bytes",
             (self.log_preallocate_bytes as i64).into(),
         );
+        put("log_recycle_segments", self.log_recycle_segments.into());
         put(
             "segment_delete_chunk_bytes",
             (self.segment_delete_chunk_bytes as i64).into(),

@@ -267,6 +267,7 @@ pub fn log_config(topic: &TopicMeta, broker: &BrokerConfig) -> LogConfig {
         max_batch_bytes: broker.default_max_message_bytes,
         cache_bytes: broker.log_cache_bytes,
         preallocate_bytes: broker.log_preallocate_bytes,
+        recycle_segments: broker.log_recycle_segments,
         ..LogConfig::default()
     };
     let get = |k: &str| topic.configs.get(k).and_then(|v| v.parse::<i64>().ok());
