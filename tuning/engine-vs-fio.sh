@@ -22,7 +22,12 @@ mkdir -p "$DIR"
 cargo build --release -q -p shardlog-engine --example append_fsync
 BIN=target/release/examples/append_fsync
 engine=() ; engine4=() ; fio_r=() ; fio_us=() ; eng_app=() ; eng_wait=() ; fio_ow=() ; steady=()
+# Each engine run removes its log on exit; the paced deleter may not have finished by then.
+# Removing the rest frees (and, on a discard mount, discards) hundreds of MiB: let that settle
+# before the next measurement starts.
+clean() { rm -rf "$DIR"/append-fsync-0*; sync; sleep 1; }
 for i in $(seq "$RUNS"); do
+  clean
   rm -f "$DIR/fio.dat"
   read -r f fus < <(fio --name=seqfsync --filename="$DIR/fio.dat" --rw=write --bs=1m --size="${TOTAL_MIB}m" \
         --direct=1 --fdatasync=1 --ioengine=psync --fallocate=native --output-format=json \
@@ -30,9 +35,7 @@ for i in $(seq "$RUNS"); do
   fow=$(fio --name=seqfsync --filename="$DIR/fio.dat" --rw=write --bs=1m --size="${TOTAL_MIB}m" \
         --direct=1 --fdatasync=1 --ioengine=psync --fallocate=native --output-format=json \
       | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f" % (j["write"]["bw_bytes"]/1e6))')
-  rm -f "$DIR/fio.dat"
-  # Each run removes its log on exit; the paced deleter may not have finished by then.
-  clean() { rm -rf "$DIR"/append-fsync-0*; }
+  rm -f "$DIR/fio.dat"; sync; sleep 1
   clean; es=$("$BIN" "$DIR" "$TOTAL_MIB" 1024 1 steady | sed -n 's/.*MB_per_s=\([0-9.]*\).*/\1/p')
   clean; line=$("$BIN" "$DIR" "$TOTAL_MIB" 1024 1)
   e=$(sed -n 's/.*MB_per_s=\([0-9.]*\).*/\1/p' <<<"$line")

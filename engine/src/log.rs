@@ -1030,6 +1030,26 @@ impl<S: Storage> PartitionLog<S> {
             .map_err(|e| self.fail(LogError::io("seal", &old_path, e)))?;
         index.seal_time(last_rel, max_ts);
 
+        // Size retention at the roll: when the oldest segment is past `retention_bytes` anyway,
+        // delete it now and reuse its file for the new segment. Periodic retention deletes
+        // several segments at once and can keep only one for reuse; this way, under
+        // retention.bytes, every roll in steady state writes into already-written blocks.
+        let limit = {
+            let st = self.inner.borrow();
+            st.config
+                .retention_bytes
+                .filter(|_| st.config.recycle_segments && st.recycled.is_none())
+        };
+        if let Some(limit) = limit {
+            let once = std::cell::Cell::new(false);
+            let r = self
+                .delete_sealed_while(|seg, total| !once.replace(true) && total - seg.size >= limit)
+                .await;
+            if let Err(e) = r {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "retention at roll failed; the next retention check retries");
+            }
+        }
+
         let new_path = self.dir.join(segment_name(next, "log"));
         let recycled = self.inner.borrow_mut().recycled.take();
         if let Some(r) = recycled {
