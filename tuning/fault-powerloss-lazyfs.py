@@ -222,6 +222,10 @@ class PowerLossRun:
                                  workdir / "broker.log", args.cores, settings)
         self.topic = f"powerloss-{args.seed}"
         self.topic_config = {"segment.bytes": str(args.segment_bytes)}
+        if args.retention_bytes > 0:
+            # Retention deletes segments during the run, so rolls reuse their files: power cuts
+            # then meet reused segment files whose old batches lie behind new, unsynced data.
+            self.topic_config["retention.bytes"] = str(args.retention_bytes)
         self.cuts: list[Cut] = []
         self.created: list[CreatedTopic] = []
         self.wl: Workload | None = None
@@ -314,7 +318,7 @@ class PowerLossRun:
         wl.finish(prod, cons)
         log("reading everything back")
         rb = read_back(self.broker.bootstrap, self.topic, a.partitions, wl.acked, wl.value,
-                       wl.consumed)
+                       wl.consumed, retention=a.retention_bytes > 0)
         created_lost = self.created_topics_lost()
 
         log("clean stop, power cut, restart, read back again")
@@ -327,7 +331,8 @@ class PowerLossRun:
         self.broker.wait_serving(probe_ok=False)
         lost = set(rb.lost)
         kept = {s: po for s, po in wl.acked.items() if s not in lost}
-        after = read_back(self.broker.bootstrap, self.topic, a.partitions, kept, wl.value)
+        after = read_back(self.broker.bootstrap, self.topic, a.partitions, kept, wl.value,
+                          retention=a.retention_bytes > 0)
         panicked = panicked or self.broker.panicked()
         final_rc = self.broker.stop()
         self.lazyfs.unmount()
@@ -425,7 +430,9 @@ class PowerLossRun:
             "policy": a.policy, "seed": a.seed, "duration_s": a.duration,
             "flush_interval_ms": a.flush_interval_ms if a.policy == "interval" else None,
             "partitions": a.partitions, "rate": a.rate, "value_bytes": a.value_bytes,
-            "segment_bytes": a.segment_bytes, "sent": wl.sent, "acknowledged": len(wl.acked),
+            "segment_bytes": a.segment_bytes, "retention_bytes": a.retention_bytes or None,
+            "expired_by_retention": rb.expired,
+            "sent": wl.sent, "acknowledged": len(wl.acked),
             "delivery_failures": dict(wl.failed), "read_back": rb.messages,
             "lost": len(rb.lost), "lost_sample": rb.lost[:10],
             "max_lost_age_ms": max(lost_ages, default=None),
@@ -479,6 +486,8 @@ def main() -> int:
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--rate", type=int, default=2000, help="records per second (2000)")
     ap.add_argument("--value-bytes", type=int, default=100, help="padding per value (100)")
+    ap.add_argument("--retention-bytes", type=int, default=0,
+                    help="topic retention.bytes (0: none); > 0 exercises reused segment files")
     ap.add_argument("--segment-bytes", type=int, default=1 << 20,
                     help="topic segment.bytes (1 MiB, the minimum: frequent rolls)")
     ap.add_argument("--cores", type=int, default=2)

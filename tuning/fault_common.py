@@ -286,12 +286,31 @@ class ReadBack:
     holes: dict[int, int] = field(default_factory=dict)  # partition -> offsets missing
     consumer_lost: list[tuple[int, int]] = field(default_factory=list)  # seen live, then gone
     ends: dict[int, int] = field(default_factory=dict)  # partition -> end offset read back
+    # acknowledged but below the partition's log start: deleted by retention (with --retention)
+    expired: int = 0
+
+
+def log_starts(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
+    """Each partition's log start offset (the low watermark), as the broker reports it."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "fault-starts"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
+                for p in range(partitions)}
+    finally:
+        c.close()
 
 
 def read_back(bootstrap: str, topic: str, partitions: int, acked: dict[int, tuple[int, int]],
               value_of, consumed: dict[tuple[int, int], bytes] | None = None,
-              timeout: float = 120.0) -> ReadBack:
+              timeout: float = 120.0, retention: bool = False) -> ReadBack:
+    """With `retention`, records below each partition's log start (asked for after reading,
+    from the broker) count as expired, not lost, and holes are counted from the log start."""
     msgs = consume_all(bootstrap, topic, partitions, timeout=timeout)
+    starts = log_starts(bootstrap, topic, partitions) if retention else {}
+
+    def live(po: tuple[int, int]) -> bool:
+        return po[1] >= starts.get(po[0], 0)
     at: dict[tuple[int, int], bytes] = {}
     values: Counter = Counter()
     per_part: dict[int, list[int]] = defaultdict(list)
@@ -300,13 +319,16 @@ def read_back(bootstrap: str, topic: str, partitions: int, acked: dict[int, tupl
         values[m.value] += 1
         per_part[m.partition].append(m.offset)
     rb = ReadBack(messages=len(msgs))
-    rb.lost = sorted(s for s, po in acked.items() if at.get(po) != value_of(s))
+    rb.lost = sorted(s for s, po in acked.items() if live(po) and at.get(po) != value_of(s))
+    rb.expired = sum(1 for po in acked.values() if not live(po))
     rb.duplicates = {v: n - 1 for v, n in values.items() if n > 1}
     for p in range(partitions):
-        offs = per_part.get(p, [])
-        rb.ends[p] = max(offs) + 1 if offs else 0
-        missing = rb.ends[p] - len(set(offs))
+        start = starts.get(p, 0)
+        offs = {o for o in per_part.get(p, []) if o >= start}
+        rb.ends[p] = max(offs) + 1 if offs else start
+        missing = rb.ends[p] - start - len(offs)
         if missing:
             rb.holes[p] = missing
-    rb.consumer_lost = [po for po, v in (consumed or {}).items() if at.get(po) != v]
+    rb.consumer_lost = [po for po, v in (consumed or {}).items()
+                        if live(po) and at.get(po) != v]
     return rb
