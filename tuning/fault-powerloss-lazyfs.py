@@ -247,13 +247,15 @@ class PowerLossRun:
         return cut
 
     def wait_for_roll(self, timeout: float) -> bool:
-        """Waits until a partition of the topic gets a new segment file."""
-        before = {p: len(segment_bases(self.lazyfs.root, self.topic, p))
-                  for p in range(self.args.partitions)}
+        """Waits until a partition of the topic gets a new segment (a higher base offset; with
+        retention the number of segments may stay the same)."""
+        def newest(p: int) -> int:
+            return max(segment_bases(self.lazyfs.root, self.topic, p), default=-1)
+        before = {p: newest(p) for p in range(self.args.partitions)}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for p, n in before.items():
-                if len(segment_bases(self.lazyfs.root, self.topic, p)) > n:
+                if newest(p) > n:
                     return True
             time.sleep(0.005)
         return False
