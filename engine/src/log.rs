@@ -937,8 +937,9 @@ impl<S: Storage> PartitionLog<S> {
                 return Err(self.fail(LogError::io("fdatasync", &path, e)));
             }
             let mut st = self.inner.borrow_mut();
-            if Rc::ptr_eq(&st.active.file, &file) {
-                st.dir_unsynced &= !dir_unsynced;
+            // (A roll in the meantime set the flag for a newer file: leave it.)
+            if dir_unsynced && Rc::ptr_eq(&st.active.file, &file) {
+                st.dir_unsynced = false;
             }
             st.durable_end = st.durable_end.max(target);
             st.unsynced_bytes = st.unsynced_bytes.saturating_sub(unsynced);
@@ -1162,13 +1163,7 @@ impl<S: Storage> PartitionLog<S> {
             tracing::warn!(error = %e, path = %from.display(), "cannot keep a deleted segment for reuse; deleting it");
             return Ok(false);
         }
-        for ext in ["index", "timeindex"] {
-            let p = self.dir.join(segment_name(seg.base, ext));
-            self.storage
-                .remove_file(&p)
-                .await
-                .map_err(|e| LogError::io("remove", &p, e))?;
-        }
+        remove_index_files(&self.storage, &self.dir, seg.base).await?;
         self.inner.borrow_mut().recycled = Some(Recycled {
             path: to,
             file: seg.file,
@@ -1196,7 +1191,7 @@ impl<S: Storage> PartitionLog<S> {
             }
             if !self.inner.borrow().sealed.contains_key(&base) {
                 // Retention removed the segment while its index was being written.
-                let _ = remove_segment_files(&self.storage, &self.dir, base).await;
+                let _ = remove_index_files(&self.storage, &self.dir, base).await;
             }
         }
     }
@@ -1561,14 +1556,26 @@ async fn remove_segment_files<S: Storage>(
     dir: &Path,
     base: Offset,
 ) -> Result<(), LogError> {
-    for ext in ["log", "index", "timeindex"] {
+    let p = dir.join(segment_name(base, "log"));
+    storage
+        .remove_file_in_background(&p)
+        .await
+        .map_err(|e| LogError::io("remove", &p, e))?;
+    remove_index_files(storage, dir, base).await
+}
+
+/// Removes a segment's offset and time index files.
+async fn remove_index_files<S: Storage>(
+    storage: &S,
+    dir: &Path,
+    base: Offset,
+) -> Result<(), LogError> {
+    for ext in ["index", "timeindex"] {
         let p = dir.join(segment_name(base, ext));
-        let removed = if ext == "log" {
-            storage.remove_file_in_background(&p).await
-        } else {
-            storage.remove_file(&p).await
-        };
-        removed.map_err(|e| LogError::io("remove", &p, e))?;
+        storage
+            .remove_file(&p)
+            .await
+            .map_err(|e| LogError::io("remove", &p, e))?;
     }
     Ok(())
 }

@@ -118,7 +118,7 @@ fn gerr<T>(e: glommio::GlommioError<T>) -> io::Error {
 
 /// Runs a blocking file-system call on the executor's blocking thread pool, so a shard never
 /// sleeps in `fsync`, `rename` or `unlink`: under a heavy fdatasync load each of those waits
-/// for a journal commit (milliseconds), and a roll makes five of them.
+/// for a journal commit (milliseconds), and rolls and retention make several of them.
 async fn blocking<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
     glommio::executor().spawn_blocking(f).await
 }
