@@ -25,23 +25,23 @@ engine=() ; engine4=() ; fio_r=() ; fio_us=() ; eng_app=() ; eng_wait=() ; fio_o
 # Each engine run removes its log on exit; the paced deleter may not have finished by then.
 # Removing the rest frees (and, on a discard mount, discards) hundreds of MiB: let that settle
 # before the next measurement starts.
-clean() { rm -rf "$DIR"/append-fsync-0*; sync; sleep 1; }
+clean() { rm -rf "$DIR"/append-fsync-0* "$DIR/fio.dat"; sync; sleep 1; }
+# fio's sequential 1 MiB O_DIRECT writes with fdatasync each, on $DIR/fio.dat; prints
+# "MB/s us-per-MiB" (write completion + fdatasync latency, means).
+fio_seq() {
+  fio --name=seqfsync --filename="$DIR/fio.dat" --rw=write --bs=1m --size="${TOTAL_MIB}m" \
+      --direct=1 --fdatasync=1 --ioengine=psync --fallocate=native --output-format=json \
+    | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f %.0f" % (j["write"]["bw_bytes"]/1e6, (j["write"]["clat_ns"]["mean"] + j["sync"]["lat_ns"]["mean"])/1e3))'
+}
+field() { sed -n "s/.*$1=\([0-9.]*\).*/\1/p" <<<"$2"; } # KEY LINE: the number after KEY=
 for i in $(seq "$RUNS"); do
   clean
-  rm -f "$DIR/fio.dat"
-  read -r f fus < <(fio --name=seqfsync --filename="$DIR/fio.dat" --rw=write --bs=1m --size="${TOTAL_MIB}m" \
-        --direct=1 --fdatasync=1 --ioengine=psync --fallocate=native --output-format=json \
-      | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f %.0f" % (j["write"]["bw_bytes"]/1e6, (j["write"]["clat_ns"]["mean"] + j["sync"]["lat_ns"]["mean"])/1e3))')
-  fow=$(fio --name=seqfsync --filename="$DIR/fio.dat" --rw=write --bs=1m --size="${TOTAL_MIB}m" \
-        --direct=1 --fdatasync=1 --ioengine=psync --fallocate=native --output-format=json \
-      | python3 -c 'import json,sys; j=json.load(sys.stdin)["jobs"][0]; print("%.1f" % (j["write"]["bw_bytes"]/1e6))')
-  rm -f "$DIR/fio.dat"; sync; sleep 1
-  clean; es=$("$BIN" "$DIR" "$TOTAL_MIB" 1024 1 steady | sed -n 's/.*MB_per_s=\([0-9.]*\).*/\1/p')
+  read -r f fus < <(fio_seq)
+  read -r fow _ < <(fio_seq) # the same file again: overwriting written blocks
+  clean; es=$(field MB_per_s "$("$BIN" "$DIR" "$TOTAL_MIB" 1024 1 steady)")
   clean; line=$("$BIN" "$DIR" "$TOTAL_MIB" 1024 1)
-  e=$(sed -n 's/.*MB_per_s=\([0-9.]*\).*/\1/p' <<<"$line")
-  ea=$(sed -n 's/.*append_us=\([0-9.]*\).*/\1/p' <<<"$line")
-  ew=$(sed -n 's/.*commit_wait_us=\([0-9.]*\).*/\1/p' <<<"$line")
-  clean; e4=$("$BIN" "$DIR" "$TOTAL_MIB" 1024 4 | sed -n 's/.*MB_per_s=\([0-9.]*\).*/\1/p')
+  e=$(field MB_per_s "$line"); ea=$(field append_us "$line"); ew=$(field commit_wait_us "$line")
+  clean; e4=$(field MB_per_s "$("$BIN" "$DIR" "$TOTAL_MIB" 1024 4)")
   echo "run $i: fio ${f} MB/s (write+fdatasync ${fus} us per MiB), engine QD1 ${e} MB/s (append ${ea} us + commit wait ${ew} us per batch), engine 4 in flight ${e4} MB/s; fio overwrite ${fow} MB/s, engine QD1 steady state ${es} MB/s"
   fio_r+=("$f"); fio_us+=("$fus"); engine+=("$e"); engine4+=("$e4"); eng_app+=("$ea"); eng_wait+=("$ew"); fio_ow+=("$fow"); steady+=("$es")
 done

@@ -22,7 +22,7 @@ import kwire  # noqa: E402
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException,  # noqa: E402
                              Producer, TopicPartition)
 
-from util import consume_all  # noqa: E402
+from util import consume_all, watermarks  # noqa: E402
 
 PROBE_TOPIC = "fault-probe"
 DEFAULT_BIN = os.environ.get("SHARDLOG_BIN") or str(REPO / "target" / "release" / "shardlog")
@@ -290,24 +290,15 @@ class ReadBack:
     expired: int = 0
 
 
-def log_starts(bootstrap: str, topic: str, partitions: int) -> dict[int, int]:
-    """Each partition's log start offset (the low watermark), as the broker reports it."""
-    from confluent_kafka import Consumer, TopicPartition
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "fault-starts"})
-    try:
-        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[0]
-                for p in range(partitions)}
-    finally:
-        c.close()
-
-
 def read_back(bootstrap: str, topic: str, partitions: int, acked: dict[int, tuple[int, int]],
               value_of, consumed: dict[tuple[int, int], bytes] | None = None,
               timeout: float = 120.0, retention: bool = False) -> ReadBack:
     """With `retention`, records below each partition's log start (asked for after reading,
     from the broker) count as expired, not lost, and holes are counted from the log start."""
     msgs = consume_all(bootstrap, topic, partitions, timeout=timeout)
-    starts = log_starts(bootstrap, topic, partitions) if retention else {}
+    # Each partition's log start offset (low watermark), as the broker reports it.
+    starts = ({p: watermarks(bootstrap, topic, p)[0] for p in range(partitions)}
+              if retention else {})
 
     def live(po: tuple[int, int]) -> bool:
         return po[1] >= starts.get(po[0], 0)

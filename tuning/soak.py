@@ -109,7 +109,6 @@ import argparse
 import asyncio
 import errno
 import json
-import math
 import multiprocessing as mp
 import os
 import random
@@ -135,6 +134,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 import kwire  # noqa: E402
+
+sys.path.insert(0, str(REPO / "tuning"))
+from fault_common import log, percentile as pct  # noqa: E402
 
 MiB = 1 << 20
 KiB = 1 << 10
@@ -181,17 +183,6 @@ CONFIG_DEFAULTS = {
     "log_cache_bytes": 16 * MiB,
     "shutdown_grace_ms": 10_000,
 }
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
-def pct(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    s = sorted(values)
-    return s[max(0, math.ceil(p / 100.0 * len(s)) - 1)]  # nearest rank
 
 
 # ---------------------------------------------------------------------------
@@ -562,17 +553,10 @@ class Load:
                 b[8:12] = kwire.i32(len(b) + 1000)
                 req, exp, what = kwire.produce_body(JUNK_TOPIC, 0, bytes(b)), {2, 87}, "bad batch length"
                 api, ver = kwire.PRODUCE, 3
-            t0 = time.monotonic()
-            await self.send(st, w, kwire.frame(kwire.request_header(api, ver, cid) + req))
-            st.requests += 1
-            try:
-                rd = kwire.Reader(await asyncio.wait_for(self.recv_frame(r), 10.0))
-            except asyncio.TimeoutError:
-                st.unexpected[f"{what}: no answer in 10 s"] += 1
+            rd, got = await self.timed_request(
+                st, r, w, kwire.frame(kwire.request_header(api, ver, cid) + req), what)
+            if rd is None:
                 return True
-            self.lat(st, t0)
-            st.responses += 1
-            got = rd.i32()
             if got != cid:
                 st.unexpected[f"{what}: correlation {got} != {cid}"] += 1
                 return True
@@ -780,12 +764,8 @@ class Broker:
             cmd += ["--config", self.args.config]
         self.cmd = cmd
         self.logf = open(self.log_path, "ab")
-
-        def pre():
-            resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
-
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env,
-                                     preexec_fn=pre)
+        # The broker inherits the file limit main() raised.
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env)
 
     @property
     def pid(self) -> int:

@@ -59,16 +59,27 @@ def start(binary: str, port: int, env: dict, admin: int | None = None) -> tuple[
                           f"127.0.0.1:{admin}" if admin else "",
                           "--data-dir", d + "/data", "--cores", "2"],
                          stdout=subprocess.DEVNULL, stderr=open(d + "/broker.log", "wb"), env=e)
+    wait_ready(p, port, f"log in {d}/broker.log")
+    return p, d
+
+
+def wait_ready(p: subprocess.Popen, port: int, where: str) -> None:
+    """Waits up to 30 s for the broker to answer ApiVersions; kills it and exits if not."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             with kwire.Conn("127.0.0.1", port, timeout=2) as c:
                 c.api_versions()
-                return p, d
+                return
         except OSError:
             time.sleep(0.1)
     p.kill()
-    raise SystemExit(f"broker did not start; log in {d}/broker.log")
+    raise SystemExit(f"broker did not start; {where}")
+
+
+def q(v: list[float], f: float) -> float:
+    """The f-quantile of sorted values."""
+    return v[min(len(v) - 1, int(len(v) * f))]
 
 
 def rss_mib(pid: int) -> int:
@@ -137,9 +148,6 @@ def stall(a, port: int) -> None:
         lat = json.loads(Path(out).read_text())
         before = sorted(ms for t, ms in lat if t < t_start)
         during = sorted(ms for t, ms in lat if t >= t_start)
-
-        def q(v, f):
-            return v[min(len(v) - 1, int(len(v) * f))]
 
         print(f"probe before the burst: n {len(before)} p50 {q(before, .5):.2f} ms "
               f"max {before[-1]:.2f} ms")
@@ -271,16 +279,7 @@ def logpipe(a, port: int) -> None:
 
     threading.Thread(target=drain, daemon=True).start()
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with kwire.Conn("127.0.0.1", port, timeout=2) as c:
-                    c.api_versions()
-                    break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("broker did not start")
-                time.sleep(0.1)
+        wait_ready(p, port, "its stderr is the drained pipe")
         out = d + "/probe.json"
         pr = subprocess.Popen([sys.executable, __file__, "_probe", str(port), "12", out])
         time.sleep(2)
@@ -300,9 +299,6 @@ def logpipe(a, port: int) -> None:
         lat = json.loads(Path(out).read_text())
         before = sorted(ms for t, ms in lat if t < t_start)
         during = sorted(ms for t, ms in lat if t_start <= t < t_start + 8)
-
-        def q(v, f):
-            return v[min(len(v) - 1, int(len(v) * f))]
 
         print(f"log drained at {a.drain_kib} KiB/s; {bad} bad frames in 8 s (one warning line each)")
         print(f"probe before: n {len(before)} p50 {q(before, .5):.2f} ms max {before[-1]:.2f} ms")

@@ -9,6 +9,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(idx) = SegmentIndex::decode(offsets, times, 1 << 20, 1 << 20) {
         let _ = idx.position_for(0, 12345);
         let _ = idx.scan_start_for_time(0, 99);
-        assert_eq!(SegmentIndex::decode(&idx.encode_offsets(), &idx.encode_times(), 1 << 20, 1 << 20).ok(), Some(idx));
+        assert_eq!(
+            SegmentIndex::decode(&idx.encode_offsets(), &idx.encode_times(), 1 << 20, 1 << 20).ok(),
+            Some(idx)
+        );
     }
 });

@@ -4,15 +4,13 @@
 #![no_main]
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use shardlog_engine::batch;
 use shardlog_server::groups::{decode_offsets_batch, encode_offsets_batch};
 
+#[path = "../common/inputs.rs"]
+mod inputs;
+
 fuzz_target!(|data: &[u8]| {
-    let mut bytes = data.to_vec();
-    if bytes.len() >= batch::HEADER_BYTES {
-        let crc = batch::compute_crc(&bytes);
-        bytes[17..21].copy_from_slice(&crc.to_be_bytes());
-    }
+    let bytes = inputs::offsets_batch(data);
     let Ok(records) = decode_offsets_batch(&bytes) else {
         return;
     };

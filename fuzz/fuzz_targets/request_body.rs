@@ -13,30 +13,27 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
     alter_configs_response, create_topics_response, incremental_alter_configs_response,
     AlterConfigsResponse, ApiKey, CreateTopicsResponse, IncrementalAlterConfigsResponse,
-    RequestHeader, RequestKind,
+    RequestKind,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use libfuzzer_sys::fuzz_target;
-use shardlog_server::protocol::{self, Parsed, SUPPORTED_APIS};
+use shardlog_server::protocol::{self, Parsed};
 use shardlog_server::{errors, metadata};
 
+#[path = "../common/inputs.rs"]
+mod inputs;
+
 fuzz_target!(|data: &[u8]| {
-    let [api, version, flags, body @ ..] = data else {
+    let Some(inputs::RequestBodyInput {
+        api_key,
+        version,
+        header,
+        frame,
+    }) = inputs::request_body(data)
+    else {
         return;
     };
-    let (api_key, lo, hi) = SUPPORTED_APIS[usize::from(*api) % SUPPORTED_APIS.len()];
-    let version = lo + i16::from(*version) % (hi - lo + 1);
-    let mut header = RequestHeader::default();
-    header.request_api_key = api_key as i16;
-    header.request_api_version = version;
-    header.correlation_id = i32::from(*flags) << 8 | i32::from(*api);
-    header.client_id = (flags & 1 == 0).then(|| StrBytes::from_static_str("fuzz"));
-    let mut frame = BytesMut::new();
-    header
-        .encode(&mut frame, api_key.request_header_version(version))
-        .expect("header encodes");
-    frame.extend_from_slice(body);
-    let (got, kind) = match protocol::parse_request(frame.freeze()) {
+    let (got, kind) = match protocol::parse_request(frame) {
         Ok(Parsed::Request { header, body, .. }) => (header, body),
         Ok(Parsed::ApiVersionsUnsupported { .. }) => panic!("{api_key:?} v{version} is supported"),
         Err(_) => return,

@@ -112,11 +112,8 @@ impl Reservation {
         got
     }
 
-    /// Holds `units` more, waiting for them if the shard's share is used up.
-    async fn grow(&mut self, units: u64) -> io::Result<()> {
-        if self.try_grow(units) {
-            return Ok(());
-        }
+    /// Holds `units` more, waiting for them (for when `try_grow` found the share used up).
+    async fn grow_waiting(&mut self, units: u64) -> io::Result<()> {
         crate::metrics::request_memory_wait();
         self.sem
             .acquire(units)
@@ -131,6 +128,14 @@ impl Reservation {
         let units = units.min(self.units);
         self.units -= units;
         self.sem.signal(units);
+    }
+
+    /// Gives back whatever is held beyond `units`.
+    fn hold(&mut self, units: u64) {
+        let extra = self.units.saturating_sub(units);
+        if extra > 0 {
+            self.shrink(extra);
+        }
     }
 }
 
@@ -154,13 +159,61 @@ async fn charge(
     }
     match frame_start {
         Some(t0) => {
-            let left = timeouts.request.saturating_sub(t0.elapsed());
-            match glommio::timer::timeout(left, async { Ok(memory.grow(units).await) }).await {
+            let left = frame_time_left(t0, timeouts);
+            match glommio::timer::timeout(left, async { Ok(memory.grow_waiting(units).await) })
+                .await
+            {
                 Ok(r) => Ok(r?),
                 Err(_) => Err(ReadError::RequestTimeout(timeouts.request)),
             }
         }
-        None => Ok(memory.grow(units).await?),
+        None => Ok(memory.grow_waiting(units).await?),
+    }
+}
+
+/// What is left of `request_read_timeout_ms` for a frame that started at `t0`.
+fn frame_time_left(t0: Instant, timeouts: Timeouts) -> Duration {
+    timeouts.request.saturating_sub(t0.elapsed())
+}
+
+/// Waits for the socket to bring bytes into `dst`, with the timeout that applies: what is left
+/// of `request_read_timeout_ms` once a frame has started; otherwise the idle timeout, counted
+/// from the later of `waiting_since` and the last answer, and not at all while answers are in
+/// flight. The read stays pending across re-armed timers; it is dropped only on timeout.
+async fn read_or_timeout(
+    stream: &Stream,
+    dst: &mut [u8],
+    frame_start: Option<Instant>,
+    waiting_since: Instant,
+    timeouts: Timeouts,
+    activity: &Activity,
+) -> Result<io::Result<usize>, ReadError> {
+    let read = read_some(stream, dst);
+    futures::pin_mut!(read);
+    loop {
+        let wait = match frame_start {
+            Some(t0) => {
+                let left = frame_time_left(t0, timeouts);
+                if left.is_zero() {
+                    return Err(ReadError::RequestTimeout(timeouts.request));
+                }
+                left
+            }
+            None if activity.inflight.get() > 0 => timeouts.idle,
+            None => {
+                let since = waiting_since.max(activity.last_answer.get());
+                let left = timeouts.idle.saturating_sub(since.elapsed());
+                if left.is_zero() {
+                    return Err(ReadError::Idle(timeouts.idle));
+                }
+                left
+            }
+        };
+        let timer = glommio::timer::sleep(wait);
+        futures::pin_mut!(timer);
+        if let Either::Left((r, _)) = future::select(read.as_mut(), timer).await {
+            return Ok(r);
+        }
     }
 }
 
@@ -260,43 +313,13 @@ async fn read_frame(
                 // Nothing ready: wait for the socket through glommio with a small zeroed area,
                 // holding only as much memory as that read can bring in.
                 let wait_grow = grow.min(WAIT_CHUNK);
-                let keep = if need.is_some() {
-                    start + wait_grow
-                } else {
-                    start
-                };
-                memory.shrink(memory.units.saturating_sub(keep as u64));
+                let keep = start + if need.is_some() { wait_grow } else { 0 };
+                memory.hold(keep as u64);
                 buf.resize(start + wait_grow, 0);
-                let r = {
-                    let read = read_some(stream, &mut buf[start..]);
-                    futures::pin_mut!(read);
-                    // The read stays pending across re-armed timers; it is dropped only on timeout.
-                    loop {
-                        let wait = match frame_start {
-                            Some(t0) => {
-                                let left = timeouts.request.saturating_sub(t0.elapsed());
-                                if left.is_zero() {
-                                    break Err(ReadError::RequestTimeout(timeouts.request));
-                                }
-                                left
-                            }
-                            None if activity.inflight.get() > 0 => timeouts.idle,
-                            None => {
-                                let since = waiting_since.max(activity.last_answer.get());
-                                let left = timeouts.idle.saturating_sub(since.elapsed());
-                                if left.is_zero() {
-                                    break Err(ReadError::Idle(timeouts.idle));
-                                }
-                                left
-                            }
-                        };
-                        let timer = glommio::timer::sleep(wait);
-                        futures::pin_mut!(timer);
-                        if let Either::Left((r, _)) = future::select(read.as_mut(), timer).await {
-                            break Ok(r);
-                        }
-                    }
-                };
+                let read = &mut buf[start..];
+                let r =
+                    read_or_timeout(stream, read, frame_start, waiting_since, timeouts, activity)
+                        .await;
                 match r {
                     Ok(r) => {
                         buf.truncate(start + *r.as_ref().unwrap_or(&0));
@@ -320,7 +343,7 @@ async fn read_frame(
             Ok(_) => {
                 frame_start.get_or_insert_with(Instant::now);
                 // Hold exactly what arrived.
-                memory.shrink(memory.units.saturating_sub(buf.len() as u64));
+                memory.hold(buf.len() as u64);
             }
             Err(e) => return Err(e.into()),
         }

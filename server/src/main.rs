@@ -274,19 +274,19 @@ fn main() -> ExitCode {
         }
     };
     let sink = init_tracing(&cfg.log_level, cfg.log_format);
-    let code = match shardlog_server::broker::run(cfg) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = %e, "shardlog failed");
-            if let Some(s) = &sink {
-                s.flush();
-            }
-            eprintln!("shardlog: {e}");
-            ExitCode::from(1)
-        }
-    };
+    let r = shardlog_server::broker::run(cfg);
+    if let Err(e) = &r {
+        tracing::error!(error = %e, "shardlog failed");
+    }
+    // Every queued log line is out before the exit (and before the plain stderr line below).
     if let Some(s) = &sink {
         s.flush();
     }
-    code
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardlog: {e}");
+            ExitCode::from(1)
+        }
+    }
 }

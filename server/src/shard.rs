@@ -914,14 +914,10 @@ impl Shard {
                     if replace {
                         t.configs.clear();
                     }
-                    let mut failed = None;
-                    for (key, op, value) in ops {
-                        if let Err(e) = metadata::apply_config_op(&mut t.configs, key, op, value) {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
-                    if let Some((code, msg)) = failed {
+                    let applied = ops.into_iter().try_for_each(|(key, op, value)| {
+                        metadata::apply_config_op(&mut t.configs, key, op, value)
+                    });
+                    if let Err((code, msg)) = applied {
                         tracing::info!(topic = %name, %msg, error = errors::name(code), "alter configs refused");
                         out.push((name, code, Some(msg)));
                         continue;
@@ -964,11 +960,10 @@ impl Shard {
         }
         let mut configs = std::collections::BTreeMap::new();
         for (k, v) in t.configs {
-            if let Err((code, msg)) = metadata::validate_topic_config(&k, &v) {
+            if let Err((code, msg)) = metadata::apply_config_op(&mut configs, k, 0, Some(v)) {
                 tracing::info!(topic = %name, %msg, error = errors::name(code), "create topic refused");
                 return (name, code, Some(msg));
             }
-            configs.insert(k, v);
         }
         if validate_only {
             return (name, errors::NONE, None);

@@ -2,30 +2,19 @@
 //! Each input is also a seed in `fuzz/seeds/<target>/`, so the fuzzer starts from it again.
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::{RequestHeader, RequestKind};
-use kafka_protocol::protocol::{Encodable, StrBytes};
-use shardlog_engine::batch;
+use kafka_protocol::messages::RequestKind;
+use kafka_protocol::protocol::Encodable;
 use shardlog_server::groups::{decode_offsets_batch, encode_offsets_batch, OffsetsBatchError};
-use shardlog_server::protocol::{parse_request, Parsed, SUPPORTED_APIS};
+use shardlog_server::protocol::{parse_request, Parsed};
 
-/// The frame the `request_body` target builds from its input: the first two bytes pick the API
-/// and version, the third how the header is filled in, the rest is the body.
+#[path = "../../fuzz/common/inputs.rs"]
+mod inputs;
+
+/// The frame the `request_body` target builds from its input.
 fn request_body_frame(input: &[u8]) -> Bytes {
-    let [api, version, flags, body @ ..] = input else {
-        panic!("request_body inputs are at least 3 bytes");
-    };
-    let (key, lo, hi) = SUPPORTED_APIS[usize::from(*api) % SUPPORTED_APIS.len()];
-    let version = lo + i16::from(*version) % (hi - lo + 1);
-    let mut h = RequestHeader::default();
-    h.request_api_key = key as i16;
-    h.request_api_version = version;
-    h.correlation_id = i32::from(*flags) << 8 | i32::from(*api);
-    h.client_id = (flags & 1 == 0).then(|| StrBytes::from_static_str("fuzz"));
-    let mut frame = BytesMut::new();
-    h.encode(&mut frame, key.request_header_version(version))
-        .expect("header encodes");
-    frame.extend_from_slice(body);
-    frame.freeze()
+    inputs::request_body(input)
+        .expect("request_body inputs are at least 3 bytes")
+        .frame
 }
 
 /// request_body: an InitProducerId v4 whose tagged fields include tags >= 2^31. The broker
@@ -57,15 +46,9 @@ fn request_with_a_tag_above_i32_max_is_accepted() {
     assert!(req.compute_size(4).expect("size") > encoded.len());
 }
 
-/// The `offsets_batch` target recomputes the batch CRC before decoding (so that mutations reach
-/// the record walk); a replay must do the same.
+/// The `offsets_batch` target recomputes the batch CRC before decoding; a replay does the same.
 fn with_crc(input: &[u8]) -> Vec<u8> {
-    let mut b = input.to_vec();
-    if b.len() >= batch::HEADER_BYTES {
-        let crc = batch::compute_crc(&b);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-    }
-    b
+    inputs::offsets_batch(input)
 }
 
 /// offsets_batch: base offset i64::MIN and a record whose offset delta is negative. The offset

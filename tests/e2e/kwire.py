@@ -395,6 +395,15 @@ class Conn:
         self.next_id = 1
 
     @classmethod
+    def wrap(cls, sock: socket.socket) -> "Conn":
+        """A Conn over a socket the caller set up and connected itself (source address,
+        buffer sizes)."""
+        c = cls.__new__(cls)
+        c.sock = sock
+        c.next_id = 1
+        return c
+
+    @classmethod
     def to(cls, bootstrap: str, timeout: float = 10.0) -> "Conn":
         host, port = bootstrap.rsplit(":", 1)
         return cls(host, int(port), timeout)

@@ -26,10 +26,7 @@ def connect_from(broker: Broker, source_ip: str) -> kwire.Conn:
     s.bind((source_ip, 0))
     s.connect((broker.host, broker.port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    c = kwire.Conn.__new__(kwire.Conn)
-    c.sock = s
-    c.next_id = 1
-    return c
+    return kwire.Conn.wrap(s)
 
 
 def metrics(port: int) -> dict[str, float]:
@@ -158,8 +155,7 @@ def test_client_that_reads_no_answers_is_cut_off(tmp_path):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         s.connect((b.host, b.port))
-        c = kwire.Conn.__new__(kwire.Conn)
-        c.sock, c.next_id = s, 1
+        c = kwire.Conn.wrap(s)
         for _ in range(32):
             c.send_request(kwire.FETCH, 4, kwire.fetch_body(topic, 0, 0, max_bytes=1 << 20))
         deadline = time.monotonic() + 15
