@@ -7,14 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shardlog_client::records::parse_compression;
 use shardlog_client::{
     Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Delivery, GroupMember, NewTopic,
-    OutRecord, Producer, ProducerConfig, StartAt, Token, EARLIEST, LATEST,
+    Producer, ProducerConfig, StartAt, Token, EARLIEST, LATEST,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -70,13 +70,16 @@ fn err_name(e: &ClientError) -> String {
     }
 }
 
-/// A payload pool: values are cut from it at random offsets after their 16-byte header.
+/// A payload pool: values are cut from it at random offsets after their 16-byte header
+/// (wrapping around at its end).
 struct Payload {
     pool: Bytes,
 }
 
 impl Payload {
-    const LEN: usize = 8 * 1024 * 1024;
+    /// Small enough to stay in a core's L2 cache: the bench's own copy of each value into its
+    /// batch is then not slowed by cache misses (the broker under test pays for those).
+    const LEN: usize = 256 * 1024;
 
     fn new(entropy: f64, seed: u64) -> Payload {
         let mut rng = StdRng::seed_from_u64(seed);
@@ -97,19 +100,50 @@ impl Payload {
         }
     }
 
-    /// A value of `size` bytes: due time (wall ns) and a sequence number, then pool bytes.
-    fn value(&self, size: usize, due_wall_ns: u64, seq: u64, rng: &mut StdRng) -> Bytes {
+    /// A value of `size` bytes: due time (wall ns) and a sequence number, then pool bytes
+    /// from a random offset (wrapping around). Returned as the 16-byte head and the rest, which
+    /// the producer copies into its batch.
+    fn value(&self, size: usize, due_wall_ns: u64, seq: u64, rng: &mut StdRng) -> Value<'_> {
         let size = size.max(16);
-        let body = (size - 16).min(Self::LEN);
-        let off = rng.gen_range(0..=Self::LEN - body);
-        let mut b = BytesMut::with_capacity(size);
-        b.put_u64(due_wall_ns);
-        b.put_u64(seq);
-        b.extend_from_slice(&self.pool[off..off + body]);
-        while b.len() < size {
-            b.put_u8(0);
+        let mut head = [0u8; 16];
+        head[..8].copy_from_slice(&due_wall_ns.to_be_bytes());
+        head[8..].copy_from_slice(&seq.to_be_bytes());
+        Value {
+            head,
+            pool: &self.pool,
+            off: rng.gen_range(0..Self::LEN),
+            len: size - 16,
         }
-        b.freeze()
+    }
+}
+
+/// A bench record's value: `head`, then `len` bytes of `pool` from `off`, wrapping around.
+struct Value<'a> {
+    head: [u8; 16],
+    pool: &'a [u8],
+    off: usize,
+    len: usize,
+}
+
+impl Value<'_> {
+    /// The value's parts in order (`out` is cleared first).
+    fn parts<'s>(&'s self, out: &mut Vec<&'s [u8]>) {
+        out.clear();
+        out.push(&self.head);
+        let (mut off, mut left) = (self.off, self.len);
+        while left > 0 {
+            let n = left.min(self.pool.len() - off);
+            out.push(&self.pool[off..off + n]);
+            left -= n;
+            off = 0;
+        }
+    }
+
+    #[cfg(test)]
+    fn to_vec(&self) -> Vec<u8> {
+        let mut parts = Vec::new();
+        self.parts(&mut parts);
+        parts.concat()
     }
 }
 
@@ -538,15 +572,24 @@ async fn preload(ctx: &Arc<Ctx>, bootstrap: &str) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(0xfeed);
     let mut sent = 0u64;
     let mut i = 0u64;
+    let mut key_buf = Vec::new();
     while sent < target {
         let size = w.message_size.sample(&mut rng);
-        let (topic, partition, record) =
-            make_record(ctx, &mut rng, size, ctx.wall_at_clock + ctx.now_ns(), i);
-        sent += size as u64;
         let now = ctx.now_ns();
-        producer
-            .send(&topic, partition, record, Token(now, now))
-            .await?;
+        let due_wall = ctx.wall_at_clock + now;
+        let token = Token(now, now);
+        send_record(
+            ctx,
+            &producer,
+            &mut rng,
+            &mut key_buf,
+            size,
+            due_wall,
+            i,
+            token,
+        )
+        .await?;
+        sent += size as u64;
         i += 1;
     }
     producer.close().await;
@@ -555,28 +598,52 @@ async fn preload(ctx: &Arc<Ctx>, bootstrap: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn make_record(
+/// Sends one bench record: the next topic in turn, a key from the key distribution, a value
+/// of `size` bytes stamped with its due time and sequence number. `key_buf` is scratch space.
+#[allow(clippy::too_many_arguments)]
+async fn send_record(
     ctx: &Ctx,
+    producer: &Producer,
     rng: &mut StdRng,
+    key_buf: &mut Vec<u8>,
     size: usize,
     due_wall_ns: u64,
     seq: u64,
-) -> (Arc<str>, Option<i32>, OutRecord) {
-    let topic = ctx.topics[(seq % ctx.topics.len() as u64) as usize].clone();
-    let key = ctx
-        .keys
-        .next_index(rng)
-        .map(|k| Bytes::from(KeyGen::key_bytes(k)));
+    token: Token,
+) -> Result<(), shardlog_client::ClientError> {
+    let topic = &ctx.topics[(seq % ctx.topics.len() as u64) as usize];
+    let key = match ctx.keys.next_index(rng) {
+        Some(k) => {
+            key_buf.clear();
+            KeyGen::write_key(k, key_buf);
+            Some(&key_buf[..])
+        }
+        None => None,
+    };
     let value = ctx.payload.value(size, due_wall_ns, seq, rng);
-    (
-        topic,
-        None,
-        OutRecord {
+    let (two, more);
+    let parts: &[&[u8]] = if value.off + value.len <= value.pool.len() {
+        two = [
+            &value.head[..],
+            &value.pool[value.off..value.off + value.len],
+        ];
+        &two
+    } else {
+        let mut v = Vec::new();
+        value.parts(&mut v);
+        more = v;
+        &more
+    };
+    producer
+        .send_parts(
+            topic,
+            None,
             key,
-            value: Some(value),
-            timestamp_ms: (due_wall_ns / 1_000_000) as i64,
-        },
-    )
+            Some(parts),
+            (due_wall_ns / 1_000_000) as i64,
+            token,
+        )
+        .await
 }
 
 async fn produce_loop(
@@ -587,6 +654,7 @@ async fn produce_loop(
 ) -> anyhow::Result<()> {
     let mut rng = StdRng::seed_from_u64(0xabc0 + index);
     let mut i = 0u64;
+    let mut key_buf = Vec::new();
     while !ctx.stop_producers.load(Ordering::Relaxed) {
         let due = match &pacer {
             Some(p) => {
@@ -604,13 +672,22 @@ async fn produce_loop(
         };
         let size = ctx.w.message_size.sample(&mut rng);
         let seq = (index << 40) | i;
-        let (topic, partition, record) =
-            make_record(&ctx, &mut rng, size, ctx.wall_at_clock + due, seq);
-        let sent_at = ctx.now_ns();
-        producer
-            .send(&topic, partition, record, Token(due, sent_at))
-            .await
-            .context("producer send")?;
+        // Closed loop: the record is due when it is sent (one clock read).
+        let sent_at = if pacer.is_some() { ctx.now_ns() } else { due };
+        let token = Token(due, sent_at);
+        let due_wall = ctx.wall_at_clock + due;
+        send_record(
+            &ctx,
+            &producer,
+            &mut rng,
+            &mut key_buf,
+            size,
+            due_wall,
+            seq,
+            token,
+        )
+        .await
+        .context("producer send")?;
         i += 1;
     }
     producer.close().await;
@@ -861,11 +938,17 @@ mod tests {
     fn values_carry_their_timestamp() {
         let p = Payload::new(0.5, 1);
         let mut rng = StdRng::seed_from_u64(2);
-        let v = p.value(1024, 123_456_789, 42, &mut rng);
+        let v = p.value(1024, 123_456_789, 42, &mut rng).to_vec();
         assert_eq!(v.len(), 1024);
         assert_eq!(value_timestamp(&v), Some(123_456_789));
         assert_eq!(&v[8..16], &42u64.to_be_bytes());
-        assert_eq!(p.value(16, 1, 1, &mut rng).len(), 16);
+        assert_eq!(p.value(16, 1, 1, &mut rng).to_vec().len(), 16);
+        // Past the pool's end the value wraps around to its start.
+        let v = p.value(3 * Payload::LEN, 7, 8, &mut rng);
+        let big = v.to_vec();
+        assert_eq!(big.len(), 3 * Payload::LEN);
+        let at = |i: usize| p.pool[(v.off + i) % Payload::LEN];
+        assert!((0..big.len() - 16).all(|i| big[16 + i] == at(i)));
         assert_eq!(value_timestamp(&[1, 2, 3]), None);
     }
 }

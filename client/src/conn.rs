@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, RequestHeader, ResponseHeader,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceResponse, RequestHeader, ResponseHeader,
 };
 use kafka_protocol::protocol::{
     encode_request_header_into_buffer, Decodable, Encodable, HeaderVersion, Request, StrBytes,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -40,7 +40,9 @@ struct Waiter {
 }
 
 struct Outgoing {
-    frame: Bytes,
+    /// The frame in pieces written one after the other (large record sets are not copied
+    /// into one buffer).
+    frame: Vec<Bytes>,
     waiter: Option<Waiter>,
 }
 
@@ -363,11 +365,70 @@ impl Connection {
         version: i16,
         expect_response: bool,
     ) -> Result<ResponseFuture<T>> {
+        let api = api_name(api_key);
+        let body = req.compute_size(version).map_err(|e| ClientError::Encode {
+            api,
+            msg: e.to_string(),
+        })?;
+        let mut frame = FrameWriter::new(body + 64);
+        req.encode(frame.buf(), version)
+            .map_err(|e| ClientError::Encode {
+                api,
+                msg: format!("v{version}: {e}"),
+            })?;
+        self.send_frame(frame, api_key, version, expect_response)
+            .await
+    }
+
+    /// Sends a Produce request whose record sets go to the socket as they are (not copied
+    /// into the request's buffer); the version is the negotiated one. `topics`: (name,
+    /// [(partition, records)]).
+    pub async fn send_produce(
+        &self,
+        acks: i16,
+        timeout_ms: i32,
+        topics: &[ProduceSet],
+        extra_timeout: Duration,
+    ) -> Result<Option<ResponseFuture<ProduceResponse>>> {
+        let version = self.version_for(ApiKey::Produce)?;
+        let mut frame = FrameWriter::new(256);
+        encode_produce_body(&mut frame, version, acks, timeout_ms, topics)?;
+        let expect_response = acks != 0;
+        let mut f = self
+            .send_frame(frame, ApiKey::Produce, version, expect_response)
+            .await?;
+        f.timeout += extra_timeout;
+        Ok(expect_response.then_some(f))
+    }
+
+    /// Puts the header in front of `frame`'s body, fills in the size, and queues it.
+    async fn send_frame<T>(
+        &self,
+        frame: FrameWriter,
+        api_key: ApiKey,
+        version: i16,
+        expect_response: bool,
+    ) -> Result<ResponseFuture<T>> {
         if self.is_closed() {
             return Err(ClientError::ConnectionClosed(self.shared.addr.clone()));
         }
         let correlation_id = self.correlation.fetch_add(1, Ordering::Relaxed) & 0x7fff_ffff;
-        let frame = self.encode(req, api_key, version, correlation_id)?;
+        let api = api_name(api_key);
+        let mut header = RequestHeader::default();
+        header.request_api_key = api_key as i16;
+        header.request_api_version = version;
+        header.correlation_id = correlation_id;
+        header.client_id = Some(self.client_id.clone());
+        let mut head = BytesMut::with_capacity(64);
+        head.put_i32(0);
+        encode_request_header_into_buffer(&mut head, &header).map_err(|e| ClientError::Encode {
+            api,
+            msg: e.to_string(),
+        })?;
+        let frame = frame.finish(head).ok_or_else(|| ClientError::Encode {
+            api,
+            msg: "frame larger than 2 GiB".into(),
+        })?;
         let (reply, rx) = oneshot::channel();
         let waiter = if expect_response {
             let permit = self
@@ -398,42 +459,143 @@ impl Connection {
             _marker: std::marker::PhantomData,
         })
     }
+}
 
-    fn encode<R: Encodable>(
-        &self,
-        req: &R,
-        api_key: ApiKey,
-        version: i16,
-        correlation_id: i32,
-    ) -> Result<Bytes> {
-        let api = api_name(api_key);
-        let mut header = RequestHeader::default();
-        header.request_api_key = api_key as i16;
-        header.request_api_version = version;
-        header.correlation_id = correlation_id;
-        header.client_id = Some(self.client_id.clone());
-        let body = req.compute_size(version).map_err(|e| ClientError::Encode {
-            api,
-            msg: e.to_string(),
-        })?;
-        let mut buf = BytesMut::with_capacity(body + 64);
-        buf.put_i32(0);
-        encode_request_header_into_buffer(&mut buf, &header).map_err(|e| ClientError::Encode {
-            api,
-            msg: e.to_string(),
-        })?;
-        req.encode(&mut buf, version)
-            .map_err(|e| ClientError::Encode {
-                api,
-                msg: format!("v{version}: {e}"),
-            })?;
-        let len = i32::try_from(buf.len() - 4).map_err(|_| ClientError::Encode {
-            api,
-            msg: "frame larger than 2 GiB".into(),
-        })?;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        Ok(buf.freeze())
+/// The record sets of one topic in a Produce request: (topic, [(partition, records)]).
+pub type ProduceSet = (Arc<str>, Vec<(i32, Bytes)>);
+
+/// A request body built in pieces: small fields go into a buffer, large byte strings are kept
+/// as they are.
+struct FrameWriter {
+    pieces: Vec<Bytes>,
+    cur: BytesMut,
+}
+
+impl FrameWriter {
+    fn new(capacity: usize) -> FrameWriter {
+        FrameWriter {
+            pieces: Vec::new(),
+            cur: BytesMut::with_capacity(capacity),
+        }
     }
+
+    fn buf(&mut self) -> &mut BytesMut {
+        &mut self.cur
+    }
+
+    /// Appends `b` without copying it (small ones are copied: a piece costs an iovec).
+    fn put_shared(&mut self, b: &Bytes) {
+        if b.len() < 4096 {
+            self.cur.extend_from_slice(b);
+        } else {
+            if !self.cur.is_empty() {
+                self.pieces.push(self.cur.split().freeze());
+            }
+            self.pieces.push(b.clone());
+        }
+    }
+
+    /// The frame: `head` (the size placeholder and the request header) then the body, with
+    /// the size filled in. None past 2 GiB.
+    fn finish(mut self, mut head: BytesMut) -> Option<Vec<Bytes>> {
+        let body: usize = self.pieces.iter().map(|p| p.len()).sum::<usize>() + self.cur.len();
+        let size = i32::try_from(head.len() - 4 + body).ok()?;
+        head[..4].copy_from_slice(&size.to_be_bytes());
+        let mut out = Vec::with_capacity(self.pieces.len() + 2);
+        if self.pieces.is_empty() {
+            // One piece: the body follows the header in the same buffer.
+            head.extend_from_slice(&self.cur);
+            out.push(head.freeze());
+            return Some(out);
+        }
+        out.push(head.freeze());
+        out.append(&mut self.pieces);
+        if !self.cur.is_empty() {
+            out.push(self.cur.freeze());
+        }
+        Some(out)
+    }
+}
+
+fn put_uvarint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+/// The body of a ProduceRequest v3-v12 (flexible from v9), byte for byte what
+/// `ProduceRequest::encode` writes for the same fields (no transactional id, no tagged fields).
+fn encode_produce_body(
+    w: &mut FrameWriter,
+    version: i16,
+    acks: i16,
+    timeout_ms: i32,
+    topics: &[ProduceSet],
+) -> Result<()> {
+    let too_big = |what: &str| ClientError::Encode {
+        api: "Produce",
+        msg: format!("{what} too large"),
+    };
+    if !(3..=12).contains(&version) {
+        return Err(ClientError::Encode {
+            api: "Produce",
+            msg: format!("version {version} not encoded here"),
+        });
+    }
+    let flexible = version >= 9;
+    let b = w.buf();
+    // transactional_id: null
+    if flexible {
+        put_uvarint(b, 0);
+    } else {
+        b.put_i16(-1);
+    }
+    b.put_i16(acks);
+    b.put_i32(timeout_ms);
+    let count = |b: &mut BytesMut, n: usize| -> Result<()> {
+        let n = i32::try_from(n).map_err(|_| too_big("array"))?;
+        if flexible {
+            put_uvarint(b, n as u64 + 1);
+        } else {
+            b.put_i32(n);
+        }
+        Ok(())
+    };
+    count(b, topics.len())?;
+    for (name, parts) in topics {
+        let b = w.buf();
+        let len = i16::try_from(name.len()).map_err(|_| too_big("topic name"))?;
+        if flexible {
+            put_uvarint(b, len as u64 + 1);
+        } else {
+            b.put_i16(len);
+        }
+        b.extend_from_slice(name.as_bytes());
+        count(b, parts.len())?;
+        for (index, records) in parts {
+            let b = w.buf();
+            b.put_i32(*index);
+            let len = i32::try_from(records.len()).map_err(|_| too_big("record set"))?;
+            if flexible {
+                put_uvarint(b, len as u64 + 1);
+            } else {
+                b.put_i32(len);
+            }
+            w.put_shared(records);
+            if flexible {
+                put_uvarint(w.buf(), 0);
+            }
+        }
+        if flexible {
+            put_uvarint(w.buf(), 0);
+        }
+    }
+    if flexible {
+        put_uvarint(w.buf(), 0);
+    }
+    Ok(())
 }
 
 fn api_key_of<R: Request>() -> Result<ApiKey> {
@@ -441,32 +603,69 @@ fn api_key_of<R: Request>() -> Result<ApiKey> {
         .map_err(|_| ClientError::InvalidArgument(format!("api key {}", R::KEY)))
 }
 
-async fn write_loop(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, shared: Arc<Shared>) {
-    let mut w = BufWriter::with_capacity(64 * 1024, wr);
+/// Frames taken off the queue and written with one `writev` at most.
+const WRITE_BATCH: usize = 16;
+/// Pieces handed to one `writev` at most.
+const MAX_IOVECS: usize = 64;
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, shared: Arc<Shared>) {
+    let mut pieces: VecDeque<Bytes> = VecDeque::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
+        let mut taken = 0;
         while let Some(out) = next.take() {
+            // The waiter is queued before its frame is written, so the reader finds it.
             if let Some(waiter) = out.waiter {
                 shared.push_waiter(waiter);
             }
-            if shared.closed.load(Ordering::SeqCst) {
-                shared.fail_all("closed");
-                return;
+            pieces.extend(out.frame.into_iter().filter(|p| !p.is_empty()));
+            taken += 1;
+            if taken < WRITE_BATCH {
+                next = rx.try_recv().ok();
             }
-            if let Err(e) = w.write_all(&out.frame).await {
-                tracing::debug!(addr = %shared.addr, error = %e, "write failed");
-                shared.fail_all(&format!("write: {e}"));
-                return;
-            }
-            next = rx.try_recv().ok();
         }
-        if let Err(e) = w.flush().await {
-            tracing::debug!(addr = %shared.addr, error = %e, "flush failed");
+        if shared.closed.load(Ordering::SeqCst) {
+            shared.fail_all("closed");
+            return;
+        }
+        if let Err(e) = write_pieces(&mut wr, &mut pieces).await {
+            tracing::debug!(addr = %shared.addr, error = %e, "write failed");
             shared.fail_all(&format!("write: {e}"));
             return;
         }
     }
-    let _ = w.shutdown().await;
+    let _ = wr.shutdown().await;
+}
+
+/// Writes every piece, in order, with vectored writes.
+async fn write_pieces(
+    wr: &mut OwnedWriteHalf,
+    pieces: &mut VecDeque<Bytes>,
+) -> std::io::Result<()> {
+    while !pieces.is_empty() {
+        let slices: Vec<std::io::IoSlice<'_>> = pieces
+            .iter()
+            .take(MAX_IOVECS)
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let mut n = wr.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 {
+            let Some(front) = pieces.front_mut() else {
+                break;
+            };
+            if n >= front.len() {
+                n -= front.len();
+                pieces.pop_front();
+            } else {
+                front.advance(n);
+                n = 0;
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn read_loop(rd: OwnedReadHalf, shared: Arc<Shared>) {
@@ -509,5 +708,86 @@ async fn read_loop(rd: OwnedReadHalf, shared: Arc<Shared>) {
             return;
         }
         let _ = waiter.reply.send(Ok(frame));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TopicName};
+
+    fn topics() -> Vec<ProduceSet> {
+        vec![
+            (
+                Arc::from("alpha"),
+                vec![
+                    (0, Bytes::from(vec![1u8; 10_000])),
+                    (3, Bytes::from(vec![2u8; 17])),
+                ],
+            ),
+            (Arc::from("b"), vec![(7, Bytes::from(vec![3u8; 300]))]),
+            (Arc::from("empty-topic"), vec![]),
+        ]
+    }
+
+    #[test]
+    fn produce_body_is_what_the_reference_encoder_writes() {
+        for version in 3..=12 {
+            let mut req = ProduceRequest::default();
+            req.acks = -1;
+            req.timeout_ms = 30_000;
+            for (name, parts) in topics() {
+                let mut t = TopicProduceData::default();
+                t.name = TopicName(StrBytes::from_string(name.to_string()));
+                for (index, records) in parts {
+                    let mut p = PartitionProduceData::default();
+                    p.index = index;
+                    p.records = Some(records);
+                    t.partition_data.push(p);
+                }
+                req.topic_data.push(t);
+            }
+            let mut want = BytesMut::new();
+            req.encode(&mut want, version).expect("reference");
+
+            let mut w = FrameWriter::new(16);
+            encode_produce_body(&mut w, version, -1, 30_000, &topics()).expect("encode");
+            let head = BytesMut::from(&[0u8, 0, 0, 0, 9, 9][..]);
+            let pieces = w.finish(head).expect("frame");
+            assert!(pieces.len() > 2, "the large record set is its own piece");
+            let got: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+            assert_eq!(&got[..4], &((want.len() + 2) as i32).to_be_bytes());
+            assert_eq!(&got[6..], &want[..], "v{version}");
+        }
+        let mut w = FrameWriter::new(16);
+        assert!(encode_produce_body(&mut w, 13, 1, 1, &topics()).is_err());
+    }
+
+    #[tokio::test]
+    async fn pieces_arrive_in_order_through_partial_writes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let reader = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await.expect("read");
+            all
+        });
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (_rd, mut wr) = stream.into_split();
+        // More pieces than one writev takes, and more bytes than the socket buffer holds.
+        let mut pieces: VecDeque<Bytes> = (0..200u32)
+            .map(|i| Bytes::from(vec![(i % 251) as u8; 1 + (i as usize * 7919) % 40_000]))
+            .collect();
+        let want: Vec<u8> = pieces.iter().flat_map(|p| p.iter().copied()).collect();
+        write_pieces(&mut wr, &mut pieces).await.expect("write");
+        assert!(pieces.is_empty());
+        wr.shutdown().await.expect("shutdown");
+        drop(wr);
+        drop(_rd);
+        assert_eq!(reader.await.expect("join"), want);
     }
 }

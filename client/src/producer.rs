@@ -11,18 +11,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{ProduceRequest, TopicName};
-use kafka_protocol::protocol::StrBytes;
-use tokio::sync::{mpsc, Notify, Semaphore};
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{mpsc, Notify, Semaphore, TryAcquireError};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::Client;
+use crate::conn::ProduceSet;
 use crate::error::{ClientError, Result};
 use crate::murmur2::partition_for_key;
-use crate::records::{encode_batch, Compression, OutRecord, ProducerStamp};
+use crate::records::{BatchBuilder, Compression, OutRecord, ProducerStamp};
 
 /// Per-record overhead counted against `buffer_memory` and `batch_size` (varints, attributes).
 const RECORD_OVERHEAD: usize = 16;
@@ -89,7 +87,10 @@ pub struct Delivery {
 struct Batch {
     topic: Arc<str>,
     partition: i32,
-    records: Vec<OutRecord>,
+    /// Records encoded as they were sent; taken by `encode`.
+    builder: Option<BatchBuilder>,
+    records: usize,
+    payload: usize,
     tokens: Vec<Token>,
     bytes: usize,
     created: Instant,
@@ -97,14 +98,63 @@ struct Batch {
     attempts: u32,
 }
 
+/// Open batches and partitioning state of one topic.
+struct TopicAcc {
+    /// Partition count, as last read from the client's metadata cache (read again whenever
+    /// one of the topic's batches closes).
+    partitions: i32,
+    /// The open batch of each partition (index = partition).
+    open: Vec<Option<Batch>>,
+    /// Where keyless records go; moves on when its batch closes.
+    sticky: i32,
+}
+
 #[derive(Default)]
 struct Accum {
-    open: HashMap<(Arc<str>, i32), Batch>,
+    topics: HashMap<Arc<str>, TopicAcc, FxBuild>,
     ready: VecDeque<Batch>,
-    sticky: HashMap<Arc<str>, i32>,
     round_robin: u32,
     next_sequence: HashMap<(Arc<str>, i32), i32>,
     flush: bool,
+}
+
+/// A fast hasher for the producer's per-record topic lookup (names chosen by the application
+/// itself, so no defence against crafted collisions is needed). Multiply-rotate, as in rustc.
+#[derive(Default, Clone, Copy)]
+struct FxBuild;
+
+struct Fx(u64);
+
+impl std::hash::BuildHasher for FxBuild {
+    type Hasher = Fx;
+    fn build_hasher(&self) -> Fx {
+        Fx(0)
+    }
+}
+
+impl std::hash::Hasher for Fx {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(w));
+        }
+    }
+    fn write_u8(&mut self, b: u8) {
+        self.add(u64::from(b));
+    }
+    fn write_usize(&mut self, v: usize) {
+        self.add(v as u64);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Fx {
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(5) ^ w).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
 }
 
 struct Inner {
@@ -118,7 +168,13 @@ struct Inner {
     reports: mpsc::Sender<Delivery>,
     producer: (i64, i16),
     closed: AtomicBool,
+    /// Buffers of acknowledged batches, reused for new ones (at most `SPARE_BUFFERS`): a fresh
+    /// batch-sized allocation costs a page fault and a zeroed page per 4 KiB.
+    spare: Mutex<Vec<BytesMut>>,
 }
+
+/// Batch buffers kept for reuse, at most (each about `batch_size`, within `buffer_memory`).
+const SPARE_BUFFERS: usize = 8;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
@@ -179,6 +235,7 @@ impl Producer {
             reports,
             producer,
             closed: AtomicBool::new(false),
+            spare: Mutex::new(Vec::new()),
         });
         let sender = tokio::spawn(sender_loop(inner.clone()));
         Ok(Producer {
@@ -202,71 +259,143 @@ impl Producer {
         record: OutRecord,
         token: Token,
     ) -> Result<()> {
+        let value = record.value.as_deref().map(|v| [v]);
+        self.send_parts(
+            topic,
+            partition,
+            record.key.as_deref(),
+            value.as_ref().map(|v| &v[..]),
+            record.timestamp_ms,
+            token,
+        )
+        .await
+    }
+
+    /// Like [`Producer::send`], with the value given in parts that are written one after the
+    /// other (None: a null value). The record is encoded into its batch here, so the caller's
+    /// buffers are copied once and can be reused as soon as this returns.
+    pub async fn send_parts(
+        &self,
+        topic: &Arc<str>,
+        partition: Option<i32>,
+        key: Option<&[u8]>,
+        value: Option<&[&[u8]]>,
+        timestamp_ms: i64,
+        token: Token,
+    ) -> Result<()> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::SeqCst) {
             return Err(ClientError::Closed);
         }
-        let size = record.key.as_ref().map_or(0, |k| k.len())
-            + record.value.as_ref().map_or(0, |v| v.len())
-            + RECORD_OVERHEAD;
+        let key_len = key.map_or(0, |k| k.len());
+        let value_len = value.map_or(0, |v| v.iter().map(|p| p.len()).sum());
+        let size = key_len + value_len + RECORD_OVERHEAD;
         if size > inner.cfg.buffer_memory {
             return Err(ClientError::InvalidArgument(format!(
                 "record of {size} bytes exceeds buffer_memory"
             )));
         }
-        let n = inner.client.partition_count_or_fetch(topic).await? as i32;
-        if n == 0 {
+        let cached = lock(&inner.acc).topics.get(&**topic).map(|t| t.partitions);
+        let n = match cached {
+            Some(n) => n,
+            None => inner.client.partition_count_or_fetch(topic).await? as i32,
+        };
+        if n <= 0 {
             return Err(ClientError::UnknownTopicOrPartition(topic.to_string()));
         }
-        let permit = inner
-            .memory
-            .acquire_many(size as u32)
-            .await
-            .map_err(|_| ClientError::Closed)?;
-        permit.forget();
+        match inner.memory.try_acquire_many(size as u32) {
+            Ok(permit) => permit.forget(),
+            Err(TryAcquireError::Closed) => return Err(ClientError::Closed),
+            Err(TryAcquireError::NoPermits) => inner
+                .memory
+                .acquire_many(size as u32)
+                .await
+                .map_err(|_| ClientError::Closed)?
+                .forget(),
+        }
         inner.outstanding.fetch_add(1, Ordering::SeqCst);
+        let unaccount = || {
+            inner.memory.add_permits(size);
+            inner.outstanding.fetch_sub(1, Ordering::SeqCst);
+        };
         let mut notify = inner.cfg.linger.is_zero();
         {
-            let mut acc = lock(&inner.acc);
-            let p = match (partition, record.key.as_ref()) {
-                (Some(p), _) => {
-                    if p < 0 || p >= n {
-                        drop(acc);
-                        inner.memory.add_permits(size);
-                        inner.outstanding.fetch_sub(1, Ordering::SeqCst);
-                        return Err(ClientError::UnknownTopicOrPartition(format!("{topic}-{p}")));
-                    }
-                    p
+            let mut guard = lock(&inner.acc);
+            let acc = &mut *guard;
+            if !acc.topics.contains_key(&**topic) {
+                let sticky = (acc.round_robin % n as u32) as i32;
+                let open = (0..n).map(|_| None).collect();
+                let t = TopicAcc {
+                    partitions: n,
+                    open,
+                    sticky,
+                };
+                acc.topics.insert(topic.clone(), t);
+            }
+            let Some(t) = acc.topics.get_mut(&**topic) else {
+                drop(guard);
+                unaccount();
+                return Err(ClientError::UnknownTopicOrPartition(topic.to_string()));
+            };
+            let p = match (partition, key) {
+                (Some(p), _) => p,
+                (None, Some(k)) => partition_for_key(k, t.partitions),
+                (None, None) => t.sticky,
+            };
+            let Some(slot) = usize::try_from(p).ok().filter(|&i| i < t.open.len()) else {
+                drop(guard);
+                unaccount();
+                return Err(ClientError::UnknownTopicOrPartition(format!("{topic}-{p}")));
+            };
+            let record_len = BatchBuilder::record_len(key_len, value_len);
+            // A record that does not fit the open batch's buffer starts the next batch (the
+            // buffer is not grown: that would copy everything in it).
+            let full = t.open[slot].as_ref().is_some_and(|b| {
+                b.builder
+                    .as_ref()
+                    .is_some_and(|x| !x.is_empty() && x.room() < record_len)
+            });
+            if full {
+                if let Some(b) = t.open[slot].take() {
+                    close_batch(inner, &mut acc.ready, &mut acc.round_robin, t, topic, b);
                 }
-                (None, Some(k)) => partition_for_key(k, n),
-                (None, None) => {
-                    let rr = acc.round_robin;
-                    *acc.sticky
-                        .entry(topic.clone())
-                        .or_insert((rr % n as u32) as i32)
-                        % n
+            }
+            let batch = match &mut t.open[slot] {
+                Some(b) => b,
+                empty => {
+                    notify = true;
+                    let buf = lock(&inner.spare).pop().unwrap_or_default();
+                    let capacity = inner.cfg.batch_size.max(record_len);
+                    empty.insert(Batch {
+                        topic: topic.clone(),
+                        partition: p,
+                        builder: Some(BatchBuilder::in_buffer(buf, capacity)),
+                        records: 0,
+                        payload: 0,
+                        tokens: Vec::new(),
+                        bytes: 0,
+                        created: Instant::now(),
+                        encoded: None,
+                        attempts: 0,
+                    })
                 }
             };
-            let key = (topic.clone(), p);
-            let batch = acc.open.entry(key.clone()).or_insert_with(|| {
-                notify = true;
-                Batch {
-                    topic: topic.clone(),
-                    partition: p,
-                    records: Vec::new(),
-                    tokens: Vec::new(),
-                    bytes: 0,
-                    created: Instant::now(),
-                    encoded: None,
-                    attempts: 0,
-                }
-            });
-            batch.records.push(record);
+            let pushed = match batch.builder.as_mut() {
+                Some(b) => b.push(key, value, timestamp_ms),
+                None => Err(ClientError::InvalidArgument("batch already encoded".into())),
+            };
+            if let Err(e) = pushed {
+                drop(guard);
+                unaccount();
+                return Err(e);
+            }
+            batch.records += 1;
+            batch.payload += key_len + value_len;
             batch.tokens.push(token);
             batch.bytes += size;
             if batch.bytes >= inner.cfg.batch_size {
-                if let Some(b) = acc.open.remove(&key) {
-                    close_batch(&mut acc, b, n);
+                if let Some(b) = t.open[slot].take() {
+                    close_batch(inner, &mut acc.ready, &mut acc.round_robin, t, topic, b);
                 }
                 notify = true;
             }
@@ -307,14 +436,28 @@ impl Producer {
     }
 }
 
-/// Moves a batch to the ready queue; a keyless topic's sticky partition moves on.
-fn close_batch(acc: &mut Accum, b: Batch, partitions: i32) {
-    if acc.sticky.get(&b.topic) == Some(&b.partition) {
-        acc.round_robin = acc.round_robin.wrapping_add(1);
-        let next = (b.partition + 1) % partitions.max(1);
-        acc.sticky.insert(b.topic.clone(), next);
+/// Moves a batch to the ready queue; a keyless topic's sticky partition moves on. The topic's
+/// partition count is read again from the metadata cache (partitions may have been added).
+fn close_batch(
+    inner: &Inner,
+    ready: &mut VecDeque<Batch>,
+    round_robin: &mut u32,
+    t: &mut TopicAcc,
+    topic: &str,
+    b: Batch,
+) {
+    if let Some(n) = inner.client.partition_count(topic) {
+        let n = i32::try_from(n).unwrap_or(i32::MAX);
+        if n > t.partitions {
+            t.partitions = n;
+            t.open.resize_with(n as usize, || None);
+        }
     }
-    acc.ready.push_back(b);
+    if t.sticky == b.partition {
+        *round_robin = round_robin.wrapping_add(1);
+        t.sticky = (b.partition + 1) % t.partitions.max(1);
+    }
+    ready.push_back(b);
 }
 
 async fn sender_loop(inner: Arc<Inner>) {
@@ -344,20 +487,24 @@ fn take_ready(inner: &Inner) -> (Vec<Batch>, Option<Instant>) {
     let now = Instant::now();
     let linger = inner.cfg.linger;
     let mut acc = lock(&inner.acc);
+    let acc = &mut *acc;
     let flush = std::mem::take(&mut acc.flush);
-    let expired: Vec<(Arc<str>, i32)> = acc
-        .open
-        .iter()
-        .filter(|(_, b)| flush || linger.is_zero() || b.created + linger <= now)
-        .map(|(k, _)| k.clone())
-        .collect();
-    for k in expired {
-        if let Some(b) = acc.open.remove(&k) {
-            let n = inner.client.partition_count(&b.topic).unwrap_or(1) as i32;
-            close_batch(&mut acc, b, n);
+    let mut deadline: Option<Instant> = None;
+    for (name, t) in acc.topics.iter_mut() {
+        for slot in 0..t.open.len() {
+            let Some(created) = t.open[slot].as_ref().map(|b| b.created) else {
+                continue;
+            };
+            if flush || linger.is_zero() || created + linger <= now {
+                if let Some(b) = t.open[slot].take() {
+                    close_batch(inner, &mut acc.ready, &mut acc.round_robin, t, name, b);
+                }
+            } else {
+                let due = created + linger;
+                deadline = Some(deadline.map_or(due, |d| d.min(due)));
+            }
         }
     }
-    let deadline = acc.open.values().map(|b| b.created + linger).min();
     (acc.ready.drain(..).collect(), deadline)
 }
 
@@ -399,7 +546,7 @@ fn encode(inner: &Inner, b: &mut Batch) -> Result<Bytes> {
             .entry((b.topic.clone(), b.partition))
             .or_insert(0);
         let base = *seq;
-        *seq = seq.wrapping_add(b.records.len() as i32) & i32::MAX;
+        *seq = seq.wrapping_add(b.records as i32) & i32::MAX;
         ProducerStamp {
             producer_id: inner.producer.0,
             producer_epoch: inner.producer.1,
@@ -408,7 +555,11 @@ fn encode(inner: &Inner, b: &mut Batch) -> Result<Bytes> {
     } else {
         ProducerStamp::NONE
     };
-    let bytes = encode_batch(&b.records, inner.cfg.compression, stamp)?;
+    let builder = b
+        .builder
+        .take()
+        .ok_or_else(|| ClientError::InvalidArgument("batch has no records".into()))?;
+    let bytes = builder.finish(inner.cfg.compression, stamp)?;
     b.encoded = Some(bytes.clone());
     Ok(bytes)
 }
@@ -423,10 +574,8 @@ async fn send_request(inner: &Arc<Inner>, leader: i32, mut batches: Vec<Batch>) 
             return;
         }
     };
-    let mut req = ProduceRequest::default();
-    req.acks = inner.cfg.acks;
-    req.timeout_ms = inner.cfg.request_timeout.as_millis().min(i32::MAX as u128) as i32;
-    let mut topics: Vec<TopicProduceData> = Vec::new();
+    let timeout_ms = inner.cfg.request_timeout.as_millis().min(i32::MAX as u128) as i32;
+    let mut topics: Vec<ProduceSet> = Vec::new();
     let mut keep = Vec::with_capacity(batches.len());
     for mut b in batches.drain(..) {
         let bytes = match encode(inner, &mut b) {
@@ -436,42 +585,39 @@ async fn send_request(inner: &Arc<Inner>, leader: i32, mut batches: Vec<Batch>) 
                 continue;
             }
         };
-        let mut pd = PartitionProduceData::default();
-        pd.index = b.partition;
-        pd.records = Some(bytes);
-        match topics.iter_mut().find(|t| t.name.0.as_str() == &*b.topic) {
-            Some(t) => t.partition_data.push(pd),
-            None => {
-                let mut t = TopicProduceData::default();
-                t.name = TopicName(StrBytes::from_string(b.topic.to_string()));
-                t.partition_data.push(pd);
-                topics.push(t);
-            }
+        match topics.iter_mut().find(|t| t.0 == b.topic) {
+            Some(t) => t.1.push((b.partition, bytes)),
+            None => topics.push((b.topic.clone(), vec![(b.partition, bytes)])),
         }
         keep.push(b);
     }
     if keep.is_empty() {
         return;
     }
-    req.topic_data = topics;
-    if inner.cfg.acks == 0 {
-        let r = conn.send_no_response(&req).await;
-        for b in keep {
-            match &r {
-                Ok(()) => succeed(inner, b, -1).await,
-                Err(e) => fail(inner, b, clone_err(e)).await,
+    let sent = conn
+        .send_produce(
+            inner.cfg.acks,
+            timeout_ms,
+            &topics,
+            inner.cfg.request_timeout,
+        )
+        .await;
+    let fut = match sent {
+        Ok(Some(f)) => f,
+        Ok(None) => {
+            // acks=0: no response; the batch counts as sent once it is queued.
+            for b in keep {
+                succeed(inner, b, -1).await;
             }
+            return;
         }
-        return;
-    }
-    let fut = match conn
-        .send_with_timeout(&req, inner.cfg.request_timeout)
-        .await
-    {
-        Ok(f) => f,
         Err(e) => {
             for b in keep {
-                retry_or_fail(inner, b, clone_err(&e)).await;
+                if inner.cfg.acks == 0 {
+                    fail(inner, b, clone_err(&e)).await;
+                } else {
+                    retry_or_fail(inner, b, clone_err(&e)).await;
+                }
             }
             return;
         }
@@ -571,13 +717,20 @@ async fn fail(inner: &Inner, b: Batch, e: ClientError) {
 }
 
 async fn finish(inner: &Inner, b: Batch, base_offset: i64, error: Option<ClientError>) {
-    let n = b.records.len();
-    let payload_bytes = b
-        .records
-        .iter()
-        .map(|r| r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()))
-        .sum();
+    let n = b.records;
+    let payload_bytes = b.payload;
     let wire_bytes = b.encoded.as_ref().map_or(0, |e| e.len());
+    if let Some(Ok(buf)) = b.encoded.map(Bytes::try_into_mut) {
+        // Only a batch-sized buffer nobody else holds is kept.
+        if buf.capacity() >= inner.cfg.batch_size {
+            let mut spare = lock(&inner.spare);
+            if spare.len()
+                < SPARE_BUFFERS.min(inner.cfg.buffer_memory / inner.cfg.batch_size.max(1))
+            {
+                spare.push(buf);
+            }
+        }
+    }
     let report = Delivery {
         topic: b.topic,
         partition: b.partition,
