@@ -95,14 +95,16 @@ if [ "${SKIP_LINT:-0}" != 1 ]; then
 fi
 
 stage "cargo test --release (unit, property, crash tests; builds the binaries)"
-run cargo test --release --workspace
-
-# --- end-to-end ----------------------------------------------------------------
-stage "e2e (pytest tests/e2e against target/release/shardlog)"
+# The bench's end-to-end tests run the broker binary, which this same `cargo test` builds first
+# (the server crate's own integration tests need it).
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null) || true
 [ -n "$TARGET_DIR" ] || TARGET_DIR="$REPO/target"
 export SHARDLOG_BIN="${SHARDLOG_BIN:-$TARGET_DIR/release/shardlog}"
+run cargo test --release --workspace
+
+# --- end-to-end ----------------------------------------------------------------
+stage "e2e (pytest tests/e2e against target/release/shardlog)"
 echo "SHARDLOG_BIN=$SHARDLOG_BIN"
 [ -x "$SHARDLOG_BIN" ] || { echo "no shardlog binary at $SHARDLOG_BIN" >&2; fail; }
 # The whole suite is bounded (each test also has its own pytest-timeout).

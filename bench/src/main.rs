@@ -97,6 +97,10 @@ struct RunArgs {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Threads of the load generator's async runtime (default: one per CPU). Fewer threads
+    /// leave more of a shared machine to the broker under test.
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 impl RunArgs {
@@ -158,9 +162,12 @@ fn main() -> anyhow::Result<()> {
                 anyhow::ensure!(!variants.is_empty(), "no variant named {:?}", args.variant);
             }
             let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            if let Some(n) = args.threads {
+                anyhow::ensure!(n >= 1, "--threads must be at least 1");
+                builder.worker_threads(n);
+            }
+            let rt = builder.enable_all().build()?;
             let mut failed = 0;
             for v in variants {
                 let opts = RunOptions {

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use shardlog_client::records::parse_compression;
+use shardlog_client::records::{parse_compression, Compression};
 use shardlog_client::{
     Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Delivery, GroupMember, NewTopic,
     Producer, ProducerConfig, StartAt, Token, EARLIEST, LATEST,
@@ -77,13 +77,18 @@ struct Payload {
 }
 
 impl Payload {
-    /// Small enough to stay in a core's L2 cache: the bench's own copy of each value into its
-    /// batch is then not slowed by cache misses (the broker under test pays for those).
+    /// Pool size without compression: small enough to stay in a core's L2 cache, so the
+    /// bench's own copy of each value into its batch is not slowed by cache misses (the broker
+    /// under test pays for those).
     const LEN: usize = 256 * 1024;
+    /// Pool size with compression: larger than a batch and than zstd's window at its default
+    /// level, so a compressor does not find the pool repeated within a batch and the ratio
+    /// reflects `payload_entropy`.
+    const COMPRESSIBLE_LEN: usize = 8 * 1024 * 1024;
 
-    fn new(entropy: f64, seed: u64) -> Payload {
+    fn new(entropy: f64, seed: u64, len: usize) -> Payload {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut v = vec![0u8; Self::LEN];
+        let mut v = vec![0u8; len];
         // Blocks of 64 bytes: random with probability `entropy`, else a repeated phrase.
         const PHRASE: &[u8] = b"shardlog benchmark payload: the quick brown fox jumps over it. ";
         for (i, chunk) in v.chunks_mut(64).enumerate() {
@@ -111,7 +116,7 @@ impl Payload {
         Value {
             head,
             pool: &self.pool,
-            off: rng.gen_range(0..Self::LEN),
+            off: rng.gen_range(0..self.pool.len()),
             len: size - 16,
         }
     }
@@ -233,7 +238,15 @@ pub async fn run(
 
     let ctx = Arc::new(Ctx {
         keys: KeyGen::new(&w.keys)?,
-        payload: Payload::new(w.payload_entropy, 0x5eed),
+        payload: Payload::new(
+            w.payload_entropy,
+            0x5eed,
+            if parse_compression(&w.compression)? == Compression::None {
+                Payload::LEN
+            } else {
+                Payload::COMPRESSIBLE_LEN
+            },
+        ),
         w: w.clone(),
         topics: topics.clone(),
         rec: Arc::new(Mutex::new(Recorder::new())),
@@ -936,7 +949,7 @@ mod tests {
 
     #[test]
     fn values_carry_their_timestamp() {
-        let p = Payload::new(0.5, 1);
+        let p = Payload::new(0.5, 1, Payload::LEN);
         let mut rng = StdRng::seed_from_u64(2);
         let v = p.value(1024, 123_456_789, 42, &mut rng).to_vec();
         assert_eq!(v.len(), 1024);

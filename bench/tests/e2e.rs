@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 use shardlog_bench::report::RunResult;
 use shardlog_bench::runner::{run, write_outputs, RunOptions};
 use shardlog_bench::scenario::parse_scenario;
-use shardlog_client::{Client, ClientConfig, Consumer, ConsumerConfig, StartAt, EARLIEST, LATEST};
+use shardlog_client::{
+    Client, ClientConfig, Consumer, ConsumerConfig, Delivery, NewTopic, Producer, ProducerConfig,
+    StartAt, Token, EARLIEST, LATEST,
+};
 
 struct Broker(Child);
 
@@ -23,8 +26,9 @@ impl Drop for Broker {
     }
 }
 
-fn start_broker(bin: &Path, dir: &Path) -> (Broker, String) {
-    let port = 29092 + (std::process::id() % 100) as u16;
+/// Starts a broker; `slot` tells apart the brokers of tests running at the same time.
+fn start_broker(bin: &Path, dir: &Path, slot: u16) -> (Broker, String) {
+    let port = 29092 + (std::process::id() % 100) as u16 * 2 + slot;
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(bin)
         .args(["start", "--listen", &addr, "--data-dir"])
@@ -56,7 +60,7 @@ fn five_second_scenario_is_complete_and_matches_the_broker() {
     };
     let data = tempfile::tempdir().expect("tempdir");
     let out = tempfile::tempdir().expect("tempdir");
-    let (_broker, addr) = start_broker(&bin, data.path());
+    let (_broker, addr) = start_broker(&bin, data.path(), 0);
 
     let scenario = r#"
         name = "e2e"
@@ -183,4 +187,75 @@ fn five_second_scenario_is_complete_and_matches_the_broker() {
         })
         .count();
     assert!(intervals >= 10, "{intervals} intervals in the log");
+}
+
+/// Keyless records fill a batch up to `batch_size` before the sticky partition moves on, and the
+/// record that no longer fits goes to the next partition's batch (not to a batch of its own).
+#[test]
+fn keyless_batches_fill_up_before_the_sticky_partition_moves() {
+    let Some(bin) = std::env::var_os("SHARDLOG_BIN").map(PathBuf::from) else {
+        eprintln!("SKIPPED: set SHARDLOG_BIN=/path/to/shardlog to run the bench end-to-end test");
+        return;
+    };
+    let data = tempfile::tempdir().expect("tempdir");
+    let (_broker, addr) = start_broker(&bin, data.path(), 1);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let reports: Vec<Delivery> = rt.block_on(async {
+        let client = Arc::new(
+            Client::connect(ClientConfig::new(addr.clone()))
+                .await
+                .expect("client"),
+        );
+        let topic = NewTopic {
+            name: "sticky".into(),
+            partitions: 2,
+            replication_factor: 1,
+            configs: Vec::new(),
+        };
+        client
+            .create_topics(&[topic], Duration::from_secs(10), false)
+            .await
+            .expect("create");
+        let cfg = ProducerConfig {
+            acks: 1,
+            batch_size: 16 * 1024,
+            linger: Duration::from_millis(200),
+            ..ProducerConfig::default()
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let producer = Producer::new(client, cfg, tx).await.expect("producer");
+        let name: Arc<str> = Arc::from("sticky");
+        let value = vec![7u8; 1000];
+        for i in 0..600u64 {
+            let parts: [&[u8]; 1] = [&value];
+            producer
+                .send_parts(&name, None, None, Some(&parts), 0, Token(i, i))
+                .await
+                .expect("send");
+        }
+        producer.close().await;
+        let mut out = Vec::new();
+        while let Ok(d) = rx.try_recv() {
+            out.push(d);
+        }
+        out
+    });
+    let records: usize = reports.iter().map(|d| d.tokens.len()).sum();
+    assert_eq!(records, 600);
+    assert!(reports.iter().all(|d| d.error.is_none()));
+    // A batch counts each record's key and value plus 16 bytes: 16 KiB holds 16 records of
+    // 1000 bytes (16 256 bytes). Every batch but the last of each partition is full.
+    for p in [0, 1] {
+        // Reports of different requests may arrive out of order: order them by offset.
+        let mut batches: Vec<(i64, usize)> = reports
+            .iter()
+            .filter(|d| d.partition == p)
+            .map(|d| (d.base_offset, d.tokens.len()))
+            .collect();
+        batches.sort_unstable();
+        let sizes: Vec<usize> = batches.iter().map(|b| b.1).collect();
+        assert!(sizes.len() > 10, "partition {p}: {sizes:?}");
+        let full = &sizes[..sizes.len() - 1];
+        assert!(full.iter().all(|&n| n == 16), "partition {p}: {sizes:?}");
+    }
 }

@@ -603,7 +603,8 @@ fn api_key_of<R: Request>() -> Result<ApiKey> {
         .map_err(|_| ClientError::InvalidArgument(format!("api key {}", R::KEY)))
 }
 
-/// Frames taken off the queue and written with one `writev` at most.
+/// Frames taken off the queue and written together (with as few `writev` calls as the socket
+/// allows).
 const WRITE_BATCH: usize = 16;
 /// Pieces handed to one `writev` at most.
 const MAX_IOVECS: usize = 64;

@@ -101,7 +101,8 @@ struct Batch {
 /// Open batches and partitioning state of one topic.
 struct TopicAcc {
     /// Partition count, as last read from the client's metadata cache (read again whenever
-    /// one of the topic's batches closes).
+    /// one of the topic's batches closes, or a record names a partition past it); it only
+    /// grows.
     partitions: i32,
     /// The open batch of each partition (index = partition).
     open: Vec<Option<Batch>>,
@@ -173,8 +174,13 @@ struct Inner {
     spare: Mutex<Vec<BytesMut>>,
 }
 
-/// Batch buffers kept for reuse, at most (each about `batch_size`, within `buffer_memory`).
+/// Batch buffers kept for reuse, at most. Each holds between `batch_size` and twice that;
+/// they are memory on top of `buffer_memory` (which counts the records buffered).
 const SPARE_BUFFERS: usize = 8;
+
+/// Capacity of a new batch's buffer when there is no spare one (at most `batch_size`); it grows
+/// as records are added.
+const FRESH_BUFFER: usize = 64 * 1024;
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     match m.lock() {
@@ -337,39 +343,52 @@ impl Producer {
                 unaccount();
                 return Err(ClientError::UnknownTopicOrPartition(topic.to_string()));
             };
-            let p = match (partition, key) {
+            if partition.is_some_and(|p| p >= t.partitions) {
+                // Perhaps a partition that was added since: read the count again.
+                refresh_partitions(inner, t, topic);
+            }
+            let mut p = match (partition, key) {
                 (Some(p), _) => p,
                 (None, Some(k)) => partition_for_key(k, t.partitions),
                 (None, None) => t.sticky,
             };
+            // A record that does not fit in what is left of its partition's open batch starts
+            // the next batch, as in Kafka's Java producer; a keyless record then follows the
+            // sticky partition to where it moved.
+            let full = usize::try_from(p)
+                .ok()
+                .and_then(|i| t.open.get(i))
+                .and_then(|b| b.as_ref())
+                .is_some_and(|b| b.records > 0 && b.bytes + size > inner.cfg.batch_size);
+            if full {
+                if let Some(b) = t.open.get_mut(p as usize).and_then(Option::take) {
+                    close_batch(inner, &mut acc.ready, &mut acc.round_robin, t, topic, b);
+                }
+                if partition.is_none() && key.is_none() {
+                    p = t.sticky;
+                }
+            }
             let Some(slot) = usize::try_from(p).ok().filter(|&i| i < t.open.len()) else {
                 drop(guard);
                 unaccount();
                 return Err(ClientError::UnknownTopicOrPartition(format!("{topic}-{p}")));
             };
-            let record_len = BatchBuilder::record_len(key_len, value_len);
-            // A record that does not fit the open batch's buffer starts the next batch (the
-            // buffer is not grown: that would copy everything in it).
-            let full = t.open[slot].as_ref().is_some_and(|b| {
-                b.builder
-                    .as_ref()
-                    .is_some_and(|x| !x.is_empty() && x.room() < record_len)
-            });
-            if full {
-                if let Some(b) = t.open[slot].take() {
-                    close_batch(inner, &mut acc.ready, &mut acc.round_robin, t, topic, b);
-                }
-            }
             let batch = match &mut t.open[slot] {
                 Some(b) => b,
                 empty => {
                     notify = true;
-                    let buf = lock(&inner.spare).pop().unwrap_or_default();
-                    let capacity = inner.cfg.batch_size.max(record_len);
+                    // A spare buffer (batch-sized) if there is one; otherwise a small one that
+                    // grows with the batch, so partitions with little traffic stay small.
+                    let spare = lock(&inner.spare).pop();
+                    let record_len = BatchBuilder::record_len(key_len, value_len);
+                    let capacity = match &spare {
+                        Some(b) => b.capacity().max(record_len),
+                        None => inner.cfg.batch_size.min(FRESH_BUFFER).max(record_len),
+                    };
                     empty.insert(Batch {
                         topic: topic.clone(),
                         partition: p,
-                        builder: Some(BatchBuilder::in_buffer(buf, capacity)),
+                        builder: Some(BatchBuilder::in_buffer(spare.unwrap_or_default(), capacity)),
                         records: 0,
                         payload: 0,
                         tokens: Vec::new(),
@@ -385,6 +404,9 @@ impl Producer {
                 None => Err(ClientError::InvalidArgument("batch already encoded".into())),
             };
             if let Err(e) = pushed {
+                if batch.records == 0 {
+                    t.open[slot] = None;
+                }
                 drop(guard);
                 unaccount();
                 return Err(e);
@@ -436,6 +458,18 @@ impl Producer {
     }
 }
 
+/// Reads the topic's partition count again from the client's metadata cache; it only grows
+/// (Kafka never removes partitions).
+fn refresh_partitions(inner: &Inner, t: &mut TopicAcc, topic: &str) {
+    if let Some(n) = inner.client.partition_count(topic) {
+        let n = i32::try_from(n).unwrap_or(i32::MAX);
+        if n > t.partitions {
+            t.partitions = n;
+            t.open.resize_with(n as usize, || None);
+        }
+    }
+}
+
 /// Moves a batch to the ready queue; a keyless topic's sticky partition moves on. The topic's
 /// partition count is read again from the metadata cache (partitions may have been added).
 fn close_batch(
@@ -446,13 +480,7 @@ fn close_batch(
     topic: &str,
     b: Batch,
 ) {
-    if let Some(n) = inner.client.partition_count(topic) {
-        let n = i32::try_from(n).unwrap_or(i32::MAX);
-        if n > t.partitions {
-            t.partitions = n;
-            t.open.resize_with(n as usize, || None);
-        }
-    }
+    refresh_partitions(inner, t, topic);
     if t.sticky == b.partition {
         *round_robin = round_robin.wrapping_add(1);
         t.sticky = (b.partition + 1) % t.partitions.max(1);
@@ -722,7 +750,8 @@ async fn finish(inner: &Inner, b: Batch, base_offset: i64, error: Option<ClientE
     let wire_bytes = b.encoded.as_ref().map_or(0, |e| e.len());
     if let Some(Ok(buf)) = b.encoded.map(Bytes::try_into_mut) {
         // Only a batch-sized buffer nobody else holds is kept.
-        if buf.capacity() >= inner.cfg.batch_size {
+        let batch = inner.cfg.batch_size;
+        if buf.capacity() >= batch && buf.capacity() <= batch.saturating_mul(2) {
             let mut spare = lock(&inner.spare);
             if spare.len()
                 < SPARE_BUFFERS.min(inner.cfg.buffer_memory / inner.cfg.batch_size.max(1))

@@ -58,7 +58,9 @@ pub struct OutRecord {
 
 /// Builds one RecordBatch v2 record by record: each record is encoded into the batch's buffer
 /// as it is added (one copy of its key and value), and [`BatchBuilder::finish`] fills in the
-/// header in place, so an uncompressed batch is never copied again.
+/// header in place, so an uncompressed batch is not copied again on its way to the socket
+/// (batches under 4 KiB are copied into the request's own buffer). The base timestamp is the
+/// first record's, as in Kafka's Java producer.
 #[derive(Debug)]
 pub struct BatchBuilder {
     /// The 61-byte header (filled by `finish`) followed by the encoded records.
@@ -177,11 +179,6 @@ impl BatchBuilder {
         // length, timestamp delta, offset delta, key and value lengths: 10 bytes each at most;
         // attributes and header count: 1 byte each.
         key_len + value_len + 5 * 10 + 2
-    }
-
-    /// Bytes that can be added before the buffer has to grow (and copy what it holds).
-    pub fn room(&self) -> usize {
-        self.buf.capacity() - self.buf.len()
     }
 
     /// Completes the batch: offsets 0..n-1, sequences from `stamp`, records compressed with
