@@ -684,10 +684,23 @@ async fn read_loop(rd: OwnedReadHalf, shared: Arc<Shared>) {
             shared.fail_all(&format!("bad response frame size {len}"));
             return;
         }
-        let mut buf = BytesMut::zeroed(len as usize);
-        if let Err(e) = r.read_exact(&mut buf).await {
-            shared.fail_all(&format!("read: {e}"));
-            return;
+        // Read into the buffer's spare capacity (no zero-filling first: a fetch response can
+        // be tens of MB).
+        let len = len as usize;
+        let mut buf = BytesMut::with_capacity(len);
+        while buf.len() < len {
+            let want = len - buf.len();
+            match r.read_buf(&mut (&mut buf).limit(want)).await {
+                Ok(0) => {
+                    shared.fail_all("read: connection closed mid-frame");
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    shared.fail_all(&format!("read: {e}"));
+                    return;
+                }
+            }
         }
         let frame = buf.freeze();
         let correlation_id = (&frame[..4]).get_i32();
