@@ -502,15 +502,25 @@ mod tests {
             .collect()
     }
 
+    const ALL_COMPRESSIONS: [Compression; 5] = [
+        Compression::None,
+        Compression::Gzip,
+        Compression::Snappy,
+        Compression::Lz4,
+        Compression::Zstd,
+    ];
+
+    /// Makes a batch's CRC match its (altered) contents again.
+    fn fix_crc(b: &mut BytesMut) {
+        let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+        crc.update(&b[21..]);
+        let c = crc.finalize() as u32;
+        b[17..21].copy_from_slice(&c.to_be_bytes());
+    }
+
     #[test]
     fn round_trip_every_compression() {
-        for c in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
+        for c in ALL_COMPRESSIONS {
             let recs = sample(50);
             let bytes = encode_batch(&recs, c, ProducerStamp::NONE).expect("encode");
             let h = peek_batch(&bytes).expect("whole batch");
@@ -622,13 +632,7 @@ mod tests {
         let mut recs = sample(40);
         recs[3].timestamp_ms -= 10_000;
         recs[4].timestamp_ms += 10_000;
-        for c in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
+        for c in ALL_COMPRESSIONS {
             let bytes = build(&recs, c, ProducerStamp::NONE);
             let h = peek_batch(&bytes).expect("whole batch");
             assert_eq!((h.total_len, h.record_count), (bytes.len(), 40), "{c:?}");
@@ -701,10 +705,7 @@ mod tests {
         let mut b = BytesMut::from(&build(&recs, Compression::None, ProducerStamp::NONE)[..]);
         b[22] |= 0x08; // attributes (low byte): log-append time
         b[35..43].copy_from_slice(&42i64.to_be_bytes());
-        let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-        crc.update(&b[21..]);
-        let c = crc.finalize() as u32;
-        b[17..21].copy_from_slice(&c.to_be_bytes());
+        fix_crc(&mut b);
         let back = decode_batch(b.freeze()).expect("decode");
         assert!(back.iter().all(|r| r.timestamp_ms == 42));
     }
@@ -726,10 +727,7 @@ mod tests {
                     BATCH_HEADER_LEN + ((seed >> (8 * k)) as usize) % (b.len() - BATCH_HEADER_LEN);
                 b[at] = (seed >> (16 + k)) as u8;
             }
-            let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-            crc.update(&b[21..]);
-            let c = crc.finalize() as u32;
-            b[17..21].copy_from_slice(&c.to_be_bytes());
+            fix_crc(&mut b);
             errors += usize::from(decode_batch(b.freeze()).is_err());
         }
         assert!(
