@@ -189,7 +189,7 @@ impl Consumer {
                         if h.last_offset() < pos.offset {
                             continue;
                         }
-                        let next = h.last_offset() + 1;
+                        let next = h.last_offset().saturating_add(1);
                         if !h.is_control() {
                             for r in decode_batch(batch)? {
                                 if r.offset >= pos.offset {
