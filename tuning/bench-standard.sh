@@ -96,6 +96,12 @@ cargo build --release -q -p shardlog-server -p shardlog-bench
 BENCH=target/release/shardlog-bench
 BROKER=target/release/shardlog
 
+# A previous run's data is removed first, before anything is measured: on a file system mounted
+# with online discard, freeing gigabytes stalls the disk for a while.
+rm -rf "$DATA/broker"
+sync
+sleep 3
+
 echo "== iperf3 loopback (10 s, 1 stream)" >&2
 iperf3 -s -1 -p $((PORT + 40)) >/dev/null 2>&1 &
 IPERF_PID=$!
@@ -108,9 +114,10 @@ rm -f "$DATA/fio.dat"
 fio --name=seqfsync --filename="$DATA/fio.dat" --rw=write --bs=1m --size=1g --direct=1 \
   --fdatasync=1 --ioengine=psync --fallocate=native --output-format=json >"$OUT/fio.json"
 rm -f "$DATA/fio.dat"
+sync
+sleep 3
 
 echo "== broker on 127.0.0.1:$PORT, $CORES cores, data in $DATA/broker" >&2
-rm -rf "$DATA/broker"
 # A batch cache large enough for scenario 3's "cache" preload (2 x 128 MB), and retention checked
 # often enough that the scenarios' retention.bytes keeps the data directory small.
 SHARDLOG_LOG_CACHE_BYTES=$((160 << 20)) SHARDLOG_RETENTION_CHECK_INTERVAL_MS=2000 \
