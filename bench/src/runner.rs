@@ -81,9 +81,8 @@ impl Payload {
     /// bench's own copy of each value into its batch is not slowed by cache misses (the broker
     /// under test pays for those).
     const LEN: usize = 256 * 1024;
-    /// Pool size with compression: larger than a batch and than zstd's window at its default
-    /// level, so a compressor does not find the pool repeated within a batch and the ratio
-    /// reflects `payload_entropy`.
+    /// Pool size with compression: larger than a batch, so a compressor does not find the pool
+    /// repeated within a batch and the ratio reflects `payload_entropy`.
     const COMPRESSIBLE_LEN: usize = 8 * 1024 * 1024;
 
     fn new(entropy: f64, seed: u64, len: usize) -> Payload {

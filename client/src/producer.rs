@@ -89,7 +89,6 @@ struct Batch {
     partition: i32,
     /// Records encoded as they were sent; taken by `encode`.
     builder: Option<BatchBuilder>,
-    records: usize,
     payload: usize,
     tokens: Vec<Token>,
     bytes: usize,
@@ -353,13 +352,13 @@ impl Producer {
                 (None, None) => t.sticky,
             };
             // A record that does not fit in what is left of its partition's open batch starts
-            // the next batch, as in Kafka's Java producer; a keyless record then follows the
+            // the next batch; a keyless record then follows the
             // sticky partition to where it moved.
             let full = usize::try_from(p)
                 .ok()
                 .and_then(|i| t.open.get(i))
                 .and_then(|b| b.as_ref())
-                .is_some_and(|b| b.records > 0 && b.bytes + size > inner.cfg.batch_size);
+                .is_some_and(|b| !b.tokens.is_empty() && b.bytes + size > inner.cfg.batch_size);
             if full {
                 if let Some(b) = t.open.get_mut(p as usize).and_then(Option::take) {
                     close_batch(inner, &mut acc.ready, &mut acc.round_robin, t, topic, b);
@@ -389,7 +388,6 @@ impl Producer {
                         topic: topic.clone(),
                         partition: p,
                         builder: Some(BatchBuilder::in_buffer(spare.unwrap_or_default(), capacity)),
-                        records: 0,
                         payload: 0,
                         tokens: Vec::new(),
                         bytes: 0,
@@ -404,14 +402,13 @@ impl Producer {
                 None => Err(ClientError::InvalidArgument("batch already encoded".into())),
             };
             if let Err(e) = pushed {
-                if batch.records == 0 {
+                if batch.tokens.is_empty() {
                     t.open[slot] = None;
                 }
                 drop(guard);
                 unaccount();
                 return Err(e);
             }
-            batch.records += 1;
             batch.payload += key_len + value_len;
             batch.tokens.push(token);
             batch.bytes += size;
@@ -574,7 +571,7 @@ fn encode(inner: &Inner, b: &mut Batch) -> Result<Bytes> {
             .entry((b.topic.clone(), b.partition))
             .or_insert(0);
         let base = *seq;
-        *seq = seq.wrapping_add(b.records as i32) & i32::MAX;
+        *seq = seq.wrapping_add(b.tokens.len() as i32) & i32::MAX;
         ProducerStamp {
             producer_id: inner.producer.0,
             producer_epoch: inner.producer.1,
@@ -745,7 +742,7 @@ async fn fail(inner: &Inner, b: Batch, e: ClientError) {
 }
 
 async fn finish(inner: &Inner, b: Batch, base_offset: i64, error: Option<ClientError>) {
-    let n = b.records;
+    let n = b.tokens.len();
     let payload_bytes = b.payload;
     let wire_bytes = b.encoded.as_ref().map_or(0, |e| e.len());
     if let Some(Ok(buf)) = b.encoded.map(Bytes::try_into_mut) {

@@ -2,9 +2,7 @@
 //! splitting a fetched byte range into whole batches, decoding them.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use indexmap::IndexMap;
 pub use kafka_protocol::records::{Compression, Record, TimestampType};
-use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
 
 use crate::error::{ClientError, Result};
 
@@ -60,7 +58,7 @@ pub struct OutRecord {
 /// as it is added (one copy of its key and value), and [`BatchBuilder::finish`] fills in the
 /// header in place, so an uncompressed batch is not copied again on its way to the socket
 /// (batches under 4 KiB are copied into the request's own buffer). The base timestamp is the
-/// first record's, as in Kafka's Java producer.
+/// first record's.
 #[derive(Debug)]
 pub struct BatchBuilder {
     /// The 61-byte header (filled by `finish`) followed by the encoded records.
@@ -68,7 +66,6 @@ pub struct BatchBuilder {
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
-    payload: usize,
 }
 
 /// Bytes of a zigzag varint.
@@ -103,7 +100,6 @@ impl BatchBuilder {
             count: 0,
             base_timestamp: 0,
             max_timestamp: i64::MIN,
-            payload: 0,
         }
     }
 
@@ -150,28 +146,12 @@ impl BatchBuilder {
         put_varint(&mut self.buf, 0);
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(timestamp_ms);
-        self.payload += key_len.max(0) as usize + value_len.max(0) as usize;
         Ok(())
     }
 
     /// Records added so far.
     pub fn count(&self) -> usize {
         self.count as usize
-    }
-
-    /// Whether no record was added.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
-    /// Key and value bytes added so far.
-    pub fn payload_bytes(&self) -> usize {
-        self.payload
-    }
-
-    /// Encoded bytes so far (header and uncompressed records).
-    pub fn encoded_len(&self) -> usize {
-        self.buf.len()
     }
 
     /// Bytes a record with these key and value lengths takes in the batch (at most).
@@ -213,10 +193,24 @@ impl BatchBuilder {
         h.put_i16(stamp.producer_epoch);
         h.put_i32(stamp.base_sequence);
         h.put_i32(self.count);
-        let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-        crc.update(&buf[21..]);
-        buf[17..21].copy_from_slice(&(crc.finalize() as u32).to_be_bytes());
+        let crc = batch_crc(&buf);
+        buf[17..21].copy_from_slice(&crc.to_be_bytes());
         Ok(buf.freeze())
+    }
+}
+
+/// The CRC32C a v2 batch carries: over everything from the attributes (byte 21) on.
+fn batch_crc(batch: &[u8]) -> u32 {
+    let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
+    crc.update(&batch[21..]);
+    crc.finalize() as u32
+}
+
+/// A batch that cannot be decoded.
+fn bad_batch(msg: impl std::fmt::Display) -> ClientError {
+    ClientError::Decode {
+        api: "RecordBatch",
+        msg: msg.to_string(),
     }
 }
 
@@ -240,58 +234,6 @@ fn compress_into(out: &mut BytesMut, records: &[u8], c: Compression) -> Result<(
         api: "RecordBatch",
         msg: e.to_string(),
     })
-}
-
-/// Encodes records as exactly one RecordBatch v2 (offsets 0..n-1, sequences from `stamp`).
-pub fn encode_batch(
-    records: &[OutRecord],
-    compression: Compression,
-    stamp: ProducerStamp,
-) -> Result<Bytes> {
-    if records.is_empty() {
-        return Err(ClientError::InvalidArgument("empty batch".into()));
-    }
-    let size: usize = records
-        .iter()
-        .map(|r| {
-            r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + 24
-        })
-        .sum();
-    let recs: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: stamp.producer_id,
-            producer_epoch: stamp.producer_epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: if stamp.base_sequence < 0 {
-                // The encoder derives baseSequence from the first record and starts a new
-                // batch when offset - sequence changes: i - 1 gives one batch with -1.
-                i as i32 - 1
-            } else {
-                stamp.base_sequence.wrapping_add(i as i32)
-            },
-            timestamp: r.timestamp_ms,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: IndexMap::new(),
-        })
-        .collect();
-    let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + size);
-    let opts = RecordEncodeOptions {
-        version: 2,
-        compression,
-    };
-    RecordBatchEncoder::encode(&mut buf, recs.iter(), &opts).map_err(|e| ClientError::Encode {
-        api: "RecordBatch",
-        msg: e.to_string(),
-    })?;
-    Ok(buf.freeze())
 }
 
 /// Header fields of one batch, read without decoding its records.
@@ -384,23 +326,17 @@ pub struct InRecord {
 /// in place: keys and values are slices of the batch (or of its decompressed records). A
 /// control batch (transaction markers) gives no records.
 pub fn decode_batch(batch: Bytes) -> Result<Vec<InRecord>> {
-    let bad = |msg: &str| ClientError::Decode {
-        api: "RecordBatch",
-        msg: msg.to_string(),
-    };
     let h = peek_batch(&batch)
         .filter(|h| h.total_len == batch.len())
-        .ok_or_else(|| bad("not one whole batch"))?;
+        .ok_or_else(|| bad_batch("not one whole batch"))?;
     if h.magic != 2 {
-        return Err(bad("not a v2 batch"));
+        return Err(bad_batch("not a v2 batch"));
     }
-    let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-    crc.update(&batch[21..]);
-    if crc.finalize() as u32 != (&batch[17..21]).get_u32() {
-        return Err(bad("CRC mismatch"));
+    if batch_crc(&batch) != (&batch[17..21]).get_u32() {
+        return Err(bad_batch("CRC mismatch"));
     }
     if h.attributes & 0x07 > 4 {
-        return Err(bad("unknown compression codec"));
+        return Err(bad_batch("unknown compression codec"));
     }
     if h.is_control() {
         return Ok(Vec::new());
@@ -421,17 +357,9 @@ fn decompress(mut records: Bytes, codec: i16) -> Result<Bytes> {
         2 => Snappy::decompress(&mut records, take),
         3 => Lz4::decompress(&mut records, take),
         4 => Zstd::decompress(&mut records, take),
-        other => {
-            return Err(ClientError::Decode {
-                api: "RecordBatch",
-                msg: format!("unknown compression codec {other}"),
-            })
-        }
+        other => return Err(bad_batch(format!("unknown compression codec {other}"))),
     };
-    r.map_err(|e| ClientError::Decode {
-        api: "RecordBatch",
-        msg: e.to_string(),
-    })
+    r.map_err(bad_batch)
 }
 
 fn get_varint(b: &mut &[u8]) -> Option<i64> {
@@ -451,44 +379,40 @@ fn get_varint(b: &mut &[u8]) -> Option<i64> {
 /// `records` (the uncompressed record bytes). Exactly `record_count` records that fill
 /// `records`, each with an offset delta that fits the batch, or an error.
 fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<InRecord>> {
-    let bad = |msg: &str| ClientError::Decode {
-        api: "RecordBatch",
-        msg: msg.to_string(),
-    };
     let base_timestamp = (&batch[27..35]).get_i64();
     let log_append_time = h.attributes & 0x08 != 0;
     let max_timestamp = (&batch[35..43]).get_i64();
-    let count = usize::try_from(h.record_count).map_err(|_| bad("negative record count"))?;
+    let count = usize::try_from(h.record_count).map_err(|_| bad_batch("negative record count"))?;
     // A record takes at least 7 bytes: a count past that is a lie, not an allocation.
     if count > records.len() / 7 + 1 {
-        return Err(bad("record count larger than the records"));
+        return Err(bad_batch("record count larger than the records"));
     }
     let mut out = Vec::with_capacity(count);
     let mut at = 0usize;
     for _ in 0..count {
         let mut b = &records[at..];
-        let len = get_varint(&mut b).ok_or_else(|| bad("record length"))?;
+        let len = get_varint(&mut b).ok_or_else(|| bad_batch("record length"))?;
         let body_start = records.len() - b.len();
-        let len = usize::try_from(len).map_err(|_| bad("record length"))?;
+        let len = usize::try_from(len).map_err(|_| bad_batch("record length"))?;
         let body_end = body_start
             .checked_add(len)
             .filter(|&e| e <= records.len())
-            .ok_or_else(|| bad("record past the batch"))?;
+            .ok_or_else(|| bad_batch("record past the batch"))?;
         let mut r = &records[body_start..body_end];
-        r = r.get(1..).ok_or_else(|| bad("record attributes"))?;
-        let ts_delta = get_varint(&mut r).ok_or_else(|| bad("timestamp delta"))?;
+        r = r.get(1..).ok_or_else(|| bad_batch("record attributes"))?;
+        let ts_delta = get_varint(&mut r).ok_or_else(|| bad_batch("timestamp delta"))?;
         let offset_delta = get_varint(&mut r)
             .and_then(|d| i32::try_from(d).ok())
             .filter(|&d| (0..=h.last_offset_delta).contains(&d))
-            .ok_or_else(|| bad("offset delta"))?;
+            .ok_or_else(|| bad_batch("offset delta"))?;
         let field = |r: &mut &[u8]| -> Result<Option<Bytes>> {
-            let n = get_varint(r).ok_or_else(|| bad("field length"))?;
+            let n = get_varint(r).ok_or_else(|| bad_batch("field length"))?;
             if n == -1 {
                 return Ok(None);
             }
-            let n = usize::try_from(n).map_err(|_| bad("field length"))?;
+            let n = usize::try_from(n).map_err(|_| bad_batch("field length"))?;
             if n > r.len() {
-                return Err(bad("field past the record"));
+                return Err(bad_batch("field past the record"));
             }
             let start = body_end - r.len();
             *r = &r[n..];
@@ -499,21 +423,21 @@ fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<In
         // Headers are checked but not returned by this client.
         let headers = get_varint(&mut r)
             .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| bad("header count"))?;
+            .ok_or_else(|| bad_batch("header count"))?;
         for _ in 0..headers {
             if field(&mut r)?.is_none() {
-                return Err(bad("null header key"));
+                return Err(bad_batch("null header key"));
             }
             field(&mut r)?;
         }
         if !r.is_empty() {
-            return Err(bad("bytes after the record's fields"));
+            return Err(bad_batch("bytes after the record's fields"));
         }
         out.push(InRecord {
             offset: h
                 .base_offset
                 .checked_add(i64::from(offset_delta))
-                .ok_or_else(|| bad("offset past i64"))?,
+                .ok_or_else(|| bad_batch("offset past i64"))?,
             timestamp_ms: if log_append_time {
                 max_timestamp
             } else {
@@ -525,7 +449,7 @@ fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<In
         at = body_end;
     }
     if at != records.len() {
-        return Err(bad("bytes after the last record"));
+        return Err(bad_batch("bytes after the last record"));
     }
     Ok(out)
 }
@@ -533,6 +457,8 @@ fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<In
 #[cfg(test)]
 mod tests {
     use super::*;
+    use indexmap::IndexMap;
+    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
 
     fn sample(n: usize) -> Vec<OutRecord> {
         (0..n)
@@ -558,9 +484,7 @@ mod tests {
 
     /// Makes a batch's CRC match its (altered) contents again.
     fn fix_crc(b: &mut BytesMut) {
-        let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-        crc.update(&b[21..]);
-        let c = crc.finalize() as u32;
+        let c = batch_crc(b);
         b[17..21].copy_from_slice(&c.to_be_bytes());
     }
 
@@ -719,6 +643,61 @@ mod tests {
         assert!(BatchBuilder::with_capacity(0)
             .finish(Compression::None, ProducerStamp::NONE)
             .is_err());
+    }
+
+    /// The reference: kafka-protocol's encoder, as exactly one RecordBatch v2 (offsets 0..n-1,
+    /// sequences from `stamp`).
+    fn encode_batch(
+        records: &[OutRecord],
+        compression: Compression,
+        stamp: ProducerStamp,
+    ) -> Result<Bytes> {
+        if records.is_empty() {
+            return Err(ClientError::InvalidArgument("empty batch".into()));
+        }
+        let size: usize = records
+            .iter()
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len()) + 24
+            })
+            .sum();
+        let recs: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: stamp.producer_id,
+                producer_epoch: stamp.producer_epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: if stamp.base_sequence < 0 {
+                    // The encoder derives baseSequence from the first record and starts a new
+                    // batch when offset - sequence changes: i - 1 gives one batch with -1.
+                    i as i32 - 1
+                } else {
+                    stamp.base_sequence.wrapping_add(i as i32)
+                },
+                timestamp: r.timestamp_ms,
+                key: r.key.clone(),
+                value: r.value.clone(),
+                headers: IndexMap::new(),
+            })
+            .collect();
+        let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + size);
+        let opts = RecordEncodeOptions {
+            version: 2,
+            compression,
+        };
+        RecordBatchEncoder::encode(&mut buf, recs.iter(), &opts).map_err(|e| {
+            ClientError::Encode {
+                api: "RecordBatch",
+                msg: e.to_string(),
+            }
+        })?;
+        Ok(buf.freeze())
     }
 
     /// The reference: kafka-protocol's decoder.

@@ -18,7 +18,7 @@ fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F + Se
 fn append_flush_read_reopen_on_real_disk() {
     let tmp = tempfile::Builder::new()
         .prefix("shardlog-engine-")
-        .tempdir_in(std::env::temp_dir())
+        .tempdir()
         .expect("tempdir");
     let dir = tmp.path().join("t-0");
     run(move || async move {
@@ -98,7 +98,7 @@ fn append_flush_read_reopen_on_real_disk() {
 fn retention_frees_segments_in_the_background() {
     let tmp = tempfile::Builder::new()
         .prefix("shardlog-engine-")
-        .tempdir_in(std::env::temp_dir())
+        .tempdir()
         .expect("tempdir");
     let dir = tmp.path().join("t-0");
     shardlog_engine::io::deleter::configure(shardlog_engine::io::deleter::DeleterConfig {

@@ -4,7 +4,7 @@
 //! * `decode_*`: [`protocol::parse_request`] on real frames: Produce v9 carrying one 16 KiB or
 //!   1 MiB RecordBatch of 1 KiB records, Fetch v12 for 4 partitions, Metadata v12 for 3 topics.
 //!   The frames are encoded once, outside the timed loop, with `kafka-protocol` and the
-//!   client's batch encoder (`shardlog_client::records::encode_batch`).
+//!   client's batch encoder (`shardlog_client::records::BatchBuilder`).
 //! * `produce`: on a one-shard broker whose logs live on the real disk (glommio, O_DIRECT):
 //!   `dispatch/…` takes a decoded Produce v9 (acks=-1) through [`handlers::dispatch`] to its
 //!   encoded response, exactly as a connection does; `partition/…` is the partition part of
@@ -35,7 +35,7 @@ use kafka_protocol::messages::{
     MetadataRequest, ProduceRequest, ProduceResponse, RequestHeader, RequestKind, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use shardlog_client::records::{encode_batch, Compression, OutRecord, ProducerStamp};
+use shardlog_client::records::{BatchBuilder, Compression, ProducerStamp};
 use shardlog_engine::GlommioStorage;
 use shardlog_server::config::BrokerConfig;
 use shardlog_server::fetch::{self, FetchTopicOut};
@@ -83,15 +83,16 @@ fn bench_dir() -> tempfile::TempDir {
 /// One RecordBatch of `records` 1 KiB records, as the client encodes it (no compression, no
 /// producer id).
 fn batch_of(records: usize) -> Bytes {
-    let value = Bytes::from(vec![0x5a; RECORD_VALUE_BYTES]);
-    let recs: Vec<OutRecord> = (0..records)
-        .map(|_| OutRecord {
-            key: None,
-            value: Some(value.clone()),
-            timestamp_ms: 1_795_000_000_000,
-        })
-        .collect();
-    let b = encode_batch(&recs, Compression::None, ProducerStamp::NONE).expect("batch");
+    let value = vec![0x5a; RECORD_VALUE_BYTES];
+    let mut builder = BatchBuilder::with_capacity(records * (RECORD_VALUE_BYTES + 16));
+    for _ in 0..records {
+        builder
+            .push(None, Some(&[&value]), 1_795_000_000_000)
+            .expect("record");
+    }
+    let b = builder
+        .finish(Compression::None, ProducerStamp::NONE)
+        .expect("batch");
     assert!(
         b.len() <= BrokerConfig::default().default_max_message_bytes,
         "a {}-byte batch would be refused by max.message.bytes",

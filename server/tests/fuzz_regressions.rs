@@ -46,17 +46,12 @@ fn request_with_a_tag_above_i32_max_is_accepted() {
     assert!(req.compute_size(4).expect("size") > encoded.len());
 }
 
-/// The `offsets_batch` target recomputes the batch CRC before decoding; a replay does the same.
-fn with_crc(input: &[u8]) -> Vec<u8> {
-    inputs::offsets_batch(input)
-}
-
 /// offsets_batch: base offset i64::MIN and a record whose offset delta is negative. The offset
 /// used to be `base + delta` unchecked (an overflow panic with overflow checks, a wrapped offset
 /// without); deltas outside `0..=last_offset_delta` are now a malformed record.
 #[test]
 fn offset_delta_outside_the_batch_is_malformed() {
-    let input = with_crc(include_bytes!(
+    let input = inputs::offsets_batch(include_bytes!(
         "../../fuzz/seeds/offsets_batch/crash-offset-overflow"
     ));
     match decode_offsets_batch(&input) {

@@ -106,8 +106,7 @@ pub fn remove_dir_in_background(path: &Path) -> io::Result<()> {
     let doomed = PathBuf::from(name);
     match std::fs::rename(path, &doomed) {
         Ok(()) => enqueue(Job::Dir(doomed)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
+        Err(e) => already_gone(Err(e)),
     }
 }
 
@@ -157,7 +156,7 @@ fn start() -> Option<SyncSender<(Job, Instant)>> {
 }
 
 /// Success when the file or directory is not there (someone else removed it first).
-fn already_gone(r: io::Result<()>) -> io::Result<()> {
+pub(crate) fn already_gone(r: io::Result<()>) -> io::Result<()> {
     match r {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         r => r,

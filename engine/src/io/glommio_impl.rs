@@ -144,11 +144,7 @@ impl Storage for GlommioStorage {
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
         let path = path.to_path_buf();
-        blocking(move || match std::fs::remove_file(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            r => r,
-        })
-        .await
+        blocking(move || crate::io::deleter::already_gone(std::fs::remove_file(path))).await
     }
 
     async fn remove_file_in_background(&self, path: &Path) -> io::Result<()> {
