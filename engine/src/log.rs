@@ -39,7 +39,7 @@
 //! loaded lazily and rebuilt when missing or inconsistent.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
@@ -144,6 +144,13 @@ struct Recycled<F> {
 /// Suffix of a deleted segment kept for reuse. Never a segment: `open` deletes leftovers.
 const RECYCLE_SUFFIX: &str = ".log.recycle";
 
+/// Files a log keeps for reuse. Periodic size retention runs between rolls and can get one
+/// segment ahead of them (it deletes as soon as the growing active segment takes the log a
+/// segment past the limit); two kept files absorb that, so in steady state every segment that
+/// size retention deletes is reused and none is freed (test
+/// `steady_size_retention_reuses_every_deleted_segment`).
+const MAX_RECYCLED: usize = 2;
+
 struct Active<F: StorageFile> {
     base: Offset,
     file: Rc<F>,
@@ -188,9 +195,10 @@ struct Inner<F: StorageFile> {
     /// replacements; until then the indexes live in memory, and a crash only means they are
     /// rebuilt on first use (see the recovery table).
     unsaved_indexes: Vec<Offset>,
-    /// A deleted segment's file kept for reuse by the next roll (`recycle_segments`): renamed
-    /// `<base>.log.recycle`, no index files, no reader holds it.
-    recycled: Option<Recycled<F>>,
+    /// Deleted segments' files kept for reuse by the next rolls (`recycle_segments`), at most
+    /// [`MAX_RECYCLED`]: renamed `<base>.log.recycle`, no index files, no reader holds them.
+    /// Not counted as the log's data by size retention.
+    recycled: VecDeque<Recycled<F>>,
     /// The active segment's directory entry is not known durable yet: the next fdatasync
     /// also syncs the directory, concurrently, before anything in the segment counts durable.
     dir_unsynced: bool,
@@ -503,7 +511,7 @@ impl<S: Storage> PartitionLog<S> {
             unsynced_bytes: 0,
             last_sync: Instant::now(),
             unsaved_indexes: Vec::new(),
-            recycled: None,
+            recycled: VecDeque::new(),
             dir_unsynced: false,
         };
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
@@ -1039,7 +1047,7 @@ impl<S: Storage> PartitionLog<S> {
             let st = self.inner.borrow();
             st.config
                 .retention_bytes
-                .filter(|_| st.config.recycle_segments && st.recycled.is_none())
+                .filter(|_| st.config.recycle_segments && st.recycled.is_empty())
         };
         if let Some(limit) = limit {
             let once = std::cell::Cell::new(false);
@@ -1052,7 +1060,7 @@ impl<S: Storage> PartitionLog<S> {
         }
 
         let new_path = self.dir.join(segment_name(next, "log"));
-        let recycled = self.inner.borrow_mut().recycled.take();
+        let recycled = self.inner.borrow_mut().recycled.pop_front();
         if let Some(r) = recycled {
             // Its old batches stay behind the write position until overwritten; they all have
             // offsets below the log start, so recovery, which stops at the first batch whose
@@ -1146,7 +1154,7 @@ impl<S: Storage> PartitionLog<S> {
     async fn recycle(&self, seg: Rc<Sealed<S::File>>) -> Result<bool, LogError> {
         let wanted = {
             let st = self.inner.borrow();
-            st.config.recycle_segments && st.recycled.is_none() && !st.failed
+            st.config.recycle_segments && st.recycled.len() < MAX_RECYCLED && !st.failed
         };
         if !wanted {
             return Ok(false);
@@ -1164,7 +1172,7 @@ impl<S: Storage> PartitionLog<S> {
             return Ok(false);
         }
         remove_index_files(&self.storage, &self.dir, seg.base).await?;
-        self.inner.borrow_mut().recycled = Some(Recycled {
+        self.inner.borrow_mut().recycled.push_back(Recycled {
             path: to,
             file: seg.file,
             size: seg.size,
@@ -1442,10 +1450,9 @@ impl<S: Storage> PartitionLog<S> {
         let mut victims = Vec::new();
         {
             let mut st = self.inner.borrow_mut();
-            // A file kept for reuse takes disk space like a segment: count it.
-            let mut total = st.sealed.values().map(|s| s.size).sum::<u64>()
-                + st.active.size
-                + st.recycled.as_ref().map_or(0, |r| r.size);
+            // The log's data only, as Kafka counts it. Kept files are not data: counting them
+            // made every check that kept a file delete (and free) one more segment.
+            let mut total = st.sealed.values().map(|s| s.size).sum::<u64>() + st.active.size;
             while let Some((_, seg)) = st.sealed.first_key_value() {
                 if !pred(seg, total) {
                     break;
@@ -1460,14 +1467,15 @@ impl<S: Storage> PartitionLog<S> {
         }
         for seg in victims {
             let (base, size) = (seg.base, seg.size);
-            if self.recycle(seg).await? {
+            let kept = self.recycle(seg).await?;
+            if kept {
                 report.segments_recycled += 1;
             } else {
                 remove_segment_files(&self.storage, &self.dir, base).await?;
             }
             report.segments_deleted += 1;
             report.bytes_deleted += size;
-            tracing::info!(dir = %self.dir.display(), segment = base, bytes = size, "segment deleted by retention");
+            tracing::info!(dir = %self.dir.display(), segment = base, bytes = size, kept_for_reuse = kept, "segment deleted by retention");
         }
         if report.segments_deleted > 0 {
             self.storage

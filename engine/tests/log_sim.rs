@@ -246,6 +246,66 @@ fn retention_by_size_time_and_delete_records() {
     assert_eq!(log.log_start_offset(), 250);
 }
 
+/// Under size retention in steady state every segment that retention removes is reused by a
+/// roll: nothing is freed (on a file system with online discard, freeing space stalls the
+/// device). Holds whether retention is checked often or rarely between rolls, whatever the
+/// segment sizes.
+#[test]
+fn steady_size_retention_reuses_every_deleted_segment() {
+    let mut periodic_deletions = 0;
+    for (check_every, spread) in [
+        (1, 200),
+        (3, 50),
+        (7, 200),
+        (13, 400),
+        (40, 120),
+        (100, 300),
+    ] {
+        let disk = SimStorage::default();
+        let limit = 40_000;
+        let cfg = LogConfig {
+            retention_bytes: Some(limit),
+            ..small_config()
+        };
+        let log = open(&disk, cfg);
+        let (mut deleted, mut freed) = (0, 0);
+        block_on(async {
+            for i in 0..3000i64 {
+                // Batch sizes vary, so segments end at different sizes.
+                let value = 150 + (i * 37 % spread) as usize;
+                let a = log
+                    .append(
+                        Bytes::copy_from_slice(&tagged(1, value, 1_000 + i, 0)),
+                        0,
+                        0,
+                    )
+                    .await
+                    .expect("append");
+                log.wait_committed(a.last_offset).await.expect("commit");
+                if i % check_every == 0 {
+                    let r = log.apply_retention(0).await.expect("retention");
+                    if i > 500 {
+                        deleted += r.segments_deleted;
+                        freed += r.segments_deleted - r.segments_recycled;
+                    }
+                    // Kafka's bound right after a check: less than one segment over.
+                    assert!(log.size_bytes() < limit + 8 * 1024, "{}", log.size_bytes());
+                }
+            }
+        });
+        let ctx = format!("checked every {check_every} appends, spread {spread}");
+        assert_eq!(
+            freed, 0,
+            "{ctx}: {freed} of {deleted} deleted segments were freed"
+        );
+        periodic_deletions += deleted;
+    }
+    assert!(
+        periodic_deletions > 0,
+        "periodic retention never found a segment to delete"
+    );
+}
+
 #[test]
 fn offset_for_timestamp_across_segments() {
     let disk = SimStorage::default();
