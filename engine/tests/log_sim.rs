@@ -282,6 +282,8 @@ fn steady_size_retention_reuses_every_deleted_segment() {
                     .await
                     .expect("append");
                 log.wait_committed(a.last_offset).await.expect("commit");
+                // The broker ticks every log every few milliseconds.
+                log.tick(0).await.expect("tick");
                 if i % check_every == 0 {
                     let r = log.apply_retention(0).await.expect("retention");
                     if i > 500 {
