@@ -156,7 +156,11 @@ fn lock_data_dir(dir: &Path) -> Result<std::fs::File, BrokerError> {
     Ok(f)
 }
 
-/// Removes `logs/*` directories that belong to no topic in `meta`.
+/// Removes `logs/*` directories that belong to no topic in `meta` (a topic deleted while its
+/// directories were being freed, or leftovers of such a deletion), through the paced
+/// background deleter: freeing gigabytes at once stalls a disk mounted with online discard,
+/// and start-up does not wait for it. If the broker stops again first, the renamed directory is
+/// found here at the next start.
 fn remove_orphans(data_dir: &Path, meta: &ClusterMeta) {
     let logs = data_dir.join("logs");
     let Ok(entries) = std::fs::read_dir(&logs) else {
@@ -171,7 +175,7 @@ fn remove_orphans(data_dir: &Path, meta: &ClusterMeta) {
         let p = e.path();
         if p.is_dir() && !keep.contains(&p) {
             tracing::warn!(dir = %p.display(), "removing partition data of a deleted topic");
-            if let Err(err) = std::fs::remove_dir_all(&p) {
+            if let Err(err) = shardlog_engine::io::deleter::remove_dir_in_background(&p) {
                 tracing::error!(dir = %p.display(), error = %err, "cannot remove orphaned topic directory");
             }
         }

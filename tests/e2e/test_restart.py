@@ -222,3 +222,33 @@ def test_old_data_read_from_disk_by_concurrent_consumers(broker):
         assert [m.offset for m in msgs] == list(range(per_partition))
         for k, m in enumerate(msgs):
             assert m.value == (b"%08d" % (2 * k + part)) * 128, f"partition {part} offset {k}"
+
+
+def test_orphaned_partition_data_is_freed_in_the_background(broker):
+    """Directories under logs/ that belong to no topic (a topic deleted while the broker was
+    stopping, or a deletion that was interrupted) are freed after a restart, through the paced
+    deleter, while the broker serves."""
+    topic = unique_topic("rs-orphan")
+    create_topic(broker.bootstrap, topic, 1)
+    p, errors = producer(broker.bootstrap, acks="all")
+    for i in range(100):
+        p.produce(topic, value=f"v{i}".encode())
+    flush(p)
+    assert not errors.fatal
+    broker.stop()
+    logs = broker.data_dir / "logs"
+    orphan = logs / "gone-topic~0123456789abcdef0123456789abcdef"
+    leftover = logs / "older-topic~fedcba9876543210fedcba9876543210.deleted-17"
+    for d in (orphan, leftover):
+        (d / "0").mkdir(parents=True)
+        (d / "0" / "00000000000000000000.log").write_bytes(b"\x07" * (1 << 20))
+    broker.start()
+    assert not orphan.exists(), "the orphan is renamed away before the broker serves"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(".deleted-" in x.name for x in logs.iterdir()):
+        time.sleep(0.1)
+    left = sorted(x.name for x in logs.iterdir() if not x.name.startswith(topic))
+    assert [x for x in left if "gone-topic" in x or "older-topic" in x] == [], left
+    assert "removing partition data of a deleted topic" in broker.log_text()
+    got = consume_all(broker.bootstrap, topic, 1)
+    assert sorted(m.value for m in got) == sorted(f"v{i}".encode() for i in range(100))

@@ -95,9 +95,16 @@ pub fn remove_in_background(path: &Path) -> io::Result<()> {
 
 /// Renames the directory `path` to a unique `<path>.deleted-<n>` and queues its files for
 /// paced removal, then the directory itself. The rename is durable once the caller syncs the
-/// parent. A broker removes leftover `*.deleted-*` directories at start-up (they belong to no
-/// topic).
+/// parent. A directory already named `*.deleted-*` (left by a process that stopped before
+/// freeing it) is queued as it is. A broker hands leftover `*.deleted-*` directories back here
+/// at start-up (they belong to no topic).
 pub fn remove_dir_in_background(path: &Path) -> io::Result<()> {
+    let renamed_already = path
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().contains(&format!("{DELETED_SUFFIX}-")));
+    if renamed_already {
+        return enqueue(Job::Dir(path.to_path_buf()));
+    }
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
@@ -133,6 +140,7 @@ fn start() -> Option<SyncSender<(Job, Instant)>> {
     let spawned = std::thread::Builder::new()
         .name("shardlog-deleter".into())
         .spawn(move || {
+            block_signals();
             for (job, queued) in rx {
                 if let Some(wait) = (queued + cfg.grace).checked_duration_since(Instant::now()) {
                     std::thread::sleep(wait);
@@ -152,6 +160,18 @@ fn start() -> Option<SyncSender<(Job, Instant)>> {
             tracing::warn!(error = %e, "cannot start the background deleter; deleting in place");
             None
         }
+    }
+}
+
+/// Keeps process signals (SIGTERM, SIGINT, ...) away from this thread: it may be started
+/// before the embedding program has set up its own signal handling, and a process-directed
+/// signal is delivered to any thread that does not block it (default action: exit).
+fn block_signals() {
+    // SAFETY: sigset manipulation on a local set, then pthread_sigmask for this thread only.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut set);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
     }
 }
 
@@ -240,6 +260,32 @@ mod tests {
             0,
             "the renamed directory is removed after the grace period"
         );
+    }
+
+    #[test]
+    fn a_directory_renamed_earlier_is_removed_without_another_rename() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let left = dir.path().join("t~id.deleted-42");
+        std::fs::create_dir_all(left.join("0")).expect("mkdir");
+        std::fs::write(
+            left.join("0").join("00000000000000000000.log"),
+            vec![1u8; 1000],
+        )
+        .expect("write");
+        remove_dir_in_background(&left).expect("schedule");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let names = || -> Vec<String> {
+            std::fs::read_dir(dir.path()).map_or(Vec::new(), |rd| {
+                rd.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+        };
+        while !names().is_empty() && Instant::now() < deadline {
+            assert_eq!(names(), ["t~id.deleted-42"], "renamed again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(names().is_empty(), "left: {:?}", names());
     }
 
     #[test]
