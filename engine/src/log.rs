@@ -1040,9 +1040,12 @@ impl<S: Storage> PartitionLog<S> {
         index.seal_time(last_rel, max_ts);
 
         // Size retention at the roll: when the oldest segment is past `retention_bytes` anyway,
-        // delete it now and reuse its file for the new segment. Periodic retention deletes
-        // several segments at once and can keep only one for reuse; this way, under
-        // retention.bytes, every roll in steady state writes into already-written blocks.
+        // delete it now and reuse its file for the new segment (when no file is kept already).
+        // Periodic retention alone would delete in bursts that the kept files cannot hold;
+        // this way, under retention.bytes, every roll in steady state writes into
+        // already-written blocks. The directory sync in this deletion must come before the
+        // file is reused: were the old name still on disk when new data in the file became
+        // durable, a crash would leave an old segment holding newer batches.
         let limit = {
             let st = self.inner.borrow();
             st.config
