@@ -151,13 +151,6 @@ impl KeyGen {
         }
     }
 
-    /// Key bytes of a key index.
-    pub fn key_bytes(index: u64) -> Vec<u8> {
-        let mut v = Vec::new();
-        Self::write_key(index, &mut v);
-        v
-    }
-
     /// Appends the key of `index` to `out` (no allocation once `out` has room).
     pub fn write_key(index: u64, out: &mut Vec<u8>) {
         use std::io::Write;

@@ -588,19 +588,8 @@ async fn preload(ctx: &Arc<Ctx>, bootstrap: &str) -> anyhow::Result<()> {
     while sent < target {
         let size = w.message_size.sample(&mut rng);
         let now = ctx.now_ns();
-        let due_wall = ctx.wall_at_clock + now;
         let token = Token(now, now);
-        send_record(
-            ctx,
-            &producer,
-            &mut rng,
-            &mut key_buf,
-            size,
-            due_wall,
-            i,
-            token,
-        )
-        .await?;
+        send_record(ctx, &producer, &mut rng, &mut key_buf, size, i, token).await?;
         sent += size as u64;
         i += 1;
     }
@@ -611,18 +600,18 @@ async fn preload(ctx: &Arc<Ctx>, bootstrap: &str) -> anyhow::Result<()> {
 }
 
 /// Sends one bench record: the next topic in turn, a key from the key distribution, a value
-/// of `size` bytes stamped with its due time and sequence number. `key_buf` is scratch space.
-#[allow(clippy::too_many_arguments)]
+/// of `size` bytes stamped with its due time (`token.0`) and sequence number. `key_buf` is
+/// scratch space.
 async fn send_record(
     ctx: &Ctx,
     producer: &Producer,
     rng: &mut StdRng,
     key_buf: &mut Vec<u8>,
     size: usize,
-    due_wall_ns: u64,
     seq: u64,
     token: Token,
 ) -> Result<(), shardlog_client::ClientError> {
+    let due_wall_ns = ctx.wall_at_clock + token.0;
     let topic = &ctx.topics[(seq % ctx.topics.len() as u64) as usize];
     let key = match ctx.keys.next_index(rng) {
         Some(k) => {
@@ -687,19 +676,9 @@ async fn produce_loop(
         // Closed loop: the record is due when it is sent (one clock read).
         let sent_at = if pacer.is_some() { ctx.now_ns() } else { due };
         let token = Token(due, sent_at);
-        let due_wall = ctx.wall_at_clock + due;
-        send_record(
-            &ctx,
-            &producer,
-            &mut rng,
-            &mut key_buf,
-            size,
-            due_wall,
-            seq,
-            token,
-        )
-        .await
-        .context("producer send")?;
+        send_record(&ctx, &producer, &mut rng, &mut key_buf, size, seq, token)
+            .await
+            .context("producer send")?;
         i += 1;
     }
     producer.close().await;

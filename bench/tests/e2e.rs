@@ -4,7 +4,7 @@
 //! Skipped, with a message, only when `SHARDLOG_BIN` is not set.
 
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,22 +17,36 @@ use shardlog_client::{
     StartAt, Token, EARLIEST, LATEST,
 };
 
-struct Broker(Child);
+/// A running `shardlog` with its own data directory, killed when dropped.
+struct Broker {
+    child: Child,
+    addr: String,
+    _data: tempfile::TempDir,
+}
 
 impl Drop for Broker {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
-/// Starts a broker; `slot` tells apart the brokers of tests running at the same time.
-fn start_broker(bin: &Path, dir: &Path, slot: u16) -> (Broker, String) {
-    let port = 29092 + (std::process::id() % 100) as u16 * 2 + slot;
+/// Starts a broker on a free loopback port, or returns None (and says so) when `SHARDLOG_BIN`
+/// is not set.
+fn broker_or_skip() -> Option<Broker> {
+    let Some(bin) = std::env::var_os("SHARDLOG_BIN").map(PathBuf::from) else {
+        eprintln!("SKIPPED: set SHARDLOG_BIN=/path/to/shardlog to run the bench end-to-end test");
+        return None;
+    };
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
     let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(bin)
+    let child = Command::new(&bin)
         .args(["start", "--listen", &addr, "--data-dir"])
-        .arg(dir)
+        .arg(data.path())
         .args(["--cores", "1"])
         // The broker reads SHARDLOG_* variables as configuration; keep the test's own out.
         .env_remove("SHARDLOG_BIN")
@@ -40,27 +54,33 @@ fn start_broker(bin: &Path, dir: &Path, slot: u16) -> (Broker, String) {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap_or_else(|e| panic!("starting {}: {e}", bin.display()));
-    let mut broker = Broker(child);
+    let mut broker = Broker {
+        child,
+        addr,
+        _data: data,
+    };
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&addr).is_err() {
-        if let Ok(Some(status)) = broker.0.try_wait() {
+    while TcpStream::connect(&broker.addr).is_err() {
+        if let Ok(Some(status)) = broker.child.try_wait() {
             panic!("broker exited before listening: {status}");
         }
-        assert!(Instant::now() < deadline, "broker did not listen on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "broker did not listen on {}",
+            broker.addr
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    (broker, addr)
+    Some(broker)
 }
 
 #[test]
 fn five_second_scenario_is_complete_and_matches_the_broker() {
-    let Some(bin) = std::env::var_os("SHARDLOG_BIN").map(PathBuf::from) else {
-        eprintln!("SKIPPED: set SHARDLOG_BIN=/path/to/shardlog to run the bench end-to-end test");
+    let Some(broker) = broker_or_skip() else {
         return;
     };
-    let data = tempfile::tempdir().expect("tempdir");
+    let addr = broker.addr.clone();
     let out = tempfile::tempdir().expect("tempdir");
-    let (_broker, addr) = start_broker(&bin, data.path(), 0);
 
     let scenario = r#"
         name = "e2e"
@@ -193,12 +213,10 @@ fn five_second_scenario_is_complete_and_matches_the_broker() {
 /// record that no longer fits goes to the next partition's batch (not to a batch of its own).
 #[test]
 fn keyless_batches_fill_up_before_the_sticky_partition_moves() {
-    let Some(bin) = std::env::var_os("SHARDLOG_BIN").map(PathBuf::from) else {
-        eprintln!("SKIPPED: set SHARDLOG_BIN=/path/to/shardlog to run the bench end-to-end test");
+    let Some(broker) = broker_or_skip() else {
         return;
     };
-    let data = tempfile::tempdir().expect("tempdir");
-    let (_broker, addr) = start_broker(&bin, data.path(), 1);
+    let addr = broker.addr.clone();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let reports: Vec<Delivery> = rt.block_on(async {
         let client = Arc::new(

@@ -502,12 +502,6 @@ impl FrameWriter {
         let size = i32::try_from(head.len() - 4 + body).ok()?;
         head[..4].copy_from_slice(&size.to_be_bytes());
         let mut out = Vec::with_capacity(self.pieces.len() + 2);
-        if self.pieces.is_empty() {
-            // One piece: the body follows the header in the same buffer.
-            head.extend_from_slice(&self.cur);
-            out.push(head.freeze());
-            return Some(out);
-        }
         out.push(head.freeze());
         out.append(&mut self.pieces);
         if !self.cur.is_empty() {

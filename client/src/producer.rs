@@ -99,14 +99,19 @@ struct Batch {
 
 /// Open batches and partitioning state of one topic.
 struct TopicAcc {
-    /// Partition count, as last read from the client's metadata cache (read again whenever
-    /// one of the topic's batches closes, or a record names a partition past it); it only
-    /// grows.
-    partitions: i32,
-    /// The open batch of each partition (index = partition).
+    /// The open batch of each partition (index = partition). Its length is the partition
+    /// count as last read from the client's metadata cache (read again whenever one of the
+    /// topic's batches closes, or a record names a partition past it); it only grows.
     open: Vec<Option<Batch>>,
     /// Where keyless records go; moves on when its batch closes.
     sticky: i32,
+}
+
+impl TopicAcc {
+    fn partitions(&self) -> i32 {
+        // Never more than an i32 partition count (see `refresh_partitions`).
+        self.open.len() as i32
+    }
 }
 
 #[derive(Default)]
@@ -300,14 +305,6 @@ impl Producer {
                 "record of {size} bytes exceeds buffer_memory"
             )));
         }
-        let cached = lock(&inner.acc).topics.get(&**topic).map(|t| t.partitions);
-        let n = match cached {
-            Some(n) => n,
-            None => inner.client.partition_count_or_fetch(topic).await? as i32,
-        };
-        if n <= 0 {
-            return Err(ClientError::UnknownTopicOrPartition(topic.to_string()));
-        }
         match inner.memory.try_acquire_many(size as u32) {
             Ok(permit) => permit.forget(),
             Err(TryAcquireError::Closed) => return Err(ClientError::Closed),
@@ -324,100 +321,117 @@ impl Producer {
             inner.outstanding.fetch_sub(1, Ordering::SeqCst);
         };
         let mut notify = inner.cfg.linger.is_zero();
-        {
-            let mut guard = lock(&inner.acc);
-            let acc = &mut *guard;
-            if !acc.topics.contains_key(&**topic) {
-                let sticky = (acc.round_robin % n as u32) as i32;
-                let open = (0..n).map(|_| None).collect();
-                let t = TopicAcc {
-                    partitions: n,
-                    open,
-                    sticky,
+        loop {
+            // One lock per record: `false` when the topic has no table yet.
+            let placed = 'place: {
+                let mut guard = lock(&inner.acc);
+                let acc = &mut *guard;
+                let Some(t) = acc.topics.get_mut(&**topic) else {
+                    break 'place false;
                 };
-                acc.topics.insert(topic.clone(), t);
+                if partition.is_some_and(|p| p >= t.partitions()) {
+                    // Perhaps a partition that was added since: read the count again.
+                    refresh_partitions(inner, t, topic);
+                }
+                let mut p = match (partition, key) {
+                    (Some(p), _) => p,
+                    (None, Some(k)) => partition_for_key(k, t.partitions()),
+                    (None, None) => t.sticky,
+                };
+                // A record that does not fit in what is left of its partition's open batch starts
+                // the next batch; a keyless record then follows the
+                // sticky partition to where it moved.
+                let full = usize::try_from(p)
+                    .ok()
+                    .and_then(|i| t.open.get(i))
+                    .and_then(|b| b.as_ref())
+                    .is_some_and(|b| !b.tokens.is_empty() && b.bytes + size > inner.cfg.batch_size);
+                if full {
+                    if let Some(b) = t.open.get_mut(p as usize).and_then(Option::take) {
+                        close_batch(inner, &mut acc.ready, &mut acc.round_robin, t, topic, b);
+                    }
+                    if partition.is_none() && key.is_none() {
+                        p = t.sticky;
+                    }
+                }
+                let Some(slot) = usize::try_from(p).ok().filter(|&i| i < t.open.len()) else {
+                    drop(guard);
+                    unaccount();
+                    return Err(ClientError::UnknownTopicOrPartition(format!("{topic}-{p}")));
+                };
+                let batch = match &mut t.open[slot] {
+                    Some(b) => b,
+                    empty => {
+                        notify = true;
+                        // A spare buffer (batch-sized) if there is one; otherwise a small one that
+                        // grows with the batch, so partitions with little traffic stay small.
+                        let spare = lock(&inner.spare).pop();
+                        let record_len = BatchBuilder::record_len(key_len, value_len);
+                        let capacity = match &spare {
+                            Some(b) => b.capacity().max(record_len),
+                            None => inner.cfg.batch_size.min(FRESH_BUFFER).max(record_len),
+                        };
+                        empty.insert(Batch {
+                            topic: topic.clone(),
+                            partition: p,
+                            builder: Some(BatchBuilder::in_buffer(
+                                spare.unwrap_or_default(),
+                                capacity,
+                            )),
+                            payload: 0,
+                            tokens: Vec::new(),
+                            bytes: 0,
+                            created: Instant::now(),
+                            encoded: None,
+                            attempts: 0,
+                        })
+                    }
+                };
+                let pushed = match batch.builder.as_mut() {
+                    Some(b) => b.push(key, value, timestamp_ms),
+                    None => Err(ClientError::InvalidArgument("batch already encoded".into())),
+                };
+                if let Err(e) = pushed {
+                    if batch.tokens.is_empty() {
+                        t.open[slot] = None;
+                    }
+                    drop(guard);
+                    unaccount();
+                    return Err(e);
+                }
+                batch.payload += key_len + value_len;
+                batch.tokens.push(token);
+                batch.bytes += size;
+                if batch.bytes >= inner.cfg.batch_size {
+                    if let Some(b) = t.open[slot].take() {
+                        close_batch(inner, &mut acc.ready, &mut acc.round_robin, t, topic, b);
+                    }
+                    notify = true;
+                }
+                true
+            };
+            if placed {
+                break;
             }
-            let Some(t) = acc.topics.get_mut(&**topic) else {
-                drop(guard);
+            // The topic's first record: its partition count comes from the client (from its
+            // metadata cache or a Metadata request), then the record is placed.
+            let n = match inner.client.partition_count_or_fetch(topic).await {
+                Ok(n) => i32::try_from(n).unwrap_or(i32::MAX),
+                Err(e) => {
+                    unaccount();
+                    return Err(e);
+                }
+            };
+            if n <= 0 {
                 unaccount();
                 return Err(ClientError::UnknownTopicOrPartition(topic.to_string()));
-            };
-            if partition.is_some_and(|p| p >= t.partitions) {
-                // Perhaps a partition that was added since: read the count again.
-                refresh_partitions(inner, t, topic);
             }
-            let mut p = match (partition, key) {
-                (Some(p), _) => p,
-                (None, Some(k)) => partition_for_key(k, t.partitions),
-                (None, None) => t.sticky,
-            };
-            // A record that does not fit in what is left of its partition's open batch starts
-            // the next batch; a keyless record then follows the
-            // sticky partition to where it moved.
-            let full = usize::try_from(p)
-                .ok()
-                .and_then(|i| t.open.get(i))
-                .and_then(|b| b.as_ref())
-                .is_some_and(|b| !b.tokens.is_empty() && b.bytes + size > inner.cfg.batch_size);
-            if full {
-                if let Some(b) = t.open.get_mut(p as usize).and_then(Option::take) {
-                    close_batch(inner, &mut acc.ready, &mut acc.round_robin, t, topic, b);
-                }
-                if partition.is_none() && key.is_none() {
-                    p = t.sticky;
-                }
-            }
-            let Some(slot) = usize::try_from(p).ok().filter(|&i| i < t.open.len()) else {
-                drop(guard);
-                unaccount();
-                return Err(ClientError::UnknownTopicOrPartition(format!("{topic}-{p}")));
-            };
-            let batch = match &mut t.open[slot] {
-                Some(b) => b,
-                empty => {
-                    notify = true;
-                    // A spare buffer (batch-sized) if there is one; otherwise a small one that
-                    // grows with the batch, so partitions with little traffic stay small.
-                    let spare = lock(&inner.spare).pop();
-                    let record_len = BatchBuilder::record_len(key_len, value_len);
-                    let capacity = match &spare {
-                        Some(b) => b.capacity().max(record_len),
-                        None => inner.cfg.batch_size.min(FRESH_BUFFER).max(record_len),
-                    };
-                    empty.insert(Batch {
-                        topic: topic.clone(),
-                        partition: p,
-                        builder: Some(BatchBuilder::in_buffer(spare.unwrap_or_default(), capacity)),
-                        payload: 0,
-                        tokens: Vec::new(),
-                        bytes: 0,
-                        created: Instant::now(),
-                        encoded: None,
-                        attempts: 0,
-                    })
-                }
-            };
-            let pushed = match batch.builder.as_mut() {
-                Some(b) => b.push(key, value, timestamp_ms),
-                None => Err(ClientError::InvalidArgument("batch already encoded".into())),
-            };
-            if let Err(e) = pushed {
-                if batch.tokens.is_empty() {
-                    t.open[slot] = None;
-                }
-                drop(guard);
-                unaccount();
-                return Err(e);
-            }
-            batch.payload += key_len + value_len;
-            batch.tokens.push(token);
-            batch.bytes += size;
-            if batch.bytes >= inner.cfg.batch_size {
-                if let Some(b) = t.open[slot].take() {
-                    close_batch(inner, &mut acc.ready, &mut acc.round_robin, t, topic, b);
-                }
-                notify = true;
-            }
+            let mut acc = lock(&inner.acc);
+            let sticky = (acc.round_robin % n as u32) as i32;
+            acc.topics.entry(topic.clone()).or_insert_with(|| TopicAcc {
+                open: (0..n).map(|_| None).collect(),
+                sticky,
+            });
         }
         if notify {
             inner.wake.notify_one();
@@ -460,8 +474,7 @@ impl Producer {
 fn refresh_partitions(inner: &Inner, t: &mut TopicAcc, topic: &str) {
     if let Some(n) = inner.client.partition_count(topic) {
         let n = i32::try_from(n).unwrap_or(i32::MAX);
-        if n > t.partitions {
-            t.partitions = n;
+        if n > t.partitions() {
             t.open.resize_with(n as usize, || None);
         }
     }
@@ -480,7 +493,7 @@ fn close_batch(
     refresh_partitions(inner, t, topic);
     if t.sticky == b.partition {
         *round_robin = round_robin.wrapping_add(1);
-        t.sticky = (b.partition + 1) % t.partitions.max(1);
+        t.sticky = (b.partition + 1) % t.partitions().max(1);
     }
     ready.push_back(b);
 }

@@ -2,7 +2,7 @@
 //! splitting a fetched byte range into whole batches, decoding them.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-pub use kafka_protocol::records::{Compression, Record, TimestampType};
+pub use kafka_protocol::records::Compression;
 
 use crate::error::{ClientError, Result};
 
@@ -170,11 +170,11 @@ impl BatchBuilder {
         let mut buf = match compression {
             Compression::None => self.buf,
             c => {
-                let records = &self.buf[BATCH_HEADER_LEN..];
-                let mut out = BytesMut::with_capacity(BATCH_HEADER_LEN + records.len() / 2);
-                out.resize(BATCH_HEADER_LEN, 0);
-                compress_into(&mut out, records, c)?;
-                out
+                let mut buf = self.buf;
+                let records = buf.split_off(BATCH_HEADER_LEN);
+                buf.reserve(records.len() / 2);
+                compress_into(&mut buf, records, c)?;
+                buf
             }
         };
         let batch_len = i32::try_from(buf.len() - 12)
@@ -214,21 +214,24 @@ fn bad_batch(msg: impl std::fmt::Display) -> ClientError {
     }
 }
 
-fn compress_into(out: &mut BytesMut, records: &[u8], c: Compression) -> Result<()> {
+/// Appends `records` compressed with `c` to `out`. The compressors ask for the
+/// uncompressed bytes in a buffer of their own: `records` is handed over, not copied.
+fn compress_into(out: &mut BytesMut, records: BytesMut, c: Compression) -> Result<()> {
     use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
-    let copy = |tmp: &mut BytesMut| {
-        tmp.extend_from_slice(records);
+    if c == Compression::None {
+        out.unsplit(records);
+        return Ok(());
+    }
+    let give = |tmp: &mut BytesMut| {
+        *tmp = records;
         Ok(())
     };
     let r = match c {
-        Compression::None => {
-            out.extend_from_slice(records);
-            Ok(())
-        }
-        Compression::Gzip => Gzip::compress(out, copy),
-        Compression::Snappy => Snappy::compress(out, copy),
-        Compression::Lz4 => Lz4::compress(out, copy),
-        Compression::Zstd => Zstd::compress(out, copy),
+        Compression::None => Ok(()),
+        Compression::Gzip => Gzip::compress(out, give),
+        Compression::Snappy => Snappy::compress(out, give),
+        Compression::Lz4 => Lz4::compress(out, give),
+        Compression::Zstd => Zstd::compress(out, give),
     };
     r.map_err(|e| ClientError::Encode {
         api: "RecordBatch",
@@ -458,7 +461,7 @@ fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<In
 mod tests {
     use super::*;
     use indexmap::IndexMap;
-    use kafka_protocol::records::{RecordBatchEncoder, RecordEncodeOptions};
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     fn sample(n: usize) -> Vec<OutRecord> {
         (0..n)

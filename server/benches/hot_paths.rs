@@ -84,7 +84,8 @@ fn bench_dir() -> tempfile::TempDir {
 /// producer id).
 fn batch_of(records: usize) -> Bytes {
     let value = vec![0x5a; RECORD_VALUE_BYTES];
-    let mut builder = BatchBuilder::with_capacity(records * (RECORD_VALUE_BYTES + 16));
+    let mut builder =
+        BatchBuilder::with_capacity(records * BatchBuilder::record_len(0, RECORD_VALUE_BYTES));
     for _ in 0..records {
         builder
             .push(None, Some(&[&value]), 1_795_000_000_000)
