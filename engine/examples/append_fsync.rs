@@ -2,7 +2,8 @@
 //! acknowledgement, on the real disk: the engine's side of `tuning/engine-vs-fio.sh`.
 //!
 //! `cargo run --release -p shardlog-engine --example append_fsync -- DIR TOTAL_MIB BATCH_KIB [INFLIGHT] [steady]`
-//! prints one line: `engine_append_fsync MB_per_s=<float> batches=<n> fsyncs=<n> seconds=<float>`.
+//! prints one line: `engine_append_fsync MB_per_s=<float> batches=<n> inflight=<n> seconds=<float>
+//! append_us=<mean> commit_wait_us=<mean> commit_wait_p99_us=<float> commit_wait_max_us=<float>`.
 //!
 //! INFLIGHT (default 1) producers append concurrently, each waiting for its own batch to be
 //! fdatasync'd before sending the next, like a Kafka producer with that many requests in
@@ -77,8 +78,9 @@ fn main() {
             // Time inside `append` (validation, CRC, the copy into the write buffer) and
             // waiting for the commit (write + fdatasync), summed over all batches.
             let (in_append, in_wait) = (std::cell::Cell::new(0f64), std::cell::Cell::new(0f64));
+            let waits = std::cell::RefCell::new(Vec::with_capacity(n as usize));
             let producers = (0..inflight.max(1)).map(|_| {
-                let (log, b, in_append, in_wait) = (&log, &b, &in_append, &in_wait);
+                let (log, b, in_append, in_wait, waits) = (&log, &b, &in_append, &in_wait, &waits);
                 async move {
                     for i in 0..per {
                         if steady && i % 16 == 0 {
@@ -89,7 +91,9 @@ fn main() {
                         let t1 = Instant::now();
                         log.wait_committed(a.last_offset).await.unwrap_or_else(|e| fail(e));
                         in_append.set(in_append.get() + (t1 - t0).as_secs_f64());
-                        in_wait.set(in_wait.get() + t1.elapsed().as_secs_f64());
+                        let w = t1.elapsed().as_secs_f64();
+                        in_wait.set(in_wait.get() + w);
+                        waits.borrow_mut().push(w);
                     }
                 }
             });
@@ -97,11 +101,17 @@ fn main() {
             let n = per * inflight.max(1);
             let secs = start.elapsed().as_secs_f64();
             let bytes = n as f64 * b.len() as f64;
+            let mut waits = waits.into_inner();
+            waits.sort_by(f64::total_cmp);
+            let p99 = waits.get(waits.len() * 99 / 100).copied().unwrap_or(0.0);
+            let max = waits.last().copied().unwrap_or(0.0);
             println!(
-                "engine_append_fsync MB_per_s={:.1} batches={n} inflight={inflight} seconds={secs:.3} append_us={:.1} commit_wait_us={:.1}",
+                "engine_append_fsync MB_per_s={:.1} batches={n} inflight={inflight} seconds={secs:.3} append_us={:.1} commit_wait_us={:.1} commit_wait_p99_us={:.1} commit_wait_max_us={:.1}",
                 bytes / secs / 1e6,
                 in_append.get() / n as f64 * 1e6,
-                in_wait.get() / n as f64 * 1e6
+                in_wait.get() / n as f64 * 1e6,
+                p99 * 1e6,
+                max * 1e6
             );
             log.remove().await.unwrap_or_else(|e| fail(e));
         })
