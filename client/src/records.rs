@@ -323,6 +323,8 @@ pub struct InRecord {
     pub key: Option<Bytes>,
     /// Value.
     pub value: Option<Bytes>,
+    /// Headers in order: key and value (no allocation for a record without headers).
+    pub headers: Vec<(Bytes, Option<Bytes>)>,
 }
 
 /// Decodes one whole v2 batch (checking its CRC, decompressing as needed). Records are parsed
@@ -423,15 +425,15 @@ fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<In
         };
         let key = field(&mut r)?;
         let value = field(&mut r)?;
-        // Headers are checked but not returned by this client.
-        let headers = get_varint(&mut r)
+        let header_count = get_varint(&mut r)
             .and_then(|n| usize::try_from(n).ok())
+            // A header takes at least 2 bytes: a larger count is a lie, not an allocation.
+            .filter(|&n| n <= r.len() / 2)
             .ok_or_else(|| bad_batch("header count"))?;
-        for _ in 0..headers {
-            if field(&mut r)?.is_none() {
-                return Err(bad_batch("null header key"));
-            }
-            field(&mut r)?;
+        let mut headers = Vec::with_capacity(header_count);
+        for _ in 0..header_count {
+            let k = field(&mut r)?.ok_or_else(|| bad_batch("null header key"))?;
+            headers.push((k, field(&mut r)?));
         }
         if !r.is_empty() {
             return Err(bad_batch("bytes after the record's fields"));
@@ -448,6 +450,7 @@ fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<In
             },
             key,
             value,
+            headers,
         });
         at = body_end;
     }
@@ -461,6 +464,7 @@ fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<In
 mod tests {
     use super::*;
     use indexmap::IndexMap;
+    use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
 
     fn sample(n: usize) -> Vec<OutRecord> {
@@ -648,6 +652,36 @@ mod tests {
             .is_err());
     }
 
+    /// Record `i` of a batch for kafka-protocol's encoder.
+    fn crate_record(
+        i: i64,
+        stamp: ProducerStamp,
+        r: &OutRecord,
+        headers: IndexMap<StrBytes, Option<Bytes>>,
+    ) -> Record {
+        Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: stamp.producer_id,
+            producer_epoch: stamp.producer_epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: if stamp.base_sequence < 0 {
+                // The encoder derives baseSequence from the first record and starts a new
+                // batch when offset - sequence changes: i - 1 gives one batch with -1.
+                i as i32 - 1
+            } else {
+                stamp.base_sequence.wrapping_add(i as i32)
+            },
+            timestamp: r.timestamp_ms,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers,
+        }
+    }
+
     /// The reference: kafka-protocol's encoder, as exactly one RecordBatch v2 (offsets 0..n-1,
     /// sequences from `stamp`).
     fn encode_batch(
@@ -667,27 +701,7 @@ mod tests {
         let recs: Vec<Record> = records
             .iter()
             .enumerate()
-            .map(|(i, r)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: stamp.producer_id,
-                producer_epoch: stamp.producer_epoch,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: if stamp.base_sequence < 0 {
-                    // The encoder derives baseSequence from the first record and starts a new
-                    // batch when offset - sequence changes: i - 1 gives one batch with -1.
-                    i as i32 - 1
-                } else {
-                    stamp.base_sequence.wrapping_add(i as i32)
-                },
-                timestamp: r.timestamp_ms,
-                key: r.key.clone(),
-                value: r.value.clone(),
-                headers: IndexMap::new(),
-            })
+            .map(|(i, r)| crate_record(i as i64, stamp, r, IndexMap::new()))
             .collect();
         let mut buf = BytesMut::with_capacity(BATCH_HEADER_LEN + size);
         let opts = RecordEncodeOptions {
@@ -720,6 +734,11 @@ mod tests {
                 timestamp_ms: r.timestamp,
                 key: r.key,
                 value: r.value,
+                headers: r
+                    .headers
+                    .into_iter()
+                    .map(|(k, v)| (Bytes::copy_from_slice(k.as_bytes()), v))
+                    .collect(),
             })
             .collect())
     }
@@ -727,8 +746,8 @@ mod tests {
     fn same(a: &[InRecord], b: &[InRecord]) -> bool {
         a.len() == b.len()
             && a.iter().zip(b).all(|(x, y)| {
-                (x.offset, x.timestamp_ms, &x.key, &x.value)
-                    == (y.offset, y.timestamp_ms, &y.key, &y.value)
+                (x.offset, x.timestamp_ms, &x.key, &x.value, &x.headers)
+                    == (y.offset, y.timestamp_ms, &y.key, &y.value, &y.headers)
             })
     }
 
@@ -751,6 +770,64 @@ mod tests {
             assert_eq!(ours[5].value, None);
             assert_eq!(ours[7].timestamp_ms, recs[7].timestamp_ms);
         }
+    }
+
+    /// Headers come back in order (a null value stays null), as the crate's decoder reads them;
+    /// a LogAppendTime batch gives every record the batch's max timestamp (the time the
+    /// broker stamped), not the producer's.
+    #[test]
+    fn headers_and_log_append_time_are_decoded() {
+        let mut headers = IndexMap::new();
+        headers.insert(
+            StrBytes::from_static_str("trace"),
+            Some(Bytes::from_static(b"t-1")),
+        );
+        headers.insert(StrBytes::from_static_str("empty"), None);
+        let recs: Vec<Record> = (0..3)
+            .map(|i| {
+                let r = OutRecord {
+                    key: None,
+                    value: Some(Bytes::from_static(b"v")),
+                    timestamp_ms: 1_000 + i,
+                };
+                let h = if i == 1 {
+                    IndexMap::new()
+                } else {
+                    headers.clone()
+                };
+                crate_record(i, ProducerStamp::NONE, &r, h)
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        let opts = RecordEncodeOptions {
+            version: 2,
+            compression: kafka_protocol::records::Compression::None,
+        };
+        RecordBatchEncoder::encode(&mut buf, recs.iter(), &opts).expect("encode");
+        let ours = decode_batch(buf.clone().freeze()).expect("decode");
+        assert!(same(
+            &ours,
+            &decode_with_crate(buf.clone().freeze()).expect("crate")
+        ));
+        let want = vec![
+            (
+                Bytes::from_static(b"trace"),
+                Some(Bytes::from_static(b"t-1")),
+            ),
+            (Bytes::from_static(b"empty"), None),
+        ];
+        assert_eq!(ours[0].headers, want);
+        assert!(ours[1].headers.is_empty());
+        assert_eq!(ours[2].headers, want);
+        assert_eq!(ours[2].timestamp_ms, 1_002);
+
+        // The broker's LogAppendTime stamp: attribute bit 3, max timestamp = append time.
+        let attributes = (&buf[21..23]).get_i16() | 0x08;
+        buf[21..23].copy_from_slice(&attributes.to_be_bytes());
+        buf[35..43].copy_from_slice(&77_777i64.to_be_bytes());
+        fix_crc(&mut buf);
+        let stamped = decode_batch(buf.freeze()).expect("decode");
+        assert!(stamped.iter().all(|r| r.timestamp_ms == 77_777));
     }
 
     #[test]

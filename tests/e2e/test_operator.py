@@ -162,6 +162,27 @@ def test_produce_consume_round_trip(admin_broker):
     assert bad.returncode == 2 and "partition" in bad.err
 
 
+def test_consume_shows_log_append_time(admin_broker):
+    """On a LogAppendTime topic the CLI prints the broker's append time, not the CreateTime a
+    producer set (librdkafka here, with a timestamp from 2001)."""
+    from confluent_kafka import Producer
+    b = ["--brokers", admin_broker.bootstrap]
+    t = unique_topic("op-lat")
+    cli(["topic", "create", t, "--config", "message.timestamp.type=LogAppendTime", *b])
+    before = int(time.time() * 1000)
+    p = Producer({"bootstrap.servers": admin_broker.bootstrap})
+    for i in range(3):
+        p.produce(t, value=f"v{i}".encode(), headers=[("h", b"x")], timestamp=1_000_000_000_000)
+    assert p.flush(30) == 0
+    after = int(time.time() * 1000)
+    recs = [json.loads(x) for x in
+            cli(["consume", t, "--from-beginning", "-n", "3", "--output", "json", *b]).out.splitlines()]
+    assert [r["value"] for r in recs] == ["v0", "v1", "v2"]
+    assert all(r["headers"] == {"h": "x"} for r in recs)
+    for r in recs:
+        assert before - 1000 <= r["timestamp"] <= after + 1000, (before, r["timestamp"], after)
+
+
 def test_group_lag_and_reset(admin_broker):
     b = ["--brokers", admin_broker.bootstrap]
     t = unique_topic("op-grp")

@@ -11,9 +11,8 @@ use clap::{Args, ValueEnum};
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::RecordBatchDecoder;
 use serde_json::json;
-use shardlog_client::records::split_batches;
+use shardlog_client::records::{decode_batch, split_batches};
 use shardlog_client::{Client, GroupMember, EARLIEST, LATEST};
 
 use super::output::show_bytes;
@@ -76,23 +75,22 @@ pub struct Rec {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
-/// Decodes one whole batch (CRC checked, decompressed); control records are skipped.
-pub fn decode(mut batch: Bytes) -> CliResult<Vec<Rec>> {
-    let set = RecordBatchDecoder::decode(&mut batch)
+/// Decodes one whole batch (CRC checked, decompressed) with the client's decoder; a control
+/// batch gives no records. A LogAppendTime batch's records carry the broker's append time.
+pub fn decode(batch: Bytes) -> CliResult<Vec<Rec>> {
+    let records = decode_batch(batch)
         .map_err(|e| CliError::Failed(format!("cannot decode a record batch: {e}")))?;
-    Ok(set
-        .records
+    Ok(records
         .into_iter()
-        .filter(|r| !r.control)
         .map(|r| Rec {
             offset: r.offset,
-            timestamp: r.timestamp,
+            timestamp: r.timestamp_ms,
             key: r.key,
             value: r.value,
             headers: r
                 .headers
                 .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
+                .map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), v))
                 .collect(),
         })
         .collect())
