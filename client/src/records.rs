@@ -4,10 +4,15 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 pub use kafka_protocol::records::Compression;
 
+use shardlog_format::{
+    batch_crc, put_varlong, take_varlong, varint_len, ATTR_COMPRESSION_MASK, ATTR_CONTROL,
+    ATTR_TIMESTAMP_TYPE, CRC_AT,
+};
+
 use crate::error::{ClientError, Result};
 
 /// Size of the RecordBatch v2 header up to and including the record count.
-pub const BATCH_HEADER_LEN: usize = 61;
+pub const BATCH_HEADER_LEN: usize = shardlog_format::HEADER_BYTES;
 
 /// Parses a compression name (`none`, `gzip`, `snappy`, `lz4`, `zstd`).
 pub fn parse_compression(s: &str) -> Result<Compression> {
@@ -68,21 +73,6 @@ pub struct BatchBuilder {
     max_timestamp: i64,
 }
 
-/// Bytes of a zigzag varint.
-fn varint_len(v: i64) -> usize {
-    let z = ((v << 1) ^ (v >> 63)) as u64;
-    (64 - (z | 1).leading_zeros() as usize).div_ceil(7)
-}
-
-fn put_varint(buf: &mut BytesMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        buf.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    buf.put_u8(z as u8);
-}
-
 impl BatchBuilder {
     /// An empty batch whose buffer has room for `capacity` bytes of records before it grows.
     pub fn with_capacity(capacity: usize) -> BatchBuilder {
@@ -131,19 +121,19 @@ impl BatchBuilder {
             return Err(ClientError::InvalidArgument("batch too large".into()));
         }
         self.buf.reserve(total);
-        put_varint(&mut self.buf, body as i64);
+        put_varlong(&mut self.buf, body as i64);
         self.buf.put_u8(0);
-        put_varint(&mut self.buf, ts_delta);
-        put_varint(&mut self.buf, offset_delta);
-        put_varint(&mut self.buf, key_len);
+        put_varlong(&mut self.buf, ts_delta);
+        put_varlong(&mut self.buf, offset_delta);
+        put_varlong(&mut self.buf, key_len);
         if let Some(k) = key {
             self.buf.extend_from_slice(k);
         }
-        put_varint(&mut self.buf, value_len);
+        put_varlong(&mut self.buf, value_len);
         for p in value.unwrap_or(&[]) {
             self.buf.extend_from_slice(p);
         }
-        put_varint(&mut self.buf, 0);
+        put_varlong(&mut self.buf, 0);
         self.count += 1;
         self.max_timestamp = self.max_timestamp.max(timestamp_ms);
         Ok(())
@@ -194,16 +184,9 @@ impl BatchBuilder {
         h.put_i32(stamp.base_sequence);
         h.put_i32(self.count);
         let crc = batch_crc(&buf);
-        buf[17..21].copy_from_slice(&crc.to_be_bytes());
+        buf[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         Ok(buf.freeze())
     }
-}
-
-/// The CRC32C a v2 batch carries: over everything from the attributes (byte 21) on.
-fn batch_crc(batch: &[u8]) -> u32 {
-    let mut crc = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-    crc.update(&batch[21..]);
-    crc.finalize() as u32
 }
 
 /// A batch that cannot be decoded.
@@ -265,7 +248,7 @@ impl BatchHeader {
 
     /// Whether this is a control batch (transaction markers).
     pub fn is_control(&self) -> bool {
-        self.attributes & (1 << 5) != 0
+        self.attributes & ATTR_CONTROL != 0
     }
 }
 
@@ -337,17 +320,17 @@ pub fn decode_batch(batch: Bytes) -> Result<Vec<InRecord>> {
     if h.magic != 2 {
         return Err(bad_batch("not a v2 batch"));
     }
-    if batch_crc(&batch) != (&batch[17..21]).get_u32() {
+    if batch_crc(&batch) != (&batch[CRC_AT..CRC_AT + 4]).get_u32() {
         return Err(bad_batch("CRC mismatch"));
     }
-    if h.attributes & 0x07 > 4 {
+    if h.attributes & ATTR_COMPRESSION_MASK > 4 {
         return Err(bad_batch("unknown compression codec"));
     }
     if h.is_control() {
         return Ok(Vec::new());
     }
     let records = batch.slice(BATCH_HEADER_LEN..);
-    let records = match h.attributes & 0x07 {
+    let records = match h.attributes & ATTR_COMPRESSION_MASK {
         0 => records,
         c => decompress(records, c)?,
     };
@@ -367,25 +350,12 @@ fn decompress(mut records: Bytes, codec: i16) -> Result<Bytes> {
     r.map_err(bad_batch)
 }
 
-fn get_varint(b: &mut &[u8]) -> Option<i64> {
-    let mut z: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let (&byte, rest) = b.split_first()?;
-        *b = rest;
-        z |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((z >> 1) as i64) ^ -((z & 1) as i64));
-        }
-    }
-    None
-}
-
 /// The records of a v2 batch whose header is `h` (`batch` holds the header), parsed from
 /// `records` (the uncompressed record bytes). Exactly `record_count` records that fill
 /// `records`, each with an offset delta that fits the batch, or an error.
 fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<InRecord>> {
     let base_timestamp = (&batch[27..35]).get_i64();
-    let log_append_time = h.attributes & 0x08 != 0;
+    let log_append_time = h.attributes & ATTR_TIMESTAMP_TYPE != 0;
     let max_timestamp = (&batch[35..43]).get_i64();
     let count = usize::try_from(h.record_count).map_err(|_| bad_batch("negative record count"))?;
     // A record takes at least 7 bytes: a count past that is a lie, not an allocation.
@@ -396,7 +366,7 @@ fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<In
     let mut at = 0usize;
     for _ in 0..count {
         let mut b = &records[at..];
-        let len = get_varint(&mut b).ok_or_else(|| bad_batch("record length"))?;
+        let len = take_varlong(&mut b).ok_or_else(|| bad_batch("record length"))?;
         let body_start = records.len() - b.len();
         let len = usize::try_from(len).map_err(|_| bad_batch("record length"))?;
         let body_end = body_start
@@ -405,13 +375,13 @@ fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<In
             .ok_or_else(|| bad_batch("record past the batch"))?;
         let mut r = &records[body_start..body_end];
         r = r.get(1..).ok_or_else(|| bad_batch("record attributes"))?;
-        let ts_delta = get_varint(&mut r).ok_or_else(|| bad_batch("timestamp delta"))?;
-        let offset_delta = get_varint(&mut r)
+        let ts_delta = take_varlong(&mut r).ok_or_else(|| bad_batch("timestamp delta"))?;
+        let offset_delta = take_varlong(&mut r)
             .and_then(|d| i32::try_from(d).ok())
             .filter(|&d| (0..=h.last_offset_delta).contains(&d))
             .ok_or_else(|| bad_batch("offset delta"))?;
         let field = |r: &mut &[u8]| -> Result<Option<Bytes>> {
-            let n = get_varint(r).ok_or_else(|| bad_batch("field length"))?;
+            let n = take_varlong(r).ok_or_else(|| bad_batch("field length"))?;
             if n == -1 {
                 return Ok(None);
             }
@@ -425,7 +395,7 @@ fn parse_records(records: Bytes, batch: &[u8], h: &BatchHeader) -> Result<Vec<In
         };
         let key = field(&mut r)?;
         let value = field(&mut r)?;
-        let header_count = get_varint(&mut r)
+        let header_count = take_varlong(&mut r)
             .and_then(|n| usize::try_from(n).ok())
             // A header takes at least 2 bytes: a larger count is a lie, not an allocation.
             .filter(|&n| n <= r.len() / 2)
@@ -628,25 +598,7 @@ mod tests {
     }
 
     #[test]
-    fn varint_lengths_match_the_encoding() {
-        for v in [
-            0i64,
-            1,
-            -1,
-            63,
-            64,
-            -64,
-            -65,
-            8191,
-            8192,
-            i64::MAX,
-            i64::MIN,
-            i32::MIN as i64,
-        ] {
-            let mut b = BytesMut::new();
-            put_varint(&mut b, v);
-            assert_eq!(b.len(), varint_len(v), "{v}");
-        }
+    fn an_empty_batch_is_refused() {
         assert!(BatchBuilder::with_capacity(0)
             .finish(Compression::None, ProducerStamp::NONE)
             .is_err());

@@ -33,17 +33,10 @@ use bytes::{Bytes, BytesMut};
 
 use crate::Offset;
 
-/// Size of the fixed RecordBatch v2 header.
-pub const HEADER_BYTES: usize = 61;
-/// Bytes before the `batchLength` field's coverage starts (baseOffset + batchLength).
-pub const LOG_OVERHEAD: usize = 12;
-/// Start of the CRC-covered region.
-const CRC_START: usize = 21;
-
-const ATTR_COMPRESSION_MASK: i16 = 0x07;
-const ATTR_TIMESTAMP_TYPE: i16 = 0x08;
-const ATTR_TRANSACTIONAL: i16 = 0x10;
-const ATTR_CONTROL: i16 = 0x20;
+pub use shardlog_format::{get_varlong, put_varlong, HEADER_BYTES, LOG_OVERHEAD};
+use shardlog_format::{
+    ATTR_COMPRESSION_MASK, ATTR_CONTROL, ATTR_TIMESTAMP_TYPE, ATTR_TRANSACTIONAL, CRC_START,
+};
 
 /// The RecordBatch v2 header as it lies in memory; read it with [`BatchHeader::ref_from_prefix`].
 #[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned, Debug, Clone, Copy)]
@@ -156,22 +149,10 @@ pub fn peek(bytes: &[u8]) -> Result<BatchInfo, BatchError> {
     })
 }
 
-/// CRC32C over the CRC-covered region of a batch (`bytes` is exactly one batch).
+/// CRC32C over the CRC-covered region of a batch (`bytes` is exactly one batch). It runs on
+/// every appended batch and on every batch read from disk.
 pub fn compute_crc(bytes: &[u8]) -> u32 {
-    crc32c_fast(&[&bytes[CRC_START..]])
-}
-
-/// CRC32C (Castagnoli) of the concatenation of `parts`, for batch-sized inputs. `crc-fast`
-/// folds with VPCLMULQDQ where the CPU has it (it picks its code path at run time, per its documentation): 18.5 us
-/// per MiB on this machine's EPYC against ~40 us for the `crc32c` crate's SSE4.2 path, with the
-/// same values (test `fast_crc_matches_crc32c`). It runs on every appended batch and on every
-/// batch read from disk.
-pub fn crc32c_fast(parts: &[&[u8]]) -> u32 {
-    let mut d = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32Iscsi);
-    for p in parts {
-        d.update(p);
-    }
-    d.finalize() as u32
+    shardlog_format::batch_crc(bytes)
 }
 
 /// Full validation of exactly one batch: length, magic, CRC, record count vs lastOffsetDelta.
@@ -235,7 +216,7 @@ pub fn stamp_log_append_time_split(head: &mut [u8], tail: &[u8], now_ms: i64) {
     } else {
         return;
     }
-    let crc = crc32c_fast(&[&head[CRC_START..], tail]);
+    let crc = shardlog_format::crc32c(&[&head[CRC_START..], tail]);
     if let Ok((h, _)) = BatchHeader::mut_from_prefix(head) {
         h.crc.set(crc);
     }
@@ -295,35 +276,6 @@ pub fn build_with(
     out
 }
 
-/// Appends `v` as a zigzag varint (the record format's varint/varlong encoding).
-pub fn put_varlong(out: &mut impl bytes::BufMut, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    while z >= 0x80 {
-        out.put_u8((z as u8) | 0x80);
-        z >>= 7;
-    }
-    out.put_u8(z as u8);
-}
-
-/// Reads a zigzag varint at `*pos`, advancing it; `None` if truncated or longer than 64 bits.
-pub fn get_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
-    let mut z: u64 = 0;
-    let mut shift = 0;
-    loop {
-        let b = *buf.get(*pos)?;
-        *pos += 1;
-        z |= u64::from(b & 0x7f) << shift;
-        if b & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if shift > 63 {
-            return None;
-        }
-    }
-    Some(((z >> 1) as i64) ^ -((z & 1) as i64))
-}
-
 /// For an uncompressed batch, the offset and timestamp of the first record whose timestamp is
 /// at least `ts`. Returns `None` if the records cannot be walked (compressed or malformed) or
 /// none qualifies.
@@ -360,25 +312,6 @@ pub fn first_record_at_or_after(bytes: &[u8], ts: i64) -> Option<(Offset, i64)> 
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn fast_crc_matches_crc32c() {
-        let data: Vec<u8> = (0..70_000u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        for len in [
-            0, 1, 7, 15, 16, 63, 64, 255, 256, 4095, 4096, 65_537, 70_000,
-        ] {
-            for split in [0, len / 3, len] {
-                let (a, b) = data[..len].split_at(split);
-                assert_eq!(
-                    super::crc32c_fast(&[a, b]),
-                    crc32c::crc32c(&data[..len]),
-                    "len {len} split {split}"
-                );
-            }
-        }
-    }
-
     use super::*;
 
     #[test]
