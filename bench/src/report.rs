@@ -86,6 +86,14 @@ pub struct RunResult {
     pub publish_latency: LatencySummary,
     /// Publish latency from the actual send call (uncorrected).
     pub publish_latency_uncorrected: LatencySummary,
+    /// The queueing part of publish latency: from the due time to the record's Produce request
+    /// being queued on the connection (linger, the sender, an in-flight slot).
+    #[serde(default)]
+    pub publish_queue_latency: LatencySummary,
+    /// Produce requests, one sample per batch: from being queued on the connection to the
+    /// outcome (socket, broker, response).
+    #[serde(default)]
+    pub produce_request_latency: LatencySummary,
     /// End-to-end latency (timestamp in the record → consumed).
     pub e2e_latency: LatencySummary,
     /// Percentile spectrum of publish latency `(percentile, ms)`.
@@ -142,6 +150,12 @@ pub fn table(r: &RunResult) -> String {
             "publish (uncorrected)",
             &r.publish_latency_uncorrected,
         );
+    }
+    if r.publish_queue_latency.count > 0 {
+        row(&mut out, " of which queued", &r.publish_queue_latency);
+    }
+    if r.produce_request_latency.count > 0 {
+        row(&mut out, "produce request", &r.produce_request_latency);
     }
     if r.e2e_latency.count > 0 {
         row(&mut out, "end-to-end", &r.e2e_latency);
@@ -216,6 +230,16 @@ pub fn compare(a: &RunResult, b: &RunResult) -> String {
     line("consume MB/s", a.consume.mb_per_s, b.consume.mb_per_s);
     for (label, x, y) in [
         ("publish", &a.publish_latency, &b.publish_latency),
+        (
+            "publish queued",
+            &a.publish_queue_latency,
+            &b.publish_queue_latency,
+        ),
+        (
+            "produce request",
+            &a.produce_request_latency,
+            &b.produce_request_latency,
+        ),
         ("e2e", &a.e2e_latency, &b.e2e_latency),
     ] {
         line(&format!("{label} p50 ms"), x.p50_ms, y.p50_ms);

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::dist::{KeyGen, Pacer};
 use crate::report::{BrokerCheck, PartitionCheck, RunResult, Throughput};
 use crate::scenario::{ConsumerMode, StartFrom, Variant, Workload};
-use crate::stats::{spectrum, LatencySummary, Phase, Recorder};
+use crate::stats::{spectrum, LatencySummary, Phase, RecordLatency, Recorder};
 
 /// Options of a run that are not part of the workload.
 #[derive(Debug, Clone)]
@@ -434,6 +434,8 @@ pub async fn run(
         consume: tp(rec.consumed),
         publish_latency: LatencySummary::of(&rec.publish),
         publish_latency_uncorrected: LatencySummary::of(&rec.publish_raw),
+        publish_queue_latency: LatencySummary::of(&rec.publish_queue),
+        produce_request_latency: LatencySummary::of(&rec.produce_request),
         e2e_latency: LatencySummary::of(&rec.e2e),
         publish_spectrum: spectrum(&rec.publish),
         e2e_spectrum: spectrum(&rec.e2e),
@@ -689,17 +691,24 @@ async fn collect(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Delivery>) {
     while let Some(d) = rx.recv().await {
         let now = ctx.now_ns();
         let mut rec = lock(&ctx.rec);
+        // The client's instants on the bench's clock (ns); a batch never sent counts as sent
+        // when its outcome was known.
+        let on_clock = |i: std::time::Instant| {
+            i.saturating_duration_since(ctx.clock.into_std()).as_nanos() as u64
+        };
+        let done = on_clock(d.completed_at);
+        let sent = d.sent_at.map_or(done, on_clock);
         match &d.error {
             None => rec.acked(
                 &d.topic,
                 d.partition,
                 d.base_offset,
-                d.tokens.iter().map(|t| {
-                    (
-                        now.saturating_sub(t.0) / 1000,
-                        now.saturating_sub(t.1) / 1000,
-                    )
+                d.tokens.iter().map(|t| RecordLatency {
+                    corrected: now.saturating_sub(t.0) / 1000,
+                    raw: now.saturating_sub(t.1) / 1000,
+                    queue: sent.saturating_sub(t.0) / 1000,
                 }),
+                done.saturating_sub(sent) / 1000,
                 d.payload_bytes as u64,
             ),
             Some(e) => rec.failed(&err_name(e), d.tokens.len() as u64),

@@ -132,6 +132,17 @@ pub struct IntervalPoint {
     pub errors: u64,
 }
 
+/// One acknowledged record's publish latency in µs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RecordLatency {
+    /// From the due time (coordinated-omission corrected; the send call in closed loop).
+    pub corrected: u64,
+    /// From the actual send call.
+    pub raw: u64,
+    /// The part of `corrected` before the record's Produce request was queued.
+    pub queue: u64,
+}
+
 /// Everything measured; shared by the producer and consumer tasks behind a mutex (locked once
 /// per batch or fetched partition, not per record).
 pub struct Recorder {
@@ -143,6 +154,12 @@ pub struct Recorder {
     pub publish_raw: Histogram<u64>,
     /// End-to-end latency, measured window.
     pub e2e: Histogram<u64>,
+    /// Per record, from its due time to its Produce request being queued on the connection
+    /// (linger, waiting for the sender and for an in-flight slot), measured window.
+    pub publish_queue: Histogram<u64>,
+    /// Per batch, from its Produce request being queued to its outcome (socket, broker,
+    /// response), measured window.
+    pub produce_request: Histogram<u64>,
     /// Acknowledged in the measured window.
     pub produced: Counts,
     /// Consumed in the measured window.
@@ -180,6 +197,8 @@ impl Recorder {
             publish: new_histogram(),
             publish_raw: new_histogram(),
             e2e: new_histogram(),
+            publish_queue: new_histogram(),
+            produce_request: new_histogram(),
             produced: Counts::default(),
             consumed: Counts::default(),
             produced_total: Counts::default(),
@@ -200,24 +219,30 @@ impl Recorder {
         self.phase == Phase::Measure
     }
 
-    /// Records an acknowledged batch: latencies (µs, corrected and raw) of each record.
+    /// Records an acknowledged batch: latencies (µs) of each record (corrected, raw, and the
+    /// corrected one's queueing part) and of its Produce request.
     pub fn acked(
         &mut self,
         topic: &str,
         partition: i32,
         base_offset: i64,
-        latencies_us: impl Iterator<Item = (u64, u64)>,
+        latencies_us: impl Iterator<Item = RecordLatency>,
+        request_us: u64,
         bytes: u64,
     ) {
         let mut n = 0u64;
         let measuring = self.measuring();
-        for (corrected, raw) in latencies_us {
+        for l in latencies_us {
             n += 1;
-            self.iv_publish.saturating_record(corrected.max(1));
+            self.iv_publish.saturating_record(l.corrected.max(1));
             if measuring {
-                self.publish.saturating_record(corrected.max(1));
-                self.publish_raw.saturating_record(raw.max(1));
+                self.publish.saturating_record(l.corrected.max(1));
+                self.publish_raw.saturating_record(l.raw.max(1));
+                self.publish_queue.saturating_record(l.queue.max(1));
             }
+        }
+        if measuring {
+            self.produce_request.saturating_record(request_us.max(1));
         }
         self.iv_produced.add(n, bytes);
         self.produced_total.add(n, bytes);
@@ -262,6 +287,8 @@ impl Recorder {
             self.publish.reset();
             self.publish_raw.reset();
             self.e2e.reset();
+            self.publish_queue.reset();
+            self.produce_request.reset();
             self.produced = Counts::default();
             self.consumed = Counts::default();
         }
@@ -344,16 +371,39 @@ mod tests {
     #[test]
     fn warmup_is_not_measured_and_intervals_reset() {
         let mut r = Recorder::new();
-        r.acked("t", 0, 0, [(5000, 4000), (6000, 5000)].into_iter(), 2048);
+        let lat = |corrected, raw, queue| RecordLatency {
+            corrected,
+            raw,
+            queue,
+        };
+        r.acked(
+            "t",
+            0,
+            0,
+            [lat(5000, 4000, 3000), lat(6000, 5000, 3000)].into_iter(),
+            2000,
+            2048,
+        );
         assert_eq!(r.produced.records, 0);
         assert_eq!(r.produced_total.records, 2);
         r.set_phase(Phase::Measure);
-        r.acked("t", 0, 2, [(1000, 900)].into_iter(), 1024);
+        r.acked("t", 0, 2, [lat(1000, 900, 300)].into_iter(), 700, 1024);
         r.consumed([2000u64, 3000].into_iter(), 2, 2048);
         r.failed("NotLeaderOrFollower", 7);
         assert_eq!(r.produced.records, 1);
         assert_eq!(r.publish.len(), 1);
         assert_eq!(r.publish.max(), r.publish.highest_equivalent(1000));
+        // The breakdown, measured window only: queueing per record, the request per batch.
+        assert_eq!(r.publish_queue.len(), 1);
+        assert_eq!(
+            r.publish_queue.max(),
+            r.publish_queue.highest_equivalent(300)
+        );
+        assert_eq!(r.produce_request.len(), 1);
+        assert_eq!(
+            r.produce_request.max(),
+            r.produce_request.highest_equivalent(700)
+        );
         assert_eq!(r.acked_end[&("t".to_string(), 0)], 3);
         assert_eq!(r.acked_per_partition[&("t".to_string(), 0)], 3);
         assert_eq!(r.failed_total, 7);
@@ -373,6 +423,7 @@ mod tests {
         r.set_phase(Phase::Drain);
         r.set_phase(Phase::Measure);
         assert_eq!(r.produced.records, 0);
+        assert!(r.publish_queue.is_empty() && r.produce_request.is_empty());
     }
 
     #[test]

@@ -142,6 +142,13 @@ fn five_second_scenario_is_complete_and_matches_the_broker() {
     assert_eq!(r.publish_latency.count, r.produce.records);
     assert_eq!(r.publish_latency_uncorrected.count, r.produce.records);
     assert_eq!(r.e2e_latency.count, r.consume.records);
+    // The breakdown: every measured record has a queueing part, which is never more than its
+    // publish latency; every measured batch a request time.
+    assert_eq!(r.publish_queue_latency.count, r.produce.records);
+    assert!(r.publish_queue_latency.max_ms <= r.publish_latency.max_ms);
+    assert!(r.produce_request_latency.count > 0);
+    assert!(r.produce_request_latency.count <= r.produce.records);
+    assert!(r.produce_request_latency.max_ms <= r.publish_latency.max_ms);
     let l = &r.publish_latency;
     assert!(l.p50_ms <= l.p90_ms && l.p90_ms <= l.p99_ms && l.p99_ms <= l.p999_ms);
     assert!(l.p999_ms <= l.p9999_ms && l.p9999_ms <= l.max_ms && l.max_ms > 0.0);

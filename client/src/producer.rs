@@ -82,6 +82,11 @@ pub struct Delivery {
     pub wire_bytes: usize,
     /// Why the batch failed, if it did.
     pub error: Option<ClientError>,
+    /// When the Produce request carrying the batch (its last attempt) was queued on the
+    /// connection, after linger and a free in-flight slot (None: never sent).
+    pub sent_at: Option<std::time::Instant>,
+    /// When the outcome was known (the response processed, or the failure).
+    pub completed_at: std::time::Instant,
 }
 
 struct Batch {
@@ -95,6 +100,7 @@ struct Batch {
     created: Instant,
     encoded: Option<Bytes>,
     attempts: u32,
+    sent_at: Option<Instant>,
 }
 
 /// Open batches and partitioning state of one topic.
@@ -384,6 +390,7 @@ impl Producer {
                             created: Instant::now(),
                             encoded: None,
                             attempts: 0,
+                            sent_at: None,
                         })
                     }
                 };
@@ -640,6 +647,12 @@ async fn send_request(inner: &Arc<Inner>, leader: i32, mut batches: Vec<Batch>) 
             inner.cfg.request_timeout,
         )
         .await;
+    if sent.is_ok() {
+        let sent_at = Some(Instant::now());
+        for b in &mut keep {
+            b.sent_at = sent_at;
+        }
+    }
     let fut = match sent {
         Ok(Some(f)) => f,
         Ok(None) => {
@@ -778,6 +791,8 @@ async fn finish(inner: &Inner, b: Batch, base_offset: i64, error: Option<ClientE
         payload_bytes,
         wire_bytes,
         error,
+        sent_at: b.sent_at.map(Instant::into_std),
+        completed_at: std::time::Instant::now(),
     };
     // The receiver going away is not an error of the producer: outcomes are then dropped.
     let _ = inner.reports.send(report).await;
