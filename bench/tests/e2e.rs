@@ -39,10 +39,20 @@ fn broker_or_skip() -> Option<Broker> {
         return None;
     };
     let data = tempfile::tempdir().expect("tempdir");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
+    // The tests here start their brokers at the same moment: a port the kernel hands out twice
+    // would let both bind it (SO_REUSEPORT) before either sees the other. Never reuse one.
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let port = loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            break port;
+        }
+    };
     let addr = format!("127.0.0.1:{port}");
     let child = Command::new(&bin)
         .args(["start", "--listen", &addr, "--data-dir"])

@@ -30,6 +30,20 @@ const SHARD_TIMEOUT: Duration = Duration::from_secs(1);
 /// Binds the admin listener and serves it on the current shard (call on shard 0) until the
 /// broker has drained. A bind failure is logged and leaves the broker running without it.
 pub fn spawn(shard: Rc<Shard>, addr: SocketAddr, started: Instant) {
+    // glommio binds with SO_REUSEPORT, so a second broker on this host with the same
+    // admin_listen would silently share the port (and /metrics would answer for either).
+    // Refuse an address something already listens on, as the Kafka listener does.
+    let probe = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    if addr.port() != 0
+        && std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)).is_ok()
+    {
+        tracing::error!(%addr, "cannot bind the admin HTTP listener (admin_listen): another process listens there; /metrics and /health are unavailable");
+        return;
+    }
     let listener = match TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {

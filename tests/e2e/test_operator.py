@@ -275,6 +275,27 @@ def test_metrics_and_health(admin_broker):
     assert value(after, "shardlog_connections_accepted_total") > value(before, "shardlog_connections_accepted_total")
 
 
+def test_second_broker_does_not_share_the_admin_port(admin_broker, tmp_path):
+    """A second broker given the same admin_listen logs that it cannot have it and serves Kafka
+    anyway; /metrics keeps answering for the first broker only."""
+    from conftest import Broker
+    other = Broker(tmp_path, name="second", cores=1,
+                   extra_args=["--admin-listen", f"127.0.0.1:{admin_broker.admin_port}"])
+    other.start()
+    try:
+        deadline = time.time() + 10
+        while "cannot bind the admin HTTP listener" not in other.log_text():
+            assert time.time() < deadline, other.log_tail()
+            time.sleep(0.1)
+        t = unique_topic("op-second")
+        cli(["topic", "create", t, "--brokers", other.bootstrap])
+        for _ in range(20):  # with a shared port, some of these would reach the second broker
+            status, text = http_get(admin_broker.admin_port, "/metrics")
+            assert status == 200 and t not in text
+    finally:
+        other.teardown()
+
+
 def test_check_good_and_bad_data_dirs(tmp_path):
     good = tmp_path / "good"
     p = cli(["check", "--data-dir", str(good), "--format", "json"], ok=False)
