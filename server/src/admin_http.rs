@@ -30,29 +30,25 @@ const SHARD_TIMEOUT: Duration = Duration::from_secs(1);
 /// Binds the admin listener and serves it on the current shard (call on shard 0) until the
 /// broker has drained. A bind failure is logged and leaves the broker running without it.
 pub fn spawn(shard: Rc<Shard>, addr: SocketAddr, started: Instant) {
-    // glommio binds with SO_REUSEPORT, so a second broker on this host with the same
-    // admin_listen would silently share the port (and /metrics would answer for either).
-    // Refuse an address something already listens on, as the Kafka listener does.
-    let probe = if addr.ip().is_unspecified() {
-        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    // Bound at once when the address is free (the common case), so /metrics answers as soon
+    // as the broker is ready; otherwise in the task, after waiting for the other listener.
+    let bound_now = if listening(addr) {
+        None
     } else {
-        addr
-    };
-    if addr.port() != 0
-        && std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)).is_ok()
-    {
-        tracing::error!(%addr, "cannot bind the admin HTTP listener (admin_listen): another process listens there; /metrics and /health are unavailable");
-        return;
-    }
-    let listener = match TcpListener::bind(addr) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, error = %e, "cannot bind the admin HTTP listener (admin_listen); /metrics and /health are unavailable");
-            return;
+        match bind(addr) {
+            Some(l) => Some(l),
+            None => return,
         }
     };
-    tracing::info!(%addr, "admin HTTP listener: /metrics, /health");
     glommio::spawn_local(async move {
+        let listener = match bound_now {
+            Some(l) => l,
+            None => match wait_until_free(addr).await.then(|| bind(addr)).flatten() {
+                Some(l) => l,
+                None => return,
+            },
+        };
+        tracing::info!(%addr, "admin HTTP listener: /metrics, /health");
         let active = Rc::new(Cell::new(0usize));
         loop {
             let drained = shard
@@ -92,6 +88,47 @@ pub fn spawn(shard: Rc<Shard>, addr: SocketAddr, started: Instant) {
         tracing::debug!("admin HTTP listener closed");
     })
     .detach();
+}
+
+/// The address a listener on `addr` answers on.
+fn probe_addr(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    }
+}
+
+/// Whether something listens on `addr` now. glommio binds with SO_REUSEPORT, so a second
+/// broker on this host with the same admin_listen would otherwise silently share the port,
+/// and /metrics would answer for either (the Kafka listener is checked the same way).
+fn listening(addr: SocketAddr) -> bool {
+    addr.port() != 0
+        && std::net::TcpStream::connect_timeout(&probe_addr(addr), Duration::from_millis(300))
+            .is_ok()
+}
+
+/// Waits up to 3 s, without blocking the shard, for the listener on `addr` to go away (a
+/// previous incarnation's socket may linger for a moment after a kill -9); false if it stays.
+async fn wait_until_free(addr: SocketAddr) -> bool {
+    for _ in 0..15 {
+        glommio::timer::sleep(Duration::from_millis(200)).await;
+        if TcpStream::connect_timeout(probe_addr(addr), Duration::from_millis(300))
+            .await
+            .is_err()
+        {
+            return true;
+        }
+    }
+    tracing::error!(%addr, "cannot bind the admin HTTP listener (admin_listen): another process listens there; /metrics and /health are unavailable");
+    false
+}
+
+/// Binds the admin listener; a failure is logged.
+fn bind(addr: SocketAddr) -> Option<TcpListener> {
+    TcpListener::bind(addr)
+        .map_err(|e| tracing::error!(%addr, error = %e, "cannot bind the admin HTTP listener (admin_listen); /metrics and /health are unavailable"))
+        .ok()
 }
 
 /// What a request asks for, from its head.
