@@ -90,8 +90,8 @@ pub fn spawn(shard: Rc<Shard>, addr: SocketAddr, started: Instant) {
     .detach();
 }
 
-/// The address a listener on `addr` answers on.
-fn probe_addr(addr: SocketAddr) -> SocketAddr {
+/// The address a listener bound to `addr` answers on (loopback for an unspecified address).
+pub(crate) fn probe_addr(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], addr.port()))
     } else {

@@ -238,10 +238,7 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
     // incarnation's TIME_WAIT sockets, so probe by connecting. After a kill -9 the dead
     // process's listener can outlive it for a moment (io_uring tears its rings down
     // asynchronously), so wait up to 10 s for the port to become free.
-    let probe = match cfg.listen_addr() {
-        a if a.ip().is_unspecified() => std::net::SocketAddr::from(([127, 0, 0, 1], a.port())),
-        a => a,
-    };
+    let probe = crate::admin_http::probe_addr(cfg.listen_addr());
     let t0 = Instant::now();
     while probe.port() != 0
         && std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)).is_ok()
