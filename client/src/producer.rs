@@ -100,7 +100,7 @@ struct Batch {
     created: Instant,
     encoded: Option<Bytes>,
     attempts: u32,
-    sent_at: Option<Instant>,
+    sent_at: Option<std::time::Instant>,
 }
 
 /// Open batches and partitioning state of one topic.
@@ -648,7 +648,7 @@ async fn send_request(inner: &Arc<Inner>, leader: i32, mut batches: Vec<Batch>) 
         )
         .await;
     if sent.is_ok() {
-        let sent_at = Some(Instant::now());
+        let sent_at = Some(std::time::Instant::now());
         for b in &mut keep {
             b.sent_at = sent_at;
         }
@@ -791,7 +791,7 @@ async fn finish(inner: &Inner, b: Batch, base_offset: i64, error: Option<ClientE
         payload_bytes,
         wire_bytes,
         error,
-        sent_at: b.sent_at.map(Instant::into_std),
+        sent_at: b.sent_at,
         completed_at: std::time::Instant::now(),
     };
     // The receiver going away is not an error of the producer: outcomes are then dropped.

@@ -201,20 +201,21 @@ fn bad_batch(msg: impl std::fmt::Display) -> ClientError {
 /// uncompressed bytes in a buffer of their own: `records` is handed over, not copied.
 fn compress_into(out: &mut BytesMut, records: BytesMut, c: Compression) -> Result<()> {
     use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
-    if c == Compression::None {
-        out.unsplit(records);
-        return Ok(());
-    }
-    let give = |tmp: &mut BytesMut| {
-        *tmp = records;
-        Ok(())
+    let give = |records: BytesMut| {
+        move |tmp: &mut BytesMut| {
+            *tmp = records;
+            Ok(())
+        }
     };
     let r = match c {
-        Compression::None => Ok(()),
-        Compression::Gzip => Gzip::compress(out, give),
-        Compression::Snappy => Snappy::compress(out, give),
-        Compression::Lz4 => Lz4::compress(out, give),
-        Compression::Zstd => Zstd::compress(out, give),
+        Compression::None => {
+            out.unsplit(records);
+            Ok(())
+        }
+        Compression::Gzip => Gzip::compress(out, give(records)),
+        Compression::Snappy => Snappy::compress(out, give(records)),
+        Compression::Lz4 => Lz4::compress(out, give(records)),
+        Compression::Zstd => Zstd::compress(out, give(records)),
     };
     r.map_err(|e| ClientError::Encode {
         api: "RecordBatch",

@@ -1593,7 +1593,7 @@ async fn remove_index_files<S: Storage>(
 
 fn with_crc(data: &[u8]) -> Vec<u8> {
     let mut v = data.to_vec();
-    v.extend_from_slice(&crc32c::crc32c(data).to_be_bytes());
+    v.extend_from_slice(&shardlog_format::crc32c(&[data]).to_be_bytes());
     v
 }
 
@@ -1617,7 +1617,7 @@ async fn read_checked<S: Storage>(storage: &S, path: &Path) -> Result<Option<Vec
         data[body_len + 2],
         data[body_len + 3],
     ]);
-    if crc32c::crc32c(&data[..body_len]) != stored {
+    if shardlog_format::crc32c(&[&data[..body_len]]) != stored {
         tracing::warn!(path = %path.display(), "control file checksum mismatch; ignored");
         return Ok(None);
     }
