@@ -14,7 +14,7 @@ use rand::{Rng, SeedableRng};
 use shardlog_client::records::{parse_compression, Compression};
 use shardlog_client::{
     Client, ClientConfig, ClientError, Consumer, ConsumerConfig, Delivery, GroupMember, NewTopic,
-    Producer, ProducerConfig, StartAt, Token, EARLIEST, LATEST,
+    PreciseTimer, Producer, ProducerConfig, StartAt, Token, EARLIEST, LATEST,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -658,13 +658,19 @@ async fn produce_loop(
     let mut rng = StdRng::seed_from_u64(0xabc0 + index);
     let mut i = 0u64;
     let mut key_buf = Vec::new();
+    // tokio's own timer would wake the pacer up to 2 ms late, and that lateness would count as
+    // the broker's latency (it is measured from the due time).
+    let mut timer = PreciseTimer::new();
     while !ctx.stop_producers.load(Ordering::Relaxed) {
         let due = match &pacer {
             Some(p) => {
                 let due = p.due(i);
                 let now = ctx.now_ns();
-                if due > now + 200_000 {
-                    tokio::time::sleep(Duration::from_nanos(due - now)).await;
+                // A record due within 100 us is sent now: fewer wake-ups, at most that early.
+                if due > now + 100_000 {
+                    timer
+                        .sleep_until(tokio::time::Instant::now() + Duration::from_nanos(due - now))
+                        .await;
                     if ctx.stop_producers.load(Ordering::Relaxed) {
                         break;
                     }

@@ -16,6 +16,7 @@ pub mod error;
 pub mod murmur2;
 pub mod producer;
 pub mod records;
+pub mod timer;
 pub mod versions;
 
 pub use client::{Client, ClientConfig, NewTopic, PartitionMeta, TopicMeta, EARLIEST, LATEST};
@@ -25,3 +26,4 @@ pub use error::{ClientError, Result};
 pub use murmur2::{murmur2, partition_for_key, to_positive};
 pub use producer::{Delivery, Producer, ProducerConfig, Token};
 pub use records::{Compression, InRecord, OutRecord};
+pub use timer::PreciseTimer;

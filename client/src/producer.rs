@@ -21,6 +21,7 @@ use crate::conn::ProduceSet;
 use crate::error::{ClientError, Result};
 use crate::murmur2::partition_for_key;
 use crate::records::{BatchBuilder, Compression, OutRecord, ProducerStamp};
+use crate::timer::PreciseTimer;
 
 /// Per-record overhead counted against `buffer_memory` and `batch_size` (varints, attributes).
 const RECORD_OVERHEAD: usize = 16;
@@ -506,6 +507,8 @@ fn close_batch(
 }
 
 async fn sender_loop(inner: Arc<Inner>) {
+    // A millisecond linger must not become two (tokio's timer wheel rounds up to 1 ms ticks).
+    let mut timer = PreciseTimer::new();
     loop {
         let (batches, deadline) = take_ready(&inner);
         if batches.is_empty() {
@@ -517,7 +520,7 @@ async fn sender_loop(inner: Arc<Inner>) {
                 Some(d) => {
                     tokio::select! {
                         _ = wake => {}
-                        _ = tokio::time::sleep_until(d) => {}
+                        _ = timer.sleep_until(d) => {}
                     }
                 }
                 None => wake.await,
