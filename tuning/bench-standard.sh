@@ -10,7 +10,11 @@
 #
 #   bash tuning/bench-standard.sh [DATA_DIR]
 #
-# Env: PORT (29150), CORES (broker cores, 2), RUN_TIMEOUT (seconds per scenario file, 600),
+# Env: PORT (29150), RUN_TIMEOUT (seconds per scenario file, 600),
+#      LAYOUT: split (default) gives the broker the upper half of the CPUs (pinned with taskset,
+#        one shard per CPU) and the load generator the lower half, so they never share a core;
+#        shared runs both on every CPU (the broker with one shard per CPU). One CPU: shared.
+#      CORES (broker shards; default: its CPUs in the layout),
 #      QUICK=1 (short runs: 1 s warm-up, 4 s measured, small preloads; for a smoke test),
 #      REPORT_ONLY=bench/results/DATE (only regenerate that folder's README.md),
 #      OUT_DIR (results folder; default bench/results/<today>).
@@ -19,7 +23,23 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DATA=${1:-/var/tmp/shardlog-bench-data}
 PORT=${PORT:-29150}
-CORES=${CORES:-2}
+NCPU=$(nproc)
+LAYOUT=${LAYOUT:-split}
+if [ "$LAYOUT" = split ] && [ "$NCPU" -ge 2 ]; then
+  # The upper half for the broker (the CPUs its shards are pinned to), the rest for the bench.
+  BROKER_CPUS="$((NCPU / 2))-$((NCPU - 1))"
+  BENCH_CPUS="0-$((NCPU / 2 - 1))"
+  CORES=${CORES:-$((NCPU - NCPU / 2))}
+  BROKER_PIN=(taskset -c "$BROKER_CPUS")
+  BENCH_PIN=(taskset -c "$BENCH_CPUS")
+  LAYOUT_TEXT="split: broker on CPUs $BROKER_CPUS, bench on CPUs $BENCH_CPUS"
+else
+  LAYOUT=shared
+  CORES=${CORES:-$NCPU}
+  BROKER_PIN=()
+  BENCH_PIN=()
+  LAYOUT_TEXT="shared: broker and bench on all $NCPU CPUs"
+fi
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 OUT=${OUT_DIR:-bench/results/$(date +%F)}
 mkdir -p "$OUT" "$DATA"
@@ -27,9 +47,9 @@ ulimit -l unlimited 2>/dev/null || true
 
 report() {
 echo "== report" >&2
-python3 - "$OUT" "$(git rev-parse --short HEAD)" "$CORES" <<'PY' >"$OUT/README.md"
+python3 - "$OUT" "$(git rev-parse --short HEAD)" "$CORES" "$LAYOUT_TEXT" <<'PY' >"$OUT/README.md"
 import glob, json, os, sys
-out, rev, cores = sys.argv[1], sys.argv[2], sys.argv[3]
+out, rev, cores, layout = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 ip = json.load(open(os.path.join(out, "iperf3.json")))
 iperf_mb = ip["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
 fj = json.load(open(os.path.join(out, "fio.json")))
@@ -41,7 +61,7 @@ for p in sorted(glob.glob(os.path.join(out, "*.json"))):
     r = json.load(open(p))
     res[(r["scenario"], r["variant"])] = r
 print(f"# shardlog-bench standard scenarios, {os.path.basename(out)}\n")
-print(f"Commit `{rev}`, broker `--cores {cores}`, produced by `tuning/bench-standard.sh`.")
+print(f"Commit `{rev}`, broker `--cores {cores}`, layout {layout}, produced by `tuning/bench-standard.sh`.")
 print("Throughput is MB/s of record keys and values (10^6 bytes); latencies in ms; publish latency in")
 print("open-loop runs is measured from each record's due time (coordinated-omission corrected).\n")
 print("## Machine limits\n")
@@ -117,11 +137,11 @@ rm -f "$DATA/fio.dat"
 sync
 sleep 3
 
-echo "== broker on 127.0.0.1:$PORT, $CORES cores, data in $DATA/broker" >&2
+echo "== broker on 127.0.0.1:$PORT, $CORES cores ($LAYOUT_TEXT), data in $DATA/broker" >&2
 # A batch cache large enough for scenario 3's "cache" preload (2 x 128 MB), and retention checked
 # often enough that the scenarios' retention.bytes keeps the data directory small.
 SHARDLOG_LOG_CACHE_BYTES=$((160 << 20)) SHARDLOG_RETENTION_CHECK_INTERVAL_MS=2000 \
-  "$BROKER" start --listen "127.0.0.1:$PORT" --data-dir "$DATA/broker" --cores "$CORES" \
+  "${BROKER_PIN[@]}" "$BROKER" start --listen "127.0.0.1:$PORT" --data-dir "$DATA/broker" --cores "$CORES" \
   >"$OUT/broker.log" 2>&1 &
 BROKER_PID=$!
 trap 'kill "$BROKER_PID" 2>/dev/null || true; wait "$BROKER_PID" 2>/dev/null || true' EXIT
@@ -137,7 +157,7 @@ fi
 run() { # scenario-file [extra args...]
   local f=$1; shift
   echo "== $f $*" >&2
-  timeout "$RUN_TIMEOUT" "$BENCH" run --bootstrap "127.0.0.1:$PORT" --scenario "bench/scenarios/$f" \
+  timeout "$RUN_TIMEOUT" "${BENCH_PIN[@]}" "$BENCH" run --bootstrap "127.0.0.1:$PORT" --scenario "bench/scenarios/$f" \
     --out "$OUT" --quiet "${QUICK_SET[@]}" "$@" || echo "!! $f $* failed (exit $?)" >&2
   # The next scenario starts from an empty disk (each run makes topics named bench-*).
   local topics

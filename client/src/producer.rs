@@ -444,6 +444,10 @@ impl Producer {
         if notify {
             inner.wake.notify_one();
         }
+        // A send that finds room never waits, so a caller sending in a loop would keep its
+        // worker thread: spending tokio's cooperative budget yields now and then, which lets the
+        // sender task (and anything else on that thread) run.
+        tokio::task::consume_budget().await;
         Ok(())
     }
 
