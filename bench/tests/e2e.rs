@@ -294,3 +294,85 @@ fn keyless_batches_fill_up_before_the_sticky_partition_moves() {
         assert!(full.iter().all(|&n| n == 16), "partition {p}: {sizes:?}");
     }
 }
+
+#[test]
+fn a_sending_loop_lets_other_tasks_on_its_thread_run() {
+    let Some(broker) = broker_or_skip() else {
+        return;
+    };
+    let addr = broker.addr.clone();
+    // One thread: a loop of sends that always find room must still give it up now and then.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (ran_during_sends, reported) = rt.block_on(async {
+        let client = Arc::new(
+            Client::connect(ClientConfig::new(addr.clone()))
+                .await
+                .expect("client"),
+        );
+        let topic = NewTopic {
+            name: "coop".into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: Vec::new(),
+        };
+        client
+            .create_topics(&[topic], Duration::from_secs(10), false)
+            .await
+            .expect("create");
+        let cfg = ProducerConfig {
+            acks: 1,
+            batch_size: 1 << 20,
+            linger: Duration::from_secs(1),
+            ..ProducerConfig::default()
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+        let producer = Producer::new(client, cfg, tx).await.expect("producer");
+        let name: Arc<str> = Arc::from("coop");
+        let value = vec![1u8; 100];
+        let sending = tokio::spawn(async move {
+            let ticks = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let counter = ticks.clone();
+            let other = tokio::spawn(async move {
+                loop {
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::task::yield_now().await;
+                }
+            });
+            // The first send fetches the topic's metadata (it waits for the network); the
+            // other task starts meanwhile. The sends after it only ever find room.
+            let parts: [&[u8]; 1] = [&value];
+            producer
+                .send_parts(&name, Some(0), None, Some(&parts), 0, Token(0, 0))
+                .await
+                .expect("send");
+            let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+            for i in 1..20_000u64 {
+                let parts: [&[u8]; 1] = [&value];
+                producer
+                    .send_parts(&name, Some(0), None, Some(&parts), 0, Token(i, i))
+                    .await
+                    .expect("send");
+            }
+            let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+            other.abort();
+            producer.close().await;
+            during
+        });
+        let during = sending.await.expect("sending task");
+        let mut records = 0;
+        while let Ok(d) = rx.try_recv() {
+            assert!(d.error.is_none(), "{:?}", d.error);
+            records += d.tokens.len();
+        }
+        (during, records)
+    });
+    assert_eq!(reported, 20_000);
+    // tokio's budget is 128 operations per poll: 20 000 sends yield about 150 times.
+    assert!(
+        ran_during_sends >= 50,
+        "the other task ran {ran_during_sends} times during 20 000 sends"
+    );
+}

@@ -17,7 +17,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{
     encode_request_header_into_buffer, Decodable, Encodable, HeaderVersion, Request, StrBytes,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
@@ -663,40 +663,37 @@ async fn write_pieces(
     Ok(())
 }
 
-async fn read_loop(rd: OwnedReadHalf, shared: Arc<Shared>) {
-    let mut r = BufReader::with_capacity(256 * 1024, rd);
+/// Room a read buffer is given at least, so that small responses (produce acks) that arrive
+/// together are read with one call and share one allocation.
+const READ_CHUNK: usize = 256 * 1024;
+
+async fn read_loop(mut rd: OwnedReadHalf, shared: Arc<Shared>) {
+    // Each response's bytes are copied once, by the kernel, into the buffer the caller gets:
+    // responses are cut out of the read buffer (`split_to`), and a response larger than the
+    // room left gets a buffer of its own before its body is read. A size prefix is read on its
+    // own when nothing is buffered, so a large response's body is not read into the wrong
+    // buffer first (a fetch response can be tens of MB).
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
-        let len = match r.read_i32().await {
-            Ok(n) => n,
+        let head = match fill(&mut rd, &mut buf, 4, true).await {
+            Ok(()) => (&buf[..4]).get_i32(),
             Err(e) => {
-                shared.fail_all(&format!("read: {e}"));
+                shared.fail_all(&e);
                 return;
             }
         };
-        if len < 4 || len as usize > MAX_RESPONSE_FRAME {
-            tracing::warn!(addr = %shared.addr, len, "bad response frame size");
-            shared.fail_all(&format!("bad response frame size {len}"));
+        if head < 4 || head as usize > MAX_RESPONSE_FRAME {
+            tracing::warn!(addr = %shared.addr, len = head, "bad response frame size");
+            shared.fail_all(&format!("bad response frame size {head}"));
             return;
         }
-        // Read into the buffer's spare capacity (no zero-filling first: a fetch response can
-        // be tens of MB).
-        let len = len as usize;
-        let mut buf = BytesMut::with_capacity(len);
-        while buf.len() < len {
-            let want = len - buf.len();
-            match r.read_buf(&mut (&mut buf).limit(want)).await {
-                Ok(0) => {
-                    shared.fail_all("read: connection closed mid-frame");
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    shared.fail_all(&format!("read: {e}"));
-                    return;
-                }
-            }
+        let len = head as usize;
+        buf.advance(4);
+        if let Err(e) = fill(&mut rd, &mut buf, len, false).await {
+            shared.fail_all(&e);
+            return;
         }
-        let frame = buf.freeze();
+        let frame = buf.split_to(len).freeze();
         let correlation_id = (&frame[..4]).get_i32();
         let Some(waiter) = shared.pop_waiter() else {
             tracing::warn!(addr = %shared.addr, correlation_id, "response nobody waits for");
@@ -717,6 +714,40 @@ async fn read_loop(rd: OwnedReadHalf, shared: Arc<Shared>) {
         }
         let _ = waiter.reply.send(Ok(frame));
     }
+}
+
+/// Reads until `buf` holds at least `need` bytes. With `exact`, a read asks for no more than
+/// the bytes missing; otherwise it fills the room there is (and may take the start of the next
+/// responses with it). A buffer with less room than `need` is replaced by one with room for
+/// all of it, holding the bytes already read (the old one stays with the responses cut from it).
+async fn fill(
+    rd: &mut OwnedReadHalf,
+    buf: &mut BytesMut,
+    need: usize,
+    exact: bool,
+) -> Result<(), String> {
+    if buf.len() >= need {
+        return Ok(());
+    }
+    if buf.capacity() < need || buf.capacity() - buf.len() < READ_CHUNK / 16 {
+        let mut fresh = BytesMut::with_capacity(need.max(READ_CHUNK));
+        fresh.extend_from_slice(buf);
+        *buf = fresh;
+    }
+    while buf.len() < need {
+        let read = if exact {
+            let missing = need - buf.len();
+            rd.read_buf(&mut (&mut *buf).limit(missing)).await
+        } else {
+            rd.read_buf(buf).await
+        };
+        match read {
+            Ok(0) => return Err("read: connection closed mid-frame".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -797,5 +828,89 @@ mod tests {
         drop(wr);
         drop(_rd);
         assert_eq!(reader.await.expect("join"), want);
+    }
+
+    #[tokio::test]
+    async fn responses_of_every_size_are_cut_exactly_from_the_stream() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        // Sizes around the read chunk and far above it, and runs of small ones that arrive
+        // together; each frame is its correlation id and then a pattern of its own.
+        let sizes: Vec<usize> = [
+            4,
+            5,
+            100,
+            READ_CHUNK - 8,
+            READ_CHUNK,
+            READ_CHUNK + 3,
+            3 << 20,
+        ]
+        .into_iter()
+        .chain((0..50).map(|i| 4 + (i * 37) % 300))
+        .chain([READ_CHUNK / 16, 1 << 20, 6])
+        .collect();
+        let frames: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(id, &len)| {
+                let mut f = (id as i32).to_be_bytes().to_vec();
+                f.extend((4..len).map(|j| (j * 31 + id) as u8));
+                f
+            })
+            .collect();
+        let stream: Vec<u8> = frames
+            .iter()
+            .flat_map(|f| {
+                (f.len() as i32)
+                    .to_be_bytes()
+                    .into_iter()
+                    .chain(f.iter().copied())
+            })
+            .collect();
+        let writer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            // Uneven pieces, so prefixes and bodies are split across reads.
+            let mut at = 0;
+            let mut step = 1;
+            while at < stream.len() {
+                let end = (at + step).min(stream.len());
+                s.write_all(&stream[at..end]).await.expect("write");
+                at = end;
+                step = (step * 7 + 3) % 700_000 + 1;
+                tokio::task::yield_now().await;
+            }
+        });
+        let (rd, _wr) = TcpStream::connect(addr)
+            .await
+            .expect("connect")
+            .into_split();
+        let permits = Arc::new(tokio::sync::Semaphore::new(frames.len()));
+        let mut replies = Vec::new();
+        let mut pending = VecDeque::new();
+        for id in 0..frames.len() {
+            let (tx, rx) = oneshot::channel();
+            pending.push_back(Waiter {
+                correlation_id: id as i32,
+                reply: tx,
+                _permit: permits.clone().try_acquire_owned().expect("permit"),
+            });
+            replies.push(rx);
+        }
+        let shared = Arc::new(Shared {
+            addr: addr.to_string(),
+            closed: AtomicBool::new(false),
+            pending: Mutex::new(pending),
+        });
+        let reading = tokio::spawn(read_loop(rd, shared.clone()));
+        for (rx, want) in replies.into_iter().zip(&frames) {
+            let got = rx.await.expect("reply").expect("frame");
+            assert_eq!(got.len(), want.len());
+            assert!(got[..] == want[..], "frame of {} bytes differs", want.len());
+        }
+        writer.await.expect("writer");
+        // The server closes: the loop ends, and nothing was failed before that.
+        reading.await.expect("reader");
     }
 }

@@ -20,7 +20,7 @@ use crate::client::Client;
 use crate::conn::ProduceSet;
 use crate::error::{ClientError, Result};
 use crate::murmur2::partition_for_key;
-use crate::records::{BatchBuilder, Compression, OutRecord, ProducerStamp};
+use crate::records::{BatchBuilder, Compression, OutRecord, ProducerStamp, BATCH_HEADER_LEN};
 use crate::timer::PreciseTimer;
 
 /// Per-record overhead counted against `buffer_memory` and `batch_size` (varints, attributes).
@@ -185,8 +185,8 @@ struct Inner {
     spare: Mutex<Vec<BytesMut>>,
 }
 
-/// Batch buffers kept for reuse, at most. Each holds between `batch_size` and twice that;
-/// they are memory on top of `buffer_memory` (which counts the records buffered).
+/// Batch buffers kept for reuse, at most. Each holds at most twice `batch_size`; they are
+/// memory on top of `buffer_memory` (which counts the records buffered).
 const SPARE_BUFFERS: usize = 8;
 
 /// Capacity of a new batch's buffer when there is no spare one (at most `batch_size`); it grows
@@ -370,12 +370,17 @@ impl Producer {
                     Some(b) => b,
                     empty => {
                         notify = true;
-                        // A spare buffer (batch-sized) if there is one; otherwise a small one that
-                        // grows with the batch, so partitions with little traffic stay small.
+                        // A spare buffer if there is one (used as it is: asking for more room
+                        // than it has would reallocate it, copying it whole); otherwise a small
+                        // one that grows with the batch, so partitions with little traffic stay
+                        // small.
                         let spare = lock(&inner.spare).pop();
                         let record_len = BatchBuilder::record_len(key_len, value_len);
                         let capacity = match &spare {
-                            Some(b) => b.capacity().max(record_len),
+                            Some(b) => b
+                                .capacity()
+                                .saturating_sub(BATCH_HEADER_LEN)
+                                .max(record_len),
                             None => inner.cfg.batch_size.min(FRESH_BUFFER).max(record_len),
                         };
                         empty.insert(Batch {
@@ -779,9 +784,11 @@ async fn finish(inner: &Inner, b: Batch, base_offset: i64, error: Option<ClientE
     let payload_bytes = b.payload;
     let wire_bytes = b.encoded.as_ref().map_or(0, |e| e.len());
     if let Some(Ok(buf)) = b.encoded.map(Bytes::try_into_mut) {
-        // Only a batch-sized buffer nobody else holds is kept.
-        let batch = inner.cfg.batch_size;
-        if buf.capacity() >= batch && buf.capacity() <= batch.saturating_mul(2) {
+        // A buffer nobody else holds is kept, if it is at most twice batch_size, whatever the
+        // size its batch reached: batches that linger closes are smaller than batch_size, and
+        // reusing a buffer of their size spares the next one the growth (each step copies the
+        // batch so far).
+        if buf.capacity() <= inner.cfg.batch_size.saturating_mul(2) {
             let mut spare = lock(&inner.spare);
             if spare.len()
                 < SPARE_BUFFERS.min(inner.cfg.buffer_memory / inner.cfg.batch_size.max(1))
