@@ -23,13 +23,16 @@ cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 DATA=${1:-/var/tmp/shardlog-bench-data}
 PORT=${PORT:-29150}
-NCPU=$(nproc)
+# The CPUs this script may use (its affinity mask, as numbers), split into two halves.
+read -r -a CPUS <<<"$(python3 -c 'import os; print(*sorted(os.sched_getaffinity(0)))')"
+NCPU=${#CPUS[@]}
 LAYOUT=${LAYOUT:-split}
 if [ "$LAYOUT" = split ] && [ "$NCPU" -ge 2 ]; then
   # The upper half for the broker (the CPUs its shards are pinned to), the rest for the bench.
-  BROKER_CPUS="$((NCPU / 2))-$((NCPU - 1))"
-  BENCH_CPUS="0-$((NCPU / 2 - 1))"
-  CORES=${CORES:-$((NCPU - NCPU / 2))}
+  HALF=$((NCPU / 2))
+  BROKER_CPUS=$(IFS=,; echo "${CPUS[*]:HALF}")
+  BENCH_CPUS=$(IFS=,; echo "${CPUS[*]:0:HALF}")
+  CORES=${CORES:-$((NCPU - HALF))}
   BROKER_PIN=(taskset -c "$BROKER_CPUS")
   BENCH_PIN=(taskset -c "$BENCH_CPUS")
   LAYOUT_TEXT="split: broker on CPUs $BROKER_CPUS, bench on CPUs $BENCH_CPUS"
@@ -47,7 +50,16 @@ ulimit -l unlimited 2>/dev/null || true
 
 report() {
 echo "== report" >&2
-python3 - "$OUT" "$(git rev-parse --short HEAD)" "$CORES" "$LAYOUT_TEXT" <<'PY' >"$OUT/README.md"
+# The commit, shard count and layout of a run are kept beside its results in run.txt. Folders
+# from before that file: the commit their README names, 2 shards, both processes on both CPUs.
+local rev cores="2" layout="shared: broker and bench on both CPUs"
+rev=$(sed -n 's/^Commit `\([0-9a-f]*\)`.*/\1/p' "$OUT/README.md" 2>/dev/null | head -1)
+if [ -f "$OUT/run.txt" ]; then
+  rev=$(sed -n 1p "$OUT/run.txt")
+  cores=$(sed -n 2p "$OUT/run.txt")
+  layout=$(sed -n 3p "$OUT/run.txt")
+fi
+python3 - "$OUT" "${rev:-$(git rev-parse --short HEAD)}" "$cores" "$layout" <<'PY' >"$OUT/README.md"
 import glob, json, os, sys
 out, rev, cores, layout = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 ip = json.load(open(os.path.join(out, "iperf3.json")))
@@ -138,6 +150,7 @@ sync
 sleep 3
 
 echo "== broker on 127.0.0.1:$PORT, $CORES cores ($LAYOUT_TEXT), data in $DATA/broker" >&2
+printf '%s\n%s\n%s\n' "$(git rev-parse --short HEAD)" "$CORES" "$LAYOUT_TEXT" >"$OUT/run.txt"
 # A batch cache large enough for scenario 3's "cache" preload (2 x 128 MB), and retention checked
 # often enough that the scenarios' retention.bytes keeps the data directory small.
 SHARDLOG_LOG_CACHE_BYTES=$((160 << 20)) SHARDLOG_RETENTION_CHECK_INTERVAL_MS=2000 \
