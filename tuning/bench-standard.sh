@@ -53,7 +53,7 @@ echo "== report" >&2
 # The commit, shard count and layout of a run are kept beside its results in run.txt. Folders
 # from before that file: the commit their README names, 2 shards, both processes on both CPUs.
 local rev cores="2" layout="shared: broker and bench on both CPUs"
-rev=$(sed -n 's/^Commit `\([0-9a-f]*\)`.*/\1/p' "$OUT/README.md" 2>/dev/null | head -1)
+rev=$( (sed -n 's/^Commit `\([0-9a-f]*\)`.*/\1/p' "$OUT/README.md" 2>/dev/null || true) | head -1)
 if [ -f "$OUT/run.txt" ]; then
   rev=$(sed -n 1p "$OUT/run.txt")
   cores=$(sed -n 2p "$OUT/run.txt")
@@ -191,8 +191,9 @@ run() { # scenario-file [extra args...]
 run 1-max-produce-acks1.toml
 run 2-max-produce-acks-all-fsync.toml
 if [ "${QUICK:-0}" = 1 ]; then
-  run 3-max-consume.toml --variant cache-c1 --variant cache-c2 --set preload_mb=64
-  run 3-max-consume.toml --variant disk-c1 --variant disk-c2 --set preload_mb=256
+  # No warm-up: consumers read a small preload in well under a second.
+  run 3-max-consume.toml --variant cache-c1 --variant cache-c2 --set preload_mb=64 --set warmup_s=0
+  run 3-max-consume.toml --variant disk-c1 --variant disk-c2 --set preload_mb=256 --set warmup_s=0
 else
   run 3-max-consume.toml
 fi
