@@ -228,6 +228,34 @@ fn five_second_scenario_is_complete_and_matches_the_broker() {
 
 /// Keyless records fill a batch up to `batch_size` before the sticky partition moves on, and the
 /// record that no longer fits goes to the next partition's batch (not to a batch of its own).
+/// Creates `topic` with `partitions` partitions on the broker at `addr` and a producer for it;
+/// its delivery reports arrive on the returned channel.
+async fn producer_on_new_topic(
+    addr: &str,
+    topic: &str,
+    partitions: i32,
+    cfg: ProducerConfig,
+) -> (Producer, tokio::sync::mpsc::Receiver<Delivery>) {
+    let client = Arc::new(
+        Client::connect(ClientConfig::new(addr.to_string()))
+            .await
+            .expect("client"),
+    );
+    let new = NewTopic {
+        name: topic.into(),
+        partitions,
+        replication_factor: 1,
+        configs: Vec::new(),
+    };
+    client
+        .create_topics(&[new], Duration::from_secs(10), false)
+        .await
+        .expect("create");
+    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let producer = Producer::new(client, cfg, tx).await.expect("producer");
+    (producer, rx)
+}
+
 #[test]
 fn keyless_batches_fill_up_before_the_sticky_partition_moves() {
     let Some(broker) = broker_or_skip() else {
@@ -236,29 +264,18 @@ fn keyless_batches_fill_up_before_the_sticky_partition_moves() {
     let addr = broker.addr.clone();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let reports: Vec<Delivery> = rt.block_on(async {
-        let client = Arc::new(
-            Client::connect(ClientConfig::new(addr.clone()))
-                .await
-                .expect("client"),
-        );
-        let topic = NewTopic {
-            name: "sticky".into(),
-            partitions: 2,
-            replication_factor: 1,
-            configs: Vec::new(),
-        };
-        client
-            .create_topics(&[topic], Duration::from_secs(10), false)
-            .await
-            .expect("create");
-        let cfg = ProducerConfig {
-            acks: 1,
-            batch_size: 16 * 1024,
-            linger: Duration::from_millis(200),
-            ..ProducerConfig::default()
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let producer = Producer::new(client, cfg, tx).await.expect("producer");
+        let (producer, mut rx) = producer_on_new_topic(
+            &addr,
+            "sticky",
+            2,
+            ProducerConfig {
+                acks: 1,
+                batch_size: 16 * 1024,
+                linger: Duration::from_millis(200),
+                ..ProducerConfig::default()
+            },
+        )
+        .await;
         let name: Arc<str> = Arc::from("sticky");
         let value = vec![7u8; 1000];
         for i in 0..600u64 {
@@ -307,29 +324,18 @@ fn a_sending_loop_lets_other_tasks_on_its_thread_run() {
         .build()
         .expect("runtime");
     let (ran_during_sends, reported) = rt.block_on(async {
-        let client = Arc::new(
-            Client::connect(ClientConfig::new(addr.clone()))
-                .await
-                .expect("client"),
-        );
-        let topic = NewTopic {
-            name: "coop".into(),
-            partitions: 1,
-            replication_factor: 1,
-            configs: Vec::new(),
-        };
-        client
-            .create_topics(&[topic], Duration::from_secs(10), false)
-            .await
-            .expect("create");
-        let cfg = ProducerConfig {
-            acks: 1,
-            batch_size: 1 << 20,
-            linger: Duration::from_secs(1),
-            ..ProducerConfig::default()
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
-        let producer = Producer::new(client, cfg, tx).await.expect("producer");
+        let (producer, mut rx) = producer_on_new_topic(
+            &addr,
+            "coop",
+            1,
+            ProducerConfig {
+                acks: 1,
+                batch_size: 1 << 20,
+                linger: Duration::from_secs(1),
+                ..ProducerConfig::default()
+            },
+        )
+        .await;
         let name: Arc<str> = Arc::from("coop");
         let value = vec![1u8; 100];
         let sending = tokio::spawn(async move {
