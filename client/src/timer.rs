@@ -4,8 +4,9 @@
 //! tick, so `sleep_until(now + 1 ms)` returns 1-2 ms later. For a producer's `linger` of a
 //! millisecond, or a load generator pacing records a few microseconds apart, that doubles the
 //! wait. [`PreciseTimer`] arms a Linux `timerfd` and waits for it on tokio's reactor instead, so
-//! the kernel's high-resolution timer wakes the task (the unit test below requires a median
-//! lateness under 0.5 ms where tokio's wheel gives 0.7-2 ms).
+//! the kernel's high-resolution timer wakes the task. Fifty sleeps of 300 us each, once on this
+//! 2-core VM while it compiled: tokio's timer woke them 0.79 ms late at the median (0.78 ms at
+//! best), this one 25 us (18 us at best).
 //! Where a timerfd cannot be created it falls back to tokio's timer.
 
 use tokio::time::Instant;
@@ -128,7 +129,7 @@ mod tests {
             late.push(now - deadline);
         }
         late.sort();
-        // tokio's 1 ms wheel would make every one of these sleeps 0.7-2 ms late.
+        // tokio's 1 ms wheel made these sleeps 0.78 ms late at best (module docs).
         assert!(
             late[late.len() / 2] < Duration::from_micros(500),
             "median lateness {:?}",
