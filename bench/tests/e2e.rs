@@ -69,14 +69,27 @@ fn broker_or_skip() -> Option<Broker> {
         addr,
         _data: data,
     };
+    // Ready means a client connects and gets metadata, as the Python suite's harness checks: a
+    // TCP connect alone once let a test go ahead and then be refused.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(&broker.addr).is_err() {
+    loop {
         if let Ok(Some(status)) = broker.child.try_wait() {
-            panic!("broker exited before listening: {status}");
+            panic!("broker exited before it was ready: {status}");
+        }
+        let ready = TcpStream::connect(&broker.addr).is_ok()
+            && rt
+                .block_on(Client::connect(ClientConfig::new(broker.addr.clone())))
+                .is_ok();
+        if ready {
+            break;
         }
         assert!(
             Instant::now() < deadline,
-            "broker did not listen on {}",
+            "broker on {} was not ready in 20 s",
             broker.addr
         );
         std::thread::sleep(Duration::from_millis(50));
@@ -226,8 +239,6 @@ fn five_second_scenario_is_complete_and_matches_the_broker() {
     assert!(intervals >= 10, "{intervals} intervals in the log");
 }
 
-/// Keyless records fill a batch up to `batch_size` before the sticky partition moves on, and the
-/// record that no longer fits goes to the next partition's batch (not to a batch of its own).
 /// Creates `topic` with `partitions` partitions on the broker at `addr` and a producer for it;
 /// its delivery reports arrive on the returned channel.
 async fn producer_on_new_topic(
@@ -256,6 +267,8 @@ async fn producer_on_new_topic(
     (producer, rx)
 }
 
+/// Keyless records fill a batch up to `batch_size` before the sticky partition moves on, and the
+/// record that no longer fits goes to the next partition's batch (not to a batch of its own).
 #[test]
 fn keyless_batches_fill_up_before_the_sticky_partition_moves() {
     let Some(broker) = broker_or_skip() else {
