@@ -3,7 +3,6 @@
 //!
 //! Skipped, with a message, only when `SHARDLOG_BIN` is not set.
 
-use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -80,11 +79,8 @@ fn broker_or_skip() -> Option<Broker> {
         if let Ok(Some(status)) = broker.child.try_wait() {
             panic!("broker exited before it was ready: {status}");
         }
-        let ready = TcpStream::connect(&broker.addr).is_ok()
-            && rt
-                .block_on(Client::connect(ClientConfig::new(broker.addr.clone())))
-                .is_ok();
-        if ready {
+        let ready = rt.block_on(Client::connect(ClientConfig::new(broker.addr.clone())));
+        if ready.is_ok() {
             break;
         }
         assert!(

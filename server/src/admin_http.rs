@@ -35,10 +35,8 @@ pub fn spawn(shard: Rc<Shard>, addr: SocketAddr, started: Instant) {
     let bound_now = if listening(addr) {
         None
     } else {
-        match bind(addr) {
-            Some(l) => Some(l),
-            None => return,
-        }
+        let Some(l) = bind(addr) else { return };
+        Some(l)
     };
     glommio::spawn_local(async move {
         let listener = match bound_now {
@@ -91,7 +89,7 @@ pub fn spawn(shard: Rc<Shard>, addr: SocketAddr, started: Instant) {
 }
 
 /// The address a listener bound to `addr` answers on (loopback for an unspecified address).
-pub(crate) fn probe_addr(addr: SocketAddr) -> SocketAddr {
+fn probe_addr(addr: SocketAddr) -> SocketAddr {
     if addr.ip().is_unspecified() {
         SocketAddr::from(([127, 0, 0, 1], addr.port()))
     } else {
@@ -99,10 +97,11 @@ pub(crate) fn probe_addr(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// Whether something listens on `addr` now. glommio binds with SO_REUSEPORT, so a second
-/// broker on this host with the same admin_listen would otherwise silently share the port,
-/// and /metrics would answer for either (the Kafka listener is checked the same way).
-fn listening(addr: SocketAddr) -> bool {
+/// Whether something listens on `addr` now (a blocking connect of at most 300 ms). glommio
+/// binds with SO_REUSEPORT, so a second broker on this host with the same address would
+/// otherwise silently share the port: the broker checks its Kafka listener and this admin
+/// listener with it before binding.
+pub(crate) fn listening(addr: SocketAddr) -> bool {
     addr.port() != 0
         && std::net::TcpStream::connect_timeout(&probe_addr(addr), Duration::from_millis(300))
             .is_ok()

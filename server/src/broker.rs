@@ -238,11 +238,8 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
     // incarnation's TIME_WAIT sockets, so probe by connecting. After a kill -9 the dead
     // process's listener can outlive it for a moment (io_uring tears its rings down
     // asynchronously), so wait up to 10 s for the port to become free.
-    let probe = crate::admin_http::probe_addr(cfg.listen_addr());
     let t0 = Instant::now();
-    while probe.port() != 0
-        && std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(300)).is_ok()
-    {
+    while crate::admin_http::listening(cfg.listen_addr()) {
         if t0.elapsed() > Duration::from_secs(10) {
             return Err(BrokerError::Listen {
                 addr: cfg.listen.clone(),
