@@ -113,6 +113,35 @@ if r80:
     p = r80["publish_latency"]["p999_ms"]
     m = f"{rmax['produce']['mb_per_s']:.0f} MB/s" if rmax else "?"
     print(f"| p99.9 publish <= 10 ms at 80% of max (max of the same workload {m}; target {r80['target_records_per_s'] or 0:.0f} rec/s) | {p:.2f} ms | {'yes' if p <= 10 else 'no'} |")
+disk = os.path.join(out, "4-fixed-rate-latency-80pct-disk.jsonl")
+if r80 and os.path.exists(disk) and os.path.getsize(disk) > 0:
+    import subprocess, statistics
+    rows = json.loads(subprocess.run([sys.executable, "tuning/diskwatch.py", "seconds", disk, os.path.join(out, "4-fixed-rate-latency-80pct.json")], check=True, capture_output=True, text=True).stdout)
+    rows = [r for r in rows if r["phase"] == "measure" and "writes" in r]
+    if rows:
+        wms = [r["write_ms_mean"] for r in rows if r["write_ms_mean"] is not None]
+        med = statistics.median(wms) if wms else 0
+        bad = lambda r: r["stall_ms"] >= 50 or (r["write_ms_peak_100ms"] or 0) > 5 * med
+        print("\n## The 80% run, second by second, beside the data disk\n")
+        print("`tuning/diskwatch.py` sampled the data disk's counters every 50 ms during the run. *stall*: the longest")
+        print("stretch overlapping that second in which the device was busy and completed no request at all.")
+        print("*worst 100 ms*: the mean write service time in that second's worst 100 ms. `!`: a stall of 50 ms")
+        print(f"or more, or a worst 100 ms over 5 times the median second's mean write service time ({med:.2f} ms).\n")
+        print("| second | produce MB/s | publish p99.9 | publish max | disk writes | mean write ms | worst 100 ms | flushes | mean flush ms | stall ms | |")
+        print("|---|---|---|---|---|---|---|---|---|---|---|")
+        f = lambda v: "-" if v is None else f"{v:.2f}"
+        for i, r in enumerate(rows, 1):
+            print(f"| {i} | {r['produce_mbps']:.0f} | {r['publish_p999_ms']:.1f} | {r['publish_max_ms']:.1f} | {r['writes']} | {f(r['write_ms_mean'])} | {f(r['write_ms_peak_100ms'])} | {r['flushes']} | {f(r['flush_ms_mean'])} | {r['stall_ms']} | {'!' if bad(r) else ''} |")
+        good = [r["publish_p999_ms"] for r in rows if not bad(r)]
+        nbad = len(rows) - len(good)
+        line = f"\nSeconds marked `!`: {nbad} of {len(rows)}."
+        if good:
+            line += f" Per-second publish p99.9 in the other {len(good)}: {min(good):.1f}-{max(good):.1f} ms, median {statistics.median(good):.1f} ms."
+        print(line)
+        log = os.path.join(out, "broker.log")
+        if os.path.exists(log):
+            n = sum(1 for l in open(log, errors="replace") if "slow disk operation" in l)
+            print(f"The broker logged {n} slow-disk-operation warnings (`slow_disk_op_ms`, default 100 ms) over the whole run.")
 print("\nPlots: `<scenario>-<variant>-spectrum.svg`, `-throughput.svg`, `-latency.svg`; HdrHistogram logs: `.hlog` (µs).")
 PY
 }
@@ -204,7 +233,12 @@ except Exception: print("")' "$OUT/4-fixed-rate-latency-max.json")
 run 4-fixed-rate-latency.toml --variant 50mbps
 if [ -n "$MAX" ]; then
   RATE=$(python3 -c "print('%.1f' % (0.8 * $MAX))")
+  # What the data disk does meanwhile, sampled every 50 ms (see tuning/diskwatch.py).
+  python3 tuning/diskwatch.py record "$DATA" "$OUT/4-fixed-rate-latency-80pct-disk.jsonl" &
+  WATCH_PID=$!
   run 4-fixed-rate-latency.toml --variant 80pct --set "rate_mb_per_s=$RATE"
+  kill "$WATCH_PID" 2>/dev/null || true
+  wait "$WATCH_PID" 2>/dev/null || true
 fi
 run 5-partitions-connections.toml
 

@@ -180,8 +180,7 @@ fn main() -> anyhow::Result<()> {
                 match rt.block_on(run(&v, &opts)) {
                     Ok((result, hdr)) => {
                         let stem = format!("{}-{}", v.scenario, v.name);
-                        let start = result.started_unix_ms;
-                        let result = write_outputs(&args.out, &stem, result, &hdr, start)?;
+                        let result = write_outputs(&args.out, &stem, result, &hdr)?;
                         print!("{}", table(&result));
                         println!("wrote {}", args.out.join(format!("{stem}.json")).display());
                     }

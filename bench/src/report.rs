@@ -70,6 +70,11 @@ pub struct RunResult {
     pub command: String,
     /// Start, ms since the Unix epoch.
     pub started_unix_ms: u64,
+    /// When the timeline's (and the HdrHistogram log's) clock starts, ms since the Unix epoch:
+    /// after topic creation and client set-up, so later than `started_unix_ms`. A point at
+    /// `t_s` covers the `dt_s` before this plus `t_s`.
+    #[serde(default)]
+    pub timeline_start_unix_ms: u64,
     /// The workload as run.
     pub workload: Option<Workload>,
     /// Topics used.

@@ -292,6 +292,7 @@ pub async fn run(
     let mut timeline = Vec::new();
     let mut hdr: IntervalHistograms = Vec::new();
     let t0 = Instant::now();
+    let timeline_start_unix_ms = wall_ns() / 1_000_000;
     let warm_end = t0 + Duration::from_secs_f64(w.warmup_s);
     let measure_end = warm_end + Duration::from_secs_f64(w.duration_s);
     lock(&ctx.rec).set_phase(if w.warmup_s > 0.0 {
@@ -426,6 +427,7 @@ pub async fn run(
         bootstrap: opts.bootstrap.clone(),
         command: opts.command.clone(),
         started_unix_ms,
+        timeline_start_unix_ms,
         workload: Some(w.clone()),
         topics: topics.iter().map(|t| t.to_string()).collect(),
         target_records_per_s: target,
@@ -894,7 +896,6 @@ pub fn write_outputs(
     stem: &str,
     mut result: RunResult,
     hdr: &IntervalHistograms,
-    start_unix_ms: u64,
 ) -> anyhow::Result<RunResult> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut files = Vec::new();
@@ -905,13 +906,15 @@ pub fn write_outputs(
         use hdrhistogram::serialization::V2DeflateSerializer;
         let mut buf = Vec::new();
         let mut ser = V2DeflateSerializer::new();
-        let base = UNIX_EPOCH + Duration::from_millis(start_unix_ms);
+        let start = UNIX_EPOCH + Duration::from_millis(result.started_unix_ms);
+        // Interval timestamps count from the timeline's start.
+        let base = UNIX_EPOCH + Duration::from_millis(result.timeline_start_unix_ms);
         let mut writer = IntervalLogWriterBuilder::new()
             .add_comment(&format!(
                 "shardlog-bench {} / {}: latency in microseconds",
                 result.scenario, result.variant
             ))
-            .with_start_time(base)
+            .with_start_time(start)
             .with_base_time(base)
             .with_max_value_divisor(1000.0)
             .begin_log_with(&mut buf, &mut ser)

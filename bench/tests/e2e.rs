@@ -128,8 +128,7 @@ fn five_second_scenario_is_complete_and_matches_the_broker() {
         command: "e2e test".into(),
     };
     let (result, hdr) = rt.block_on(run(&variants[0], &opts)).expect("run");
-    let start = result.started_unix_ms;
-    write_outputs(out.path(), "e2e-default", result, &hdr, start).expect("write");
+    write_outputs(out.path(), "e2e-default", result, &hdr).expect("write");
 
     // The result file is complete.
     let text = std::fs::read_to_string(out.path().join("e2e-default.json")).expect("json");
@@ -142,6 +141,14 @@ fn five_second_scenario_is_complete_and_matches_the_broker() {
         );
     }
     assert_eq!(r.files.len(), 4, "hlog + 3 plots: {:?}", r.files);
+    // The timeline's clock starts once topics and clients are set up.
+    assert!(
+        r.timeline_start_unix_ms >= r.started_unix_ms
+            && r.timeline_start_unix_ms < r.started_unix_ms + 60_000,
+        "started {} timeline {}",
+        r.started_unix_ms,
+        r.timeline_start_unix_ms
+    );
     assert!(r.errors.is_empty(), "errors: {:?}", r.errors);
     assert_eq!(r.failed_total, 0);
     assert!(

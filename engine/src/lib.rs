@@ -5,6 +5,7 @@
 //! * [`io`]: the single narrow door to the disk, with a glommio O_DIRECT back end and a
 //!   fault-injecting simulator.
 //! * [`index`]: sparse offset and time indexes per segment.
+//! * [`disk_ops`]: timing of the log's writes and fdatasyncs (metrics hook, slow-disk warnings).
 //! * [`log`]: [`PartitionLog`]: append with group commit, reads, retention, recovery.
 //!
 //! See `docs/ARCHITECTURE.md` for the on-disk format and the durability contract.
@@ -12,6 +13,7 @@
 pub mod batch;
 mod cache;
 pub mod config;
+pub mod disk_ops;
 pub mod error;
 pub mod index;
 pub mod io;
@@ -22,6 +24,7 @@ pub type Offset = i64;
 
 pub use batch::{BatchError, BatchInfo, StoredBatch};
 pub use config::{FlushPolicy, LogConfig, TimestampType};
+pub use disk_ops::DiskOp;
 pub use error::LogError;
 pub use io::{GlommioStorage, SimStorage, Storage, StorageFile};
 pub use log::{AppendInfo, Committed, PartitionLog, ReadResult, RecoveryReport, RetentionReport};

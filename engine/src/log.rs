@@ -50,6 +50,7 @@ use event_listener::{Event, EventListener};
 use crate::batch::{self, BatchInfo, StoredBatch, HEADER_BYTES};
 use crate::cache::BatchCache;
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
+use crate::disk_ops::{self, DiskOp};
 use crate::error::LogError;
 use crate::index::SegmentIndex;
 use crate::io::{align_down, align_up, Storage, StorageFile};
@@ -903,7 +904,8 @@ impl<S: Storage> PartitionLog<S> {
             }
         };
         if let Some((buf, len, pos, end_size, end_offset, file)) = taken {
-            if let Err(e) = file.write_at(buf, len, pos).await {
+            let written = file.write_at(buf, len, pos);
+            if let Err(e) = disk_ops::timed(DiskOp::Write, &path, len, written).await {
                 return Err(self.fail(LogError::io("write", &path, e)));
             }
             let mut st = self.inner.borrow_mut();
@@ -932,16 +934,18 @@ impl<S: Storage> PartitionLog<S> {
             if dir_unsynced {
                 // The segment's directory entry (from the roll that created it) and its data
                 // become durable together; both are needed before any of it counts.
-                let (d, f) =
-                    futures_lite::future::zip(self.storage.sync_dir(&self.dir), file.sync_data())
-                        .await;
+                let both =
+                    futures_lite::future::zip(self.storage.sync_dir(&self.dir), file.sync_data());
+                let (d, f) = disk_ops::timed(DiskOp::Fdatasync, &path, 0, both).await;
                 if let Err(e) = d {
                     return Err(self.fail(LogError::io("sync dir", &self.dir, e)));
                 }
                 if let Err(e) = f {
                     return Err(self.fail(LogError::io("fdatasync", &path, e)));
                 }
-            } else if let Err(e) = file.sync_data().await {
+            } else if let Err(e) =
+                disk_ops::timed(DiskOp::Fdatasync, &path, 0, file.sync_data()).await
+            {
                 return Err(self.fail(LogError::io("fdatasync", &path, e)));
             }
             let mut st = self.inner.borrow_mut();
@@ -1033,8 +1037,7 @@ impl<S: Storage> PartitionLog<S> {
         let old_path = self.dir.join(segment_name(old_base, "log"));
         let fail = |e| self.fail(LogError::io("seal", &old_path, e));
         old_file.truncate(size).await.map_err(fail)?;
-        old_file
-            .sync_data()
+        disk_ops::timed(DiskOp::Fdatasync, &old_path, 0, old_file.sync_data())
             .await
             .map_err(|e| self.fail(LogError::io("seal", &old_path, e)))?;
         index.seal_time(last_rel, max_ts);

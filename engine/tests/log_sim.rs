@@ -8,7 +8,7 @@ use common::*;
 use futures_lite::future::block_on;
 use shardlog_engine::batch;
 use shardlog_engine::io::sim::{CrashMode, Faults};
-use shardlog_engine::{FlushPolicy, LogConfig, LogError, SimStorage, TimestampType};
+use shardlog_engine::{DiskOp, FlushPolicy, LogConfig, LogError, SimStorage, TimestampType};
 
 #[test]
 fn append_assigns_contiguous_offsets_and_reads_back() {
@@ -78,6 +78,53 @@ fn invalid_batches_are_refused_and_nothing_is_written() {
     );
     assert_eq!(log.log_end_offset(), 0);
     assert_eq!(log.size_bytes(), 0);
+}
+
+thread_local! {
+    static DISK_OPS: std::cell::RefCell<Vec<(DiskOp, std::time::Duration)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn record_disk_op(op: DiskOp, d: std::time::Duration) {
+    DISK_OPS.with(|v| v.borrow_mut().push((op, d)));
+}
+
+#[test]
+fn writes_and_fdatasyncs_are_timed_for_the_observer() {
+    let disk = SimStorage::default();
+    let log = open(
+        &disk,
+        LogConfig {
+            retention_ms: None,
+            ..LogConfig::default()
+        },
+    );
+    let delay = std::time::Duration::from_millis(30);
+    disk.set_faults(Faults {
+        sync_delay: Some(delay),
+        ..Faults::default()
+    });
+    shardlog_engine::disk_ops::set_observer(Some(record_disk_op));
+    block_on(async {
+        let a = log
+            .append(Bytes::copy_from_slice(&tagged(3, 100, 0, 1)), 0, 0)
+            .await
+            .expect("append");
+        log.wait_committed(a.last_offset).await.expect("commit");
+    });
+    shardlog_engine::disk_ops::set_observer(None);
+    let seen = DISK_OPS.with(|v| v.take());
+    let (writes, syncs) = disk.counters();
+    let count = |op| seen.iter().filter(|(o, _)| *o == op).count() as u64;
+    assert_eq!(count(DiskOp::Write), writes, "{seen:?}");
+    assert_eq!(count(DiskOp::Fdatasync), syncs, "{seen:?}");
+    assert!(syncs >= 1, "{seen:?}");
+    assert!(
+        seen.iter()
+            .filter(|(o, _)| *o == DiskOp::Fdatasync)
+            .all(|(_, d)| *d >= delay),
+        "every fdatasync took the device's {delay:?}: {seen:?}"
+    );
 }
 
 #[test]

@@ -349,6 +349,9 @@ async fn shard_main(
     started: Instant,
 ) -> Result<(), BrokerError> {
     let n = cfg.cores;
+    // This shard's logs time their writes and fdatasyncs into its metrics.
+    shardlog_engine::disk_ops::set_observer(Some(crate::metrics::disk_op));
+    shardlog_engine::disk_ops::set_slow_threshold(Duration::from_millis(cfg.slow_disk_op_ms));
     // Settle glommio's per-thread IOPOLL detection with a real block of data before any log
     // opens a file (see GlommioStorage::prepare); it also refuses a data dir without O_DIRECT.
     shardlog_engine::GlommioStorage::prepare(&cfg.data_dir)

@@ -98,6 +98,10 @@ pub struct BrokerConfig {
     pub segment_delete_chunk_bytes: u64,
     pub segment_delete_interval_ms: u64,
     pub segment_delete_delay_ms: u64,
+    /// A partition log's write or fdatasync slower than this is logged as a warning (at most
+    /// one line per second per shard); 0 logs none. Every one is timed in `/metrics`
+    /// (`shardlog_disk_op_duration_seconds`) either way.
+    pub slow_disk_op_ms: u64,
 
     /// Kafka `group.initial.rebalance.delay.ms` (0 disables; tests use 0).
     pub group_initial_rebalance_delay_ms: u64,
@@ -153,6 +157,7 @@ impl Default for BrokerConfig {
             segment_delete_chunk_bytes: 4 << 20,
             segment_delete_interval_ms: 4,
             segment_delete_delay_ms: 1000,
+            slow_disk_op_ms: 100,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -435,6 +440,7 @@ impl BrokerConfig {
             "segment_delete_delay_ms",
             (self.segment_delete_delay_ms as i64).into(),
         );
+        put("slow_disk_op_ms", (self.slow_disk_op_ms as i64).into());
         put(
             "group_initial_rebalance_delay_ms",
             (self.group_initial_rebalance_delay_ms as i64).into(),

@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use shardlog_engine::DiskOp;
+
 use crate::shard::Shard;
 
 /// Upper bounds (seconds) of the latency histogram buckets; `+Inf` is implicit.
@@ -122,6 +124,7 @@ pub struct ShardMetrics {
     latency: RefCell<BTreeMap<i16, Histogram>>,
     errors: RefCell<BTreeMap<(i16, i16), u64>>,
     stages: [Histogram; Stage::ALL.len()],
+    disk_ops: [Histogram; DiskOp::ALL.len()],
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
     bad_requests: Cell<u64>,
@@ -135,6 +138,7 @@ impl Default for ShardMetrics {
             latency: RefCell::new(BTreeMap::new()),
             errors: RefCell::new(BTreeMap::new()),
             stages: std::array::from_fn(|_| Histogram::default()),
+            disk_ops: std::array::from_fn(|_| Histogram::default()),
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
             bad_requests: Cell::new(0),
@@ -173,6 +177,12 @@ pub fn error(api: i16, code: i16) {
 /// `d` spent in `stage`.
 pub fn stage(stage: Stage, d: Duration) {
     with(|m| m.stages[stage as usize].observe(d));
+}
+
+/// A device operation of a log on this shard took `d` (installed as the engine's observer, see
+/// `shardlog_engine::disk_ops`).
+pub fn disk_op(op: DiskOp, d: Duration) {
+    with(|m| m.disk_ops[op as usize].observe(d));
 }
 
 pub fn connection_accepted() {
@@ -258,6 +268,7 @@ pub struct ShardSnapshot {
     pub latency: Vec<(i16, HistSnapshot)>,
     pub errors: Vec<(i16, i16, u64)>,
     pub stages: Vec<(Stage, HistSnapshot)>,
+    pub disk_ops: Vec<(DiskOp, HistSnapshot)>,
     pub partitions: Vec<PartitionSnapshot>,
 }
 
@@ -315,6 +326,10 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         stages: Stage::ALL
             .iter()
             .map(|&s| (s, m.stages[s as usize].snapshot()))
+            .collect(),
+        disk_ops: DiskOp::ALL
+            .iter()
+            .map(|&op| (op, m.disk_ops[op as usize].snapshot()))
             .collect(),
         partitions,
     })
@@ -504,6 +519,7 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
     let mut latency: BTreeMap<i16, HistSnapshot> = BTreeMap::new();
     let mut errors: BTreeMap<(i16, i16), u64> = BTreeMap::new();
     let mut stages: BTreeMap<Stage, HistSnapshot> = BTreeMap::new();
+    let mut disk_ops: [HistSnapshot; DiskOp::ALL.len()] = Default::default();
     for s in shards {
         for (k, n) in &s.requests {
             *requests.entry(*k).or_insert(0) += n;
@@ -516,6 +532,9 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
         }
         for (st, h) in &s.stages {
             stages.entry(*st).or_default().merge(h);
+        }
+        for (op, h) in &s.disk_ops {
+            disk_ops[*op as usize].merge(h);
         }
     }
     o.header(
@@ -571,6 +590,19 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
     if let Some(h) = stages.get(&Stage::ProduceFsyncWait) {
         o.header("shardlog_fsync_wait_duration_seconds", "histogram", "Time acks=all produce requests waited for their flush (fdatasync under the default policy; group commit shares one fsync between waiters).");
         o.histogram("shardlog_fsync_wait_duration_seconds", &[], h);
+    }
+
+    o.header(
+        "shardlog_disk_op_duration_seconds",
+        "histogram",
+        "Device operations of the partition logs: direct writes of appended data and the fdatasyncs that make them durable (slower than slow_disk_op_ms: also a warning in the log).",
+    );
+    for op in DiskOp::ALL {
+        o.histogram(
+            "shardlog_disk_op_duration_seconds",
+            &[("op", op.name())],
+            &disk_ops[op as usize],
+        );
     }
 
     let mut parts: Vec<&PartitionSnapshot> = shards.iter().flat_map(|s| &s.partitions).collect();
@@ -708,7 +740,8 @@ mod tests {
         let snap = h.snapshot();
         assert_eq!(snap.count(), 3);
         let s = ShardSnapshot {
-            stages: vec![(Stage::ProduceFsyncWait, snap)],
+            stages: vec![(Stage::ProduceFsyncWait, snap.clone())],
+            disk_ops: vec![(DiskOp::Fdatasync, snap)],
             ..Default::default()
         };
         let text = render(&[s], &Extra::default());
@@ -730,6 +763,14 @@ mod tests {
         );
         assert!(
             text.contains("shardlog_fsync_wait_duration_seconds_count 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shardlog_disk_op_duration_seconds_count{op=\"fdatasync\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("shardlog_disk_op_duration_seconds_count{op=\"write\"} 0\n"),
             "{text}"
         );
         assert!(

@@ -270,6 +270,9 @@ def test_metrics_and_health(admin_broker):
     for stage in ("queue", "append", "fsync_wait"):
         assert n(after, stage) > n(before, stage), stage
     assert value(after, "shardlog_fsync_wait_duration_seconds_count") > 0
+    d = lambda s, op: value(s, "shardlog_disk_op_duration_seconds_count", op=op)  # noqa: E731
+    for op in ("write", "fdatasync"):
+        assert d(after, op) > d(before, op), op
     assert value(after, "shardlog_request_duration_seconds_bucket", api="Produce", le="+Inf") == \
         value(after, "shardlog_request_duration_seconds_count", api="Produce")
     assert value(after, "shardlog_connections_accepted_total") > value(before, "shardlog_connections_accepted_total")

@@ -27,6 +27,8 @@ pub struct Faults {
     pub eio_sync_after: Option<u64>,
     /// Total bytes the "disk" holds (file lengths and reservations); past it, ENOSPC.
     pub capacity_bytes: Option<u64>,
+    /// Every fsync blocks the thread this long (a slow device).
+    pub sync_delay: Option<std::time::Duration>,
 }
 
 /// What a crash keeps of the writes that were not yet synced.
@@ -433,6 +435,10 @@ impl StorageFile for SimFile {
 
     async fn sync_data(&self) -> io::Result<()> {
         futures_lite::future::yield_now().await;
+        let delay = self.state.borrow().faults.sync_delay;
+        if let Some(d) = delay {
+            std::thread::sleep(d);
+        }
         let mut st = self.state.borrow_mut();
         if let Some(n) = st.faults.eio_sync_after {
             if st.syncs >= n {
