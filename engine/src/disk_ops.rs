@@ -91,7 +91,7 @@ pub(crate) async fn timed<T>(
                 took_ms = took.as_millis() as u64,
                 threshold_ms = slow.as_millis() as u64,
                 slow_ops_not_logged = not_logged,
-                "slow disk operation: the device took longer than the threshold"
+                "slow disk operation: a write or fdatasync took longer than slow_disk_op_ms (the device, or the queue in front of it)"
             );
         }
     }

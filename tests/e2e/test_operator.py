@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -276,6 +278,19 @@ def test_metrics_and_health(admin_broker):
     assert value(after, "shardlog_request_duration_seconds_bucket", api="Produce", le="+Inf") == \
         value(after, "shardlog_request_duration_seconds_count", api="Produce")
     assert value(after, "shardlog_connections_accepted_total") > value(before, "shardlog_connections_accepted_total")
+
+
+def test_dashboard_queries_only_metrics_the_broker_exports(admin_broker):
+    """Every series docs/grafana-dashboard.json queries is a metric family /metrics declares."""
+    dash = json.loads((Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dash["panels"] for t in p.get("targets", [])]
+    names = {n for e in exprs for n in re.findall(r"\bshardlog_[a-z_]+", e)}
+    assert len(names) > 10, names
+    status, text = http_get(admin_broker.admin_port, "/metrics")
+    assert status == 200
+    declared = set(re.findall(r"^# TYPE (\S+) ", text, re.M))
+    missing = {n for n in names if re.sub(r"_(bucket|sum|count)$", "", n) not in declared}
+    assert not missing, f"queried but not exported: {sorted(missing)}"
 
 
 def test_second_broker_does_not_share_the_admin_port(admin_broker, tmp_path):
