@@ -1,11 +1,23 @@
-//! The batch cache: the most recent batches of one log, as the bytes that were stored.
+//! The batch cache: the most recent batches of one log, as the bytes that were stored, and the
+//! budget that bounds the caches of all logs on a shard together.
 //!
-//! Tailing consumers read here and never touch the disk; it also serves data that is appended
-//! but not yet written. It is a FIFO window `[first_offset, log end)` bounded in bytes: the
-//! oldest batches fall out first, which is exactly the order tailing consumers stop needing
-//! them.
+//! Tailing consumers read here and never touch the disk. Each log's cache is a FIFO window
+//! `[first_offset, log end)` bounded in bytes (`cache_bytes`): the oldest batches fall out
+//! first, which is exactly the order tailing consumers stop needing them.
+//!
+//! A per-log bound alone does not bound memory: a thousand partitions with 16 MiB each may hold
+//! 16 GiB. So the logs of a shard can share a [`CacheBudget`]: when their caches together exceed
+//! it, the oldest batches of the shard are evicted, whichever log holds them (every cached batch
+//! carries a shard-wide sequence number, and a heap of each cache's oldest batch finds the
+//! oldest). Busy partitions therefore keep their recent data and idle ones give theirs up.
+//! Eviction never loses data: a batch leaves the cache only after it was appended to the log, and
+//! readers never need a batch that is not yet written (they read up to the committed end, which
+//! is at most the written end); evicted batches are read from disk.
 
-use std::collections::VecDeque;
+use std::cell::{Cell, RefCell};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::rc::{Rc, Weak};
 
 use crate::batch::StoredBatch;
 
@@ -15,12 +27,17 @@ pub(crate) struct CachedBatch {
     pub base: Offset,
     pub next: Offset,
     pub batch: StoredBatch,
+    /// Order of insertion among all caches of the budget (0 without one).
+    seq: u64,
 }
 
+/// One log's cache.
 pub(crate) struct BatchCache {
     batches: VecDeque<CachedBatch>,
     bytes: usize,
     limit_bytes: usize,
+    /// The shared budget and this cache's id in it.
+    budget: Option<(Rc<CacheBudget>, u64)>,
 }
 
 impl BatchCache {
@@ -29,28 +46,56 @@ impl BatchCache {
             batches: VecDeque::new(),
             bytes: 0,
             limit_bytes,
+            budget: None,
         }
     }
 
     pub fn set_limit(&mut self, limit_bytes: usize) {
         self.limit_bytes = limit_bytes;
-        self.evict();
+        while self.bytes > self.limit_bytes && self.pop_front() {}
     }
 
     pub fn push(&mut self, base: Offset, next: Offset, batch: StoredBatch) {
         debug_assert!(self.batches.back().is_none_or(|b| b.next == base));
-        self.bytes += batch.len();
-        self.batches.push_back(CachedBatch { base, next, batch });
-        self.evict();
-    }
-
-    fn evict(&mut self) {
-        while self.bytes > self.limit_bytes {
-            match self.batches.pop_front() {
-                Some(b) => self.bytes -= b.batch.len(),
-                None => break,
+        let len = batch.len();
+        let seq = self.budget.as_ref().map_or(0, |(b, _)| b.next_seq());
+        self.bytes += len;
+        self.batches.push_back(CachedBatch {
+            base,
+            next,
+            batch,
+            seq,
+        });
+        if let Some((b, id)) = &self.budget {
+            b.used.set(b.used.get() + len);
+            if self.batches.len() == 1 {
+                b.note_front(seq, *id);
             }
         }
+        while self.bytes > self.limit_bytes && self.pop_front() {}
+        if let Some((b, _)) = self.budget.clone() {
+            b.enforce(self);
+        }
+    }
+
+    /// Drops the oldest batch; false when there is none.
+    fn pop_front(&mut self) -> bool {
+        let Some(b) = self.batches.pop_front() else {
+            return false;
+        };
+        let len = b.batch.len();
+        self.bytes -= len;
+        if let Some((budget, id)) = &self.budget {
+            budget.used.set(budget.used.get() - len);
+            if let Some(front) = self.batches.front() {
+                budget.note_front(front.seq, *id);
+            }
+        }
+        true
+    }
+
+    fn front_seq(&self) -> Option<u64> {
+        self.batches.front().map(|b| b.seq)
     }
 
     /// Whether the cache holds the batch containing `offset`.
@@ -86,5 +131,228 @@ impl BatchCache {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+}
+
+impl Drop for BatchCache {
+    fn drop(&mut self) {
+        if let Some((b, id)) = &self.budget {
+            b.used.set(b.used.get() - self.bytes);
+            b.members.borrow_mut().remove(id);
+        }
+    }
+}
+
+/// The byte budget that the caches of several logs (one shard's) share. Not `Send`: it lives on
+/// the shard whose logs use it.
+pub struct CacheBudget {
+    limit_bytes: usize,
+    used: Cell<usize>,
+    next_id: Cell<u64>,
+    next_seq: Cell<u64>,
+    members: RefCell<HashMap<u64, Weak<RefCell<BatchCache>>>>,
+    /// `(seq, cache id)` of each cache's oldest batch, oldest first. Entries go stale when that
+    /// batch leaves by other means (the log's own limit, the log closing); they are skipped when
+    /// they surface and dropped when the heap is rebuilt.
+    fronts: RefCell<BinaryHeap<Reverse<(u64, u64)>>>,
+}
+
+impl CacheBudget {
+    pub fn new(limit_bytes: usize) -> Rc<Self> {
+        Rc::new(Self {
+            limit_bytes,
+            used: Cell::new(0),
+            next_id: Cell::new(0),
+            next_seq: Cell::new(1),
+            members: RefCell::new(HashMap::new()),
+            fronts: RefCell::new(BinaryHeap::new()),
+        })
+    }
+
+    pub fn limit_bytes(&self) -> usize {
+        self.limit_bytes
+    }
+
+    /// Bytes cached by all member logs together.
+    pub fn used_bytes(&self) -> usize {
+        self.used.get()
+    }
+
+    /// Makes `cache` a member; what it holds already counts from now on (renumbered as the
+    /// newest data of the budget) and may be evicted at once if the budget is full.
+    pub(crate) fn join(self: &Rc<Self>, cache: &Rc<RefCell<BatchCache>>) {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.members.borrow_mut().insert(id, Rc::downgrade(cache));
+        let mut c = cache.borrow_mut();
+        if let Some((old, old_id)) = c.budget.take() {
+            old.used.set(old.used.get() - c.bytes);
+            old.members.borrow_mut().remove(&old_id);
+        }
+        for b in c.batches.iter_mut() {
+            b.seq = self.next_seq();
+        }
+        self.used.set(self.used.get() + c.bytes);
+        if let Some(s) = c.front_seq() {
+            self.note_front(s, id);
+        }
+        c.budget = Some((self.clone(), id));
+        self.enforce(&mut c);
+    }
+
+    fn next_seq(&self) -> u64 {
+        let s = self.next_seq.get();
+        self.next_seq.set(s + 1);
+        s
+    }
+
+    fn note_front(&self, seq: u64, id: u64) {
+        self.fronts.borrow_mut().push(Reverse((seq, id)));
+    }
+
+    /// Evicts the oldest batches of the member caches until the budget holds. `me` is the
+    /// calling member (already borrowed by the caller).
+    fn enforce(&self, me: &mut BatchCache) {
+        let my_id = me.budget.as_ref().map(|(_, id)| *id);
+        self.compact(me, my_id);
+        while self.used.get() > self.limit_bytes {
+            let Some(Reverse((seq, id))) = self.fronts.borrow_mut().pop() else {
+                break;
+            };
+            if Some(id) == my_id {
+                if me.front_seq() == Some(seq) {
+                    me.pop_front();
+                }
+                continue;
+            }
+            let member = self.members.borrow().get(&id).and_then(Weak::upgrade);
+            let Some(member) = member else { continue };
+            let Ok(mut c) = member.try_borrow_mut() else {
+                // In use further up this call stack (cannot happen on the paths that push); keep
+                // its entry and leave the excess to the next push.
+                self.note_front(seq, id);
+                break;
+            };
+            if c.front_seq() == Some(seq) {
+                c.pop_front();
+            }
+        }
+    }
+
+    /// Rebuilds the heap from the members' current oldest batches once stale entries make up
+    /// most of it, so it stays within about twice the number of members.
+    fn compact(&self, me: &BatchCache, my_id: Option<u64>) {
+        let members = self.members.borrow();
+        if self.fronts.borrow().len() <= 2 * members.len() + 64 {
+            return;
+        }
+        let mut heap = BinaryHeap::with_capacity(members.len());
+        for (&id, w) in members.iter() {
+            let front = if Some(id) == my_id {
+                me.front_seq()
+            } else {
+                w.upgrade()
+                    .and_then(|c| c.try_borrow().ok().and_then(|c| c.front_seq()))
+            };
+            if let Some(seq) = front {
+                heap.push(Reverse((seq, id)));
+            }
+        }
+        *self.fronts.borrow_mut() = heap;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn batch(len: usize) -> StoredBatch {
+        StoredBatch::whole(Bytes::from(vec![0u8; len]))
+    }
+
+    fn cache(limit: usize, budget: &Rc<CacheBudget>) -> Rc<RefCell<BatchCache>> {
+        let c = Rc::new(RefCell::new(BatchCache::new(limit)));
+        budget.join(&c);
+        c
+    }
+
+    fn offsets(c: &Rc<RefCell<BatchCache>>) -> Vec<Offset> {
+        c.borrow().batches.iter().map(|b| b.base).collect()
+    }
+
+    #[test]
+    fn the_shared_budget_evicts_the_oldest_batches_of_any_log() {
+        let budget = CacheBudget::new(1000);
+        let a = cache(10_000, &budget);
+        let b = cache(10_000, &budget);
+        for i in 0..4 {
+            a.borrow_mut().push(i, i + 1, batch(200));
+        }
+        assert_eq!(budget.used_bytes(), 800);
+        // b's pushes go past the budget: a's oldest batches leave, not b's new ones.
+        b.borrow_mut().push(0, 1, batch(200));
+        b.borrow_mut().push(1, 2, batch(200));
+        assert_eq!(offsets(&a), vec![1, 2, 3]);
+        assert_eq!(offsets(&b), vec![0, 1]);
+        assert_eq!(budget.used_bytes(), 1000);
+        // Interleaved: always the oldest overall.
+        a.borrow_mut().push(4, 5, batch(200));
+        b.borrow_mut().push(2, 3, batch(200));
+        assert_eq!(offsets(&a), vec![3, 4]);
+        assert_eq!(offsets(&b), vec![0, 1, 2]);
+        assert_eq!(budget.used_bytes(), 1000);
+        b.borrow_mut().push(3, 4, batch(200));
+        assert_eq!(offsets(&a), vec![4]);
+    }
+
+    #[test]
+    fn a_log_keeps_its_own_limit_and_a_closed_log_gives_its_bytes_back() {
+        let budget = CacheBudget::new(10_000);
+        let a = cache(500, &budget);
+        let b = cache(10_000, &budget);
+        for i in 0..10 {
+            a.borrow_mut().push(i, i + 1, batch(200));
+        }
+        assert_eq!(offsets(&a), vec![8, 9]);
+        b.borrow_mut().push(0, 1, batch(300));
+        assert_eq!(budget.used_bytes(), 700);
+        drop(a);
+        assert_eq!(budget.used_bytes(), 300);
+        // The closed log's heap entries are skipped.
+        for i in 1..60 {
+            b.borrow_mut().push(i, i + 1, batch(300));
+        }
+        assert_eq!(budget.used_bytes(), 9900);
+        assert_eq!(offsets(&b).len(), 33);
+    }
+
+    #[test]
+    fn the_heap_stays_small_without_pressure() {
+        let budget = CacheBudget::new(usize::MAX);
+        let logs: Vec<_> = (0..10).map(|_| cache(400, &budget)).collect();
+        for i in 0..10_000 {
+            logs[i as usize % 10]
+                .borrow_mut()
+                .push(i / 10, i / 10 + 1, batch(100));
+        }
+        assert_eq!(budget.used_bytes(), 10 * 400);
+        assert!(budget.fronts.borrow().len() <= 2 * 10 + 64 + 1);
+    }
+
+    #[test]
+    fn joining_a_full_budget_evicts_at_once() {
+        let budget = CacheBudget::new(1000);
+        let a = cache(10_000, &budget);
+        for i in 0..5 {
+            a.borrow_mut().push(i, i + 1, batch(200));
+        }
+        let b = Rc::new(RefCell::new(BatchCache::new(10_000)));
+        b.borrow_mut().push(0, 1, batch(400));
+        budget.join(&b);
+        // b's data counts as the newest: a's two oldest batches make room.
+        assert_eq!(offsets(&a), vec![2, 3, 4]);
+        assert_eq!(offsets(&b), vec![0]);
+        assert_eq!(budget.used_bytes(), 1000);
     }
 }

@@ -11,7 +11,7 @@
 //! See `docs/ARCHITECTURE.md` for the on-disk format and the durability contract.
 
 pub mod batch;
-mod cache;
+pub mod cache;
 pub mod config;
 pub mod disk_ops;
 pub mod error;
@@ -23,6 +23,7 @@ pub mod log;
 pub type Offset = i64;
 
 pub use batch::{BatchError, BatchInfo, StoredBatch};
+pub use cache::CacheBudget;
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use disk_ops::DiskOp;
 pub use error::LogError;

@@ -48,7 +48,7 @@ use bytes::{Bytes, BytesMut};
 use event_listener::{Event, EventListener};
 
 use crate::batch::{self, BatchInfo, StoredBatch, HEADER_BYTES};
-use crate::cache::BatchCache;
+use crate::cache::{BatchCache, CacheBudget};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::disk_ops::{self, DiskOp};
 use crate::error::LogError;
@@ -179,7 +179,8 @@ struct Inner<F: StorageFile> {
     log_start: Offset,
     written_end: Offset,
     durable_end: Offset,
-    cache: BatchCache,
+    /// Shared with the [`CacheBudget`] the log joined, if any (which may evict from it).
+    cache: Rc<RefCell<BatchCache>>,
     epochs: Vec<(i32, Offset)>,
     epochs_dirty: bool,
     /// A write of pending data is in flight.
@@ -496,7 +497,7 @@ impl<S: Storage> PartitionLog<S> {
             first_append_ms: None,
         };
         let inner = Inner {
-            cache: BatchCache::new(config.cache_bytes),
+            cache: Rc::new(RefCell::new(BatchCache::new(config.cache_bytes))),
             config,
             sealed,
             active,
@@ -538,7 +539,7 @@ impl<S: Storage> PartitionLog<S> {
     pub fn set_config(&self, config: LogConfig) {
         let mut st = self.inner.borrow_mut();
         let config = config.normalized();
-        st.cache.set_limit(config.cache_bytes);
+        st.cache.borrow_mut().set_limit(config.cache_bytes);
         st.config = config;
         drop(st);
         self.event.notify(usize::MAX);
@@ -571,8 +572,15 @@ impl<S: Storage> PartitionLog<S> {
         st.sealed.values().map(|s| s.size).sum::<u64>() + st.active.size
     }
 
+    /// Makes this log's batch cache share `budget` with the other logs that joined it: together
+    /// they hold at most its limit, the oldest batches of all of them leaving first.
+    pub fn join_cache_budget(&self, budget: &Rc<CacheBudget>) {
+        let cache = self.inner.borrow().cache.clone();
+        budget.join(&cache);
+    }
+
     pub fn cached_bytes(&self) -> usize {
-        self.inner.borrow().cache.bytes()
+        self.inner.borrow().cache.borrow().bytes()
     }
 
     pub fn is_failed(&self) -> bool {
@@ -687,7 +695,9 @@ impl<S: Storage> PartitionLog<S> {
             st.epochs.push((leader_epoch, base_offset));
             st.epochs_dirty = true;
         }
-        st.cache.push(base_offset, info.next_offset(), stored);
+        st.cache
+            .borrow_mut()
+            .push(base_offset, info.next_offset(), stored);
         Ok(AppendInfo {
             base_offset,
             last_offset: info.last_offset(),
@@ -1248,12 +1258,12 @@ impl<S: Storage> PartitionLog<S> {
             if offset >= max_offset {
                 return Ok(out);
             }
-            if st.cache.covers(offset) {
-                out.bytes = st
-                    .cache
-                    .read(offset, max_offset, max_bytes, min_one, &mut out.batches);
+            let cache = st.cache.borrow();
+            if cache.covers(offset) {
+                out.bytes = cache.read(offset, max_offset, max_bytes, min_one, &mut out.batches);
                 return Ok(out);
             }
+            drop(cache);
             if offset >= st.active.base {
                 let a = &st.active;
                 let pos = a.index.position_for(a.base, offset);

@@ -128,6 +128,53 @@ fn writes_and_fdatasyncs_are_timed_for_the_observer() {
 }
 
 #[test]
+fn logs_sharing_a_cache_budget_stay_within_it_and_read_evicted_data_from_disk() {
+    let disk = SimStorage::default();
+    let open_at = |d: &str| {
+        let (log, _) = block_on(shardlog_engine::PartitionLog::open(
+            disk.clone(),
+            std::path::PathBuf::from(d),
+            LogConfig {
+                cache_bytes: 1 << 20,
+                retention_ms: None,
+                ..small_config()
+            },
+        ))
+        .expect("open");
+        log
+    };
+    let (a, b) = (open_at("/data/a-0"), open_at("/data/b-0"));
+    let budget = shardlog_engine::CacheBudget::new(8 * 1024);
+    a.join_cache_budget(&budget);
+    b.join_cache_budget(&budget);
+    let append = |log: &shardlog_engine::PartitionLog<SimStorage>, tag: u8| {
+        block_on(async {
+            let r = log
+                .append(Bytes::copy_from_slice(&tagged(2, 300, 0, tag)), 0, 0)
+                .await
+                .expect("append");
+            log.wait_committed(r.last_offset).await.expect("commit");
+        })
+    };
+    for i in 0..20 {
+        append(&a, i);
+    }
+    let a_before = read_all(&a);
+    assert!(a.cached_bytes() > 4096, "a alone fills the budget");
+    for i in 0..20 {
+        append(&b, 100 + i);
+        assert!(budget.used_bytes() <= 8 * 1024, "{}", budget.used_bytes());
+        assert_eq!(budget.used_bytes(), a.cached_bytes() + b.cached_bytes());
+    }
+    // b's newer batches pushed a's older ones out; a still reads everything, from disk.
+    assert!(a.cached_bytes() < 1024, "{}", a.cached_bytes());
+    assert_eq!(read_all(&a), a_before);
+    assert_eq!(read_all(&b).len(), 20);
+    drop(a);
+    assert_eq!(budget.used_bytes(), b.cached_bytes());
+}
+
+#[test]
 fn group_commit_shares_fsyncs() {
     let disk = SimStorage::default();
     let log = open(

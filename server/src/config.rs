@@ -88,6 +88,10 @@ pub struct BrokerConfig {
     pub shutdown_grace_ms: u64,
     /// Batch cache per partition log.
     pub log_cache_bytes: usize,
+    /// Batch caches of all partition logs together, broker-wide (split evenly over shards):
+    /// past it the oldest cached batches of the shard are evicted, whichever partition holds
+    /// them. Bounds memory however many partitions there are.
+    pub log_cache_total_bytes: usize,
     /// Space preallocated ahead of the write position per segment.
     pub log_preallocate_bytes: u64,
     /// Reuse the file of a segment retention deletes as the next segment (one per partition).
@@ -152,6 +156,7 @@ impl Default for BrokerConfig {
             io_memory_bytes: 32 << 20,
             shutdown_grace_ms: 10_000,
             log_cache_bytes: 16 << 20,
+            log_cache_total_bytes: 1 << 30,
             log_preallocate_bytes: 32 << 20,
             log_recycle_segments: true,
             segment_delete_chunk_bytes: 4 << 20,
@@ -423,6 +428,10 @@ impl BrokerConfig {
         put("io_memory_bytes", (self.io_memory_bytes as i64).into());
         put("shutdown_grace_ms", (self.shutdown_grace_ms as i64).into());
         put("log_cache_bytes", (self.log_cache_bytes as i64).into());
+        put(
+            "log_cache_total_bytes",
+            (self.log_cache_total_bytes as i64).into(),
+        );
         put(
             "log_preallocate_bytes",
             (self.log_preallocate_bytes as i64).into(),

@@ -605,6 +605,7 @@ pub async fn load(shard: &Rc<Shard>) {
             dir.join(format!("{index}.producers.json")),
             config.clone(),
             0,
+            &shard.cache_budget,
         )
         .await;
         let part = match opened {

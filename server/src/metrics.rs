@@ -269,6 +269,9 @@ pub struct ShardSnapshot {
     pub errors: Vec<(i16, i16, u64)>,
     pub stages: Vec<(Stage, HistSnapshot)>,
     pub disk_ops: Vec<(DiskOp, HistSnapshot)>,
+    /// The shard's batch caches together (every log, `__consumer_offsets` too) and their limit.
+    pub cache_used_bytes: u64,
+    pub cache_limit_bytes: u64,
     pub partitions: Vec<PartitionSnapshot>,
 }
 
@@ -331,6 +334,8 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
             .iter()
             .map(|&op| (op, m.disk_ops[op as usize].snapshot()))
             .collect(),
+        cache_used_bytes: shard.cache_budget.used_bytes() as u64,
+        cache_limit_bytes: shard.cache_budget.limit_bytes() as u64,
         partitions,
     })
 }
@@ -688,14 +693,25 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
     o.header(
         "shardlog_batch_cache_bytes",
         "gauge",
-        "Bytes in the batch caches of all partitions, per shard.",
+        "Bytes in the batch caches of all partition logs (internal ones too), per shard.",
     );
     for s in shards {
-        let b: u64 = s.partitions.iter().map(|p| p.cache_bytes).sum();
         o.sample(
             "shardlog_batch_cache_bytes",
             &[("shard", &s.shard.to_string())],
-            b,
+            s.cache_used_bytes,
+        );
+    }
+    o.header(
+        "shardlog_batch_cache_limit_bytes",
+        "gauge",
+        "The shard's share of log_cache_total_bytes: its batch caches together hold at most this.",
+    );
+    for s in shards {
+        o.sample(
+            "shardlog_batch_cache_limit_bytes",
+            &[("shard", &s.shard.to_string())],
+            s.cache_limit_bytes,
         );
     }
     o.header(

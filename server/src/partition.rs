@@ -18,7 +18,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use shardlog_engine::{batch, GlommioStorage, LogConfig, LogError, PartitionLog};
+use shardlog_engine::{batch, CacheBudget, GlommioStorage, LogConfig, LogError, PartitionLog};
 
 use crate::errors;
 use crate::metrics::{self, PartitionStats, Stage};
@@ -69,8 +69,10 @@ impl Partition {
         snapshot_path: PathBuf,
         config: LogConfig,
         leader_epoch: i32,
+        cache_budget: &Rc<CacheBudget>,
     ) -> Result<Rc<Self>, LogError> {
         let (log, report) = Log::open(GlommioStorage, dir.clone(), config).await?;
+        log.join_cache_budget(cache_budget);
         tracing::info!(
             topic,
             partition = index,

@@ -259,6 +259,8 @@ pub struct Shard {
     /// size of each request it has read until the request is answered.
     pub request_memory: Rc<Semaphore>,
     pub request_memory_limit: u64,
+    /// This shard's share of `log_cache_total_bytes`, joined by every log it opens.
+    pub cache_budget: Rc<shardlog_engine::CacheBudget>,
     /// This shard's group coordinator and its internal log (see `groups.rs`).
     pub groups: crate::groups::Groups,
 }
@@ -295,6 +297,9 @@ impl Shard {
             connections: Cell::new(0),
             request_memory: Rc::new(Semaphore::new(request_memory_limit)),
             request_memory_limit,
+            cache_budget: shardlog_engine::CacheBudget::new(
+                cfg.log_cache_total_bytes.div_ceil(shards.max(1)),
+            ),
             groups: crate::groups::Groups::new(&cfg, id),
             cfg,
         })
@@ -727,6 +732,7 @@ impl Shard {
                 dir.join(format!("{i}.producers.json")),
                 config.clone(),
                 pm.leader_epoch,
+                &self.cache_budget,
             )
             .await;
             match opened {

@@ -293,6 +293,45 @@ def test_dashboard_queries_only_metrics_the_broker_exports(admin_broker):
     assert not missing, f"queried but not exported: {sorted(missing)}"
 
 
+def test_batch_caches_stay_within_the_total_budget(tmp_path):
+    """Forty partitions, each allowed the default 16 MiB of batch cache, share
+    log_cache_total_bytes (4 MiB over two shards): the caches stay within each shard's share
+    while 20 MB go in, and what was evicted is read back complete from disk."""
+    from conftest import Broker
+    from util import consume_all, create_topic, flush, producer
+    admin_port = free_port()
+    b = Broker(tmp_path, name="budget", cores=2,
+               extra_args=["--admin-listen", f"127.0.0.1:{admin_port}"],
+               env={"SHARDLOG_LOG_CACHE_TOTAL_BYTES": str(4 << 20)})
+    b.start()
+    try:
+        t = unique_topic("op-budget")
+        create_topic(b.bootstrap, t, partitions=40)
+        p, errors = producer(b.bootstrap, acks="all")
+        n = 20_000
+        peak = {}
+        for i in range(n):
+            p.produce(t, key=str(i).encode(), value=(f"{i:08d}" * 128).encode())
+            if i % 2000 == 1999:
+                flush(p)
+                m = scrape(admin_port)
+                for (name, labels), v in m.items():
+                    if name == "shardlog_batch_cache_bytes":
+                        peak[labels] = max(peak.get(labels, 0), v)
+                        limit = value(m, "shardlog_batch_cache_limit_bytes", **dict(labels))
+                        assert limit == 2 << 20, labels
+                        assert v <= limit, (labels, v, limit)
+        flush(p)
+        assert not errors.errors, errors.errors
+        assert len(peak) == 2 and all(v > 1 << 20 for v in peak.values()), peak
+        got = consume_all(b.bootstrap, t, timeout=120)
+        assert len(got) == n
+        assert sorted(int(m.key) for m in got) == list(range(n))
+        assert all(m.value == (f"{int(m.key):08d}" * 128).encode() for m in got)
+    finally:
+        b.teardown()
+
+
 def test_second_broker_does_not_share_the_admin_port(admin_broker, tmp_path):
     """A second broker given the same admin_listen logs that it cannot have it and serves Kafka
     anyway; /metrics keeps answering for the first broker only."""
