@@ -88,7 +88,8 @@ Margins (the verdict; measured values are reported regardless):
   * bench errors and failed records 0; polite failures 0; unexpected outcomes of the
     deterministic malformed kinds 0;
   * broker RSS peak <= the bound printed at the start (derived from the config and the mix:
-    RSS at start + cores x io_memory_bytes + partitions x log_cache_bytes + connections x
+    RSS at start + cores x io_memory_bytes + min(partitions x log_cache_bytes,
+    log_cache_total_bytes) + connections x
     128 KiB + max_request_memory_bytes (buffered request bytes) + for each non-reading
     pipelined client max_inflight_requests x its response size + 64 MiB allocator slack);
   * after the soak the connection gauge is back to the clean level within 15 s;
@@ -181,6 +182,7 @@ CONFIG_DEFAULTS = {
     "request_read_timeout_ms": 30_000,
     "io_memory_bytes": 32 * MiB,
     "log_cache_bytes": 16 * MiB,
+    "log_cache_total_bytes": 1024 * MiB,
     "shutdown_grace_ms": 10_000,
 }
 
@@ -1273,7 +1275,8 @@ def main() -> int:
         terms = {
             "rss_at_start": rss_start_kib * KiB,
             "io_memory (cores x io_memory_bytes)": args.cores * lim["io_memory_bytes"],
-            "batch caches (partitions x log_cache_bytes)": topics_partitions * lim["log_cache_bytes"],
+            "batch caches (min(partitions x log_cache_bytes, log_cache_total_bytes))":
+            min(topics_partitions * lim["log_cache_bytes"], lim["log_cache_total_bytes"]),
             "connections x 128 KiB": args.connections * 128 * KiB,
             "buffered request bytes (max_request_memory_bytes)": lim["max_request_memory_bytes"],
             "fetch_flood x max_inflight x 1 MiB": mix.get("fetch_flood", 0)
