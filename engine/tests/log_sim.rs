@@ -92,26 +92,14 @@ fn record_disk_op(op: DiskOp, d: std::time::Duration) {
 #[test]
 fn writes_and_fdatasyncs_are_timed_for_the_observer() {
     let disk = SimStorage::default();
-    let log = open(
-        &disk,
-        LogConfig {
-            retention_ms: None,
-            ..LogConfig::default()
-        },
-    );
+    let log = open(&disk, keep_all_config());
     let delay = std::time::Duration::from_millis(30);
     disk.set_faults(Faults {
         sync_delay: Some(delay),
         ..Faults::default()
     });
     shardlog_engine::disk_ops::set_observer(Some(record_disk_op));
-    block_on(async {
-        let a = log
-            .append(Bytes::copy_from_slice(&tagged(3, 100, 0, 1)), 0, 0)
-            .await
-            .expect("append");
-        log.wait_committed(a.last_offset).await.expect("commit");
-    });
+    append_committed(&log, &tagged(3, 100, 0, 1));
     shardlog_engine::disk_ops::set_observer(None);
     let seen = DISK_OPS.with(|v| v.take());
     let (writes, syncs) = disk.counters();
@@ -136,7 +124,6 @@ fn logs_sharing_a_cache_budget_stay_within_it_and_read_evicted_data_from_disk() 
             std::path::PathBuf::from(d),
             LogConfig {
                 cache_bytes: 1 << 20,
-                retention_ms: None,
                 ..small_config()
             },
         ))
@@ -147,22 +134,13 @@ fn logs_sharing_a_cache_budget_stay_within_it_and_read_evicted_data_from_disk() 
     let budget = shardlog_engine::CacheBudget::new(8 * 1024);
     a.join_cache_budget(&budget);
     b.join_cache_budget(&budget);
-    let append = |log: &shardlog_engine::PartitionLog<SimStorage>, tag: u8| {
-        block_on(async {
-            let r = log
-                .append(Bytes::copy_from_slice(&tagged(2, 300, 0, tag)), 0, 0)
-                .await
-                .expect("append");
-            log.wait_committed(r.last_offset).await.expect("commit");
-        })
-    };
     for i in 0..20 {
-        append(&a, i);
+        append_committed(&a, &tagged(2, 300, 0, i));
     }
     let a_before = read_all(&a);
     assert!(a.cached_bytes() > 4096, "a alone fills the budget");
     for i in 0..20 {
-        append(&b, 100 + i);
+        append_committed(&b, &tagged(2, 300, 0, 100 + i));
         assert!(budget.used_bytes() <= 8 * 1024, "{}", budget.used_bytes());
         assert_eq!(budget.used_bytes(), a.cached_bytes() + b.cached_bytes());
     }
@@ -177,13 +155,7 @@ fn logs_sharing_a_cache_budget_stay_within_it_and_read_evicted_data_from_disk() 
 #[test]
 fn group_commit_shares_fsyncs() {
     let disk = SimStorage::default();
-    let log = open(
-        &disk,
-        LogConfig {
-            retention_ms: None,
-            ..LogConfig::default()
-        },
-    );
+    let log = open(&disk, keep_all_config());
     disk.set_faults(Faults::default());
     let tasks: Vec<_> = (0..64)
         .map(|i| {

@@ -20,6 +20,26 @@ pub fn small_config() -> LogConfig {
     }
 }
 
+/// The defaults without time retention (tests write batches with timestamp 0).
+pub fn keep_all_config() -> LogConfig {
+    LogConfig {
+        retention_ms: None,
+        ..LogConfig::default()
+    }
+}
+
+/// Appends `batch` and waits until it is committed; its last offset.
+pub fn append_committed(log: &PartitionLog<SimStorage>, batch: &[u8]) -> i64 {
+    futures_lite::future::block_on(async {
+        let a = log
+            .append(bytes::Bytes::copy_from_slice(batch), 0, 0)
+            .await
+            .expect("append");
+        log.wait_committed(a.last_offset).await.expect("commit");
+        a.last_offset
+    })
+}
+
 pub fn open(storage: &SimStorage, config: LogConfig) -> PartitionLog<SimStorage> {
     let (log, _) =
         futures_lite::future::block_on(PartitionLog::open(storage.clone(), dir(), config))
