@@ -3,7 +3,7 @@
 //!
 //! A produce request's latency includes these operations, but from the request alone an
 //! operator cannot tell a busy broker from a device that stopped answering. (On the development
-//! VM the virtual disk sometimes completed no write at all for 200 ms while requests were in
+//! VM the virtual disk once completed no request at all for 100 ms while requests were in
 //! flight; see docs/ARCHITECTURE.md.) So each operation's duration goes to an observer the
 //! embedding program installs (the broker feeds its `/metrics` histogram), and one slower than
 //! the threshold is logged as a warning naming the file, at most one line per second per

@@ -62,8 +62,8 @@ const EPOCHS_FILE: &str = "leader-epochs";
 const MARKER_MAGIC: &[u8; 4] = b"SLCM";
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 /// The smallest write buffer of an active segment. Buffers grow to the batches a partition
-/// gets and keep that size; a floor of 1 MiB made every partition hold 1 MiB however small its
-/// batches (the 1000-partition benchmark: about 1 GiB per 1000 partitions).
+/// gets and keep that size; a floor of 1 MiB allocated 1 MiB for every partition however small
+/// its batches.
 const MIN_WRITE_BUF_BYTES: usize = 64 << 10;
 const MIN_READ_BYTES: usize = 64 << 10;
 /// The first space reservation of a segment; later ones double up to `preallocate_bytes`.
