@@ -340,6 +340,101 @@ mod tests {
         assert!(budget.fronts.borrow().len() <= 2 * 10 + 64 + 1);
     }
 
+    #[derive(Clone, Debug)]
+    enum Op {
+        Push { log: usize, len: usize },
+        SetLimit { log: usize, limit: usize },
+        Close { log: usize },
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => (0..4usize, 1..600usize).prop_map(|(log, len)| Op::Push { log, len }),
+            1 => (0..4usize, 0..3000usize).prop_map(|(log, limit)| Op::SetLimit { log, limit }),
+            1 => (0..4usize).prop_map(|log| Op::Close { log }),
+        ]
+    }
+
+    /// The reference: per log a FIFO of (base, len, seq) under its own limit; then, while the
+    /// total is over the budget, the batch with the smallest seq of any log leaves.
+    #[derive(Default)]
+    struct Model {
+        logs: Vec<Option<(VecDeque<(Offset, usize, u64)>, usize)>>,
+        seq: u64,
+    }
+
+    impl Model {
+        fn total(&self) -> usize {
+            self.logs
+                .iter()
+                .flatten()
+                .map(|(q, _)| q.iter().map(|b| b.1).sum::<usize>())
+                .sum()
+        }
+
+        fn trim(q: &mut VecDeque<(Offset, usize, u64)>, limit: usize) {
+            while q.iter().map(|b| b.1).sum::<usize>() > limit {
+                q.pop_front();
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_budget_agrees_with_a_global_fifo_model(
+            budget_bytes in 0..4000usize,
+            ops in proptest::collection::vec(op(), 1..200),
+        ) {
+            let budget = CacheBudget::new(budget_bytes);
+            let mut caches: Vec<Option<Rc<RefCell<BatchCache>>>> =
+                (0..4).map(|_| Some(cache(1500, &budget))).collect();
+            let mut next_base: Vec<Offset> = vec![0; 4];
+            let mut m = Model { logs: (0..4).map(|_| Some((VecDeque::new(), 1500))).collect(), seq: 0 };
+            for op in ops {
+                match op {
+                    Op::Push { log, len } => {
+                        let (Some(c), Some((q, limit))) = (&caches[log], &mut m.logs[log]) else { continue };
+                        let base = next_base[log];
+                        next_base[log] += 1;
+                        c.borrow_mut().push(base, base + 1, batch(len));
+                        m.seq += 1;
+                        q.push_back((base, len, m.seq));
+                        let limit = *limit;
+                        Model::trim(q, limit);
+                        while m.total() > budget_bytes {
+                            let oldest = m.logs.iter().enumerate()
+                                .filter_map(|(i, l)| l.as_ref().and_then(|(q, _)| q.front()).map(|b| (b.2, i)))
+                                .min();
+                            let Some((_, i)) = oldest else { break };
+                            if let Some((q, _)) = &mut m.logs[i] {
+                                q.pop_front();
+                            }
+                        }
+                    }
+                    Op::SetLimit { log, limit } => {
+                        let (Some(c), Some((q, l))) = (&caches[log], &mut m.logs[log]) else { continue };
+                        c.borrow_mut().set_limit(limit);
+                        *l = limit;
+                        Model::trim(q, limit);
+                    }
+                    Op::Close { log } => {
+                        caches[log] = None;
+                        m.logs[log] = None;
+                    }
+                }
+                for (c, l) in caches.iter().zip(&m.logs) {
+                    if let (Some(c), Some((q, _))) = (c, l) {
+                        let want: Vec<Offset> = q.iter().map(|b| b.0).collect();
+                        proptest::prop_assert_eq!(offsets(c), want);
+                    }
+                }
+                proptest::prop_assert_eq!(budget.used_bytes(), m.total());
+                proptest::prop_assert!(budget.used_bytes() <= budget_bytes);
+            }
+        }
+    }
+
     #[test]
     fn joining_a_full_budget_evicts_at_once() {
         let budget = CacheBudget::new(1000);
