@@ -358,9 +358,12 @@ mod tests {
 
     /// The reference: per log a FIFO of (base, len, seq) under its own limit; then, while the
     /// total is over the budget, the batch with the smallest seq of any log leaves.
+    /// A log in the model: its batches (base, len, seq) and its own limit.
+    type ModelLog = (VecDeque<(Offset, usize, u64)>, usize);
+
     #[derive(Default)]
     struct Model {
-        logs: Vec<Option<(VecDeque<(Offset, usize, u64)>, usize)>>,
+        logs: Vec<Option<ModelLog>>,
         seq: u64,
     }
 
