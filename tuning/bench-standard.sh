@@ -6,7 +6,9 @@
 #   4. bench/scenarios/1..5; scenario 4 first measures its own workload's max (closed loop, with
 #      its consumer), then runs "50mbps" and "80pct" at 0.8 x that max
 # Writes bench/results/YYYY-MM-DD/: iperf3.json, fio.json, one JSON + .hlog + 3 SVGs per
-# scenario variant, broker.log and README.md (table with ratios to the limits).
+# scenario variant, the data disk's counters during the 80% run (4-fixed-rate-latency-80pct-
+# disk.jsonl, tuning/diskwatch.py), broker.log and README.md (table with ratios to the limits,
+# and the 80% run second by second beside the disk).
 #
 #   bash tuning/bench-standard.sh [DATA_DIR]
 #

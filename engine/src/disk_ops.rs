@@ -76,10 +76,9 @@ pub(crate) async fn timed<T>(
     }
     let slow = SLOW.with(Cell::get);
     if !slow.is_zero() && took > slow {
-        let now = Instant::now();
         let decision = LIMITER.with(|l| {
             let mut lim = l.get();
-            let d = lim.on_slow(now);
+            let d = lim.on_slow(start + took);
             l.set(lim);
             d
         });

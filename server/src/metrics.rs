@@ -405,6 +405,20 @@ impl Out {
         let _ = writeln!(self.0, " {value}");
     }
 
+    /// A gauge family with one sample per shard (label `shard`).
+    fn per_shard(
+        &mut self,
+        shards: &[ShardSnapshot],
+        name: &str,
+        help: &str,
+        get: fn(&ShardSnapshot) -> u64,
+    ) {
+        self.header(name, "gauge", help);
+        for s in shards {
+            self.sample(name, &[("shard", &s.shard.to_string())], get(s));
+        }
+    }
+
     fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &HistSnapshot) {
         let mut cum = 0u64;
         let bucket = format!("{name}_bucket");
@@ -455,18 +469,12 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
     );
     o.sample("shardlog_uptime_seconds", &[], extra.uptime.as_secs_f64());
 
-    o.header(
+    o.per_shard(
+        shards,
         "shardlog_connections",
-        "gauge",
         "Open client connections per shard.",
+        |s| s.connections,
     );
-    for s in shards {
-        o.sample(
-            "shardlog_connections",
-            &[("shard", &s.shard.to_string())],
-            s.connections,
-        );
-    }
     o.header(
         "shardlog_connections_accepted_total",
         "counter",
@@ -682,38 +690,24 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
             o.sample(name, &[("topic", &p.topic), ("partition", &part)], get(p));
         }
     }
-    o.header("shardlog_partitions", "gauge", "Partitions open per shard.");
-    for s in shards {
-        o.sample(
-            "shardlog_partitions",
-            &[("shard", &s.shard.to_string())],
-            s.partitions.len(),
-        );
-    }
-    o.header(
+    o.per_shard(
+        shards,
+        "shardlog_partitions",
+        "Partitions open per shard.",
+        |s| s.partitions.len() as u64,
+    );
+    o.per_shard(
+        shards,
         "shardlog_batch_cache_bytes",
-        "gauge",
         "Bytes in the batch caches of all partition logs (internal ones too), per shard.",
+        |s| s.cache_used_bytes,
     );
-    for s in shards {
-        o.sample(
-            "shardlog_batch_cache_bytes",
-            &[("shard", &s.shard.to_string())],
-            s.cache_used_bytes,
-        );
-    }
-    o.header(
+    o.per_shard(
+        shards,
         "shardlog_batch_cache_limit_bytes",
-        "gauge",
         "The shard's share of log_cache_total_bytes: its batch caches together hold at most this.",
+        |s| s.cache_limit_bytes,
     );
-    for s in shards {
-        o.sample(
-            "shardlog_batch_cache_limit_bytes",
-            &[("shard", &s.shard.to_string())],
-            s.cache_limit_bytes,
-        );
-    }
     o.header(
         "shardlog_under_replicated_partitions",
         "gauge",
