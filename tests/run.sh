@@ -5,7 +5,8 @@
 #   bash tests/run.sh
 #
 # Works on a fresh Debian machine (Rust toolchain + python3.11 present, root):
-# installs kcat with apt-get and the Python clients into ./.venv when missing.
+# installs kcat (and node/npm when absent) with apt-get, the Python clients into ./.venv and
+# the JavaScript client (kafkajs) into tests/e2e/js/node_modules when missing or stale.
 # Environment knobs:
 #   SKIP_LINT=1        skip cargo fmt / clippy
 #   PYTEST_ARGS="..."  extra arguments for pytest (e.g. "-k kcat -x")
@@ -42,9 +43,11 @@ export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 export DEBIAN_FRONTEND=noninteractive
 
 # --- system packages ---------------------------------------------------------
-stage "system packages (kcat)"
+stage "system packages (kcat, node)"
 need_apt=()
 command -v kcat >/dev/null 2>&1 || need_apt+=(kcat)
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 PY=""
 for cand in python3.11 python3; do
     if command -v "$cand" >/dev/null 2>&1; then PY=$(command -v "$cand"); break; fi
@@ -64,6 +67,7 @@ fi
 run kcat -V >/dev/null
 echo "kcat: $(kcat -V 2>&1 | grep -o 'librdkafka [0-9.]*' | head -1)"
 echo "python: $PY ($("$PY" --version 2>&1))"
+echo "node: $(node --version 2>&1), npm $(npm --version 2>&1)"
 
 # --- Python virtualenv ---------------------------------------------------------
 stage "python venv (.venv)"
@@ -80,8 +84,22 @@ if [ "$(cat "$VENV/.requirements.sha256" 2>/dev/null)" != "$REQ_SUM" ]; then
 else
     echo "requirements unchanged; skipping pip install"
 fi
-run "$VENV/bin/python" -c 'import confluent_kafka, kafka, pytest, snappy, lz4, zstandard
-print("confluent-kafka", confluent_kafka.version(), "librdkafka", confluent_kafka.libversion()[0], "| kafka-python", kafka.__version__)'
+run "$VENV/bin/python" -c 'import confluent_kafka, kafka, aiokafka, pytest, snappy, lz4, zstandard
+print("confluent-kafka", confluent_kafka.version(), "librdkafka", confluent_kafka.libversion()[0], "| kafka-python", kafka.__version__, "| aiokafka", aiokafka.__version__)'
+
+# --- JavaScript client (kafkajs) -------------------------------------------------
+# The pinned kafkajs of tests/e2e/js/package-lock.json, installed with `npm ci` when
+# node_modules is missing or was installed from another lock file.
+stage "node packages (tests/e2e/js: kafkajs)"
+JS_DIR="$REPO/tests/e2e/js"
+JS_SUM=$( (sha256sum "$JS_DIR/package-lock.json"; node --version 2>&1) | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$JS_DIR/node_modules/.lock.sha256" 2>/dev/null)" != "$JS_SUM" ]; then
+    run npm --prefix "$JS_DIR" ci --no-audit --no-fund --loglevel=error
+    echo "$JS_SUM" >"$JS_DIR/node_modules/.lock.sha256"
+else
+    echo "package-lock.json unchanged; skipping npm ci"
+fi
+run node -e 'console.log("kafkajs", require(process.argv[1] + "/node_modules/kafkajs/package.json").version)' "$JS_DIR"
 
 # --- Rust: lint, unit/property/crash tests ------------------------------------
 # One release build: `cargo test --release` also builds the `shardlog` and `shardlog-bench`
