@@ -229,6 +229,26 @@ impl Client {
 
     /// Refreshes the broker list and the metadata of `topics` (none: brokers only).
     pub async fn refresh_metadata(&self, topics: &[String]) -> Result<Vec<TopicMeta>> {
+        self.metadata_request(topics, false).await
+    }
+
+    /// Metadata of a topic, asking the cluster to create it if it does not exist (it does so
+    /// when its `auto.create.topics.enable` is on, as for Kafka's console producer); error
+    /// when the topic still does not exist.
+    pub async fn topic_meta_auto_create(&self, name: &str) -> Result<TopicMeta> {
+        let got = self.metadata_request(&[name.to_string()], true).await?;
+        match got.into_iter().find(|t| t.name == name) {
+            Some(t) if t.error_code == 0 => Ok(t),
+            Some(t) => Err(ClientError::kafka(t.error_code, format!("metadata {name}"))),
+            None => Err(ClientError::UnknownTopicOrPartition(name.to_string())),
+        }
+    }
+
+    async fn metadata_request(
+        &self,
+        topics: &[String],
+        allow_auto_topic_creation: bool,
+    ) -> Result<Vec<TopicMeta>> {
         let conn = self.bootstrap_conn().await?;
         let mut req = MetadataRequest::default();
         req.topics = Some(
@@ -241,7 +261,7 @@ impl Client {
                 })
                 .collect(),
         );
-        req.allow_auto_topic_creation = false;
+        req.allow_auto_topic_creation = allow_auto_topic_creation;
         let resp = conn.request(&req).await?;
         let mut out = Vec::new();
         let mut st = lock(&self.state);

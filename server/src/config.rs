@@ -269,6 +269,10 @@ impl BrokerConfig {
         let known = cfg.as_table();
         for (var, value) in env {
             if let Some(key) = var.strip_prefix("SHARDLOG_") {
+                if crate::cli::profile::CLI_ENV_VARS.contains(&var.as_str()) {
+                    // The operator CLI's own variables (SHARDLOG_BROKERS, ...).
+                    continue;
+                }
                 let key = key.to_ascii_lowercase();
                 if !known.contains_key(&key) && key != "advertised" {
                     // The environment is shared with other tools (`SHARDLOG_BIN` in test

@@ -16,6 +16,8 @@ use super::{CliError, CliResult};
 
 /// `ConfigResource.Type.TOPIC`.
 pub const RESOURCE_TOPIC: i8 = 2;
+/// Kafka's GROUP_ID_NOT_FOUND.
+pub const GROUP_ID_NOT_FOUND: i16 = 69;
 
 fn s(x: &str) -> StrBytes {
     StrBytes::from_string(x.to_string())
@@ -384,11 +386,19 @@ pub async fn describe_group(coord: &Connection, group: &str) -> CliResult<GroupI
             "DescribeGroups returned nothing for {group}"
         )));
     };
-    kafka_err(g.error_code, format!("describe group {group}"))?;
+    // GROUP_ID_NOT_FOUND (newer coordinators) means what state Dead means (older ones).
+    let dead = g.error_code == GROUP_ID_NOT_FOUND;
+    if !dead {
+        kafka_err(g.error_code, format!("describe group {group}"))?;
+    }
     let consumer = g.protocol_type.as_str() == "consumer";
     Ok(GroupInfo {
         group: group.to_string(),
-        state: g.group_state.to_string(),
+        state: if dead {
+            "Dead".to_string()
+        } else {
+            g.group_state.to_string()
+        },
         protocol_type: g.protocol_type.to_string(),
         protocol: g.protocol_data.to_string(),
         members: g
@@ -493,6 +503,11 @@ pub async fn delete_group(coord: &Connection, group: &str) -> CliResult {
                 "cannot delete group {group}: it still has members (NON_EMPTY_GROUP)"
             )));
         }
+        if r.error_code == GROUP_ID_NOT_FOUND {
+            return Err(CliError::Failed(format!(
+                "group {group:?} does not exist; `shardlog group list` shows the groups"
+            )));
+        }
         kafka_err(r.error_code, format!("delete group {group}"))?;
     }
     Ok(())
@@ -524,4 +539,66 @@ pub async fn leave_group(coord: &Connection, group: &str, member_id: &str) -> Cl
     }
     let resp = coord.request(&req).await?;
     kafka_err(resp.error_code, format!("leave group {group}"))
+}
+
+/// The answer of DeleteRecords for one partition: its new log start, or the error.
+pub type DeleteOutcome = Result<i64, ClientError>;
+
+/// DeleteRecords: moves the log start of each `(partition, offset)` of `topic` up to `offset`
+/// (-1: the high watermark), sent to each partition's leader. The client's metadata cache must
+/// know the topic.
+pub async fn delete_records(
+    client: &Client,
+    topic: &str,
+    parts: &[(i32, i64)],
+    timeout_ms: i32,
+) -> CliResult<BTreeMap<i32, DeleteOutcome>> {
+    let mut by_leader: BTreeMap<i32, Vec<(i32, i64)>> = BTreeMap::new();
+    for &(p, o) in parts {
+        by_leader
+            .entry(client.leader(topic, p)?)
+            .or_default()
+            .push((p, o));
+    }
+    let mut out = BTreeMap::new();
+    for (leader, ps) in by_leader {
+        let conn = client.broker_conn(leader).await?;
+        let mut req = DeleteRecordsRequest::default();
+        let mut t = delete_records_request::DeleteRecordsTopic::default();
+        t.name = TopicName(s(topic));
+        t.partitions = ps
+            .iter()
+            .map(|&(p, o)| {
+                let mut dp = delete_records_request::DeleteRecordsPartition::default();
+                dp.partition_index = p;
+                dp.offset = o;
+                dp
+            })
+            .collect();
+        req.topics = vec![t];
+        req.timeout_ms = timeout_ms;
+        let resp = conn.request(&req).await?;
+        for rt in resp.topics {
+            for rp in rt.partitions {
+                let r = if rp.error_code == 0 {
+                    Ok(rp.low_watermark)
+                } else {
+                    Err(ClientError::kafka(
+                        rp.error_code,
+                        format!("delete records of {topic}-{}", rp.partition_index),
+                    ))
+                };
+                out.insert(rp.partition_index, r);
+            }
+        }
+        for (p, _) in ps {
+            out.entry(p).or_insert_with(|| {
+                Err(ClientError::Protocol {
+                    addr: conn.addr().to_string(),
+                    msg: format!("no DeleteRecords answer for {topic}-{p}"),
+                })
+            });
+        }
+    }
+    Ok(out)
 }

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
 use serde_json::json;
 use shardlog_client::records::{decode_batch, split_batches};
-use shardlog_client::{Client, GroupMember, EARLIEST, LATEST};
+use shardlog_client::{Client, ClientError, GroupMember, EARLIEST, LATEST};
 
 use super::output::show_bytes;
 use super::{CliError, CliResult, Conn, Format};
@@ -285,10 +285,16 @@ pub async fn run(mut a: ConsumeArgs) -> CliResult {
         a.output = Output::Json;
     }
     let client: Arc<Client> = a.conn.connect().await?;
-    let meta = client
-        .topic_meta(&a.topic)
-        .await
-        .map_err(|e| CliError::Failed(format!("topic {}: {e}", a.topic)))?;
+    let meta = client.topic_meta(&a.topic).await.map_err(|e| {
+        if matches!(e, ClientError::UnknownTopicOrPartition(_)) || e.kafka_code() == Some(3) {
+            CliError::Failed(format!(
+                "topic {:?} does not exist (`shardlog topic list` shows the topics)",
+                a.topic
+            ))
+        } else {
+            CliError::Failed(format!("topic {}: {e}", a.topic))
+        }
+    })?;
     let all: Vec<i32> = meta.partitions.iter().map(|p| p.partition).collect();
     if let Some(p) = a.partition {
         if !all.contains(&p) {

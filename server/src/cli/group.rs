@@ -105,18 +105,37 @@ pub async fn run(conn: &Conn, action: GroupAction) -> CliResult {
         GroupAction::Describe { groups } => {
             let mut docs = Vec::new();
             let mut text = String::new();
+            let mut missing = Vec::new();
             for g in &groups {
-                let (doc, t) = describe(&client, g).await?;
-                docs.push(doc);
-                text.push_str(&t);
+                match describe(&client, g).await? {
+                    Some((doc, t)) => {
+                        docs.push(doc);
+                        text.push_str(&t);
+                    }
+                    None => missing.push(g.as_str()),
+                }
             }
-            let json = if docs.len() == 1 {
-                docs.pop().unwrap_or_default()
+            if !docs.is_empty() {
+                let json = if groups.len() == 1 {
+                    docs.pop().unwrap_or_default()
+                } else {
+                    json!(docs)
+                };
+                emit(conn.format, &json, || text);
+            }
+            if missing.is_empty() {
+                Ok(())
             } else {
-                json!(docs)
-            };
-            emit(conn.format, &json, || text);
-            Ok(())
+                Err(CliError::Failed(format!(
+                    "{} {} not exist (no members and no committed offsets); `shardlog group list` shows the groups",
+                    missing
+                        .iter()
+                        .map(|g| format!("group {g:?}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    if missing.len() == 1 { "does" } else { "do" }
+                )))
+            }
         }
         GroupAction::ResetOffsets {
             group,
@@ -241,10 +260,21 @@ pub async fn run(conn: &Conn, action: GroupAction) -> CliResult {
     }
 }
 
-async fn describe(client: &Client, group: &str) -> CliResult<(serde_json::Value, String)> {
+/// Whether a described group is one the coordinator does not know: Kafka answers such a
+/// DescribeGroups with state `Dead` (or GROUP_ID_NOT_FOUND), and an unknown group has no
+/// committed offsets either.
+pub fn group_missing(state: &str, members: usize, committed: usize) -> bool {
+    state == "Dead" && members == 0 && committed == 0
+}
+
+/// The JSON and text of one group; `None` when the group does not exist.
+async fn describe(client: &Client, group: &str) -> CliResult<Option<(serde_json::Value, String)>> {
     let coord = admin::coordinator(client, group).await?;
     let g = admin::describe_group(&coord, group).await?;
     let committed = admin::committed_offsets(&coord, group).await?;
+    if group_missing(&g.state, g.members.len(), committed.len()) {
+        return Ok(None);
+    }
     // Every partition of every topic the group commits to or is assigned.
     let mut topics: BTreeSet<String> = committed.keys().map(|(t, _)| t.clone()).collect();
     for m in &g.members {
@@ -343,7 +373,7 @@ async fn describe(client: &Client, group: &str) -> CliResult<(serde_json::Value,
     }
     text.push_str(&t.render());
     text.push('\n');
-    Ok((doc, text))
+    Ok(Some((doc, text)))
 }
 
 #[cfg(test)]
@@ -364,6 +394,18 @@ mod tests {
         assert_eq!(clamp_target(0, 3, 50), 3);
         assert_eq!(clamp_target(7, 3, 50), 7);
         assert_eq!(clamp_target(7, 10, 5), 10);
+    }
+
+    #[test]
+    fn only_dead_groups_without_offsets_are_missing() {
+        assert!(group_missing("Dead", 0, 0));
+        assert!(!group_missing("Empty", 0, 0));
+        assert!(
+            !group_missing("Empty", 0, 3),
+            "a group with only offsets exists"
+        );
+        assert!(!group_missing("Dead", 0, 1));
+        assert!(!group_missing("Stable", 2, 0));
     }
 
     #[test]

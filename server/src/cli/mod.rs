@@ -13,6 +13,7 @@ pub mod consume;
 pub mod group;
 pub mod output;
 pub mod produce;
+pub mod profile;
 pub mod topic;
 
 use std::path::PathBuf;
@@ -28,15 +29,13 @@ pub use output::Format;
 /// Options shared by every command that talks to a cluster.
 #[derive(Args, Clone, Debug)]
 pub struct Conn {
-    /// Bootstrap brokers, comma-separated.
-    #[arg(
-        long,
-        short = 'b',
-        default_value = "127.0.0.1:9092",
-        value_name = "HOST:PORT[,...]",
-        global = true
-    )]
-    pub brokers: String,
+    /// Bootstrap brokers, comma-separated [default: --profile, $SHARDLOG_BROKERS,
+    /// $SHARDLOG_PROFILE, the profile file's current profile, then 127.0.0.1:9092].
+    #[arg(long, short = 'b', value_name = "HOST:PORT[,...]", global = true)]
+    pub brokers: Option<String>,
+    /// Take the brokers from this profile of ~/.config/shardlog/cli.toml.
+    #[arg(long, value_name = "NAME", global = true)]
+    pub profile: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
     pub format: Format,
@@ -50,17 +49,33 @@ impl Conn {
         Duration::from_millis(self.timeout_ms.max(1))
     }
 
+    /// The broker list and where it came from (flags, environment, profile file).
+    pub fn resolve(&self) -> CliResult<profile::Resolved> {
+        profile::resolve(self.brokers.as_deref(), self.profile.as_deref(), &|k| {
+            std::env::var(k).ok()
+        })
+    }
+
     /// Connects to the first reachable bootstrap broker.
     pub async fn connect(&self) -> Result<Arc<Client>, CliError> {
-        let mut cfg = ClientConfig::new(self.brokers.clone());
+        let resolved = self.resolve()?;
+        let mut cfg = ClientConfig::new(resolved.brokers.clone());
         if cfg.bootstrap.is_empty() {
-            return Err(CliError::Usage("--brokers is empty".into()));
+            return Err(CliError::Usage(format!(
+                "the broker list is empty ({})",
+                resolved.source
+            )));
         }
         cfg.conn.client_id = "shardlog-cli".into();
         cfg.conn.connect_timeout = self.timeout().min(Duration::from_secs(10));
         cfg.conn.request_timeout = self.timeout();
         Client::connect(cfg).await.map(Arc::new).map_err(|e| {
-            CliError::Failed(format!("cannot reach the cluster at {}: {e}", self.brokers))
+            CliError::Failed(format!(
+                "cannot reach the cluster at {} ({}): {e}\n{}",
+                resolved.brokers,
+                resolved.source,
+                resolved.hint()
+            ))
         })
     }
 }
@@ -93,38 +108,72 @@ impl CliError {
 
 pub type CliResult<T = ()> = Result<T, CliError>;
 
-const TOPIC_EXAMPLES: &str = "Examples:
+/// The "which cluster" paragraph of every cluster command's help: the precedence of the
+/// broker sources (see `profile`).
+macro_rules! brokers_help {
+    () => {
+        "
+
+Which cluster: --brokers, else --profile NAME, else $SHARDLOG_BROKERS, else
+$SHARDLOG_PROFILE, else the profile file's current_profile (or a profile named
+\"default\"), else 127.0.0.1:9092. The profile file is $SHARDLOG_CLI_CONFIG, else
+$XDG_CONFIG_HOME/shardlog/cli.toml, else ~/.config/shardlog/cli.toml:
+  current_profile = \"prod\"
+  [profiles.prod]
+  brokers = \"10.0.0.1:9092,10.0.0.2:9092\""
+    };
+}
+
+const TOPIC_EXAMPLES: &str = concat!(
+    "Examples:
   shardlog topic create orders --partitions 6 --config retention.ms=86400000
   shardlog topic list
   shardlog topic describe orders
   shardlog topic alter-config orders --set retention.ms=3600000 --delete flush.messages
   shardlog topic add-partitions orders --total 12
   shardlog topic delete orders
-  shardlog topic list --brokers 10.0.0.1:9092 --format json";
+  shardlog topic delete-records orders --partition 0 --before 1000
+  shardlog topic delete-records orders --offset 0=1000 --offset 3=250 --dry-run
+  shardlog topic delete-records orders --all-partitions --before end
+  shardlog topic list --brokers 10.0.0.1:9092 --format json",
+    brokers_help!()
+);
 
-const PRODUCE_EXAMPLES: &str = "Examples:
+const PRODUCE_EXAMPLES: &str = concat!(
+    "Examples:
   echo hello | shardlog produce orders
   printf 'k1:v1\\nk2:v2\\n' | shardlog produce orders --key-separator :
   shardlog produce orders --header source=cli --acks all --compression zstd < lines.txt
-  shardlog produce orders --partition 3 --format json < lines.txt";
+  shardlog produce orders --partition 3 --format json < lines.txt",
+    brokers_help!()
+);
 
-const CONSUME_EXAMPLES: &str = "Examples:
+const CONSUME_EXAMPLES: &str = concat!(
+    "Examples:
   shardlog consume orders --from-beginning -n 10
   shardlog consume orders --offset 42 --partition 0 --output full
   shardlog consume orders --timestamp 1700000000000 --output json
-  shardlog consume orders --group billing --idle-timeout-ms 5000";
+  shardlog consume orders --group billing --idle-timeout-ms 5000",
+    brokers_help!()
+);
 
-const GROUP_EXAMPLES: &str = "Examples:
+const GROUP_EXAMPLES: &str = concat!(
+    "Examples:
   shardlog group list
   shardlog group describe billing
   shardlog group reset-offsets billing --topic orders --to-earliest --dry-run
   shardlog group reset-offsets billing --topic orders --to-offset 100 --partition 0
   shardlog group reset-offsets billing --topic orders --to-timestamp 1700000000000
-  shardlog group delete billing";
+  shardlog group delete billing",
+    brokers_help!()
+);
 
-const CLUSTER_EXAMPLES: &str = "Examples:
+const CLUSTER_EXAMPLES: &str = concat!(
+    "Examples:
   shardlog cluster info
-  shardlog cluster health --brokers 10.0.0.1:9092,10.0.0.2:9092";
+  shardlog cluster health --brokers 10.0.0.1:9092,10.0.0.2:9092",
+    brokers_help!()
+);
 
 const CONFIG_EXAMPLES: &str = "Examples:
   shardlog config check /etc/shardlog/shardlog.toml
@@ -316,13 +365,21 @@ mod tests {
         let Command::Topic(t) = c else {
             panic!("topic")
         };
-        assert_eq!(t.conn.brokers, "h:1");
+        assert_eq!(t.conn.brokers.as_deref(), Some("h:1"));
         assert_eq!(t.conn.format, Format::Json);
         let c = parse(&["topic", "describe", "x"]).expect("parse");
         let Command::Topic(t) = c else {
             panic!("topic")
         };
-        assert_eq!(t.conn.brokers, "127.0.0.1:9092");
+        assert_eq!(
+            t.conn.brokers, None,
+            "resolved later: flags, environment, profile"
+        );
+        let c = parse(&["group", "list", "--profile", "prod"]).expect("parse");
+        let Command::Group(g) = c else {
+            panic!("group")
+        };
+        assert_eq!(g.conn.profile.as_deref(), Some("prod"));
         assert_eq!(t.conn.format, Format::Table);
     }
 

@@ -176,6 +176,41 @@ async fn send_once(
     })
 }
 
+/// Whether an error says that a topic does not exist.
+fn is_unknown_topic(e: &ClientError) -> bool {
+    matches!(e, ClientError::UnknownTopicOrPartition(_)) || e.kafka_code() == Some(3)
+}
+
+/// The metadata of the topic to produce to. A missing topic is asked for once more with
+/// auto-creation allowed, as Kafka's console producer and kcat do: the cluster creates it when
+/// its `auto.create.topics.enable` is on (said on stderr); otherwise the error says how to
+/// create it.
+async fn topic_for_produce(client: &Client, topic: &str) -> CliResult<shardlog_client::TopicMeta> {
+    match client.topic_meta(topic).await {
+        Ok(m) => return Ok(m),
+        Err(e) if is_unknown_topic(&e) => {}
+        Err(e) => return Err(CliError::Failed(format!("topic {topic}: {e}"))),
+    }
+    match client.topic_meta_auto_create(topic).await {
+        Ok(m) => {
+            eprintln!(
+                "shardlog: topic {topic} did not exist; the cluster created it on first use \
+                 (auto.create.topics.enable) with {} partition(s)",
+                m.partitions.len()
+            );
+            Ok(m)
+        }
+        Err(e) if is_unknown_topic(&e) => Err(CliError::Failed(format!(
+            "topic {topic:?} does not exist, and the cluster does not create topics on first use \
+             (auto.create.topics.enable is off)\nhint: create it first: shardlog topic create {topic} --partitions N"
+        ))),
+        Err(e) if e.kafka_code() == Some(17) => Err(CliError::Usage(format!(
+            "{topic:?} is not a valid topic name (up to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'; not \".\" or \"..\")"
+        ))),
+        Err(e) => Err(CliError::Failed(format!("topic {topic}: {e}"))),
+    }
+}
+
 /// Per-partition results: (records, first offset, last offset).
 type Produced = BTreeMap<i32, (u64, i64, i64)>;
 
@@ -192,10 +227,7 @@ pub async fn run(a: ProduceArgs) -> CliResult {
         return Err(CliError::Usage("--batch-records must be >= 1".into()));
     }
     let client: Arc<Client> = a.conn.connect().await?;
-    let meta = client
-        .topic_meta(&a.topic)
-        .await
-        .map_err(|e| CliError::Failed(format!("topic {}: {e}", a.topic)))?;
+    let meta = topic_for_produce(&client, &a.topic).await?;
     let n = meta.partitions.len() as i32;
     if n == 0 {
         return Err(CliError::Failed(format!(

@@ -1,8 +1,8 @@
-//! `shardlog topic create|list|describe|alter-config|add-partitions|delete`.
+//! `shardlog topic create|list|describe|alter-config|add-partitions|delete|delete-records`.
 
 use std::collections::BTreeMap;
 
-use clap::Subcommand;
+use clap::{ArgGroup, Subcommand};
 use serde_json::json;
 use shardlog_client::{NewTopic, EARLIEST, LATEST};
 
@@ -75,6 +75,112 @@ pub enum TopicAction {
         #[arg(long)]
         if_exists: bool,
     },
+    /// Delete the records before an offset (DeleteRecords): the partition's log start moves
+    /// up to it and the records below can no longer be read.
+    #[command(group(ArgGroup::new("target").required(true).args(["before", "offsets"])))]
+    DeleteRecords {
+        /// Topic name.
+        name: String,
+        /// Delete the records before OFFSET (a number, or `end`: everything written so far)
+        /// in the partitions chosen by --partition or --all-partitions.
+        #[arg(long, value_name = "OFFSET|end")]
+        before: Option<String>,
+        /// With --before: this partition (repeatable).
+        #[arg(long, short = 'p', requires = "before")]
+        partition: Vec<i32>,
+        /// With --before: every partition of the topic.
+        #[arg(long, requires = "before", conflicts_with = "partition")]
+        all_partitions: bool,
+        /// PARTITION=OFFSET: delete the records before OFFSET (or `end`) in PARTITION
+        /// (repeatable, one per partition).
+        #[arg(
+            long = "offset",
+            value_name = "PARTITION=OFFSET",
+            conflicts_with = "before"
+        )]
+        offsets: Vec<String>,
+        /// Show what would be deleted, delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// Where `delete-records` moves a partition's log start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteTo {
+    /// Before this offset.
+    Offset(i64),
+    /// Before the high watermark: everything written so far.
+    End,
+}
+
+/// `OFFSET` or `end`.
+pub fn parse_delete_to(s: &str) -> CliResult<DeleteTo> {
+    if s.eq_ignore_ascii_case("end") {
+        return Ok(DeleteTo::End);
+    }
+    match s.parse::<i64>() {
+        Ok(o) if o >= 0 => Ok(DeleteTo::Offset(o)),
+        _ => Err(CliError::Usage(format!(
+            "offset {s:?}: expected a number >= 0 or `end`"
+        ))),
+    }
+}
+
+/// The partitions and targets of `delete-records`, checked against the topic's partitions.
+pub fn delete_plan(
+    topic: &str,
+    all: &[i32],
+    before: Option<&str>,
+    partitions: &[i32],
+    all_partitions: bool,
+    offsets: &[String],
+) -> CliResult<Vec<(i32, DeleteTo)>> {
+    let check = |p: i32| {
+        if all.contains(&p) {
+            Ok(p)
+        } else {
+            Err(CliError::Usage(format!(
+                "topic {topic} has no partition {p} (it has {})",
+                all.len()
+            )))
+        }
+    };
+    let mut plan: Vec<(i32, DeleteTo)> = Vec::new();
+    if let Some(b) = before {
+        let to = parse_delete_to(b)?;
+        let ps: Vec<i32> = if all_partitions {
+            all.to_vec()
+        } else if partitions.is_empty() {
+            return Err(CliError::Usage(
+                "--before needs the partitions: --partition P (repeatable) or --all-partitions"
+                    .into(),
+            ));
+        } else {
+            partitions.to_vec()
+        };
+        for p in ps {
+            plan.push((check(p)?, to));
+        }
+    } else {
+        for o in offsets {
+            let (p, off) = parse_kv(o).map_err(|_| {
+                CliError::Usage(format!("--offset {o:?}: expected PARTITION=OFFSET"))
+            })?;
+            let p: i32 = p.parse().map_err(|_| {
+                CliError::Usage(format!("--offset {o:?}: {p:?} is not a partition number"))
+            })?;
+            plan.push((check(p)?, parse_delete_to(&off)?));
+        }
+    }
+    plan.sort_by_key(|&(p, _)| p);
+    if let Some(w) = plan.windows(2).find(|w| w[0].0 == w[1].0) {
+        return Err(CliError::Usage(format!(
+            "partition {} is given more than once",
+            w[0].0
+        )));
+    }
+    Ok(plan)
 }
 
 pub async fn run(conn: &Conn, action: TopicAction) -> CliResult {
@@ -212,6 +318,26 @@ pub async fn run(conn: &Conn, action: TopicAction) -> CliResult {
             );
             Ok(())
         }
+        TopicAction::DeleteRecords {
+            name,
+            before,
+            partition,
+            all_partitions,
+            offsets,
+            dry_run,
+        } => {
+            let info = admin::topic_info(&client, &name).await?;
+            let all: Vec<i32> = info.partitions.iter().map(|p| p.partition).collect();
+            let plan = delete_plan(
+                &name,
+                &all,
+                before.as_deref(),
+                &partition,
+                all_partitions,
+                &offsets,
+            )?;
+            delete_records(conn, &client, &name, plan, dry_run).await
+        }
         TopicAction::Delete { names, if_exists } => {
             client
                 .delete_topics(&names, timeout, if_exists)
@@ -227,6 +353,118 @@ pub async fn run(conn: &Conn, action: TopicAction) -> CliResult {
             });
             Ok(())
         }
+    }
+}
+
+/// `topic delete-records`: checks every target against the partition's log end first (so
+/// nothing is deleted when one is out of range), then sends DeleteRecords to the leaders.
+async fn delete_records(
+    conn: &Conn,
+    client: &shardlog_client::Client,
+    name: &str,
+    plan: Vec<(i32, DeleteTo)>,
+    dry_run: bool,
+) -> CliResult {
+    let ids: Vec<i32> = plan.iter().map(|&(p, _)| p).collect();
+    client.refresh_metadata(&[name.to_string()]).await?;
+    let start: BTreeMap<i32, i64> = client
+        .list_offsets(name, &ids, EARLIEST)
+        .await?
+        .into_iter()
+        .collect();
+    let end: BTreeMap<i32, i64> = client
+        .list_offsets(name, &ids, LATEST)
+        .await?
+        .into_iter()
+        .collect();
+    let mut sends = Vec::new();
+    for &(p, to) in &plan {
+        let e = end.get(&p).copied().unwrap_or(-1);
+        if let DeleteTo::Offset(o) = to {
+            if o > e {
+                return Err(CliError::Usage(format!(
+                    "{name}-{p}: offset {o} is past the end of the log ({e}); nothing was deleted \
+                     (use `end` to delete everything written so far)"
+                )));
+            }
+        }
+        sends.push((
+            p,
+            match to {
+                DeleteTo::Offset(o) => o,
+                DeleteTo::End => -1,
+            },
+        ));
+    }
+    let results = if dry_run {
+        BTreeMap::new()
+    } else {
+        let timeout_ms = conn.timeout().as_millis().min(i32::MAX as u128) as i32;
+        admin::delete_records(client, name, &sends, timeout_ms).await?
+    };
+    let mut rows = Vec::new();
+    let mut failed = Vec::new();
+    for &(p, to) in &plan {
+        let s = start.get(&p).copied().unwrap_or(-1);
+        let e = end.get(&p).copied().unwrap_or(-1);
+        let target = match to {
+            DeleteTo::Offset(o) => o,
+            DeleteTo::End => e,
+        };
+        let (new_start, error) = if dry_run {
+            (target.max(s), None)
+        } else {
+            match results.get(&p) {
+                Some(Ok(low)) => (*low, None),
+                Some(Err(err)) => (s, Some(err.to_string())),
+                None => (s, Some("no answer".to_string())),
+            }
+        };
+        if let Some(err) = &error {
+            failed.push(format!("{name}-{p}: {err}"));
+        }
+        rows.push((p, s, new_start, e, error));
+    }
+    let json = json!({
+        "topic": name,
+        "dry_run": dry_run,
+        "partitions": rows.iter().map(|(p, s, n, e, err)| json!({
+            "partition": p, "log_start_before": s, "log_start": n, "log_end": e,
+            "deleted": (n - s).max(0), "error": err,
+        })).collect::<Vec<_>>(),
+    });
+    emit(conn.format, &json, || {
+        let mut t = Table::new(&[
+            "PARTITION",
+            "START-BEFORE",
+            "START",
+            "END",
+            "DELETED",
+            "ERROR",
+        ]);
+        for (p, s, n, e, err) in &rows {
+            t.row(vec![
+                p.to_string(),
+                s.to_string(),
+                n.to_string(),
+                e.to_string(),
+                (n - s).max(0).to_string(),
+                err.clone().unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        let mut out = t.render();
+        if dry_run {
+            out.push_str("(dry run: nothing deleted)\n");
+        }
+        out
+    });
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Failed(format!(
+            "deleting records failed for {}",
+            failed.join("; ")
+        )))
     }
 }
 
@@ -327,4 +565,42 @@ async fn describe(
         "configs": configs,
     });
     Ok((doc, text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delete_targets() {
+        assert_eq!(parse_delete_to("42").expect("n"), DeleteTo::Offset(42));
+        assert_eq!(parse_delete_to("END").expect("end"), DeleteTo::End);
+        assert!(parse_delete_to("-1").is_err());
+        assert!(parse_delete_to("soon").is_err());
+    }
+
+    #[test]
+    fn delete_plans() {
+        let all = [0, 1, 2];
+        let p = delete_plan("t", &all, Some("10"), &[], true, &[]).expect("all");
+        assert_eq!(
+            p,
+            vec![
+                (0, DeleteTo::Offset(10)),
+                (1, DeleteTo::Offset(10)),
+                (2, DeleteTo::Offset(10))
+            ]
+        );
+        let p = delete_plan("t", &all, Some("end"), &[2], false, &[]).expect("one");
+        assert_eq!(p, vec![(2, DeleteTo::End)]);
+        let e = delete_plan("t", &all, Some("10"), &[], false, &[]).expect_err("which partitions");
+        assert!(e.to_string().contains("--all-partitions"), "{e}");
+        let p = delete_plan("t", &all, None, &[], false, &["2=5".into(), "0=end".into()])
+            .expect("per partition");
+        assert_eq!(p, vec![(0, DeleteTo::End), (2, DeleteTo::Offset(5))]);
+        assert!(delete_plan("t", &all, None, &[], false, &["3=5".into()]).is_err());
+        assert!(delete_plan("t", &all, None, &[], false, &["1=5".into(), "1=6".into()]).is_err());
+        assert!(delete_plan("t", &all, None, &[], false, &["x=5".into()]).is_err());
+        assert!(delete_plan("t", &all, None, &[], false, &["5".into()]).is_err());
+    }
 }
