@@ -186,10 +186,19 @@ fn is_unknown_topic(e: &ClientError) -> bool {
 /// its `auto.create.topics.enable` is on (said on stderr); otherwise the error says how to
 /// create it.
 async fn topic_for_produce(client: &Client, topic: &str) -> CliResult<shardlog_client::TopicMeta> {
+    let other = |e: ClientError| {
+        if e.kafka_code() == Some(17) {
+            CliError::Usage(format!(
+                "{topic:?} is not a valid topic name (up to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'; not \".\" or \"..\")"
+            ))
+        } else {
+            CliError::Failed(format!("topic {topic}: {e}"))
+        }
+    };
     match client.topic_meta(topic).await {
         Ok(m) => return Ok(m),
         Err(e) if is_unknown_topic(&e) => {}
-        Err(e) => return Err(CliError::Failed(format!("topic {topic}: {e}"))),
+        Err(e) => return Err(other(e)),
     }
     match client.topic_meta_auto_create(topic).await {
         Ok(m) => {
@@ -204,10 +213,7 @@ async fn topic_for_produce(client: &Client, topic: &str) -> CliResult<shardlog_c
             "topic {topic:?} does not exist, and the cluster does not create topics on first use \
              (auto.create.topics.enable is off)\nhint: create it first: shardlog topic create {topic} --partitions N"
         ))),
-        Err(e) if e.kafka_code() == Some(17) => Err(CliError::Usage(format!(
-            "{topic:?} is not a valid topic name (up to 249 characters of a-z, A-Z, 0-9, '.', '_' and '-'; not \".\" or \"..\")"
-        ))),
-        Err(e) => Err(CliError::Failed(format!("topic {topic}: {e}"))),
+        Err(e) => Err(other(e)),
     }
 }
 
