@@ -200,24 +200,32 @@ def test_unreachable_default_suggests_brokers(tmp_path):
 
 
 def test_produce_to_a_missing_topic(cli_broker, make_broker, tmp_path):
-    # Auto-creation on (the default): the topic is created and the CLI says so.
     b = ["--brokers", cli_broker.bootstrap]
-    t = unique_topic("cli-auto")
-    p = cli(["produce", t, *b], tmp_path, stdin="one\ntwo\n")
-    assert f"topic {t} did not exist; the cluster created it" in p.err, p.err
-    assert cli(["consume", t, "--from-beginning", "-n", "2", *b], tmp_path).out.split() == ["one", "two"]
-    gone = cli(["consume", unique_topic("cli-none"), "-n", "1", *b], tmp_path, rc=1)
+    # By default produce creates nothing (a typo must not make a topic): the error says the
+    # topic does not exist and how to create it.
+    t = unique_topic("cli-missing")
+    p = cli(["produce", t, *b], tmp_path, stdin="x\n", rc=1)
+    assert f'topic "{t}" does not exist' in p.err, p.err
+    assert "--allow-auto-topic-creation" in p.err and f"shardlog topic create {t}" in p.err, p.err
+    assert "kafka error" not in p.err, p.err
+    assert t not in topics(cli(["topic", "list", "--format", "json", *b], tmp_path))
+    gone = cli(["consume", t, "-n", "1", *b], tmp_path, rc=1)
     assert "does not exist" in gone.err and "kafka error" not in gone.err, gone.err
 
-    # Auto-creation off: the error says the topic does not exist and how to create it.
+    # Asked to, the cluster creates it (auto-creation is on by default) and the CLI says so.
+    p = cli(["produce", t, "--allow-auto-topic-creation", *b], tmp_path, stdin="one\ntwo\n")
+    assert f"topic {t} did not exist; the cluster created it" in p.err, p.err
+    assert cli(["consume", t, "--from-beginning", "-n", "2", *b], tmp_path).out.split() == ["one", "two"]
+
+    # A cluster with auto-creation off: the error says so.
     off = make_broker("noauto", extra_args=["--admin-listen", ""],
                       env={"SHARDLOG_AUTO_CREATE_TOPICS": "false"})
     t = unique_topic("cli-missing")
-    p = cli(["produce", t, "--brokers", off.bootstrap], tmp_path, stdin="x\n", rc=1)
+    p = cli(["produce", t, "--allow-auto-topic-creation", "--brokers", off.bootstrap], tmp_path,
+            stdin="x\n", rc=1)
     assert f'topic "{t}" does not exist' in p.err, p.err
-    assert "auto.create.topics.enable is off" in p.err, p.err
+    assert "its auto.create.topics.enable is off" in p.err, p.err
     assert f"shardlog topic create {t}" in p.err, p.err
-    assert "kafka error" not in p.err, p.err
     bad = cli(["produce", "bad name!", "--brokers", off.bootstrap], tmp_path, stdin="x\n", rc=2)
     assert "not a valid topic name" in bad.err, bad.err
 

@@ -144,7 +144,8 @@ const PRODUCE_EXAMPLES: &str = concat!(
   echo hello | shardlog produce orders
   printf 'k1:v1\\nk2:v2\\n' | shardlog produce orders --key-separator :
   shardlog produce orders --header source=cli --acks all --compression zstd < lines.txt
-  shardlog produce orders --partition 3 --format json < lines.txt",
+  shardlog produce orders --partition 3 --format json < lines.txt
+  echo first | shardlog produce new-topic --allow-auto-topic-creation",
     brokers_help!()
 );
 

@@ -54,6 +54,10 @@ pub struct ProduceArgs {
     /// How long a partly filled batch waits for more lines, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub linger_ms: u64,
+    /// Ask the cluster to create the topic if it does not exist (it does when its
+    /// auto.create.topics.enable is on); without this a missing topic is an error.
+    #[arg(long)]
+    pub allow_auto_topic_creation: bool,
 }
 
 /// `0`, `1`, `all`/`-1`.
@@ -181,11 +185,16 @@ fn is_unknown_topic(e: &ClientError) -> bool {
     matches!(e, ClientError::UnknownTopicOrPartition(_)) || e.kafka_code() == Some(3)
 }
 
-/// The metadata of the topic to produce to. A missing topic is asked for once more with
-/// auto-creation allowed, as Kafka's console producer and kcat do: the cluster creates it when
-/// its `auto.create.topics.enable` is on (said on stderr); otherwise the error says how to
-/// create it.
-async fn topic_for_produce(client: &Client, topic: &str) -> CliResult<shardlog_client::TopicMeta> {
+/// The metadata of the topic to produce to. A missing topic is an error that says how to
+/// create it: a typo in a topic name must not create a topic (as with rpk). With
+/// `--allow-auto-topic-creation` the topic is asked for once more with auto-creation allowed,
+/// as Kafka's console producer does: the cluster creates it when its
+/// `auto.create.topics.enable` is on (said on stderr).
+async fn topic_for_produce(
+    client: &Client,
+    topic: &str,
+    allow_auto: bool,
+) -> CliResult<shardlog_client::TopicMeta> {
     let other = |e: ClientError| {
         if e.kafka_code() == Some(17) {
             CliError::Usage(format!(
@@ -200,6 +209,13 @@ async fn topic_for_produce(client: &Client, topic: &str) -> CliResult<shardlog_c
         Err(e) if is_unknown_topic(&e) => {}
         Err(e) => return Err(other(e)),
     }
+    if !allow_auto {
+        return Err(CliError::Failed(format!(
+            "topic {topic:?} does not exist, and shardlog produce does not create topics \
+             (auto-creation is off unless --allow-auto-topic-creation is given)\n\
+             hint: create it first: shardlog topic create {topic} --partitions N"
+        )));
+    }
     match client.topic_meta_auto_create(topic).await {
         Ok(m) => {
             eprintln!(
@@ -211,7 +227,7 @@ async fn topic_for_produce(client: &Client, topic: &str) -> CliResult<shardlog_c
         }
         Err(e) if is_unknown_topic(&e) => Err(CliError::Failed(format!(
             "topic {topic:?} does not exist, and the cluster does not create topics on first use \
-             (auto.create.topics.enable is off)\nhint: create it first: shardlog topic create {topic} --partitions N"
+             (its auto.create.topics.enable is off)\nhint: create it first: shardlog topic create {topic} --partitions N"
         ))),
         Err(e) => Err(other(e)),
     }
@@ -233,7 +249,7 @@ pub async fn run(a: ProduceArgs) -> CliResult {
         return Err(CliError::Usage("--batch-records must be >= 1".into()));
     }
     let client: Arc<Client> = a.conn.connect().await?;
-    let meta = topic_for_produce(&client, &a.topic).await?;
+    let meta = topic_for_produce(&client, &a.topic, a.allow_auto_topic_creation).await?;
     let n = meta.partitions.len() as i32;
     if n == 0 {
         return Err(CliError::Failed(format!(
