@@ -200,7 +200,15 @@ async function groupScenario() {
   const described = await a.describeGroups([gid])
   await produceRange(200, 400)
   await until('all 400 records', 30000, async () => new Set([...seen.a, ...seen.b]).size >= 400)
-  await ca.disconnect() // commits what it consumed and leaves the group
+  // The members commit every 200 ms (a commit that meets a rebalance is retried by the next).
+  const atEnds = async () => {
+    const c = await a.fetchOffsets({ groupId: gid, topics: [topic] })
+    const e = await a.fetchTopicOffsets(topic)
+    const high = Object.fromEntries(e.map((x) => [x.partition, x.high]))
+    return c[0].partitions.every((x) => x.offset === high[x.partition])
+  }
+  await until('the committed offsets to reach the log ends', 20000, atEnds)
+  await ca.disconnect() // leaves the group
   await cb.disconnect()
 
   const committed = await a.fetchOffsets({ groupId: gid, topics: [topic] })
