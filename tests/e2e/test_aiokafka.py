@@ -10,7 +10,7 @@ import asyncio
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, RecordsToDelete
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from util import unique_topic
@@ -93,6 +93,17 @@ def test_admin(aio_broker):
             await a.create_partitions({t: NewPartitions(total_count=5)})
             d = await a.describe_topics([t])
             assert len(d[0]["partitions"]) == 5, d
+            # DeleteRecords: before offset 10 of partition 0, everything (-1) of partition 1.
+            p = AIOKafkaProducer(bootstrap_servers=aio_broker.bootstrap)
+            await p.start()
+            try:
+                for i in range(40):
+                    await p.send_and_wait(t, f"r{i}".encode(), partition=i % 2)
+            finally:
+                await p.stop()
+            low = await a.delete_records({TopicPartition(t, 0): RecordsToDelete(10),
+                                          TopicPartition(t, 1): RecordsToDelete(-1)})
+            assert {tp.partition: v for tp, v in low.items()} == {0: 10, 1: 20}, low
             await a.delete_topics([t])
             for _ in range(100):
                 if t not in await a.list_topics():

@@ -56,6 +56,8 @@ def test_admin(kjs_broker):
     assert r["retention_ms"] == "3600000", r
     assert r["grown"] == 5, r
     assert [(o["partition"], o["low"], o["high"]) for o in r["offsets"]] == [(p, "0", "0") for p in range(5)]
+    assert r["trimmed"] == [{"partition": 0, "low": "10", "high": "20"},
+                            {"partition": 1, "low": "20", "high": "20"}], r["trimmed"]
     assert r["gone"] is True
 
 

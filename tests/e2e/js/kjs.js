@@ -58,6 +58,14 @@ async function admin() {
     await a.createPartitions({ topicPartitions: [{ topic, count: 5 }] })
     const grown = (await a.fetchTopicMetadata({ topics: [topic] })).topics[0].partitions.length
     const offsets = await a.fetchTopicOffsets(topic)
+    // DeleteRecords: before offset 10 of partition 0, everything (-1) of partition 1.
+    const p = kafka.producer({ allowAutoTopicCreation: false })
+    await p.connect()
+    await p.send({ topic, acks: -1, messages: Array.from({ length: 40 }, (_, i) => ({ partition: i % 2, value: `r${i}` })) })
+    await p.disconnect()
+    await a.deleteTopicRecords({ topic, partitions: [{ partition: 0, offset: '10' }, { partition: 1, offset: '-1' }] })
+    const trimmed = (await a.fetchTopicOffsets(topic)).filter((o) => o.partition < 2)
+      .map((o) => ({ partition: o.partition, low: o.low, high: o.high }))
     await a.deleteTopics({ topics: [topic], timeout: 10000 })
     const gone = await until('the deleted topic to leave the listing', 10000, async () =>
       !(await a.listTopics()).includes(topic))
@@ -70,6 +78,7 @@ async function admin() {
       retention_ms: retention && retention.configValue,
       grown,
       offsets: offsets.map((o) => ({ partition: o.partition, low: o.low, high: o.high })),
+      trimmed,
       gone,
     }
   } finally {
