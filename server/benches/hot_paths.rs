@@ -193,7 +193,10 @@ async fn answer(
     api_key: ApiKey,
     body: RequestKind,
 ) -> Option<Vec<Bytes>> {
-    handlers::dispatch(shard, header, api_key, body).await.await
+    let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
+    handlers::dispatch(shard, peer, header, api_key, body)
+        .await
+        .await
 }
 
 /// Times `iters` dispatches of the same request (copies made before the clock starts); with

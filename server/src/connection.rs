@@ -532,7 +532,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 body,
             }) => {
                 let arrived = std::time::Instant::now();
-                let answer = handlers::dispatch(&shard, header, api_key, *body).await;
+                let answer = handlers::dispatch(&shard, peer, header, api_key, *body).await;
                 async move {
                     let r = answer.await;
                     crate::metrics::request(api_key as i16, arrived.elapsed());

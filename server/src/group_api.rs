@@ -20,6 +20,7 @@
 //! That covers librdkafka ≥ 2.0, the Java client 3.x (classic protocol) and kafka-python.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::rc::Rc;
 
 use bytes::Bytes;
@@ -67,6 +68,19 @@ fn client_id(header: &RequestHeader) -> String {
         .as_ref()
         .map(|c| c.to_string())
         .unwrap_or_default()
+}
+
+/// A member's client host as Kafka reports it: `/` and the address, IPv6 written out in full
+/// (`/0:0:0:0:0:0:0:1`) and an IPv4-mapped IPv6 address as IPv4, like Java's
+/// `InetAddress.toString()` for an address without a host name.
+pub fn client_host(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(a) => format!("/{a}"),
+        IpAddr::V6(a) => {
+            let groups: Vec<String> = a.segments().iter().map(|g| format!("{g:x}")).collect();
+            format!("/{}", groups.join(":"))
+        }
+    }
 }
 
 /// Places `req` on the shard owning `group_id`; the future yields the coordinator's answer
@@ -192,6 +206,7 @@ pub fn find_coordinator(
 pub async fn join_group(
     shard: &Rc<Shard>,
     header: &RequestHeader,
+    peer: SocketAddr,
     v: i16,
     corr: i32,
     req: JoinGroupRequest,
@@ -202,7 +217,7 @@ pub async fn join_group(
         member_id: req.member_id.to_string(),
         group_instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
         client_id: client_id(header),
-        client_host: String::new(),
+        client_host: client_host(peer.ip()),
         session_timeout_ms: req.session_timeout_ms,
         rebalance_timeout_ms: if v == 0 {
             req.session_timeout_ms
@@ -367,6 +382,26 @@ fn committable(topic: &str) -> bool {
     topic != crate::groups::OFFSETS_TOPIC
 }
 
+/// The error a commit of `(topic, partition)` gets before it reaches the coordinator, if any:
+/// the internal topic is refused, and, as in Kafka, a topic that does not exist or a
+/// partition index outside it answers UNKNOWN_TOPIC_OR_PARTITION (so a client committing to a
+/// deleted topic or a mistyped name learns it instead of storing offsets nobody reads).
+fn commit_refusal(shard: &Shard, topic: &str, partition: i32) -> Option<i16> {
+    if !committable(topic) {
+        return Some(errors::INVALID_TOPIC_EXCEPTION);
+    }
+    let partitions = shard
+        .meta
+        .borrow()
+        .topics
+        .get(topic)
+        .map(|t| t.partitions.len());
+    match partitions {
+        Some(n) if usize::try_from(partition).is_ok_and(|p| p < n) => None,
+        _ => Some(errors::UNKNOWN_TOPIC_OR_PARTITION),
+    }
+}
+
 pub async fn offset_commit(
     shard: &Rc<Shard>,
     v: i16,
@@ -374,49 +409,85 @@ pub async fn offset_commit(
     req: OffsetCommitRequest,
 ) -> Pending {
     let group_id = req.group_id.0.to_string();
-    let order: Vec<(String, Vec<i32>)> = req
+    // Each partition of the request in order, with the error it gets without the coordinator.
+    let order: Vec<(String, Vec<(i32, Option<i16>)>)> = req
         .topics
         .iter()
         .map(|t| {
-            (
-                t.name.0.to_string(),
-                t.partitions.iter().map(|p| p.partition_index).collect(),
-            )
+            let topic = t.name.0.as_str();
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    (
+                        p.partition_index,
+                        commit_refusal(shard, topic, p.partition_index),
+                    )
+                })
+                .collect();
+            (topic.to_string(), parts)
         })
         .collect();
-    let r = coord::OffsetCommitRequest {
-        group_id: group_id.clone(),
-        generation_id: req.generation_id_or_member_epoch,
-        member_id: req.member_id.to_string(),
-        group_instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
-        topics: req
-            .topics
-            .iter()
-            .filter(|t| committable(t.name.0.as_str()))
-            .map(|t| coord::TopicCommit {
+    let refused: Vec<(&str, i32, i16)> = order
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().filter_map(|&(p, e)| Some((t.as_str(), p, e?))))
+        .collect();
+    if let Some(&(topic, partition, code)) = refused.first() {
+        tracing::info!(
+            group = %group_id,
+            %topic,
+            partition,
+            error = code,
+            refused = refused.len(),
+            "offset commit for partitions that cannot be committed"
+        );
+    }
+    let topics: Vec<coord::TopicCommit> = req
+        .topics
+        .iter()
+        .zip(&order)
+        .filter_map(|(t, (_, refusals))| {
+            let partitions: Vec<coord::PartitionCommit> = t
+                .partitions
+                .iter()
+                .zip(refusals)
+                .filter(|(_, (_, refusal))| refusal.is_none())
+                .map(|(p, _)| coord::PartitionCommit {
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: if v >= 6 { p.committed_leader_epoch } else { -1 },
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                })
+                .collect();
+            (!partitions.is_empty()).then(|| coord::TopicCommit {
                 topic: t.name.0.to_string(),
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| coord::PartitionCommit {
-                        partition: p.partition_index,
-                        offset: p.committed_offset,
-                        leader_epoch: if v >= 6 { p.committed_leader_epoch } else { -1 },
-                        metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                    })
-                    .collect(),
+                partitions,
             })
-            .collect(),
-    };
-    let answer = place(shard, &group_id, Request::OffsetCommit(r)).await;
-    async move {
-        let Response::OffsetCommit(x) = answer.await else {
-            return None;
+        })
+        .collect();
+    // Nothing left to commit: answered here, as Kafka does, without asking the coordinator.
+    let answer = if topics.is_empty() {
+        None
+    } else {
+        let r = coord::OffsetCommitRequest {
+            group_id: group_id.clone(),
+            generation_id: req.generation_id_or_member_epoch,
+            member_id: req.member_id.to_string(),
+            group_instance_id: req.group_instance_id.as_ref().map(|x| x.to_string()),
+            topics,
         };
+        Some(place(shard, &group_id, Request::OffsetCommit(r)).await)
+    };
+    async move {
         let mut got: BTreeMap<(String, i32), i16> = BTreeMap::new();
-        for t in x.topics {
-            for (p, e) in t.partitions {
-                got.insert((t.topic.clone(), p), e.code());
+        if let Some(answer) = answer {
+            let Response::OffsetCommit(x) = answer.await else {
+                return None;
+            };
+            for t in x.topics {
+                for (p, e) in t.partitions {
+                    got.insert((t.topic.clone(), p), e.code());
+                }
             }
         }
         let mut out = OffsetCommitResponse::default();
@@ -426,17 +497,15 @@ pub async fn offset_commit(
                 let mut tr = offset_commit_response::OffsetCommitResponseTopic::default();
                 tr.partitions = parts
                     .into_iter()
-                    .map(|p| {
+                    .map(|(p, refusal)| {
                         let mut pr =
                             offset_commit_response::OffsetCommitResponsePartition::default();
                         pr.partition_index = p;
-                        pr.error_code = if committable(&topic) {
+                        pr.error_code = refusal.unwrap_or_else(|| {
                             got.get(&(topic.clone(), p))
                                 .copied()
                                 .unwrap_or(errors::UNKNOWN_SERVER_ERROR)
-                        } else {
-                            errors::INVALID_TOPIC_EXCEPTION
-                        };
+                        });
                         pr
                     })
                     .collect();
@@ -831,6 +900,27 @@ mod tests {
             }
             assert!(seen.iter().all(|&s| s));
         }
+    }
+
+    #[test]
+    fn client_host_is_written_like_kafka() {
+        use std::net::{Ipv4Addr, Ipv6Addr};
+        assert_eq!(
+            client_host(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1))),
+            "/127.0.0.1"
+        );
+        assert_eq!(
+            client_host(IpAddr::V6(Ipv6Addr::LOCALHOST)),
+            "/0:0:0:0:0:0:0:1"
+        );
+        assert_eq!(
+            client_host(IpAddr::V6(Ipv4Addr::new(10, 1, 2, 3).to_ipv6_mapped())),
+            "/10.1.2.3"
+        );
+        assert_eq!(
+            client_host("2001:db8::ff00:42:8329".parse().unwrap()),
+            "/2001:db8:0:0:0:ff00:42:8329"
+        );
     }
 
     #[test]

@@ -8,7 +8,8 @@
 //! relies on this to keep per-partition order across pipelined requests; the other APIs do not
 //! care but use the same shape.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -50,9 +51,11 @@ fn tname(x: &str) -> TopicName {
     TopicName(s(x))
 }
 
-/// Places the request and returns its answer phase.
+/// Places the request and returns its answer phase. `peer` is the client's address (a group
+/// member's client host, as DescribeGroups reports it).
 pub async fn dispatch(
     shard: &Rc<Shard>,
+    peer: SocketAddr,
     header: RequestHeader,
     api_key: ApiKey,
     body: RequestKind,
@@ -143,6 +146,9 @@ pub async fn dispatch(
         }
         RequestKind::DeleteRecords(req) => delete_records(shard, v, corr, req).await,
         RequestKind::OffsetForLeaderEpoch(req) => epoch_end(shard, v, corr, req).await,
+        RequestKind::DescribeLogDirs(req) => {
+            crate::log_dirs::describe_log_dirs(shard, v, corr, req).await
+        }
         RequestKind::DescribeCluster(_) => {
             future::ready(describe_cluster(shard, v, corr)).boxed_local()
         }
@@ -150,7 +156,9 @@ pub async fn dispatch(
             init_producer_id(shard.clone(), v, corr, req).boxed_local()
         }
         RequestKind::FindCoordinator(req) => group_api::find_coordinator(shard, v, corr, req),
-        RequestKind::JoinGroup(req) => group_api::join_group(shard, &header, v, corr, req).await,
+        RequestKind::JoinGroup(req) => {
+            group_api::join_group(shard, &header, peer, v, corr, req).await
+        }
         RequestKind::SyncGroup(req) => group_api::sync_group(shard, v, corr, req).await,
         RequestKind::Heartbeat(req) => group_api::heartbeat(shard, v, corr, req).await,
         RequestKind::LeaveGroup(req) => group_api::leave_group(shard, v, corr, req).await,
@@ -861,9 +869,28 @@ async fn create_topics(
     req: CreateTopicsRequest,
 ) -> Option<Vec<Bytes>> {
     let mut pre: HashMap<String, (i16, String)> = HashMap::new();
+    // A name given twice is refused in every one of its entries and none of them is created,
+    // as Kafka does: which entry's partitions and configs would win is not defined.
+    let mut seen: HashSet<&str> = HashSet::new();
+    for t in &req.topics {
+        let name = t.name.0.as_str();
+        if !seen.insert(name) && !pre.contains_key(name) {
+            tracing::info!(topic = %name, "create topic: the name appears more than once: INVALID_REQUEST");
+            pre.insert(
+                name.to_string(),
+                (
+                    errors::INVALID_REQUEST,
+                    "Found multiple entries for this topic.".to_string(),
+                ),
+            );
+        }
+    }
     let mut topics = Vec::new();
     for t in &req.topics {
         let name = t.name.0.to_string();
+        if pre.contains_key(&name) {
+            continue;
+        }
         if name == OFFSETS_TOPIC {
             let msg = format!("{OFFSETS_TOPIC} is the broker's internal topic");
             pre.insert(name, (errors::TOPIC_ALREADY_EXISTS, msg));
@@ -911,8 +938,8 @@ async fn create_topics(
         .iter()
         .map(|t| {
             let name = t.name.0.to_string();
-            let (code, msg) = match pre.remove(&name) {
-                Some((c, m)) => (c, Some(m)),
+            let (code, msg) = match pre.get(&name) {
+                Some((c, m)) => (*c, Some(m.clone())),
                 None => got
                     .remove(&name)
                     .unwrap_or((errors::UNKNOWN_SERVER_ERROR, None)),

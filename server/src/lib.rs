@@ -32,6 +32,7 @@ pub mod group_api;
 pub mod groups;
 pub mod handlers;
 pub mod limits;
+pub mod log_dirs;
 pub mod metadata;
 pub mod metrics;
 pub mod partition;

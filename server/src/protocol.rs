@@ -43,6 +43,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
+    // v0 is the same on the wire as v1 but Kafka 4 dropped it (KIP-896); v2+ are flexible.
+    (ApiKey::DescribeLogDirs, 1, 4),
     // Consumer groups (see group_api.rs for what each range covers).
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),

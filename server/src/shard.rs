@@ -201,6 +201,11 @@ pub enum ShardReq {
     Group(shardlog_coordinator::Request),
     /// A metrics snapshot of the shard (for a `/metrics` scrape).
     Metrics,
+    /// Bytes on disk of this shard's partitions (DescribeLogDirs): all of them (`None`) or
+    /// those named.
+    LogSizes {
+        topics: Option<Vec<(String, Vec<i32>)>>,
+    },
 }
 
 #[derive(Debug)]
@@ -213,6 +218,8 @@ pub enum ShardResp {
     Applied,
     Group(shardlog_coordinator::Response),
     Metrics(Box<crate::metrics::ShardSnapshot>),
+    /// (topic, partition, bytes) of the partitions asked for that this shard holds.
+    LogSizes(Vec<(String, i32, u64)>),
     /// The peer is gone (shutting down).
     Failed,
 }
@@ -449,7 +456,39 @@ impl Shard {
                 let snap = crate::metrics::snapshot(self);
                 future::ready(ShardResp::Metrics(Box::new(snap))).boxed_local()
             }
+            ShardReq::LogSizes { topics } => {
+                future::ready(ShardResp::LogSizes(self.log_sizes(topics.as_deref()))).boxed_local()
+            }
         }
+    }
+
+    /// (topic, partition, bytes on disk) of this shard's partitions: every one (`None`) or
+    /// those of `topics` it holds, in (topic, partition) order.
+    fn log_sizes(&self, topics: Option<&[(String, Vec<i32>)]>) -> Vec<(String, i32, u64)> {
+        let parts = self.partitions.borrow();
+        let mut out: Vec<(String, i32, u64)> = match topics {
+            None => parts
+                .values()
+                .map(|p| (p.topic.clone(), p.index, p.log.size_bytes()))
+                .collect(),
+            Some(topics) => {
+                let mut wanted: Vec<(&str, i32)> = topics
+                    .iter()
+                    .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.as_str(), p)))
+                    .collect();
+                wanted.sort_unstable();
+                wanted.dedup();
+                wanted
+                    .into_iter()
+                    .filter_map(|(t, i)| {
+                        let p = parts.get(&(t.to_string(), i))?;
+                        Some((p.topic.clone(), p.index, p.log.size_bytes()))
+                    })
+                    .collect()
+            }
+        };
+        out.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
     }
 
     fn start_produce(
