@@ -402,6 +402,9 @@ fn commit_refusal(shard: &Shard, topic: &str, partition: i32) -> Option<i16> {
     }
 }
 
+/// A partition of an OffsetCommit and the error it gets before the coordinator, if any.
+type CommitCheck = (i32, Option<i16>);
+
 pub async fn offset_commit(
     shard: &Rc<Shard>,
     v: i16,
@@ -410,7 +413,7 @@ pub async fn offset_commit(
 ) -> Pending {
     let group_id = req.group_id.0.to_string();
     // Each partition of the request in order, with the error it gets without the coordinator.
-    let order: Vec<(String, Vec<(i32, Option<i16>)>)> = req
+    let order: Vec<(String, Vec<CommitCheck>)> = req
         .topics
         .iter()
         .map(|t| {

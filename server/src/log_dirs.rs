@@ -94,6 +94,9 @@ fn by_topic(rows: Vec<(String, i32, u64)>) -> Vec<DescribeLogDirsTopic> {
         .collect()
 }
 
+/// (topic, partition indexes) a shard is asked about.
+type TopicPartitions = Vec<(String, Vec<i32>)>;
+
 /// Places the request: asks the owner of each named partition (every shard for a null list)
 /// for its sizes; the answer phase adds the volume's space and encodes the response.
 pub async fn describe_log_dirs(
@@ -103,7 +106,7 @@ pub async fn describe_log_dirs(
     req: DescribeLogDirsRequest,
 ) -> Pending {
     // Per owning shard, the (topic, partitions) it is asked about; `None`: all of its own.
-    let mut asks: BTreeMap<usize, Option<Vec<(String, Vec<i32>)>>> = BTreeMap::new();
+    let mut asks: BTreeMap<usize, Option<TopicPartitions>> = BTreeMap::new();
     match req.topics {
         None => {
             for target in 0..shard.shards {
