@@ -436,6 +436,14 @@ fn request(key: ApiKey, v: i16) -> anyhow::Result<RequestKind> {
             r.topics = vec![t];
             RequestKind::OffsetDelete(r)
         }
+        ApiKey::DescribeLogDirs => {
+            let mut t = describe_log_dirs_request::DescribableLogDirTopic::default();
+            t.topic = topic_name("orders");
+            t.partitions = vec![0, 1];
+            let mut r = DescribeLogDirsRequest::default();
+            r.topics = Some(vec![t]);
+            RequestKind::DescribeLogDirs(r)
+        }
         other => anyhow::bail!("no seed request for {other:?}: add one"),
     })
 }
