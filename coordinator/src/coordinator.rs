@@ -7,6 +7,7 @@ use crate::error::ErrorCode;
 use crate::group::{respond, Group};
 use crate::record::{OffsetValue, Record};
 use crate::types::*;
+use crate::untrusted::Untrusted;
 use crate::Config;
 
 /// Longest string accepted in ids, names and metadata (Kafka's non-compact
@@ -497,7 +498,7 @@ impl GroupCoordinator {
                 if !group.supports_protocols(&req.protocol_type, &req.protocols, Some(&old_id)) {
                     return fail(out, ErrorCode::InconsistentGroupProtocol, &req.member_id);
                 }
-                tracing::debug!(group = %group.id, %old_id, %new_id, "static member replaced");
+                tracing::debug!(group = %Untrusted(&group.id), old_id = %Untrusted(&old_id), new_id = %Untrusted(&new_id), "static member replaced");
                 group.replace_static_member(cfg, now_ms, &old_id, new_id, &req, rid, out);
                 return;
             }
@@ -974,7 +975,7 @@ impl GroupCoordinator {
         let Some(group) = self.groups.remove(group_id) else {
             return ErrorCode::GroupIdNotFound;
         };
-        tracing::debug!(group = %group_id, "group deleted");
+        tracing::debug!(group = %Untrusted(group_id), "group deleted");
         // In-flight commits may still land in the log before these tombstones:
         // delete their partitions too, and keep them from applying in memory.
         let mut doomed: Vec<(String, i32)> = group.offsets.keys().cloned().collect();
@@ -1121,7 +1122,7 @@ impl GroupCoordinator {
                     .collect()
             };
             if !records.is_empty() {
-                tracing::debug!(group = %g.id, records = records.len(), dead = now_dead, "offsets expired");
+                tracing::debug!(group = %Untrusted(&g.id), records = records.len(), dead = now_dead, "offsets expired");
                 out.push(Output::Persist(Persist {
                     group_id: g.id.clone(),
                     records,

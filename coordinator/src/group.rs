@@ -24,6 +24,7 @@ use bytes::Bytes;
 use crate::error::ErrorCode;
 use crate::record::{GroupMetadataValue, MemberRecord, OffsetValue, Record};
 use crate::types::*;
+use crate::untrusted::Untrusted;
 use crate::Config;
 
 /// A member of a group.
@@ -296,7 +297,7 @@ impl Group {
     }
 
     fn transition(&mut self, state: GroupState, now_ms: u64) {
-        tracing::debug!(group = %self.id, from = ?self.state, to = ?state, "group state transition");
+        tracing::debug!(group = %Untrusted(&self.id), from = ?self.state, to = ?state, "group state transition");
         self.state = state;
         self.state_timestamp_ms = now_ms;
     }
@@ -480,7 +481,7 @@ impl Group {
         let before = self.members.len();
         self.members.retain(|m| m.awaiting_join.is_some());
         if self.members.len() != before {
-            tracing::debug!(group = %self.id, removed = before - self.members.len(), "members did not rejoin in time");
+            tracing::debug!(group = %Untrusted(&self.id), removed = before - self.members.len(), "members did not rejoin in time");
         }
         if !self
             .leader
@@ -776,7 +777,7 @@ impl Group {
             .map(|(id, _)| id.clone())
             .collect();
         for id in expired_pending {
-            tracing::debug!(group = %self.id, member = %id, "pending member expired");
+            tracing::debug!(group = %Untrusted(&self.id), member = %Untrusted(&id), "pending member expired");
             self.pending_members.remove(&id);
             self.check_join_complete(now_ms, out);
         }
@@ -787,7 +788,7 @@ impl Group {
             .map(|m| m.id.clone())
             .collect();
         for id in expired {
-            tracing::debug!(group = %self.id, member = %id, "member session expired");
+            tracing::debug!(group = %Untrusted(&self.id), member = %Untrusted(&id), "member session expired");
             self.remove_member_and_update(cfg, now_ms, &id, ErrorCode::UnknownMemberId, out);
         }
         if self.state == GroupState::PreparingRebalance
@@ -804,7 +805,7 @@ impl Group {
             {
                 let laggards: Vec<String> =
                     std::mem::take(&mut self.pending_sync).into_iter().collect();
-                tracing::debug!(group = %self.id, ?laggards, "members did not sync in time");
+                tracing::debug!(group = %Untrusted(&self.id), laggards = laggards.len(), first = %Untrusted(laggards.first().map_or("", String::as_str)), "members did not sync in time");
                 for id in &laggards {
                     self.remove_member(id, ErrorCode::UnknownMemberId, out);
                 }

@@ -80,6 +80,7 @@ mod error;
 mod group;
 mod record;
 mod types;
+pub mod untrusted;
 
 #[cfg(test)]
 mod tests;
@@ -91,6 +92,7 @@ pub use record::{
     DecodeError, EncodeError, GroupMetadataValue, MemberRecord, OffsetValue, Record, RECORD_VERSION,
 };
 pub use types::*;
+pub use untrusted::Untrusted;
 
 /// Coordinator limits and timeouts. Defaults follow Kafka's broker defaults
 /// where Kafka has one.

@@ -220,7 +220,7 @@ fn time_dispatch(
         }
         let elapsed = start.elapsed();
         if tick {
-            shard.tick_all(true).await;
+            shard.tick_all(true, false).await;
         }
         elapsed
     })
@@ -404,7 +404,7 @@ fn produce(c: &mut Criterion) {
                             p.log.wait_committed(a.last_offset).await.expect("commit");
                         }
                         let elapsed = start.elapsed();
-                        shard.tick_all(true).await;
+                        shard.tick_all(true, false).await;
                         elapsed
                     })
                 })

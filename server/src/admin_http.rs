@@ -6,10 +6,20 @@
 //!   `503` once shutdown has begun or when a shard does not answer (for load balancers).
 //!
 //! A deliberately small HTTP/1.x server: one request per connection (`Connection: close`),
-//! request heads up to 8 KiB, 5 s to send the head and 10 s to take the response, at most 32
-//! connections at once. Anything else is answered with a 4xx and the connection closed.
+//! request heads up to 8 KiB, 5 s to send the head and 10 s to take the response. Anything
+//! else is answered with a 4xx and the connection closed.
+//!
+//! The listener is unauthenticated and a liveness probe restarts the broker when /health stops
+//! answering, so connections that send nothing (or a byte now and then) must not keep a probe
+//! out. At most [`MAX_CONNECTIONS`] are open at once; when one more arrives, the **oldest**
+//! open connection is closed to make room instead of refusing the newcomer. A real probe sends
+//! its request at once and is answered within milliseconds, so it is never the oldest; a flood
+//! of idle or slow-drip connections only evicts itself. (Refusing the newcomer, as before,
+//! let 40 idle connections reopened as they timed out fail every probe.) Each connection costs
+//! a task and at most an 8 KiB head buffer, so the limit bounds memory at about 2 MiB.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -24,7 +34,8 @@ use crate::shard::{Shard, ShardReq, ShardResp};
 const MAX_HEAD: usize = 8 << 10;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_CONNECTIONS: usize = 32;
+/// Admin connections open at once; past it the oldest is closed to admit a new one.
+pub const MAX_CONNECTIONS: usize = 256;
 const SHARD_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Binds the admin listener and serves it on the current shard (call on shard 0) until the
@@ -47,7 +58,7 @@ pub fn spawn(shard: Rc<Shard>, addr: SocketAddr, started: Instant) {
             },
         };
         tracing::info!(%addr, "admin HTTP listener: /metrics, /health");
-        let active = Rc::new(Cell::new(0usize));
+        let open = Rc::new(Open::default());
         loop {
             let drained = shard
                 .global
@@ -70,22 +81,76 @@ pub fn spawn(shard: Rc<Shard>, addr: SocketAddr, started: Instant) {
                     continue;
                 }
             };
-            if active.get() >= MAX_CONNECTIONS {
-                tracing::debug!("admin HTTP: too many connections; refusing one");
-                drop(stream);
-                continue;
-            }
-            active.set(active.get() + 1);
-            let (s, a) = (shard.clone(), active.clone());
-            glommio::spawn_local(async move {
+            open.make_room();
+            let id = open.next_id.get();
+            open.next_id.set(id + 1);
+            let (s, o) = (shard.clone(), open.clone());
+            let task = glommio::spawn_local(async move {
+                let _slot = Slot { open: o, id };
                 serve(&s, stream, started).await;
-                a.set(a.get() - 1);
             })
             .detach();
+            open.tasks.borrow_mut().insert(id, task);
         }
         tracing::debug!("admin HTTP listener closed");
     })
     .detach();
+}
+
+/// The open admin connections, oldest first (ids are handed out in accept order).
+#[derive(Default)]
+struct Open {
+    next_id: Cell<u64>,
+    tasks: RefCell<BTreeMap<u64, glommio::task::JoinHandle<()>>>,
+}
+
+thread_local! {
+    /// Connections closed to make room (shard 0 only; exported as a counter).
+    static EVICTED: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Admin connections closed so far to admit newer ones (on the admin listener's shard).
+pub fn evicted_connections() -> u64 {
+    EVICTED.with(Cell::get)
+}
+
+impl Open {
+    /// At the limit, cancels the oldest connection's task (which closes its socket).
+    fn make_room(&self) {
+        loop {
+            // The borrow ends before `cancel`, which may drop the task's future (and its
+            // `Slot`, which borrows `tasks` again).
+            let oldest = {
+                let mut tasks = self.tasks.borrow_mut();
+                if tasks.len() < MAX_CONNECTIONS {
+                    return;
+                }
+                tasks.pop_first()
+            };
+            if let Some((_, task)) = oldest {
+                task.cancel();
+                EVICTED.with(|e| e.set(e.get() + 1));
+                tracing::debug!(
+                    open = MAX_CONNECTIONS,
+                    "admin HTTP: connection limit reached; closed the oldest connection"
+                );
+            }
+        }
+    }
+}
+
+/// Removes its connection from [`Open`] when the connection's task ends or is cancelled.
+struct Slot {
+    open: Rc<Open>,
+    id: u64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Ok(mut tasks) = self.open.tasks.try_borrow_mut() {
+            tasks.remove(&self.id);
+        }
+    }
 }
 
 /// The address a listener bound to `addr` answers on (loopback for an unspecified address).
@@ -173,10 +238,15 @@ pub fn route(head: &[u8]) -> (Route, bool) {
 async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0usize;
+    let mut scanned = 0usize;
     let deadline = Instant::now() + HEAD_TIMEOUT;
     loop {
-        if buf[..len].windows(4).any(|w| w == b"\r\n\r\n")
-            || buf[..len].windows(2).any(|w| w == b"\n\n")
+        // Only the new bytes (and the 3 before them) are searched: a client sending one byte
+        // at a time costs O(n), not O(n²).
+        let from = scanned.saturating_sub(3);
+        scanned = len;
+        if buf[from..len].windows(4).any(|w| w == b"\r\n\r\n")
+            || buf[from..len].windows(2).any(|w| w == b"\n\n")
         {
             buf.truncate(len);
             return Some(buf);
@@ -284,6 +354,7 @@ fn extra(shard: &Rc<Shard>, started: Instant) -> Extra {
         uptime: started.elapsed(),
         shutting_down: shard.is_shutting_down(),
         groups: Vec::new(),
+        admin_connections_evicted: evicted_connections(),
     }
 }
 

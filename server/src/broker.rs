@@ -92,15 +92,29 @@ fn ensure_memlock(cfg: &BrokerConfig) -> Result<(), BrokerError> {
         // SAFETY: as above.
         unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &only_soft) == 0 }
     };
+    let set_error = (!ok).then(std::io::Error::last_os_error);
     let mut now = lim;
     // SAFETY: getrlimit writes into the valid `now`.
     unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut now) };
-    if ok {
-        tracing::info!(
+    match memlock_change(lim.rlim_cur, lim.rlim_max, now.rlim_cur) {
+        MemlockChange::Raised => tracing::info!(
             from_kib = lim.rlim_cur / 1024,
             to_kib = now.rlim_cur / 1024,
+            wanted_kib = want / 1024,
             "raised the locked-memory limit"
-        );
+        ),
+        MemlockChange::AtHardLimit => tracing::info!(
+            memlock_kib = now.rlim_cur / 1024,
+            wanted_kib = want / 1024,
+            "locked-memory limit not raised: the soft limit is already the hard limit, and raising the hard limit needs CAP_SYS_RESOURCE (set LimitMEMLOCK= or ulimit -l)"
+        ),
+        MemlockChange::Unchanged => tracing::info!(
+            memlock_kib = now.rlim_cur / 1024,
+            hard_kib = lim.rlim_max / 1024,
+            wanted_kib = want / 1024,
+            error = set_error.as_ref().map(|e| e.to_string()).unwrap_or_default(),
+            "locked-memory limit not raised: setrlimit failed"
+        ),
     }
     if now.rlim_cur < MIN_MEMLOCK_BYTES {
         return Err(BrokerError::Memlock {
@@ -113,6 +127,29 @@ fn ensure_memlock(cfg: &BrokerConfig) -> Result<(), BrokerError> {
         tracing::warn!(memlock_kib = now.rlim_cur / 1024, wanted_kib = want / 1024, "locked-memory limit is low; glommio may fall back to unregistered I/O buffers (lower io_memory_bytes to avoid this)");
     }
     Ok(())
+}
+
+/// What an attempt to raise RLIMIT_MEMLOCK did, from the soft and hard limits before and the
+/// soft limit after (a log line must say what happened, not what was tried).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum MemlockChange {
+    /// The soft limit went up.
+    Raised,
+    /// Nothing changed because the soft limit already was the hard limit (an unprivileged
+    /// process may not raise the hard limit).
+    AtHardLimit,
+    /// Nothing changed: setrlimit was refused.
+    Unchanged,
+}
+
+fn memlock_change(before_cur: u64, before_max: u64, after_cur: u64) -> MemlockChange {
+    if after_cur > before_cur {
+        MemlockChange::Raised
+    } else if before_cur >= before_max {
+        MemlockChange::AtHardLimit
+    } else {
+        MemlockChange::Unchanged
+    }
 }
 
 /// CPUs this process may run on, in order.
@@ -427,8 +464,10 @@ async fn shard_main(
         let shard = shard.clone();
         let tick = Duration::from_millis(cfg.tick_interval_ms);
         let retention_every = Duration::from_millis(cfg.retention_check_interval_ms);
+        let expiry_every = Duration::from_millis(cfg.producer_id_expiration_check_interval_ms);
         glommio::spawn_local(async move {
             let mut last_retention = Instant::now();
+            let mut last_expiry = Instant::now();
             loop {
                 glommio::timer::sleep(tick).await;
                 if shard.global.drained.load(Ordering::SeqCst) >= shard.shards {
@@ -438,7 +477,11 @@ async fn shard_main(
                 if due {
                     last_retention = Instant::now();
                 }
-                shard.tick_all(due).await;
+                let expiry_due = last_expiry.elapsed() >= expiry_every;
+                if expiry_due {
+                    last_expiry = Instant::now();
+                }
+                shard.tick_all(due, expiry_due).await;
             }
         })
         .detach();
@@ -509,4 +552,27 @@ async fn shard_main(
     glommio::timer::sleep(Duration::from_millis(20)).await;
     shard.close_mesh();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memlock_log_says_what_happened() {
+        // The unprivileged case of the report: soft = hard = 8 MiB; "raising" to 8 MiB is
+        // no raise.
+        assert_eq!(
+            memlock_change(8 << 20, 8 << 20, 8 << 20),
+            MemlockChange::AtHardLimit
+        );
+        assert_eq!(
+            memlock_change(8 << 20, 1 << 30, 64 << 20),
+            MemlockChange::Raised
+        );
+        assert_eq!(
+            memlock_change(8 << 20, 1 << 30, 8 << 20),
+            MemlockChange::Unchanged
+        );
+    }
 }

@@ -121,6 +121,15 @@ pub struct BrokerConfig {
     /// An internal partition holding more records than this (and twice its last snapshot) is
     /// snapshotted and its log start moved (bounds replay at start-up).
     pub offsets_snapshot_records: u64,
+
+    /// Kafka `producer.id.expiration.ms`: an idempotent producer that has not appended to a
+    /// partition for this long is forgotten there (its next batch starts afresh).
+    pub producer_id_expiration_ms: u64,
+    /// Kafka `producer.id.expiration.check.interval.ms`: how often expiry runs.
+    pub producer_id_expiration_check_interval_ms: u64,
+    /// Producer ids one partition remembers at most; past it the least recently used are
+    /// forgotten. Bounds the memory of idempotent-producer state (~200 bytes per id).
+    pub max_producer_ids_per_partition: usize,
 }
 
 impl Default for BrokerConfig {
@@ -169,6 +178,9 @@ impl Default for BrokerConfig {
             offsets_topic_partitions: 0,
             offsets_retention_ms: 7 * 24 * 3600 * 1000,
             offsets_snapshot_records: 100_000,
+            producer_id_expiration_ms: 86_400_000,
+            producer_id_expiration_check_interval_ms: 600_000,
+            max_producer_ids_per_partition: 100_000,
         }
     }
 }
@@ -478,6 +490,18 @@ impl BrokerConfig {
             "offsets_snapshot_records",
             (self.offsets_snapshot_records as i64).into(),
         );
+        put(
+            "producer_id_expiration_ms",
+            (self.producer_id_expiration_ms as i64).into(),
+        );
+        put(
+            "producer_id_expiration_check_interval_ms",
+            (self.producer_id_expiration_check_interval_ms as i64).into(),
+        );
+        put(
+            "max_producer_ids_per_partition",
+            (self.max_producer_ids_per_partition as i64).into(),
+        );
         t
     }
 
@@ -559,6 +583,23 @@ impl BrokerConfig {
         }
         if self.max_connections == 0 {
             return Err(bad("max_connections", 0, "must be >= 1"));
+        }
+        if !(1..=i64::MAX as u64).contains(&self.producer_id_expiration_ms) {
+            return Err(bad(
+                "producer_id_expiration_ms",
+                self.producer_id_expiration_ms,
+                "must be >= 1",
+            ));
+        }
+        if self.producer_id_expiration_check_interval_ms < 10 {
+            return Err(bad(
+                "producer_id_expiration_check_interval_ms",
+                self.producer_id_expiration_check_interval_ms,
+                "must be >= 10",
+            ));
+        }
+        if self.max_producer_ids_per_partition == 0 {
+            return Err(bad("max_producer_ids_per_partition", 0, "must be >= 1"));
         }
         if self.max_connections_per_ip > self.max_connections {
             return Err(bad(

@@ -47,6 +47,7 @@ use glommio::task::JoinHandle;
 use crate::handlers;
 use crate::protocol::{self, Parsed};
 use crate::shard::Shard;
+use shardlog_coordinator::Untrusted;
 
 type Stream = Rc<RefCell<TcpStream>>;
 
@@ -549,7 +550,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 future::ready(r).boxed_local()
             }
             Err(e) => {
-                tracing::warn!(%peer, error = %e, "closing connection: bad request");
+                // The decoder's message may quote request bytes.
+                tracing::warn!(%peer, error = %Untrusted(&e.to_string()), "closing connection: bad request");
                 crate::metrics::bad_request();
                 break;
             }

@@ -77,7 +77,7 @@ use futures::FutureExt;
 use shardlog_coordinator::{
     error_response, offsets_partition_for_group, shard_for_offsets_partition, Config, ErrorCode,
     GroupCoordinator, ListGroupsRequest, OffsetFetchRequest, Output, PartitionLag, Persist,
-    PersistId, Record, Request, RequestId, Response,
+    PersistId, Record, Request, RequestId, Response, Untrusted,
 };
 use shardlog_engine::batch::{self, HEADER_BYTES, LOG_OVERHEAD};
 use shardlog_engine::{Committed, FlushPolicy, LogConfig};
@@ -468,7 +468,7 @@ fn persist(shard: &Rc<Shard>, p: Persist) {
         match r.encode() {
             Ok(b) => values.push(b),
             Err(e) => {
-                tracing::error!(group = %p.group_id, error = %e, "cannot encode a group record; dropped")
+                tracing::error!(group = %Untrusted(&p.group_id), error = %e, "cannot encode a group record; dropped")
             }
         }
     }

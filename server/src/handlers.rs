@@ -29,6 +29,7 @@ use crate::shard::{
     AdminReq, AdminResp, NewTopic, OffsetOut, ProducePart, ProduceResult, ReadOut, ReadPart, Shard,
     ShardReq, ShardResp,
 };
+use shardlog_coordinator::Untrusted;
 
 /// The answer phase: the response frame as chunks, or `None` for no response (acks=0).
 pub type Pending = LocalBoxFuture<'static, Option<Vec<Bytes>>>;
@@ -210,7 +211,7 @@ async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
     {
         for (name, code, _) in rs {
             if code == errors::NONE {
-                tracing::info!(topic = %name, "auto-created topic");
+                tracing::info!(topic = %Untrusted(&name), "auto-created topic");
             }
         }
     }
@@ -328,12 +329,11 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
             )
         })
         .collect();
-    if req
-        .transactional_id
-        .as_ref()
-        .is_some_and(|t| !t.0.is_empty())
-    {
-        tracing::info!("transactional produce refused: TRANSACTIONAL_ID_AUTHORIZATION_FAILED");
+    if let Some(tid) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        tracing::info!(
+            transactional_id = %Untrusted(&tid.0),
+            "transactional produce refused: TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
+        );
         let results = order
             .iter()
             .flat_map(|(t, ps)| {
@@ -901,7 +901,7 @@ async fn create_topics(
                 "replication factor {} > 1 on a single-node cluster",
                 t.replication_factor
             );
-            tracing::info!(topic = %name, %msg, "create topic: INVALID_REPLICATION_FACTOR");
+            tracing::info!(topic = %Untrusted(&name), %msg, "create topic: INVALID_REPLICATION_FACTOR");
             pre.insert(name, (errors::INVALID_REPLICATION_FACTOR, msg));
             continue;
         }
@@ -1178,7 +1178,7 @@ async fn alter_configs(
         .into_iter()
         .map(|(t, name, _)| {
             if t != RESOURCE_TOPIC {
-                tracing::info!(resource_type = t, %name, "alter configs on a non-topic resource refused");
+                tracing::info!(resource_type = t, name = %Untrusted(&name), "alter configs on a non-topic resource refused");
                 return (t, name, errors::INVALID_REQUEST, Some("only topic configs can be altered".to_string()));
             }
             let (code, msg) = got.remove(&name).unwrap_or((errors::UNKNOWN_SERVER_ERROR, None));
@@ -1240,12 +1240,11 @@ async fn init_producer_id(
     let mut r = InitProducerIdResponse::default();
     r.producer_id = ProducerId(-1);
     r.producer_epoch = -1;
-    if req
-        .transactional_id
-        .as_ref()
-        .is_some_and(|t| !t.0.is_empty())
-    {
-        tracing::info!("InitProducerId with a transactional id: transactions are not supported");
+    if let Some(tid) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        tracing::info!(
+            transactional_id = %Untrusted(&tid.0),
+            "InitProducerId with a transactional id: transactions are not supported"
+        );
         r.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
         return respond(ApiKey::InitProducerId, v, corr, &r);
     }

@@ -65,6 +65,10 @@ enum Command {
 /// client can provoke (a bad frame closes its connection with a warning) would let that client
 /// stall everyone. Here a shard only formats the line and hands it to a bounded queue; when the
 /// queue is full the line is dropped and counted, and the writer thread reports how many.
+///
+/// In the text format each event is also made exactly one line of bounded length
+/// ([`one_line`](log_sink::one_line)): client-supplied text is escaped and cut where it is
+/// logged (`Untrusted`), and this is the backstop for any value that was not.
 mod log_sink {
     use std::io::{self, Write};
     use std::sync::atomic::{AtomicU64, Ordering};
@@ -73,6 +77,47 @@ mod log_sink {
 
     /// Lines waiting for the writer thread before new ones are dropped.
     const QUEUE_LINES: usize = 16 * 1024;
+
+    /// A text-format line longer than this is cut (with a marker).
+    pub const MAX_TEXT_LINE: usize = 16 << 10;
+
+    /// Makes one formatted text event exactly one line of at most [`MAX_TEXT_LINE`] bytes
+    /// (plus the marker): line breaks inside it are written as `\n`/`\r`, other C0 controls
+    /// as `\u{..}` (ESC is kept when `keep_esc`: the formatter's own colours on a terminal),
+    /// and a longer line is cut at a character boundary.
+    pub fn one_line(line: &mut Vec<u8>, keep_esc: bool) {
+        let body_len = line.len() - usize::from(line.last() == Some(&b'\n'));
+        let body = &line[..body_len];
+        let clean = body
+            .iter()
+            .all(|&b| b >= 0x20 || b == b'\t' || (keep_esc && b == 0x1b));
+        if clean && body_len <= MAX_TEXT_LINE {
+            return;
+        }
+        let mut out = Vec::with_capacity(body_len.min(MAX_TEXT_LINE) + 64);
+        let mut cut_at = None;
+        for (i, &b) in body.iter().enumerate() {
+            if out.len() >= MAX_TEXT_LINE && (b & 0xc0) != 0x80 {
+                cut_at = Some(i);
+                break;
+            }
+            match b {
+                b'\n' => out.extend_from_slice(b"\\n"),
+                b'\r' => out.extend_from_slice(b"\\r"),
+                b'\t' => out.push(b),
+                0x1b if keep_esc => out.push(b),
+                b if b < 0x20 => out.extend_from_slice(format!("\\u{{{b:x}}}").as_bytes()),
+                b => out.push(b),
+            }
+        }
+        if let Some(i) = cut_at {
+            out.extend_from_slice(
+                format!(" ...(line cut: {} more bytes)", body_len - i).as_bytes(),
+            );
+        }
+        out.push(b'\n');
+        *line = out;
+    }
 
     static DROPPED: AtomicU64 = AtomicU64::new(0);
 
@@ -85,11 +130,13 @@ mod log_sink {
     #[derive(Clone)]
     pub struct Sink {
         tx: SyncSender<Msg>,
+        /// Text format: events are passed through [`one_line`] (with `keep_esc` = colours).
+        text: Option<bool>,
     }
 
     impl Sink {
         /// Starts the writer thread. `None` if it cannot be spawned (then log synchronously).
-        pub fn start() -> Option<Sink> {
+        pub fn start(text: Option<bool>) -> Option<Sink> {
             let (tx, rx) = mpsc::sync_channel::<Msg>(QUEUE_LINES);
             std::thread::Builder::new()
                 .name("log".into())
@@ -125,7 +172,7 @@ mod log_sink {
                     }
                 })
                 .ok()?;
-            Some(Sink { tx })
+            Some(Sink { tx, text })
         }
 
         /// Waits (at most 5 s) until every line queued so far is written.
@@ -141,6 +188,7 @@ mod log_sink {
     pub struct Line {
         buf: Vec<u8>,
         tx: SyncSender<Msg>,
+        text: Option<bool>,
     }
 
     impl Write for Line {
@@ -159,7 +207,10 @@ mod log_sink {
             if self.buf.is_empty() {
                 return;
             }
-            let line = std::mem::take(&mut self.buf);
+            let mut line = std::mem::take(&mut self.buf);
+            if let Some(keep_esc) = self.text {
+                one_line(&mut line, keep_esc);
+            }
             if let Err(TrySendError::Full(_)) = self.tx.try_send(Msg::Line(line)) {
                 DROPPED.fetch_add(1, Ordering::Relaxed);
             }
@@ -173,6 +224,7 @@ mod log_sink {
             Line {
                 buf: Vec::with_capacity(256),
                 tx: self.tx.clone(),
+                text: self.text,
             }
         }
     }
@@ -184,7 +236,10 @@ mod log_sink {
         #[test]
         fn lines_arrive_whole_and_in_order_and_overflow_is_counted() {
             let (tx, rx) = mpsc::sync_channel::<Msg>(2);
-            let sink = Sink { tx };
+            let sink = Sink {
+                tx,
+                text: Some(false),
+            };
             for i in 0..3 {
                 let mut w = tracing_subscriber::fmt::MakeWriter::make_writer(&sink);
                 write!(w, "line ").unwrap();
@@ -200,6 +255,32 @@ mod log_sink {
             assert_eq!(got, vec![b"line 0\n".to_vec(), b"line 1\n".to_vec()]);
             assert_eq!(DROPPED.swap(0, Ordering::Relaxed), 1);
         }
+
+        #[test]
+        fn one_event_is_one_bounded_line() {
+            let mut l = b"INFO x topic=a\nERROR forged\r\0 \x1b[1mbold\x1b[0m\n".to_vec();
+            let mut colours = l.clone();
+            one_line(&mut l, false);
+            assert_eq!(
+                l,
+                b"INFO x topic=a\\nERROR forged\\r\\u{0} \\u{1b}[1mbold\\u{1b}[0m\n".to_vec()
+            );
+            one_line(&mut colours, true);
+            assert_eq!(
+                colours,
+                b"INFO x topic=a\\nERROR forged\\r\\u{0} \x1b[1mbold\x1b[0m\n".to_vec()
+            );
+            let mut plain = b"INFO ok\n".to_vec();
+            one_line(&mut plain, false);
+            assert_eq!(plain, b"INFO ok\n");
+            let mut long = "é".repeat(MAX_TEXT_LINE).into_bytes();
+            long.push(b'\n');
+            one_line(&mut long, false);
+            let text = String::from_utf8(long).expect("cut at a character boundary");
+            assert!(text.len() < MAX_TEXT_LINE + 64);
+            assert!(text.ends_with(&format!(" ...(line cut: {} more bytes)\n", MAX_TEXT_LINE)));
+            assert_eq!(text.matches('\n').count(), 1);
+        }
     }
 }
 
@@ -207,7 +288,8 @@ fn init_tracing(level: &str, format: LogFormat) -> Option<log_sink::Sink> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let sink = log_sink::Sink::start();
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let sink = log_sink::Sink::start((format == LogFormat::Text).then_some(ansi));
     let writer = match sink.clone() {
         Some(s) => tracing_subscriber::fmt::writer::BoxMakeWriter::new(s),
         None => tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr),
@@ -219,9 +301,7 @@ fn init_tracing(level: &str, format: LogFormat) -> Option<log_sink::Sink> {
     match format {
         // One JSON object per line: timestamp, level, target, threadName, fields.
         LogFormat::Json => builder.json().with_ansi(false).init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+        LogFormat::Text => builder.with_ansi(ansi).init(),
     }
     sink
 }

@@ -129,6 +129,8 @@ pub struct ShardMetrics {
     connections_refused: Cell<u64>,
     bad_requests: Cell<u64>,
     request_memory_waits: Cell<u64>,
+    producer_ids_expired: Cell<u64>,
+    producer_ids_evicted: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -143,6 +145,8 @@ impl Default for ShardMetrics {
             connections_refused: Cell::new(0),
             bad_requests: Cell::new(0),
             request_memory_waits: Cell::new(0),
+            producer_ids_expired: Cell::new(0),
+            producer_ids_evicted: Cell::new(0),
         }
     }
 }
@@ -199,6 +203,19 @@ pub fn request_memory_wait() {
 }
 
 /// A frame or request that closed its connection (oversized, malformed, unknown API).
+/// Producer ids forgotten: expired (`producer_id_expiration_ms`) or, when `!expired`, dropped
+/// at `max_producer_ids_per_partition`.
+pub fn producer_ids_dropped(n: usize, expired: bool) {
+    with(|m| {
+        let c = if expired {
+            &m.producer_ids_expired
+        } else {
+            &m.producer_ids_evicted
+        };
+        c.set(c.get() + n as u64);
+    });
+}
+
 pub fn bad_request() {
     with(|m| m.bad_requests.set(m.bad_requests.get() + 1));
 }
@@ -264,6 +281,11 @@ pub struct ShardSnapshot {
     pub bad_requests: u64,
     pub request_memory_bytes: u64,
     pub request_memory_waits: u64,
+    /// Idempotent producers remembered by this shard's partitions, and how many were
+    /// forgotten by expiry and by the per-partition limit.
+    pub producer_ids: u64,
+    pub producer_ids_expired: u64,
+    pub producer_ids_evicted: u64,
     pub requests: Vec<(i16, u64)>,
     pub latency: Vec<(i16, HistSnapshot)>,
     pub errors: Vec<(i16, i16, u64)>,
@@ -297,6 +319,12 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         })
         .collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+    let producer_ids = shard
+        .partitions
+        .borrow()
+        .values()
+        .map(|p| p.producers.borrow().len() as u64)
+        .sum();
     with(|m| ShardSnapshot {
         shard: shard.id,
         connections: shard.connections.get() as u64,
@@ -307,6 +335,9 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
             .request_memory_limit
             .saturating_sub(shard.request_memory.available()),
         request_memory_waits: m.request_memory_waits.get(),
+        producer_ids,
+        producer_ids_expired: m.producer_ids_expired.get(),
+        producer_ids_evicted: m.producer_ids_evicted.get(),
         requests: m
             .requests
             .iter()
@@ -358,6 +389,8 @@ pub struct Extra {
     pub uptime: Duration,
     pub shutting_down: bool,
     pub groups: Vec<GroupLag>,
+    /// Admin HTTP connections closed to admit newer ones (`admin_http.rs`).
+    pub admin_connections_evicted: u64,
 }
 
 /// Name of an API key (`Produce`, `Fetch`, ...; `api_<n>` when unknown).
@@ -468,6 +501,16 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
         "Seconds since the broker started.",
     );
     o.sample("shardlog_uptime_seconds", &[], extra.uptime.as_secs_f64());
+    o.header(
+        "shardlog_admin_connections_evicted_total",
+        "counter",
+        "Admin HTTP connections closed at the connection limit to admit a newer one.",
+    );
+    o.sample(
+        "shardlog_admin_connections_evicted_total",
+        &[],
+        extra.admin_connections_evicted,
+    );
 
     o.per_shard(
         shards,
@@ -526,6 +569,27 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
         "shardlog_bad_requests_total",
         &[],
         shards.iter().map(|s| s.bad_requests).sum::<u64>(),
+    );
+    o.per_shard(
+        shards,
+        "shardlog_producer_ids",
+        "Idempotent producer ids whose state (epoch, last sequences) the shard's partitions keep; one per producer and partition.",
+        |s| s.producer_ids,
+    );
+    o.header(
+        "shardlog_producer_ids_forgotten_total",
+        "counter",
+        "Producer ids forgotten: reason=expired (producer_id_expiration_ms) or limit (max_producer_ids_per_partition).",
+    );
+    o.sample(
+        "shardlog_producer_ids_forgotten_total",
+        &[("reason", "expired")],
+        shards.iter().map(|s| s.producer_ids_expired).sum::<u64>(),
+    );
+    o.sample(
+        "shardlog_producer_ids_forgotten_total",
+        &[("reason", "limit")],
+        shards.iter().map(|s| s.producer_ids_evicted).sum::<u64>(),
     );
 
     let mut requests: BTreeMap<i16, u64> = BTreeMap::new();

@@ -174,8 +174,12 @@ async fn restore_producers(
     let snapshot = std::fs::read(snapshot_path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok());
+    let now = now_ms();
     let (mut state, mut offset) = match snapshot {
-        Some(s) if s.end_offset >= start && s.end_offset <= end => (s.state, s.end_offset),
+        Some(mut s) if s.end_offset >= start && s.end_offset <= end => {
+            s.state.loaded(now);
+            (s.state, s.end_offset)
+        }
         Some(s) => {
             tracing::warn!(
                 topic,
@@ -202,6 +206,9 @@ async fn restore_producers(
                 continue;
             }
             if info.producer_id >= 0 && !info.is_control() {
+                // When the producer appended is not stored; the batch's max timestamp is
+                // (Kafka uses it too), capped at now so a future timestamp cannot keep a
+                // producer from expiring.
                 state.record(
                     info.producer_id,
                     info.producer_epoch,
@@ -211,6 +218,7 @@ async fn restore_producers(
                         base_offset: info.base_offset,
                         last_offset: info.last_offset(),
                     },
+                    info.max_timestamp.min(now),
                 );
             }
             offset = info.next_offset();
@@ -319,7 +327,7 @@ async fn append_one(
     match log.append(bytes.clone(), leader_epoch, now_ms()).await {
         Ok(a) => {
             if let Some(info) = info {
-                producers.borrow_mut().record(
+                let evicted = producers.borrow_mut().record(
                     info.producer_id,
                     info.producer_epoch,
                     BatchMeta {
@@ -328,7 +336,17 @@ async fn append_one(
                         base_offset: a.base_offset,
                         last_offset: a.last_offset,
                     },
+                    now_ms(),
                 );
+                if evicted > 0 {
+                    metrics::producer_ids_dropped(evicted, false);
+                    tracing::info!(
+                        topic,
+                        partition = index,
+                        evicted,
+                        "max_producer_ids_per_partition reached: forgot the least recently used producer ids"
+                    );
+                }
             }
             Ok(Appended {
                 base_offset: a.base_offset,

@@ -12,6 +12,19 @@
 //! The state is serialised to a small JSON snapshot at clean shutdown (and periodically), and
 //! rebuilt after an unclean stop by replaying batch headers from the snapshot's offset: see
 //! `partition.rs`.
+//!
+//! **Expiry and bounds.** A producer id costs memory for as long as it is remembered, and ids
+//! are cheap to make (one InitProducerId each): 300,000 of them once added 138 MiB that was
+//! never given back. As in Kafka (`producer.id.expiration.ms`, KIP-854), a producer that has
+//! not appended for `producer_id_expiration_ms` is forgotten ([`ProducerStates::expire`]),
+//! and its next batch is accepted with whatever sequence it carries (Kafka's rule for a
+//! producer it holds no state for, so a producer that merely paused does not fail). Each entry
+//! remembers when it last appended (`last_ms`): the broker's clock for live appends, the
+//! batch's max timestamp when rebuilt from the log, and it is part of the snapshot, so state
+//! that has expired stays expired after a restart. Expiry alone bounds memory only by the
+//! producer-creation rate, so each partition also keeps at most `max_producer_ids_per_partition`
+//! ids: past it the least recently used are dropped (in steps of 1/16 of the limit, so the
+//! cost per new producer stays constant).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -34,6 +47,10 @@ pub struct BatchMeta {
 pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<BatchMeta>,
+    /// When this producer last appended (ms since the epoch). Snapshots written before this
+    /// field existed load as 0 and are given the load time (see [`ProducerStates::loaded`]).
+    #[serde(default)]
+    pub last_ms: i64,
 }
 
 /// What to do with an incoming batch.
@@ -50,6 +67,9 @@ pub enum SeqCheck {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProducerStates {
     pub producers: HashMap<i64, ProducerEntry>,
+    /// At most this many producer ids (0: no limit); see [`ProducerStates::set_max_ids`].
+    #[serde(skip)]
+    max_ids: usize,
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -70,12 +90,10 @@ impl ProducerStates {
             return SeqCheck::Reject(errors::INVALID_RECORD);
         }
         let Some(entry) = self.producers.get(&pid) else {
-            // A producer we have no state for must start at sequence 0.
-            return if first_seq == 0 {
-                SeqCheck::Append
-            } else {
-                SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
-            };
+            // No state for this producer: new, or expired (or its batches removed by
+            // retention). Kafka accepts any sequence then, and so do we: a producer that was
+            // idle longer than producer_id_expiration_ms carries on without a fatal error.
+            return SeqCheck::Append;
         };
         if epoch < entry.epoch {
             return SeqCheck::Reject(errors::INVALID_PRODUCER_EPOCH);
@@ -105,12 +123,23 @@ impl ProducerStates {
         }
     }
 
-    /// Records an appended batch (after `check` said `Append`, or while replaying the log).
-    pub fn record(&mut self, pid: i64, epoch: i16, meta: BatchMeta) {
+    /// Records an appended batch (after `check` said `Append`, or while replaying the log)
+    /// made at `at_ms`; returns how many other producers were dropped to stay within the
+    /// limit on producer ids.
+    pub fn record(&mut self, pid: i64, epoch: i16, meta: BatchMeta, at_ms: i64) -> usize {
         if pid < 0 {
-            return;
+            return 0;
         }
-        let entry = self.producers.entry(pid).or_default();
+        let evicted = if self.producers.contains_key(&pid) {
+            0
+        } else {
+            self.make_room()
+        };
+        let entry = self.producers.entry(pid).or_insert_with(|| ProducerEntry {
+            epoch,
+            batches: VecDeque::with_capacity(MAX_REMEMBERED_BATCHES),
+            last_ms: at_ms,
+        });
         if epoch != entry.epoch {
             entry.epoch = epoch;
             entry.batches.clear();
@@ -119,6 +148,66 @@ impl ProducerStates {
         while entry.batches.len() > MAX_REMEMBERED_BATCHES {
             entry.batches.pop_front();
         }
+        entry.last_ms = entry.last_ms.max(at_ms);
+        evicted
+    }
+
+    /// Forgets every producer that has not appended for `expiration_ms` (Kafka: expired when
+    /// `now - last >= producer.id.expiration.ms`); returns how many.
+    pub fn expire(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        let before = self.producers.len();
+        self.producers
+            .retain(|_, e| now_ms.saturating_sub(e.last_ms) < expiration_ms);
+        before - self.producers.len()
+    }
+
+    /// Limits the number of producer ids (0: none), dropping the least recently used ones
+    /// now if there are more; returns how many were dropped.
+    pub fn set_max_ids(&mut self, max_ids: usize) -> usize {
+        self.max_ids = max_ids;
+        if max_ids == 0 || self.producers.len() <= max_ids {
+            return 0;
+        }
+        let excess = self.producers.len() - max_ids;
+        self.drop_oldest(excess)
+    }
+
+    /// After loading a snapshot: entries from before `last_ms` was recorded count as active
+    /// at `now_ms` (a snapshot from an older version does not expire everything at once).
+    pub fn loaded(&mut self, now_ms: i64) {
+        for e in self.producers.values_mut() {
+            if e.last_ms <= 0 {
+                e.last_ms = now_ms;
+            }
+        }
+    }
+
+    /// Called before a new producer id is added: at the limit, drops the least recently
+    /// used 1/16 of it (at least one).
+    fn make_room(&mut self) -> usize {
+        if self.max_ids == 0 || self.producers.len() < self.max_ids {
+            return 0;
+        }
+        let n = (self.max_ids / 16).max(1) + (self.producers.len() + 1 - self.max_ids) - 1;
+        self.drop_oldest(n)
+    }
+
+    /// Drops the `n` producers with the oldest `last_ms`.
+    fn drop_oldest(&mut self, n: usize) -> usize {
+        let n = n.min(self.producers.len());
+        if n == 0 {
+            return 0;
+        }
+        let mut ages: Vec<(i64, i64)> = self
+            .producers
+            .iter()
+            .map(|(&pid, e)| (e.last_ms, pid))
+            .collect();
+        ages.select_nth_unstable(n - 1);
+        for &(_, pid) in &ages[..n] {
+            self.producers.remove(&pid);
+        }
+        n
     }
 
     pub fn len(&self) -> usize {
@@ -160,17 +249,17 @@ mod tests {
     fn in_order_sequences_append_and_gaps_are_refused() {
         let mut s = ProducerStates::default();
         assert_eq!(s.check(7, 0, 0, 4), SeqCheck::Append);
-        s.record(7, 0, meta(0, 4, 100));
+        s.record(7, 0, meta(0, 4, 100), 1);
         assert_eq!(s.check(7, 0, 5, 9), SeqCheck::Append);
-        s.record(7, 0, meta(5, 9, 105));
+        s.record(7, 0, meta(5, 9, 105), 1);
         assert_eq!(
             s.check(7, 0, 11, 12),
             SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
         );
         assert_eq!(
             s.check(8, 0, 3, 4),
-            SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
-            "unknown producer must start at 0"
+            SeqCheck::Append,
+            "a producer without state (new or expired) may start at any sequence, as in Kafka"
         );
     }
 
@@ -179,7 +268,7 @@ mod tests {
         let mut s = ProducerStates::default();
         for i in 0..7 {
             let first = i * 10;
-            s.record(1, 0, meta(first, first + 9, i64::from(first) + 1000));
+            s.record(1, 0, meta(first, first + 9, i64::from(first) + 1000), 1);
         }
         // The last five (i = 2..=6) are remembered.
         assert_eq!(
@@ -207,7 +296,7 @@ mod tests {
     #[test]
     fn epochs_fence_and_reset() {
         let mut s = ProducerStates::default();
-        s.record(1, 3, meta(0, 0, 0));
+        s.record(1, 3, meta(0, 0, 0), 1);
         assert_eq!(
             s.check(1, 2, 1, 1),
             SeqCheck::Reject(errors::INVALID_PRODUCER_EPOCH)
@@ -217,7 +306,7 @@ mod tests {
             SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
         );
         assert_eq!(s.check(1, 4, 0, 0), SeqCheck::Append);
-        s.record(1, 4, meta(0, 0, 1));
+        s.record(1, 4, meta(0, 0, 1), 1);
         assert_eq!(s.producers[&1].epoch, 4);
         assert_eq!(s.producers[&1].batches.len(), 1);
     }
@@ -225,14 +314,61 @@ mod tests {
     #[test]
     fn sequence_wraps_at_i32_max() {
         let mut s = ProducerStates::default();
-        s.record(1, 0, meta(i32::MAX - 1, i32::MAX, 0));
+        s.record(1, 0, meta(i32::MAX - 1, i32::MAX, 0), 1);
         assert_eq!(s.check(1, 0, 0, 3), SeqCheck::Append);
+    }
+
+    #[test]
+    fn producers_idle_for_the_expiration_are_forgotten() {
+        let mut s = ProducerStates::default();
+        s.record(1, 0, meta(0, 0, 0), 1_000);
+        s.record(2, 0, meta(0, 0, 1), 1_000);
+        s.record(2, 0, meta(1, 1, 2), 5_000);
+        assert_eq!(s.expire(5_999, 5_000), 0, "idle for 4999 ms");
+        assert_eq!(s.expire(6_000, 5_000), 1, "idle for exactly the expiration");
+        assert!(!s.producers.contains_key(&1));
+        assert!(s.producers.contains_key(&2));
+        // The expired producer's next batch is accepted whatever its sequence.
+        assert_eq!(s.check(1, 0, 1, 1), SeqCheck::Append);
+        assert_eq!(s.expire(10_000, 5_000), 1);
+        assert!(s.is_empty());
+    }
+
+    #[test]
+    fn the_number_of_producer_ids_is_bounded_least_recently_used_first() {
+        let mut s = ProducerStates::default();
+        s.set_max_ids(32);
+        let mut evicted = 0;
+        for pid in 0..1000i64 {
+            evicted += s.record(pid, 0, meta(0, 0, pid), pid);
+            assert!(s.len() <= 32);
+        }
+        assert_eq!(evicted + s.len(), 1000);
+        // The most recent ones are kept.
+        assert!(s.producers.contains_key(&999) && s.producers.contains_key(&990));
+        assert!(!s.producers.contains_key(&0));
+        // A known producer appending again is not a new id: nothing is dropped.
+        assert_eq!(s.record(999, 0, meta(1, 1, 2000), 2000), 0);
+        // Lowering the limit drops the excess at once.
+        let n = s.len();
+        assert_eq!(s.set_max_ids(10), n - 10);
+        assert!(s.producers.contains_key(&999));
+    }
+
+    #[test]
+    fn old_snapshots_without_last_use_count_as_active_at_load() {
+        let text = r#"{"end_offset":3,"state":{"producers":{"7":{"epoch":0,"batches":[{"first_seq":0,"last_seq":2,"base_offset":0,"last_offset":2}]}}}}"#;
+        let mut snap: Snapshot = serde_json::from_str(text).expect("old snapshot");
+        assert_eq!(snap.state.producers[&7].last_ms, 0);
+        snap.state.loaded(50_000);
+        assert_eq!(snap.state.expire(50_001, 1_000), 0);
+        assert_eq!(snap.state.producers[&7].last_ms, 50_000);
     }
 
     #[test]
     fn snapshot_round_trips() {
         let mut s = ProducerStates::default();
-        s.record(9, 1, meta(0, 3, 10));
+        s.record(9, 1, meta(0, 3, 10), 1);
         let snap = Snapshot {
             end_offset: 14,
             state: s.clone(),

@@ -38,6 +38,7 @@ use crate::errors;
 use crate::fetch::FetchSessions;
 use crate::metadata::{self, ClusterMeta, MetaEvent, MetadataStore, PartitionMeta, TopicMeta};
 use crate::partition::{now_ms, Partition};
+use shardlog_coordinator::Untrusted;
 
 /// Shard that owns `(topic, partition)` among `shards`.
 ///
@@ -508,7 +509,7 @@ impl Shard {
                 log_start_offset: -1,
             };
             let Some(p) = self.partition(&part.topic, part.partition) else {
-                tracing::debug!(topic = %part.topic, partition = part.partition, "produce: UNKNOWN_TOPIC_OR_PARTITION");
+                tracing::debug!(topic = %Untrusted(&part.topic), partition = part.partition, "produce: UNKNOWN_TOPIC_OR_PARTITION");
                 res.error = errors::UNKNOWN_TOPIC_OR_PARTITION;
                 waits.push(future::ready(res).boxed_local());
                 continue;
@@ -776,6 +777,7 @@ impl Shard {
             .await;
             match opened {
                 Ok(p) => {
+                    self.limit_producers(&p, now_ms());
                     self.partitions.borrow_mut().insert((t.name.clone(), i), p);
                 }
                 Err(e) => {
@@ -837,11 +839,45 @@ impl Shard {
         }
     }
 
-    /// Periodic per-shard work: `tick` every log, retention and producer snapshots now and then.
-    pub async fn tick_all(&self, retention_due: bool) {
+    /// Applies `producer_id_expiration_ms` and `max_producer_ids_per_partition` to a
+    /// partition's producer state; true when it forgot any (its snapshot is then stale).
+    fn limit_producers(&self, p: &Partition, now: i64) -> bool {
+        let mut st = p.producers.borrow_mut();
+        let expiration = i64::try_from(self.cfg.producer_id_expiration_ms).unwrap_or(i64::MAX);
+        let expired = st.expire(now, expiration);
+        let evicted = st.set_max_ids(self.cfg.max_producer_ids_per_partition);
+        if expired > 0 {
+            crate::metrics::producer_ids_dropped(expired, true);
+        }
+        if evicted > 0 {
+            crate::metrics::producer_ids_dropped(evicted, false);
+        }
+        if expired + evicted > 0 {
+            tracing::info!(
+                topic = %p.topic,
+                partition = p.index,
+                expired,
+                evicted,
+                remaining = st.len(),
+                "forgot idle idempotent producers"
+            );
+        }
+        expired + evicted > 0
+    }
+
+    /// Periodic per-shard work: `tick` every log, retention and producer snapshots now and
+    /// then, producer-id expiry when `expiry_due`.
+    pub async fn tick_all(&self, retention_due: bool, expiry_due: bool) {
         let now = now_ms();
         let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for p in parts {
+            // A snapshot still holding forgotten producers is rewritten at once, so they do
+            // not come back from it after a restart.
+            if expiry_due && self.limit_producers(&p, now) {
+                if let Err(e) = p.write_snapshot() {
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "could not write producer snapshot");
+                }
+            }
             if let Err(e) = p.log.tick(now).await {
                 errors::log_error_code(&e, &p.topic, p.index);
             }
@@ -906,7 +942,7 @@ impl Shard {
                 let mut out = Vec::with_capacity(names.len());
                 for name in names {
                     if self.topic(&name).is_none() {
-                        tracing::info!(topic = %name, "delete: UNKNOWN_TOPIC_OR_PARTITION");
+                        tracing::info!(topic = %Untrusted(&name), "delete: UNKNOWN_TOPIC_OR_PARTITION");
                         out.push((name, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
                         continue;
                     }
@@ -931,7 +967,7 @@ impl Shard {
                     let have = t.partitions.len() as i32;
                     if count <= have || count > 100_000 {
                         let msg = format!("topic has {have} partitions; requested {count}");
-                        tracing::info!(topic = %name, %msg, "create partitions: INVALID_PARTITIONS");
+                        tracing::info!(topic = %Untrusted(&name), %msg, "create partitions: INVALID_PARTITIONS");
                         out.push((name, errors::INVALID_PARTITIONS, Some(msg)));
                         continue;
                     }
@@ -965,7 +1001,7 @@ impl Shard {
                         metadata::apply_config_op(&mut t.configs, key, op, value)
                     });
                     if let Err((code, msg)) = applied {
-                        tracing::info!(topic = %name, %msg, error = errors::name(code), "alter configs refused");
+                        tracing::info!(topic = %Untrusted(&name), %msg, error = errors::name(code), "alter configs refused");
                         out.push((name, code, Some(msg)));
                         continue;
                     }
@@ -985,7 +1021,7 @@ impl Shard {
     async fn create_topic(self: &Rc<Self>, t: NewTopic, validate_only: bool) -> AdminResult {
         let name = t.name.clone();
         if let Err(msg) = metadata::validate_topic_name(&name) {
-            tracing::info!(topic = %name, %msg, "create topic: INVALID_TOPIC_EXCEPTION");
+            tracing::info!(topic = %Untrusted(&name), %msg, "create topic: INVALID_TOPIC_EXCEPTION");
             return (name, errors::INVALID_TOPIC_EXCEPTION, Some(msg));
         }
         if self.topic(&name).is_some() {
@@ -1002,13 +1038,13 @@ impl Shard {
         };
         if !(1..=100_000).contains(&partitions) {
             let msg = format!("number of partitions must be in 1..=100000, got {partitions}");
-            tracing::info!(topic = %name, %msg, "create topic: INVALID_PARTITIONS");
+            tracing::info!(topic = %Untrusted(&name), %msg, "create topic: INVALID_PARTITIONS");
             return (name, errors::INVALID_PARTITIONS, Some(msg));
         }
         let mut configs = std::collections::BTreeMap::new();
         for (k, v) in t.configs {
             if let Err((code, msg)) = metadata::apply_config_op(&mut configs, k, 0, Some(v)) {
-                tracing::info!(topic = %name, %msg, error = errors::name(code), "create topic refused");
+                tracing::info!(topic = %Untrusted(&name), %msg, error = errors::name(code), "create topic refused");
                 return (name, code, Some(msg));
             }
         }
