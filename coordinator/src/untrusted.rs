@@ -51,8 +51,7 @@ fn needs_escape(c: char) -> bool {
 impl fmt::Display for Untrusted<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_char('"')?;
-        let mut shown = 0usize;
-        for (i, c) in self.0.char_indices() {
+        for (shown, (i, c)) in self.0.char_indices().enumerate() {
             if shown == MAX_LOGGED_CHARS {
                 return write!(f, "\"...({} bytes, {} cut)", self.0.len(), self.0.len() - i);
             }
@@ -65,7 +64,6 @@ impl fmt::Display for Untrusted<'_> {
                 c if needs_escape(c) => write!(f, "\\u{{{:x}}}", u32::from(c))?,
                 c => f.write_char(c)?,
             }
-            shown += 1;
         }
         f.write_char('"')
     }
