@@ -128,7 +128,8 @@ pub struct BrokerConfig {
     /// Kafka `producer.id.expiration.check.interval.ms`: how often expiry runs.
     pub producer_id_expiration_check_interval_ms: u64,
     /// Producer ids one partition remembers at most; past it the least recently used are
-    /// forgotten. Bounds the memory of idempotent-producer state (roughly 200-260 bytes per id by struct sizes).
+    /// forgotten. Bounds the memory of idempotent-producer state (roughly 200-260 bytes per
+    /// id by struct sizes).
     pub max_producer_ids_per_partition: usize,
 }
 
