@@ -29,7 +29,7 @@ use futures::FutureExt;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use shardlog_coordinator as coord;
-use shardlog_coordinator::{error_response, ErrorCode, Request, Response};
+use shardlog_coordinator::{error_response, ErrorCode, Request, Response, Untrusted};
 
 use crate::errors;
 use crate::handlers::Pending;
@@ -437,8 +437,8 @@ pub async fn offset_commit(
         .collect();
     if let Some(&(topic, partition, code)) = refused.first() {
         tracing::info!(
-            group = %group_id,
-            %topic,
+            group = %Untrusted(&group_id),
+            topic = %Untrusted(topic),
             partition,
             error = code,
             refused = refused.len(),

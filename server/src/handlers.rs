@@ -875,7 +875,7 @@ async fn create_topics(
     for t in &req.topics {
         let name = t.name.0.as_str();
         if !seen.insert(name) && !pre.contains_key(name) {
-            tracing::info!(topic = %name, "create topic: the name appears more than once: INVALID_REQUEST");
+            tracing::info!(topic = %Untrusted(name), "create topic: the name appears more than once: INVALID_REQUEST");
             pre.insert(
                 name.to_string(),
                 (
