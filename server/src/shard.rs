@@ -753,6 +753,7 @@ impl Shard {
     /// Opens this shard's partitions of `t` that are not open yet; reconfigures the others.
     pub async fn open_topic(self: &Rc<Self>, t: &TopicMeta) {
         let config = metadata::log_config(t, &self.cfg);
+        let compression = metadata::compression_policy(t, &self.cfg);
         let dir = topic_dir(&self.cfg.data_dir, t);
         for (i, pm) in t.partitions.iter().enumerate() {
             let i = i as i32;
@@ -761,6 +762,7 @@ impl Shard {
             }
             if let Some(p) = self.partition(&t.name, i) {
                 p.log.set_config(config.clone());
+                p.compression.set(compression);
                 p.leader_epoch.set(pm.leader_epoch);
                 continue;
             }
@@ -771,6 +773,7 @@ impl Shard {
                 dir.join(format!("{i}.producers.json")),
                 config.clone(),
                 pm.leader_epoch,
+                compression,
                 &self.cache_budget,
             )
             .await;
