@@ -338,6 +338,7 @@ impl BrokerConfig {
             "default_flush",
             "log_format",
             "admin_listen",
+            "compression_type",
         ];
         let literal = if string_keys.contains(&key) {
             toml::Value::String(value.to_string()).to_string()
@@ -773,6 +774,29 @@ mod tests {
         assert_eq!(cfg.max_inflight_requests, 7);
         assert_eq!(cfg.default_flush, DefaultFlush::Never);
         assert_eq!(cfg.advertised_host_port(), ("127.0.0.1".to_string(), 3000));
+    }
+
+    #[test]
+    fn compression_keys_from_env_and_checked() {
+        let cfg = BrokerConfig::load(
+            None,
+            env(&[
+                ("SHARDLOG_COMPRESSION_TYPE", "zstd"),
+                ("SHARDLOG_VALIDATE_COMPRESSED_BATCHES", "false"),
+            ]),
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(cfg.compression_type, "zstd");
+        assert!(!cfg.validate_compressed_batches);
+        for (var, value) in [
+            ("SHARDLOG_COMPRESSION_TYPE", "brotli"),
+            ("SHARDLOG_MAX_DECOMPRESSED_BATCH_BYTES", "10"),
+        ] {
+            let e = BrokerConfig::load(None, env(&[(var, value)]), &Overrides::default())
+                .expect_err("refused");
+            assert!(e.to_string().contains(&var[9..].to_lowercase()), "{e}");
+        }
     }
 
     #[test]
