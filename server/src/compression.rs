@@ -460,9 +460,9 @@ mod tests {
     #[test]
     fn refuses_unknown_codec_and_bytes_that_are_not_the_codec() {
         let p = policy(CompressionType::Producer, true);
-        for codec in 5..=7 {
+        for codec in 5..=7i16 {
             let mut b = batch::build(0, 2, 10, 5);
-            b[21..23].copy_from_slice(&(codec as i16).to_be_bytes());
+            b[21..23].copy_from_slice(&codec.to_be_bytes());
             let crc = batch::compute_crc(&b);
             b[17..21].copy_from_slice(&crc.to_be_bytes());
             let e = prepare(Bytes::from(b), &p).expect_err("refused");

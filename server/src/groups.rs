@@ -605,11 +605,6 @@ pub async fn load(shard: &Rc<Shard>) {
             dir.join(format!("{index}.producers.json")),
             config.clone(),
             0,
-            // Only the broker writes here, uncompressed batches: nothing to validate.
-            crate::compression::CompressionPolicy {
-                validate: false,
-                ..Default::default()
-            },
             &shard.cache_budget,
         )
         .await;

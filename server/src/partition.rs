@@ -49,7 +49,8 @@ pub struct Partition {
     pub log: Rc<Log>,
     pub leader_epoch: Rc<Cell<i32>>,
     pub producers: Rc<RefCell<ProducerStates>>,
-    /// Validation and `compression.type` for produced batches (updated on a config change).
+    /// Validation and `compression.type` for produced batches: the default until the owner
+    /// sets the topic's (before the partition takes batches), then updated on config changes.
     pub compression: Rc<Cell<CompressionPolicy>>,
     /// Traffic counters (read by metrics scrapes on this shard).
     pub stats: Rc<PartitionStats>,
@@ -72,7 +73,6 @@ impl Partition {
         snapshot_path: PathBuf,
         config: LogConfig,
         leader_epoch: i32,
-        compression: CompressionPolicy,
         cache_budget: &Rc<CacheBudget>,
     ) -> Result<Rc<Self>, LogError> {
         let (log, report) = Log::open(GlommioStorage, dir.clone(), config).await?;
@@ -97,7 +97,7 @@ impl Partition {
             log: log.clone(),
             leader_epoch: Rc::new(Cell::new(leader_epoch)),
             producers: Rc::new(RefCell::new(producers)),
-            compression: Rc::new(Cell::new(compression)),
+            compression: Rc::new(Cell::new(CompressionPolicy::default())),
             stats: stats.clone(),
             snapshot_path,
             appender: tx,
@@ -107,8 +107,10 @@ impl Partition {
             index,
             log,
             p.producers.clone(),
-            p.leader_epoch.clone(),
-            p.compression.clone(),
+            Live {
+                leader_epoch: p.leader_epoch.clone(),
+                compression: p.compression.clone(),
+            },
             stats,
             rx,
         ))
@@ -237,13 +239,18 @@ async fn restore_producers(
     Ok(state)
 }
 
+/// What the appender reads afresh for every batch: metadata updates change them.
+struct Live {
+    leader_epoch: Rc<Cell<i32>>,
+    compression: Rc<Cell<CompressionPolicy>>,
+}
+
 async fn appender(
     topic: String,
     index: i32,
     log: Rc<Log>,
     producers: Rc<RefCell<ProducerStates>>,
-    epoch: Rc<Cell<i32>>,
-    compression: Rc<Cell<CompressionPolicy>>,
+    live: Live,
     stats: Rc<PartitionStats>,
     rx: LocalReceiver<AppendJob>,
 ) {
@@ -255,8 +262,8 @@ async fn appender(
             index,
             &log,
             &producers,
-            epoch.get(),
-            &compression.get(),
+            live.leader_epoch.get(),
+            &live.compression.get(),
             &job.batch,
         )
         .await;

@@ -773,12 +773,12 @@ impl Shard {
                 dir.join(format!("{i}.producers.json")),
                 config.clone(),
                 pm.leader_epoch,
-                compression,
                 &self.cache_budget,
             )
             .await;
             match opened {
                 Ok(p) => {
+                    p.compression.set(compression);
                     self.partitions.borrow_mut().insert((t.name.clone(), i), p);
                 }
                 Err(e) => {
