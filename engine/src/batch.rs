@@ -74,7 +74,14 @@ pub enum BatchError {
     RecordCount { count: i32, delta: i32 },
     #[error("batch of {size} bytes exceeds the limit of {max} bytes")]
     TooLarge { size: usize, max: usize },
+    /// Attributes bits 0-2 name a codec Kafka does not define (5, 6, 7): no consumer can read
+    /// the records, so storing the batch would stall every consumer at its offset.
+    #[error("unknown compression codec {0} in the batch attributes (0-4 are defined)")]
+    UnknownCodec(i16),
 }
+
+/// The highest compression codec id Kafka defines (4 = zstd).
+pub const MAX_CODEC: i16 = 4;
 
 /// What the log and the broker need to know about a validated batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -191,6 +198,17 @@ pub fn validate(bytes: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchError>
     Ok(info)
 }
 
+/// [`validate`] for a batch a producer sends: also refuses a codec Kafka does not define.
+/// (Recovery uses [`validate`] alone: a batch stored before this check existed must not
+/// truncate the log behind it.)
+pub fn validate_new(bytes: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchError> {
+    let info = validate(bytes, max_bytes)?;
+    if info.compression() > MAX_CODEC {
+        return Err(BatchError::UnknownCodec(info.compression()));
+    }
+    Ok(info)
+}
+
 /// Assigns the batch its place in the log: patches baseOffset and partitionLeaderEpoch, which
 /// lie outside the CRC, so the stored CRC stays valid.
 pub fn assign(bytes: &mut [u8], base_offset: Offset, leader_epoch: i32) {
@@ -220,6 +238,29 @@ pub fn stamp_log_append_time_split(head: &mut [u8], tail: &[u8], now_ms: i64) {
     if let Ok((h, _)) = BatchHeader::mut_from_prefix(head) {
         h.crc.set(crc);
     }
+}
+
+/// A new batch: `head`'s header (at least [`HEADER_BYTES`]) with codec bits `compression` and
+/// `records` as its records section; batchLength and CRC are recomputed, every other field is
+/// kept. Used to store a batch recompressed under a topic's `compression.type`.
+pub fn with_records(head: &[u8], compression: i16, records: &[u8]) -> Vec<u8> {
+    let head = &head[..HEADER_BYTES.min(head.len())];
+    let mut out = Vec::with_capacity(HEADER_BYTES + records.len());
+    out.extend_from_slice(head);
+    out.resize(HEADER_BYTES, 0);
+    out.extend_from_slice(records);
+    if let Ok((h, _)) = BatchHeader::mut_from_prefix(&mut out[..]) {
+        let attrs =
+            (h.attributes.get() & !ATTR_COMPRESSION_MASK) | (compression & ATTR_COMPRESSION_MASK);
+        h.attributes.set(attrs);
+        h.batch_length
+            .set(i32::try_from(HEADER_BYTES - LOG_OVERHEAD + records.len()).unwrap_or(i32::MAX));
+    }
+    let crc = compute_crc(&out);
+    if let Ok((h, _)) = BatchHeader::mut_from_prefix(&mut out[..]) {
+        h.crc.set(crc);
+    }
+    out
 }
 
 /// Builds a valid uncompressed batch of `count` records with the given value size. Used by
@@ -373,6 +414,26 @@ mod tests {
             validate(&d, 1 << 20),
             Err(BatchError::RecordCount { count: 2, delta: 9 })
         ));
+    }
+
+    /// Issue 17: codecs 5-7 were stored, and every consumer then looped on "Decompression
+    /// failed" at that offset.
+    #[test]
+    fn refuses_unknown_codec() {
+        for codec in 5..=7i16 {
+            let mut b = build(0, 2, 10, 5);
+            b[21..23].copy_from_slice(&codec.to_be_bytes());
+            let crc = compute_crc(&b);
+            b[17..21].copy_from_slice(&crc.to_be_bytes());
+            assert_eq!(
+                validate_new(&b, 1 << 20),
+                Err(BatchError::UnknownCodec(codec))
+            );
+            assert!(
+                validate(&b, 1 << 20).is_ok(),
+                "recovery keeps stored batches"
+            );
+        }
     }
 
     #[test]

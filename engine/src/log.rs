@@ -607,7 +607,7 @@ impl<S: Storage> PartitionLog<S> {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         let max = self.inner.borrow().config.max_batch_bytes;
-        let info = batch::validate(&bytes, max)?;
+        let info = batch::validate_new(&bytes, max)?;
         let len = bytes.len() as u64;
         loop {
             let (roll, drain, grow) = {

@@ -60,6 +60,16 @@ pub struct BrokerConfig {
     pub default_retention_ms: i64,
     pub default_segment_bytes: u64,
     pub default_max_message_bytes: usize,
+    /// Kafka `compression.type` for topics that do not set it: `producer` (store batches as
+    /// sent) or a codec (`uncompressed`, `gzip`, `snappy`, `lz4`, `zstd`) to recompress to.
+    pub compression_type: String,
+    /// Decompress every compressed produced batch and check its records before storing it
+    /// (Kafka always does): a batch no consumer could decompress is refused instead of
+    /// stalling every consumer at its offset.
+    pub validate_compressed_batches: bool,
+    /// The most bytes one produced batch's records may decompress to (bounds the memory and
+    /// work a decompression bomb costs); larger batches are refused with MESSAGE_TOO_LARGE.
+    pub max_decompressed_batch_bytes: usize,
 
     /// Kafka `socket.request.max.bytes`: larger frames close the connection.
     pub max_frame_bytes: usize,
@@ -152,6 +162,9 @@ impl Default for BrokerConfig {
             default_retention_ms: 7 * 24 * 3600 * 1000,
             default_segment_bytes: 1 << 30,
             default_max_message_bytes: 1_048_588,
+            compression_type: "producer".into(),
+            validate_compressed_batches: true,
+            max_decompressed_batch_bytes: 8 << 20,
             max_frame_bytes: 100 << 20,
             max_connections: 10_000,
             max_connections_per_ip: 0,
@@ -338,6 +351,7 @@ impl BrokerConfig {
             "default_flush",
             "log_format",
             "admin_listen",
+            "compression_type",
         ];
         let literal = if string_keys.contains(&key) {
             toml::Value::String(value.to_string()).to_string()
@@ -406,6 +420,15 @@ impl BrokerConfig {
         put(
             "default_max_message_bytes",
             (self.default_max_message_bytes as i64).into(),
+        );
+        put("compression_type", self.compression_type.clone().into());
+        put(
+            "validate_compressed_batches",
+            self.validate_compressed_batches.into(),
+        );
+        put(
+            "max_decompressed_batch_bytes",
+            (self.max_decompressed_batch_bytes as i64).into(),
         );
         put("max_frame_bytes", (self.max_frame_bytes as i64).into());
         put("max_connections", (self.max_connections as i64).into());
@@ -667,6 +690,20 @@ impl BrokerConfig {
                 "must be in 1 KiB..=max_frame_bytes",
             ));
         }
+        if crate::compression::CompressionType::parse(&self.compression_type).is_none() {
+            return Err(bad(
+                "compression_type",
+                &self.compression_type,
+                "must be one of producer, uncompressed, gzip, snappy, lz4, zstd",
+            ));
+        }
+        if !(1024..=(1 << 30)).contains(&self.max_decompressed_batch_bytes) {
+            return Err(bad(
+                "max_decompressed_batch_bytes",
+                self.max_decompressed_batch_bytes,
+                "must be in 1 KiB..=1 GiB",
+            ));
+        }
         if self.default_segment_bytes < (1 << 20) {
             return Err(bad(
                 "default_segment_bytes",
@@ -779,6 +816,29 @@ mod tests {
         assert_eq!(cfg.max_inflight_requests, 7);
         assert_eq!(cfg.default_flush, DefaultFlush::Never);
         assert_eq!(cfg.advertised_host_port(), ("127.0.0.1".to_string(), 3000));
+    }
+
+    #[test]
+    fn compression_keys_from_env_and_checked() {
+        let cfg = BrokerConfig::load(
+            None,
+            env(&[
+                ("SHARDLOG_COMPRESSION_TYPE", "zstd"),
+                ("SHARDLOG_VALIDATE_COMPRESSED_BATCHES", "false"),
+            ]),
+            &Overrides::default(),
+        )
+        .expect("valid");
+        assert_eq!(cfg.compression_type, "zstd");
+        assert!(!cfg.validate_compressed_batches);
+        for (var, value) in [
+            ("SHARDLOG_COMPRESSION_TYPE", "brotli"),
+            ("SHARDLOG_MAX_DECOMPRESSED_BATCH_BYTES", "10"),
+        ] {
+            let e = BrokerConfig::load(None, env(&[(var, value)]), &Overrides::default())
+                .expect_err("refused");
+            assert!(e.to_string().contains(&var[9..].to_lowercase()), "{e}");
+        }
     }
 
     #[test]

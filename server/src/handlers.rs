@@ -1124,6 +1124,7 @@ fn describe_configs(
                         ("message.max.bytes", cfg.default_max_message_bytes.to_string()),
                         ("log.retention.ms", cfg.default_retention_ms.to_string()),
                         ("log.segment.bytes", cfg.default_segment_bytes.to_string()),
+                        ("compression.type", cfg.compression_type.clone()),
                     ];
                     out.configs = entries
                         .iter()

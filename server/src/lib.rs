@@ -24,6 +24,7 @@ pub mod alloc;
 pub mod broker;
 pub mod check;
 pub mod cli;
+pub mod compression;
 pub mod config;
 pub mod connection;
 pub mod errors;

@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shardlog_engine::{FlushPolicy, LogConfig, TimestampType};
 
+use crate::compression::{CompressionPolicy, CompressionType};
 use crate::config::{BrokerConfig, DefaultFlush};
 use crate::errors;
 
@@ -148,7 +149,10 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), (i16, String)
             } else {
                 Err((
                     errors::POLICY_VIOLATION,
-                    format!("cleanup.policy={} is not supported (only delete)", quoted(value)),
+                    format!(
+                        "cleanup.policy={} is not supported (only delete)",
+                        quoted(value)
+                    ),
                 ))
             }
         }
@@ -163,14 +167,21 @@ pub fn validate_topic_config(key: &str, value: &str) -> Result<(), (i16, String)
             "CreateTime" | "LogAppendTime" => Ok(()),
             _ => Err((
                 errors::INVALID_CONFIG,
-                format!("message.timestamp.type must be CreateTime or LogAppendTime, got {}", quoted(value)),
+                format!(
+                    "message.timestamp.type must be CreateTime or LogAppendTime, got {}",
+                    quoted(value)
+                ),
             )),
         },
-        "compression.type" => match value {
-            "producer" => Ok(()),
-            _ => Err((
+        "compression.type" => match CompressionType::parse(value) {
+            Some(_) => Ok(()),
+            None => Err((
                 errors::INVALID_CONFIG,
-                format!("compression.type={} is not supported (batches are stored as the producer sent them)", quoted(value)),
+                format!(
+                    "compression.type must be one of {}, got {}",
+                    CompressionType::NAMES.join(", "),
+                    quoted(value)
+                ),
             )),
         },
         _ => Err((
@@ -236,7 +247,7 @@ pub fn effective_configs(topic: &TopicMeta, broker: &BrokerConfig) -> Vec<(Strin
             broker.default_max_message_bytes.to_string(),
         ),
         ("message.timestamp.type", "CreateTime".to_string()),
-        ("compression.type", "producer".to_string()),
+        ("compression.type", broker.compression_type.clone()),
         ("min.insync.replicas", "1".to_string()),
     ]
     .into_iter()
@@ -317,6 +328,22 @@ pub fn log_config(topic: &TopicMeta, broker: &BrokerConfig) -> LogConfig {
         (None, None) => default_flush,
     };
     c
+}
+
+/// How a topic's partitions treat produced batches: its `compression.type` (else the
+/// broker's) and the broker's validation settings.
+pub fn compression_policy(topic: &TopicMeta, broker: &BrokerConfig) -> CompressionPolicy {
+    let target = topic
+        .configs
+        .get("compression.type")
+        .and_then(|v| CompressionType::parse(v))
+        .or_else(|| CompressionType::parse(&broker.compression_type))
+        .unwrap_or(CompressionType::Producer);
+    CompressionPolicy {
+        target,
+        validate: broker.validate_compressed_batches,
+        max_decompressed_bytes: broker.max_decompressed_batch_bytes,
+    }
 }
 
 /// The authority's persistent store (lives on shard 0).
@@ -495,6 +522,13 @@ mod tests {
         );
         assert_eq!(
             validate_topic_config("bogus", "1").map_err(|e| e.0),
+            Err(errors::INVALID_CONFIG)
+        );
+        for v in ["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"] {
+            assert!(validate_topic_config("compression.type", v).is_ok(), "{v}");
+        }
+        assert_eq!(
+            validate_topic_config("compression.type", "brotli").map_err(|e| e.0),
             Err(errors::INVALID_CONFIG)
         );
     }

@@ -20,6 +20,7 @@ use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shardlog_engine::{batch, CacheBudget, GlommioStorage, LogConfig, LogError, PartitionLog};
 
+use crate::compression::{self, CompressionPolicy};
 use crate::errors;
 use crate::metrics::{self, PartitionStats, Stage};
 use crate::producer_state::{BatchMeta, ProducerStates, SeqCheck, Snapshot};
@@ -48,6 +49,9 @@ pub struct Partition {
     pub log: Rc<Log>,
     pub leader_epoch: Rc<Cell<i32>>,
     pub producers: Rc<RefCell<ProducerStates>>,
+    /// Validation and `compression.type` for produced batches: the default until the owner
+    /// sets the topic's (before the partition takes batches), then updated on config changes.
+    pub compression: Rc<Cell<CompressionPolicy>>,
     /// Traffic counters (read by metrics scrapes on this shard).
     pub stats: Rc<PartitionStats>,
     snapshot_path: PathBuf,
@@ -93,6 +97,7 @@ impl Partition {
             log: log.clone(),
             leader_epoch: Rc::new(Cell::new(leader_epoch)),
             producers: Rc::new(RefCell::new(producers)),
+            compression: Rc::new(Cell::new(CompressionPolicy::default())),
             stats: stats.clone(),
             snapshot_path,
             appender: tx,
@@ -102,7 +107,10 @@ impl Partition {
             index,
             log,
             p.producers.clone(),
-            p.leader_epoch.clone(),
+            Live {
+                leader_epoch: p.leader_epoch.clone(),
+                compression: p.compression.clone(),
+            },
             stats,
             rx,
         ))
@@ -239,19 +247,34 @@ async fn restore_producers(
     Ok(state)
 }
 
+/// What the appender reads afresh for every batch: metadata updates change them.
+struct Live {
+    leader_epoch: Rc<Cell<i32>>,
+    compression: Rc<Cell<CompressionPolicy>>,
+}
+
 async fn appender(
     topic: String,
     index: i32,
     log: Rc<Log>,
     producers: Rc<RefCell<ProducerStates>>,
-    epoch: Rc<Cell<i32>>,
+    live: Live,
     stats: Rc<PartitionStats>,
     rx: LocalReceiver<AppendJob>,
 ) {
     while let Some(job) = rx.recv().await {
         let started = std::time::Instant::now();
         metrics::stage(Stage::ProduceQueue, started - job.queued);
-        let result = append_one(&topic, index, &log, &producers, epoch.get(), &job.batch).await;
+        let result = append_one(
+            &topic,
+            index,
+            &log,
+            &producers,
+            live.leader_epoch.get(),
+            &live.compression.get(),
+            &job.batch,
+        )
+        .await;
         metrics::stage(Stage::ProduceAppend, started.elapsed());
         if let Ok(a) = &result {
             if !a.duplicate {
@@ -271,8 +294,17 @@ async fn append_one(
     log: &Log,
     producers: &RefCell<ProducerStates>,
     leader_epoch: i32,
+    compression: &CompressionPolicy,
     bytes: &Bytes,
 ) -> Result<Appended, i16> {
+    // Validation and recompression come first: what follows (producer state, the log) sees
+    // the batch as it will be stored. Recompression keeps producer id, epoch and sequence.
+    let prepared = compression::prepare(bytes.clone(), compression).map_err(|e| {
+        let code = e.code();
+        tracing::info!(topic, partition = index, error = %e, "refused batch: {}", errors::name(code));
+        code
+    })?;
+    let bytes = &prepared;
     let info = batch::peek(bytes).ok();
     if let Some(info) = info {
         if info.is_control() {

@@ -754,6 +754,7 @@ impl Shard {
     /// Opens this shard's partitions of `t` that are not open yet; reconfigures the others.
     pub async fn open_topic(self: &Rc<Self>, t: &TopicMeta) {
         let config = metadata::log_config(t, &self.cfg);
+        let compression = metadata::compression_policy(t, &self.cfg);
         let dir = topic_dir(&self.cfg.data_dir, t);
         for (i, pm) in t.partitions.iter().enumerate() {
             let i = i as i32;
@@ -762,6 +763,7 @@ impl Shard {
             }
             if let Some(p) = self.partition(&t.name, i) {
                 p.log.set_config(config.clone());
+                p.compression.set(compression);
                 p.leader_epoch.set(pm.leader_epoch);
                 continue;
             }
@@ -778,6 +780,7 @@ impl Shard {
             match opened {
                 Ok(p) => {
                     self.limit_producers(&p, now_ms());
+                    p.compression.set(compression);
                     self.partitions.borrow_mut().insert((t.name.clone(), i), p);
                 }
                 Err(e) => {
