@@ -439,6 +439,7 @@ async fn shard_main(
                     last_retention = Instant::now();
                 }
                 shard.tick_all(due).await;
+                crate::alloc::release_pending();
             }
         })
         .detach();
