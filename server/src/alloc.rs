@@ -26,9 +26,9 @@
 //! threshold adapts upwards, so later multi-MiB buffers come from the arenas, not from
 //! mappings returned on free). [`release_freed_memory`] asks glibc (`malloc_trim`) to return
 //! the free pages of every arena; a connection whose answers held at least
-//! [`RELEASE_AFTER_BYTES`] at once calls it when it closes. It runs at most once a second
-//! (a request made sooner is carried out by the next shard tick after that), as it walks
-//! every arena.
+//! [`RELEASE_AFTER_BYTES`] at once calls it when it closes. It runs on a short-lived thread of
+//! its own, at most once a second (a request made sooner is carried out by the next shard tick
+//! after that), as it walks every arena.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 /// A connection whose queued answers reached this many bytes at once releases freed memory
 /// when it closes.
-pub const RELEASE_AFTER_BYTES: u64 = 16 << 20;
+pub const RELEASE_AFTER_BYTES: u64 = 1 << 20;
 /// Releases are at least this far apart.
 const RELEASE_EVERY: Duration = Duration::from_secs(1);
 
@@ -76,9 +76,18 @@ pub fn release_pending() {
         return;
     }
     RELEASE_PENDING.store(false, Ordering::Relaxed);
-    let started = Instant::now();
-    let released = trim();
-    tracing::debug!(released, took = ?started.elapsed(), "returned freed memory to the system");
+    // Off the shard: a trim after a few hundred MiB of answers took 65-115 ms here, which
+    // would stall every connection of the calling shard.
+    let spawned = std::thread::Builder::new()
+        .name("mem-release".into())
+        .spawn(|| {
+            let started = Instant::now();
+            let released = trim();
+            tracing::debug!(released, took = ?started.elapsed(), "returned freed memory to the system");
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the thread that returns freed memory");
+    }
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

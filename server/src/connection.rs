@@ -233,6 +233,8 @@ async fn read_or_timeout(
 struct AnswerQueue {
     limit: u64,
     used: Cell<u64>,
+    /// The writer gave up (the client is gone or reads nothing): no more requests are handled.
+    closed: Cell<bool>,
     /// The most this connection ever had reserved or queued.
     peak: Cell<u64>,
     freed: event_listener::Event,
@@ -250,6 +252,7 @@ impl AnswerQueue {
         Rc::new(Self {
             limit,
             used: Cell::new(0),
+            closed: Cell::new(false),
             peak: Cell::new(0),
             freed: event_listener::Event::new(),
         })
@@ -261,23 +264,34 @@ impl AnswerQueue {
         used == 0 || used.saturating_add(units) <= self.limit
     }
 
-    /// Reserves `units`, waiting until earlier answers are written if they do not fit now.
-    async fn reserve(self: &Rc<Self>, units: u64) -> AnswerGrant {
+    /// Reserves `units`, waiting until earlier answers are written if they do not fit now;
+    /// `None` once the writer has given up on the connection.
+    async fn reserve(self: &Rc<Self>, units: u64) -> Option<AnswerGrant> {
         if !self.fits(units) {
             crate::metrics::response_queue_wait();
             loop {
                 let freed = self.freed.listen();
-                if self.fits(units) {
+                if self.fits(units) || self.closed.get() {
                     break;
                 }
                 freed.await;
             }
         }
+        if self.closed.get() {
+            return None;
+        }
         self.add(units);
-        AnswerGrant {
+        Some(AnswerGrant {
             queue: self.clone(),
             units,
-        }
+        })
+    }
+
+    /// The writer stops: requests already read are not handled (their answers could not be
+    /// sent; a pipelined fetch would read for nothing).
+    fn close(&self) {
+        self.closed.set(true);
+        self.freed.notify(usize::MAX);
     }
 
     fn add(&self, units: u64) {
@@ -540,6 +554,7 @@ async fn writer(
     rx: LocalReceiver<JoinHandle<Answer>>,
     peer: SocketAddr,
     activity: Rc<Activity>,
+    answers: Rc<AnswerQueue>,
     stall: Duration,
 ) {
     let answered = || {
@@ -564,7 +579,8 @@ async fn writer(
             } else {
                 tracing::debug!(%peer, error = %e, "write failed; closing connection");
             }
-            // The reader stops too: it sees the end of the stream.
+            // The reader stops too: it sees the end of the stream, or the closed queue.
+            answers.close();
             let _ = stream
                 .borrow()
                 .shutdown(std::net::Shutdown::Both)
@@ -593,14 +609,15 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         idle: Duration::from_millis(shard.cfg.connection_idle_timeout_ms),
         request: Duration::from_millis(shard.cfg.request_read_timeout_ms),
     };
+    let answers = AnswerQueue::new(shard.cfg.max_response_queue_bytes as u64);
     let writer_task = glommio::spawn_local(writer(
         stream.clone(),
         rx,
         peer,
         activity.clone(),
+        answers.clone(),
         timeouts.request,
     ));
-    let answers = AnswerQueue::new(shard.cfg.max_response_queue_bytes as u64);
     let mut buf = BytesMut::with_capacity(64 << 10);
     let max = shard.cfg.max_frame_bytes;
     loop {
@@ -653,7 +670,8 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 let reserve = answers.reserve(answer_reservation(&body, &shard.cfg));
                 let stop = shard.shutdown_event.listen();
                 let mut grant = match future::select(reserve.boxed_local(), stop).await {
-                    Either::Left((g, _)) => g,
+                    Either::Left((Some(g), _)) => g,
+                    Either::Left((None, _)) => break,
                     Either::Right(_) => {
                         tracing::debug!(%peer, "shutdown: connection stops reading");
                         break;
@@ -677,7 +695,9 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 let r = protocol::api_versions_unsupported(correlation_id)
                     .ok()
                     .map(|b| vec![b]);
-                let mut grant = answers.reserve(0).await;
+                let Some(mut grant) = answers.reserve(0).await else {
+                    break;
+                };
                 grant.resize(r.as_ref().map_or(0, |c| c[0].len() as u64));
                 future::ready((r, grant)).boxed_local()
             }
