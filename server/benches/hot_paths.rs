@@ -506,7 +506,7 @@ fn fetch(c: &mut Criterion) {
             })
             .sum();
         assert_eq!(served, record_bytes);
-        let encoded = fetch::encode_fetch_response(12, 7, 0, 0, &topics);
+        let encoded = fetch::encode_fetch_response(12, 7, 0, 0, &topics).expect("fits an i32");
         assert_eq!(response_body(&encoded), response_body(&chunks));
 
         g.throughput(Throughput::Bytes(record_bytes as u64));

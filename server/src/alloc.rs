@@ -18,9 +18,88 @@
 //!
 //! Limits: with `vm.overcommit_memory=2` (strict accounting) the kernel ignores
 //! `MAP_NORESERVE` and still refuses; `shardlog check` reports that setting.
+//!
+//! ## Giving freed memory back
+//!
+//! glibc keeps freed memory in its arenas for reuse: after a burst of large fetch answers the
+//! process kept its peak RSS for good although every buffer had been freed (its mmap
+//! threshold adapts upwards, so later multi-MiB buffers come from the arenas, not from
+//! mappings returned on free). [`release_freed_memory`] asks glibc (`malloc_trim`) to return
+//! the free pages of every arena; a connection whose answers held at least
+//! [`RELEASE_AFTER_BYTES`] at once calls it when it closes. It runs on a short-lived thread of
+//! its own, at most once a second (a request made sooner is carried out by the next shard tick
+//! after that), as it walks every arena.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A connection whose queued answers reached this many bytes at once releases freed memory
+/// when it closes.
+pub const RELEASE_AFTER_BYTES: u64 = 1 << 20;
+/// Releases are at least this far apart.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
+
+static RELEASE_PENDING: AtomicBool = AtomicBool::new(false);
+/// Milliseconds since [`epoch`] of the last release, plus one (0: never).
+static LAST_RELEASE: AtomicU64 = AtomicU64::new(0);
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// Asks for the allocator's free memory to be returned to the system: now, or at the next
+/// [`release_pending`] once a second has passed since the last release.
+pub fn release_freed_memory() {
+    RELEASE_PENDING.store(true, Ordering::Relaxed);
+    release_pending();
+}
+
+/// Carries out a requested release if the last one is at least a second old (every shard
+/// calls it from its periodic tick; one of them wins).
+pub fn release_pending() {
+    if !RELEASE_PENDING.load(Ordering::Relaxed) {
+        return;
+    }
+    let now = epoch().elapsed().as_millis() as u64 + 1;
+    let last = LAST_RELEASE.load(Ordering::Relaxed);
+    if last != 0 && now.saturating_sub(last) < RELEASE_EVERY.as_millis() as u64 {
+        return;
+    }
+    if LAST_RELEASE
+        .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+        .is_err()
+    {
+        return;
+    }
+    RELEASE_PENDING.store(false, Ordering::Relaxed);
+    // Off the shard: a trim after a few hundred MiB of answers took 65-115 ms here, which
+    // would stall every connection of the calling shard.
+    let spawned = std::thread::Builder::new()
+        .name("mem-release".into())
+        .spawn(|| {
+            let started = Instant::now();
+            let released = trim();
+            tracing::debug!(released, took = ?started.elapsed(), "returned freed memory to the system");
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start the thread that returns freed memory");
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() -> bool {
+    // SAFETY: malloc_trim has no preconditions; it only takes glibc's own arena locks.
+    unsafe { libc::malloc_trim(0) == 1 }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() -> bool {
+    false
+}
 
 /// Allocations at least this large are mapped with `MAP_NORESERVE`.
 pub const HUGE_BYTES: usize = 1 << 30;

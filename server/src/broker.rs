@@ -482,6 +482,7 @@ async fn shard_main(
                     last_expiry = Instant::now();
                 }
                 shard.tick_all(due, expiry_due).await;
+                crate::alloc::release_pending();
             }
         })
         .detach();

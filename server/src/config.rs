@@ -90,6 +90,15 @@ pub struct BrokerConfig {
     pub request_read_timeout_ms: u64,
     pub fetch_session_cache_slots: usize,
     pub fetch_max_wait_ms_cap: u64,
+    /// Kafka `fetch.max.bytes`: the most record bytes one Fetch response carries, whatever the
+    /// request asks (its `max_bytes` is clamped to this; <= 0 means this). As in Kafka, the
+    /// first record batch is returned even when it alone is larger, so consumers progress.
+    pub fetch_max_bytes: usize,
+    /// Answer bytes one connection may have reserved (answers being prepared: a Fetch reserves
+    /// its limit) or queued unsent (waiting for the client to read). A request that does not
+    /// fit waits before it is handled, and the connection reads no further requests meanwhile
+    /// (back-pressure); one answer always proceeds, however large.
+    pub max_response_queue_bytes: usize,
 
     pub tick_interval_ms: u64,
     pub retention_check_interval_ms: u64,
@@ -174,6 +183,8 @@ impl Default for BrokerConfig {
             request_read_timeout_ms: 30_000,
             fetch_session_cache_slots: 1000,
             fetch_max_wait_ms_cap: 30_000,
+            fetch_max_bytes: 55 << 20,
+            max_response_queue_bytes: 64 << 20,
             tick_interval_ms: 5,
             retention_check_interval_ms: 30_000,
             io_memory_bytes: 32 << 20,
@@ -460,6 +471,11 @@ impl BrokerConfig {
             "fetch_max_wait_ms_cap",
             (self.fetch_max_wait_ms_cap as i64).into(),
         );
+        put("fetch_max_bytes", (self.fetch_max_bytes as i64).into());
+        put(
+            "max_response_queue_bytes",
+            (self.max_response_queue_bytes as i64).into(),
+        );
         put("tick_interval_ms", (self.tick_interval_ms as i64).into());
         put(
             "retention_check_interval_ms",
@@ -636,6 +652,22 @@ impl BrokerConfig {
             return Err(bad(
                 "max_request_memory_bytes",
                 self.max_request_memory_bytes,
+                "must be in 1 MiB..=1 TiB",
+            ));
+        }
+        // A response's size is an i32: the limit plus one oversized first batch (at most a
+        // frame) must stay below 2 GiB.
+        if !(1024..=(1 << 30)).contains(&self.fetch_max_bytes) {
+            return Err(bad(
+                "fetch_max_bytes",
+                self.fetch_max_bytes,
+                "must be in 1 KiB..=1 GiB",
+            ));
+        }
+        if !((1 << 20)..=(1 << 40)).contains(&self.max_response_queue_bytes) {
+            return Err(bad(
+                "max_response_queue_bytes",
+                self.max_response_queue_bytes,
                 "must be in 1 MiB..=1 TiB",
             ));
         }

@@ -18,6 +18,15 @@
 //! `max_request_memory_bytes` (a length prefix alone costs nothing) and held until the request
 //! is answered; when the share is used up, connections stop reading (back-pressure).
 //!
+//! Answer memory: every answer counts against the connection's `max_response_queue_bytes`
+//! from the moment its request is handled until it has been written: a Fetch reserves its
+//! response limit up front (see `fetch::response_limit`), every answer holds its real size once
+//! encoded. A request whose reservation does not fit waits before it is handled, and the
+//! reader stops meanwhile, so a client that pipelines fetches and never reads holds at most
+//! that budget (plus the one first batch KIP-74 lets exceed a fetch's limit), not one
+//! response per request. A connection that held large answers asks the allocator to give
+//! its freed memory back to the system when it closes (`alloc::release_freed_memory`).
+//!
 //! Timeouts keep a stalled client from holding a connection (and its buffer) forever:
 //! once the first byte of a frame has arrived, the whole frame must arrive within
 //! `request_read_timeout_ms` (a slowloris client that sends half a frame and stops is cut
@@ -43,6 +52,7 @@ use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpStream;
 use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
+use kafka_protocol::messages::RequestKind;
 
 use crate::handlers;
 use crate::protocol::{self, Parsed};
@@ -217,6 +227,121 @@ async fn read_or_timeout(
         }
     }
 }
+
+/// Answer bytes of one connection (`max_response_queue_bytes`): reserved by answers being
+/// prepared and held by answers waiting to be written. Mirrored in the shard's
+/// `shardlog_response_queue_bytes` gauge.
+struct AnswerQueue {
+    limit: u64,
+    used: Cell<u64>,
+    /// The writer gave up (the client is gone or reads nothing): no more requests are handled.
+    closed: Cell<bool>,
+    /// The most this connection ever had reserved or queued.
+    peak: Cell<u64>,
+    freed: event_listener::Event,
+}
+
+/// The part of an [`AnswerQueue`] one answer holds; given back when dropped (once the answer
+/// is written, or abandoned).
+struct AnswerGrant {
+    queue: Rc<AnswerQueue>,
+    units: u64,
+}
+
+impl AnswerQueue {
+    fn new(limit: u64) -> Rc<Self> {
+        Rc::new(Self {
+            limit,
+            used: Cell::new(0),
+            closed: Cell::new(false),
+            peak: Cell::new(0),
+            freed: event_listener::Event::new(),
+        })
+    }
+
+    /// One answer always fits an empty queue, however large its reservation.
+    fn fits(&self, units: u64) -> bool {
+        let used = self.used.get();
+        used == 0 || used.saturating_add(units) <= self.limit
+    }
+
+    /// Reserves `units`, waiting until earlier answers are written if they do not fit now;
+    /// `None` once the writer has given up on the connection.
+    async fn reserve(self: &Rc<Self>, units: u64) -> Option<AnswerGrant> {
+        if !self.fits(units) {
+            crate::metrics::response_queue_wait();
+            loop {
+                let freed = self.freed.listen();
+                if self.fits(units) || self.closed.get() {
+                    break;
+                }
+                freed.await;
+            }
+        }
+        if self.closed.get() {
+            return None;
+        }
+        self.add(units);
+        Some(AnswerGrant {
+            queue: self.clone(),
+            units,
+        })
+    }
+
+    /// The writer stops: requests already read are not handled (their answers could not be
+    /// sent; a pipelined fetch would read for nothing).
+    fn close(&self) {
+        self.closed.set(true);
+        self.freed.notify(usize::MAX);
+    }
+
+    fn add(&self, units: u64) {
+        let used = self.used.get() + units;
+        self.used.set(used);
+        self.peak.set(self.peak.get().max(used));
+        crate::metrics::response_queue_add(units);
+    }
+
+    fn sub(&self, units: u64) {
+        self.used.set(self.used.get().saturating_sub(units));
+        crate::metrics::response_queue_sub(units);
+        self.freed.notify(usize::MAX);
+    }
+}
+
+impl AnswerGrant {
+    /// Holds exactly `units` from now on (an answer's real size once it is encoded; it may be
+    /// more than was reserved by one oversized first batch).
+    fn resize(&mut self, units: u64) {
+        if units > self.units {
+            self.queue.add(units - self.units);
+        } else {
+            self.queue.sub(self.units - units);
+        }
+        self.units = units;
+    }
+}
+
+impl Drop for AnswerGrant {
+    fn drop(&mut self) {
+        self.queue.sub(self.units);
+    }
+}
+
+/// What a request reserves of its connection's answer budget before it is handled: a Fetch
+/// its response limit (its answer is mostly record bytes), anything else nothing up front
+/// (its answer is small, and counted at its real size once encoded).
+fn answer_reservation(body: &RequestKind, cfg: &crate::config::BrokerConfig) -> u64 {
+    match body {
+        RequestKind::Fetch(req) => {
+            crate::fetch::response_limit(req.max_bytes, cfg.fetch_max_bytes) as u64
+        }
+        _ => 0,
+    }
+}
+
+/// An answer's frame and the part of the answer budget it holds until written.
+type Answer = (Option<Vec<Bytes>>, AnswerGrant);
 
 /// A whole request frame (without its length prefix) and the request memory it holds until
 /// it is answered.
@@ -427,9 +552,10 @@ async fn write_chunks(stream: &Stream, chunks: &[Bytes], stall: Duration) -> io:
 
 async fn writer(
     stream: Stream,
-    rx: LocalReceiver<JoinHandle<Option<Vec<Bytes>>>>,
+    rx: LocalReceiver<JoinHandle<Answer>>,
     peer: SocketAddr,
     activity: Rc<Activity>,
+    answers: Rc<AnswerQueue>,
     stall: Duration,
 ) {
     let answered = || {
@@ -439,11 +565,14 @@ async fn writer(
         activity.last_answer.set(Instant::now());
     };
     while let Some(task) = rx.recv().await {
-        let Some(Some(chunks)) = task.await else {
+        let Some((Some(chunks), grant)) = task.await else {
             answered();
             continue;
         };
         let written = write_chunks(&stream, &chunks, stall).await;
+        // Written (or given up): its bytes leave the connection's answer budget.
+        drop(chunks);
+        drop(grant);
         answered();
         if let Err(e) = written {
             if e.kind() == io::ErrorKind::TimedOut {
@@ -451,7 +580,8 @@ async fn writer(
             } else {
                 tracing::debug!(%peer, error = %e, "write failed; closing connection");
             }
-            // The reader stops too: it sees the end of the stream.
+            // The reader stops too: it sees the end of the stream, or the closed queue.
+            answers.close();
             let _ = stream
                 .borrow()
                 .shutdown(std::net::Shutdown::Both)
@@ -480,11 +610,13 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         idle: Duration::from_millis(shard.cfg.connection_idle_timeout_ms),
         request: Duration::from_millis(shard.cfg.request_read_timeout_ms),
     };
+    let answers = AnswerQueue::new(shard.cfg.max_response_queue_bytes as u64);
     let writer_task = glommio::spawn_local(writer(
         stream.clone(),
         rx,
         peer,
         activity.clone(),
+        answers.clone(),
         timeouts.request,
     ));
     let mut buf = BytesMut::with_capacity(64 << 10);
@@ -526,19 +658,36 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 break;
             }
         };
-        let pending: handlers::Pending = match protocol::parse_request(frame) {
+        let pending: future::LocalBoxFuture<'static, Answer> = match protocol::parse_request(frame)
+        {
             Ok(Parsed::Request {
                 header,
                 api_key,
                 body,
             }) => {
                 let arrived = std::time::Instant::now();
+                // Room for the answer first: while earlier answers fill the budget, this
+                // request waits and nothing more is read.
+                let reserve = answers.reserve(answer_reservation(&body, &shard.cfg));
+                let stop = shard.shutdown_event.listen();
+                let mut grant = match future::select(reserve.boxed_local(), stop).await {
+                    Either::Left((Some(g), _)) => g,
+                    Either::Left((None, _)) => break,
+                    Either::Right(_) => {
+                        tracing::debug!(%peer, "shutdown: connection stops reading");
+                        break;
+                    }
+                };
                 let answer = handlers::dispatch(&shard, peer, header, api_key, *body).await;
                 async move {
                     let r = answer.await;
                     crate::metrics::request(api_key as i16, arrived.elapsed());
                     drop(memory);
-                    r
+                    let size = r
+                        .as_ref()
+                        .map_or(0, |c| c.iter().map(Bytes::len).sum::<usize>());
+                    grant.resize(size as u64);
+                    (r, grant)
                 }
                 .boxed_local()
             }
@@ -547,7 +696,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                 let r = protocol::api_versions_unsupported(correlation_id)
                     .ok()
                     .map(|b| vec![b]);
-                future::ready(r).boxed_local()
+                let Some(mut grant) = answers.reserve(0).await else {
+                    break;
+                };
+                grant.resize(r.as_ref().map_or(0, |c| c[0].len() as u64));
+                future::ready((r, grant)).boxed_local()
             }
             Err(e) => {
                 // The decoder's message may quote request bytes.
@@ -568,5 +721,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
         .borrow()
         .shutdown(std::net::Shutdown::Both)
         .now_or_never();
-    tracing::debug!(%peer, "connection closed");
+    let peak = answers.peak.get();
+    if peak >= crate::alloc::RELEASE_AFTER_BYTES {
+        // Its answers were large: their buffers are free now; have them returned to the system
+        // rather than kept by the allocator (see `alloc`).
+        crate::alloc::release_freed_memory();
+    }
+    tracing::debug!(%peer, peak_answer_bytes = peak, "connection closed");
 }

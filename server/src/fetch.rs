@@ -12,6 +12,17 @@
 //! `sendmsg` per round (see `connection.rs`), so batch bytes go from the engine's buffer to the
 //! socket without being copied or re-encoded by the broker.
 //!
+//! ## Limits
+//!
+//! A response carries at most [`response_limit`] record bytes: the request's `max_bytes`
+//! clamped to the broker's `fetch_max_bytes` (55 MiB by default, Kafka's `fetch.max.bytes`),
+//! and each partition at most its `partition_max_bytes`. Shards read their partitions in
+//! parallel, each within the whole limit; [`apply_limits`] then cuts the joined reads in
+//! response order, as Kafka does (KIP-74): whole batches while they fit, except that the
+//! first batch of the response is kept even when it alone exceeds a limit, so a consumer
+//! always progresses. Every length on the wire is checked to fit its i32 before it is
+//! written ([`ResponseTooLarge`]), so no limit or input can turn into a negative size prefix.
+//!
 //! ## Sessions
 //!
 //! Sessions live on the shard whose connection created them; the shard number is encoded in
@@ -61,15 +72,65 @@ fn put_string(b: &mut BytesMut, flexible: bool, s: &str) {
     b.put_slice(s.as_bytes());
 }
 
+/// The most record bytes a response to a request with `request_max_bytes` may carry: the
+/// request's limit clamped to the broker's `fetch_max_bytes`; a limit <= 0 is nonsensical and
+/// gets the broker's.
+pub fn response_limit(request_max_bytes: i32, broker_max_bytes: usize) -> usize {
+    match usize::try_from(request_max_bytes) {
+        Ok(n) if n > 0 => n.min(broker_max_bytes),
+        _ => broker_max_bytes,
+    }
+}
+
+/// Cuts `outs` (in response order) to the response limit `max_bytes` and each partition's
+/// limit (`partition_max`), in whole batches. The first batch of the response is kept whatever
+/// its size (KIP-74: the consumer must be able to progress past a batch larger than its
+/// limits); a later partition still gets batches that fit what is left. Returns the record
+/// bytes kept.
+pub fn apply_limits(
+    outs: &mut [ReadOut],
+    partition_max: impl Fn(&ReadOut) -> usize,
+    max_bytes: usize,
+) -> usize {
+    let mut total = 0usize;
+    for o in outs.iter_mut() {
+        let pmax = partition_max(o);
+        let mut part = 0usize;
+        let mut keep = 0usize;
+        for b in &o.batches {
+            let len = b.len();
+            let first_of_response = total == 0;
+            let fits = part.saturating_add(len) <= pmax && total.saturating_add(len) <= max_bytes;
+            if !(fits || first_of_response) {
+                break;
+            }
+            part += len;
+            total += len;
+            keep += 1;
+        }
+        o.batches.truncate(keep);
+        o.bytes = part;
+    }
+    total
+}
+
+/// A response whose size (or one partition's records size) does not fit the i32 the protocol
+/// gives it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("fetch response of {0} bytes does not fit the protocol's 2 GiB limit")]
+pub struct ResponseTooLarge(pub usize);
+
 /// Encodes a whole response frame (size prefix included) as chunks; stored batches are not
-/// copied. Supports Fetch v4..=v12.
+/// copied. Supports Fetch v4..=v12. Refuses (instead of writing a wrapped-around length) a
+/// response or a partition's records larger than `i32::MAX`; [`apply_limits`] keeps real
+/// responses far below that.
 pub fn encode_fetch_response(
     version: i16,
     correlation_id: i32,
     error_code: i16,
     session_id: i32,
     topics: &[FetchTopicOut],
-) -> Vec<Bytes> {
+) -> Result<Vec<Bytes>, ResponseTooLarge> {
     let flexible = version >= 12;
     let mut chunks: Vec<Bytes> = Vec::with_capacity(4 + topics.len() * 4);
     let mut cur = BytesMut::with_capacity(256);
@@ -99,10 +160,12 @@ pub fn encode_fetch_response(
                 cur.put_i32(-1); // preferred_read_replica
             }
             let len: usize = p.batches.iter().map(StoredBatch::len).sum();
+            let wire_len = i32::try_from(len).map_err(|_| ResponseTooLarge(len))?;
             if flexible {
-                put_uvarint(&mut cur, len as u32 + 1);
+                // wire_len < 2^31, so + 1 fits a u32.
+                put_uvarint(&mut cur, wire_len as u32 + 1);
             } else {
-                cur.put_i32(len as i32);
+                cur.put_i32(wire_len);
             }
             if len > 0 {
                 chunks.push(cur.split().freeze());
@@ -121,8 +184,9 @@ pub fn encode_fetch_response(
     }
     chunks.push(cur.freeze());
     let total: usize = chunks.iter().map(Bytes::len).sum();
-    chunks.insert(0, Bytes::copy_from_slice(&(total as i32).to_be_bytes()));
-    chunks
+    let size = i32::try_from(total).map_err(|_| ResponseTooLarge(total))?;
+    chunks.insert(0, Bytes::copy_from_slice(&size.to_be_bytes()));
+    Ok(chunks)
 }
 
 /// What a session remembers per partition.
@@ -368,7 +432,7 @@ mod tests {
     fn hand_encoded_response_decodes_with_the_reference_decoder() {
         let topics = sample();
         for version in 4..=12i16 {
-            let chunks = encode_fetch_response(version, 77, 0, 1234, &topics);
+            let chunks = encode_fetch_response(version, 77, 0, 1234, &topics).expect("fits");
             let whole: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
             let len = i32::from_be_bytes([whole[0], whole[1], whole[2], whole[3]]) as usize;
             assert_eq!(len, whole.len() - 4, "v{version} size prefix");
@@ -400,7 +464,7 @@ mod tests {
     #[test]
     fn stored_batches_are_not_copied() {
         let topics = sample();
-        let chunks = encode_fetch_response(11, 1, 0, 0, &topics);
+        let chunks = encode_fetch_response(11, 1, 0, 0, &topics).expect("fits");
         for b in &topics[0].partitions[0].batches {
             for stored in b.chunks() {
                 assert!(
@@ -411,6 +475,114 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `n` stored "batches" sharing one buffer of `batch_bytes` (no memory per batch: they are
+    /// clones of one `Bytes`; the limits and the encoder look at lengths only), as one
+    /// partition's read.
+    fn big_read(partition: i32, n: usize, batch_bytes: usize) -> ReadOut {
+        let one = Bytes::from(vec![0u8; batch_bytes]);
+        ReadOut {
+            topic: "big".into(),
+            partition,
+            high_watermark: n as i64,
+            bytes: n * batch_bytes,
+            batches: (0..n).map(|_| StoredBatch::whole(one.clone())).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn size_prefix(chunks: &[Bytes]) -> (i32, usize) {
+        let total: usize = chunks.iter().map(Bytes::len).sum();
+        let mut head = [0u8; 4];
+        head.copy_from_slice(&chunks[0][..4]);
+        (i32::from_be_bytes(head), total - 4)
+    }
+
+    /// The case: `max_bytes` <= 0 (or 2^31-1) and `partition_max_bytes` 2^31-1 over
+    /// partitions holding 3 GiB. Unlimited, the response would be 3 GiB and its i32 size
+    /// prefix negative; limited it is `fetch_max_bytes` and the prefix is the exact length.
+    #[test]
+    fn all_data_up_to_and_past_2_gib_is_cut_to_the_broker_limit() {
+        const MIB: usize = 1 << 20;
+        let broker_max = 55 * MIB;
+        for request_max in [0, -1, i32::MIN, i32::MAX] {
+            let limit = response_limit(request_max, broker_max);
+            assert_eq!(limit, broker_max, "request max_bytes {request_max}");
+            let mut outs = vec![big_read(0, 1536, MIB), big_read(1, 1536, MIB)];
+            let kept = apply_limits(&mut outs, |_| i32::MAX as usize, limit);
+            assert_eq!(kept, 55 * MIB);
+            assert_eq!((outs[0].batches.len(), outs[1].batches.len()), (55, 0));
+            let topics = vec![FetchTopicOut {
+                name: "big".into(),
+                partitions: outs,
+            }];
+            for version in [4i16, 11, 12] {
+                let chunks = encode_fetch_response(version, 1, 0, 0, &topics).expect("fits");
+                let (prefix, len) = size_prefix(&chunks);
+                assert!(prefix > 0);
+                assert_eq!(prefix as usize, len, "v{version}");
+                assert!(len > 55 * MIB && len < 55 * MIB + 1024);
+            }
+        }
+        // A smaller request limit wins over the broker's.
+        assert_eq!(response_limit(1000, broker_max), 1000);
+    }
+
+    #[test]
+    fn encoder_refuses_sizes_that_do_not_fit_an_i32() {
+        const MIB: usize = 1 << 20;
+        // 2 GiB in one partition: its records length alone does not fit.
+        let one = vec![FetchTopicOut {
+            name: "big".into(),
+            partitions: vec![big_read(0, 2048, MIB)],
+        }];
+        for version in [4i16, 12] {
+            assert_eq!(
+                encode_fetch_response(version, 1, 0, 0, &one),
+                Err(ResponseTooLarge(2048 * MIB))
+            );
+        }
+        // Two partitions of 1.5 GiB: each fits, the whole response does not.
+        let two = vec![FetchTopicOut {
+            name: "big".into(),
+            partitions: vec![big_read(0, 1536, MIB), big_read(1, 1536, MIB)],
+        }];
+        let e = encode_fetch_response(4, 1, 0, 0, &two).expect_err("3 GiB");
+        assert!(e.0 > 3072 * MIB);
+    }
+
+    #[test]
+    fn limits_keep_the_first_batch_and_fill_later_partitions() {
+        let sizes = |outs: &[ReadOut]| -> Vec<usize> { outs.iter().map(|o| o.bytes).collect() };
+        // The first batch (1000 bytes) exceeds both limits and is kept; nothing else is.
+        let mut outs = vec![big_read(0, 3, 1000), big_read(1, 3, 100)];
+        assert_eq!(apply_limits(&mut outs, |_| 500, 700), 1000);
+        assert_eq!(sizes(&outs), vec![1000, 0]);
+        // Empty first partition: the first batch of the response is the next partition's.
+        let mut outs = vec![big_read(0, 0, 100), big_read(1, 2, 1000)];
+        assert_eq!(apply_limits(&mut outs, |_| 10, 10), 1000);
+        assert_eq!(sizes(&outs), vec![0, 1000]);
+        // Per-partition limits, and a later partition gets what still fits the response.
+        let mut outs = vec![
+            big_read(0, 5, 1000),
+            big_read(1, 5, 1000),
+            big_read(2, 5, 200),
+        ];
+        assert_eq!(
+            apply_limits(
+                &mut outs,
+                |o| [2500, 5000, 5000][o.partition as usize],
+                4500
+            ),
+            4400
+        );
+        assert_eq!(sizes(&outs), vec![2000, 2000, 400]);
+        assert_eq!(outs[1].batches.len(), 2);
+        // Partition limit 0 (clamped from a negative request value): only the first batch.
+        let mut outs = vec![big_read(0, 3, 100), big_read(1, 3, 100)];
+        assert_eq!(apply_limits(&mut outs, |_| 0, 1 << 20), 100);
+        assert_eq!(sizes(&outs), vec![100, 0]);
     }
 
     fn parts(list: &[(&str, i32, i64)]) -> Vec<(String, i32, i64, i32)> {

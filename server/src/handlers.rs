@@ -329,30 +329,56 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
             )
         })
         .collect();
-    if let Some(tid) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
-        tracing::info!(
-            transactional_id = %Untrusted(&tid.0),
-            "transactional produce refused: TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
-        );
+    let refuse_all = |code: i16| {
         let results = order
             .iter()
-            .flat_map(|(t, ps)| {
-                ps.iter()
-                    .map(move |p| err_result(t, *p, errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED))
-            })
+            .flat_map(|(t, ps)| ps.iter().map(move |p| err_result(t, *p, code)))
             .collect();
-        return future::ready(produce_response(v, corr, acks, &order, results)).boxed_local();
+        future::ready(produce_response(v, corr, acks, &order, results)).boxed_local()
+    };
+    // Kafka refuses the whole request when it carries a transactional id, or a transactional
+    // batch, that the producer is not authorised for; without transactions that is every one.
+    // A transactional batch outside a transaction would otherwise be stored and its records
+    // stay invisible to read_committed consumers forever (no marker ever ends it).
+    let transactional_batches = req
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .any(|p| p.records.as_deref().is_some_and(has_transactional_batch));
+    if transactional_batches
+        || req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|t| !t.0.is_empty())
+    {
+        let transactional_id = req.transactional_id.as_ref().map_or("", |t| t.0.as_str());
+        tracing::info!(
+            transactional_batches,
+            transactional_id = %Untrusted(transactional_id),
+            "transactional produce refused: TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
+        );
+        return refuse_all(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
     }
     if !matches!(acks, -1..=1) {
         tracing::info!(acks, "produce: INVALID_REQUIRED_ACKS");
-        let results = order
-            .iter()
-            .flat_map(|(t, ps)| {
-                ps.iter()
-                    .map(move |p| err_result(t, *p, errors::INVALID_REQUIRED_ACKS))
-            })
-            .collect();
-        return future::ready(produce_response(v, corr, acks, &order, results)).boxed_local();
+        return refuse_all(errors::INVALID_REQUIRED_ACKS);
+    }
+    // The same partition twice: Kafka keeps only the last entry of a partition (a map) and
+    // answers it once, so the client cannot tell what was stored. Here the whole request is
+    // refused and nothing is stored; every entry answers INVALID_REQUEST, as Kafka answers
+    // duplicates in CreateTopics, CreatePartitions and ListOffsets.
+    let mut seen = std::collections::HashSet::new();
+    if let Some((topic, partition)) = order
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.as_str(), *p)))
+        .find(|key| !seen.insert(*key))
+    {
+        tracing::info!(
+            topic = %Untrusted(topic),
+            partition,
+            "produce names a partition twice: INVALID_REQUEST, nothing stored"
+        );
+        return refuse_all(errors::INVALID_REQUEST);
     }
     let names: Vec<String> = order.iter().map(|(t, _)| t.clone()).collect();
     auto_create(shard, &names).await;
@@ -378,6 +404,22 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
                     .map(|p| err_result(&topic, p.index, errors::INVALID_TOPIC_EXCEPTION)),
             );
             continue;
+        }
+        // One replica here: acks=all cannot be honoured when the topic asks for more in sync.
+        if acks == -1 {
+            if let Some(min_isr) = min_insync_replicas(shard, &topic).filter(|&m| m > 1) {
+                tracing::info!(
+                    topic = %topic,
+                    min_isr,
+                    "acks=all with min.insync.replicas above the replica count (1): NOT_ENOUGH_REPLICAS"
+                );
+                refused.extend(
+                    t.partition_data
+                        .iter()
+                        .map(|p| err_result(&topic, p.index, errors::NOT_ENOUGH_REPLICAS)),
+                );
+                continue;
+            }
         }
         for p in t.partition_data {
             by_shard
@@ -410,6 +452,35 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
     .boxed_local()
 }
 
+/// Whether any record batch in a partition's records has the transactional attribute. Stops
+/// at the first bytes that are not a batch header (the append refuses those).
+fn has_transactional_batch(records: &[u8]) -> bool {
+    let mut rest = records;
+    while let Ok(info) = shardlog_engine::batch::peek(rest) {
+        if info.is_transactional() {
+            return true;
+        }
+        match rest.get(info.size..) {
+            Some(next) if info.size > 0 => rest = next,
+            _ => break,
+        }
+    }
+    false
+}
+
+/// The topic's `min.insync.replicas`, if it sets one.
+fn min_insync_replicas(shard: &Shard, topic: &str) -> Option<i64> {
+    shard
+        .meta
+        .borrow()
+        .topics
+        .get(topic)?
+        .configs
+        .get("min.insync.replicas")?
+        .parse()
+        .ok()
+}
+
 /// `records` itself when it is at least half of the request's records, else a copy of it.
 fn compact(records: Bytes, records_total: usize) -> Bytes {
     if records.len() * 2 >= records_total {
@@ -440,10 +511,15 @@ fn produce_response(
     if acks == 0 {
         return None;
     }
-    let mut by_key: HashMap<(String, i32), ProduceResult> = results
-        .into_iter()
-        .map(|r| ((r.topic.clone(), r.partition), r))
-        .collect();
+    // A partition named twice (refused as a whole) has one result per entry, in order.
+    let mut by_key: HashMap<(String, i32), std::collections::VecDeque<ProduceResult>> =
+        HashMap::new();
+    for r in results {
+        by_key
+            .entry((r.topic.clone(), r.partition))
+            .or_default()
+            .push_back(r);
+    }
     let mut resp = ProduceResponse::default();
     resp.responses = order
         .iter()
@@ -454,7 +530,8 @@ fn produce_response(
                 .iter()
                 .map(|&p| {
                     let r = by_key
-                        .remove(&(topic.clone(), p))
+                        .get_mut(&(topic.clone(), p))
+                        .and_then(|q| q.pop_front())
                         .unwrap_or_else(|| err_result(topic, p, errors::UNKNOWN_SERVER_ERROR));
                     let mut pr = produce_response::PartitionProduceResponse::default();
                     pr.index = p;
@@ -475,6 +552,9 @@ fn produce_response(
 // ---------------------------------------------------------------------------------------------
 
 async fn fetch_api(shard: Rc<Shard>, v: i16, corr: i32, req: FetchRequest) -> Option<Vec<Bytes>> {
+    if !valid_isolation_level(req.isolation_level) {
+        return refuse_fetch(v, corr, &req);
+    }
     let requested: Vec<(String, i32, i64, i32)> = req
         .topics
         .iter()
@@ -517,15 +597,11 @@ async fn fetch_api(shard: Rc<Shard>, v: i16, corr: i32, req: FetchRequest) -> Op
                 "fetch session error"
             );
             crate::metrics::error(ApiKey::Fetch as i16, code);
-            return Some(fetch::encode_fetch_response(v, corr, code, 0, &[]));
+            return fetch::encode_fetch_response(v, corr, code, 0, &[]).ok();
         }
         SessionStep::Full { session_id } | SessionStep::Incremental { session_id } => session_id,
     };
-    let max_bytes = if req.max_bytes <= 0 {
-        usize::MAX
-    } else {
-        req.max_bytes as usize
-    };
+    let max_bytes = fetch::response_limit(req.max_bytes, shard.cfg.fetch_max_bytes);
     let min_bytes = req.min_bytes.max(0) as usize;
     let wait_ms = (req.max_wait_ms.max(0) as u64).min(shard.cfg.fetch_max_wait_ms_cap);
     let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
@@ -599,22 +675,31 @@ async fn fetch_api(shard: Rc<Shard>, v: i16, corr: i32, req: FetchRequest) -> Op
             break;
         }
     }
+    // Request order, then the response and partition limits in that order (each shard read
+    // within the whole limit on its own).
+    let rank: HashMap<(&str, i32), (usize, usize)> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, (t, p, _, pmax))| ((t.as_str(), *p), (i, (*pmax).max(0) as usize)))
+        .collect();
+    outs.sort_by_cached_key(|o| {
+        rank.get(&(o.topic.as_str(), o.partition))
+            .map_or(usize::MAX, |r| r.0)
+    });
+    fetch::apply_limits(
+        &mut outs,
+        |o| {
+            rank.get(&(o.topic.as_str(), o.partition))
+                .map_or(0, |r| r.1)
+        },
+        max_bytes,
+    );
     if session_id != 0 {
         shard.fetch_sessions.borrow_mut().finish(&step, &mut outs);
     }
     // Group by topic in request order.
     let mut topics: Vec<FetchTopicOut> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
-    let rank: HashMap<(&str, i32), usize> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, (t, p, _, _))| ((t.as_str(), *p), i))
-        .collect();
-    outs.sort_by_cached_key(|o| {
-        rank.get(&(o.topic.as_str(), o.partition))
-            .copied()
-            .unwrap_or(usize::MAX)
-    });
     for o in outs {
         crate::metrics::error(ApiKey::Fetch as i16, o.error);
         let i = *index.entry(o.topic.clone()).or_insert_with(|| {
@@ -626,13 +711,54 @@ async fn fetch_api(shard: Rc<Shard>, v: i16, corr: i32, req: FetchRequest) -> Op
         });
         topics[i].partitions.push(o);
     }
-    Some(fetch::encode_fetch_response(
-        v,
-        corr,
-        errors::NONE,
-        session_id,
-        &topics,
-    ))
+    match fetch::encode_fetch_response(v, corr, errors::NONE, session_id, &topics) {
+        Ok(chunks) => Some(chunks),
+        Err(e) => {
+            // Only a request naming millions of partitions gets here (the records are limited):
+            // answer a top-level error (v7+) or an empty response rather than a broken size.
+            let partitions: usize = topics.iter().map(|t| t.partitions.len()).sum();
+            tracing::warn!(error = %e, partitions, "fetch response too large: INVALID_REQUEST");
+            fetch::encode_fetch_response(v, corr, errors::INVALID_REQUEST, 0, &[]).ok()
+        }
+    }
+}
+
+/// Kafka's isolation levels: 0 READ_UNCOMMITTED, 1 READ_COMMITTED (the same here: without
+/// transactions the last stable offset is the high watermark).
+fn valid_isolation_level(level: i8) -> bool {
+    matches!(level, 0 | 1)
+}
+
+/// Answers a Fetch whose request-level fields are invalid: INVALID_REQUEST at the top (v7+)
+/// and on every partition asked for, nothing read, no session touched.
+fn refuse_fetch(v: i16, corr: i32, req: &FetchRequest) -> Option<Vec<Bytes>> {
+    tracing::info!(
+        isolation_level = req.isolation_level,
+        "fetch with an unknown isolation level: INVALID_REQUEST"
+    );
+    crate::metrics::error(ApiKey::Fetch as i16, errors::INVALID_REQUEST);
+    let topics: Vec<FetchTopicOut> = req
+        .topics
+        .iter()
+        .map(|t| FetchTopicOut {
+            name: t.topic.0.to_string(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| ReadOut {
+                    topic: t.topic.0.to_string(),
+                    partition: p.partition,
+                    error: errors::INVALID_REQUEST,
+                    high_watermark: -1,
+                    log_start_offset: -1,
+                    ..ReadOut::default()
+                })
+                .collect(),
+        })
+        .collect();
+    fetch::encode_fetch_response(v, corr, errors::INVALID_REQUEST, 0, &topics)
+        .or_else(|_| fetch::encode_fetch_response(v, corr, errors::INVALID_REQUEST, 0, &[]))
+        .ok()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -680,9 +806,18 @@ async fn list_offsets(shard: &Rc<Shard>, v: i16, corr: i32, req: ListOffsetsRequ
             )
         })
         .collect();
+    // v2+ carries an isolation level; anything but 0 or 1 refuses every partition.
+    let bad_isolation = v >= 2 && !valid_isolation_level(req.isolation_level);
+    if bad_isolation {
+        tracing::info!(
+            isolation_level = req.isolation_level,
+            "list offsets with an unknown isolation level: INVALID_REQUEST"
+        );
+    }
     let parts = req
         .topics
         .iter()
+        .filter(|_| !bad_isolation)
         .flat_map(|t| {
             let name = t.name.0.to_string();
             t.partitions
@@ -693,6 +828,16 @@ async fn list_offsets(shard: &Rc<Shard>, v: i16, corr: i32, req: ListOffsetsRequ
     let fut = offsets_call(shard, parts, |parts| ShardReq::ListOffsets { parts }).await;
     async move {
         let mut got = fut.await;
+        if bad_isolation {
+            for (topic, ps) in &order {
+                for &p in ps {
+                    got.insert(
+                        (topic.clone(), p),
+                        OffsetOut::new(topic, p, errors::INVALID_REQUEST),
+                    );
+                }
+            }
+        }
         let mut r = ListOffsetsResponse::default();
         r.topics = order
             .into_iter()

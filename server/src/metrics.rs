@@ -131,6 +131,9 @@ pub struct ShardMetrics {
     request_memory_waits: Cell<u64>,
     producer_ids_expired: Cell<u64>,
     producer_ids_evicted: Cell<u64>,
+    response_queue_bytes: Cell<u64>,
+    response_queue_peak: Cell<u64>,
+    response_queue_waits: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -147,6 +150,9 @@ impl Default for ShardMetrics {
             request_memory_waits: Cell::new(0),
             producer_ids_expired: Cell::new(0),
             producer_ids_evicted: Cell::new(0),
+            response_queue_bytes: Cell::new(0),
+            response_queue_peak: Cell::new(0),
+            response_queue_waits: Cell::new(0),
         }
     }
 }
@@ -200,6 +206,29 @@ pub fn connection_refused() {
 /// A connection waited for request memory before reading a request (back-pressure).
 pub fn request_memory_wait() {
     with(|m| m.request_memory_waits.set(m.request_memory_waits.get() + 1));
+}
+
+/// A connection's answers took `bytes` more of its `max_response_queue_bytes`.
+pub fn response_queue_add(bytes: u64) {
+    with(|m| {
+        let now = m.response_queue_bytes.get() + bytes;
+        m.response_queue_bytes.set(now);
+        m.response_queue_peak
+            .set(m.response_queue_peak.get().max(now));
+    });
+}
+
+/// A connection's answers gave back `bytes` (written, shrunk to their size, or abandoned).
+pub fn response_queue_sub(bytes: u64) {
+    with(|m| {
+        m.response_queue_bytes
+            .set(m.response_queue_bytes.get().saturating_sub(bytes))
+    });
+}
+
+/// A request waited for its connection's earlier answers to be written (back-pressure).
+pub fn response_queue_wait() {
+    with(|m| m.response_queue_waits.set(m.response_queue_waits.get() + 1));
 }
 
 /// A frame or request that closed its connection (oversized, malformed, unknown API).
@@ -286,6 +315,10 @@ pub struct ShardSnapshot {
     pub producer_ids: u64,
     pub producer_ids_expired: u64,
     pub producer_ids_evicted: u64,
+    /// Answer bytes reserved or queued unsent by the shard's connections, now and at most.
+    pub response_queue_bytes: u64,
+    pub response_queue_peak_bytes: u64,
+    pub response_queue_waits: u64,
     pub requests: Vec<(i16, u64)>,
     pub latency: Vec<(i16, HistSnapshot)>,
     pub errors: Vec<(i16, i16, u64)>,
@@ -338,6 +371,9 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         producer_ids,
         producer_ids_expired: m.producer_ids_expired.get(),
         producer_ids_evicted: m.producer_ids_evicted.get(),
+        response_queue_bytes: m.response_queue_bytes.get(),
+        response_queue_peak_bytes: m.response_queue_peak.get(),
+        response_queue_waits: m.response_queue_waits.get(),
         requests: m
             .requests
             .iter()
@@ -559,6 +595,28 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
         "shardlog_request_memory_waits_total",
         &[],
         shards.iter().map(|s| s.request_memory_waits).sum::<u64>(),
+    );
+    o.per_shard(
+        shards,
+        "shardlog_response_queue_bytes",
+        "Answer bytes reserved or waiting to be written, all connections of a shard (each bounded by max_response_queue_bytes).",
+        |s| s.response_queue_bytes,
+    );
+    o.per_shard(
+        shards,
+        "shardlog_response_queue_peak_bytes",
+        "The most shardlog_response_queue_bytes has been since start, per shard.",
+        |s| s.response_queue_peak_bytes,
+    );
+    o.header(
+        "shardlog_response_queue_waits_total",
+        "counter",
+        "Requests that waited for their connection's earlier answers to be written (back-pressure).",
+    );
+    o.sample(
+        "shardlog_response_queue_waits_total",
+        &[],
+        shards.iter().map(|s| s.response_queue_waits).sum::<u64>(),
     );
     o.header(
         "shardlog_bad_requests_total",
