@@ -108,7 +108,7 @@ impl Default for CompressionPolicy {
         Self {
             target: CompressionType::Producer,
             validate: true,
-            max_decompressed_bytes: 8 << 20,
+            max_decompressed_bytes: 32 << 20,
         }
     }
 }

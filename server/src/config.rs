@@ -173,7 +173,7 @@ impl Default for BrokerConfig {
             default_max_message_bytes: 1_048_588,
             compression_type: "producer".into(),
             validate_compressed_batches: true,
-            max_decompressed_batch_bytes: 8 << 20,
+            max_decompressed_batch_bytes: 32 << 20,
             max_frame_bytes: 100 << 20,
             max_connections: 10_000,
             max_connections_per_ip: 0,

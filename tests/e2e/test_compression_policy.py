@@ -102,16 +102,16 @@ def test_codec_bit_over_records_not_in_that_codec_refused(module_broker):
 
 
 def test_decompression_bomb_refused(module_broker):
-    """20 MiB of zeros in a 20 KiB gzip member: refused at max_decompressed_batch_bytes
-    (8 MiB by default) with MESSAGE_TOO_LARGE."""
+    """48 MiB of zeros in a 48 KiB gzip member: refused at max_decompressed_batch_bytes
+    (32 MiB by default) with MESSAGE_TOO_LARGE."""
     topic = unique_topic("codec-bomb")
     create_topic(module_broker.bootstrap, topic)
-    value = bytes(20 << 20)
+    value = bytes(48 << 20)
     plain = kwire.record_batch([kwire.Record(None, value)])
     bomb = with_records_section(plain, gzip.compress(plain[kwire.BATCH_HEADER_LEN:], 9), 1)
-    assert len(bomb) < 64 << 10
+    assert len(bomb) < 128 << 10
     expect_refused_then_readable(module_broker.bootstrap, topic, [(bomb, MESSAGE_TOO_LARGE)])
-    assert "decompress to more than 8388608 bytes" in module_broker.log_text()
+    assert "decompress to more than 33554432 bytes" in module_broker.log_text()
 
 
 def test_unknown_codec_refused_with_validation_off(make_broker):
