@@ -5,6 +5,7 @@
 //! * [`io`]: the single narrow door to the disk, with a glommio O_DIRECT back end and a
 //!   fault-injecting simulator.
 //! * [`index`]: sparse offset and time indexes per segment.
+//! * [`files`]: the shard-wide bound on open sealed-segment files.
 //! * [`disk_ops`]: timing of the log's writes and fdatasyncs (metrics hook, slow-disk warnings).
 //! * [`log`]: [`PartitionLog`]: append with group commit, reads, retention, recovery.
 //!
@@ -15,6 +16,7 @@ pub mod cache;
 pub mod config;
 pub mod disk_ops;
 pub mod error;
+pub mod files;
 pub mod index;
 pub mod io;
 pub mod log;
@@ -27,5 +29,6 @@ pub use cache::CacheBudget;
 pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use disk_ops::DiskOp;
 pub use error::LogError;
+pub use files::{SegmentFiles, SegmentFilesStats};
 pub use io::{GlommioStorage, SimStorage, Storage, StorageFile};
 pub use log::{AppendInfo, Committed, PartitionLog, ReadResult, RecoveryReport, RetentionReport};

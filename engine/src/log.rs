@@ -38,7 +38,7 @@
 //! work is bounded by one segment, whatever the retained size. Indexes of sealed segments are
 //! loaded lazily and rebuilt when missing or inconsistent.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -52,6 +52,7 @@ use crate::cache::{BatchCache, CacheBudget};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::disk_ops::{self, DiskOp};
 use crate::error::LogError;
+use crate::files::{SegmentFile, SegmentFiles};
 use crate::index::SegmentIndex;
 use crate::io::{align_down, align_up, Storage, StorageFile};
 use crate::Offset;
@@ -68,6 +69,8 @@ const MIN_WRITE_BUF_BYTES: usize = 64 << 10;
 const MIN_READ_BYTES: usize = 64 << 10;
 /// The first space reservation of a segment; later ones double up to `preallocate_bytes`.
 const INITIAL_RESERVE_BYTES: u64 = 1 << 20;
+/// Sealed-segment files a log that joined no shard-wide [`SegmentFiles`] keeps open.
+const DEFAULT_OPEN_SEGMENT_FILES: usize = 16;
 
 /// Result of a successful append.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,18 +133,19 @@ impl RetentionReport {
     }
 }
 
-struct Sealed<F> {
+/// A sealed segment. Its file is not held here: it is opened on demand through the log's
+/// [`SegmentFiles`], which bounds how many are open (see `files.rs`).
+struct Sealed {
     base: Offset,
     next_offset: Offset,
     size: u64,
-    file: Rc<F>,
     index: RefCell<Option<Rc<SegmentIndex>>>,
 }
 
-/// A segment file waiting to be reused (see `Inner::recycled`).
-struct Recycled<F> {
+/// A segment file waiting to be reused (see `Inner::recycled`). Not held open: the roll that
+/// reuses it opens it.
+struct Recycled {
     path: PathBuf,
-    file: Rc<F>,
     /// Bytes of old data in it: blocks that are already written.
     size: u64,
 }
@@ -178,7 +182,7 @@ struct Active<F: StorageFile> {
 
 struct Inner<F: StorageFile> {
     config: LogConfig,
-    sealed: BTreeMap<Offset, Rc<Sealed<F>>>,
+    sealed: BTreeMap<Offset, Rc<Sealed>>,
     active: Active<F>,
     log_start: Offset,
     written_end: Offset,
@@ -204,7 +208,7 @@ struct Inner<F: StorageFile> {
     /// Deleted segments' files kept for reuse by the next rolls (`recycle_segments`), at most
     /// [`MAX_RECYCLED`]: renamed `<base>.log.recycle`, no index files, no reader holds them.
     /// Not counted as the log's data by size retention.
-    recycled: VecDeque<Recycled<F>>,
+    recycled: VecDeque<Recycled>,
     /// The active segment's directory entry is not known durable yet: the next fdatasync
     /// also syncs the directory, concurrently, before anything in the segment counts durable.
     dir_unsynced: bool,
@@ -215,6 +219,10 @@ pub struct PartitionLog<S: Storage> {
     storage: S,
     dir: PathBuf,
     inner: RefCell<Inner<S::File>>,
+    /// Where sealed segments' files are opened and kept (a private set until the log joins
+    /// its shard's with [`PartitionLog::join_segment_files`]), and this log's id in it.
+    files: RefCell<Rc<SegmentFiles<S::File>>>,
+    files_id: Cell<u64>,
     /// Notified whenever I/O completes (written/durable/committed ends advance or the device
     /// becomes idle).
     event: Event,
@@ -351,21 +359,22 @@ impl<S: Storage> PartitionLog<S> {
 
         let mut report = RecoveryReport::default();
         let mut sealed = BTreeMap::new();
-        for (i, &base) in bases.iter().enumerate().take(bases.len().saturating_sub(1)) {
-            let path = dir.join(segment_name(base, "log"));
-            let file = storage
-                .open_file(&path, false)
-                .await
-                .map_err(|e| LogError::io("open", &path, e))?;
-            let size = file
-                .size()
-                .await
-                .map_err(|e| LogError::io("stat", &path, e))?;
+        // Sealed segments are not opened here (one descriptor each would grow with the
+        // retained data): their sizes come from one stat call for all of them.
+        let sealed_bases = &bases[..bases.len().saturating_sub(1)];
+        let paths: Vec<PathBuf> = sealed_bases
+            .iter()
+            .map(|&b| dir.join(segment_name(b, "log")))
+            .collect();
+        let sizes = storage
+            .file_sizes(paths)
+            .await
+            .map_err(|e| LogError::io("stat segments", &dir, e))?;
+        for (i, (&base, size)) in sealed_bases.iter().zip(sizes).enumerate() {
             let seg = Sealed {
                 base,
                 next_offset: bases[i + 1],
                 size,
-                file: Rc::new(file),
                 index: RefCell::new(None),
             };
             sealed.insert(base, Rc::new(seg));
@@ -521,15 +530,52 @@ impl<S: Storage> PartitionLog<S> {
             dir_unsynced: false,
         };
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
+        let files = SegmentFiles::new(DEFAULT_OPEN_SEGMENT_FILES);
+        let files_id = files.register_log();
         Ok((
             Self {
                 storage,
                 dir,
                 inner: RefCell::new(inner),
+                files: RefCell::new(files),
+                files_id: Cell::new(files_id),
                 event: Event::new(),
             },
             report,
         ))
+    }
+
+    /// Makes this log open its sealed segments through `files`, shared with the other logs
+    /// of the shard that joined it: together they keep at most its limit of files open.
+    pub fn join_segment_files(&self, files: &Rc<SegmentFiles<S::File>>) {
+        let old = self.files.replace(files.clone());
+        old.forget_log(self.files_id.get());
+        self.files_id.set(files.register_log());
+    }
+
+    /// The open file of a sealed segment (opened on demand, see `files.rs`).
+    async fn sealed_file(&self, seg: &Sealed) -> Result<Rc<SegmentFile<S::File>>, LogError> {
+        let path = self.dir.join(segment_name(seg.base, "log"));
+        let files = self.files.borrow().clone();
+        match files
+            .get(&self.storage, self.files_id.get(), seg.base, &path)
+            .await
+        {
+            Ok(f) => Ok(f),
+            Err(e) => {
+                let st = self.inner.borrow();
+                if e.kind() == std::io::ErrorKind::NotFound && !st.sealed.contains_key(&seg.base)
+                {
+                    // Retention deleted it while we waited: the data is gone, not broken.
+                    return Err(LogError::OffsetOutOfRange {
+                        offset: seg.base,
+                        start: st.log_start,
+                        end: st.active.next_offset,
+                    });
+                }
+                Err(LogError::io("open", &path, e))
+            }
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -1084,11 +1130,16 @@ impl<S: Storage> PartitionLog<S> {
         if let Some(r) = recycled {
             // Its old batches stay behind the write position until overwritten; they all have
             // offsets below the log start, so recovery, which stops at the first batch whose
-            // offset does not continue the segment, never takes one for new data.
-            match self.storage.rename(&r.path, &new_path).await {
-                Ok(()) => {
+            // offset does not continue the segment, never takes one for new data. Opened
+            // before the rename, so a failed open leaves no segment name behind.
+            let reused = match self.storage.open_file(&r.path, false).await {
+                Ok(f) => self.storage.rename(&r.path, &new_path).await.map(|()| f),
+                Err(e) => Err(e),
+            };
+            match reused {
+                Ok(f) => {
                     let mut st = self.inner.borrow_mut();
-                    self.install_segment(&mut st, next, size, index, r.file, r.size);
+                    self.install_segment(&mut st, next, size, index, Rc::new(f), r.size);
                     return Ok(());
                 }
                 Err(e) => {
@@ -1153,11 +1204,15 @@ impl<S: Storage> PartitionLog<S> {
             first_append_ms: None,
         };
         let old = std::mem::replace(&mut st.active, new_active);
+        // Kept open in the shard's set when there is room (recent data is what lagging
+        // readers want next); otherwise closed and opened again when read.
+        self.files
+            .borrow()
+            .adopt(self.files_id.get(), old.base, old.file);
         let sealed = Sealed {
             base: old.base,
             next_offset: next,
             size,
-            file: old.file,
             index: RefCell::new(Some(Rc::new(index))),
         };
         st.sealed.insert(old.base, Rc::new(sealed));
@@ -1171,7 +1226,11 @@ impl<S: Storage> PartitionLog<S> {
     /// on, no file is kept yet, and nobody else holds the segment (a reader that still has it
     /// must keep seeing its old bytes). Returns whether it was kept; if not, the caller deletes
     /// it.
-    async fn recycle(&self, seg: Rc<Sealed<S::File>>) -> Result<bool, LogError> {
+    async fn recycle(
+        &self,
+        seg: Rc<Sealed>,
+        file: Option<Rc<SegmentFile<S::File>>>,
+    ) -> Result<bool, LogError> {
         let wanted = {
             let st = self.inner.borrow();
             st.config.recycle_segments && st.recycled.len() < MAX_RECYCLED && !st.failed
@@ -1182,7 +1241,8 @@ impl<S: Storage> PartitionLog<S> {
         let Ok(seg) = Rc::try_unwrap(seg) else {
             return Ok(false);
         };
-        if Rc::strong_count(&seg.file) != 1 {
+        // A reader that opened the file still holds it (the set's handle is ours now).
+        if file.is_some_and(|f| Rc::strong_count(&f) != 1) {
             return Ok(false);
         }
         let from = self.dir.join(segment_name(seg.base, "log"));
@@ -1194,7 +1254,6 @@ impl<S: Storage> PartitionLog<S> {
         remove_index_files(&self.storage, &self.dir, seg.base).await?;
         self.inner.borrow_mut().recycled.push_back(Recycled {
             path: to,
-            file: seg.file,
             size: seg.size,
         });
         Ok(true)
@@ -1271,10 +1330,10 @@ impl<S: Storage> PartitionLog<S> {
             if offset >= st.active.base {
                 let a = &st.active;
                 let pos = a.index.position_for(a.base, offset);
-                (a.file.clone(), a.base, a.written, pos, None)
+                Ok((a.file.clone(), a.base, a.written, pos))
             } else {
                 match st.sealed.range(..=offset).next_back() {
-                    Some((_, seg)) => (seg.file.clone(), seg.base, seg.size, 0, Some(seg.clone())),
+                    Some((_, seg)) => Err(seg.clone()),
                     None => {
                         return Err(LogError::OffsetOutOfRange {
                             offset,
@@ -1285,32 +1344,43 @@ impl<S: Storage> PartitionLog<S> {
                 }
             }
         };
-        let (file, base, limit, mut pos, sealed) = source;
-        if let Some(seg) = sealed {
-            let index = self.sealed_index(&seg).await?;
-            pos = index.position_for(base, offset);
-        }
         let max_offset = max_offset.min(self.log_end_offset());
-        let path = self.dir.join(segment_name(base, "log"));
-        read_batches(
-            &*file, &path, pos, limit, offset, max_offset, max_bytes, min_one, &mut out,
-        )
-        .await?;
+        match source {
+            Ok((file, base, limit, pos)) => {
+                let path = self.dir.join(segment_name(base, "log"));
+                read_batches(
+                    &*file, &path, pos, limit, offset, max_offset, max_bytes, min_one, &mut out,
+                )
+                .await?;
+            }
+            Err(seg) => {
+                let index = self.sealed_index(&seg).await?;
+                let pos = index.position_for(seg.base, offset);
+                let file = self.sealed_file(&seg).await?;
+                let path = self.dir.join(segment_name(seg.base, "log"));
+                read_batches(
+                    &**file, &path, pos, seg.size, offset, max_offset, max_bytes, min_one,
+                    &mut out,
+                )
+                .await?;
+            }
+        }
         Ok(out)
     }
 
-    async fn sealed_index(&self, seg: &Rc<Sealed<S::File>>) -> Result<Rc<SegmentIndex>, LogError> {
+    async fn sealed_index(&self, seg: &Rc<Sealed>) -> Result<Rc<SegmentIndex>, LogError> {
         if let Some(idx) = seg.index.borrow().as_ref() {
             return Ok(idx.clone());
         }
         let span = seg.next_offset - seg.base;
+        let file = self.sealed_file(seg).await?;
         let idx = match load_index(&self.storage, &self.dir, seg.base, seg.size, span).await {
-            Some(idx) if verify_last_entry(&*seg.file, seg.base, &idx).await => idx,
+            Some(idx) if verify_last_entry(&**file, seg.base, &idx).await => idx,
             _ => {
                 let path = self.dir.join(segment_name(seg.base, "log"));
                 tracing::warn!(segment = %path.display(), "index missing or inconsistent; rebuilding from the segment");
                 let interval = self.inner.borrow().config.index_interval_bytes;
-                let scan = scan_segment(&*seg.file, &path, seg.base, seg.size, interval).await?;
+                let scan = scan_segment(&**file, &path, seg.base, seg.size, interval).await?;
                 if let Some(reason) = scan.stop {
                     tracing::error!(segment = %path.display(), %reason, valid = scan.valid_end, "sealed segment has invalid data");
                 }
@@ -1330,7 +1400,7 @@ impl<S: Storage> PartitionLog<S> {
     /// First offset whose record timestamp is at least `ts` (exact for uncompressed batches; for
     /// compressed ones, the batch's first offset and its max timestamp).
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>, LogError> {
-        let sealed: Vec<Rc<Sealed<S::File>>> =
+        let sealed: Vec<Rc<Sealed>> =
             self.inner.borrow().sealed.values().cloned().collect();
         let log_start = self.log_start_offset();
         for seg in sealed {
@@ -1437,7 +1507,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         let mut report = RetentionReport::default();
         if let Some(ms) = retention_ms {
-            let sealed: Vec<Rc<Sealed<S::File>>> =
+            let sealed: Vec<Rc<Sealed>> =
                 self.inner.borrow().sealed.values().cloned().collect();
             let mut expired_until = None;
             for seg in sealed {
@@ -1464,7 +1534,7 @@ impl<S: Storage> PartitionLog<S> {
     /// Deletes the oldest sealed segments while `pred(segment, total_size)` holds.
     async fn delete_sealed_while(
         &self,
-        pred: impl Fn(&Sealed<S::File>, u64) -> bool,
+        pred: impl Fn(&Sealed, u64) -> bool,
     ) -> Result<RetentionReport, LogError> {
         let mut report = RetentionReport::default();
         let mut victims = Vec::new();
@@ -1487,7 +1557,9 @@ impl<S: Storage> PartitionLog<S> {
         }
         for seg in victims {
             let (base, size) = (seg.base, seg.size);
-            let kept = self.recycle(seg).await?;
+            // Out of the open set: its descriptor closes once no reader holds it.
+            let file = self.files.borrow().forget(self.files_id.get(), base);
+            let kept = self.recycle(seg, file).await?;
             if kept {
                 report.segments_recycled += 1;
             } else {
@@ -1508,6 +1580,7 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Clean shutdown: flush, persist the active segment's indexes and the clean marker.
     pub async fn close(self) -> Result<(), LogError> {
+        self.files.borrow().forget_log(self.files_id.get());
         self.flush().await?;
         self.save_indexes().await;
         let _slot = self.acquire_all_io().await?;
@@ -1544,6 +1617,7 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Deletes the log's files and directory.
     pub async fn remove(self) -> Result<(), LogError> {
+        self.files.borrow().forget_log(self.files_id.get());
         self.storage
             .remove_dir_all(&self.dir)
             .await
@@ -1555,6 +1629,13 @@ impl<S: Storage> PartitionLog<S> {
                 .map_err(|e| LogError::io("sync dir", parent, e))?;
         }
         Ok(())
+    }
+}
+
+impl<S: Storage> Drop for PartitionLog<S> {
+    fn drop(&mut self) {
+        // Close the sealed files the shard's set keeps for this log.
+        self.files.borrow().forget_log(self.files_id.get());
     }
 }
 

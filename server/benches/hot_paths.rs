@@ -257,6 +257,7 @@ impl Broker {
             shutdown: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
             connections: shardlog_server::limits::ConnectionLimits::new(1, 0),
+            offline: Default::default(),
         });
         let shard = ex.run(async move {
             // Must run on every executor before a log opens a file (see its docs).

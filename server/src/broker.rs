@@ -306,6 +306,7 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
             cfg.max_connections,
             cfg.max_connections_per_ip,
         ),
+        offline: Default::default(),
     });
     spawn_signal_thread(sigset, global.clone());
 
@@ -369,6 +370,67 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
         None => {
             tracing::info!("shardlog stopped cleanly");
             Ok(())
+        }
+    }
+}
+
+/// A descriptor held in reserve, given up when accept runs out of them (see the accept loop).
+fn spare_descriptor() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+/// Pauses between failed accepts, doubling from 10 ms to 1 s, and at most one log line a
+/// second: a listener out of descriptors fails every accept at once, and the first version
+/// logged "accept failed" about 200 times a second while retrying every 10 ms. Every failure
+/// is counted (`shardlog_accept_failures_total`).
+struct AcceptBackoff {
+    failures: u32,
+    unlogged: u64,
+    last_log: Option<Instant>,
+    spare: Option<std::fs::File>,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    fn new() -> Self {
+        Self {
+            failures: 0,
+            unlogged: 0,
+            last_log: None,
+            spare: spare_descriptor(),
+        }
+    }
+
+    /// Records a failure; returns how long to wait before the next accept.
+    fn failed(&mut self, shard: usize, e: &std::io::Error) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let pause = Self::FIRST
+            .saturating_mul(1u32 << (self.failures - 1).min(10))
+            .min(Self::MAX);
+        if self.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            tracing::warn!(shard, error = %e, consecutive = self.failures, not_logged = self.unlogged, retry_ms = pause.as_millis() as u64, "accept failed");
+            self.last_log = Some(Instant::now());
+            self.unlogged = 0;
+        } else {
+            self.unlogged += 1;
+        }
+        pause
+    }
+
+    fn succeeded(&mut self, shard: usize) {
+        if self.failures > 0 {
+            tracing::info!(
+                shard,
+                after_failures = self.failures,
+                "accepting connections again"
+            );
+            self.failures = 0;
+            self.unlogged = 0;
+        }
+        if self.spare.is_none() {
+            self.spare = spare_descriptor();
         }
     }
 }
@@ -488,6 +550,7 @@ async fn shard_main(
         .detach();
     }
 
+    let mut accept_backoff = AcceptBackoff::new();
     loop {
         let stop = shard.shutdown_event.listen();
         if shard.is_shutting_down() {
@@ -511,6 +574,7 @@ async fn shard_main(
                         continue;
                     }
                 };
+                accept_backoff.succeeded(id);
                 shard.connections.set(shard.connections.get() + 1);
                 crate::metrics::connection_accepted();
                 tracing::debug!(shard = id, %peer, "accepted connection");
@@ -523,8 +587,24 @@ async fn shard_main(
                 .detach();
             }
             Err(e) => {
-                tracing::warn!(shard = id, error = %e, "accept failed");
-                glommio::timer::sleep(Duration::from_millis(10)).await;
+                let e = std::io::Error::from(e);
+                crate::metrics::accept_failed();
+                let pause = accept_backoff.failed(id, &e);
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                    // Out of descriptors: the connection waits in the backlog, and its client
+                    // would hang until one frees up. Give up the spare descriptor, take the
+                    // connection and close it at once, so the client sees a closed connection
+                    // and retries (the technique of libuv and nginx).
+                    accept_backoff.spare = None;
+                    let one = future::select(
+                        listener.accept().boxed_local(),
+                        glommio::timer::sleep(Duration::from_millis(50)).boxed_local(),
+                    )
+                    .await;
+                    drop(one);
+                    accept_backoff.spare = spare_descriptor();
+                }
+                glommio::timer::sleep(pause).await;
             }
         }
     }

@@ -125,6 +125,14 @@ pub struct BrokerConfig {
     /// one line per second per shard); 0 logs none. Every one is timed in `/metrics`
     /// (`shardlog_disk_op_duration_seconds`) either way.
     pub slow_disk_op_ms: u64,
+    /// Sealed-segment files kept open, broker-wide (split evenly over shards). A sealed
+    /// segment is opened when it is read and closed when it is the least recently used one
+    /// past this bound, so descriptors do not grow with the retained data (each partition
+    /// still holds its active segment open).
+    pub max_open_segment_files: usize,
+    /// A partition whose log could not be opened (it is offline: leader -1 in Metadata,
+    /// KAFKA_STORAGE_ERROR to requests) is tried again this often.
+    pub partition_open_retry_ms: u64,
 
     /// Kafka `group.initial.rebalance.delay.ms` (0 disables; tests use 0).
     pub group_initial_rebalance_delay_ms: u64,
@@ -197,6 +205,8 @@ impl Default for BrokerConfig {
             segment_delete_interval_ms: 4,
             segment_delete_delay_ms: 1000,
             slow_disk_op_ms: 100,
+            max_open_segment_files: 1024,
+            partition_open_retry_ms: 5000,
             group_initial_rebalance_delay_ms: 3000,
             group_min_session_timeout_ms: 6000,
             group_max_session_timeout_ms: 1_800_000,
@@ -507,6 +517,14 @@ impl BrokerConfig {
         );
         put("slow_disk_op_ms", (self.slow_disk_op_ms as i64).into());
         put(
+            "max_open_segment_files",
+            (self.max_open_segment_files as i64).into(),
+        );
+        put(
+            "partition_open_retry_ms",
+            (self.partition_open_retry_ms as i64).into(),
+        );
+        put(
             "group_initial_rebalance_delay_ms",
             (self.group_initial_rebalance_delay_ms as i64).into(),
         );
@@ -697,6 +715,20 @@ impl BrokerConfig {
                 "tick_interval_ms",
                 self.tick_interval_ms,
                 "must be in 1..=1000",
+            ));
+        }
+        if !(1..=(1 << 24)).contains(&self.max_open_segment_files) {
+            return Err(bad(
+                "max_open_segment_files",
+                self.max_open_segment_files,
+                "must be in 1..=16777216",
+            ));
+        }
+        if !(100..=3_600_000).contains(&self.partition_open_retry_ms) {
+            return Err(bad(
+                "partition_open_retry_ms",
+                self.partition_open_retry_ms,
+                "must be in 100..=3600000 (1 hour)",
             ));
         }
         if self.segment_delete_interval_ms > 1000 {

@@ -606,6 +606,7 @@ pub async fn load(shard: &Rc<Shard>) {
             config.clone(),
             0,
             &shard.cache_budget,
+            &shard.segment_files,
         )
         .await;
         let part = match opened {

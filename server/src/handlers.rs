@@ -254,6 +254,10 @@ async fn metadata_api(
         let mut tr = metadata_response::MetadataResponseTopic::default();
         tr.name = Some(tname(&t.name));
         tr.topic_id = uuid::Uuid::from_u128(t.id);
+        // A partition whose log failed to open has no leader, as Kafka reports a partition
+        // whose only replica is offline: LEADER_NOT_AVAILABLE, leader -1, the replica in
+        // offline_replicas and not in the ISR.
+        let offline = shard.global.offline.of_topic(&t.name);
         tr.partitions = t
             .partitions
             .iter()
@@ -261,10 +265,16 @@ async fn metadata_api(
             .map(|(i, pm)| {
                 let mut p = metadata_response::MetadataResponsePartition::default();
                 p.partition_index = i as i32;
-                p.leader_id = BrokerId(node);
                 p.leader_epoch = pm.leader_epoch;
                 p.replica_nodes = vec![BrokerId(node)];
-                p.isr_nodes = vec![BrokerId(node)];
+                if offline.contains(&(i as i32)) {
+                    p.error_code = errors::LEADER_NOT_AVAILABLE;
+                    p.leader_id = BrokerId(-1);
+                    p.offline_replicas = vec![BrokerId(node)];
+                } else {
+                    p.leader_id = BrokerId(node);
+                    p.isr_nodes = vec![BrokerId(node)];
+                }
                 p
             })
             .collect();

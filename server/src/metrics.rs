@@ -127,6 +127,7 @@ pub struct ShardMetrics {
     disk_ops: [Histogram; DiskOp::ALL.len()],
     connections_accepted: Cell<u64>,
     connections_refused: Cell<u64>,
+    accept_failures: Cell<u64>,
     bad_requests: Cell<u64>,
     request_memory_waits: Cell<u64>,
     producer_ids_expired: Cell<u64>,
@@ -146,6 +147,7 @@ impl Default for ShardMetrics {
             disk_ops: std::array::from_fn(|_| Histogram::default()),
             connections_accepted: Cell::new(0),
             connections_refused: Cell::new(0),
+            accept_failures: Cell::new(0),
             bad_requests: Cell::new(0),
             request_memory_waits: Cell::new(0),
             producer_ids_expired: Cell::new(0),
@@ -201,6 +203,11 @@ pub fn connection_accepted() {
 
 pub fn connection_refused() {
     with(|m| m.connections_refused.set(m.connections_refused.get() + 1));
+}
+
+/// An accept on the client listener failed (out of descriptors, for one).
+pub fn accept_failed() {
+    with(|m| m.accept_failures.set(m.accept_failures.get() + 1));
 }
 
 /// A connection waited for request memory before reading a request (back-pressure).
@@ -307,6 +314,7 @@ pub struct ShardSnapshot {
     pub connections: u64,
     pub connections_accepted: u64,
     pub connections_refused: u64,
+    pub accept_failures: u64,
     pub bad_requests: u64,
     pub request_memory_bytes: u64,
     pub request_memory_waits: u64,
@@ -327,6 +335,13 @@ pub struct ShardSnapshot {
     /// The shard's batch caches together (every log, `__consumer_offsets` too) and their limit.
     pub cache_used_bytes: u64,
     pub cache_limit_bytes: u64,
+    /// Sealed-segment files open (the shard's bounded set), its limit, and files opened on
+    /// demand so far.
+    pub segment_files_open: u64,
+    pub segment_files_limit: u64,
+    pub segment_files_opened: u64,
+    /// Partitions of the shard whose log failed to open.
+    pub partitions_offline: u64,
     pub partitions: Vec<PartitionSnapshot>,
 }
 
@@ -358,11 +373,13 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         .values()
         .map(|p| p.producers.borrow().len() as u64)
         .sum();
+    let files = shard.segment_files.stats();
     with(|m| ShardSnapshot {
         shard: shard.id,
         connections: shard.connections.get() as u64,
         connections_accepted: m.connections_accepted.get(),
         connections_refused: m.connections_refused.get(),
+        accept_failures: m.accept_failures.get(),
         bad_requests: m.bad_requests.get(),
         request_memory_bytes: shard
             .request_memory_limit
@@ -403,6 +420,10 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
             .collect(),
         cache_used_bytes: shard.cache_budget.used_bytes() as u64,
         cache_limit_bytes: shard.cache_budget.limit_bytes() as u64,
+        segment_files_open: files.open as u64,
+        segment_files_limit: files.limit as u64,
+        segment_files_opened: files.opened,
+        partitions_offline: shard.offline_count() as u64,
         partitions,
     })
 }
@@ -573,6 +594,44 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
         "shardlog_connections_refused_total",
         &[],
         shards.iter().map(|s| s.connections_refused).sum::<u64>(),
+    );
+    o.header(
+        "shardlog_accept_failures_total",
+        "counter",
+        "Failed accepts on the client listener (each is followed by a pause: 10 ms doubling to 1 s).",
+    );
+    o.sample(
+        "shardlog_accept_failures_total",
+        &[],
+        shards.iter().map(|s| s.accept_failures).sum::<u64>(),
+    );
+    o.per_shard(
+        shards,
+        "shardlog_partitions_offline",
+        "Partitions whose log could not be opened (leader -1 in Metadata; retried every partition_open_retry_ms).",
+        |s| s.partitions_offline,
+    );
+    o.per_shard(
+        shards,
+        "shardlog_segment_files_open",
+        "Sealed-segment files open per shard (at most max_open_segment_files split over the shards).",
+        |s| s.segment_files_open,
+    );
+    o.per_shard(
+        shards,
+        "shardlog_segment_files_limit",
+        "The shard's share of max_open_segment_files.",
+        |s| s.segment_files_limit,
+    );
+    o.header(
+        "shardlog_segment_files_opened_total",
+        "counter",
+        "Sealed-segment files opened on demand (reads of segments not kept open).",
+    );
+    o.sample(
+        "shardlog_segment_files_opened_total",
+        &[],
+        shards.iter().map(|s| s.segment_files_opened).sum::<u64>(),
     );
     o.header(
         "shardlog_request_memory_bytes",

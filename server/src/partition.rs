@@ -18,7 +18,9 @@ use std::rc::Rc;
 use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
-use shardlog_engine::{batch, CacheBudget, GlommioStorage, LogConfig, LogError, PartitionLog};
+use shardlog_engine::{
+    batch, CacheBudget, GlommioStorage, LogConfig, LogError, PartitionLog, Storage,
+};
 
 use crate::compression::{self, CompressionPolicy};
 use crate::errors;
@@ -26,6 +28,8 @@ use crate::metrics::{self, PartitionStats, Stage};
 use crate::producer_state::{BatchMeta, ProducerStates, SeqCheck, Snapshot};
 
 pub type Log = PartitionLog<GlommioStorage>;
+/// A shard's bounded set of open sealed-segment files (see the engine's `files.rs`).
+pub type SegmentFiles = shardlog_engine::SegmentFiles<<GlommioStorage as Storage>::File>;
 
 /// Result of one append job.
 #[derive(Clone, Copy, Debug)]
@@ -74,9 +78,11 @@ impl Partition {
         config: LogConfig,
         leader_epoch: i32,
         cache_budget: &Rc<CacheBudget>,
+        segment_files: &Rc<SegmentFiles>,
     ) -> Result<Rc<Self>, LogError> {
         let (log, report) = Log::open(GlommioStorage, dir.clone(), config).await?;
         log.join_cache_budget(cache_budget);
+        log.join_segment_files(segment_files);
         tracing::info!(
             topic,
             partition = index,

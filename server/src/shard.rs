@@ -63,11 +63,33 @@ pub fn shard_for(topic: &str, partition: i32, shards: usize) -> usize {
     (h % shards.max(1) as u64) as usize
 }
 
+/// Longest topic name whose directory is `<name>~<id>`: 222 + 33 = 255 bytes, the file name
+/// limit of ext4 and xfs.
+pub const FULL_NAME_DIR_MAX: usize = 255 - 33;
+/// Characters of a longer name kept in its directory name (`<prefix>+~<id>`). 192 + 34 = 226
+/// bytes leaves room for the `.deleted-<nanoseconds>` a deletion appends (29 bytes).
+pub const LONG_NAME_DIR_PREFIX: usize = 192;
+
 /// Directory of a topic's partitions: the id keeps a re-created topic from seeing old data.
+///
+/// `<name>~<32 hex id>` when that fits in a file name (names up to 222 characters: the form
+/// every version wrote, so existing data directories open unchanged); for the longer names
+/// Kafka allows (up to 249), `<first 192 characters>+~<32 hex id>`. `+` is not a legal topic
+/// character, so the two forms never collide, and the id alone makes a directory unique.
 pub fn topic_dir(data_dir: &std::path::Path, t: &TopicMeta) -> PathBuf {
-    data_dir
-        .join("logs")
-        .join(format!("{}~{:032x}", t.name, t.id))
+    data_dir.join("logs").join(topic_dir_name(&t.name, t.id))
+}
+
+/// The file name of a topic's directory (see [`topic_dir`]).
+pub fn topic_dir_name(name: &str, id: u128) -> String {
+    if name.len() <= FULL_NAME_DIR_MAX {
+        format!("{name}~{id:032x}")
+    } else {
+        // Topic names are ASCII (validated), so any byte index is a character boundary; `get`
+        // keeps this total for any string.
+        let prefix = name.get(..LONG_NAME_DIR_PREFIX).unwrap_or(name);
+        format!("{prefix}+~{id:032x}")
+    }
 }
 
 #[derive(Debug)]
@@ -239,12 +261,79 @@ pub enum MeshMsg {
     },
 }
 
-/// Process-wide state shared by all shards (atomics only).
+/// Process-wide state shared by all shards.
 pub struct Global {
     pub shutdown: AtomicBool,
     pub drained: AtomicUsize,
     /// `max_connections` and `max_connections_per_ip`, counted over all shards.
     pub connections: std::sync::Arc<crate::limits::ConnectionLimits>,
+    /// Partitions whose log could not be opened, whichever shard owns them.
+    pub offline: OfflinePartitions,
+}
+
+/// Partitions that exist in the metadata but whose log failed to open on its owning shard.
+///
+/// Metadata is answered on whichever shard a client is connected to, so the owners publish
+/// here and every shard reads it there (leader -1, LEADER_NOT_AVAILABLE, the node in
+/// `offline_replicas`). A mutex is fine: it is written when a partition goes offline or comes
+/// back and read by Metadata only while the count is not zero; produce and fetch never take it
+/// (the owner answers KAFKA_STORAGE_ERROR from its own table).
+#[derive(Default)]
+pub struct OfflinePartitions {
+    count: AtomicUsize,
+    set: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
+}
+
+impl OfflinePartitions {
+    fn with<R>(&self, f: impl FnOnce(&mut std::collections::HashSet<(String, i32)>) -> R) -> R {
+        let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
+        let r = f(&mut set);
+        self.count.store(set.len(), Ordering::Release);
+        r
+    }
+
+    pub fn set(&self, topic: &str, partition: i32, offline: bool) {
+        self.with(|s| {
+            if offline {
+                s.insert((topic.to_string(), partition));
+            } else {
+                s.remove(&(topic.to_string(), partition));
+            }
+        });
+    }
+
+    pub fn remove_topic(&self, topic: &str) {
+        if self.count() > 0 {
+            self.with(|s| s.retain(|(t, _)| t != topic));
+        }
+    }
+
+    pub fn contains(&self, topic: &str, partition: i32) -> bool {
+        self.count() > 0 && self.with(|s| s.contains(&(topic.to_string(), partition)))
+    }
+
+    /// Offline partitions of `topic` (empty for most topics, without locking when none is).
+    pub fn of_topic(&self, topic: &str) -> std::collections::HashSet<i32> {
+        if self.count() == 0 {
+            return Default::default();
+        }
+        self.with(|s| {
+            s.iter()
+                .filter(|(t, _)| t == topic)
+                .map(|&(_, p)| p)
+                .collect()
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+}
+
+/// A partition of this shard whose log failed to open, and when to try again.
+struct Offline {
+    attempts: u32,
+    next_try: std::time::Instant,
 }
 
 pub struct Shard {
@@ -269,6 +358,11 @@ pub struct Shard {
     pub request_memory_limit: u64,
     /// This shard's share of `log_cache_total_bytes`, joined by every log it opens.
     pub cache_budget: Rc<shardlog_engine::CacheBudget>,
+    /// This shard's share of `max_open_segment_files`: the sealed-segment files its logs
+    /// keep open (least recently used ones are closed; see the engine's `files.rs`).
+    pub segment_files: Rc<crate::partition::SegmentFiles>,
+    /// Partitions this shard owns whose log failed to open (see [`OfflinePartitions`]).
+    offline: RefCell<HashMap<(String, i32), Offline>>,
     /// This shard's group coordinator and its internal log (see `groups.rs`).
     pub groups: crate::groups::Groups,
 }
@@ -308,6 +402,10 @@ impl Shard {
             cache_budget: shardlog_engine::CacheBudget::new(
                 cfg.log_cache_total_bytes.div_ceil(shards.max(1)),
             ),
+            segment_files: crate::partition::SegmentFiles::new(
+                cfg.max_open_segment_files.div_ceil(shards.max(1)),
+            ),
+            offline: RefCell::new(HashMap::new()),
             groups: crate::groups::Groups::new(&cfg, id),
             cfg,
         })
@@ -509,8 +607,8 @@ impl Shard {
                 log_start_offset: -1,
             };
             let Some(p) = self.partition(&part.topic, part.partition) else {
-                tracing::debug!(topic = %Untrusted(&part.topic), partition = part.partition, "produce: UNKNOWN_TOPIC_OR_PARTITION");
-                res.error = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                res.error = self.missing_partition_error(&part.topic, part.partition);
+                tracing::debug!(topic = %Untrusted(&part.topic), partition = part.partition, error = errors::name(res.error), "produce to a partition that is not open");
                 waits.push(future::ready(res).boxed_local());
                 continue;
             };
@@ -576,7 +674,7 @@ impl Shard {
                 ..ReadOut::default()
             };
             let Some(p) = self.partition(&part.topic, part.partition) else {
-                r.error = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                r.error = self.missing_partition_error(&part.topic, part.partition);
                 out.push(r);
                 continue;
             };
@@ -645,7 +743,7 @@ impl Shard {
         for (topic, partition, ts) in parts {
             let mut r = OffsetOut::new(&topic, partition, errors::NONE);
             match self.partition(&topic, partition) {
-                None => r.error = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                None => r.error = self.missing_partition_error(&topic, partition),
                 Some(p) => {
                     r.leader_epoch = p.leader_epoch.get();
                     let hw = p.log.committed_end_offset();
@@ -682,7 +780,7 @@ impl Shard {
         for (topic, partition, offset) in parts {
             let mut r = OffsetOut::new(&topic, partition, errors::NONE);
             match self.partition(&topic, partition) {
-                None => r.error = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                None => r.error = self.missing_partition_error(&topic, partition),
                 Some(p) => {
                     let hw = p.log.committed_end_offset();
                     let target = if offset == -1 { hw } else { offset };
@@ -722,7 +820,7 @@ impl Shard {
             .map(|(topic, partition, epoch)| {
                 let mut r = OffsetOut::new(&topic, partition, errors::NONE);
                 match self.partition(&topic, partition) {
-                    None => r.error = errors::UNKNOWN_TOPIC_OR_PARTITION,
+                    None => r.error = self.missing_partition_error(&topic, partition),
                     Some(p) => {
                         let current = p.leader_epoch.get();
                         if epoch > current {
@@ -755,7 +853,6 @@ impl Shard {
     pub async fn open_topic(self: &Rc<Self>, t: &TopicMeta) {
         let config = metadata::log_config(t, &self.cfg);
         let compression = metadata::compression_policy(t, &self.cfg);
-        let dir = topic_dir(&self.cfg.data_dir, t);
         for (i, pm) in t.partitions.iter().enumerate() {
             let i = i as i32;
             if self.owner(&t.name, i) != self.id {
@@ -767,30 +864,116 @@ impl Shard {
                 p.leader_epoch.set(pm.leader_epoch);
                 continue;
             }
-            let opened = Partition::open(
-                &t.name,
-                i,
-                dir.join(i.to_string()),
-                dir.join(format!("{i}.producers.json")),
-                config.clone(),
-                pm.leader_epoch,
-                &self.cache_budget,
-            )
-            .await;
-            match opened {
-                Ok(p) => {
-                    self.limit_producers(&p, now_ms());
-                    p.compression.set(compression);
-                    self.partitions.borrow_mut().insert((t.name.clone(), i), p);
+            self.open_partition(t, i).await;
+        }
+    }
+
+    /// Opens one partition's log. On failure the partition is offline: Metadata shows it
+    /// without a leader, requests for it get KAFKA_STORAGE_ERROR, and the shard's tick tries
+    /// again every `partition_open_retry_ms` until it opens or its topic is deleted.
+    async fn open_partition(self: &Rc<Self>, t: &TopicMeta, i: i32) -> bool {
+        let config = metadata::log_config(t, &self.cfg);
+        let dir = topic_dir(&self.cfg.data_dir, t);
+        let leader_epoch = t.partitions.get(i as usize).map_or(0, |pm| pm.leader_epoch);
+        let opened = Partition::open(
+            &t.name,
+            i,
+            dir.join(i.to_string()),
+            dir.join(format!("{i}.producers.json")),
+            config,
+            leader_epoch,
+            &self.cache_budget,
+            &self.segment_files,
+        )
+        .await;
+        let key = (t.name.clone(), i);
+        let retry = Duration::from_millis(self.cfg.partition_open_retry_ms);
+        match opened {
+            Ok(p) => {
+                self.limit_producers(&p, now_ms());
+                p.compression.set(metadata::compression_policy(t, &self.cfg));
+                self.partitions.borrow_mut().insert(key.clone(), p);
+                if let Some(o) = self.offline.borrow_mut().remove(&key) {
+                    tracing::info!(topic = %t.name, partition = i, attempts = o.attempts, "partition log opened; the partition is online again");
+                    self.global.offline.set(&t.name, i, false);
                 }
-                Err(e) => {
-                    tracing::error!(topic = %t.name, partition = i, error = %e, "cannot open partition log; it stays offline");
+                true
+            }
+            Err(e) => {
+                let mut offline = self.offline.borrow_mut();
+                let entry = offline.entry(key).or_insert(Offline {
+                    attempts: 0,
+                    next_try: std::time::Instant::now(),
+                });
+                entry.attempts += 1;
+                entry.next_try = std::time::Instant::now() + retry;
+                if entry.attempts == 1 {
+                    tracing::error!(topic = %t.name, partition = i, error = %e, retry_ms = self.cfg.partition_open_retry_ms, "cannot open partition log; the partition is offline until a retry succeeds");
+                    self.global.offline.set(&t.name, i, true);
+                } else {
+                    tracing::debug!(topic = %t.name, partition = i, attempts = entry.attempts, error = %e, "partition log still cannot be opened");
                 }
+                false
             }
         }
     }
 
+    /// Tries again to open the offline partitions whose retry time has come.
+    async fn retry_offline(self: &Rc<Self>) {
+        let now = std::time::Instant::now();
+        let due: Vec<(String, i32)> = self
+            .offline
+            .borrow()
+            .iter()
+            .filter(|(_, o)| o.next_try <= now)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let (mut opened, mut failed) = (0usize, 0usize);
+        for (topic, i) in due {
+            let Some(t) = self.topic(&topic).filter(|t| (i as usize) < t.partitions.len()) else {
+                self.offline.borrow_mut().remove(&(topic.clone(), i));
+                self.global.offline.set(&topic, i, false);
+                continue;
+            };
+            if self.open_partition(&t, i).await {
+                opened += 1;
+            } else {
+                failed += 1;
+            }
+        }
+        if failed > 0 {
+            tracing::warn!(
+                shard = self.id,
+                opened,
+                still_offline = failed,
+                "retried offline partitions"
+            );
+        }
+    }
+
+    /// Partitions of this shard that are offline (their log failed to open).
+    pub fn offline_count(&self) -> usize {
+        self.offline.borrow().len()
+    }
+
+    /// The error for a request naming a partition this shard does not have open:
+    /// KAFKA_STORAGE_ERROR when it exists but its log failed to open (offline), else
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    pub fn missing_partition_error(&self, topic: &str, partition: i32) -> i16 {
+        if self
+            .offline
+            .borrow()
+            .contains_key(&(topic.to_string(), partition))
+        {
+            errors::KAFKA_STORAGE_ERROR
+        } else {
+            errors::UNKNOWN_TOPIC_OR_PARTITION
+        }
+    }
+
     async fn remove_topic(&self, name: &str) {
+        self.offline.borrow_mut().retain(|(t, _), _| t != name);
+        self.global.offline.remove_topic(name);
         let parts: Vec<((String, i32), Rc<Partition>)> = {
             let mut map = self.partitions.borrow_mut();
             let keys: Vec<(String, i32)> = map.keys().filter(|(t, _)| t == name).cloned().collect();
@@ -870,7 +1053,10 @@ impl Shard {
 
     /// Periodic per-shard work: `tick` every log, retention and producer snapshots now and
     /// then, producer-id expiry when `expiry_due`.
-    pub async fn tick_all(&self, retention_due: bool, expiry_due: bool) {
+    pub async fn tick_all(self: &Rc<Self>, retention_due: bool, expiry_due: bool) {
+        if !self.offline.borrow().is_empty() {
+            self.retry_offline().await;
+        }
         let now = now_ms();
         let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for p in parts {
@@ -949,9 +1135,15 @@ impl Shard {
                         out.push((name, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
                         continue;
                     }
+                    let dir = self.topic(&name).map(|t| topic_dir(&self.cfg.data_dir, &t));
                     let r = self.commit(MetaEvent::Deleted(name.clone())).await;
                     if r == errors::NONE {
                         tracing::info!(topic = %name, "deleted topic");
+                        // Every shard has released and removed its partitions by now (`commit`
+                        // waits for them): the topic's directory goes too, not at next start.
+                        if let Some(dir) = dir {
+                            remove_topic_dir(&dir).await;
+                        }
                     }
                     out.push((name, r, None));
                 }
@@ -1098,6 +1290,24 @@ impl Shard {
     }
 }
 
+/// Removes a deleted topic's directory (its partitions' data directories are on their way to
+/// the background deleter already) through the same paced deleter, off the shard.
+async fn remove_topic_dir(dir: &std::path::Path) {
+    let d = dir.to_path_buf();
+    let r = glommio::executor()
+        .spawn_blocking(move || {
+            shardlog_engine::io::deleter::remove_dir_in_background(&d)?;
+            match d.parent() {
+                Some(logs) => std::fs::File::open(logs)?.sync_all(),
+                None => Ok(()),
+            }
+        })
+        .await;
+    if let Err(e) = r {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a deleted topic's directory; it is removed at next start");
+    }
+}
+
 /// Waits (bounded) until nobody else holds the partition, then takes its log.
 /// Partitions of a deleted topic released and removed at once.
 const REMOVE_CONCURRENCY: usize = 64;
@@ -1162,5 +1372,36 @@ mod tests {
         }
         assert!(counts.iter().all(|&c| c > 50), "{counts:?}");
         assert_eq!(shard_for("x", 3, 1), 0);
+    }
+
+    #[test]
+    fn topic_directory_names_fit_for_every_legal_name() {
+        let id = 0x0123_4567_89ab_cdef_0123_4567_89ab_cdef_u128;
+        // The form every earlier version wrote, unchanged (existing data directories).
+        assert_eq!(
+            topic_dir_name("orders", id),
+            "orders~0123456789abcdef0123456789abcdef"
+        );
+        let at_limit = "a".repeat(FULL_NAME_DIR_MAX);
+        assert_eq!(
+            topic_dir_name(&at_limit, id),
+            format!("{at_limit}~{id:032x}")
+        );
+        for len in 1..=249 {
+            let name = "n".repeat(len);
+            let dir = topic_dir_name(&name, id);
+            assert!(dir.len() <= 255, "{len}: {} bytes", dir.len());
+            assert!(dir.ends_with(&format!("~{id:032x}")));
+            if len > FULL_NAME_DIR_MAX {
+                // Room for the suffix a deletion appends (`.deleted-` and 20 digits).
+                assert!(dir.len() + 29 <= 255, "{len}: {} bytes", dir.len());
+                assert!(dir.starts_with(&name[..LONG_NAME_DIR_PREFIX]));
+                assert!(dir.contains("+~"));
+            }
+        }
+        // Two long names sharing their first 192 characters differ by id.
+        let a = format!("{}a", "x".repeat(240));
+        let b = format!("{}b", "x".repeat(240));
+        assert_ne!(topic_dir_name(&a, 1), topic_dir_name(&b, 2));
     }
 }

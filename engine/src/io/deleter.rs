@@ -81,9 +81,7 @@ pub fn remove_in_background(path: &Path) -> io::Result<()> {
     let doomed = if path.as_os_str().to_string_lossy().ends_with(DELETED_SUFFIX) {
         path.to_path_buf()
     } else {
-        let mut name = path.as_os_str().to_owned();
-        name.push(DELETED_SUFFIX);
-        let doomed = PathBuf::from(name);
+        let doomed = with_suffix(path, DELETED_SUFFIX);
         match std::fs::rename(path, &doomed) {
             Ok(()) => doomed,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
@@ -108,13 +106,30 @@ pub fn remove_dir_in_background(path: &Path) -> io::Result<()> {
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!("{DELETED_SUFFIX}-{stamp}"));
-    let doomed = PathBuf::from(name);
+    let doomed = with_suffix(path, &format!("{DELETED_SUFFIX}-{stamp}"));
     match std::fs::rename(path, &doomed) {
         Ok(()) => enqueue(Job::Dir(doomed)),
         Err(e) => already_gone(Err(e)),
     }
+}
+
+/// Longest file name (bytes) of ext4, xfs and btrfs.
+const NAME_MAX: usize = 255;
+
+/// `path` with `suffix` appended to its file name, the name first cut short (at a character
+/// boundary) when the result would pass [`NAME_MAX`]: a topic directory of a 222-character
+/// name is 255 bytes already, and renaming it for deletion must not fail. The suffix stays
+/// whole, so a renamed name is still recognised as deleted.
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let mut keep = name.len().min(NAME_MAX.saturating_sub(suffix.len()));
+    while !name.is_char_boundary(keep) {
+        keep -= 1;
+    }
+    path.with_file_name(format!("{}{suffix}", &name[..keep]))
 }
 
 fn enqueue(job: Job) -> io::Result<()> {
@@ -190,8 +205,13 @@ fn shrink_dir(dir: &Path, cfg: &DeleterConfig) -> io::Result<()> {
         Err(e) => return Err(e),
     };
     for e in entries.flatten() {
-        if e.file_type().is_ok_and(|t| t.is_file()) {
-            shrink_and_unlink(&e.path(), cfg)?;
+        match e.file_type() {
+            Ok(t) if t.is_file() => shrink_and_unlink(&e.path(), cfg)?,
+            // A deleted topic's directory holds its partitions' directories: free those paced
+            // too (the partitions' own jobs find their old paths gone once the topic directory
+            // is renamed).
+            Ok(t) if t.is_dir() => shrink_dir(&e.path(), cfg)?,
+            _ => {}
         }
     }
     already_gone(std::fs::remove_dir_all(dir))
@@ -286,6 +306,41 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         assert!(names().is_empty(), "left: {:?}", names());
+    }
+
+    #[test]
+    fn a_directory_with_a_name_of_255_bytes_is_renamed_and_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let long = dir.path().join(format!("{}~{:032x}", "t".repeat(222), 7));
+        assert_eq!(long.file_name().map(|n| n.len()), Some(255));
+        std::fs::create_dir_all(long.join("0")).expect("mkdir");
+        std::fs::write(
+            long.join("0").join("00000000000000000000.log"),
+            vec![1u8; 1000],
+        )
+        .expect("write");
+        remove_dir_in_background(&long).expect("schedule");
+        assert!(!long.exists(), "the name is gone at once");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let left = || std::fs::read_dir(dir.path()).map_or(0, |rd| rd.count());
+        while left() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(left(), 0, "removed after the grace period");
+    }
+
+    #[test]
+    fn suffixes_keep_names_within_the_limit() {
+        let p = Path::new("/d").join("x".repeat(250));
+        let s = with_suffix(&p, ".deleted-1234567890123456789");
+        let name = s.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.unwrap_or_default();
+        assert_eq!(name.len(), 255);
+        assert!(name.ends_with(".deleted-1234567890123456789"));
+        assert_eq!(
+            with_suffix(Path::new("/d/00000000000000000042.log"), ".deleted"),
+            Path::new("/d/00000000000000000042.log.deleted")
+        );
     }
 
     #[test]

@@ -168,6 +168,16 @@ impl Storage for GlommioStorage {
         blocking(move || sync_dir(&path)).await
     }
 
+    async fn file_sizes(&self, paths: Vec<PathBuf>) -> io::Result<Vec<u64>> {
+        blocking(move || {
+            paths
+                .iter()
+                .map(|p| std::fs::metadata(p).map(|m| m.len()))
+                .collect()
+        })
+        .await
+    }
+
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
         let path = path.to_path_buf();
         blocking(move || {

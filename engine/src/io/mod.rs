@@ -57,6 +57,9 @@ pub trait Storage: Clone + 'static {
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Makes the directory's entries (creations, removals, renames) durable.
     async fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Sizes in bytes of existing files, in one call (a log learns its sealed segments' sizes
+    /// at open without opening them).
+    async fn file_sizes(&self, paths: Vec<std::path::PathBuf>) -> io::Result<Vec<u64>>;
     /// File names (not paths) in a directory.
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Reads a small control file whole; `None` if it does not exist.

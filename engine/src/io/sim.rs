@@ -70,6 +70,9 @@ struct State {
     writes: u64,
     syncs: u64,
     alignment: u64,
+    /// Open [`SimFile`]s (descriptors, on a real disk) and the most there ever were.
+    open_files: usize,
+    max_open_files: usize,
 }
 
 /// The simulated storage; clones share one state.
@@ -240,6 +243,21 @@ impl SimStorage {
         Some(r)
     }
 
+    /// Files open now (handles not dropped), as a process's descriptors would be.
+    pub fn open_files(&self) -> usize {
+        self.state.borrow().open_files
+    }
+
+    /// The most files that were open at once since the last [`SimStorage::reset_max_open_files`].
+    pub fn max_open_files(&self) -> usize {
+        self.state.borrow().max_open_files
+    }
+
+    pub fn reset_max_open_files(&self) {
+        let mut st = self.state.borrow_mut();
+        st.max_open_files = st.open_files;
+    }
+
     /// (data writes, fsyncs) since faults were last armed.
     pub fn counters(&self) -> (u64, u64) {
         let st = self.state.borrow();
@@ -291,6 +309,8 @@ impl Storage for SimStorage {
             }
             None => return Err(io::Error::from(io::ErrorKind::NotFound)),
         };
+        st.open_files += 1;
+        st.max_open_files = st.max_open_files.max(st.open_files);
         Ok(SimFile {
             data,
             state: self.state.clone(),
@@ -341,6 +361,19 @@ impl Storage for SimStorage {
         st.durable_dirs.retain(|d| d.parent() != Some(path));
         st.durable_dirs.extend(live_dirs);
         Ok(())
+    }
+
+    async fn file_sizes(&self, paths: Vec<PathBuf>) -> io::Result<Vec<u64>> {
+        let st = self.state.borrow();
+        paths
+            .iter()
+            .map(|p| {
+                st.live
+                    .get(p)
+                    .map(|d| d.borrow().live.len() as u64)
+                    .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+            })
+            .collect()
     }
 
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -476,6 +509,14 @@ impl StorageFile for SimFile {
 
     async fn size(&self) -> io::Result<u64> {
         Ok(self.data.borrow().live.len() as u64)
+    }
+}
+
+impl Drop for SimFile {
+    fn drop(&mut self) {
+        if let Ok(mut st) = self.state.try_borrow_mut() {
+            st.open_files = st.open_files.saturating_sub(1);
+        }
     }
 }
 
