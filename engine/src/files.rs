@@ -54,6 +54,30 @@ impl<F> Drop for SegmentFile<F> {
     }
 }
 
+/// A reader's hold on an open sealed-segment file. Dropping it wakes readers waiting for a
+/// file (the set's own reference then may be evicted for them).
+pub struct HeldFile<F> {
+    file: Rc<SegmentFile<F>>,
+    owner: Weak<SegmentFiles<F>>,
+}
+
+impl<F> Deref for HeldFile<F> {
+    type Target = F;
+    fn deref(&self) -> &F {
+        &self.file.file
+    }
+}
+
+impl<F> Drop for HeldFile<F> {
+    fn drop(&mut self) {
+        // The reference goes right after this; a woken reader runs later (a shard is one
+        // thread), when the set may evict the file for it.
+        if let Some(owner) = self.owner.upgrade() {
+            owner.released.notify(usize::MAX);
+        }
+    }
+}
+
 struct Entry<F> {
     file: Rc<SegmentFile<F>>,
     used: u64,
@@ -172,13 +196,17 @@ impl<F> SegmentFiles<F> {
         log: u64,
         base: Offset,
         path: &Path,
-    ) -> io::Result<Rc<SegmentFile<F>>> {
+    ) -> io::Result<HeldFile<F>> {
+        let held = |file| HeldFile {
+            file,
+            owner: self.me.clone(),
+        };
         let key = (log, base);
         loop {
             let (victim, listener) = {
                 let mut st = self.state.borrow_mut();
                 if let Some(f) = Self::touch(&mut st, key) {
-                    return Ok(f);
+                    return Ok(held(f));
                 }
                 if st.open < self.limit {
                     self.reserve(&mut st);
@@ -215,16 +243,34 @@ impl<F> SegmentFiles<F> {
         if let Some(existing) = Self::touch(&mut st, key) {
             drop(st);
             drop(file);
-            return Ok(existing);
+            return Ok(held(existing));
         }
         Self::insert(&mut st, key, file.clone());
-        Ok(file)
+        Ok(held(file))
     }
 
     /// Keeps a segment's file that is open already (the active segment a roll just sealed),
     /// when there is room or an unheld entry can make room; otherwise it is closed (dropped)
     /// and opened again on demand. Never waits.
     pub(crate) fn adopt(&self, log: u64, base: Offset, file: Rc<F>) {
+        self.make_room();
+        let mut st = self.state.borrow_mut();
+        if st.open < self.limit {
+            self.reserve(&mut st);
+            let f = Rc::new(SegmentFile {
+                file,
+                owner: self.me.clone(),
+            });
+            Self::insert(&mut st, (log, base), f);
+        }
+    }
+
+    /// Closes unheld files until one more can be opened within the limit (a roll calls this
+    /// before it creates the next segment, whose predecessor it then hands to [`adopt`], so
+    /// the roll itself never takes the process past the limit). Never waits.
+    ///
+    /// [`adopt`]: SegmentFiles::adopt
+    pub(crate) fn make_room(&self) {
         let victims = {
             let mut st = self.state.borrow_mut();
             let mut victims = Vec::new();
@@ -236,17 +282,7 @@ impl<F> SegmentFiles<F> {
             }
             victims
         };
-        // Closed here, outside the borrow (their drop updates the count).
         drop(victims);
-        let mut st = self.state.borrow_mut();
-        if st.open < self.limit {
-            self.reserve(&mut st);
-            let f = Rc::new(SegmentFile {
-                file,
-                owner: self.me.clone(),
-            });
-            Self::insert(&mut st, (log, base), f);
-        }
     }
 
     /// Takes segment `base` of `log` out of the set (it is being deleted or reused). The

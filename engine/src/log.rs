@@ -52,7 +52,7 @@ use crate::cache::{BatchCache, CacheBudget};
 use crate::config::{FlushPolicy, LogConfig, TimestampType};
 use crate::disk_ops::{self, DiskOp};
 use crate::error::LogError;
-use crate::files::{SegmentFile, SegmentFiles};
+use crate::files::{HeldFile, SegmentFile, SegmentFiles};
 use crate::index::SegmentIndex;
 use crate::io::{align_down, align_up, Storage, StorageFile};
 use crate::Offset;
@@ -554,7 +554,7 @@ impl<S: Storage> PartitionLog<S> {
     }
 
     /// The open file of a sealed segment (opened on demand, see `files.rs`).
-    async fn sealed_file(&self, seg: &Sealed) -> Result<Rc<SegmentFile<S::File>>, LogError> {
+    async fn sealed_file(&self, seg: &Sealed) -> Result<HeldFile<S::File>, LogError> {
         let path = self.dir.join(segment_name(seg.base, "log"));
         let files = self.files.borrow().clone();
         match files
@@ -1126,6 +1126,9 @@ impl<S: Storage> PartitionLog<S> {
         }
 
         let new_path = self.dir.join(segment_name(next, "log"));
+        // The sealed segment's file joins the shard's set below: make room first, so opening
+        // the next segment's file does not take the process past the set's limit.
+        self.files.borrow().make_room();
         let recycled = self.inner.borrow_mut().recycled.pop_front();
         if let Some(r) = recycled {
             // Its old batches stay behind the write position until overwritten; they all have
@@ -1359,7 +1362,7 @@ impl<S: Storage> PartitionLog<S> {
                 let file = self.sealed_file(&seg).await?;
                 let path = self.dir.join(segment_name(seg.base, "log"));
                 read_batches(
-                    &**file, &path, pos, seg.size, offset, max_offset, max_bytes, min_one,
+                    &*file, &path, pos, seg.size, offset, max_offset, max_bytes, min_one,
                     &mut out,
                 )
                 .await?;
@@ -1375,12 +1378,12 @@ impl<S: Storage> PartitionLog<S> {
         let span = seg.next_offset - seg.base;
         let file = self.sealed_file(seg).await?;
         let idx = match load_index(&self.storage, &self.dir, seg.base, seg.size, span).await {
-            Some(idx) if verify_last_entry(&**file, seg.base, &idx).await => idx,
+            Some(idx) if verify_last_entry(&*file, seg.base, &idx).await => idx,
             _ => {
                 let path = self.dir.join(segment_name(seg.base, "log"));
                 tracing::warn!(segment = %path.display(), "index missing or inconsistent; rebuilding from the segment");
                 let interval = self.inner.borrow().config.index_interval_bytes;
-                let scan = scan_segment(&**file, &path, seg.base, seg.size, interval).await?;
+                let scan = scan_segment(&*file, &path, seg.base, seg.size, interval).await?;
                 if let Some(reason) = scan.stop {
                     tracing::error!(segment = %path.display(), %reason, valid = scan.valid_end, "sealed segment has invalid data");
                 }

@@ -252,6 +252,87 @@ fn check_nofile(cfg: &BrokerConfig) -> Finding {
     }
 }
 
+/// What a data directory asks of the descriptor limit: partitions (each holds its active
+/// segment open) and sealed segments (opened on demand, at most `max_open_segment_files`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DataFiles {
+    pub partitions: u64,
+    pub segments: u64,
+}
+
+/// Counts the partitions and segment files under `data_dir` (topic logs and the internal
+/// `__consumer_offsets` log; directories being deleted are skipped).
+pub fn count_data_files(data_dir: &Path) -> DataFiles {
+    fn dirs(p: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(p)
+            .map(|rd| {
+                rd.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .filter(|e| !e.file_name().to_string_lossy().contains(".deleted"))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+    let mut parts = dirs(&crate::groups::offsets_dir(data_dir));
+    for topic in dirs(&data_dir.join("logs")) {
+        parts.extend(dirs(&topic));
+    }
+    let mut out = DataFiles::default();
+    for p in parts {
+        out.partitions += 1;
+        out.segments += std::fs::read_dir(&p).map_or(0, |rd| {
+            rd.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".log"))
+                .count() as u64
+        });
+    }
+    out
+}
+
+/// Descriptors the broker needs besides partitions and segment files: listeners, the metadata
+/// and lock files, io_uring rings and event descriptors of each shard, and some connections.
+pub const NOFILE_BASE_RESERVE: u64 = 256;
+
+/// Judges RLIMIT_NOFILE against the data: every partition's active segment, the sealed
+/// segments kept open (up to `max_open_segment_files`), and a reserve. Below the partitions
+/// plus a small base some partitions cannot open at all (they would be offline).
+pub fn judge_nofile_for_data(soft: u64, data: DataFiles, max_open_segment_files: u64) -> Status {
+    let sealed = data.segments.saturating_sub(data.partitions);
+    let need = data.partitions + sealed.min(max_open_segment_files) + NOFILE_BASE_RESERVE;
+    if soft == libc::RLIM_INFINITY || soft >= need {
+        Status::Ok
+    } else if soft >= data.partitions + 64 {
+        Status::Warn
+    } else {
+        Status::Fail
+    }
+}
+
+fn check_nofile_for_data(cfg: &BrokerConfig, data_dir: &Path) -> Finding {
+    let data = count_data_files(data_dir);
+    let soft = rlimit(libc::RLIMIT_NOFILE).map_or(0, |(soft, _)| soft);
+    let status = judge_nofile_for_data(soft, data, cfg.max_open_segment_files as u64);
+    finding(
+        "open files for the data",
+        status,
+        format!(
+            "{} partitions (one open active segment each) and {} segment files (sealed ones open on demand, at most max_open_segment_files = {}) need about {} descriptors plus connections; RLIMIT_NOFILE soft is {}",
+            data.partitions,
+            data.segments,
+            cfg.max_open_segment_files,
+            data.partitions
+                + data
+                    .segments
+                    .saturating_sub(data.partitions)
+                    .min(cfg.max_open_segment_files as u64)
+                + NOFILE_BASE_RESERVE,
+            if soft == libc::RLIM_INFINITY { "unlimited".into() } else { soft.to_string() },
+        ),
+        "raise the limit (LimitNOFILE=1048576 in the systemd unit, or `ulimit -n`); partitions that cannot open a descriptor are offline (leader -1, KAFKA_STORAGE_ERROR)",
+    )
+}
+
 fn statfs(dir: &Path) -> std::io::Result<libc::statfs> {
     let c = CString::new(dir.as_os_str().as_bytes()).map_err(|_| {
         std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has a NUL byte")
@@ -450,6 +531,7 @@ fn check_cores(cfg: &BrokerConfig) -> Finding {
 pub fn findings(cfg: &BrokerConfig, data_dir: &Path) -> Vec<Finding> {
     let mut out = vec![check_io_uring(), check_memlock(cfg), check_nofile(cfg)];
     out.extend(check_data_dir(data_dir));
+    out.push(check_nofile_for_data(cfg, data_dir));
     out.push(check_clock());
     out.push(check_overcommit());
     out.push(check_swappiness());
@@ -512,6 +594,49 @@ pub fn run(args: &CheckArgs) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descriptor_limit_is_judged_against_the_data() {
+        let data = DataFiles {
+            partitions: 1000,
+            segments: 5000,
+        };
+        // 1000 active + min(4000 sealed, 1024) + reserve.
+        assert_eq!(judge_nofile_for_data(2280, data, 1024), Status::Ok);
+        assert_eq!(judge_nofile_for_data(2279, data, 1024), Status::Warn);
+        assert_eq!(judge_nofile_for_data(1064, data, 1024), Status::Warn);
+        assert_eq!(judge_nofile_for_data(1063, data, 1024), Status::Fail);
+        assert_eq!(judge_nofile_for_data(libc::RLIM_INFINITY, data, 1024), Status::Ok);
+        assert_eq!(
+            judge_nofile_for_data(1024, DataFiles::default(), 1024),
+            Status::Ok
+        );
+    }
+
+    #[test]
+    fn data_files_are_counted_per_partition() {
+        let d = tempfile::tempdir().expect("tempdir");
+        for (topic, parts, segs) in [("a~00", 3, 2), ("b~01", 1, 5)] {
+            for p in 0..parts {
+                let dir = d.path().join("logs").join(topic).join(p.to_string());
+                std::fs::create_dir_all(&dir).expect("mkdir");
+                for s in 0..segs {
+                    std::fs::write(dir.join(format!("{s:020}.log")), b"").expect("write");
+                    std::fs::write(dir.join(format!("{s:020}.index")), b"").expect("write");
+                }
+            }
+        }
+        std::fs::create_dir_all(d.path().join("logs").join("c~02.deleted-5").join("0"))
+            .expect("mkdir");
+        std::fs::create_dir_all(d.path().join("__consumer_offsets").join("0")).expect("mkdir");
+        assert_eq!(
+            count_data_files(d.path()),
+            DataFiles {
+                partitions: 5,
+                segments: 11
+            }
+        );
+    }
 
     #[test]
     fn judgements() {

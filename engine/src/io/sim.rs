@@ -460,6 +460,9 @@ impl StorageFile for SimFile {
     }
 
     async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        // As a real device would, let other tasks run meanwhile (concurrent readers of the
+        // bounded open-file set then really contend for it).
+        futures_lite::future::yield_now().await;
         let d = self.data.borrow();
         let start = (pos as usize).min(d.live.len());
         let end = start.saturating_add(len).min(d.live.len());
