@@ -38,19 +38,22 @@ LEADER_NOT_AVAILABLE = 5
 
 
 def create_topics(c: kwire.Conn, topics: list[tuple[str, int, dict[str, str]]]) -> dict[str, int]:
-    """CreateTopics v0; returns {name: error_code}."""
+    """CreateTopics v2; returns {name: error_code}."""
     def topic(name: str, parts: int, configs: dict[str, str]) -> bytes:
         cfg = [kwire.string(k) + kwire.string(v) for k, v in configs.items()]
         return (kwire.string(name) + kwire.i32(parts) + kwire.i16(1) + kwire.array([])
                 + kwire.array(cfg))
-    body = kwire.array([topic(*t) for t in topics]) + kwire.i32(30000)
-    r = c.request(CREATE_TOPICS, 0, body)
-    return dict(r.array(lambda r: (r.string(), r.i16())))
+    body = kwire.array([topic(*t) for t in topics]) + kwire.i32(30000) + kwire.i8(0)
+    r = c.request(CREATE_TOPICS, 2, body)
+    r.i32()  # throttle time
+    out = r.array(lambda r: (r.string(), r.i16(), r.string()))
+    return {name: code for name, code, _ in out}
 
 
 def delete_topics(c: kwire.Conn, names: list[str]) -> dict[str, int]:
     body = kwire.array([kwire.string(n) for n in names]) + kwire.i32(30000)
-    r = c.request(DELETE_TOPICS, 0, body)
+    r = c.request(DELETE_TOPICS, 1, body)
+    r.i32()  # throttle time
     return dict(r.array(lambda r: (r.string(), r.i16())))
 
 
@@ -172,6 +175,12 @@ def test_sealed_segments_do_not_hold_a_descriptor_each(tmp_path):
             grown = open_fds(b.proc.pid) - base
             # 8 sealed files at most per broker (4 per shard), and a spare for the roll.
             assert grown <= 10, f"{grown} more descriptors after {segs} segments"
+        # Opening the logs again opens only active segments; reading old data (from disk: the
+        # batch cache starts empty) reopens sealed ones, within the bound.
+        b.restart()
+        after = open_fds(b.proc.pid)
+        assert after <= base + 2, f"{after} descriptors after a restart, {base} before any data"
+        with kwire.Conn.to(b.bootstrap) as c:
             got, offset = [], 0
             while offset < len(sent):
                 f = c.fetch(topic, 0, offset, max_bytes=20000)
@@ -183,22 +192,16 @@ def test_sealed_segments_do_not_hold_a_descriptor_each(tmp_path):
             assert got == sent
             assert open_fds(b.proc.pid) - base <= 10
         text = scrape(b.admin_port)
-        assert metric(text, "shardlog_segment_files_opened_total") > 8
+        assert metric(text, "shardlog_segment_files_opened_total") >= segs - 1
         assert metric(text, "shardlog_segment_files_open") <= 8
-        b.restart()
-        with kwire.Conn.to(b.bootstrap) as c:
-            after = open_fds(b.proc.pid)
-            assert after <= base + 2, f"{after} descriptors after a restart, {base} before any data"
-            f = c.fetch(topic, 0, 0, max_bytes=20000)
-            assert values(f.records)[:2] == sent[:2]
     finally:
         b.teardown()
 
 
 def test_partitions_that_cannot_open_are_offline_and_come_back(tmp_path):
     _require_binary()
-    probe = limited_broker(tmp_path / "probe", None)
     (tmp_path / "probe").mkdir()
+    probe = limited_broker(tmp_path / "probe", None)
     probe.start()
     base = open_fds(probe.proc.pid)
     probe.teardown()
