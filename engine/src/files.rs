@@ -176,7 +176,11 @@ impl<F> SegmentFiles<F> {
         let key = st
             .order
             .values()
-            .find(|k| st.entries.get(k).is_some_and(|e| Rc::strong_count(&e.file) == 1))
+            .find(|k| {
+                st.entries
+                    .get(k)
+                    .is_some_and(|e| Rc::strong_count(&e.file) == 1)
+            })
             .copied()?;
         let e = st.entries.remove(&key)?;
         st.order.remove(&e.used);

@@ -564,8 +564,7 @@ impl<S: Storage> PartitionLog<S> {
             Ok(f) => Ok(f),
             Err(e) => {
                 let st = self.inner.borrow();
-                if e.kind() == std::io::ErrorKind::NotFound && !st.sealed.contains_key(&seg.base)
-                {
+                if e.kind() == std::io::ErrorKind::NotFound && !st.sealed.contains_key(&seg.base) {
                     // Retention deleted it while we waited: the data is gone, not broken.
                     return Err(LogError::OffsetOutOfRange {
                         offset: seg.base,
@@ -1362,8 +1361,7 @@ impl<S: Storage> PartitionLog<S> {
                 let file = self.sealed_file(&seg).await?;
                 let path = self.dir.join(segment_name(seg.base, "log"));
                 read_batches(
-                    &*file, &path, pos, seg.size, offset, max_offset, max_bytes, min_one,
-                    &mut out,
+                    &*file, &path, pos, seg.size, offset, max_offset, max_bytes, min_one, &mut out,
                 )
                 .await?;
             }
@@ -1403,8 +1401,7 @@ impl<S: Storage> PartitionLog<S> {
     /// First offset whose record timestamp is at least `ts` (exact for uncompressed batches; for
     /// compressed ones, the batch's first offset and its max timestamp).
     pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(Offset, i64)>, LogError> {
-        let sealed: Vec<Rc<Sealed>> =
-            self.inner.borrow().sealed.values().cloned().collect();
+        let sealed: Vec<Rc<Sealed>> = self.inner.borrow().sealed.values().cloned().collect();
         let log_start = self.log_start_offset();
         for seg in sealed {
             let idx = self.sealed_index(&seg).await?;
@@ -1510,8 +1507,7 @@ impl<S: Storage> PartitionLog<S> {
         };
         let mut report = RetentionReport::default();
         if let Some(ms) = retention_ms {
-            let sealed: Vec<Rc<Sealed>> =
-                self.inner.borrow().sealed.values().cloned().collect();
+            let sealed: Vec<Rc<Sealed>> = self.inner.borrow().sealed.values().cloned().collect();
             let mut expired_until = None;
             for seg in sealed {
                 let idx = self.sealed_index(&seg).await?;

@@ -15,8 +15,7 @@ use shardlog_engine::{LogConfig, PartitionLog, SegmentFiles, SimStorage};
 type Log = PartitionLog<SimStorage>;
 
 fn open_at(disk: &SimStorage, d: &str, cfg: LogConfig, files: &Rc<SegmentFiles<SimFile>>) -> Log {
-    let (log, _) =
-        block_on(PartitionLog::open(disk.clone(), PathBuf::from(d), cfg)).expect("open");
+    let (log, _) = block_on(PartitionLog::open(disk.clone(), PathBuf::from(d), cfg)).expect("open");
     log.join_segment_files(files);
     log
 }
@@ -128,7 +127,11 @@ fn sealed_files_stay_within_the_shared_limit_and_reopen_when_read() {
         .iter()
         .map(|d| open_at(&disk, d, small_config(), &files))
         .collect();
-    assert_eq!(disk.open_files(), logs.len(), "open touches only active segments");
+    assert_eq!(
+        disk.open_files(),
+        logs.len(),
+        "open touches only active segments"
+    );
     for (log, want) in logs.iter().zip(&before) {
         assert_eq!(&read_all(log), want);
     }

@@ -409,7 +409,10 @@ impl AcceptBackoff {
         let pause = Self::FIRST
             .saturating_mul(1u32 << (self.failures - 1).min(10))
             .min(Self::MAX);
-        if self.last_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        if self
+            .last_log
+            .is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
             tracing::warn!(shard, error = %e, consecutive = self.failures, not_logged = self.unlogged, retry_ms = pause.as_millis() as u64, "accept failed");
             self.last_log = Some(Instant::now());
             self.unlogged = 0;

@@ -606,7 +606,10 @@ mod tests {
         assert_eq!(judge_nofile_for_data(2279, data, 1024), Status::Warn);
         assert_eq!(judge_nofile_for_data(1064, data, 1024), Status::Warn);
         assert_eq!(judge_nofile_for_data(1063, data, 1024), Status::Fail);
-        assert_eq!(judge_nofile_for_data(libc::RLIM_INFINITY, data, 1024), Status::Ok);
+        assert_eq!(
+            judge_nofile_for_data(libc::RLIM_INFINITY, data, 1024),
+            Status::Ok
+        );
         assert_eq!(
             judge_nofile_for_data(1024, DataFiles::default(), 1024),
             Status::Ok

@@ -70,6 +70,7 @@ pub fn now_ms() -> i64 {
 
 impl Partition {
     /// Opens the log in `dir`, restores producer state and starts the appender task.
+    #[allow(clippy::too_many_arguments)]
     pub async fn open(
         topic: &str,
         index: i32,

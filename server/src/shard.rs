@@ -930,7 +930,10 @@ impl Shard {
             .collect();
         let (mut opened, mut failed) = (0usize, 0usize);
         for (topic, i) in due {
-            let Some(t) = self.topic(&topic).filter(|t| (i as usize) < t.partitions.len()) else {
+            let Some(t) = self
+                .topic(&topic)
+                .filter(|t| (i as usize) < t.partitions.len())
+            else {
                 self.offline.borrow_mut().remove(&(topic.clone(), i));
                 self.global.offline.set(&topic, i, false);
                 continue;
