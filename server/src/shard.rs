@@ -891,7 +891,8 @@ impl Shard {
         match opened {
             Ok(p) => {
                 self.limit_producers(&p, now_ms());
-                p.compression.set(metadata::compression_policy(t, &self.cfg));
+                p.compression
+                    .set(metadata::compression_policy(t, &self.cfg));
                 self.partitions.borrow_mut().insert(key.clone(), p);
                 if let Some(o) = self.offline.borrow_mut().remove(&key) {
                     tracing::info!(topic = %t.name, partition = i, attempts = o.attempts, "partition log opened; the partition is online again");
