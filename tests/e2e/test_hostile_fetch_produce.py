@@ -20,14 +20,13 @@ from __future__ import annotations
 import socket
 import struct
 import time
-import urllib.request
 
 import pytest
 
 import kwire
 from conftest import Broker, _require_binary, free_port
 from kwire import Reader, array, i8, i16, i32, i64, nbytes, string
-from util import create_topic, unique_topic
+from util import create_topic, metrics, unique_topic
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -40,20 +39,6 @@ INVALID_REQUEST = 42
 NOT_ENOUGH_REPLICAS = 19
 TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 LIST_OFFSETS = 2
-
-
-def metrics(port: int, combine=lambda a, b: a + b) -> dict[str, float]:
-    """Every metric, its samples (shards, labels) combined by `combine` (summed by default)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name_labels, value = line.rsplit(" ", 1)
-        name = name_labels.split("{", 1)[0]
-        out[name] = combine(out[name], float(value)) if name in out else float(value)
-    return out
 
 
 def rss_bytes(pid: int) -> int:

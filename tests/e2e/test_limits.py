@@ -7,13 +7,12 @@ import socket
 import struct
 import threading
 import time
-import urllib.request
 
 import pytest
 
 import kwire
 from conftest import Broker, _require_binary, free_port
-from util import create_topic, unique_topic
+from util import create_topic, metrics, unique_topic
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -27,19 +26,6 @@ def connect_from(broker: Broker, source_ip: str) -> kwire.Conn:
     s.connect((broker.host, broker.port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return kwire.Conn.wrap(s)
-
-
-def metrics(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
-        text = r.read().decode()
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("#") or not line.strip():
-            continue
-        name_labels, value = line.rsplit(" ", 1)
-        name = name_labels.split("{", 1)[0]
-        out[name] = out.get(name, 0.0) + float(value)
-    return out
 
 
 @pytest.fixture

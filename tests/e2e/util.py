@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
+import urllib.request
 import uuid
 from dataclasses import dataclass
 
@@ -17,6 +18,21 @@ _seq = itertools.count()
 
 def unique_topic(prefix: str) -> str:
     return f"{prefix}-{os.getpid()}-{next(_seq)}-{uuid.uuid4().hex[:6]}"
+
+
+def metrics(port: int, combine=lambda a, b: a + b) -> dict[str, float]:
+    """Every metric of the broker's admin listener on `port`, its samples (shards, labels)
+    combined by `combine` (summed by default)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        name_labels, value = line.rsplit(" ", 1)
+        name = name_labels.split("{", 1)[0]
+        out[name] = combine(out[name], float(value)) if name in out else float(value)
+    return out
 
 
 def admin(bootstrap: str) -> AdminClient:

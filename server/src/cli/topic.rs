@@ -356,6 +356,17 @@ pub async fn run(conn: &Conn, action: TopicAction) -> CliResult {
     }
 }
 
+/// Each partition's log start and log end offsets, from its leader.
+async fn log_bounds(
+    client: &shardlog_client::Client,
+    name: &str,
+    ids: &[i32],
+) -> CliResult<(BTreeMap<i32, i64>, BTreeMap<i32, i64>)> {
+    let start = client.list_offsets(name, ids, EARLIEST).await?;
+    let end = client.list_offsets(name, ids, LATEST).await?;
+    Ok((start.into_iter().collect(), end.into_iter().collect()))
+}
+
 /// `topic delete-records`: checks every target against the partition's log end first (so
 /// nothing is deleted when one is out of range), then sends DeleteRecords to the leaders.
 async fn delete_records(
@@ -367,16 +378,7 @@ async fn delete_records(
 ) -> CliResult {
     let ids: Vec<i32> = plan.iter().map(|&(p, _)| p).collect();
     client.refresh_metadata(&[name.to_string()]).await?;
-    let start: BTreeMap<i32, i64> = client
-        .list_offsets(name, &ids, EARLIEST)
-        .await?
-        .into_iter()
-        .collect();
-    let end: BTreeMap<i32, i64> = client
-        .list_offsets(name, &ids, LATEST)
-        .await?
-        .into_iter()
-        .collect();
+    let (start, end) = log_bounds(client, name, &ids).await?;
     let mut sends = Vec::new();
     for &(p, to) in &plan {
         let e = end.get(&p).copied().unwrap_or(-1);
@@ -482,16 +484,7 @@ async fn describe(
     let ids: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
     // Make sure the client's cache knows the leaders before asking them for offsets.
     client.refresh_metadata(&[name.to_string()]).await?;
-    let start: BTreeMap<i32, i64> = client
-        .list_offsets(name, &ids, EARLIEST)
-        .await?
-        .into_iter()
-        .collect();
-    let end: BTreeMap<i32, i64> = client
-        .list_offsets(name, &ids, LATEST)
-        .await?
-        .into_iter()
-        .collect();
+    let (start, end) = log_bounds(client, name, &ids).await?;
     let sizes = admin::partition_sizes(client, &md, name)
         .await
         .unwrap_or(None);
