@@ -205,20 +205,7 @@ impl Storage for GlommioStorage {
 
     async fn write_file_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         let (path, data) = (path.to_path_buf(), data.to_vec());
-        blocking(move || {
-            let tmp = path.with_extension("tmp");
-            {
-                let mut f = std::fs::File::create(&tmp)?;
-                f.write_all(&data)?;
-                f.sync_all()?;
-            }
-            std::fs::rename(&tmp, &path)?;
-            if let Some(dir) = path.parent() {
-                sync_dir(dir)?;
-            }
-            Ok(())
-        })
-        .await
+        blocking(move || super::atomic::replace(&super::atomic::StdFs, &path, &data)).await
     }
 }
 

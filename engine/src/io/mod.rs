@@ -8,10 +8,11 @@
 //!   keeps the page cache out of the write path: the engine already holds recent batches in its
 //!   own bounded batch cache, so a second copy in the page cache would only cost memory and
 //!   make write latency depend on kernel writeback. Small control files (the clean-shutdown
-//!   marker, index files, checkpoints) are written rarely, with `std::fs` calls and the usual
-//!   tmp + fsync + rename + fsync-directory dance, on glommio's blocking thread pool: those
-//!   fsyncs (and directory syncs, renames, unlinks) wait for journal commits, milliseconds under
-//!   load, and must not stall the shard's other partitions and connections.
+//!   marker, index files, checkpoints) are written rarely, with `std::fs` calls and the
+//!   tmp + fsync + rename + fsync-directory sequence of [`atomic`], on glommio's blocking
+//!   thread pool: those fsyncs (and directory syncs, renames, unlinks) wait for journal
+//!   commits, milliseconds under load, and must not stall the shard's other partitions and
+//!   connections.
 //! * [`SimStorage`]: an in-memory twin for tests that keeps, per file, what a crash would leave
 //!   behind (the last fsynced image plus the writes since) and injects faults: EIO on write or
 //!   fsync, ENOSPC past a capacity, misaligned direct I/O, and crashes that keep any subset of
@@ -21,10 +22,12 @@
 //! The traits use `async fn` without `Send` bounds on purpose: a log lives on one shard and
 //! never crosses threads.
 
+pub mod atomic;
 pub mod deleter;
 mod glommio_impl;
 pub mod sim;
 
+pub use atomic::write_file_atomic_blocking;
 pub use glommio_impl::GlommioStorage;
 pub use sim::SimStorage;
 
@@ -64,7 +67,9 @@ pub trait Storage: Clone + 'static {
     async fn list_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Reads a small control file whole; `None` if it does not exist.
     async fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>>;
-    /// Replaces a small control file atomically and durably (tmp, fsync, rename, fsync dir).
+    /// Replaces a small control file atomically and durably: both back ends run
+    /// [`atomic::replace`] (tmp write, fsync, rename, directory fsync), the real one off the
+    /// shard.
     async fn write_file_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()>;
 }
 

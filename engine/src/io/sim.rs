@@ -29,6 +29,11 @@ pub struct Faults {
     pub capacity_bytes: Option<u64>,
     /// Every fsync blocks the thread this long (a slow device).
     pub sync_delay: Option<std::time::Duration>,
+    /// Fail the step of an atomic control-file replacement (tmp write, fsync, rename,
+    /// directory fsync: [`super::atomic::replace`]) after this many more successful steps with
+    /// EIO, leaving the namespace as the steps before it left it (a crash test then crashes
+    /// "between" steps).
+    pub eio_control_step_after: Option<u64>,
 }
 
 /// What a crash keeps of the writes that were not yet synced.
@@ -69,6 +74,8 @@ struct State {
     faults: Faults,
     writes: u64,
     syncs: u64,
+    /// Steps of atomic control-file replacements since faults were last armed.
+    control_steps: u64,
     alignment: u64,
     /// Open [`SimFile`]s (descriptors, on a real disk) and the most there ever were.
     open_files: usize,
@@ -152,6 +159,7 @@ impl SimStorage {
         st.faults = faults;
         st.writes = 0;
         st.syncs = 0;
+        st.control_steps = 0;
     }
 
     /// The storage a restarted process would see after a crash now.
@@ -324,13 +332,7 @@ impl Storage for SimStorage {
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        let mut st = self.state.borrow_mut();
-        let data = st
-            .live
-            .remove(from)
-            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
-        st.live.insert(to.to_path_buf(), data);
-        Ok(())
+        self.state.borrow_mut().rename(from, to)
     }
 
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
@@ -343,23 +345,7 @@ impl Storage for SimStorage {
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        let mut st = self.state.borrow_mut();
-        let live: Vec<(PathBuf, Rc<RefCell<FileData>>)> = st
-            .live
-            .iter()
-            .filter(|(p, _)| p.parent() == Some(path))
-            .map(|(p, d)| (p.clone(), d.clone()))
-            .collect();
-        st.durable.retain(|p, _| p.parent() != Some(path));
-        st.durable.extend(live);
-        let live_dirs: Vec<PathBuf> = st
-            .live_dirs
-            .iter()
-            .filter(|d| d.parent() == Some(path))
-            .cloned()
-            .collect();
-        st.durable_dirs.retain(|d| d.parent() != Some(path));
-        st.durable_dirs.extend(live_dirs);
+        self.state.borrow_mut().sync_dir(path);
         Ok(())
     }
 
@@ -396,20 +382,101 @@ impl Storage for SimStorage {
     }
 
     async fn write_file_atomic(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        super::atomic::replace(self, path, data)
+    }
+}
+
+impl State {
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        let data = self
+            .live
+            .remove(from)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        self.live.insert(to.to_path_buf(), data);
+        Ok(())
+    }
+
+    fn sync_dir(&mut self, path: &Path) {
+        let live: Vec<(PathBuf, Rc<RefCell<FileData>>)> = self
+            .live
+            .iter()
+            .filter(|(p, _)| p.parent() == Some(path))
+            .map(|(p, d)| (p.clone(), d.clone()))
+            .collect();
+        self.durable.retain(|p, _| p.parent() != Some(path));
+        self.durable.extend(live);
+        let live_dirs: Vec<PathBuf> = self
+            .live_dirs
+            .iter()
+            .filter(|d| d.parent() == Some(path))
+            .cloned()
+            .collect();
+        self.durable_dirs.retain(|d| d.parent() != Some(path));
+        self.durable_dirs.extend(live_dirs);
+    }
+
+    /// Counts one control-file step; EIO when the armed fault says this one fails.
+    fn control_step(&mut self, what: &str, path: &Path) -> io::Result<()> {
+        if let Some(n) = self.faults.eio_control_step_after {
+            if self.control_steps >= n {
+                return Err(eio(&format!("{what} of {}", path.display())));
+            }
+        }
+        self.control_steps += 1;
+        Ok(())
+    }
+}
+
+/// The steps of an atomic replacement on the simulated namespace: the tmp file's data is
+/// unsynced until `sync_file`, its entry and the rename volatile until `sync_dir`.
+impl super::atomic::ReplaceSteps for SimStorage {
+    fn write_tmp(&self, tmp: &Path, data: &[u8]) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
+        st.control_step("write", tmp)?;
+        let old_len = st.live.get(tmp).map_or(0, |d| d.borrow().live.len() as u64);
         if let Some(cap) = st.faults.capacity_bytes {
-            if Self::used_bytes(&st) + data.len() as u64 > cap {
+            if Self::used_bytes(&st) - old_len + data.len() as u64 > cap {
                 return Err(enospc());
             }
         }
-        let d = FileData {
-            live: data.to_vec(),
-            durable: data.to_vec(),
-            ..FileData::default()
-        };
-        let d = Rc::new(RefCell::new(d));
-        st.live.insert(path.to_path_buf(), d.clone());
-        st.durable.insert(path.to_path_buf(), d);
+        let file = st.live.entry(tmp.to_path_buf()).or_default().clone();
+        let mut d = file.borrow_mut();
+        for op in [
+            Op::Truncate(0),
+            Op::Write {
+                pos: 0,
+                data: data.to_vec(),
+            },
+        ] {
+            apply(&mut d.live, &op);
+            d.unsynced.push(op);
+        }
+        Ok(())
+    }
+
+    fn sync_file(&self, tmp: &Path) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        st.control_step("fsync", tmp)?;
+        let file = st
+            .live
+            .get(tmp)
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        let mut d = file.borrow_mut();
+        d.durable = d.live.clone();
+        d.unsynced.clear();
+        Ok(())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        st.control_step("rename", from)?;
+        st.rename(from, to)
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let mut st = self.state.borrow_mut();
+        st.control_step("fsync", dir)?;
+        st.sync_dir(dir);
         Ok(())
     }
 }
