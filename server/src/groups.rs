@@ -106,7 +106,7 @@ pub fn offsets_dir(data_dir: &Path) -> PathBuf {
 
 /// The number of internal-log partitions: remembered from the first start (it decides where
 /// every group's records are, so it must never change), else `offsets_topic_partitions` or
-/// `2 × cores`. Written durably on first use.
+/// `2 × cores`. Written durably on first use (called at start-up, before the shards run).
 pub fn resolve_offsets_partitions(cfg: &BrokerConfig) -> std::io::Result<usize> {
     let dir = offsets_dir(&cfg.data_dir);
     let file = dir.join("partitions");
@@ -134,15 +134,8 @@ pub fn resolve_offsets_partitions(cfg: &BrokerConfig) -> std::io::Result<usize> 
         cfg.offsets_topic_partitions
     };
     shardlog_engine::io::create_dir_all_durable(&dir)?;
-    let tmp = dir.join("partitions.tmp");
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(format!("{n}\n").as_bytes())?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, &file)?;
-    std::fs::File::open(&dir)?.sync_all()?;
+    // Start-up, before the shards run: blocking is fine here.
+    shardlog_engine::io::write_file_atomic_blocking(&file, format!("{n}\n").as_bytes())?;
     Ok(n)
 }
 

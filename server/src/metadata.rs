@@ -2,10 +2,10 @@
 //! allocator.
 //!
 //! One shard (shard 0) is the *authority*: it validates every change, persists the whole
-//! state as one small JSON file written atomically (tmp, fsync, rename, fsync dir), and only
-//! then broadcasts the new topic description to every shard, which applies it to its own copy
-//! and opens or removes the logs it owns. Readers (Metadata, routing) use their shard's copy
-//! and never lock. The authority is a plain struct fed commands ([`MetadataStore::apply`]),
+//! state as one small JSON file replaced atomically off the shard
+//! (`Storage::write_file_atomic`), and only then broadcasts the new topic description to
+//! every shard, which applies it to its own copy and opens or removes the logs it owns.
+//! Readers (Metadata, routing) use their shard's copy and never lock. The authority is a plain struct fed commands ([`MetadataStore::apply`]),
 //! so a replicated controller can later replace "persist to a file" with "append to the
 //! metadata log" without touching the shards.
 //!
@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use shardlog_engine::{FlushPolicy, LogConfig, TimestampType};
+use shardlog_engine::{FlushPolicy, GlommioStorage, LogConfig, Storage, TimestampType};
 
 use crate::compression::{CompressionPolicy, CompressionType};
 use crate::config::{BrokerConfig, DefaultFlush};
@@ -384,36 +384,28 @@ impl MetadataStore {
         })
     }
 
-    /// Persists the current state atomically and durably.
-    pub fn persist(&self) -> Result<(), MetaError> {
-        let io = |op: &'static str, path: &Path| {
-            let path = path.to_path_buf();
-            move |source| MetaError::Io { op, path, source }
-        };
+    /// Persists the current state atomically and durably, off the shard (the storage's atomic
+    /// replacement: tmp write, fsync, rename, directory fsync on the blocking thread pool).
+    pub async fn persist(&self) -> Result<(), MetaError> {
         let data = serde_json::to_vec_pretty(&self.meta).map_err(|e| MetaError::Corrupt {
             path: self.path.clone(),
             message: e.to_string(),
         })?;
-        let tmp = self.path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-            f.write_all(&data).map_err(io("write", &tmp))?;
-            f.sync_all().map_err(io("fsync", &tmp))?;
-        }
-        std::fs::rename(&tmp, &self.path).map_err(io("rename", &self.path))?;
-        let dir = self.path.parent().unwrap_or(Path::new("."));
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync dir", dir))?;
-        Ok(())
+        GlommioStorage
+            .write_file_atomic(&self.path, &data)
+            .await
+            .map_err(|source| MetaError::Io {
+                op: "replace",
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Applies a change to the authoritative state and persists it before returning.
-    pub fn apply(&mut self, ev: &MetaEvent) -> Result<(), MetaError> {
+    pub async fn apply(&mut self, ev: &MetaEvent) -> Result<(), MetaError> {
         let before = self.meta.clone();
         self.meta.apply(ev);
-        if let Err(e) = self.persist() {
+        if let Err(e) = self.persist().await {
             self.meta = before;
             return Err(e);
         }
@@ -421,11 +413,11 @@ impl MetadataStore {
     }
 
     /// A new producer id; persists a new block end when the current block is used up.
-    pub fn allocate_producer_id(&mut self) -> Result<i64, MetaError> {
+    pub async fn allocate_producer_id(&mut self) -> Result<i64, MetaError> {
         if self.next_producer_id >= self.meta.producer_id_block_end {
             let old = self.meta.producer_id_block_end;
             self.meta.producer_id_block_end = self.next_producer_id + PRODUCER_ID_BLOCK;
-            if let Err(e) = self.persist() {
+            if let Err(e) = self.persist().await {
                 self.meta.producer_id_block_end = old;
                 return Err(e);
             }
@@ -571,20 +563,32 @@ mod tests {
 
     #[test]
     fn store_persists_and_producer_ids_survive_restart() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut s = MetadataStore::open(dir.path()).expect("open");
-        s.apply(&MetaEvent::Upsert(topic(&[("retention.ms", "5")])))
-            .expect("apply");
-        let a = s.allocate_producer_id().expect("pid");
-        let b = s.allocate_producer_id().expect("pid");
-        assert_eq!(b, a + 1);
-        drop(s);
-        let mut s = MetadataStore::open(dir.path()).expect("reopen");
-        assert_eq!(s.meta.topics["t"].configs["retention.ms"], "5");
-        let c = s.allocate_producer_id().expect("pid");
-        assert!(c > b, "ids are never reused after a restart");
-        s.apply(&MetaEvent::Deleted("t".into())).expect("delete");
-        let s = MetadataStore::open(dir.path()).expect("reopen");
-        assert!(s.meta.topics.is_empty());
+        // The store writes through the glommio storage (off the shard): run on an executor.
+        glommio::LocalExecutor::default().run(async {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let mut s = MetadataStore::open(dir.path()).expect("open");
+            s.apply(&MetaEvent::Upsert(topic(&[("retention.ms", "5")])))
+                .await
+                .expect("apply");
+            let a = s.allocate_producer_id().await.expect("pid");
+            let b = s.allocate_producer_id().await.expect("pid");
+            assert_eq!(b, a + 1);
+            drop(s);
+            let mut s = MetadataStore::open(dir.path()).expect("reopen");
+            assert_eq!(s.meta.topics["t"].configs["retention.ms"], "5");
+            let c = s.allocate_producer_id().await.expect("pid");
+            assert!(c > b, "ids are never reused after a restart");
+            s.apply(&MetaEvent::Deleted("t".into()))
+                .await
+                .expect("delete");
+            let s = MetadataStore::open(dir.path()).expect("reopen");
+            assert!(s.meta.topics.is_empty());
+            let mut names: Vec<_> = std::fs::read_dir(dir.path())
+                .expect("list")
+                .map(|e| e.expect("entry").file_name())
+                .collect();
+            names.sort();
+            assert_eq!(names, [FILE_NAME], "no tmp file is left behind");
+        });
     }
 }

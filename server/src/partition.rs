@@ -141,14 +141,17 @@ impl Partition {
         rx
     }
 
-    /// Writes the producer-state snapshot (state as of the current log end).
-    pub fn write_snapshot(&self) -> std::io::Result<()> {
+    /// Writes the producer-state snapshot (state as of the current log end), atomically and
+    /// off the shard (the storage's atomic replacement).
+    pub async fn write_snapshot(&self) -> std::io::Result<()> {
         let snap = Snapshot {
             end_offset: self.log.log_end_offset(),
             state: self.producers.borrow().clone(),
         };
         let data = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;
-        write_atomic(&self.snapshot_path, &data)
+        GlommioStorage
+            .write_file_atomic(&self.snapshot_path, &data)
+            .await
     }
 
     /// Gives up the partition, closing its append queue; returns the log handle.
@@ -159,21 +162,6 @@ impl Partition {
     pub fn snapshot_path(&self) -> &Path {
         &self.snapshot_path
     }
-}
-
-fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let tmp = path.with_extension("tmp");
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
 }
 
 /// Loads the snapshot if it still describes a prefix of the log, then replays batch headers

@@ -342,7 +342,9 @@ pub struct Shard {
     pub cfg: Arc<BrokerConfig>,
     pub global: Arc<Global>,
     pub meta: RefCell<ClusterMeta>,
-    authority: Option<RefCell<MetadataStore>>,
+    /// The metadata store (shard 0 only). An async lock: a change is persisted (off the shard)
+    /// while the lock is held, so changes are written in the order they are applied.
+    authority: Option<futures::lock::Mutex<MetadataStore>>,
     admin_lock: Semaphore,
     pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
     senders: Senders<MeshMsg>,
@@ -388,7 +390,7 @@ impl Shard {
             shards,
             global,
             meta: RefCell::new(meta),
-            authority: authority.map(RefCell::new),
+            authority: authority.map(futures::lock::Mutex::new),
             admin_lock: Semaphore::new(1),
             partitions: RefCell::new(HashMap::new()),
             senders,
@@ -1011,7 +1013,7 @@ impl Shard {
     pub async fn close_all(&self) {
         let all: Vec<_> = self.partitions.borrow_mut().drain().collect();
         for ((topic, idx), p) in all {
-            if let Err(e) = p.write_snapshot() {
+            if let Err(e) = p.write_snapshot().await {
                 tracing::warn!(topic, partition = idx, error = %e, "could not write producer snapshot");
             }
             match release_log(p).await {
@@ -1067,7 +1069,7 @@ impl Shard {
             // A snapshot still holding forgotten producers is rewritten at once, so they do
             // not come back from it after a restart.
             if expiry_due && self.limit_producers(&p, now) {
-                if let Err(e) = p.write_snapshot() {
+                if let Err(e) = p.write_snapshot().await {
                     tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "could not write producer snapshot");
                 }
             }
@@ -1085,7 +1087,7 @@ impl Shard {
                     }
                 }
                 if !p.producers.borrow().is_empty() {
-                    if let Err(e) = p.write_snapshot() {
+                    if let Err(e) = p.write_snapshot().await {
                         tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "could not write producer snapshot");
                     }
                 }
@@ -1108,10 +1110,10 @@ impl Shard {
         };
         match req {
             AdminReq::AllocateProducerId => {
-                let r = self
-                    .authority
-                    .as_ref()
-                    .map(|a| a.borrow_mut().allocate_producer_id());
+                let r = match &self.authority {
+                    Some(a) => Some(a.lock().await.allocate_producer_id().await),
+                    None => None,
+                };
                 AdminResp::ProducerId(match r {
                     Some(Ok(id)) => Ok(id),
                     Some(Err(e)) => {
@@ -1266,7 +1268,7 @@ impl Shard {
     /// Persists a change on the authority, then applies it on every shard.
     async fn commit(self: &Rc<Self>, ev: MetaEvent) -> i16 {
         let persisted = match &self.authority {
-            Some(a) => a.borrow_mut().apply(&ev),
+            Some(a) => a.lock().await.apply(&ev).await,
             None => return errors::NOT_CONTROLLER,
         };
         if let Err(e) = persisted {
