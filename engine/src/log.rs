@@ -529,6 +529,7 @@ impl<S: Storage> PartitionLog<S> {
             recycled: VecDeque::new(),
             dir_unsynced: false,
         };
+        inner.check_bounds("recovery");
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
         let files = SegmentFiles::new(DEFAULT_OPEN_SEGMENT_FILES);
         let files_id = files.register_log();
@@ -747,6 +748,7 @@ impl<S: Storage> PartitionLog<S> {
         st.cache
             .borrow_mut()
             .push(base_offset, info.next_offset(), stored);
+        st.check_bounds("append");
         Ok(AppendInfo {
             base_offset,
             last_offset: info.last_offset(),
@@ -971,6 +973,7 @@ impl<S: Storage> PartitionLog<S> {
             st.unsynced_bytes += end_size.saturating_sub(st.active.written);
             st.active.written = st.active.written.max(end_size);
             st.written_end = st.written_end.max(end_offset);
+            st.check_bounds("write completion");
         }
         self.event.notify(usize::MAX);
         Ok(())
@@ -1015,6 +1018,7 @@ impl<S: Storage> PartitionLog<S> {
             st.durable_end = st.durable_end.max(target);
             st.unsynced_bytes = st.unsynced_bytes.saturating_sub(unsynced);
             st.last_sync = Instant::now();
+            st.check_bounds("fdatasync completion");
         }
         self.event.notify(usize::MAX);
         Ok(())
@@ -1493,7 +1497,11 @@ impl<S: Storage> PartitionLog<S> {
             .write_file_atomic(&p, &with_crc(&offset.to_be_bytes()))
             .await
             .map_err(|e| LogError::io("write", &p, e))?;
-        self.inner.borrow_mut().log_start = offset;
+        {
+            let mut st = self.inner.borrow_mut();
+            st.log_start = offset;
+            st.check_bounds("DeleteRecords");
+        }
         self.delete_sealed_while(|seg, _| seg.next_offset <= offset)
             .await?;
         Ok(offset)
@@ -1553,6 +1561,7 @@ impl<S: Storage> PartitionLog<S> {
             }
             let first = st.sealed.keys().next().copied().unwrap_or(st.active.base);
             st.log_start = st.log_start.max(first);
+            st.check_bounds("segment deletion");
         }
         for seg in victims {
             let (base, size) = (seg.base, seg.size);
@@ -1648,6 +1657,31 @@ fn sync_due<F: StorageFile>(st: &Inner<F>) -> bool {
                 || (ms > 0 && st.last_sync.elapsed().as_millis() as u64 >= ms)
         }
         FlushPolicy::Never => false,
+    }
+}
+
+impl<F: StorageFile> Inner<F> {
+    /// Panics (in release builds too) unless log start <= written end, durable end <=
+    /// written end <= log end, and the committed end (durable or written, by policy) lies
+    /// between the durable and written ends. A broken bound would mean acknowledging or
+    /// serving offsets that are not there; stopping beats corrupting. Four comparisons, no
+    /// work per byte. (Log start is not bounded by the durable end: under the non-fsync
+    /// policies DeleteRecords may move it up to the written end, and a flush policy change
+    /// does not move it back.)
+    fn check_bounds(&self, after: &'static str) {
+        let (start, durable, written, end) = (
+            self.log_start,
+            self.durable_end,
+            self.written_end,
+            self.active.next_offset,
+        );
+        let committed = committed_end(self);
+        assert!(
+            start <= written && durable <= committed && committed <= written && written <= end,
+            "log bounds broken after {after}: log start {start}, durable end {durable}, \
+             committed end {committed}, written end {written}, log end {end} \
+             (need start <= written, durable <= committed <= written <= end)"
+        );
     }
 }
 

@@ -612,7 +612,7 @@ pub async fn load(shard: &Rc<Shard>) {
         shard
             .partitions
             .borrow_mut()
-            .insert((OFFSETS_TOPIC.to_string(), i), part.clone());
+            .insert(OFFSETS_TOPIC, i, part.clone());
         let start = part.log.log_start_offset();
         let end = part.log.committed_end_offset();
         let mut offset = start;

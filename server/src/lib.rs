@@ -40,6 +40,7 @@ pub mod partition;
 pub mod producer_state;
 pub mod protocol;
 pub mod shard;
+pub mod topic_map;
 
 /// Every binary and test linking the server gets the guarded allocator (see [`alloc`]).
 #[global_allocator]

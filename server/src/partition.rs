@@ -10,6 +10,12 @@
 //! for durability (`wait_written`/`wait_committed`) happens in the requester, so while one
 //! batch waits for its fsync the appender is already appending the next, and one fdatasync
 //! commits them all (group commit).
+//!
+//! The queue is bounded ([`APPEND_QUEUE_CAPACITY`] jobs): a job that finds it full (or finds
+//! earlier jobs still waiting) takes a ticket and waits in a small task until its turn and a
+//! free slot, so jobs enter the queue in ticket order and an accepted batch is never dropped.
+//! The waiting request keeps its request-memory permit and its connection's in-flight slot, so
+//! the back-pressure reaches the socket. No deadlock: the appender never waits for a sender.
 
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
@@ -41,6 +47,74 @@ pub struct Appended {
     pub duplicate: bool,
 }
 
+/// Jobs the appender queue holds at most. Enough for group commit (one fdatasync covers
+/// every job appended while the previous one ran) and for the appender never to idle while
+/// requests wait; small enough that a flood of pipelined produce requests waits in FIFO
+/// order outside the queue, holding its request memory, instead of growing it.
+pub const APPEND_QUEUE_CAPACITY: u64 = 64;
+
+/// FIFO admission to a partition's bounded appender queue, shared by the partition, the
+/// appender and jobs waiting for a slot. Tickets enter the queue in the order they were taken.
+struct Admission {
+    capacity: u64,
+    /// Tickets handed out (one per enqueued job).
+    issued: Cell<u64>,
+    /// Tickets whose job is in the queue (or already taken out of it).
+    admitted: Cell<u64>,
+    /// Jobs the appender took out of the queue.
+    taken: Cell<u64>,
+    /// Most jobs ever in the queue at once (tests check the bound).
+    peak: Cell<u64>,
+    /// Notified when a slot frees up or a waiting job entered the queue.
+    changed: event_listener::Event,
+}
+
+impl Admission {
+    fn new(capacity: u64) -> Self {
+        Self {
+            capacity,
+            issued: Cell::new(0),
+            admitted: Cell::new(0),
+            taken: Cell::new(0),
+            peak: Cell::new(0),
+            changed: event_listener::Event::new(),
+        }
+    }
+
+    /// True when `ticket` is next in line and the queue has room.
+    fn may_enter(&self, ticket: u64) -> bool {
+        self.admitted.get() == ticket && self.admitted.get() - self.taken.get() < self.capacity
+    }
+
+    fn entered(&self) {
+        let admitted = self.admitted.get() + 1;
+        self.admitted.set(admitted);
+        self.peak
+            .set(self.peak.get().max(admitted - self.taken.get()));
+        // The next ticket may be allowed in too.
+        self.changed.notify(usize::MAX);
+    }
+
+    fn took_one(&self) {
+        self.taken.set(self.taken.get() + 1);
+        self.changed.notify(usize::MAX);
+    }
+
+    /// Waits until `ticket` may enter the queue.
+    async fn wait_turn(&self, ticket: u64) {
+        loop {
+            if self.may_enter(ticket) {
+                return;
+            }
+            let listener = self.changed.listen();
+            if self.may_enter(ticket) {
+                return;
+            }
+            listener.await;
+        }
+    }
+}
+
 struct AppendJob {
     batch: Bytes,
     queued: std::time::Instant,
@@ -59,7 +133,8 @@ pub struct Partition {
     /// Traffic counters (read by metrics scrapes on this shard).
     pub stats: Rc<PartitionStats>,
     snapshot_path: PathBuf,
-    appender: LocalSender<AppendJob>,
+    appender: Rc<LocalSender<AppendJob>>,
+    admission: Rc<Admission>,
 }
 
 pub fn now_ms() -> i64 {
@@ -96,7 +171,9 @@ impl Partition {
         );
         let log = Rc::new(log);
         let producers = restore_producers(&log, &snapshot_path, topic, index).await?;
+        // Unbounded channel, bounded by `admission`: a job enters only with a free slot.
         let (tx, rx) = local_channel::new_unbounded();
+        let admission = Rc::new(Admission::new(APPEND_QUEUE_CAPACITY));
         let stats = Rc::new(PartitionStats::default());
         let p = Rc::new(Self {
             topic: topic.to_string(),
@@ -107,7 +184,8 @@ impl Partition {
             compression: Rc::new(Cell::new(CompressionPolicy::default())),
             stats: stats.clone(),
             snapshot_path,
-            appender: tx,
+            appender: Rc::new(tx),
+            admission: admission.clone(),
         });
         glommio::spawn_local(appender(
             p.topic.clone(),
@@ -119,13 +197,15 @@ impl Partition {
                 compression: p.compression.clone(),
             },
             stats,
-            rx,
+            QueueEnd { rx, admission },
         ))
         .detach();
         Ok(p)
     }
 
     /// Queues a batch for appending; the position in the queue is taken now, synchronously.
+    /// With the queue full (or earlier jobs waiting) the job waits in a task for its turn:
+    /// it is still appended in the order of this call, whether or not the caller still waits.
     pub fn enqueue(&self, batch: Bytes) -> oneshot::Receiver<Result<Appended, i16>> {
         let (reply, rx) = oneshot::channel();
         let job = AppendJob {
@@ -133,12 +213,28 @@ impl Partition {
             queued: std::time::Instant::now(),
             reply,
         };
-        if let Err(e) = self.appender.try_send(job) {
-            // Only when the appender is gone (partition closing): the dropped job's reply
-            // sender makes the receiver resolve as cancelled.
-            tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "append queue closed");
+        let adm = &self.admission;
+        let ticket = adm.issued.get();
+        adm.issued.set(ticket + 1);
+        if adm.may_enter(ticket) {
+            send_job(&self.appender, job, &self.topic, self.index);
+            adm.entered();
+        } else {
+            let (tx, adm) = (self.appender.clone(), adm.clone());
+            let (topic, index) = (self.topic.clone(), self.index);
+            glommio::spawn_local(async move {
+                adm.wait_turn(ticket).await;
+                send_job(&tx, job, &topic, index);
+                adm.entered();
+            })
+            .detach();
         }
         rx
+    }
+
+    /// Most jobs the appender queue has held at once.
+    pub fn append_queue_peak(&self) -> u64 {
+        self.admission.peak.get()
     }
 
     /// Writes the producer-state snapshot (state as of the current log end), atomically and
@@ -161,6 +257,14 @@ impl Partition {
 
     pub fn snapshot_path(&self) -> &Path {
         &self.snapshot_path
+    }
+}
+
+fn send_job(tx: &LocalSender<AppendJob>, job: AppendJob, topic: &str, index: i32) {
+    if let Err(e) = tx.try_send(job) {
+        // Only when the appender is gone (partition closing): the dropped job's reply
+        // sender makes the receiver resolve as cancelled.
+        tracing::warn!(topic, partition = index, error = %e, "append queue closed");
     }
 }
 
@@ -248,6 +352,12 @@ struct Live {
     compression: Rc<Cell<CompressionPolicy>>,
 }
 
+/// The appender's end of the queue: jobs, and the admission it frees a slot in per job taken.
+struct QueueEnd {
+    rx: LocalReceiver<AppendJob>,
+    admission: Rc<Admission>,
+}
+
 async fn appender(
     topic: String,
     index: i32,
@@ -255,9 +365,10 @@ async fn appender(
     producers: Rc<RefCell<ProducerStates>>,
     live: Live,
     stats: Rc<PartitionStats>,
-    rx: LocalReceiver<AppendJob>,
+    queue: QueueEnd,
 ) {
-    while let Some(job) = rx.recv().await {
+    while let Some(job) = queue.rx.recv().await {
+        queue.admission.took_one();
         let started = std::time::Instant::now();
         metrics::stage(Stage::ProduceQueue, started - job.queued);
         let result = append_one(
@@ -383,5 +494,53 @@ async fn append_one(
             })
         }
         Err(e) => Err(errors::log_error_code(&e, topic, index)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A flood of appends enqueued at once (as pipelined produce requests are) never puts more
+    /// than `APPEND_QUEUE_CAPACITY` jobs in the appender queue, and every batch is appended
+    /// once, in enqueue order.
+    #[test]
+    fn append_queue_is_bounded_and_keeps_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().to_path_buf();
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let p = Partition::open(
+                    "t",
+                    0,
+                    path.join("0"),
+                    path.join("0.producers.json"),
+                    LogConfig::default(),
+                    0,
+                    &CacheBudget::new(1 << 20),
+                    &SegmentFiles::new(16),
+                )
+                .await
+                .unwrap();
+                let n = 10 * APPEND_QUEUE_CAPACITY as usize;
+                let queued: Vec<_> = (0..n)
+                    .map(|_| p.enqueue(Bytes::from(batch::build(0, 1, 10, now_ms()))))
+                    .collect();
+                let mut offsets = Vec::with_capacity(n);
+                for rx in queued {
+                    let a = rx.await.unwrap().unwrap();
+                    offsets.push(a.base_offset);
+                }
+                assert_eq!(offsets, (0..n as i64).collect::<Vec<_>>());
+                let peak = p.append_queue_peak();
+                assert!(
+                    peak <= APPEND_QUEUE_CAPACITY,
+                    "queue held {peak} jobs, capacity {APPEND_QUEUE_CAPACITY}"
+                );
+                assert_eq!(p.log.log_end_offset(), n as i64);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }

@@ -19,6 +19,8 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+
+use crate::topic_map::TopicPartMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -281,11 +283,11 @@ pub struct Global {
 #[derive(Default)]
 pub struct OfflinePartitions {
     count: AtomicUsize,
-    set: std::sync::Mutex<std::collections::HashSet<(String, i32)>>,
+    set: std::sync::Mutex<TopicPartMap<()>>,
 }
 
 impl OfflinePartitions {
-    fn with<R>(&self, f: impl FnOnce(&mut std::collections::HashSet<(String, i32)>) -> R) -> R {
+    fn with<R>(&self, f: impl FnOnce(&mut TopicPartMap<()>) -> R) -> R {
         let mut set = self.set.lock().unwrap_or_else(|e| e.into_inner());
         let r = f(&mut set);
         self.count.store(set.len(), Ordering::Release);
@@ -295,21 +297,21 @@ impl OfflinePartitions {
     pub fn set(&self, topic: &str, partition: i32, offline: bool) {
         self.with(|s| {
             if offline {
-                s.insert((topic.to_string(), partition));
+                s.insert(topic, partition, ());
             } else {
-                s.remove(&(topic.to_string(), partition));
+                s.remove(topic, partition);
             }
         });
     }
 
     pub fn remove_topic(&self, topic: &str) {
         if self.count() > 0 {
-            self.with(|s| s.retain(|(t, _)| t != topic));
+            self.with(|s| s.remove_topic(topic));
         }
     }
 
     pub fn contains(&self, topic: &str, partition: i32) -> bool {
-        self.count() > 0 && self.with(|s| s.contains(&(topic.to_string(), partition)))
+        self.count() > 0 && self.with(|s| s.contains(topic, partition))
     }
 
     /// Offline partitions of `topic` (empty for most topics, without locking when none is).
@@ -317,12 +319,7 @@ impl OfflinePartitions {
         if self.count() == 0 {
             return Default::default();
         }
-        self.with(|s| {
-            s.iter()
-                .filter(|(t, _)| t == topic)
-                .map(|&(_, p)| p)
-                .collect()
-        })
+        self.with(|s| s.partitions_of(topic).collect())
     }
 
     pub fn count(&self) -> usize {
@@ -346,7 +343,7 @@ pub struct Shard {
     /// while the lock is held, so changes are written in the order they are applied.
     authority: Option<futures::lock::Mutex<MetadataStore>>,
     admin_lock: Semaphore,
-    pub partitions: RefCell<HashMap<(String, i32), Rc<Partition>>>,
+    pub partitions: RefCell<TopicPartMap<Rc<Partition>>>,
     senders: Senders<MeshMsg>,
     pending: RefCell<HashMap<u64, oneshot::Sender<ShardResp>>>,
     next_id: Cell<u64>,
@@ -364,7 +361,7 @@ pub struct Shard {
     /// keep open (least recently used ones are closed; see the engine's `files.rs`).
     pub segment_files: Rc<crate::partition::SegmentFiles>,
     /// Partitions this shard owns whose log failed to open (see [`OfflinePartitions`]).
-    offline: RefCell<HashMap<(String, i32), Offline>>,
+    offline: RefCell<TopicPartMap<Offline>>,
     /// This shard's group coordinator and its internal log (see `groups.rs`).
     pub groups: crate::groups::Groups,
 }
@@ -392,7 +389,7 @@ impl Shard {
             meta: RefCell::new(meta),
             authority: authority.map(futures::lock::Mutex::new),
             admin_lock: Semaphore::new(1),
-            partitions: RefCell::new(HashMap::new()),
+            partitions: RefCell::new(TopicPartMap::new()),
             senders,
             pending: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
@@ -407,7 +404,7 @@ impl Shard {
             segment_files: crate::partition::SegmentFiles::new(
                 cfg.max_open_segment_files.div_ceil(shards.max(1)),
             ),
-            offline: RefCell::new(HashMap::new()),
+            offline: RefCell::new(TopicPartMap::new()),
             groups: crate::groups::Groups::new(&cfg, id),
             cfg,
         })
@@ -422,10 +419,7 @@ impl Shard {
     }
 
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Rc<Partition>> {
-        self.partitions
-            .borrow()
-            .get(&(topic.to_string(), partition))
-            .cloned()
+        self.partitions.borrow().get(topic, partition).cloned()
     }
 
     pub fn topic(&self, name: &str) -> Option<TopicMeta> {
@@ -582,7 +576,7 @@ impl Shard {
                 wanted
                     .into_iter()
                     .filter_map(|(t, i)| {
-                        let p = parts.get(&(t.to_string(), i))?;
+                        let p = parts.get(t, i)?;
                         Some((p.topic.clone(), p.index, p.log.size_bytes()))
                     })
                     .collect()
@@ -888,15 +882,14 @@ impl Shard {
             &self.segment_files,
         )
         .await;
-        let key = (t.name.clone(), i);
         let retry = Duration::from_millis(self.cfg.partition_open_retry_ms);
         match opened {
             Ok(p) => {
                 self.limit_producers(&p, now_ms());
                 p.compression
                     .set(metadata::compression_policy(t, &self.cfg));
-                self.partitions.borrow_mut().insert(key.clone(), p);
-                if let Some(o) = self.offline.borrow_mut().remove(&key) {
+                self.partitions.borrow_mut().insert(&t.name, i, p);
+                if let Some(o) = self.offline.borrow_mut().remove(&t.name, i) {
                     tracing::info!(topic = %t.name, partition = i, attempts = o.attempts, "partition log opened; the partition is online again");
                     self.global.offline.set(&t.name, i, false);
                 }
@@ -904,7 +897,7 @@ impl Shard {
             }
             Err(e) => {
                 let mut offline = self.offline.borrow_mut();
-                let entry = offline.entry(key).or_insert(Offline {
+                let entry = offline.get_or_insert_with(&t.name, i, || Offline {
                     attempts: 0,
                     next_try: std::time::Instant::now(),
                 });
@@ -928,8 +921,8 @@ impl Shard {
             .offline
             .borrow()
             .iter()
-            .filter(|(_, o)| o.next_try <= now)
-            .map(|(k, _)| k.clone())
+            .filter(|(_, _, o)| o.next_try <= now)
+            .map(|(t, i, _)| (t.to_string(), i))
             .collect();
         let (mut opened, mut failed) = (0usize, 0usize);
         for (topic, i) in due {
@@ -937,7 +930,7 @@ impl Shard {
                 .topic(&topic)
                 .filter(|t| (i as usize) < t.partitions.len())
             else {
-                self.offline.borrow_mut().remove(&(topic.clone(), i));
+                self.offline.borrow_mut().remove(&topic, i);
                 self.global.offline.set(&topic, i, false);
                 continue;
             };
@@ -966,11 +959,7 @@ impl Shard {
     /// KAFKA_STORAGE_ERROR when it exists but its log failed to open (offline), else
     /// UNKNOWN_TOPIC_OR_PARTITION.
     pub fn missing_partition_error(&self, topic: &str, partition: i32) -> i16 {
-        if self
-            .offline
-            .borrow()
-            .contains_key(&(topic.to_string(), partition))
-        {
+        if self.offline.borrow().contains(topic, partition) {
             errors::KAFKA_STORAGE_ERROR
         } else {
             errors::UNKNOWN_TOPIC_OR_PARTITION
@@ -978,31 +967,25 @@ impl Shard {
     }
 
     async fn remove_topic(&self, name: &str) {
-        self.offline.borrow_mut().retain(|(t, _), _| t != name);
+        self.offline.borrow_mut().remove_topic(name);
         self.global.offline.remove_topic(name);
-        let parts: Vec<((String, i32), Rc<Partition>)> = {
-            let mut map = self.partitions.borrow_mut();
-            let keys: Vec<(String, i32)> = map.keys().filter(|(t, _)| t == name).cloned().collect();
-            keys.into_iter()
-                .filter_map(|k| map.remove(&k).map(|p| (k, p)))
-                .collect()
-        };
+        let parts = self.partitions.borrow_mut().remove_topic(name);
         // Concurrently: releasing a log may wait for its appender task to notice the closed
         // queue, and removing it syncs the parent directory; one partition after another took
         // 35.8 s for the 2201 partitions of the standard benchmark's scenario 5.
         futures::stream::iter(parts)
-            .for_each_concurrent(REMOVE_CONCURRENCY, |(key, p)| async move {
+            .for_each_concurrent(REMOVE_CONCURRENCY, |(index, p)| async move {
                 let snapshot = p.snapshot_path().to_path_buf();
                 let Some(log) = release_log(p).await else {
                     tracing::warn!(
                         topic = name,
-                        partition = key.1,
+                        partition = index,
                         "log still in use after deletion; its files are removed at next start"
                     );
                     return;
                 };
                 if let Err(e) = log.remove().await {
-                    tracing::error!(topic = name, partition = key.1, error = %e, "removing deleted partition failed");
+                    tracing::error!(topic = name, partition = index, error = %e, "removing deleted partition failed");
                 }
                 let _ = std::fs::remove_file(snapshot);
             })
@@ -1011,8 +994,8 @@ impl Shard {
 
     /// Closes every log cleanly (flush, indexes, clean marker) after writing producer snapshots.
     pub async fn close_all(&self) {
-        let all: Vec<_> = self.partitions.borrow_mut().drain().collect();
-        for ((topic, idx), p) in all {
+        let all = self.partitions.borrow_mut().drain();
+        for (topic, idx, p) in all {
             if let Err(e) = p.write_snapshot().await {
                 tracing::warn!(topic, partition = idx, error = %e, "could not write producer snapshot");
             }
