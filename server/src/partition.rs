@@ -278,8 +278,12 @@ async fn restore_producers(
 ) -> Result<ProducerStates, LogError> {
     let start = log.log_start_offset();
     let end = log.log_end_offset();
-    let snapshot = std::fs::read(snapshot_path)
+    // Read off the shard (glommio's blocking pool), like the snapshot's atomic write.
+    let snapshot = GlommioStorage
+        .read_file(snapshot_path)
+        .await
         .ok()
+        .flatten()
         .and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok());
     let now = now_ms();
     let (mut state, mut offset) = match snapshot {

@@ -33,7 +33,7 @@ use futures::future::{self, LocalBoxFuture};
 use futures::{FutureExt, StreamExt};
 use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
-use shardlog_engine::StoredBatch;
+use shardlog_engine::{GlommioStorage, Storage, StoredBatch};
 
 use crate::config::BrokerConfig;
 use crate::errors;
@@ -987,7 +987,10 @@ impl Shard {
                 if let Err(e) = log.remove().await {
                     tracing::error!(topic = name, partition = index, error = %e, "removing deleted partition failed");
                 }
-                let _ = std::fs::remove_file(snapshot);
+                // Off the shard; a snapshot that was never written is already gone.
+                if let Err(e) = GlommioStorage.remove_file(&snapshot).await {
+                    tracing::warn!(topic = name, partition = index, error = %e, "removing deleted partition's producer snapshot failed");
+                }
             })
             .await;
     }
