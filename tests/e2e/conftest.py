@@ -213,6 +213,17 @@ def _require_binary() -> None:
                     f"`cargo build --release -p shardlog-server`)", pytrace=False)
 
 
+def broker_with_admin(workdir: Path, extra_args: list[str] | None = None, **kw) -> Broker:
+    """A broker (not started) whose admin listener is on its own free port, kept as
+    `admin_port` for /metrics and /health."""
+    _require_binary()
+    admin_port = free_port()
+    b = Broker(workdir, extra_args=["--admin-listen", f"127.0.0.1:{admin_port}",
+                                    *(extra_args or [])], **kw)
+    b.admin_port = admin_port  # type: ignore[attr-defined]
+    return b
+
+
 @pytest.fixture
 def broker(tmp_path: Path):
     """A fresh broker for one test."""

@@ -24,7 +24,7 @@ import time
 import pytest
 
 import kwire
-from conftest import Broker, _require_binary, free_port
+from conftest import Broker, broker_with_admin
 from kwire import Reader, array, i8, i16, i32, i64, nbytes, string
 from util import create_topic, metrics, unique_topic
 
@@ -51,20 +51,29 @@ def rss_bytes(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory):
-    _require_binary()
-    admin = free_port()
-    b = Broker(tmp_path_factory.mktemp("hostile"), cores=2,
-               extra_args=["--admin-listen", f"127.0.0.1:{admin}"],
-               env={"SHARDLOG_FETCH_MAX_BYTES": str(FETCH_MAX),
-                    "SHARDLOG_MAX_RESPONSE_QUEUE_BYTES": str(QUEUE_MAX),
-                    # Fetches read from disk (fresh buffers), not from cached batches that
-                    # every answer would share.
-                    "SHARDLOG_LOG_CACHE_BYTES": str(256 << 10),
-                    "SHARDLOG_REQUEST_READ_TIMEOUT_MS": "3000"})
-    b.admin_port = admin
+    b = broker_with_admin(tmp_path_factory.mktemp("hostile"), cores=2,
+                          env={"SHARDLOG_FETCH_MAX_BYTES": str(FETCH_MAX),
+                               "SHARDLOG_MAX_RESPONSE_QUEUE_BYTES": str(QUEUE_MAX),
+                               # Fetches read from disk (fresh buffers), not from cached batches that
+                               # every answer would share.
+                               "SHARDLOG_LOG_CACHE_BYTES": str(256 << 10),
+                               "SHARDLOG_REQUEST_READ_TIMEOUT_MS": "3000"})
     b.start()
     yield b
     b.teardown()
+
+
+def never_reading_fetches(broker: Broker, topic: str, n: int) -> kwire.Conn:
+    """A connection with a tiny receive buffer that pipelines `n` "fetch everything" requests
+    (partition 0 from offset 0, no limits) and then reads nothing."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect((broker.host, broker.port))
+    hog = kwire.Conn.wrap(s)
+    for _ in range(n):
+        hog.send_request(kwire.FETCH, 4, kwire.fetch_body(topic, 0, 0, max_bytes=0,
+                                                         partition_max_bytes=INT32_MAX))
+    return hog
 
 
 def fill(conn: kwire.Conn, topic: str, partition: int, batches: int, value_bytes: int) -> list[int]:
@@ -171,13 +180,7 @@ def test_pipelined_fetches_that_are_never_read_hold_a_bounded_queue(broker):
     # 60 fetches of "everything" pipelined on a socket with a tiny receive buffer that is
     # never read. Without limits each answer would hold the whole partition (~6 MB: 360 MB);
     # with the fetch limit alone, 1 MiB each (60 MiB); with the answer queue, 4 MiB in all.
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    s.connect((broker.host, broker.port))
-    hog = kwire.Conn.wrap(s)
-    for _ in range(60):
-        hog.send_request(kwire.FETCH, 4, kwire.fetch_body(topic, 0, 0, max_bytes=0,
-                                                         partition_max_bytes=INT32_MAX))
+    hog = never_reading_fetches(broker, topic, 60)
     peak_rss = rss_bytes(pid)
     deadline = time.monotonic() + 2.5
     while time.monotonic() < deadline:
@@ -209,12 +212,10 @@ def test_memory_of_large_answers_is_given_back_when_connections_close(tmp_path):
     the connections are closed, RSS is back where it started. (At this size glibc returned
     the memory here even without `alloc::release_freed_memory`; with 55 MiB fetches it kept
     81 MiB of it, see docs/RELIABILITY.md.)"""
-    _require_binary()
-    admin = free_port()
-    b = Broker(tmp_path, cores=2, extra_args=["--admin-listen", f"127.0.0.1:{admin}"],
-               env={"SHARDLOG_FETCH_MAX_BYTES": str(16 * MIB),
-                    "SHARDLOG_MAX_RESPONSE_QUEUE_BYTES": str(32 * MIB),
-                    "SHARDLOG_LOG_CACHE_BYTES": str(256 << 10)})
+    b = broker_with_admin(tmp_path, cores=2,
+                          env={"SHARDLOG_FETCH_MAX_BYTES": str(16 * MIB),
+                               "SHARDLOG_MAX_RESPONSE_QUEUE_BYTES": str(32 * MIB),
+                               "SHARDLOG_LOG_CACHE_BYTES": str(256 << 10)})
     b.start()
     try:
         topic = unique_topic("giveback")
@@ -226,14 +227,7 @@ def test_memory_of_large_answers_is_given_back_when_connections_close(tmp_path):
         rss_before = rss_bytes(pid)
         hogs = []
         for _ in range(8):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            s.connect((b.host, b.port))
-            hog = kwire.Conn.wrap(s)
-            for _ in range(4):
-                hog.send_request(kwire.FETCH, 4, kwire.fetch_body(topic, 0, 0, max_bytes=0,
-                                                                 partition_max_bytes=INT32_MAX))
-            hogs.append(hog)
+            hogs.append(never_reading_fetches(b, topic, 4))
         peak_rss = rss_before
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline:
@@ -242,7 +236,7 @@ def test_memory_of_large_answers_is_given_back_when_connections_close(tmp_path):
         for hog in hogs:
             hog.close()
         deadline = time.monotonic() + 10
-        while metrics(admin)["shardlog_response_queue_bytes"] != 0:
+        while metrics(b.admin_port)["shardlog_response_queue_bytes"] != 0:
             assert time.monotonic() < deadline, "answers of the closed connections still held"
             time.sleep(0.1)
         time.sleep(1.5)  # a release is at most a second after the previous one

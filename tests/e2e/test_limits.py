@@ -11,7 +11,7 @@ import time
 import pytest
 
 import kwire
-from conftest import Broker, _require_binary, free_port
+from conftest import Broker, _require_binary, broker_with_admin
 from util import create_topic, metrics, unique_topic
 
 pytestmark = pytest.mark.timeout(120)
@@ -30,14 +30,11 @@ def connect_from(broker: Broker, source_ip: str) -> kwire.Conn:
 
 @pytest.fixture
 def limited(tmp_path):
-    _require_binary()
-    admin = free_port()
-    b = Broker(tmp_path, cores=1, extra_args=["--admin-listen", f"127.0.0.1:{admin}"],
-               env={"SHARDLOG_MAX_CONNECTIONS_PER_IP": "3",
-                    "SHARDLOG_MAX_FRAME_BYTES": str(2 << 20),
-                    "SHARDLOG_MAX_REQUEST_MEMORY_BYTES": str(2 << 20),
-                    "SHARDLOG_REQUEST_READ_TIMEOUT_MS": "20000"})
-    b.admin_port = admin
+    b = broker_with_admin(tmp_path, cores=1,
+                          env={"SHARDLOG_MAX_CONNECTIONS_PER_IP": "3",
+                               "SHARDLOG_MAX_FRAME_BYTES": str(2 << 20),
+                               "SHARDLOG_MAX_REQUEST_MEMORY_BYTES": str(2 << 20),
+                               "SHARDLOG_REQUEST_READ_TIMEOUT_MS": "20000"})
     b.start()
     yield b
     b.teardown()

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 import kwire
-from conftest import Broker, _require_binary, free_port, shardlog_bin
+from conftest import Broker, _require_binary, broker_with_admin, shardlog_bin
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -86,11 +86,7 @@ def metric(text: str, name: str) -> float:
 def limited_broker(tmp_path: Path, nofile: int | None, env: dict[str, str] | None = None) -> Broker:
     """A broker with its own admin port, optionally under RLIMIT_NOFILE = nofile (soft and
     hard, set by prlimit, which then execs the broker: same pid)."""
-    _require_binary()
-    admin_port = free_port()
-    b = Broker(tmp_path, name=f"limits-{nofile}", env=env,
-               extra_args=["--admin-listen", f"127.0.0.1:{admin_port}"])
-    b.admin_port = admin_port  # type: ignore[attr-defined]
+    b = broker_with_admin(tmp_path, name=f"limits-{nofile}", env=env)
     if nofile is not None:
         plain = b.argv
         b.argv = lambda: ["prlimit", f"--nofile={nofile}:{nofile}", "--", *plain()]  # type: ignore[method-assign]
