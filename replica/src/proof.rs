@@ -22,7 +22,17 @@ pub enum CommitScope {
 }
 
 /// Proof that every offset up to and including [`through`](Committed::through) is committed
-/// at [`scope`](Committed::scope). Only the replica core creates one.
+/// at [`scope`](Committed::scope). Only the replica core creates one: outside the crate it
+/// cannot be built.
+///
+/// ```compile_fail
+/// use shardlog_replica::{CommitScope, Committed};
+/// let forged = Committed { through: 10, scope: CommitScope::Replicated };
+/// ```
+///
+/// ```compile_fail
+/// let forged = shardlog_replica::Committed::mint(10, shardlog_replica::CommitScope::Leader);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Committed {
     through: Offset,
