@@ -36,23 +36,25 @@ pub struct EpochEndOffset {
 }
 
 /// The leader's check of a follower fetch that carries `last_fetched_epoch` (Fetch v12+):
-/// `Ok(Some(_))` tells the follower where its log diverges (no data is sent), `Ok(None)` lets
-/// the fetch read on.
+/// `Some(_)` tells the follower where its log diverges (no data is sent), `None` lets the fetch
+/// read on. `leader_log_start` stands in for the start of the leader's first epoch when it holds
+/// none (an empty log).
 pub fn diverging_epoch(
     leader: &impl EpochHistory,
+    leader_log_start: Offset,
     fetch_offset: Offset,
     last_fetched_epoch: LeaderEpoch,
-) -> Result<Option<EpochEndOffset>, crate::ErrorCode> {
-    let Some((epoch, end_offset)) = leader.end_offset_for_epoch(last_fetched_epoch) else {
-        // The leader holds no epoch that old (its log start moved past it): Kafka answers
-        // OFFSET_OUT_OF_RANGE and the follower restarts from the leader's log start.
-        return Err(crate::ErrorCode::OffsetOutOfRange);
-    };
-    if epoch < last_fetched_epoch || end_offset < fetch_offset {
-        Ok(Some(EpochEndOffset { epoch, end_offset }))
-    } else {
-        Ok(None)
-    }
+) -> Option<EpochEndOffset> {
+    let (epoch, end_offset) = leader
+        .end_offset_for_epoch(last_fetched_epoch)
+        // Every epoch the leader holds is newer (Kafka's epoch cache answers the same): what
+        // the follower holds of that epoch can only match below the leader's first epoch.
+        .unwrap_or_else(|| {
+            let first = leader.earliest_epoch_start().unwrap_or(leader_log_start);
+            (last_fetched_epoch, first)
+        });
+    (epoch < last_fetched_epoch || end_offset < fetch_offset)
+        .then_some(EpochEndOffset { epoch, end_offset })
 }
 
 /// Where a follower truncates after a diverging-epoch answer.

@@ -820,7 +820,7 @@ impl<P: ProducerDedup> ReplicaState<P> {
             });
         }
         if let Some(last) = f.last_fetched_epoch {
-            if let Some(d) = diverging_epoch(history, f.fetch_offset, last)? {
+            if let Some(d) = diverging_epoch(history, self.ends.log_start, f.fetch_offset, last) {
                 return Ok(FetchAnswer::Diverging(d));
             }
         }

@@ -768,7 +768,7 @@ fn converge(leader: &EpochTable, follower: &mut EpochTable) -> Vec<(Offset, bool
     for _ in 0..100 {
         let offset = r.fetch_position().expect("ready to fetch");
         let diverging = match follower.latest_epoch() {
-            Some(last) => diverging_epoch(leader, offset, last).unwrap(),
+            Some(last) => diverging_epoch(leader, 0, offset, last),
             None => None,
         };
         let Some(d) = diverging else { return cuts };
@@ -828,6 +828,15 @@ fn truncation_in_two_rounds_when_follower_lacks_the_epoch() {
     assert_eq!(follower.log_end(), 2);
 }
 
+/// The leader holds only epochs newer than the follower's (it was elected with an empty log):
+/// the follower's entries all go.
+#[test]
+fn truncation_when_every_leader_epoch_is_newer() {
+    let leader = table(&[2, 2, 2]);
+    let mut follower = table(&[1, 1]);
+    assert_eq!(converge(&leader, &mut follower), vec![(0, true)]);
+}
+
 /// Every epoch the follower holds is newer than anything the leader has below it: all of it goes.
 #[test]
 fn truncation_when_every_follower_epoch_is_newer() {
@@ -849,6 +858,16 @@ fn epoch_table_semantics() {
     t.truncate_to(3);
     assert_eq!(t.end_offset_for_epoch(9), Some((3, 3)));
     assert_eq!(t.earliest_epoch_start(), Some(0));
-    // The leader cannot place an epoch older than any it holds.
-    assert_eq!(diverging_epoch(&table(&[2]), 0, 1), Err(ErrorCode::OffsetOutOfRange));
+    // An epoch older than any the leader holds matches nothing past the leader's first epoch.
+    let leader = table(&[2, 2]);
+    assert_eq!(diverging_epoch(&leader, 0, 0, 1), None);
+    assert_eq!(
+        diverging_epoch(&leader, 0, 1, 1),
+        Some(EpochEndOffset { epoch: 1, end_offset: 0 })
+    );
+    assert_eq!(
+        diverging_epoch(&EpochTable::new(5), 5, 7, 1),
+        Some(EpochEndOffset { epoch: 1, end_offset: 5 }),
+        "an empty leader log"
+    );
 }
