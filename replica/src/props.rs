@@ -278,7 +278,14 @@ impl Leader {
 /// proofs the bounds cover, never left waiting once covered, and never more than the bound;
 /// ISR shrinks only drop followers not caught up for the lag time, expansions only add a
 /// follower at the high watermark and the epoch start, one change in flight.
-fn run_leader(min_isr: usize, commit_on: CommitOn, start: Offset, hw: Offset, isr3: bool, ops: &[Op]) {
+fn run_leader(
+    min_isr: usize,
+    commit_on: CommitOn,
+    start: Offset,
+    hw: Offset,
+    isr3: bool,
+    ops: &[Op],
+) {
     let mut l = Leader::new(min_isr, commit_on, start, hw, isr3);
     for op in ops {
         let hw_before = l.r.high_watermark();
@@ -292,7 +299,10 @@ fn run_leader(min_isr: usize, commit_on: CommitOn, start: Offset, hw: Offset, is
         let acts = l.step(op);
         let hw = l.r.high_watermark();
         let committed = l.r.local_committed_end();
-        assert!(hw >= hw_before, "HW went back {hw_before} -> {hw} on {op:?}");
+        assert!(
+            hw >= hw_before,
+            "HW went back {hw_before} -> {hw} on {op:?}"
+        );
         assert!(hw <= committed && committed <= l.ends.log_end);
         let maximal = l.r.maximal_isr();
         if hw > hw_before || hw > l.initial_hw {
@@ -317,7 +327,10 @@ fn run_leader(min_isr: usize, commit_on: CommitOn, start: Offset, hw: Offset, is
             match a {
                 Action::Complete { waiter, result } => {
                     assert!(l.answered.insert(*waiter), "answered twice");
-                    let w = l.waiting.remove(waiter).expect("answer for a registered waiter");
+                    let w = l
+                        .waiting
+                        .remove(waiter)
+                        .expect("answer for a registered waiter");
                     if let Ok(p) = result {
                         assert_eq!(p.through(), w.last);
                         match w.acks {
@@ -361,7 +374,11 @@ fn run_leader(min_isr: usize, commit_on: CommitOn, start: Offset, hw: Offset, is
         // Nothing stays waiting once covered.
         for w in l.waiting.values() {
             match w.acks {
-                Acks::All => assert!(w.last >= hw, "acks=all waiter at {} left behind HW {hw}", w.last),
+                Acks::All => assert!(
+                    w.last >= hw,
+                    "acks=all waiter at {} left behind HW {hw}",
+                    w.last
+                ),
                 _ => assert!(w.last >= committed),
             }
         }

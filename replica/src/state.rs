@@ -76,7 +76,9 @@ pub enum Role {
     /// log failed.
     Offline,
     Leader,
-    Follower { leader: ReplicaId },
+    Follower {
+        leader: ReplicaId,
+    },
 }
 
 /// A produce request's `acks`.
@@ -846,8 +848,7 @@ impl<P: ProducerDedup> ReplicaState<P> {
             .is_some_and(|e| f.fetch_offset >= e)
         {
             if let Some(prev) = view.last_fetch_ms {
-                view.last_caught_up_ms =
-                    Some(view.last_caught_up_ms.map_or(prev, |t| t.max(prev)));
+                view.last_caught_up_ms = Some(view.last_caught_up_ms.map_or(prev, |t| t.max(prev)));
             }
         }
         view.last_fetch_leader_end = Some(leader_end);
@@ -1041,7 +1042,6 @@ impl<P: ProducerDedup> ReplicaState<P> {
             .record(ident, base_offset, last_offset, at_ms)
     }
 }
-
 
 /// Records `isr` as the leader's pending change and builds the AlterPartition for it.
 fn propose(

@@ -74,7 +74,12 @@ impl<P: ProducerDedup> H<P> {
         }
     }
 
-    fn lead(&mut self, epoch: LeaderEpoch, replicas: &[ReplicaId], isr: &[ReplicaId]) -> Vec<Action> {
+    fn lead(
+        &mut self,
+        epoch: LeaderEpoch,
+        replicas: &[ReplicaId],
+        isr: &[ReplicaId],
+    ) -> Vec<Action> {
         self.r
             .became_leader(BecameLeader {
                 leader_epoch: epoch,
@@ -120,7 +125,12 @@ impl<P: ProducerDedup> H<P> {
         self.r.log_progress(self.ends).unwrap()
     }
 
-    fn fetch(&mut self, replica: ReplicaId, offset: Offset, now: u64) -> (Result<FetchAnswer, ErrorCode>, Vec<Action>) {
+    fn fetch(
+        &mut self,
+        replica: ReplicaId,
+        offset: Offset,
+        now: u64,
+    ) -> (Result<FetchAnswer, ErrorCode>, Vec<Action>) {
         let f = FollowerFetch {
             replica,
             broker_epoch: Some(100 + i64::from(replica)),
@@ -234,7 +244,10 @@ fn single_replica_with_min_insync_two() {
         ..cfg(1)
     });
     h.lead(0, &[1], &[1]);
-    assert_eq!(h.produce(Acks::All, 1).unwrap_err(), ErrorCode::NotEnoughReplicas);
+    assert_eq!(
+        h.produce(Acks::All, 1).unwrap_err(),
+        ErrorCode::NotEnoughReplicas
+    );
     assert_eq!(h.ends.log_end, 0, "refused before the append");
     let (_, _) = h.produce(Acks::Leader, 2).unwrap();
     let a = h.write(2);
@@ -245,9 +258,15 @@ fn single_replica_with_min_insync_two() {
 #[test]
 fn produce_needs_leadership() {
     let mut h = H::new(cfg(1));
-    assert_eq!(h.r.admit_produce(Acks::Leader).unwrap_err(), ErrorCode::NotLeaderOrFollower);
+    assert_eq!(
+        h.r.admit_produce(Acks::Leader).unwrap_err(),
+        ErrorCode::NotLeaderOrFollower
+    );
     h.r.became_follower(2, 1, 0).unwrap();
-    assert_eq!(h.r.admit_produce(Acks::All).unwrap_err(), ErrorCode::NotLeaderOrFollower);
+    assert_eq!(
+        h.r.admit_produce(Acks::All).unwrap_err(),
+        ErrorCode::NotLeaderOrFollower
+    );
 }
 
 // ----- high watermark over the ISR ---------------------------------------------------------------
@@ -363,17 +382,22 @@ fn isr_shrinks_after_the_lag_time() {
     h.produce(Acks::Leader, 5).unwrap();
     h.write(5);
     assert!(h.fetch(2, 5, 1).0.is_ok());
-    assert!(proposals(&h.r.tick(LAG)).is_empty(), "at the lag time still in");
+    assert!(
+        proposals(&h.r.tick(LAG)).is_empty(),
+        "at the lag time still in"
+    );
     // Follower 2 keeps fetching at the end; 3 never fetched since the election.
     assert!(h.fetch(2, 5, LAG).0.is_ok());
     let a = h.r.tick(LAG + 1);
     assert_eq!(proposals(&a), vec![vec![1, 2]]);
     assert_eq!(h.r.pending_isr(), Some(vec![1, 2]));
-    assert!(proposals(&h.r.tick(LAG + 500)).is_empty(), "one change in flight");
+    assert!(
+        proposals(&h.r.tick(LAG + 500)).is_empty(),
+        "one change in flight"
+    );
     assert_eq!(h.r.high_watermark(), 0, "a pending shrink still counts 3");
-    let a = h
-        .r
-        .isr_committed(IsrUpdate {
+    let a =
+        h.r.isr_committed(IsrUpdate {
             leader_epoch: 0,
             partition_epoch: 1,
             isr: vec![1, 2],
@@ -440,7 +464,11 @@ fn isr_expands_only_when_caught_up_to_hw_and_epoch_start() {
     match &a[0] {
         Action::AlterPartition(p) => {
             assert_eq!(p.leader_epoch, 5);
-            assert_eq!(p.isr[2].broker_epoch, Some(103), "KIP-903 broker epoch carried");
+            assert_eq!(
+                p.isr[2].broker_epoch,
+                Some(103),
+                "KIP-903 broker epoch carried"
+            );
         }
         other => panic!("{other:?}"),
     }
@@ -468,14 +496,15 @@ fn isr_expands_only_when_caught_up_to_hw_and_epoch_start() {
             isr: vec![1],
         })
         .is_err());
-    assert!(h
-        .r
-        .isr_committed(IsrUpdate {
+    assert!(
+        h.r.isr_committed(IsrUpdate {
             leader_epoch: 5,
             partition_epoch: 2,
             isr: vec![2, 3],
         })
-        .is_err(), "an ISR without the leader");
+        .is_err(),
+        "an ISR without the leader"
+    );
     assert_eq!(h.r.isr(), vec![1, 2, 3]);
 }
 
@@ -497,9 +526,8 @@ fn min_insync_replicas() {
     assert_eq!(h.r.high_watermark(), 1);
     let a = h.r.tick(LAG + 2);
     assert_eq!(proposals(&a), vec![vec![1]]);
-    let a = h
-        .r
-        .isr_committed(IsrUpdate {
+    let a =
+        h.r.isr_committed(IsrUpdate {
             leader_epoch: 0,
             partition_epoch: 1,
             isr: vec![1],
@@ -510,7 +538,10 @@ fn min_insync_replicas() {
         vec![(w, Err(ErrorCode::NotEnoughReplicasAfterAppend))]
     );
     assert!(hw_moves(&a).is_empty(), "frozen below min ISR");
-    assert_eq!(h.produce(Acks::All, 1).unwrap_err(), ErrorCode::NotEnoughReplicas);
+    assert_eq!(
+        h.produce(Acks::All, 1).unwrap_err(),
+        ErrorCode::NotEnoughReplicas
+    );
     let (w1, _) = h.produce(Acks::Leader, 1).unwrap();
     let a = h.write(4);
     assert_eq!(completed(&a)[0].0, w1);
@@ -533,11 +564,23 @@ fn follower_fetch_fencing() {
     };
     let e = |h: &mut H, f: FollowerFetch| h.r.follower_fetch(f, &h.epochs.clone()).0;
     assert_eq!(
-        e(&mut h, FollowerFetch { current_leader_epoch: Some(4), ..base }),
+        e(
+            &mut h,
+            FollowerFetch {
+                current_leader_epoch: Some(4),
+                ..base
+            }
+        ),
         Err(ErrorCode::FencedLeaderEpoch)
     );
     assert_eq!(
-        e(&mut h, FollowerFetch { current_leader_epoch: Some(6), ..base }),
+        e(
+            &mut h,
+            FollowerFetch {
+                current_leader_epoch: Some(6),
+                ..base
+            }
+        ),
         Err(ErrorCode::UnknownLeaderEpoch)
     );
     assert_eq!(
@@ -545,7 +588,14 @@ fn follower_fetch_fencing() {
         Err(ErrorCode::UnknownLeaderEpoch)
     );
     assert_eq!(
-        e(&mut h, FollowerFetch { replica: 9, current_leader_epoch: None, ..base }),
+        e(
+            &mut h,
+            FollowerFetch {
+                replica: 9,
+                current_leader_epoch: None,
+                ..base
+            }
+        ),
         Err(ErrorCode::NotLeaderOrFollower)
     );
     assert_eq!(
@@ -554,20 +604,44 @@ fn follower_fetch_fencing() {
         "the leader is not its own follower"
     );
     assert_eq!(
-        e(&mut h, FollowerFetch { fetch_offset: 1, ..base }),
+        e(
+            &mut h,
+            FollowerFetch {
+                fetch_offset: 1,
+                ..base
+            }
+        ),
         Err(ErrorCode::OffsetOutOfRange)
     );
     assert_eq!(
-        e(&mut h, FollowerFetch { fetch_offset: -1, ..base }),
+        e(
+            &mut h,
+            FollowerFetch {
+                fetch_offset: -1,
+                ..base
+            }
+        ),
         Err(ErrorCode::OffsetOutOfRange)
     );
     assert_eq!(
-        e(&mut h, FollowerFetch { current_leader_epoch: None, ..base }),
+        e(
+            &mut h,
+            FollowerFetch {
+                current_leader_epoch: None,
+                ..base
+            }
+        ),
         Ok(FetchAnswer::Read { high_watermark: 0 })
     );
     h.r.became_follower(2, 6, 1).unwrap();
     assert_eq!(
-        e(&mut h, FollowerFetch { current_leader_epoch: Some(6), ..base }),
+        e(
+            &mut h,
+            FollowerFetch {
+                current_leader_epoch: Some(6),
+                ..base
+            }
+        ),
         Err(ErrorCode::NotLeaderOrFollower)
     );
 }
@@ -581,11 +655,27 @@ fn stale_leadership_is_refused() {
         h.r.became_follower(2, 4, 0),
         Err(StateError::StaleLeaderEpoch { current: 5, got: 4 })
     );
-    assert!(h.r.became_follower(2, 5, 0).is_err(), "same epoch, other leader");
+    assert!(
+        h.r.became_follower(2, 5, 0).is_err(),
+        "same epoch, other leader"
+    );
     assert_eq!(h.r.role(), Role::Leader);
-    assert_eq!(h.lead(5, &[1, 2], &[1, 2]), vec![], "a resent decision is a no-op");
+    assert_eq!(
+        h.lead(5, &[1, 2], &[1, 2]),
+        vec![],
+        "a resent decision is a no-op"
+    );
     h.r.became_follower(2, 6, 1).unwrap();
-    assert!(h.r.became_leader(BecameLeader { leader_epoch: 6, partition_epoch: 1, replicas: vec![1, 2], isr: vec![1, 2], now_ms: 0 }).is_err());
+    assert!(h
+        .r
+        .became_leader(BecameLeader {
+            leader_epoch: 6,
+            partition_epoch: 1,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            now_ms: 0
+        })
+        .is_err());
     // Malformed decisions.
     let bad = |replicas: Vec<i32>, isr: Vec<i32>| BecameLeader {
         leader_epoch: 9,
@@ -594,10 +684,22 @@ fn stale_leadership_is_refused() {
         isr,
         now_ms: 0,
     };
-    assert_eq!(h.r.became_leader(bad(vec![2, 3], vec![2])), Err(StateError::NotAReplica { id: 1 }));
-    assert_eq!(h.r.became_leader(bad(vec![1, 1], vec![1])), Err(StateError::DuplicateReplica { id: 1 }));
-    assert_eq!(h.r.became_leader(bad(vec![1, 2], vec![2])), Err(StateError::InvalidIsr));
-    assert_eq!(h.r.became_leader(bad(vec![1, 2], vec![1, 3])), Err(StateError::InvalidIsr));
+    assert_eq!(
+        h.r.became_leader(bad(vec![2, 3], vec![2])),
+        Err(StateError::NotAReplica { id: 1 })
+    );
+    assert_eq!(
+        h.r.became_leader(bad(vec![1, 1], vec![1])),
+        Err(StateError::DuplicateReplica { id: 1 })
+    );
+    assert_eq!(
+        h.r.became_leader(bad(vec![1, 2], vec![2])),
+        Err(StateError::InvalidIsr)
+    );
+    assert_eq!(
+        h.r.became_leader(bad(vec![1, 2], vec![1, 3])),
+        Err(StateError::InvalidIsr)
+    );
     assert_eq!(h.r.role(), Role::Follower { leader: 2 });
 }
 
@@ -619,13 +721,25 @@ fn losing_leadership_fails_waiters_and_tickets() {
             (w2, Err(ErrorCode::NotLeaderOrFollower))
         ]
     );
-    assert_eq!(h.r.check_batch(&t, None), Err(ErrorCode::NotLeaderOrFollower));
+    assert_eq!(
+        h.r.check_batch(&t, None),
+        Err(ErrorCode::NotLeaderOrFollower)
+    );
     let w3 = t.waiter();
     let a = h.r.appended(
         t,
-        Appended { base_offset: 4, last_offset: 4, ident: None, duplicate: false, at_ms: 0 },
+        Appended {
+            base_offset: 4,
+            last_offset: 4,
+            ident: None,
+            duplicate: false,
+            at_ms: 0,
+        },
     );
-    assert_eq!(completed(&a), vec![(w3, Err(ErrorCode::NotLeaderOrFollower))]);
+    assert_eq!(
+        completed(&a),
+        vec![(w3, Err(ErrorCode::NotLeaderOrFollower))]
+    );
     assert_eq!(h.r.pending_waiters(), 0);
 
     let mut h = H::new(cfg(1));
@@ -649,8 +763,14 @@ fn waiters_are_bounded() {
     h.lead(0, &[1], &[1]);
     let (w1, _) = h.produce(Acks::All, 1).unwrap();
     let t = h.r.admit_produce(Acks::Leader).unwrap();
-    assert_eq!(h.r.admit_produce(Acks::Leader).unwrap_err(), ErrorCode::RequestTimedOut);
-    assert!(h.r.admit_produce(Acks::None).is_ok(), "acks=0 takes no slot");
+    assert_eq!(
+        h.r.admit_produce(Acks::Leader).unwrap_err(),
+        ErrorCode::RequestTimedOut
+    );
+    assert!(
+        h.r.admit_produce(Acks::None).is_ok(),
+        "acks=0 takes no slot"
+    );
     h.r.append_failed(t);
     let t = h.r.admit_produce(Acks::Leader).unwrap();
     assert_eq!(h.r.pending_waiters(), 2);
@@ -660,7 +780,10 @@ fn waiters_are_bounded() {
     h.r.append_failed(t);
     let (_, _) = h.produce(Acks::All, 1).unwrap();
     let (_, _) = h.produce(Acks::All, 1).unwrap();
-    assert_eq!(h.produce(Acks::All, 1).unwrap_err(), ErrorCode::RequestTimedOut);
+    assert_eq!(
+        h.produce(Acks::All, 1).unwrap_err(),
+        ErrorCode::RequestTimedOut
+    );
     let a = h.write(3);
     assert_eq!(completed(&a).len(), 2, "the abandoned one is not answered");
     assert_eq!(h.r.pending_waiters(), 0);
@@ -674,23 +797,56 @@ fn waiters_are_bounded() {
 fn duplicate_waits_for_the_original_batch() {
     let mut h = H::with(cfg(1), Remembered::default());
     h.lead(0, &[1, 2], &[1, 2]);
-    let ident = BatchIdent { producer_id: 7, producer_epoch: 0, first_seq: 0, last_seq: 2 };
+    let ident = BatchIdent {
+        producer_id: 7,
+        producer_epoch: 0,
+        first_seq: 0,
+        last_seq: 2,
+    };
     let t = h.r.admit_produce(Acks::All).unwrap();
     assert_eq!(h.r.check_batch(&t, Some(&ident)), Ok(DedupCheck::Append));
     h.ends.log_end = 3;
     h.epochs.append(0, 3);
-    h.r.appended(t, Appended { base_offset: 0, last_offset: 2, ident: Some(ident), duplicate: false, at_ms: 0 });
+    h.r.appended(
+        t,
+        Appended {
+            base_offset: 0,
+            last_offset: 2,
+            ident: Some(ident),
+            duplicate: false,
+            at_ms: 0,
+        },
+    );
     h.write(3);
     // The retry: the producer state knows it.
     let t = h.r.admit_produce(Acks::All).unwrap();
     let w = t.waiter();
     assert_eq!(
         h.r.check_batch(&t, Some(&ident)),
-        Ok(DedupCheck::Duplicate { base_offset: 0, last_offset: 2 })
+        Ok(DedupCheck::Duplicate {
+            base_offset: 0,
+            last_offset: 2
+        })
     );
-    let a = h.r.appended(t, Appended { base_offset: 0, last_offset: 2, ident: Some(ident), duplicate: true, at_ms: 0 });
-    assert!(completed(&a).is_empty(), "the original is not replicated yet");
-    assert_eq!(h.r.producers().batches[&7].len(), 1, "a duplicate is not recorded again");
+    let a = h.r.appended(
+        t,
+        Appended {
+            base_offset: 0,
+            last_offset: 2,
+            ident: Some(ident),
+            duplicate: true,
+            at_ms: 0,
+        },
+    );
+    assert!(
+        completed(&a).is_empty(),
+        "the original is not replicated yet"
+    );
+    assert_eq!(
+        h.r.producers().batches[&7].len(),
+        1,
+        "a duplicate is not recorded again"
+    );
     let (_, a) = h.fetch(2, 3, 1);
     let c = completed(&a);
     assert_eq!(c.len(), 2);
@@ -704,25 +860,74 @@ fn duplicate_waits_for_the_original_batch() {
 fn follower_producer_state_and_truncation() {
     let mut h = H::with(cfg(2), Remembered::default());
     h.r.became_follower(1, 1, 0).unwrap();
-    let ident = BatchIdent { producer_id: 3, producer_epoch: 0, first_seq: 0, last_seq: 0 };
-    h.ends = LogEnds { log_start: 0, durable_end: 0, written_end: 6, log_end: 6 };
+    let ident = BatchIdent {
+        producer_id: 3,
+        producer_epoch: 0,
+        first_seq: 0,
+        last_seq: 0,
+    };
+    h.ends = LogEnds {
+        log_start: 0,
+        durable_end: 0,
+        written_end: 6,
+        log_end: 6,
+    };
     h.epochs.append(1, 6);
     h.r.log_progress(h.ends).unwrap();
     h.r.follower_appended(&ident, 5, 5, 0);
-    h.r.leader_answer(LeaderAnswer { leader_epoch: 1, high_watermark: 9, diverging: None }, &h.epochs).unwrap();
-    assert_eq!(h.r.high_watermark(), 6, "capped at the follower's committed end");
-    let a = h
-        .r
-        .leader_answer(LeaderAnswer { leader_epoch: 1, high_watermark: 2, diverging: None }, &h.epochs)
-        .unwrap();
-    assert!(a.is_empty(), "a follower's high watermark does not go back on an answer");
+    h.r.leader_answer(
+        LeaderAnswer {
+            leader_epoch: 1,
+            high_watermark: 9,
+            diverging: None,
+        },
+        &h.epochs,
+    )
+    .unwrap();
     assert_eq!(
-        h.r.leader_answer(LeaderAnswer { leader_epoch: 0, high_watermark: 2, diverging: None }, &h.epochs),
+        h.r.high_watermark(),
+        6,
+        "capped at the follower's committed end"
+    );
+    let a =
+        h.r.leader_answer(
+            LeaderAnswer {
+                leader_epoch: 1,
+                high_watermark: 2,
+                diverging: None,
+            },
+            &h.epochs,
+        )
+        .unwrap();
+    assert!(
+        a.is_empty(),
+        "a follower's high watermark does not go back on an answer"
+    );
+    assert_eq!(
+        h.r.leader_answer(
+            LeaderAnswer {
+                leader_epoch: 0,
+                high_watermark: 2,
+                diverging: None
+            },
+            &h.epochs
+        ),
         Err(StateError::WrongEpoch { current: 1, got: 0 })
     );
-    h.ends = LogEnds { log_start: 0, durable_end: 0, written_end: 4, log_end: 4 };
+    h.ends = LogEnds {
+        log_start: 0,
+        durable_end: 0,
+        written_end: 4,
+        log_end: 4,
+    };
     let a = h.r.truncated(h.ends).unwrap();
-    assert_eq!(a, vec![Action::HighWatermark(4), Action::RebuildProducers { end: 4 }]);
+    assert_eq!(
+        a,
+        vec![
+            Action::HighWatermark(4),
+            Action::RebuildProducers { end: 4 }
+        ]
+    );
 }
 
 // ----- log positions ------------------------------------------------------------------------------
@@ -730,19 +935,43 @@ fn follower_producer_state_and_truncation() {
 #[test]
 fn log_positions_are_checked() {
     let mut h = H::new(cfg(1));
-    let bad = LogEnds { log_start: 0, durable_end: 5, written_end: 3, log_end: 6 };
-    assert!(matches!(h.r.log_progress(bad), Err(StateError::EndsOutOfOrder { .. })));
-    let ok = LogEnds { log_start: 0, durable_end: 3, written_end: 5, log_end: 6 };
+    let bad = LogEnds {
+        log_start: 0,
+        durable_end: 5,
+        written_end: 3,
+        log_end: 6,
+    };
+    assert!(matches!(
+        h.r.log_progress(bad),
+        Err(StateError::EndsOutOfOrder { .. })
+    ));
+    let ok = LogEnds {
+        log_start: 0,
+        durable_end: 3,
+        written_end: 5,
+        log_end: 6,
+    };
     h.r.log_progress(ok).unwrap();
     let back = LogEnds { log_end: 5, ..ok };
     assert_eq!(
         h.r.log_progress(back),
-        Err(StateError::EndsWentBack { what: "log end", from: 6, to: 5 })
+        Err(StateError::EndsWentBack {
+            what: "log end",
+            from: 6,
+            to: 5
+        })
     );
     assert_eq!(h.r.ends(), ok);
-    assert!(matches!(h.r.truncated(LogEnds { log_end: 7, ..ok }), Err(StateError::TruncationForward { .. })));
+    assert!(matches!(
+        h.r.truncated(LogEnds { log_end: 7, ..ok }),
+        Err(StateError::TruncationForward { .. })
+    ));
     h.lead(0, &[1], &[1]);
-    assert_eq!(h.r.truncated(LogEnds::at(0)), Err(StateError::NotFollower), "a leader never truncates");
+    assert_eq!(
+        h.r.truncated(LogEnds::at(0)),
+        Err(StateError::NotFollower),
+        "a leader never truncates"
+    );
     // A checkpoint above what survived a crash is capped.
     let r = ReplicaState::new(cfg(1), ok, 100, NoDedup).unwrap();
     assert_eq!(r.high_watermark(), 5);
@@ -762,7 +991,18 @@ fn table(epochs: &[LeaderEpoch]) -> EpochTable {
 /// Runs a follower's fetch/truncate loop against a leader log through the leader's check and the
 /// follower core; returns the follower log's end after convergence and the truncations asked.
 fn converge(leader: &EpochTable, follower: &mut EpochTable) -> Vec<(Offset, bool)> {
-    let mut r = ReplicaState::new(cfg(2), LogEnds { log_start: 0, durable_end: 0, written_end: follower.log_end(), log_end: follower.log_end() }, 0, NoDedup).unwrap();
+    let mut r = ReplicaState::new(
+        cfg(2),
+        LogEnds {
+            log_start: 0,
+            durable_end: 0,
+            written_end: follower.log_end(),
+            log_end: follower.log_end(),
+        },
+        0,
+        NoDedup,
+    )
+    .unwrap();
     r.became_follower(1, 100, 0).unwrap();
     let mut cuts = Vec::new();
     for _ in 0..100 {
@@ -773,13 +1013,28 @@ fn converge(leader: &EpochTable, follower: &mut EpochTable) -> Vec<(Offset, bool
         };
         let Some(d) = diverging else { return cuts };
         let a = r
-            .leader_answer(LeaderAnswer { leader_epoch: 100, high_watermark: 0, diverging: Some(d) }, follower)
+            .leader_answer(
+                LeaderAnswer {
+                    leader_epoch: 100,
+                    high_watermark: 0,
+                    diverging: Some(d),
+                },
+                follower,
+            )
             .unwrap();
-        let [Action::Truncate { to, complete }] = a[..] else { panic!("{a:?}") };
+        let [Action::Truncate { to, complete }] = a[..] else {
+            panic!("{a:?}")
+        };
         assert!(r.fetch_position().is_none(), "no fetch while truncating");
         cuts.push((to, complete));
         follower.truncate_to(to);
-        r.truncated(LogEnds { log_start: 0, durable_end: 0, written_end: to, log_end: to }).unwrap();
+        r.truncated(LogEnds {
+            log_start: 0,
+            durable_end: 0,
+            written_end: to,
+            log_end: to,
+        })
+        .unwrap();
     }
     panic!("no convergence");
 }
@@ -824,7 +1079,10 @@ fn truncation_in_two_rounds_when_follower_lacks_the_epoch() {
     let mut follower = table(&[1, 1, 1, 4, 5]);
     // Round 1: leader's largest epoch <= 5 is 3 (end 4); the follower has no 3: cut to the end
     // of epoch 1 (3), incomplete. Round 2: epoch 1 ends at 2 on the leader: cut to 2.
-    assert_eq!(converge(&leader, &mut follower), vec![(3, false), (2, true)]);
+    assert_eq!(
+        converge(&leader, &mut follower),
+        vec![(3, false), (2, true)]
+    );
     assert_eq!(follower.log_end(), 2);
 }
 
@@ -863,11 +1121,17 @@ fn epoch_table_semantics() {
     assert_eq!(diverging_epoch(&leader, 0, 0, 1), None);
     assert_eq!(
         diverging_epoch(&leader, 0, 1, 1),
-        Some(EpochEndOffset { epoch: 1, end_offset: 0 })
+        Some(EpochEndOffset {
+            epoch: 1,
+            end_offset: 0
+        })
     );
     assert_eq!(
         diverging_epoch(&EpochTable::new(5), 5, 7, 1),
-        Some(EpochEndOffset { epoch: 1, end_offset: 5 }),
+        Some(EpochEndOffset {
+            epoch: 1,
+            end_offset: 5
+        }),
         "an empty leader log"
     );
 }
