@@ -464,7 +464,14 @@ impl<P: ProducerDedup> ReplicaState<P> {
         if isr.len() != l.isr.len() || !isr.contains(&me) || !isr.is_subset(&replicas) {
             return Err(StateError::InvalidIsr);
         }
-        let mut out = self.change_role(Role::Leader, ErrorCode::NotLeaderOrFollower);
+        // Leader again in a newer epoch (e.g. the ISR or replicas changed with a new leader
+        // epoch): what it appended stays in its log, so waiters and tickets carry on, as Kafka's
+        // delayed produces do. From any other role they are answered now.
+        let mut out = if self.role == Role::Leader {
+            Vec::new()
+        } else {
+            self.change_role(Role::Leader, ErrorCode::NotLeaderOrFollower)
+        };
         self.leader_epoch = l.leader_epoch;
         self.partition_epoch = l.partition_epoch;
         self.now_ms = self.now_ms.max(l.now_ms);

@@ -750,6 +750,29 @@ fn losing_leadership_fails_waiters_and_tickets() {
     assert_eq!(h.r.role(), Role::Offline);
 }
 
+/// A leader elected again in a newer epoch keeps its waiters and tickets: they complete under
+/// the new epoch's ISR.
+#[test]
+fn reelected_leader_keeps_waiters() {
+    let mut h = H::new(cfg(1));
+    h.lead(1, &[1, 2], &[1, 2]);
+    let (w, _) = h.produce(Acks::All, 2).unwrap();
+    let t = h.r.admit_produce(Acks::Leader).unwrap();
+    let a = h.lead(2, &[1, 2], &[1]);
+    assert!(completed(&a).is_empty());
+    assert_eq!(h.r.epoch_start_offset(), Some(2));
+    assert_eq!(h.r.check_batch(&t, None), Ok(DedupCheck::Append));
+    h.r.append_failed(t);
+    let a = h.write(2);
+    assert_eq!(completed(&a).len(), 1);
+    assert_eq!(
+        completed(&a)[0].0,
+        w,
+        "ISR is {{1}} now: committed on the leader's write"
+    );
+    assert_eq!(h.r.pending_waiters(), 0);
+}
+
 // ----- bounded waiters ----------------------------------------------------------------------------
 
 /// At max_pending_waiters a produce is refused before the append (REQUEST_TIMED_OUT, retriable);
