@@ -572,6 +572,12 @@ impl<P: ProducerDedup> ReplicaState<P> {
         }
         self.ends = ends;
         let mut out = Vec::new();
+        if self.hw < ends.log_start {
+            // Records below the log start are gone (DeleteRecords, retention); nobody can read
+            // there, so the high watermark is at least the log start (as in Kafka).
+            self.hw = ends.log_start;
+            out.push(Action::HighWatermark(self.hw));
+        }
         if self.role == Role::Leader {
             let bound = self.local_committed_end();
             Self::drain(

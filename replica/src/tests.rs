@@ -995,6 +995,15 @@ fn log_positions_are_checked() {
         Err(StateError::NotFollower),
         "a leader never truncates"
     );
+    // The high watermark is never below the log start.
+    let mut r = ReplicaState::new(cfg(1), LogEnds::at(0), 0, NoDedup).unwrap();
+    let moved = LogEnds {
+        log_start: 4,
+        durable_end: 4,
+        written_end: 6,
+        log_end: 6,
+    };
+    assert_eq!(r.log_progress(moved), Ok(vec![Action::HighWatermark(4)]));
     // A checkpoint above what survived a crash is capped.
     let r = ReplicaState::new(cfg(1), ok, 100, NoDedup).unwrap();
     assert_eq!(r.high_watermark(), 5);
