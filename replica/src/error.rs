@@ -76,6 +76,8 @@ impl ErrorCode {
 pub enum StateError {
     #[error("leader epoch {got} is older than the current {current}")]
     StaleLeaderEpoch { current: i32, got: i32 },
+    #[error("partition epoch {got} is not newer than the current {current}")]
+    StalePartitionEpoch { current: i32, got: i32 },
     #[error("this replica ({id}) is not in the assigned replicas")]
     NotAReplica { id: i32 },
     #[error("the ISR must hold the leader and only assigned replicas, each once")]

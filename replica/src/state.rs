@@ -939,7 +939,7 @@ impl<P: ProducerDedup> ReplicaState<P> {
             });
         }
         if u.partition_epoch <= self.partition_epoch {
-            return Err(StateError::StaleLeaderEpoch {
+            return Err(StateError::StalePartitionEpoch {
                 current: self.partition_epoch,
                 got: u.partition_epoch,
             });

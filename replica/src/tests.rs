@@ -480,14 +480,14 @@ fn isr_expands_only_when_caught_up_to_hw_and_epoch_start() {
     .unwrap();
     assert_eq!(h.r.isr(), vec![1, 2, 3]);
     // Stale or foreign controller answers are refused without a change.
-    assert!(h
-        .r
-        .isr_committed(IsrUpdate {
+    assert_eq!(
+        h.r.isr_committed(IsrUpdate {
             leader_epoch: 5,
             partition_epoch: 1,
             isr: vec![1],
-        })
-        .is_err());
+        }),
+        Err(StateError::StalePartitionEpoch { current: 1, got: 1 })
+    );
     assert!(h
         .r
         .isr_committed(IsrUpdate {
