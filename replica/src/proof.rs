@@ -25,12 +25,12 @@ pub enum CommitScope {
 /// at [`scope`](Committed::scope). Only the replica core creates one: outside the crate it
 /// cannot be built.
 ///
-/// ```compile_fail
+/// ```compile_fail,E0451
 /// use shardlog_replica::{CommitScope, Committed};
 /// let forged = Committed { through: 10, scope: CommitScope::Replicated };
 /// ```
 ///
-/// ```compile_fail
+/// ```compile_fail,E0624
 /// let forged = shardlog_replica::Committed::mint(10, shardlog_replica::CommitScope::Leader);
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
