@@ -953,6 +953,64 @@ fn follower_producer_state_and_truncation() {
     );
 }
 
+/// A follower fetches from its committed end, and only once all it appended is committed (so the
+/// leader counts only data that satisfies this replica's flush policy); never while truncating,
+/// never as leader or offline.
+#[test]
+fn follower_fetches_from_its_committed_end() {
+    let mut h = H::new(Config {
+        commit_on: CommitOn::Fsync,
+        ..cfg(2)
+    });
+    assert_eq!(h.r.fetch_position(), None, "offline");
+    h.r.became_follower(1, 1, 0).unwrap();
+    assert_eq!(h.r.fetch_position(), Some(0));
+    h.ends.log_end = 5;
+    h.r.log_progress(h.ends).unwrap();
+    assert_eq!(h.r.fetch_position(), None, "appended, not written");
+    h.write(5);
+    assert_eq!(h.r.fetch_position(), None, "written, not fsync'd");
+    h.sync(5);
+    assert_eq!(h.r.fetch_position(), Some(5));
+    h.epochs.append(1, 5);
+    let a =
+        h.r.leader_answer(
+            LeaderAnswer {
+                leader_epoch: 1,
+                high_watermark: 5,
+                diverging: Some(EpochEndOffset {
+                    epoch: 1,
+                    end_offset: 3,
+                }),
+            },
+            &h.epochs,
+        )
+        .unwrap();
+    assert_eq!(
+        a,
+        vec![Action::Truncate {
+            to: 3,
+            complete: true
+        }]
+    );
+    assert_eq!(h.r.fetch_position(), None, "truncating");
+    h.ends = LogEnds::at(0);
+    h.ends.log_end = 3;
+    h.ends.written_end = 3;
+    h.ends.durable_end = 3;
+    h.r.truncated(h.ends).unwrap();
+    assert_eq!(h.r.fetch_position(), Some(3));
+    h.r.became_leader(BecameLeader {
+        leader_epoch: 2,
+        partition_epoch: 1,
+        replicas: vec![1, 2],
+        isr: vec![2],
+        now_ms: 0,
+    })
+    .unwrap();
+    assert_eq!(h.r.fetch_position(), None, "a leader does not fetch");
+}
+
 // ----- log positions ------------------------------------------------------------------------------
 
 #[test]
