@@ -25,7 +25,7 @@ pub use error::{QuorumError, StoreError};
 pub use node::{
     bootstrap_conf, Committed, Proposal, QuorumConfig, QuorumNode, ReadyOutput, StateMachine,
 };
-pub use raft::prelude::{ConfState, Message};
+pub use raft::prelude::{ConfState, Message, MessageType};
 pub use raft::StateRole;
 pub use store::{OpenReport, RaftStore, MAX_ENTRY_BYTES, MAX_SNAPSHOT_BYTES};
 pub use voters::{parse_voters, Voter, VotersError};

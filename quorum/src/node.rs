@@ -258,6 +258,18 @@ impl<S: Storage, M: StateMachine> QuorumNode<S, M> {
         self.raw.report_unreachable(id);
     }
 
+    /// Tells raft whether a snapshot message to `id` went out (`true`) or could not be sent.
+    /// The transport must report every `MsgSnapshot`: until it does, raft pauses replication
+    /// to that follower.
+    pub fn report_snapshot(&mut self, id: u64, sent: bool) {
+        let status = if sent {
+            raft::SnapshotStatus::Finish
+        } else {
+            raft::SnapshotStatus::Failure
+        };
+        self.raw.report_snapshot(id, status);
+    }
+
     /// Whether a [`QuorumNode::ready`] cycle has work.
     pub fn has_ready(&self) -> bool {
         self.raw.has_ready()
