@@ -801,3 +801,383 @@ impl<S: Storage> raft::Storage for RaftStore<S> {
         Ok(s)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::future::block_on;
+    use proptest::prelude::*;
+    use raft::Storage as _;
+    use shardlog_engine::io::sim::{CrashMode, Faults};
+    use shardlog_engine::SimStorage;
+
+    fn dir() -> PathBuf {
+        PathBuf::from("/data/quorum")
+    }
+
+    fn conf() -> ConfState {
+        ConfState::from((vec![1, 2, 3], vec![4]))
+    }
+
+    fn open(disk: &SimStorage) -> (RaftStore<SimStorage>, OpenReport) {
+        block_on(RaftStore::open(disk.clone(), &dir(), conf())).unwrap()
+    }
+
+    fn entry(index: u64, term: u64, data: &str) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = Bytes::copy_from_slice(data.as_bytes());
+        e
+    }
+
+    fn entries(from: u64, to: u64, term: u64) -> Vec<Entry> {
+        (from..=to)
+            .map(|i| entry(i, term, &format!("e{i}t{term}")))
+            .collect()
+    }
+
+    fn hs(term: u64, vote: u64, commit: u64) -> HardState {
+        let mut h = HardState::default();
+        h.term = term;
+        h.vote = vote;
+        h.commit = commit;
+        h
+    }
+
+    fn all(s: &RaftStore<SimStorage>) -> Vec<Entry> {
+        s.entries(
+            s.first(),
+            s.last() + 1,
+            None,
+            GetEntriesContext::empty(false),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn fresh_store_survives_reopen_with_synced_state() {
+        let disk = SimStorage::new(512);
+        let (mut s, rep) = open(&disk);
+        assert!(rep.created);
+        assert_eq!(s.initial_state().unwrap().conf_state, conf());
+        block_on(s.append(&entries(1, 5, 1), Some(&hs(1, 2, 3)), true)).unwrap();
+        // Unsynced: lost by a crash that keeps only synced data.
+        block_on(s.append(&entries(6, 7, 1), Some(&hs(1, 2, 5)), false)).unwrap();
+        assert_eq!(s.last_index().unwrap(), 7);
+        drop(s);
+        let disk = disk.crash(CrashMode::LoseUnsynced);
+        let (s, rep) = open(&disk);
+        assert!(!rep.created);
+        assert_eq!(rep.last_index, 5);
+        assert_eq!(all(&s), entries(1, 5, 1));
+        assert_eq!(s.initial_state().unwrap().hard_state, hs(1, 2, 3));
+        assert_eq!(s.initial_state().unwrap().conf_state, conf());
+        assert_eq!(s.term(0).unwrap(), 0);
+        assert_eq!(s.term(4).unwrap(), 1);
+    }
+
+    #[test]
+    fn conflicting_suffix_is_replaced_in_memory_and_after_restart() {
+        let disk = SimStorage::new(512);
+        let (mut s, _) = open(&disk);
+        block_on(s.append(&entries(1, 5, 1), Some(&hs(1, 0, 2)), true)).unwrap();
+        block_on(s.append(&entries(3, 4, 2), Some(&hs(2, 0, 2)), true)).unwrap();
+        let want: Vec<Entry> = entries(1, 2, 1)
+            .into_iter()
+            .chain(entries(3, 4, 2))
+            .collect();
+        assert_eq!(all(&s), want);
+        assert_eq!(s.last_index().unwrap(), 4);
+        drop(s);
+        let (s, _) = open(&disk.crash(CrashMode::LoseUnsynced));
+        assert_eq!(all(&s), want);
+        // Appends must continue the log.
+        let (mut s, _) = open(&disk.crash(CrashMode::KeepAll));
+        let err = block_on(s.append(&entries(7, 7, 2), None, true)).unwrap_err();
+        assert!(
+            matches!(err, StoreError::NotContiguous { first: 7, .. }),
+            "{err}"
+        );
+        let mut gap = entries(5, 5, 2);
+        gap.push(entry(7, 2, "x"));
+        assert!(matches!(
+            block_on(s.append(&gap, None, true)),
+            Err(StoreError::NotContiguous { .. })
+        ));
+    }
+
+    #[test]
+    fn raft_storage_reads_from_memory_with_limits_and_errors() {
+        let disk = SimStorage::new(512);
+        let (mut s, _) = open(&disk);
+        block_on(s.append(&entries(1, 10, 1), Some(&hs(1, 0, 10)), true)).unwrap();
+        block_on(s.compact(4, conf(), Bytes::from_static(b"sm@4"))).unwrap();
+        let ctx = || GetEntriesContext::empty(false);
+        assert_eq!(s.first_index().unwrap(), 5);
+        assert_eq!(s.term(4).unwrap(), 1);
+        assert!(matches!(
+            s.entries(4, 6, None, ctx()),
+            Err(raft::Error::Store(RaftStorageError::Compacted))
+        ));
+        assert!(matches!(
+            s.term(3),
+            Err(raft::Error::Store(RaftStorageError::Compacted))
+        ));
+        assert!(matches!(
+            s.entries(5, 12, None, ctx()),
+            Err(raft::Error::Store(RaftStorageError::Unavailable))
+        ));
+        assert!(matches!(
+            s.term(11),
+            Err(raft::Error::Store(RaftStorageError::Unavailable))
+        ));
+        // max_size limits the answer but always returns at least one entry.
+        assert_eq!(s.entries(5, 11, Some(0), ctx()).unwrap().len(), 1);
+        assert_eq!(s.entries(5, 11, None, ctx()).unwrap(), entries(5, 10, 1));
+        let snap = s.snapshot(0, 2).unwrap();
+        assert_eq!(snap.get_metadata().index, 4);
+        assert_eq!(&snap.data[..], b"sm@4");
+        assert!(s.snapshot(5, 2).is_err());
+    }
+
+    #[test]
+    fn compaction_rewrites_the_tail_and_survives_restart() {
+        let disk = SimStorage::new(512);
+        let (mut s, _) = open(&disk);
+        block_on(s.append(&entries(1, 10, 1), Some(&hs(1, 1, 8)), true)).unwrap();
+        let before = s.log_bytes();
+        block_on(s.compact(6, conf(), Bytes::from_static(b"state"))).unwrap();
+        assert!(s.log_bytes() < before);
+        assert_eq!(all(&s), entries(7, 10, 1));
+        let logs: Vec<PathBuf> = disk
+            .files()
+            .into_iter()
+            .filter(|p| p.to_string_lossy().contains(LOG_PREFIX))
+            .collect();
+        assert_eq!(logs, vec![dir().join(log_name(2))]);
+        drop(s);
+        let (s, rep) = open(&disk.crash(CrashMode::LoseUnsynced));
+        assert_eq!(rep.snapshot_index, 6);
+        assert_eq!(all(&s), entries(7, 10, 1));
+        assert_eq!(&s.snapshot_data()[..], b"state");
+        assert_eq!(s.snapshot_metadata().term, 1);
+        assert_eq!(s.hard_state(), &hs(1, 1, 8));
+    }
+
+    #[test]
+    fn a_compaction_interrupted_at_any_step_leaves_old_or_new_state() {
+        for step in 0..6 {
+            let disk = SimStorage::new(512);
+            let (mut s, _) = open(&disk);
+            block_on(s.append(&entries(1, 10, 1), Some(&hs(1, 1, 8)), true)).unwrap();
+            disk.set_faults(Faults {
+                eio_control_step_after: Some(step),
+                ..Faults::default()
+            });
+            let r = block_on(s.compact(6, conf(), Bytes::from_static(b"state")));
+            drop(s);
+            for mode in [CrashMode::LoseUnsynced, CrashMode::KeepAll] {
+                let (s, rep) = open(&disk.crash(mode));
+                assert_eq!(s.last_index().unwrap(), 10, "step {step}");
+                match rep.snapshot_index {
+                    0 => assert_eq!(all(&s), entries(1, 10, 1)),
+                    6 => assert_eq!(all(&s), entries(7, 10, 1)),
+                    other => panic!("snapshot {other}"),
+                }
+                if r.is_ok() && matches!(mode, CrashMode::LoseUnsynced) {
+                    assert_eq!(rep.snapshot_index, 6, "a completed compaction is durable");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn installed_snapshot_replaces_the_log() {
+        let disk = SimStorage::new(512);
+        let (mut s, _) = open(&disk);
+        block_on(s.append(&entries(1, 3, 1), Some(&hs(1, 0, 1)), true)).unwrap();
+        let mut snap = Snapshot::default();
+        snap.mut_metadata().index = 20;
+        snap.mut_metadata().term = 3;
+        snap.mut_metadata()
+            .set_conf_state(ConfState::from((vec![1, 2, 3], vec![])));
+        snap.data = Bytes::from_static(b"leader state");
+        block_on(s.install_snapshot(&snap, Some(&hs(3, 0, 20)))).unwrap();
+        block_on(s.append(&entries(21, 22, 3), None, true)).unwrap();
+        drop(s);
+        let (s, rep) = open(&disk.crash(CrashMode::LoseUnsynced));
+        assert_eq!((rep.snapshot_index, rep.last_index), (20, 22));
+        assert_eq!(all(&s), entries(21, 22, 3));
+        assert_eq!(s.hard_state(), &hs(3, 0, 20));
+        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
+        let mut old = snap.clone();
+        old.mut_metadata().index = 5;
+        let (mut s, _) = open(&disk.crash(CrashMode::KeepAll));
+        assert!(matches!(
+            block_on(s.install_snapshot(&old, None)),
+            Err(StoreError::SnapshotOutOfDate {
+                index: 5,
+                current: 20
+            })
+        ));
+    }
+
+    #[test]
+    fn oversized_entries_and_snapshots_are_refused() {
+        let disk = SimStorage::new(512);
+        let (mut s, _) = open(&disk);
+        let mut big = entry(1, 1, "");
+        big.data = Bytes::from(vec![0u8; MAX_ENTRY_BYTES + 1]);
+        assert!(matches!(
+            block_on(s.append(&[big], None, true)),
+            Err(StoreError::EntryTooLarge { index: 1, .. })
+        ));
+        let mut max = entry(1, 1, "");
+        max.data = Bytes::from(vec![0u8; MAX_ENTRY_BYTES]);
+        block_on(s.append(&[max.clone()], None, true)).unwrap();
+        drop(s);
+        let (mut s, _) = open(&disk.crash(CrashMode::LoseUnsynced));
+        assert_eq!(all(&s), vec![max]);
+        block_on(s.append(&[], Some(&hs(1, 0, 1)), true)).unwrap();
+        let huge = Bytes::from(vec![0u8; MAX_SNAPSHOT_BYTES + 1]);
+        assert!(matches!(
+            block_on(s.compact(1, conf(), huge)),
+            Err(StoreError::SnapshotTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn damaged_control_files_are_refused_not_guessed() {
+        let disk = SimStorage::new(512);
+        let (mut s, _) = open(&disk);
+        block_on(s.append(&entries(1, 3, 1), Some(&hs(1, 0, 1)), true)).unwrap();
+        let valid = s.log_bytes() as usize;
+        drop(s);
+        let snap = dir().join(SNAPSHOT_FILE);
+        let d = disk.crash(CrashMode::KeepAll);
+        d.with_file_mut(&snap, |b| b[12] ^= 1).unwrap();
+        let err = block_on(RaftStore::open(d, &dir(), conf())).err().unwrap();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+        let d = disk.crash(CrashMode::KeepAll);
+        d.with_file_mut(&snap, |b| b[4] = 9).unwrap();
+        let err = block_on(RaftStore::open(d, &dir(), conf())).err().unwrap();
+        assert!(
+            matches!(err, StoreError::UnsupportedVersion { version: 9, .. }),
+            "{err}"
+        );
+        // A log record with a valid CRC that does not continue the log is corruption too.
+        let d = disk.crash(CrashMode::KeepAll);
+        let log = dir().join(log_name(1));
+        let mut rec = Vec::new();
+        encode_entry(&mut rec, &entry(9, 1, "stray")).unwrap();
+        d.with_file_mut(&log, |b| {
+            b.truncate(valid);
+            b.extend_from_slice(&rec);
+        })
+        .unwrap();
+        let err = block_on(RaftStore::open(d, &dir(), conf())).err().unwrap();
+        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+
+    #[test]
+    fn a_log_cut_at_any_byte_recovers_a_prefix_and_stays_writable() {
+        let disk = SimStorage::new(512);
+        let (mut s, _) = open(&disk);
+        block_on(s.append(&entries(1, 6, 1), Some(&hs(1, 0, 6)), true)).unwrap();
+        drop(s);
+        let log = dir().join(log_name(1));
+        let full = block_on(disk.read_file(&log)).unwrap().unwrap();
+        let mut prev = 0;
+        for cut in 0..=full.len() {
+            let d = disk.crash(CrashMode::KeepAll);
+            d.with_file_mut(&log, |b| b.truncate(cut)).unwrap();
+            match block_on(RaftStore::open(d.clone(), &dir(), conf())) {
+                Ok((mut s, _)) => {
+                    let got = all(&s);
+                    assert_eq!(got[..], entries(1, 6, 1)[..got.len()], "cut {cut}");
+                    assert!(got.len() >= prev, "recovered less from a longer file");
+                    prev = got.len();
+                    // Appending after recovery works and survives.
+                    let next = s.last_index().unwrap() + 1;
+                    block_on(s.append(&entries(next, next, 2), None, true)).unwrap();
+                    drop(s);
+                    let (s, rep) = open(&d.crash(CrashMode::LoseUnsynced));
+                    assert_eq!(rep.last_index, next, "cut {cut}");
+                    assert_eq!(s.term(next).unwrap(), 2);
+                }
+                // Only a file cut inside its header record is refused.
+                Err(StoreError::Corrupt { .. }) => assert!(cut < 18, "cut {cut}"),
+                Err(e) => panic!("cut {cut}: {e}"),
+            }
+        }
+        assert_eq!(prev, 6);
+    }
+
+    /// One write of the model: entries (from a start index) and maybe a hard state, synced or
+    /// not.
+    #[derive(Clone, Debug)]
+    struct Op {
+        back: u64,
+        count: u64,
+        with_hs: bool,
+        sync: bool,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        (0u64..3, 0u64..4, any::<bool>(), any::<bool>()).prop_map(|(back, count, with_hs, sync)| {
+            Op {
+                back,
+                count,
+                with_hs,
+                sync,
+            }
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Whatever a crash keeps (a torn, arbitrary subset of unsynced writes), the store
+        /// reopens to the state after some prefix of the written records that includes every
+        /// synced one.
+        #[test]
+        fn crashes_recover_a_prefix_of_the_records(ops in proptest::collection::vec(op(), 1..12), seed in any::<u64>()) {
+            let disk = SimStorage::new(512);
+            let (mut s, _) = open(&disk);
+            // States after each record, as (entries, hard state).
+            let mut states: Vec<(Vec<Entry>, HardState)> = vec![(Vec::new(), HardState::default())];
+            let mut durable_from = 0;
+            let mut term = 1;
+            for op in &ops {
+                term += 1;
+                let (cur, cur_hs) = states.last().unwrap().clone();
+                let last = cur.last().map_or(0, |e| e.index);
+                let start = (last + 1).saturating_sub(op.back).max(1);
+                let batch = if op.count == 0 { Vec::new() } else { entries(start, start + op.count - 1, term) };
+                let new_hs = hs(term, 1, 0);
+                let hard = op.with_hs.then_some(&new_hs);
+                block_on(s.append(&batch, hard, op.sync)).unwrap();
+                let mut model = cur;
+                for e in &batch {
+                    model.truncate((e.index - 1) as usize);
+                    model.push(e.clone());
+                    states.push((model.clone(), cur_hs.clone()));
+                }
+                if let Some(h) = hard {
+                    states.push((model.clone(), h.clone()));
+                }
+                if op.sync {
+                    durable_from = states.len() - 1;
+                }
+            }
+            drop(s);
+            let (s, _) = open(&disk.crash(CrashMode::Torn { seed }));
+            let got = (all(&s), s.hard_state().clone());
+            prop_assert!(
+                states[durable_from..].iter().any(|st| *st == got),
+                "recovered {:?} is no state from {} on", got, durable_from
+            );
+        }
+    }
+}

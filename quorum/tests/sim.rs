@@ -26,8 +26,8 @@ use futures_lite::future::block_on;
 use shardlog_engine::io::sim::{CrashMode, Faults};
 use shardlog_engine::SimStorage;
 use shardlog_quorum::{
-    bootstrap_conf, decode_frame, encode_message, Message, MessageType, Proposal, QuorumConfig, QuorumError,
-    QuorumNode, StateMachine, DEFAULT_MAX_FRAME,
+    bootstrap_conf, decode_frame, encode_message, Message, MessageType, Proposal, QuorumConfig,
+    QuorumError, QuorumNode, StateMachine, DEFAULT_MAX_FRAME,
 };
 
 /// splitmix64: small, seedable, identical everywhere.
@@ -325,7 +325,9 @@ impl Sim {
                                         c.index
                                     ));
                                 }
-                                self.log(|| format!("ack {} at {}", String::from_utf8_lossy(&data), c.index));
+                                self.log(|| {
+                                    format!("ack {} at {}", String::from_utf8_lossy(&data), c.index)
+                                });
                                 self.acked.insert(c.index, data);
                                 self.stats.acked += 1;
                             }
@@ -507,9 +509,14 @@ impl Sim {
                         .iter()
                         .map(|n| n.node.as_ref().map(|x| format!(
                             "id {} leader {} term {} commit {} applied {} snap {} entries {}",
-                            x.id(), x.leader_id(), x.term(), x.commit_index(), x.applied_index(),
-                            x.store().snapshot_metadata().index, x.store().entry_count()))
-                        )
+                            x.id(),
+                            x.leader_id(),
+                            x.term(),
+                            x.commit_index(),
+                            x.applied_index(),
+                            x.store().snapshot_metadata().index,
+                            x.store().entry_count()
+                        )))
                         .collect::<Vec<_>>()
                 ));
             }
@@ -549,7 +556,12 @@ impl Sim {
         self.stats.heal_ticks = self.now - healed_at;
         // Durability: every acknowledged entry is in every state machine at its index.
         for n in &self.nodes {
-            let sm = &n.node.as_ref().expect("all up after heal").state_machine().entries;
+            let sm = &n
+                .node
+                .as_ref()
+                .expect("all up after heal")
+                .state_machine()
+                .entries;
             let by_index: BTreeMap<u64, &Vec<u8>> = sm.iter().map(|(i, d)| (*i, d)).collect();
             for (idx, d) in &self.acked {
                 if by_index.get(idx) != Some(&d) {
