@@ -14,6 +14,11 @@
 //! [`RawNode`]: raft::RawNode
 //! [`Storage`]: shardlog_engine::Storage
 
+// rust-protobuf's generated structs (raft-rs's messages) are filled field by field after
+// `default()`, as raft-rs's own examples do; struct literals would have to name its hidden
+// bookkeeping fields.
+#![allow(clippy::field_reassign_with_default)]
+
 pub mod error;
 mod logger;
 pub mod node;

@@ -561,10 +561,7 @@ fn replay_log(bytes: &[u8], gen: u64, snap_index: u64, path: &Path) -> Result<Re
         entries: Vec::new(),
     };
     let mut seen_header = false;
-    loop {
-        let Some(head) = bytes.get(pos..pos + RECORD_HEADER) else {
-            break;
-        };
+    while let Some(head) = bytes.get(pos..pos + RECORD_HEADER) {
         let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
         let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
         if !(2..=MAX_RECORD_BODY).contains(&len) {
@@ -1175,7 +1172,7 @@ mod tests {
             let (s, _) = open(&disk.crash(CrashMode::Torn { seed }));
             let got = (all(&s), s.hard_state().clone());
             prop_assert!(
-                states[durable_from..].iter().any(|st| *st == got),
+                states[durable_from..].contains(&got),
                 "recovered {:?} is no state from {} on", got, durable_from
             );
         }

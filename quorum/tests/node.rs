@@ -1,6 +1,8 @@
 //! The node driver on a small, fault-free in-process network: elections, proposals and their
 //! checks, restart from disk, and learners (bootstrapped and added by a conf change).
 
+#![allow(clippy::field_reassign_with_default)]
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
