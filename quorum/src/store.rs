@@ -11,8 +11,9 @@
 //!   entries and hard states (term, vote, commit) in the order raft produced them. Each record
 //!   is `u32 LE body length, u32 LE CRC32C of the body, body = version byte, kind byte,
 //!   fields`. Recovery reads records up to the first one that is short, oversized or fails its
-//!   CRC (a torn tail), truncates the file there and syncs the truncation, so stale bytes can
-//!   never later line up as records. An entry whose index is at or below the last one replaces
+//!   CRC (a torn tail); unless what follows is the zero padding of the last block, it
+//!   truncates the file there and syncs the truncation, so stale bytes can never later line
+//!   up as records. An entry whose index is at or below the last one replaces
 //!   the conflicting suffix, as raft's overwrite did when it was written.
 //!
 //! Writes are direct I/O: the last partial block is kept in memory and rewritten, padded with
@@ -90,7 +91,7 @@ pub struct RaftStore<S: Storage> {
 pub struct OpenReport {
     /// The store was created now (no snapshot file existed).
     pub created: bool,
-    /// Bytes of torn or stale tail cut off the log file.
+    /// Bytes of torn or stale tail cut off the log file (zero padding is left alone).
     pub truncated_bytes: u64,
     pub snapshot_index: u64,
     pub last_index: u64,
@@ -173,7 +174,9 @@ impl<S: Storage> RaftStore<S> {
             bytes.extend_from_slice(&chunk);
         }
         let replay = replay_log(&bytes, gen, meta.index, &path)?;
-        if (replay.valid_len as u64) < size {
+        // Zeros after the last record are the padding of its block; anything else is a torn
+        // or stale tail, cut off durably so it can never line up behind later records.
+        if bytes[replay.valid_len..].iter().any(|b| *b != 0) {
             report.truncated_bytes = size - replay.valid_len as u64;
             warn!(
                 path = %path.display(),
