@@ -20,8 +20,8 @@
 //!    durable commit index (which raft-rs refuses with a panic);
 //! 4. `advance_append`, then the light ready: its commit index is written before its
 //!    committed entries are applied; its messages are returned too;
-//! 5. when the applied log since the last snapshot exceeds the configured number of entries,
-//!    the state machine's snapshot bytes replace it ([`RaftStore::compact`]).
+//! 5. when the applied log since the last snapshot exceeds the configured number of entries
+//!    or bytes, the state machine's snapshot bytes replace it ([`RaftStore::compact`]).
 
 use bytes::Bytes;
 use protobuf::Message as _;
@@ -59,8 +59,11 @@ pub struct QuorumConfig {
     /// `[election_tick, 2 * election_tick)`. A one-tick range makes a node deterministic
     /// (the simulation gives each node its own).
     pub election_range: Option<(usize, usize)>,
-    /// Take a snapshot once this many entries were applied since the last one.
+    /// Take a snapshot once this many entries were applied since the last one...
     pub snapshot_every: u64,
+    /// ... or once the log file since the last one holds this many bytes: together they
+    /// bound the entries held in memory and the log replayed at restart.
+    pub snapshot_log_bytes: u64,
     /// Bytes of entries per append message.
     pub max_size_per_msg: u64,
     /// Append messages in flight per follower.
@@ -77,6 +80,7 @@ impl QuorumConfig {
             heartbeat_tick: 2,
             election_range: None,
             snapshot_every: 10_000,
+            snapshot_log_bytes: 64 * 1024 * 1024,
             max_size_per_msg: 1024 * 1024,
             max_inflight_msgs: 256,
             max_uncommitted_size: 16 * 1024 * 1024,
@@ -369,8 +373,12 @@ impl<S: Storage, M: StateMachine> QuorumNode<S, M> {
     }
 
     async fn maybe_snapshot(&mut self) -> Result<(), QuorumError> {
-        let snap_index = self.raw.store().snapshot_metadata().index;
-        if self.applied < snap_index + self.cfg.snapshot_every.max(1) {
+        let store = self.raw.store();
+        let snap_index = store.snapshot_metadata().index;
+        let by_count = self.applied >= snap_index + self.cfg.snapshot_every.max(1);
+        let by_bytes =
+            self.applied > snap_index && store.log_bytes() >= self.cfg.snapshot_log_bytes;
+        if !by_count && !by_bytes {
             return Ok(());
         }
         let data = Bytes::from(self.sm.snapshot());

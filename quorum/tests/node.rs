@@ -271,3 +271,33 @@ fn learners_follow_without_voting() {
         assert_eq!(c.node(id).state_machine().0.last().unwrap(), b"after");
     }
 }
+
+#[test]
+fn the_log_size_also_triggers_snapshots() {
+    let disk = SimStorage::new(512);
+    let mut c = cfg(1);
+    c.snapshot_every = u64::MAX / 2;
+    c.snapshot_log_bytes = 16 * 1024;
+    let (mut n, _) = block_on(Node::open(
+        disk.clone(),
+        &dir(),
+        c,
+        bootstrap_conf(&[1], &[]),
+        Log::default(),
+    ))
+    .unwrap();
+    n.campaign().unwrap();
+    while n.has_ready() {
+        block_on(n.ready()).unwrap();
+    }
+    let mut max_log = 0;
+    for i in 0..100 {
+        n.propose(vec![b'a' + (i % 26) as u8; 1000]).unwrap();
+        block_on(n.ready()).unwrap();
+        max_log = max_log.max(n.store().log_bytes());
+    }
+    assert!(n.store().snapshot_metadata().index > 0, "no snapshot taken");
+    // One entry past the threshold at most before the log is compacted.
+    assert!(max_log < 16 * 1024 + 2048, "log grew to {max_log}");
+    assert_eq!(n.state_machine().0.len(), 100);
+}
