@@ -281,6 +281,9 @@ impl<S: Storage, M: StateMachine> QuorumNode<S, M> {
 
     /// Runs one Ready cycle (see the module docs for the order): persists, applies, and
     /// returns the messages to send and the entries applied.
+    ///
+    /// An error leaves raft with a Ready it cannot finish: drop the node and reopen it from
+    /// disk, as after a crash (nothing of the failed cycle was sent, so that is safe).
     pub async fn ready(&mut self) -> Result<ReadyOutput, QuorumError> {
         let mut out = ReadyOutput::default();
         if !self.raw.has_ready() {
