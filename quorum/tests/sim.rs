@@ -1,6 +1,6 @@
 //! Deterministic multi-node simulation of the controller quorum.
 //!
-//! 3 or 5 [`QuorumNode`]s run in one process over a simulated network (seeded drops, delays
+//! 3 or 5 voting [`QuorumNode`]s (and, in one test, two learners) run in one process over a simulated network (seeded drops, delays
 //! that reorder, bipartitions, isolated nodes, one-way cuts) and one `SimStorage` disk each
 //! (crashes that keep only synced data, or a torn random subset of unsynced writes; injected
 //! EIO on write or fsync, after which the node is crashed). Every message goes through the
@@ -120,7 +120,10 @@ struct Packet {
 
 #[derive(Clone, Copy, Debug)]
 struct Params {
+    /// Voters: ids 1..=nodes.
     nodes: u64,
+    /// Learners: the ids after the voters.
+    learners: u64,
     fault_ticks: u64,
     heal_ticks: u64,
     drop: f64,
@@ -166,10 +169,11 @@ fn dir() -> PathBuf {
 }
 
 impl Sim {
-    fn new(seed: u64, nodes: u64, trace: bool) -> Sim {
+    fn new(seed: u64, nodes: u64, learners: u64, trace: bool) -> Sim {
         let mut rng = Rng(seed);
         let p = Params {
             nodes,
+            learners,
             fault_ticks: 600,
             heal_ticks: 400,
             drop: [0.0, 0.05, 0.2][rng.below(3) as usize],
@@ -195,7 +199,7 @@ impl Sim {
             trace,
             stats: Stats::default(),
         };
-        for id in 1..=nodes {
+        for id in 1..=nodes + learners {
             sim.nodes.push(SimNode {
                 id,
                 node: None,
@@ -227,12 +231,13 @@ impl Sim {
         cfg.max_size_per_msg = 4096;
         cfg.max_inflight_msgs = 16;
         let voters: Vec<u64> = (1..=self.p.nodes).collect();
+        let learners: Vec<u64> = (self.p.nodes + 1..=self.p.nodes + self.p.learners).collect();
         let disk = self.nodes[i].disk.clone();
         let (node, report) = block_on(Node::open(
             disk,
             &dir(),
             cfg,
-            bootstrap_conf(&voters, &[]),
+            bootstrap_conf(&voters, &learners),
             Toy::default(),
         ))
         .map_err(|e| format!("node {id} failed to start: {e}"))?;
@@ -257,8 +262,12 @@ impl Sim {
         self.stats.crashes += 1;
     }
 
+    /// Voters down now.
     fn down(&self) -> usize {
-        self.nodes.iter().filter(|n| n.node.is_none()).count()
+        self.nodes
+            .iter()
+            .filter(|n| n.id <= self.p.nodes && n.node.is_none())
+            .count()
     }
 
     fn send(&mut self, from: u64, msgs: Vec<Message>) -> Result<(), String> {
@@ -293,6 +302,9 @@ impl Sim {
                 Ok(out) => {
                     if let Some(d) = node.state_machine().disorder.take() {
                         return Err(format!("node {id}: {d}"));
+                    }
+                    if id > self.p.nodes && node.is_leader() {
+                        return Err(format!("learner {id} became leader"));
                     }
                     self.stats.max_term = self.stats.max_term.max(node.term());
                     if let Some(s) = out.snapshot_installed {
@@ -409,13 +421,15 @@ impl Sim {
 
     fn faults(&mut self) -> Result<(), String> {
         let n = self.nodes.len();
-        let minority = (n - 1) / 2;
+        let minority = ((self.p.nodes - 1) / 2) as usize;
         for i in 0..n {
             if self.nodes[i].node.is_none() {
                 if self.rng.chance(0.05) {
                     self.start(i)?;
                 }
-            } else if self.down() < minority && self.rng.chance(self.p.crash) {
+            } else if (self.nodes[i].id > self.p.nodes || self.down() < minority)
+                && self.rng.chance(self.p.crash)
+            {
                 self.crash(i);
             } else if self.rng.chance(self.p.disk_fault) {
                 let after = Some(self.rng.below(3));
@@ -580,9 +594,9 @@ impl Sim {
     }
 }
 
-fn run_seed(seed: u64, nodes: u64, trace: bool) -> Result<Stats, String> {
+fn run_seed(seed: u64, nodes: u64, learners: u64, trace: bool) -> Result<Stats, String> {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut sim = Sim::new(seed, nodes, trace);
+        let mut sim = Sim::new(seed, nodes, learners, trace);
         sim.run().map(|()| sim.stats)
     }));
     match r {
@@ -601,11 +615,13 @@ fn env_u64(name: &str) -> Option<u64> {
     std::env::var(name).ok().and_then(|v| v.parse().ok())
 }
 
-fn run_many(nodes: u64, default_seeds: u64, base: u64) {
+fn run_many(nodes: u64, learners: u64, default_seeds: u64, base: u64) {
     if let Some(seed) = env_u64("QUORUM_SEED") {
-        match run_seed(seed, nodes, true) {
-            Ok(stats) => eprintln!("seed {seed} ({nodes} nodes) passed: {stats:?}"),
-            Err(e) => panic!("seed {seed} ({nodes} nodes) failed: {e}"),
+        match run_seed(seed, nodes, learners, true) {
+            Ok(stats) => {
+                eprintln!("seed {seed} ({nodes} voters, {learners} learners) passed: {stats:?}")
+            }
+            Err(e) => panic!("seed {seed} ({nodes} voters, {learners} learners) failed: {e}"),
         }
         return;
     }
@@ -615,7 +631,7 @@ fn run_many(nodes: u64, default_seeds: u64, base: u64) {
     let mut totals = Stats::default();
     let mut worst_heal = 0;
     for seed in base..base + seeds {
-        match run_seed(seed, nodes, false) {
+        match run_seed(seed, nodes, learners, false) {
             Ok(s) => {
                 totals.acked += s.acked;
                 totals.crashes += s.crashes;
@@ -625,13 +641,13 @@ fn run_many(nodes: u64, default_seeds: u64, base: u64) {
                 worst_heal = worst_heal.max(s.heal_ticks);
             }
             Err(e) => {
-                eprintln!("seed {seed} ({nodes} nodes) FAILED: {e}");
+                eprintln!("seed {seed} ({nodes} voters, {learners} learners) FAILED: {e}");
                 failures.push(seed);
             }
         }
     }
     eprintln!(
-        "{nodes} nodes: {seeds} seeds in {:.1?}: {} acknowledged commits, {} crashes, {} disk faults, \
+        "{nodes} voters, {learners} learners: {seeds} seeds in {:.1?}: {} acknowledged commits, {} crashes, {} disk faults, \
          {} snapshots installed, highest term {}, slowest recovery {worst_heal} ticks",
         start.elapsed(),
         totals.acked,
@@ -649,10 +665,17 @@ fn run_many(nodes: u64, default_seeds: u64, base: u64) {
 
 #[test]
 fn three_nodes_survive_faults() {
-    run_many(3, 500, 0);
+    run_many(3, 0, 500, 0);
 }
 
 #[test]
 fn five_nodes_survive_faults() {
-    run_many(5, 200, 1_000_000);
+    run_many(5, 0, 200, 1_000_000);
+}
+
+/// Learners apply the same log under the same faults, never lead, and catch up after healing
+/// (a learner may crash at any time; voters only as a minority).
+#[test]
+fn three_voters_and_two_learners_survive_faults() {
+    run_many(3, 2, 200, 2_000_000);
 }
