@@ -94,6 +94,24 @@ impl BatchCache {
         true
     }
 
+    /// Drops the batches at and above `end` (a truncation; `end` is a batch boundary).
+    pub fn truncate(&mut self, end: Offset) {
+        while self.batches.back().is_some_and(|b| b.base >= end) {
+            if self.batches.len() == 1 {
+                // The front changes too: let the budget forget it.
+                self.pop_front();
+                continue;
+            }
+            if let Some(b) = self.batches.pop_back() {
+                let len = b.batch.len();
+                self.bytes -= len;
+                if let Some((budget, _)) = &self.budget {
+                    budget.used.set(budget.used.get() - len);
+                }
+            }
+        }
+    }
+
     fn front_seq(&self) -> Option<u64> {
         self.batches.front().map(|b| b.seq)
     }

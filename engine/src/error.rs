@@ -27,6 +27,30 @@ pub enum LogError {
     StorageFull(PathBuf),
     #[error("log {0} failed after an I/O error and refuses writes until it is reopened")]
     Failed(PathBuf),
+    /// A replicated batch does not continue the log: a gap, an overlap, or batches that do not
+    /// follow each other (`append_replicated`).
+    #[error("replicated batch starts at offset {found} where the log needs {expected}")]
+    NonContiguous { expected: Offset, found: Offset },
+    /// A replicated batch carries a leader epoch below one already in the log.
+    #[error(
+        "replicated batch at offset {offset} has leader epoch {epoch}, below the log's {latest}"
+    )]
+    EpochRegression {
+        offset: Offset,
+        epoch: i32,
+        latest: i32,
+    },
+    /// The offsets a caller waited for were removed by `truncate_to` (the log now ends at
+    /// `end`): they were never committed and never will be.
+    #[error("offset {offset} was truncated away; the log now ends at {end}")]
+    Truncated { offset: Offset, end: Offset },
+    /// A control file written by a newer format version than this build reads.
+    #[error("{path} has format version {version}; this build reads versions up to {supported}")]
+    UnsupportedFormat {
+        path: PathBuf,
+        version: u8,
+        supported: u8,
+    },
     #[error("corrupt data in {path} at byte {position}: {reason}")]
     Corrupt {
         path: PathBuf,

@@ -31,4 +31,7 @@ pub use disk_ops::DiskOp;
 pub use error::LogError;
 pub use files::{SegmentFiles, SegmentFilesStats};
 pub use io::{GlommioStorage, SimStorage, Storage, StorageFile};
-pub use log::{AppendInfo, Committed, PartitionLog, ReadResult, RecoveryReport, RetentionReport};
+pub use log::{
+    AppendInfo, Committed, PartitionLog, ReadResult, RecoveryReport, ReplicatedAppend,
+    RetentionReport,
+};

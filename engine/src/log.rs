@@ -37,6 +37,18 @@
 //! (length, magic, CRC, contiguous offsets) and truncated after the last valid batch. Start-up
 //! work is bounded by one segment, whatever the retained size. Indexes of sealed segments are
 //! loaded lazily and rebuilt when missing or inconsistent.
+//!
+//! ## Followers
+//!
+//! [`PartitionLog::append_replicated`] and [`PartitionLog::truncate_to`] (in `follower.rs`)
+//! are what a replica that copies a leader needs: append batches whose offsets and epochs the
+//! leader assigned, and cut a tail that diverged from the leader's, crash-atomically.
+//! The small control files' format (with its version byte) is in `control.rs`.
+
+mod control;
+mod follower;
+
+pub use follower::ReplicatedAppend;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -60,6 +72,10 @@ use crate::Offset;
 const CLEAN_MARKER: &str = "clean-shutdown";
 const LOG_START_FILE: &str = "log-start";
 const EPOCHS_FILE: &str = "leader-epochs";
+/// The intent of a truncation in progress (see `follower.rs`).
+const TRUNCATION_FILE: &str = "truncation";
+/// Truncations a waiter can look back over (see `Inner::truncation_ends`).
+const TRUNCATION_HISTORY: usize = 16;
 const MARKER_MAGIC: &[u8; 4] = b"SLCM";
 const SCAN_CHUNK_BYTES: usize = 1 << 20;
 /// The smallest write buffer of an active segment. Buffers grow to the batches a partition
@@ -212,6 +228,11 @@ struct Inner<F: StorageFile> {
     /// The active segment's directory entry is not known durable yet: the next fdatasync
     /// also syncs the directory, concurrently, before anything in the segment counts durable.
     dir_unsynced: bool,
+    /// Truncations (`truncate_to`) since the log was opened.
+    truncations: u64,
+    /// (truncation number, log end it left) of the last [`TRUNCATION_HISTORY`] truncations: a
+    /// waiter whose offsets one of them removed gets [`LogError::Truncated`].
+    truncation_ends: VecDeque<(u64, Offset)>,
 }
 
 /// One partition's log. Not `Send`: it lives on the shard that owns the partition.
@@ -321,13 +342,7 @@ impl<S: Storage> PartitionLog<S> {
             .list_dir(&dir)
             .await
             .map_err(|e| LogError::io("list dir", &dir, e))?;
-        let mut bases: Vec<Offset> = names
-            .iter()
-            .filter_map(|n| n.strip_suffix(".log"))
-            .filter(|s| s.len() == 20)
-            .filter_map(|s| s.parse::<Offset>().ok())
-            .collect();
-        bases.sort_unstable();
+        let mut bases = segment_bases(&names);
         for n in names.iter().filter(|n| n.ends_with(".tmp")) {
             let p = dir.join(n);
             storage
@@ -347,15 +362,19 @@ impl<S: Storage> PartitionLog<S> {
                 .map_err(|e| LogError::io("remove", &p, e))?;
         }
 
-        let mut log_start = read_checked(&storage, &dir.join(LOG_START_FILE))
+        // A truncation that a crash interrupted is finished before anything is read.
+        if follower::finish_truncation(&storage, &dir, &bases).await? {
+            bases = sorted_segment_bases(&storage, &dir).await?;
+        }
+        let mut log_start = control::read(&storage, &dir.join(LOG_START_FILE))
             .await?
             .and_then(|b| b.try_into().ok().map(i64::from_be_bytes))
             .unwrap_or(0);
-        let mut epochs = read_checked(&storage, &dir.join(EPOCHS_FILE))
+        let mut epochs = control::read(&storage, &dir.join(EPOCHS_FILE))
             .await?
             .map(|b| decode_epochs(&b))
             .unwrap_or_default();
-        let marker = read_checked(&storage, &dir.join(CLEAN_MARKER)).await?;
+        let marker = control::read(&storage, &dir.join(CLEAN_MARKER)).await?;
 
         let mut report = RecoveryReport::default();
         let mut sealed = BTreeMap::new();
@@ -485,7 +504,11 @@ impl<S: Storage> PartitionLog<S> {
         let first_base = sealed.keys().next().copied().unwrap_or(active_base);
         // (Written so that no combination of files on disk can make it panic.)
         log_start = log_start.max(first_base).min(next_offset.max(first_base));
+        let epochs_before = epochs.len();
         epochs.retain(|&(_, start)| start < next_offset || start == 0);
+        // Entries past the recovered end are gone from memory; the file must lose them too
+        // before new data reaches their offsets (rewritten with the next write).
+        let epochs_dirty = epochs.len() != epochs_before;
         report.segments = sealed.len() + 1;
         report.log_start_offset = log_start;
         report.log_end_offset = next_offset;
@@ -518,7 +541,7 @@ impl<S: Storage> PartitionLog<S> {
             written_end: next_offset,
             durable_end: next_offset,
             epochs,
-            epochs_dirty: false,
+            epochs_dirty,
             write_busy: false,
             sync_busy: false,
             rolling: false,
@@ -528,6 +551,8 @@ impl<S: Storage> PartitionLog<S> {
             unsaved_indexes: Vec::new(),
             recycled: VecDeque::new(),
             dir_unsynced: false,
+            truncations: 0,
+            truncation_ends: VecDeque::new(),
         };
         inner.check_bounds("recovery");
         tracing::debug!(dir = %dir.display(), ?report, "log opened");
@@ -654,7 +679,49 @@ impl<S: Storage> PartitionLog<S> {
     ) -> Result<AppendInfo, LogError> {
         let max = self.inner.borrow().config.max_batch_bytes;
         let info = batch::validate_new(&bytes, max)?;
-        let len = bytes.len() as u64;
+        self.await_room(bytes.len() as u64, info.last_offset_delta, now_ms)
+            .await?;
+
+        let mut st = self.inner.borrow_mut();
+        let st = &mut *st;
+        let base_offset = st.active.next_offset;
+        // Only the header changes: patch a copy of it; the records stay where they are.
+        let mut head = BytesMut::from(&bytes[..batch::HEADER_BYTES]);
+        let tail = bytes.slice(batch::HEADER_BYTES..);
+        batch::assign(&mut head, base_offset, leader_epoch);
+        let log_append_time_ms =
+            (st.config.timestamp_type == TimestampType::LogAppendTime).then(|| {
+                batch::stamp_log_append_time_split(&mut head, &tail, now_ms);
+                now_ms
+            });
+        let stored = StoredBatch::split(head.freeze(), tail);
+        let info = BatchInfo {
+            base_offset,
+            partition_leader_epoch: leader_epoch,
+            max_timestamp: log_append_time_ms.unwrap_or(info.max_timestamp),
+            ..info
+        };
+        self.place(st, stored, &info, now_ms);
+        st.check_bounds("append");
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: info.last_offset(),
+            record_count: info.record_count,
+            log_append_time_ms,
+            batch: info,
+        })
+    }
+
+    /// Waits until a batch of `len` bytes spanning `last_offset_delta + 1` offsets can be
+    /// placed in the active segment without waiting again: rolls a full or old segment,
+    /// drains a pending buffer that is too large, reserves space. Returns with no await left
+    /// before the caller's `place` (so nothing else can change the active segment between).
+    async fn await_room(
+        &self,
+        len: u64,
+        last_offset_delta: i32,
+        now_ms: i64,
+    ) -> Result<(), LogError> {
         loop {
             let (roll, drain, grow) = {
                 let st = self.inner.borrow();
@@ -662,7 +729,7 @@ impl<S: Storage> PartitionLog<S> {
                     return Err(LogError::Failed(self.dir.clone()));
                 }
                 let a = &st.active;
-                let span = a.next_offset - a.base + i64::from(info.last_offset_delta) + 1;
+                let span = a.next_offset - a.base + i64::from(last_offset_delta) + 1;
                 let aged = a
                     .first_append_ms
                     .is_some_and(|t| now_ms - t >= st.config.segment_ms);
@@ -685,30 +752,23 @@ impl<S: Storage> PartitionLog<S> {
             } else if grow {
                 self.reserve(len).await?;
             } else {
-                break;
+                return Ok(());
             }
         }
+    }
 
-        let mut st = self.inner.borrow_mut();
-        let st = &mut *st;
-        let base_offset = st.active.next_offset;
-        // Only the header changes: patch a copy of it; the records stay where they are.
-        let mut head = BytesMut::from(&bytes[..batch::HEADER_BYTES]);
-        let tail = bytes.slice(batch::HEADER_BYTES..);
-        batch::assign(&mut head, base_offset, leader_epoch);
-        let log_append_time_ms =
-            (st.config.timestamp_type == TimestampType::LogAppendTime).then(|| {
-                batch::stamp_log_append_time_split(&mut head, &tail, now_ms);
-                now_ms
-            });
-        let stored = StoredBatch::split(head.freeze(), tail);
-        let info = BatchInfo {
-            base_offset,
-            partition_leader_epoch: leader_epoch,
-            max_timestamp: log_append_time_ms.unwrap_or(info.max_timestamp),
-            ..info
-        };
+    /// Copies a batch whose offsets and epoch are final (`info` describes it) into the active
+    /// segment's pending buffer and the batch cache, and advances the log end: the one place
+    /// both the leader's `append` and a follower's `append_replicated` store a batch. The
+    /// caller ran [`Self::await_room`] for it with no await since.
+    fn place(&self, st: &mut Inner<S::File>, stored: StoredBatch, info: &BatchInfo, now_ms: i64) {
+        let len = stored.len() as u64;
+        let base_offset = info.base_offset;
         let a = &mut st.active;
+        debug_assert_eq!(
+            base_offset, a.next_offset,
+            "batch does not continue the log"
+        );
         let rel = (base_offset - a.base) as u32;
         let pos = a.size;
         let end_in_buf = (pos + len - a.buf_start) as usize;
@@ -739,23 +799,16 @@ impl<S: Storage> PartitionLog<S> {
         a.size += len;
         a.next_offset = info.next_offset();
         a.first_append_ms.get_or_insert(now_ms);
-        if st.epochs.last().is_none_or(|&(e, _)| leader_epoch > e) {
+        let epoch = info.partition_leader_epoch;
+        if st.epochs.last().is_none_or(|&(e, _)| epoch > e) {
             // Persisted by the next write (see `write_pending`), before the data it describes is
             // acknowledged.
-            st.epochs.push((leader_epoch, base_offset));
+            st.epochs.push((epoch, base_offset));
             st.epochs_dirty = true;
         }
         st.cache
             .borrow_mut()
             .push(base_offset, info.next_offset(), stored);
-        st.check_bounds("append");
-        Ok(AppendInfo {
-            base_offset,
-            last_offset: info.last_offset(),
-            record_count: info.record_count,
-            log_append_time_ms,
-            batch: info,
-        })
     }
 
     /// Returns once every offset up to and including `offset` is on the device. Under
@@ -847,7 +900,11 @@ impl<S: Storage> PartitionLog<S> {
     /// one write carries every pending append, one fdatasync covers every write completed
     /// before it started. A write may run while an fdatasync is in flight (it is simply not
     /// covered by it), so the device is kept busy and the CPU work of new appends overlaps both.
+    ///
+    /// Offsets past the log end, or removed by a truncation while this waits, are an error,
+    /// never a success: they are not in the log (see `truncate_to`).
     async fn pump(&self, need: Need) -> Result<(), LogError> {
+        let since = self.inner.borrow().truncations;
         loop {
             let action = {
                 let mut st = self.inner.borrow_mut();
@@ -855,6 +912,20 @@ impl<S: Storage> PartitionLog<S> {
                     return Err(LogError::Failed(self.dir.clone()));
                 }
                 let leo = st.active.next_offset;
+                let (Need::Written(wanted) | Need::Durable(wanted)) = need;
+                if let Some(end) = st.truncated_below(since, wanted) {
+                    return Err(LogError::Truncated {
+                        offset: wanted - 1,
+                        end,
+                    });
+                }
+                if wanted > leo {
+                    return Err(LogError::OffsetOutOfRange {
+                        offset: wanted - 1,
+                        start: st.log_start,
+                        end: leo,
+                    });
+                }
                 let (written_needed, durable_needed) = match need {
                     Need::Written(end) => (end.min(leo), None),
                     Need::Durable(end) => (end.min(leo), Some(end.min(leo))),
@@ -925,7 +996,11 @@ impl<S: Storage> PartitionLog<S> {
         };
         if let Some(bytes) = epochs_to_save {
             let p = self.dir.join(EPOCHS_FILE);
-            if let Err(e) = self.storage.write_file_atomic(&p, &with_crc(&bytes)).await {
+            if let Err(e) = self
+                .storage
+                .write_file_atomic(&p, &control::encode(&bytes))
+                .await
+            {
                 // Nothing was written yet: retry with the next write.
                 self.inner.borrow_mut().epochs_dirty = true;
                 return Err(LogError::io("write", &p, e));
@@ -1494,7 +1569,7 @@ impl<S: Storage> PartitionLog<S> {
         }
         let p = self.dir.join(LOG_START_FILE);
         self.storage
-            .write_file_atomic(&p, &with_crc(&offset.to_be_bytes()))
+            .write_file_atomic(&p, &control::encode(&offset.to_be_bytes()))
             .await
             .map_err(|e| LogError::io("write", &p, e))?;
         {
@@ -1617,7 +1692,7 @@ impl<S: Storage> PartitionLog<S> {
         marker.extend_from_slice(&next.to_be_bytes());
         let p = self.dir.join(CLEAN_MARKER);
         self.storage
-            .write_file_atomic(&p, &with_crc(&marker))
+            .write_file_atomic(&p, &control::encode(&marker))
             .await
             .map_err(|e| LogError::io("write", &p, e))?;
         Ok(())
@@ -1685,6 +1760,33 @@ impl<F: StorageFile> Inner<F> {
     }
 }
 
+impl<F: StorageFile> Inner<F> {
+    /// The log end a truncation after truncation number `since` left below `wanted` (the
+    /// lowest such), if any: the offsets a waiter wanted are gone. When the history no longer
+    /// reaches back to `since`, the current end stands in (conservative: an error, never a
+    /// false success).
+    fn truncated_below(&self, since: u64, wanted: Offset) -> Option<Offset> {
+        if self.truncations == since {
+            return None;
+        }
+        let complete = self
+            .truncation_ends
+            .front()
+            .is_some_and(|&(n, _)| n <= since + 1);
+        let lowest = self
+            .truncation_ends
+            .iter()
+            .filter(|&&(n, _)| n > since)
+            .map(|&(_, end)| end)
+            .min();
+        match lowest {
+            Some(end) if end < wanted => Some(end),
+            _ if !complete => Some(self.active.next_offset),
+            _ => None,
+        }
+    }
+}
+
 fn committed_end<F: StorageFile>(st: &Inner<F>) -> Offset {
     match st.config.flush {
         FlushPolicy::EveryBatch => st.durable_end,
@@ -1722,38 +1824,27 @@ async fn remove_index_files<S: Storage>(
     Ok(())
 }
 
-fn with_crc(data: &[u8]) -> Vec<u8> {
-    let mut v = data.to_vec();
-    v.extend_from_slice(&shardlog_format::crc32c(&[data]).to_be_bytes());
-    v
+/// Segment base offsets among a directory's file names, ascending.
+fn segment_bases(names: &[String]) -> Vec<Offset> {
+    let mut bases: Vec<Offset> = names
+        .iter()
+        .filter_map(|n| n.strip_suffix(".log"))
+        .filter(|s| s.len() == 20)
+        .filter_map(|s| s.parse::<Offset>().ok())
+        .collect();
+    bases.sort_unstable();
+    bases
 }
 
-/// Reads a control file written by `with_crc`; a corrupt one counts as absent (and is logged).
-async fn read_checked<S: Storage>(storage: &S, path: &Path) -> Result<Option<Vec<u8>>, LogError> {
-    let Some(mut data) = storage
-        .read_file(path)
+async fn sorted_segment_bases<S: Storage>(
+    storage: &S,
+    dir: &Path,
+) -> Result<Vec<Offset>, LogError> {
+    let names = storage
+        .list_dir(dir)
         .await
-        .map_err(|e| LogError::io("read", path, e))?
-    else {
-        return Ok(None);
-    };
-    if data.len() < 4 {
-        tracing::warn!(path = %path.display(), "control file too short; ignored");
-        return Ok(None);
-    }
-    let body_len = data.len() - 4;
-    let stored = u32::from_be_bytes([
-        data[body_len],
-        data[body_len + 1],
-        data[body_len + 2],
-        data[body_len + 3],
-    ]);
-    if shardlog_format::crc32c(&[&data[..body_len]]) != stored {
-        tracing::warn!(path = %path.display(), "control file checksum mismatch; ignored");
-        return Ok(None);
-    }
-    data.truncate(body_len);
-    Ok(Some(data))
+        .map_err(|e| LogError::io("list dir", dir, e))?;
+    Ok(segment_bases(&names))
 }
 
 fn decode_marker(b: &[u8]) -> Option<(Offset, u64, Offset)> {

@@ -70,9 +70,17 @@ pub fn log_error_code(err: &LogError, topic: &str, partition: i32) -> i16 {
         LogError::Io { .. }
         | LogError::StorageFull(_)
         | LogError::Failed(_)
-        | LogError::Corrupt { .. } => {
+        | LogError::Corrupt { .. }
+        | LogError::UnsupportedFormat { .. } => {
             tracing::error!(topic, partition, error = %err, "storage error: KAFKA_STORAGE_ERROR");
             KAFKA_STORAGE_ERROR
+        }
+        // Follower-path errors: the broker does not replicate yet, so no request reaches them.
+        LogError::NonContiguous { .. }
+        | LogError::EpochRegression { .. }
+        | LogError::Truncated { .. } => {
+            tracing::error!(topic, partition, error = %err, "replication error: UNKNOWN_SERVER_ERROR");
+            UNKNOWN_SERVER_ERROR
         }
     }
 }

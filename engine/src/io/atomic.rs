@@ -20,6 +20,9 @@
 //! simulated namespace, where a fault can stop the sequence after any step and a crash then
 //! shows what a real disk would keep. Threads that are not shards (start-up) call
 //! [`write_file_atomic_blocking`]; shards call [`Storage::write_file_atomic`](super::Storage).
+//!
+//! The blocking directory fsync ([`sync_dir`]) lives here too, not in the glommio back end that
+//! also calls it: this module depends on no back end, so the back ends and it form no cycle.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -101,8 +104,18 @@ impl ReplaceSteps for StdFs {
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        super::glommio_impl::sync_dir(dir)
+        sync_dir(dir)
     }
+}
+
+/// fsync of a directory (`""`, the parent of a relative name, is the current directory).
+pub(crate) fn sync_dir(path: &Path) -> io::Result<()> {
+    let path = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    std::fs::File::open(path)?.sync_all()
 }
 
 /// [`replace`] on the real file system, blocking the calling thread: for threads that are not

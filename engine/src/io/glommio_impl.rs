@@ -102,16 +102,6 @@ pub(super) fn create_dirs(path: &Path) -> io::Result<Vec<PathBuf>> {
     Ok(missing)
 }
 
-/// fsync of a directory (`""`, the parent of a relative name, is the current directory).
-pub(super) fn sync_dir(path: &Path) -> io::Result<()> {
-    let path = if path.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        path
-    };
-    std::fs::File::open(path)?.sync_all()
-}
-
 fn gerr<T>(e: glommio::GlommioError<T>) -> io::Error {
     io::Error::from(e)
 }
@@ -165,7 +155,7 @@ impl Storage for GlommioStorage {
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
         let path = path.to_path_buf();
-        blocking(move || sync_dir(&path)).await
+        blocking(move || super::atomic::sync_dir(&path)).await
     }
 
     async fn file_sizes(&self, paths: Vec<PathBuf>) -> io::Result<Vec<u64>> {

@@ -102,7 +102,7 @@ pub trait StorageFile: 'static {
 pub fn create_dir_all_durable(path: &Path) -> io::Result<()> {
     for dir in glommio_impl::create_dirs(path)? {
         if let Some(parent) = dir.parent() {
-            glommio_impl::sync_dir(parent)?;
+            atomic::sync_dir(parent)?;
         }
     }
     Ok(())

@@ -34,6 +34,12 @@ pub struct Faults {
     /// EIO, leaving the namespace as the steps before it left it (a crash test then crashes
     /// "between" steps).
     pub eio_control_step_after: Option<u64>,
+    /// Let this many more operations that change the disk (data writes, fsyncs, truncations,
+    /// file creations, renames, unlinks, directory fsyncs, each step of a control-file
+    /// replacement) happen, then fail every later one with EIO and no effect: the process
+    /// "died" right there. A crash test iterates this over every operation of the code under
+    /// test, then calls [`SimStorage::crash`]; [`SimStorage::ops`] counts how many there are.
+    pub halt_after_ops: Option<u64>,
 }
 
 /// What a crash keeps of the writes that were not yet synced.
@@ -76,6 +82,8 @@ struct State {
     syncs: u64,
     /// Steps of atomic control-file replacements since faults were last armed.
     control_steps: u64,
+    /// Operations that change the disk since faults were last armed (see `halt_after_ops`).
+    ops: u64,
     alignment: u64,
     /// Open [`SimFile`]s (descriptors, on a real disk) and the most there ever were.
     open_files: usize,
@@ -160,6 +168,13 @@ impl SimStorage {
         st.writes = 0;
         st.syncs = 0;
         st.control_steps = 0;
+        st.ops = 0;
+    }
+
+    /// Operations that changed the disk since faults were last armed (see
+    /// [`Faults::halt_after_ops`]).
+    pub fn ops(&self) -> u64 {
+        self.state.borrow().ops
     }
 
     /// The storage a restarted process would see after a crash now.
@@ -295,6 +310,9 @@ impl Storage for SimStorage {
 
     async fn create_dir_all(&self, path: &Path) -> io::Result<Vec<PathBuf>> {
         let mut st = self.state.borrow_mut();
+        if !st.live_dirs.iter().any(|d| d == path) {
+            st.op("mkdir", path)?;
+        }
         let mut created: Vec<PathBuf> = path
             .ancestors()
             .filter(|d| d.parent().is_some()) // the root is always there
@@ -311,6 +329,7 @@ impl Storage for SimStorage {
         let data = match st.live.get(path) {
             Some(d) => d.clone(),
             None if create => {
+                st.op("create", path)?;
                 let d = Rc::new(RefCell::new(FileData::default()));
                 st.live.insert(path.to_path_buf(), d.clone());
                 d
@@ -327,16 +346,23 @@ impl Storage for SimStorage {
     }
 
     async fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.state.borrow_mut().live.remove(path);
+        let mut st = self.state.borrow_mut();
+        if st.live.contains_key(path) {
+            st.op("unlink", path)?;
+        }
+        st.live.remove(path);
         Ok(())
     }
 
     async fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.state.borrow_mut().rename(from, to)
+        let mut st = self.state.borrow_mut();
+        st.op("rename", from)?;
+        st.rename(from, to)
     }
 
     async fn remove_dir_all(&self, path: &Path) -> io::Result<()> {
         let mut st = self.state.borrow_mut();
+        st.op("remove dir", path)?;
         st.live.retain(|p, _| !p.starts_with(path));
         st.durable.retain(|p, _| !p.starts_with(path));
         st.live_dirs.retain(|d| !d.starts_with(path));
@@ -345,7 +371,9 @@ impl Storage for SimStorage {
     }
 
     async fn sync_dir(&self, path: &Path) -> io::Result<()> {
-        self.state.borrow_mut().sync_dir(path);
+        let mut st = self.state.borrow_mut();
+        st.op("fsync", path)?;
+        st.sync_dir(path);
         Ok(())
     }
 
@@ -415,8 +443,19 @@ impl State {
         self.durable_dirs.extend(live_dirs);
     }
 
+    /// Counts one operation that changes the disk; EIO (and no effect) once the armed
+    /// `halt_after_ops` is used up.
+    fn op(&mut self, what: &str, path: &Path) -> io::Result<()> {
+        if self.faults.halt_after_ops.is_some_and(|n| self.ops >= n) {
+            return Err(eio(&format!("{what} of {} (halted)", path.display())));
+        }
+        self.ops += 1;
+        Ok(())
+    }
+
     /// Counts one control-file step; EIO when the armed fault says this one fails.
     fn control_step(&mut self, what: &str, path: &Path) -> io::Result<()> {
+        self.op(what, path)?;
         if let Some(n) = self.faults.eio_control_step_after {
             if self.control_steps >= n {
                 return Err(eio(&format!("{what} of {}", path.display())));
@@ -508,6 +547,7 @@ impl StorageFile for SimFile {
                 return Err(eio(&format!("write to {}", self.path.display())));
             }
         }
+        st.op("write", &self.path)?;
         if let Some(cap) = st.faults.capacity_bytes {
             let d = self.data.borrow();
             let grow = (pos + len as u64).saturating_sub((d.live.len() as u64).max(d.reserved));
@@ -548,6 +588,7 @@ impl StorageFile for SimFile {
                 return Err(eio(&format!("fsync of {}", self.path.display())));
             }
         }
+        st.op("fsync", &self.path)?;
         st.syncs += 1;
         let mut d = self.data.borrow_mut();
         d.durable = d.live.clone();
@@ -556,6 +597,7 @@ impl StorageFile for SimFile {
     }
 
     async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.state.borrow_mut().op("truncate", &self.path)?;
         let op = Op::Truncate(len);
         let mut d = self.data.borrow_mut();
         apply(&mut d.live, &op);
@@ -564,7 +606,8 @@ impl StorageFile for SimFile {
     }
 
     async fn preallocate(&self, len: u64) -> io::Result<()> {
-        let st = self.state.borrow();
+        let mut st = self.state.borrow_mut();
+        st.op("fallocate", &self.path)?;
         if let Some(cap) = st.faults.capacity_bytes {
             let d = self.data.borrow();
             let grow = len.saturating_sub((d.live.len() as u64).max(d.reserved));
