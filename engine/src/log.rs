@@ -1549,6 +1549,18 @@ impl<S: Storage> PartitionLog<S> {
         Some((e, end))
     }
 
+    /// The leader-epoch table: (epoch, first offset of that epoch), ascending.
+    pub fn leader_epochs(&self) -> Vec<(i32, Offset)> {
+        self.inner.borrow().epochs.clone()
+    }
+
+    /// Truncations (`truncate_to`) since the log was opened: a caller that appended, awaited
+    /// something else, and is about to wait for its offsets compares this with the count at
+    /// its append to know whether they may have been replaced.
+    pub fn truncation_count(&self) -> u64 {
+        self.inner.borrow().truncations
+    }
+
     /// The latest leader epoch recorded in the log, if any.
     pub fn latest_epoch(&self) -> Option<i32> {
         self.inner.borrow().epochs.last().map(|&(e, _)| e)
