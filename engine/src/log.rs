@@ -801,6 +801,11 @@ impl<S: Storage> PartitionLog<S> {
         a.first_append_ms.get_or_insert(now_ms);
         let epoch = info.partition_leader_epoch;
         if st.epochs.last().is_none_or(|&(e, _)| epoch > e) {
+            // An epoch that has no data (recovery keeps an empty log's first entry) is
+            // superseded by this one, as in Kafka's epoch cache: no two entries share a start.
+            while st.epochs.last().is_some_and(|&(_, s)| s >= base_offset) {
+                st.epochs.pop();
+            }
             // Persisted by the next write (see `write_pending`), before the data it describes is
             // acknowledged.
             st.epochs.push((epoch, base_offset));

@@ -1,5 +1,6 @@
-//! Property tests: random sequences of appends, reads, rolls, retention, reopen and crashes
-//! agree with a plain in-memory model of the log.
+//! Property tests: random sequences of appends (the leader's and a follower's replicated
+//! ones), reads, rolls, retention, truncations, reopen and crashes agree with a plain
+//! in-memory model of the log, its data and its leader-epoch table.
 
 mod common;
 
@@ -28,6 +29,15 @@ enum Op {
     DeleteBefore {
         at: u16,
     },
+    /// A follower's append of batches the "leader" numbered, maybe in a new epoch.
+    Replicate {
+        counts: Vec<i32>,
+        value_bytes: usize,
+        new_epoch: bool,
+    },
+    Truncate {
+        at: u16,
+    },
     Tick,
     Reopen,
     Crash {
@@ -42,6 +52,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (any::<u16>(), 1..20_000usize).prop_map(|(at, max_bytes)| Op::Read { at, max_bytes }),
         1 => (2_000..40_000u64).prop_map(|keep_bytes| Op::Retention { keep_bytes }),
         1 => any::<u16>().prop_map(|at| Op::DeleteBefore { at }),
+        3 => (proptest::collection::vec(1..4i32, 1..4), 0..600usize, any::<bool>()).prop_map(|(counts, value_bytes, new_epoch)| Op::Replicate { counts, value_bytes, new_epoch }),
+        2 => any::<u16>().prop_map(|at| Op::Truncate { at }),
         1 => Just(Op::Tick),
         1 => Just(Op::Reopen),
         1 => (any::<u64>(), any::<bool>()).prop_map(|(seed, keep_all)| Op::Crash { seed, keep_all }),
@@ -60,10 +72,30 @@ fn policy() -> impl Strategy<Value = FlushPolicy> {
 #[derive(Default)]
 struct Model {
     batches: Vec<(i64, i64, Vec<u8>)>,
+    /// The leader epoch of each batch, by base offset.
+    epoch_of: std::collections::BTreeMap<i64, i32>,
     start: i64,
+    /// The epoch of the next appends.
+    epoch: i32,
 }
 
 impl Model {
+    /// The epoch table the batches imply: where each larger epoch starts.
+    fn epochs(&self) -> Vec<(i32, i64)> {
+        let mut t: Vec<(i32, i64)> = Vec::new();
+        for b in &self.batches {
+            let e = self.epoch_of[&b.0];
+            if t.last().is_none_or(|&(l, _)| e > l) {
+                t.push((e, b.0));
+            }
+        }
+        t
+    }
+    /// Keeps the batches below `end`.
+    fn cut(&mut self, end: i64) {
+        self.batches.retain(|b| b.1 <= end);
+        self.epoch_of.retain(|&base, _| base < end);
+    }
     fn end(&self) -> i64 {
         self.batches.last().map_or(self.start, |b| b.1)
     }
@@ -97,7 +129,7 @@ proptest! {
                 Op::Append { count, value_bytes, acks_all } => {
                     tag = tag.wrapping_add(1);
                     let b = tagged(count, value_bytes, i64::from(tag), tag);
-                    let a = block_on(log.append(Bytes::copy_from_slice(&b), 0, 0)).expect("append");
+                    let a = block_on(log.append(Bytes::copy_from_slice(&b), model.epoch, 0)).expect("append");
                     prop_assert_eq!(a.base_offset, model.end().max(a.base_offset));
                     if acks_all {
                         block_on(log.wait_committed(a.last_offset)).expect("commit");
@@ -105,6 +137,47 @@ proptest! {
                         block_on(log.wait_written(a.last_offset)).expect("written");
                     }
                     model.batches.push((a.base_offset, a.last_offset + 1, b[21..].to_vec()));
+                    model.epoch_of.insert(a.base_offset, model.epoch);
+                }
+                Op::Replicate { counts, value_bytes, new_epoch } => {
+                    if new_epoch {
+                        model.epoch += 1;
+                    }
+                    let mut next = model.end().max(model.start);
+                    let mut buf = Vec::new();
+                    let mut added = Vec::new();
+                    for count in counts {
+                        tag = tag.wrapping_add(1);
+                        let mut b = tagged(count, value_bytes, i64::from(tag), tag);
+                        batch::assign(&mut b, next, model.epoch);
+                        added.push((next, next + i64::from(count), b[21..].to_vec()));
+                        next += i64::from(count);
+                        buf.extend_from_slice(&b);
+                    }
+                    let r = block_on(log.append_replicated(Bytes::from(buf), 0)).expect("replicate");
+                    prop_assert_eq!(r.last_offset + 1, next);
+                    block_on(log.wait_written(r.last_offset)).expect("written");
+                    for b in added {
+                        model.epoch_of.insert(b.0, model.epoch);
+                        model.batches.push(b);
+                    }
+                }
+                Op::Truncate { at } => {
+                    let end = model.end().max(model.start);
+                    let target = model.start + i64::from(at) % (end - model.start + 1);
+                    let holder = model.batches.iter().find(|b| b.0 <= target && target < b.1).map(|b| b.0);
+                    let r = block_on(log.truncate_to(target));
+                    match holder {
+                        // A cut inside the batch the log start falls in is refused.
+                        Some(base) if base < model.start => {
+                            prop_assert!(r.is_err(), "cut at {} inside the start's batch", target);
+                        }
+                        Some(base) => {
+                            prop_assert_eq!(r.expect("truncate"), base);
+                            model.cut(base);
+                        }
+                        None => prop_assert_eq!(r.expect("truncate at the end"), end),
+                    }
                 }
                 Op::Read { at, max_bytes } => {
                     let end = log.committed_end_offset();
@@ -155,12 +228,16 @@ proptest! {
                     let promised = if keep_all { written } else { durable };
                     prop_assert!(end >= promised, "lost promised data: end {} < {}", end, promised);
                     // Whatever survived is a prefix of the model: drop the rest from the model.
-                    model.batches.retain(|b| b.1 <= end);
+                    model.cut(end);
                     prop_assert_eq!(model.end().max(model.start), end.max(model.start));
                     model.start = model.start.max(log.log_start_offset());
                 }
             }
-            prop_assert_eq!(log.log_end_offset(), model.end().max(model.start));
+            let end = log.log_end_offset();
+            prop_assert_eq!(end, model.end().max(model.start));
+            // (An empty log keeps an epoch that starts at 0, as it always did.)
+            let epochs: Vec<_> = log.leader_epochs().into_iter().filter(|&(_, s)| s < end || s != 0).collect();
+            prop_assert_eq!(epochs, model.epochs());
         }
         block_on(log.flush()).expect("flush");
         prop_assert_eq!(read_all(&log), model.visible());
