@@ -228,6 +228,10 @@ struct Inner<F: StorageFile> {
     /// The active segment's directory entry is not known durable yet: the next fdatasync
     /// also syncs the directory, concurrently, before anything in the segment counts durable.
     dir_unsynced: bool,
+    /// A DeleteRecords, a retention pass or a truncation is running: each moves a bound of
+    /// the log (start or end) across awaits, and interleaved they could leave the start past
+    /// the end. They take turns ([`PartitionLog::lock_bounds`]).
+    bounds_busy: bool,
     /// Truncations (`truncate_to`) since the log was opened.
     truncations: u64,
     /// (truncation number, log end it left) of the last [`TRUNCATION_HISTORY`] truncations: a
@@ -274,6 +278,18 @@ impl<S: Storage> Drop for IoSlot<'_, S> {
             }
         }
         drop(st);
+        self.log.event.notify(usize::MAX);
+    }
+}
+
+/// Ends a turn at moving the log's bounds (see `Inner::bounds_busy`), however it ends.
+struct BoundsGuard<'a, S: Storage> {
+    log: &'a PartitionLog<S>,
+}
+
+impl<S: Storage> Drop for BoundsGuard<'_, S> {
+    fn drop(&mut self) {
+        self.log.inner.borrow_mut().bounds_busy = false;
         self.log.event.notify(usize::MAX);
     }
 }
@@ -551,6 +567,7 @@ impl<S: Storage> PartitionLog<S> {
             unsaved_indexes: Vec::new(),
             recycled: VecDeque::new(),
             dir_unsynced: false,
+            bounds_busy: false,
             truncations: 0,
             truncation_ends: VecDeque::new(),
         };
@@ -877,6 +894,21 @@ impl<S: Storage> PartitionLog<S> {
             self.roll().await?;
         }
         Ok(())
+    }
+
+    /// Waits for the turn to move the log's bounds (see `Inner::bounds_busy`).
+    async fn lock_bounds(&self) -> BoundsGuard<'_, S> {
+        loop {
+            let listener = {
+                let mut st = self.inner.borrow_mut();
+                if !st.bounds_busy {
+                    st.bounds_busy = true;
+                    return BoundsGuard { log: self };
+                }
+                self.event.listen()
+            };
+            listener.await;
+        }
     }
 
     /// Takes both I/O slots (for sealing and closing, which must not overlap any I/O).
@@ -1573,6 +1605,7 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Moves the log start forward (Kafka DeleteRecords); returns the new log start.
     pub async fn delete_records_before(&self, offset: Offset) -> Result<Offset, LogError> {
+        let _bounds = self.lock_bounds().await;
         let (start, committed) = {
             let st = self.inner.borrow();
             (st.log_start, committed_end(&st))
@@ -1601,6 +1634,7 @@ impl<S: Storage> PartitionLog<S> {
 
     /// Deletes whole sealed segments past retention time or size.
     pub async fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, LogError> {
+        let _bounds = self.lock_bounds().await;
         let (retention_ms, retention_bytes) = {
             let st = self.inner.borrow();
             (st.config.retention_ms, st.config.retention_bytes)

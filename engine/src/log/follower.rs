@@ -219,6 +219,9 @@ impl<S: Storage> PartitionLog<S> {
         if in_range(&self.inner.borrow())? == offset {
             return Ok(offset);
         }
+        // No DeleteRecords or retention moves the start meanwhile (the checks below hold
+        // until the end); then no I/O and no append.
+        let _bounds = self.lock_bounds().await;
         let _slot = self.acquire_all_io().await?;
         self.inner.borrow_mut().rolling = true;
         let _rolling = RollGuard { log: self };
