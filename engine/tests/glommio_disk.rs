@@ -161,3 +161,72 @@ fn retention_frees_segments_in_the_background() {
     );
     assert!(segment_files(&dir, ".log") >= 1);
 }
+
+#[test]
+fn truncate_and_replicate_on_real_disk() {
+    let tmp = tempfile::Builder::new()
+        .prefix("shardlog-engine-")
+        .tempdir()
+        .expect("tempdir");
+    let dir = tmp.path().join("t-0");
+    run(move || async move {
+        GlommioStorage::prepare(&dir)
+            .await
+            .expect("direct I/O works here");
+        let cfg = LogConfig {
+            segment_bytes: 64 << 10,
+            cache_bytes: 16 << 10,
+            ..LogConfig::default()
+        };
+        let (log, _) = PartitionLog::open(GlommioStorage, dir.clone(), cfg.clone())
+            .await
+            .expect("open");
+        let mut batches = Vec::new();
+        for i in 0..100i64 {
+            let mut b = batch::build(0, 2, 900 + (i as usize % 5) * 100, i);
+            batch::assign(&mut b, 2 * i, 1 + (i / 40) as i32);
+            batches.push(b);
+        }
+        for chunk in batches.chunks(4) {
+            let a = log
+                .append_replicated(Bytes::from(chunk.concat()), 0)
+                .await
+                .expect("replicate");
+            log.wait_committed(a.last_offset).await.expect("commit");
+        }
+        assert_eq!(log.log_end_offset(), 200);
+        // Inside batch 30 (offsets 60, 61), in a sealed segment: cut at 60.
+        assert_eq!(log.truncate_to(61).await.expect("truncate"), 60);
+        assert_eq!(log.leader_epochs(), vec![(1, 0)]);
+        let more = batches[30..35]
+            .iter()
+            .map(|b| {
+                let mut b = b.clone();
+                let base = batch::peek(&b).expect("header").base_offset;
+                batch::assign(&mut b, base, 9);
+                b
+            })
+            .collect::<Vec<_>>();
+        let a = log
+            .append_replicated(Bytes::from(more.concat()), 0)
+            .await
+            .expect("replicate after the cut");
+        log.wait_committed(a.last_offset).await.expect("commit");
+        log.close().await.expect("close");
+        let (log, _) = PartitionLog::open(GlommioStorage, dir.clone(), cfg)
+            .await
+            .expect("reopen");
+        assert_eq!(log.log_end_offset(), 70);
+        assert_eq!(log.leader_epochs(), vec![(1, 0), (9, 60)]);
+        let mut offset = 0;
+        let mut want = batches[..30].to_vec();
+        want.extend(more);
+        for w in want {
+            let r = log.read(offset, 70, 1, true).await.expect("read");
+            let got = r.batches[0].to_bytes();
+            assert_eq!(&got[..], &w[..], "batch at {offset}");
+            offset += 2;
+        }
+        log.close().await.expect("close");
+    });
+}
