@@ -620,3 +620,64 @@ fn a_control_file_from_a_newer_format_is_refused_by_name() {
         Ok(_) => panic!("opened a file of an unknown format"),
     }
 }
+
+#[test]
+fn a_truncation_waits_for_a_retention_pass_and_then_respects_its_start() {
+    let (disk, _) = follower_with_data(12);
+    let cfg = LogConfig {
+        retention_ms: Some(1),
+        ..config()
+    };
+    let (log, _) = block_on(PartitionLog::open(disk.clone(), dir(), cfg)).expect("open");
+    let end = log.log_end_offset();
+    block_on(async {
+        // Retention reads the sealed segments' indexes (lazily loaded): it is under way.
+        let mut retention = pin!(log.apply_retention(1 << 40));
+        assert!(poll_once(retention.as_mut()).await.is_none());
+        let mut cut = pin!(log.truncate_to(2));
+        assert!(
+            poll_once(cut.as_mut()).await.is_none(),
+            "waits for retention"
+        );
+        let report = retention.await.expect("retention");
+        assert!(report.segments_deleted > 0);
+        let start = log.log_start_offset();
+        assert!(start > 2);
+        match cut.await {
+            Err(LogError::OffsetOutOfRange { offset: 2, .. }) => {}
+            other => panic!("a cut below the new start: {other:?}"),
+        }
+        assert_eq!(log.log_end_offset(), end);
+    });
+    check_every_offset(&log);
+}
+
+#[test]
+fn a_retention_pass_waits_for_a_truncation() {
+    let (disk, all) = follower_with_data(12);
+    let cfg = LogConfig {
+        retention_ms: Some(1),
+        ..config()
+    };
+    let (log, _) = block_on(PartitionLog::open(disk.clone(), dir(), cfg)).expect("open");
+    let cut_end = block_on(async {
+        // The cut reads headers in a sealed segment: under way when retention starts.
+        let mut cut = pin!(log.truncate_to(2));
+        assert!(poll_once(cut.as_mut()).await.is_none());
+        let retention = log.apply_retention(1 << 40);
+        let (cut, retention) = futures_lite::future::zip(cut, retention).await;
+        retention.expect("retention after the cut");
+        cut.expect("cut")
+    });
+    assert!(cut_end <= 2);
+    assert_eq!(log.log_end_offset(), cut_end);
+    assert!(log.log_start_offset() <= cut_end);
+    let kept: Vec<Vec<u8>> = all
+        .into_iter()
+        .filter(|b| batch::peek(b).expect("header").base_offset < cut_end)
+        .collect();
+    assert_eq!(whole_batches(&log), kept);
+    block_on(log.close()).expect("close");
+    let log = open(&disk, config());
+    assert_eq!(log.log_end_offset(), cut_end);
+}
