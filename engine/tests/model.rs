@@ -116,7 +116,7 @@ fn config(flush: FlushPolicy) -> LogConfig {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 96, .. ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, .. ProptestConfig::default() })]
 
     #[test]
     fn log_agrees_with_model(flush in policy(), ops in proptest::collection::vec(op(), 1..80)) {
