@@ -114,7 +114,7 @@ fi
 
 stage "cargo test --release (unit, property, crash tests; builds the binaries)"
 # The bench's end-to-end tests run the broker binary, which this same `cargo test` builds first
-# (the server crate's own integration tests need it).
+# (the `shardlog` crate's own integration tests need it).
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps 2>/dev/null |
     "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])' 2>/dev/null) || true
 [ -n "$TARGET_DIR" ] || TARGET_DIR="$REPO/target"

@@ -158,7 +158,7 @@ need iperf3 iperf3
 need fio fio
 
 echo "== build" >&2
-cargo build --release -q -p shardlog-server -p shardlog-bench
+cargo build --release -q -p shardlog -p shardlog-bench
 BENCH=target/release/shardlog-bench
 BROKER=target/release/shardlog
 

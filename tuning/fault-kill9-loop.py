@@ -69,7 +69,7 @@ def main() -> int:
         ap.error("need 0 < --min-interval <= --max-interval")
     if not os.access(args.bin, os.X_OK):
         print(f"shardlog binary not found at {args.bin}; build it with "
-              f"`cargo build --release -p shardlog-server`", file=sys.stderr)
+              f"`cargo build --release -p shardlog`", file=sys.stderr)
         return 2
     seed = args.seed if args.seed is not None else random.randrange(1 << 31)
     rng = random.Random(seed)

@@ -501,7 +501,7 @@ def main() -> int:
     args = ap.parse_args()
     if not (0 < args.min_interval <= args.max_interval):
         ap.error("need 0 < --min-interval <= --max-interval")
-    for path, hint in ((args.bin, "cargo build --release -p shardlog-server"),
+    for path, hint in ((args.bin, "cargo build --release -p shardlog"),
                        (args.lazyfs, "tuning/lazyfs-build.sh SRC_DIR")):
         if not os.access(path, os.X_OK):
             print(f"{path} not found; build it with `{hint}`", file=sys.stderr)

@@ -11,6 +11,16 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+/// The operator CLI's broker list, when no flag gives it.
+pub const ENV_BROKERS: &str = "SHARDLOG_BROKERS";
+/// The operator CLI's profile, when no flag selects one.
+pub const ENV_PROFILE: &str = "SHARDLOG_PROFILE";
+/// The operator CLI's profile file, instead of the default path.
+pub const ENV_CONFIG: &str = "SHARDLOG_CLI_CONFIG";
+/// The operator CLI's own variables (crate `shardlog-cli`): `shardlog start` leaves them
+/// alone (its configuration is `SHARDLOG_<KEY>` too, and these name no broker setting).
+pub const CLI_ENV_VARS: [&str; 3] = [ENV_BROKERS, ENV_PROFILE, ENV_CONFIG];
+
 /// What `flush.messages` / `flush.ms` a topic gets when it sets neither.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -316,7 +326,7 @@ impl BrokerConfig {
         let known = cfg.as_table();
         for (var, value) in env {
             if let Some(key) = var.strip_prefix("SHARDLOG_") {
-                if crate::cli::profile::CLI_ENV_VARS.contains(&var.as_str()) {
+                if CLI_ENV_VARS.contains(&var.as_str()) {
                     // The operator CLI's own variables (SHARDLOG_BROKERS, ...).
                     continue;
                 }

@@ -15,15 +15,14 @@
 //! * [`limits`]: connection admission (`max_connections`, `max_connections_per_ip`).
 //! * [`metrics`], [`admin_http`]: per-shard counters gathered at scrape time; `/metrics` and
 //!   `/health` on the admin listener.
-//! * [`cli`]: the operator subcommands (`topic`, `produce`, `consume`, `group`, `cluster`,
-//!   `config check`) on the tokio-based `shardlog-client`, in their own process.
-//! * [`check`]: `shardlog check`, the host verification.
+//!
+//! The operator CLI (`shardlog topic|produce|consume|group|cluster|config|check`) is the crate
+//! `shardlog-cli`, and the `shardlog` binary the crate `shardlog` (`bin/`): the broker carries
+//! neither them nor the tokio-based client they run on.
 
 pub mod admin_http;
 pub mod alloc;
 pub mod broker;
-pub mod check;
-pub mod cli;
 pub mod compression;
 pub mod config;
 pub mod connection;

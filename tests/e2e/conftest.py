@@ -210,7 +210,7 @@ def _require_binary() -> None:
     b = shardlog_bin()
     if not os.access(b, os.X_OK):
         pytest.fail(f"shardlog binary not found at {b} (set SHARDLOG_BIN or build with "
-                    f"`cargo build --release -p shardlog-server`)", pytrace=False)
+                    f"`cargo build --release -p shardlog`)", pytrace=False)
 
 
 def broker_with_admin(workdir: Path, extra_args: list[str] | None = None, **kw) -> Broker:

@@ -15,8 +15,9 @@ use serde_json::json;
 use shardlog_client::records::{decode_batch, split_batches};
 use shardlog_client::{Client, ClientError, GroupMember, EARLIEST, LATEST};
 
-use super::output::show_bytes;
-use super::{CliError, CliResult, Conn, Format};
+use crate::conn::Conn;
+use crate::error::{CliError, CliResult};
+use crate::output::{show_bytes, Format};
 
 /// How each record is printed.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,7 +193,7 @@ async fn fetch_round(
     let mut out = Vec::new();
     for f in futures {
         let resp = f.wait().await?;
-        super::admin::kafka_err(resp.error_code, "fetch")?;
+        crate::admin::kafka_err(resp.error_code, "fetch")?;
         for t in resp.responses {
             for pd in t.partitions {
                 let p = pd.partition_index;
@@ -211,7 +212,7 @@ async fn fetch_round(
                             pd.log_start_offset, pd.high_watermark
                         )))
                     }
-                    code => super::admin::kafka_err(code, format!("fetch {topic}-{p}"))?,
+                    code => crate::admin::kafka_err(code, format!("fetch {topic}-{p}"))?,
                 }
                 let mut recs = Vec::new();
                 let mut next = pos;
@@ -405,8 +406,8 @@ pub async fn run(mut a: ConsumeArgs) -> CliResult {
         commit_all(&m, &positions).await?;
         // Leave at once so the group's other members rebalance without waiting for the
         // session timeout (and an offset reset can follow right away).
-        let coord = super::admin::coordinator(&client, g).await?;
-        if let Err(e) = super::admin::leave_group(&coord, g, m.member_id()).await {
+        let coord = crate::admin::coordinator(&client, g).await?;
+        if let Err(e) = crate::admin::leave_group(&coord, g, m.member_id()).await {
             tracing::warn!(error = %e, "could not leave the group; it will expire the member");
         }
     }

@@ -8,8 +8,11 @@
 //! error.
 
 pub mod admin;
+pub mod check;
 pub mod cluster;
+pub mod conn;
 pub mod consume;
+pub mod error;
 pub mod group;
 pub mod output;
 pub mod produce;
@@ -18,95 +21,12 @@ pub mod topic;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use shardlog_client::{Client, ClientConfig, ClientError};
 
+pub use conn::Conn;
+pub use error::{parse_kv, CliError, CliResult};
 pub use output::Format;
-
-/// Options shared by every command that talks to a cluster.
-#[derive(Args, Clone, Debug)]
-pub struct Conn {
-    /// Bootstrap brokers, comma-separated [default: --profile, $SHARDLOG_BROKERS,
-    /// $SHARDLOG_PROFILE, the profile file's current profile, then 127.0.0.1:9092].
-    #[arg(long, short = 'b', value_name = "HOST:PORT[,...]", global = true)]
-    pub brokers: Option<String>,
-    /// Take the brokers from this profile of ~/.config/shardlog/cli.toml.
-    #[arg(long, value_name = "NAME", global = true)]
-    pub profile: Option<String>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
-    pub format: Format,
-    /// How long one request may take, in milliseconds.
-    #[arg(long, default_value_t = 30_000, value_name = "MS", global = true)]
-    pub timeout_ms: u64,
-}
-
-impl Conn {
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.max(1))
-    }
-
-    /// The broker list and where it came from (flags, environment, profile file).
-    pub fn resolve(&self) -> CliResult<profile::Resolved> {
-        profile::resolve(self.brokers.as_deref(), self.profile.as_deref(), &|k| {
-            std::env::var(k).ok()
-        })
-    }
-
-    /// Connects to the first reachable bootstrap broker.
-    pub async fn connect(&self) -> Result<Arc<Client>, CliError> {
-        let resolved = self.resolve()?;
-        let mut cfg = ClientConfig::new(resolved.brokers.clone());
-        if cfg.bootstrap.is_empty() {
-            return Err(CliError::Usage(format!(
-                "the broker list is empty ({})",
-                resolved.source
-            )));
-        }
-        cfg.conn.client_id = "shardlog-cli".into();
-        cfg.conn.connect_timeout = self.timeout().min(Duration::from_secs(10));
-        cfg.conn.request_timeout = self.timeout();
-        Client::connect(cfg).await.map(Arc::new).map_err(|e| {
-            CliError::Failed(format!(
-                "cannot reach the cluster at {} ({}): {e}\n{}",
-                resolved.brokers,
-                resolved.source,
-                resolved.hint()
-            ))
-        })
-    }
-}
-
-/// Why a command failed, and so its exit status.
-#[derive(Debug, thiserror::Error)]
-pub enum CliError {
-    /// Bad arguments or configuration (exit 2).
-    #[error("{0}")]
-    Usage(String),
-    /// The operation failed (exit 1).
-    #[error("{0}")]
-    Failed(String),
-}
-
-impl From<ClientError> for CliError {
-    fn from(e: ClientError) -> Self {
-        CliError::Failed(e.to_string())
-    }
-}
-
-impl CliError {
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            CliError::Usage(_) => 2,
-            CliError::Failed(_) => 1,
-        }
-    }
-}
-
-pub type CliResult<T = ()> = Result<T, CliError>;
 
 /// The "which cluster" paragraph of every cluster command's help: the precedence of the
 /// broker sources (see `profile`).
@@ -207,7 +127,7 @@ pub enum Command {
     Config(ConfigCmd),
     /// Verify that this host is ready to run a broker (io_uring, locked memory, O_DIRECT, ...).
     #[command(after_help = CHECK_EXAMPLES)]
-    Check(crate::check::CheckArgs),
+    Check(check::CheckArgs),
 }
 
 #[derive(Args, Debug)]
@@ -258,7 +178,7 @@ pub fn run(cmd: Command) -> ExitCode {
         Command::Config(ConfigCmd {
             action: ConfigAction::Check { file, format },
         }) => config_check(&file, format),
-        Command::Check(args) => crate::check::run(&args),
+        Command::Check(args) => check::run(&args),
         other => match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -291,10 +211,10 @@ async fn run_async(cmd: Command) -> CliResult {
 /// `shardlog config check FILE`: the same loading and validation `shardlog start` does, with
 /// the environment and flags left out.
 fn config_check(file: &std::path::Path, format: Format) -> CliResult {
-    let loaded = crate::config::BrokerConfig::load(
+    let loaded = shardlog_server::config::BrokerConfig::load(
         Some(file),
         std::iter::empty(),
-        &crate::config::Overrides::default(),
+        &shardlog_server::config::Overrides::default(),
     );
     match loaded {
         Ok(cfg) => {
@@ -332,14 +252,6 @@ fn config_check(file: &std::path::Path, format: Format) -> CliResult {
                 file.display()
             )))
         }
-    }
-}
-
-/// Parses `key=value`.
-pub fn parse_kv(s: &str) -> CliResult<(String, String)> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(CliError::Usage(format!("expected KEY=VALUE, got {s:?}"))),
     }
 }
 

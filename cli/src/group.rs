@@ -7,9 +7,10 @@ use clap::{ArgGroup, Subcommand};
 use serde_json::json;
 use shardlog_client::{Client, EARLIEST, LATEST};
 
-use super::admin;
-use super::output::{emit, Table};
-use super::{CliError, CliResult, Conn};
+use crate::admin;
+use crate::conn::Conn;
+use crate::error::{CliError, CliResult};
+use crate::output::{emit, Table};
 
 #[derive(Subcommand, Debug)]
 pub enum GroupAction {

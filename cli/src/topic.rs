@@ -6,9 +6,10 @@ use clap::{ArgGroup, Subcommand};
 use serde_json::json;
 use shardlog_client::{NewTopic, EARLIEST, LATEST};
 
-use super::admin;
-use super::output::{emit, human_bytes, Table};
-use super::{parse_kv, CliError, CliResult, Conn};
+use crate::admin;
+use crate::conn::Conn;
+use crate::error::{parse_kv, CliError, CliResult};
+use crate::output::{emit, human_bytes, Table};
 
 #[derive(Subcommand, Debug)]
 pub enum TopicAction {

@@ -12,7 +12,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
 use shardlog_client::{Client, ClientError, Connection};
 
-use super::{CliError, CliResult};
+use crate::error::{CliError, CliResult};
 
 /// `ConfigResource.Type.TOPIC`.
 pub const RESOURCE_TOPIC: i8 = 2;

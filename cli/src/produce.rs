@@ -22,8 +22,9 @@ use kafka_protocol::records::{
 use serde_json::json;
 use shardlog_client::{partition_for_key, Client, ClientError};
 
-use super::output::emit;
-use super::{parse_kv, CliError, CliResult, Conn, Format};
+use crate::conn::Conn;
+use crate::error::{parse_kv, CliError, CliResult};
+use crate::output::{emit, Format};
 
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
@@ -341,7 +342,7 @@ pub async fn run(a: ProduceArgs) -> CliResult {
                     timestamp_type: TimestampType::Creation,
                     offset: 0,
                     sequence: -1,
-                    timestamp: crate::partition::now_ms(),
+                    timestamp: shardlog_server::partition::now_ms(),
                     key,
                     value: Some(value),
                     headers: headers.clone(),
@@ -482,7 +483,7 @@ mod tests {
             })
             .collect();
         let bytes = encode(&mut recs, Compression::Lz4).expect("encode");
-        let back = super::super::consume::decode(bytes).expect("decode");
+        let back = crate::consume::decode(bytes).expect("decode");
         assert_eq!(back.len(), 3);
         assert_eq!(back[2].offset, 2);
         assert_eq!(back[1].value.as_deref(), Some(&b"v1"[..]));

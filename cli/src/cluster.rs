@@ -3,9 +3,10 @@
 use clap::Subcommand;
 use serde_json::json;
 
-use super::admin::{self, ClusterInfo};
-use super::output::{emit, Table};
-use super::{CliError, CliResult, Conn};
+use crate::admin::{self, ClusterInfo};
+use crate::conn::Conn;
+use crate::error::{CliError, CliResult};
+use crate::output::{emit, Table};
 
 #[derive(Subcommand, Debug)]
 pub enum ClusterAction {
@@ -137,7 +138,7 @@ pub async fn run(conn: &Conn, action: ClusterAction) -> CliResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cli::admin::{BrokerInfo, PartitionInfo, TopicInfo};
+    use crate::admin::{BrokerInfo, PartitionInfo, TopicInfo};
 
     fn part(p: i32, leader: i32, replicas: Vec<i32>, isr: Vec<i32>) -> PartitionInfo {
         PartitionInfo {

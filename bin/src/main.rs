@@ -53,7 +53,7 @@ enum Command {
         admin_listen: Option<String>,
     },
     #[command(flatten)]
-    Ops(shardlog_server::cli::Command),
+    Ops(shardlog_cli::Command),
 }
 
 /// The broker's log lines are written to stderr by a thread of their own, never by a shard.
@@ -322,7 +322,7 @@ fn main() -> ExitCode {
     let command = match cli.command {
         Command::Ops(op) => {
             init_cli_tracing();
-            return shardlog_server::cli::run(op);
+            return shardlog_cli::run(op);
         }
         start => start,
     };

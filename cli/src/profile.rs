@@ -27,17 +27,11 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::{CliError, CliResult};
+use crate::error::{CliError, CliResult};
 
-/// The broker list, when no flag gives it.
-pub const ENV_BROKERS: &str = "SHARDLOG_BROKERS";
-/// The profile to use, when no flag selects one.
-pub const ENV_PROFILE: &str = "SHARDLOG_PROFILE";
-/// The profile file, instead of the default path.
-pub const ENV_CONFIG: &str = "SHARDLOG_CLI_CONFIG";
-/// The CLI's own variables: `shardlog start` leaves them alone (its configuration is
-/// `SHARDLOG_<KEY>` too, and these name no broker setting).
-pub const CLI_ENV_VARS: [&str; 3] = [ENV_BROKERS, ENV_PROFILE, ENV_CONFIG];
+// The CLI's variables are named by the broker's configuration (the lower layer), which
+// must know them to leave them alone: `SHARDLOG_<KEY>` configures `shardlog start`.
+pub use shardlog_server::config::{CLI_ENV_VARS, ENV_BROKERS, ENV_CONFIG, ENV_PROFILE};
 /// The address used when nothing else names one.
 pub const DEFAULT_BROKERS: &str = "127.0.0.1:9092";
 

@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 use serde_json::json;
 
-use crate::cli::output::{emit, human_bytes, Table};
-use crate::cli::{CliError, CliResult, Format};
-use crate::config::{BrokerConfig, Overrides};
+use crate::error::{CliError, CliResult};
+use crate::output::{emit, human_bytes, Format, Table};
+use shardlog_server::config::{BrokerConfig, Overrides};
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
@@ -274,7 +274,7 @@ pub fn count_data_files(data_dir: &Path) -> DataFiles {
             })
             .unwrap_or_default()
     }
-    let mut parts = dirs(&crate::groups::offsets_dir(data_dir));
+    let mut parts = dirs(&shardlog_server::groups::offsets_dir(data_dir));
     for topic in dirs(&data_dir.join("logs")) {
         parts.extend(dirs(&topic));
     }
