@@ -7,7 +7,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use shardlog_engine::batch;
-use shardlog_server::protocol::SUPPORTED_APIS;
+use shardlog_server::wire::protocol::SUPPORTED_APIS;
 
 /// A `request_body` input: the API and version it picked, the header it built and the frame.
 pub struct RequestBodyInput {

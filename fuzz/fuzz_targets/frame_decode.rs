@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use shardlog_server::config::BrokerConfig;
-use shardlog_server::protocol::{self, Parsed};
+use shardlog_server::wire::protocol::{self, Parsed};
 
 fuzz_target!(|data: &[u8]| {
     let max = BrokerConfig::default().max_frame_bytes;

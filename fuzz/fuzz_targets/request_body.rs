@@ -17,8 +17,8 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
 use libfuzzer_sys::fuzz_target;
-use shardlog_server::protocol::{self, Parsed};
-use shardlog_server::{errors, metadata};
+use shardlog_server::wire::protocol::{self, Parsed};
+use shardlog_server::{wire::errors, controller::metadata};
 
 #[path = "../common/inputs.rs"]
 mod inputs;

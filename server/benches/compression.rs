@@ -1,4 +1,4 @@
-//! Criterion benches for compressed batches on produce ([`shardlog_server::compression`]):
+//! Criterion benches for compressed batches on produce ([`shardlog_server::partition::compression`]):
 //!
 //! * `validate/<codec>/<size>`: what `validate_compressed_batches = true` adds to the append
 //!   of one batch: [`compression::prepare`] with `compression.type=producer` (CRC check,
@@ -22,7 +22,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shardlog_client::records::{BatchBuilder, Compression, ProducerStamp};
 use shardlog_engine::batch;
-use shardlog_server::compression::{self, Codec, CompressionPolicy, CompressionType};
+use shardlog_server::partition::compression::{self, Codec, CompressionPolicy, CompressionType};
 
 const VALUE_BYTES: usize = 1014;
 

@@ -6,14 +6,14 @@
 //!   The frames are encoded once, outside the timed loop, with `kafka-protocol` and the
 //!   client's batch encoder (`shardlog_client::records::BatchBuilder`).
 //! * `produce`: on a one-shard broker whose logs live on the real disk (glommio, O_DIRECT):
-//!   `dispatch/…` takes a decoded Produce v9 (acks=-1) through [`handlers::dispatch`] to its
+//!   `dispatch/…` takes a decoded Produce v9 (acks=-1) through [`api::dispatch`] to its
 //!   encoded response, exactly as a connection does; `partition/…` is the partition part of
 //!   that path alone, as `Shard::start_produce` runs it for acks=-1: `Partition::enqueue`
 //!   (appender task: producer-state check, CRC validation, offset assignment, copy into the
 //!   write buffer, cache insert) then `wait_committed`. Topics with `flush.messages=1` (fdatasync
 //!   before every acknowledgement) and without flushing (written with O_DIRECT, no fdatasync).
 //! * `fetch`: `encode/…` is [`fetch::encode_fetch_response`] over the batches the engine's
-//!   cache returns; `dispatch/…` is a whole sessionless Fetch v12 through [`handlers::dispatch`]
+//!   cache returns; `dispatch/…` is a whole sessionless Fetch v12 through [`api::dispatch`]
 //!   (shard read from the cache, then the same encoder). 1 partition × 1 MiB (a 1 MiB
 //!   `partition_max_bytes` over 16 KiB batches) and 100 partitions × one 16 KiB batch.
 //!
@@ -37,12 +37,14 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use shardlog_client::records::{BatchBuilder, Compression, ProducerStamp};
 use shardlog_engine::GlommioStorage;
+use shardlog_server::api;
 use shardlog_server::config::BrokerConfig;
-use shardlog_server::fetch::{self, FetchTopicOut};
-use shardlog_server::handlers;
-use shardlog_server::metadata::MetadataStore;
-use shardlog_server::protocol::{self, Parsed};
-use shardlog_server::shard::{AdminReq, AdminResp, Global, MeshMsg, NewTopic, ReadOut, Shard};
+use shardlog_server::controller::metadata::MetadataStore;
+use shardlog_server::mesh::shard::{
+    AdminReq, AdminResp, Global, MeshMsg, NewTopic, ReadOut, Shard,
+};
+use shardlog_server::wire::fetch::{self, FetchTopicOut};
+use shardlog_server::wire::protocol::{self, Parsed};
 
 /// glommio I/O memory per executor: the broker's default (32 MiB), the pool the engine's
 /// write buffers come from. glommio registers it with io_uring when RLIMIT_MEMLOCK allows and
@@ -174,7 +176,7 @@ fn metadata_frame(topics: &[&str]) -> Bytes {
     frame(ApiKey::Metadata, 12, &req)
 }
 
-/// What the connection passes to `handlers::dispatch` for `frame`.
+/// What the connection passes to `api::dispatch` for `frame`.
 fn decoded(frame: Bytes) -> (RequestHeader, ApiKey, RequestKind) {
     match protocol::parse_request(frame).expect("parses") {
         Parsed::Request {
@@ -194,7 +196,7 @@ async fn answer(
     body: RequestKind,
 ) -> Option<Vec<Bytes>> {
     let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 40000));
-    handlers::dispatch(shard, peer, header, api_key, body)
+    api::dispatch(shard, peer, header, api_key, body)
         .await
         .await
 }
@@ -256,7 +258,7 @@ impl Broker {
         let global = Arc::new(Global {
             shutdown: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
-            connections: shardlog_server::limits::ConnectionLimits::new(1, 0),
+            connections: shardlog_server::wire::limits::ConnectionLimits::new(1, 0),
             offline: Default::default(),
         });
         let shard = ex.run(async move {

@@ -26,8 +26,8 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::BrokerConfig;
 use crate::connection;
-use crate::metadata::{ClusterMeta, MetadataStore};
-use crate::shard::{topic_dir, Global, MeshMsg, Shard};
+use crate::controller::metadata::{ClusterMeta, MetadataStore};
+use crate::mesh::shard::{topic_dir, Global, MeshMsg, Shard};
 
 /// glommio refuses to start an executor below this much RLIMIT_MEMLOCK.
 const MIN_MEMLOCK_BYTES: u64 = 512 << 10;
@@ -42,7 +42,7 @@ pub enum BrokerError {
     #[error("data directory {0} is in use by another shardlog process")]
     Locked(std::path::PathBuf),
     #[error(transparent)]
-    Metadata(#[from] crate::metadata::MetaError),
+    Metadata(#[from] crate::controller::metadata::MetaError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -276,7 +276,7 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
     // process's listener can outlive it for a moment (io_uring tears its rings down
     // asynchronously), so wait up to 10 s for the port to become free.
     let t0 = Instant::now();
-    while crate::admin_http::listening(cfg.listen_addr()) {
+    while crate::admin::http::listening(cfg.listen_addr()) {
         if t0.elapsed() > Duration::from_secs(10) {
             return Err(BrokerError::Listen {
                 addr: cfg.listen.clone(),
@@ -290,9 +290,9 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
     }
     let store = MetadataStore::open(&cfg.data_dir.join("meta"))?;
     let mut cfg = cfg;
-    cfg.offsets_topic_partitions =
-        crate::groups::resolve_offsets_partitions(&cfg).map_err(|source| BrokerError::DataDir {
-            path: crate::groups::offsets_dir(&cfg.data_dir),
+    cfg.offsets_topic_partitions = crate::groups::coordinator::resolve_offsets_partitions(&cfg)
+        .map_err(|source| BrokerError::DataDir {
+            path: crate::groups::coordinator::offsets_dir(&cfg.data_dir),
             source,
         })?;
     remove_orphans(&cfg.data_dir, &store.meta);
@@ -302,7 +302,7 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
     let global = Arc::new(Global {
         shutdown: AtomicBool::new(false),
         drained: AtomicUsize::new(0),
-        connections: crate::limits::ConnectionLimits::new(
+        connections: crate::wire::limits::ConnectionLimits::new(
             cfg.max_connections,
             cfg.max_connections_per_ip,
         ),
@@ -479,7 +479,7 @@ async fn shard_main(
         shard.open_topic(t).await;
     }
     // Replay this shard's part of __consumer_offsets before any client can reach a group.
-    crate::groups::load(&shard).await;
+    crate::groups::coordinator::load(&shard).await;
     let listener = match TcpListener::bind(cfg.listen_addr()) {
         Ok(l) => Some(l),
         Err(e) => {
@@ -508,7 +508,7 @@ async fn shard_main(
         let (host, port) = cfg.advertised_host_port();
         tracing::info!(listen = %cfg.listen, advertised = %format!("{host}:{port}"), shards = n, data_dir = %cfg.data_dir.display(), topics = meta.topics.len(), startup_ms = started.elapsed().as_millis() as u64, "shardlog ready");
         if let Some(addr) = cfg.admin_addr() {
-            crate::admin_http::spawn(shard.clone(), addr, started);
+            crate::admin::http::spawn(shard.clone(), addr, started);
         }
     }
 
@@ -523,7 +523,7 @@ async fn shard_main(
         })
         .detach();
     }
-    crate::groups::spawn_timer(shard.clone());
+    crate::groups::coordinator::spawn_timer(shard.clone());
     // Periodic log work.
     {
         let shard = shard.clone();

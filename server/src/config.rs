@@ -764,7 +764,7 @@ impl BrokerConfig {
                 "must be in 1 KiB..=max_frame_bytes",
             ));
         }
-        if crate::compression::CompressionType::parse(&self.compression_type).is_none() {
+        if crate::partition::compression::CompressionType::parse(&self.compression_type).is_none() {
             return Err(bad(
                 "compression_type",
                 &self.compression_type,

@@ -54,9 +54,9 @@ use glommio::sync::Semaphore;
 use glommio::task::JoinHandle;
 use kafka_protocol::messages::RequestKind;
 
-use crate::handlers;
-use crate::protocol::{self, Parsed};
-use crate::shard::Shard;
+use crate::api;
+use crate::mesh::shard::Shard;
+use crate::wire::protocol::{self, Parsed};
 use shardlog_coordinator::Untrusted;
 
 type Stream = Rc<RefCell<TcpStream>>;
@@ -334,7 +334,7 @@ impl Drop for AnswerGrant {
 fn answer_reservation(body: &RequestKind, cfg: &crate::config::BrokerConfig) -> u64 {
     match body {
         RequestKind::Fetch(req) => {
-            crate::fetch::response_limit(req.max_bytes, cfg.fetch_max_bytes) as u64
+            crate::wire::fetch::response_limit(req.max_bytes, cfg.fetch_max_bytes) as u64
         }
         _ => 0,
     }
@@ -678,7 +678,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr) {
                         break;
                     }
                 };
-                let answer = handlers::dispatch(&shard, peer, header, api_key, *body).await;
+                let answer = api::dispatch(&shard, peer, header, api_key, *body).await;
                 async move {
                     let r = answer.await;
                     crate::metrics::request(api_key as i16, arrived.elapsed());

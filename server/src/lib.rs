@@ -20,26 +20,18 @@
 //! `shardlog-cli`, and the `shardlog` binary the crate `shardlog` (`bin/`): the broker carries
 //! neither them nor the tokio-based client they run on.
 
-pub mod admin_http;
+pub mod admin;
 pub mod alloc;
+pub mod api;
 pub mod broker;
-pub mod compression;
 pub mod config;
 pub mod connection;
-pub mod errors;
-pub mod fetch;
-pub mod group_api;
+pub mod controller;
 pub mod groups;
-pub mod handlers;
-pub mod limits;
-pub mod log_dirs;
-pub mod metadata;
+pub mod mesh;
 pub mod metrics;
 pub mod partition;
-pub mod producer_state;
-pub mod protocol;
-pub mod shard;
-pub mod topic_map;
+pub mod wire;
 
 /// Every binary and test linking the server gets the guarded allocator (see [`alloc`]).
 #[global_allocator]

@@ -4,8 +4,10 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::RequestKind;
 use kafka_protocol::protocol::Encodable;
-use shardlog_server::groups::{decode_offsets_batch, encode_offsets_batch, OffsetsBatchError};
-use shardlog_server::protocol::{parse_request, Parsed};
+use shardlog_server::groups::coordinator::{
+    decode_offsets_batch, encode_offsets_batch, OffsetsBatchError,
+};
+use shardlog_server::wire::protocol::{parse_request, Parsed};
 
 #[path = "../../fuzz/common/inputs.rs"]
 mod inputs;

@@ -28,8 +28,8 @@ use futures::future::{self, Either, FutureExt};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
+use crate::mesh::shard::{Shard, ShardReq, ShardResp};
 use crate::metrics::{self, Extra, ShardSnapshot};
-use crate::shard::{Shard, ShardReq, ShardResp};
 
 const MAX_HEAD: usize = 8 << 10;
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -361,7 +361,7 @@ fn extra(shard: &Rc<Shard>, started: Instant) -> Extra {
 /// Committed offset and lag of every group partition (empty when a shard does not answer
 /// in time; the rest of the scrape is still served).
 async fn group_lags(shard: &Rc<Shard>) -> Vec<metrics::GroupLag> {
-    let lags = crate::groups::all_group_lags(shard).boxed_local();
+    let lags = crate::groups::coordinator::all_group_lags(shard).boxed_local();
     match future::select(lags, glommio::timer::sleep(SHARD_TIMEOUT).boxed_local()).await {
         Either::Left((Ok(groups), _)) => groups
             .into_iter()

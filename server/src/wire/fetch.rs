@@ -38,8 +38,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use shardlog_engine::StoredBatch;
 
-use crate::errors;
-use crate::shard::ReadOut;
+use crate::mesh::shard::ReadOut;
+use crate::wire::errors;
 
 /// One topic of a fetch response.
 pub struct FetchTopicOut {
@@ -226,7 +226,7 @@ pub struct FetchSessions {
 
 impl FetchSessions {
     pub fn new(shard: usize, slots: usize) -> Self {
-        let seed = crate::metadata::new_topic_id() as u64 | 1;
+        let seed = crate::controller::metadata::new_topic_id() as u64 | 1;
         Self {
             shard,
             slots,

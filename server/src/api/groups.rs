@@ -3,7 +3,7 @@
 //! This module maps each wire version onto the coordinator's own request types (LeaveGroup
 //! v0–v2 is a one-member batch, JoinGroup v0's rebalance timeout is its session timeout,
 //! an OffsetFetch v8 naming several groups is split per group) and routes every group request
-//! to the shard that owns the group ([`crate::groups::group_shard`]). The placing phase runs in
+//! to the shard that owns the group ([`crate::groups::coordinator::group_shard`]). The placing phase runs in
 //! request order on the connection ([`Shard::send`] returns once the request reached the
 //! owner's FIFO channel), so two requests of one connection reach a group's coordinator in the
 //! order they were sent; their answers are joined back and written in request order by the
@@ -31,10 +31,10 @@ use kafka_protocol::protocol::StrBytes;
 use shardlog_coordinator as coord;
 use shardlog_coordinator::{error_response, ErrorCode, Request, Response, Untrusted};
 
-use crate::errors;
-use crate::handlers::Pending;
-use crate::protocol;
-use crate::shard::{Shard, ShardReq, ShardResp};
+use crate::api::Pending;
+use crate::mesh::shard::{Shard, ShardReq, ShardResp};
+use crate::wire::errors;
+use crate::wire::protocol;
 
 /// FindCoordinator key type of a transactional id (we have no transaction coordinator).
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -110,9 +110,11 @@ pub fn split_by_shard(
 ) -> Vec<(usize, Vec<usize>)> {
     let mut by: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, id) in ids.iter().enumerate() {
-        by.entry(crate::groups::group_shard(id, partitions, shards))
-            .or_default()
-            .push(i);
+        by.entry(crate::groups::coordinator::group_shard(
+            id, partitions, shards,
+        ))
+        .or_default()
+        .push(i);
     }
     by.into_iter().collect()
 }
@@ -379,7 +381,7 @@ pub async fn leave_group(shard: &Rc<Shard>, v: i16, corr: i32, req: LeaveGroupRe
 
 /// Whether clients may commit offsets for `topic` (the internal topic is refused).
 fn committable(topic: &str) -> bool {
-    topic != crate::groups::OFFSETS_TOPIC
+    topic != crate::groups::coordinator::OFFSETS_TOPIC
 }
 
 /// The error a commit of `(topic, partition)` gets before it reaches the coordinator, if any:
@@ -894,7 +896,7 @@ mod tests {
                     assert!(!seen[p]);
                     seen[p] = true;
                     assert_eq!(
-                        crate::groups::group_shard(&ids[p], 2 * shards, shards),
+                        crate::groups::coordinator::group_shard(&ids[p], 2 * shards, shards),
                         *target
                     );
                 }

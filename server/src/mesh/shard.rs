@@ -20,7 +20,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
-use crate::topic_map::TopicPartMap;
+use crate::controller::topic_map::TopicPartMap;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -36,10 +36,12 @@ use glommio::sync::Semaphore;
 use shardlog_engine::{GlommioStorage, Storage, StoredBatch};
 
 use crate::config::BrokerConfig;
-use crate::errors;
-use crate::fetch::FetchSessions;
-use crate::metadata::{self, ClusterMeta, MetaEvent, MetadataStore, PartitionMeta, TopicMeta};
+use crate::controller::metadata::{
+    self, ClusterMeta, MetaEvent, MetadataStore, PartitionMeta, TopicMeta,
+};
 use crate::partition::{now_ms, Partition};
+use crate::wire::errors;
+use crate::wire::fetch::FetchSessions;
 use shardlog_coordinator::Untrusted;
 
 /// Shard that owns `(topic, partition)` among `shards`.
@@ -47,7 +49,7 @@ use shardlog_coordinator::Untrusted;
 /// The internal `__consumer_offsets` partitions are the exception: partition `p` is on shard
 /// `p % shards`, with the groups stored in it (see `groups.rs`).
 pub fn shard_for(topic: &str, partition: i32, shards: usize) -> usize {
-    if topic == crate::groups::OFFSETS_TOPIC {
+    if topic == crate::groups::coordinator::OFFSETS_TOPIC {
         return shardlog_coordinator::shard_for_offsets_partition(
             partition.max(0) as usize,
             shards,
@@ -268,7 +270,7 @@ pub struct Global {
     pub shutdown: AtomicBool,
     pub drained: AtomicUsize,
     /// `max_connections` and `max_connections_per_ip`, counted over all shards.
-    pub connections: std::sync::Arc<crate::limits::ConnectionLimits>,
+    pub connections: std::sync::Arc<crate::wire::limits::ConnectionLimits>,
     /// Partitions whose log could not be opened, whichever shard owns them.
     pub offline: OfflinePartitions,
 }
@@ -363,7 +365,7 @@ pub struct Shard {
     /// Partitions this shard owns whose log failed to open (see [`OfflinePartitions`]).
     offline: RefCell<TopicPartMap<Offline>>,
     /// This shard's group coordinator and its internal log (see `groups.rs`).
-    pub groups: crate::groups::Groups,
+    pub groups: crate::groups::coordinator::Groups,
 }
 
 impl Shard {
@@ -405,7 +407,7 @@ impl Shard {
                 cfg.max_open_segment_files.div_ceil(shards.max(1)),
             ),
             offline: RefCell::new(TopicPartMap::new()),
-            groups: crate::groups::Groups::new(&cfg, id),
+            groups: crate::groups::coordinator::Groups::new(&cfg, id),
             cfg,
         })
     }
@@ -536,7 +538,7 @@ impl Shard {
                 let s = self.clone();
                 async move { ShardResp::Admin(s.admin(a).await) }.boxed_local()
             }
-            ShardReq::Group(r) => crate::groups::Groups::submit(self, r)
+            ShardReq::Group(r) => crate::groups::coordinator::Groups::submit(self, r)
                 .map(ShardResp::Group)
                 .boxed_local(),
             ShardReq::Apply(ev) => {

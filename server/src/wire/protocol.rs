@@ -211,7 +211,7 @@ pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
 
 /// UNSUPPORTED_VERSION answer to an ApiVersions request we cannot parse: v0 body, header v0.
 pub fn api_versions_unsupported(correlation_id: i32) -> Result<Bytes, anyhow::Error> {
-    let body = api_versions_response(crate::errors::UNSUPPORTED_VERSION);
+    let body = api_versions_response(crate::wire::errors::UNSUPPORTED_VERSION);
     encode_response(ApiKey::ApiVersions, 0, correlation_id, &body)
 }
 

@@ -28,7 +28,7 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 use shardlog_engine::batch::{self, get_varlong, HEADER_BYTES};
 
-use crate::errors;
+use crate::wire::errors;
 
 /// A Kafka compression codec (the batch attributes' bits 0-2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

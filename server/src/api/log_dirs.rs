@@ -30,10 +30,10 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::errors;
-use crate::handlers::Pending;
-use crate::protocol;
-use crate::shard::{Shard, ShardReq, ShardResp};
+use crate::api::Pending;
+use crate::mesh::shard::{Shard, ShardReq, ShardResp};
+use crate::wire::errors;
+use crate::wire::protocol;
 
 /// Size and free space of the volume holding a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

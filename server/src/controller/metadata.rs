@@ -19,9 +19,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use shardlog_engine::{FlushPolicy, GlommioStorage, LogConfig, Storage, TimestampType};
 
-use crate::compression::{CompressionPolicy, CompressionType};
 use crate::config::{BrokerConfig, DefaultFlush};
-use crate::errors;
+use crate::partition::compression::{CompressionPolicy, CompressionType};
+use crate::wire::errors;
 
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 const FILE_NAME: &str = "cluster-metadata.json";
@@ -554,7 +554,7 @@ mod tests {
             t.error_message = Some(StrBytes::from_string(msg));
             let mut resp = CreateTopicsResponse::default();
             resp.topics.push(t);
-            crate::protocol::encode_response(ApiKey::CreateTopics, 4, 1, &resp)
+            crate::wire::protocol::encode_response(ApiKey::CreateTopics, 4, 1, &resp)
                 .expect("the refusal fits a non-flexible response");
         }
         assert!(configs.is_empty(), "refused operations change nothing");

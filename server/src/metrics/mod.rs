@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use shardlog_engine::DiskOp;
 
-use crate::shard::Shard;
+use crate::mesh::shard::Shard;
 
 /// Upper bounds (seconds) of the latency histogram buckets; `+Inf` is implicit.
 pub const BUCKETS: [f64; 18] = [
@@ -750,7 +750,7 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
             &[
                 ("api", &api_name(*a)),
                 ("code", &c.to_string()),
-                ("error", crate::errors::name(*c)),
+                ("error", crate::wire::errors::name(*c)),
             ],
             n,
         );

@@ -83,8 +83,8 @@ use shardlog_engine::batch::{self, HEADER_BYTES, LOG_OVERHEAD};
 use shardlog_engine::{Committed, FlushPolicy, LogConfig};
 
 use crate::config::BrokerConfig;
+use crate::mesh::shard::{Shard, ShardReq, ShardResp};
 use crate::partition::{now_ms, Partition};
-use crate::shard::{Shard, ShardReq, ShardResp};
 
 /// Name of the internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
@@ -427,14 +427,14 @@ async fn append_durable(
                 failed.get_or_insert(code);
             }
             Err(_) => {
-                failed.get_or_insert(crate::errors::UNKNOWN_SERVER_ERROR);
+                failed.get_or_insert(crate::wire::errors::UNKNOWN_SERVER_ERROR);
             }
         }
     }
     if let Some(code) = failed {
         tracing::error!(
             partition = p.index,
-            error = crate::errors::name(code),
+            error = crate::wire::errors::name(code),
             "append to {OFFSETS_TOPIC} failed"
         );
         return Err(ErrorCode::CoordinatorNotAvailable);
@@ -796,7 +796,7 @@ async fn high_watermarks(
     for (target, parts) in by_shard {
         if let ShardResp::Offsets(rs) = shard.call(target, ShardReq::ListOffsets { parts }).await {
             for r in rs {
-                if r.error == crate::errors::NONE && r.offset >= 0 {
+                if r.error == crate::wire::errors::NONE && r.offset >= 0 {
                     out.insert((r.topic, r.partition), r.offset);
                 }
             }

@@ -8,6 +8,9 @@
 //! relies on this to keep per-partition order across pipelined requests; the other APIs do not
 //! care but use the same shape.
 
+pub mod groups;
+pub mod log_dirs;
+
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -19,16 +22,15 @@ use futures::FutureExt;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
-use crate::errors;
-use crate::fetch::{self, FetchTopicOut, SessionStep};
-use crate::group_api;
-use crate::groups::OFFSETS_TOPIC;
-use crate::metadata;
-use crate::protocol;
-use crate::shard::{
+use crate::controller::metadata;
+use crate::groups::coordinator::OFFSETS_TOPIC;
+use crate::mesh::shard::{
     AdminReq, AdminResp, NewTopic, OffsetOut, ProducePart, ProduceResult, ReadOut, ReadPart, Shard,
     ShardReq, ShardResp,
 };
+use crate::wire::errors;
+use crate::wire::fetch::{self, FetchTopicOut, SessionStep};
+use crate::wire::protocol;
 use shardlog_coordinator::Untrusted;
 
 /// The answer phase: the response frame as chunks, or `None` for no response (acks=0).
@@ -147,28 +149,24 @@ pub async fn dispatch(
         }
         RequestKind::DeleteRecords(req) => delete_records(shard, v, corr, req).await,
         RequestKind::OffsetForLeaderEpoch(req) => epoch_end(shard, v, corr, req).await,
-        RequestKind::DescribeLogDirs(req) => {
-            crate::log_dirs::describe_log_dirs(shard, v, corr, req).await
-        }
+        RequestKind::DescribeLogDirs(req) => log_dirs::describe_log_dirs(shard, v, corr, req).await,
         RequestKind::DescribeCluster(_) => {
             future::ready(describe_cluster(shard, v, corr)).boxed_local()
         }
         RequestKind::InitProducerId(req) => {
             init_producer_id(shard.clone(), v, corr, req).boxed_local()
         }
-        RequestKind::FindCoordinator(req) => group_api::find_coordinator(shard, v, corr, req),
-        RequestKind::JoinGroup(req) => {
-            group_api::join_group(shard, &header, peer, v, corr, req).await
-        }
-        RequestKind::SyncGroup(req) => group_api::sync_group(shard, v, corr, req).await,
-        RequestKind::Heartbeat(req) => group_api::heartbeat(shard, v, corr, req).await,
-        RequestKind::LeaveGroup(req) => group_api::leave_group(shard, v, corr, req).await,
-        RequestKind::OffsetCommit(req) => group_api::offset_commit(shard, v, corr, req).await,
-        RequestKind::OffsetFetch(req) => group_api::offset_fetch(shard, v, corr, req).await,
-        RequestKind::OffsetDelete(req) => group_api::offset_delete(shard, v, corr, req).await,
-        RequestKind::ListGroups(req) => group_api::list_groups(shard, v, corr, req).await,
-        RequestKind::DescribeGroups(req) => group_api::describe_groups(shard, v, corr, req).await,
-        RequestKind::DeleteGroups(req) => group_api::delete_groups(shard, v, corr, req).await,
+        RequestKind::FindCoordinator(req) => groups::find_coordinator(shard, v, corr, req),
+        RequestKind::JoinGroup(req) => groups::join_group(shard, &header, peer, v, corr, req).await,
+        RequestKind::SyncGroup(req) => groups::sync_group(shard, v, corr, req).await,
+        RequestKind::Heartbeat(req) => groups::heartbeat(shard, v, corr, req).await,
+        RequestKind::LeaveGroup(req) => groups::leave_group(shard, v, corr, req).await,
+        RequestKind::OffsetCommit(req) => groups::offset_commit(shard, v, corr, req).await,
+        RequestKind::OffsetFetch(req) => groups::offset_fetch(shard, v, corr, req).await,
+        RequestKind::OffsetDelete(req) => groups::offset_delete(shard, v, corr, req).await,
+        RequestKind::ListGroups(req) => groups::list_groups(shard, v, corr, req).await,
+        RequestKind::DescribeGroups(req) => groups::describe_groups(shard, v, corr, req).await,
+        RequestKind::DeleteGroups(req) => groups::delete_groups(shard, v, corr, req).await,
         other => {
             // parse_request only admits the APIs listed in SUPPORTED_APIS.
             tracing::error!(
@@ -1305,7 +1303,7 @@ fn describe_configs(
     respond(ApiKey::DescribeConfigs, v, corr, &r)
 }
 
-use crate::shard::ConfigOps;
+use crate::mesh::shard::ConfigOps;
 
 async fn alter_configs(
     shard: Rc<Shard>,

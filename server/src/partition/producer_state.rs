@@ -30,7 +30,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::errors;
+use crate::wire::errors;
 
 /// How many recent batches per producer are remembered for duplicate detection (Kafka: 5).
 pub const MAX_REMEMBERED_BATCHES: usize = 5;

@@ -17,6 +17,9 @@
 //! The waiting request keeps its request-memory permit and its connection's in-flight slot, so
 //! the back-pressure reaches the socket. No deadlock: the appender never waits for a sender.
 
+pub mod compression;
+pub mod producer_state;
+
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -28,10 +31,10 @@ use shardlog_engine::{
     batch, CacheBudget, GlommioStorage, LogConfig, LogError, PartitionLog, Storage,
 };
 
-use crate::compression::{self, CompressionPolicy};
-use crate::errors;
 use crate::metrics::{self, PartitionStats, Stage};
-use crate::producer_state::{BatchMeta, ProducerStates, SeqCheck, Snapshot};
+use crate::partition::producer_state::{BatchMeta, ProducerStates, SeqCheck, Snapshot};
+use crate::wire::errors;
+use compression::CompressionPolicy;
 
 pub type Log = PartitionLog<GlommioStorage>;
 /// A shard's bounded set of open sealed-segment files (see the engine's `files.rs`).
