@@ -40,9 +40,8 @@ use shardlog_engine::GlommioStorage;
 use shardlog_server::api;
 use shardlog_server::config::BrokerConfig;
 use shardlog_server::controller::metadata::MetadataStore;
-use shardlog_server::mesh::shard::{
-    AdminReq, AdminResp, Global, MeshMsg, NewTopic, ReadOut, Shard,
-};
+use shardlog_server::mesh::messages::{AdminReq, AdminResp, MeshMsg, NewTopic, ReadOut};
+use shardlog_server::mesh::shard::{Global, Shard};
 use shardlog_server::wire::fetch::{self, FetchTopicOut};
 use shardlog_server::wire::protocol::{self, Parsed};
 
@@ -270,7 +269,15 @@ impl Broker {
                 .join()
                 .await
                 .expect("shard mesh");
-            let shard = Shard::new(0, Arc::new(cfg), global, meta, Some(store), senders);
+            let shard = Shard::new(
+                0,
+                Arc::new(cfg),
+                global,
+                meta,
+                Some(store),
+                senders,
+                shardlog_server::dispatch::serve,
+            );
             shard.spawn_mesh_receivers(receivers);
             shard
         });

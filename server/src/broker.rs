@@ -27,7 +27,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::controller::metadata::{ClusterMeta, MetadataStore};
-use crate::mesh::shard::{topic_dir, Global, MeshMsg, Shard};
+use crate::mesh::messages::MeshMsg;
+use crate::mesh::routing::topic_dir;
+use crate::mesh::shard::{Global, Shard};
 
 /// glommio refuses to start an executor below this much RLIMIT_MEMLOCK.
 const MIN_MEMLOCK_BYTES: u64 = 512 << 10;
@@ -473,6 +475,7 @@ async fn shard_main(
         meta.clone(),
         authority,
         senders,
+        crate::dispatch::serve,
     );
     shard.spawn_mesh_receivers(receivers);
     for t in meta.topics.values() {

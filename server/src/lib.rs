@@ -27,6 +27,7 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod controller;
+pub mod dispatch;
 pub mod groups;
 pub mod mesh;
 pub mod metrics;

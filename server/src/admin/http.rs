@@ -28,7 +28,8 @@ use futures::future::{self, Either, FutureExt};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::{TcpListener, TcpStream};
 
-use crate::mesh::shard::{Shard, ShardReq, ShardResp};
+use crate::mesh::messages::{ShardReq, ShardResp};
+use crate::mesh::shard::Shard;
 use crate::metrics::{self, Extra, ShardSnapshot};
 
 const MAX_HEAD: usize = 8 << 10;

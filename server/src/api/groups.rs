@@ -32,7 +32,8 @@ use shardlog_coordinator as coord;
 use shardlog_coordinator::{error_response, ErrorCode, Request, Response, Untrusted};
 
 use crate::api::Pending;
-use crate::mesh::shard::{Shard, ShardReq, ShardResp};
+use crate::mesh::messages::{ShardReq, ShardResp};
+use crate::mesh::shard::Shard;
 use crate::wire::errors;
 use crate::wire::protocol;
 

@@ -31,7 +31,8 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::api::Pending;
-use crate::mesh::shard::{Shard, ShardReq, ShardResp};
+use crate::mesh::messages::{ShardReq, ShardResp};
+use crate::mesh::shard::Shard;
 use crate::wire::errors;
 use crate::wire::protocol;
 

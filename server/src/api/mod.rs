@@ -24,10 +24,11 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::controller::metadata;
 use crate::groups::coordinator::OFFSETS_TOPIC;
-use crate::mesh::shard::{
-    AdminReq, AdminResp, NewTopic, OffsetOut, ProducePart, ProduceResult, ReadOut, ReadPart, Shard,
+use crate::mesh::messages::{
+    AdminReq, AdminResp, NewTopic, OffsetOut, ProducePart, ProduceResult, ReadOut, ReadPart,
     ShardReq, ShardResp,
 };
+use crate::mesh::shard::Shard;
 use crate::wire::errors;
 use crate::wire::fetch::{self, FetchTopicOut, SessionStep};
 use crate::wire::protocol;
@@ -1303,7 +1304,7 @@ fn describe_configs(
     respond(ApiKey::DescribeConfigs, v, corr, &r)
 }
 
-use crate::mesh::shard::ConfigOps;
+use crate::mesh::messages::ConfigOps;
 
 async fn alter_configs(
     shard: Rc<Shard>,

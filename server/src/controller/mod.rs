@@ -5,5 +5,7 @@
 //! The one place that changes metadata, the metadata authority on shard 0, is in
 //! [`authority`]; opening, closing and ticking the topics a shard owns in [`topics`].
 
+pub mod authority;
 pub mod metadata;
 pub mod topic_map;
+pub mod topics;

@@ -83,7 +83,8 @@ use shardlog_engine::batch::{self, HEADER_BYTES, LOG_OVERHEAD};
 use shardlog_engine::{Committed, FlushPolicy, LogConfig};
 
 use crate::config::BrokerConfig;
-use crate::mesh::shard::{Shard, ShardReq, ShardResp};
+use crate::mesh::messages::{ShardReq, ShardResp};
+use crate::mesh::shard::Shard;
 use crate::partition::{now_ms, Partition};
 
 /// Name of the internal topic holding group metadata and committed offsets.

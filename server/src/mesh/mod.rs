@@ -4,8 +4,12 @@
 //!   carry.
 //! * [`shard`]: a shard's state, partition routing (`shard_for`), and sending a request to the
 //!   owning shard and waiting for its answer.
-//! * [`serve`]: what a shard does with the data-path requests for partitions it owns
+//! * [`routing`]: which shard owns a partition, and a topic's directory name.
+//! * [`data`]: what a shard does with the data-path requests for partitions it owns
 //!   (produce with its acknowledgement wait, reads, long-poll waits, offsets).
 //! * [`scatter`]: the one helper that splits a request by owning shard, sends the pieces, joins
 //!   the answers and puts them back in request order.
+pub mod data;
+pub mod messages;
+pub mod routing;
 pub mod shard;

@@ -38,8 +38,20 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use shardlog_engine::StoredBatch;
 
-use crate::mesh::shard::ReadOut;
 use crate::wire::errors;
+
+/// One partition's read, as the owning shard answers it: the stored batches to serve as they
+/// are, with the partition's offsets at the time of the read.
+#[derive(Clone, Debug, Default)]
+pub struct ReadOut {
+    pub topic: String,
+    pub partition: i32,
+    pub error: i16,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    pub batches: Vec<StoredBatch>,
+    pub bytes: usize,
+}
 
 /// One topic of a fetch response.
 pub struct FetchTopicOut {

@@ -1,0 +1,299 @@
+//! The data path on the owning shard: produce (with its acknowledgement wait), reads, long-poll
+//! waits, ListOffsets, DeleteRecords, OffsetForLeaderEpoch and log sizes, for partitions this
+//! shard owns. Reached through [`ShardReq`] (see `crate::dispatch`).
+
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::future::{self, LocalBoxFuture};
+use futures::FutureExt;
+
+use crate::wire::errors;
+use shardlog_coordinator::Untrusted;
+
+use crate::mesh::messages::*;
+use crate::mesh::shard::Shard;
+
+impl Shard {
+    /// (topic, partition, bytes on disk) of this shard's partitions: every one (`None`) or
+    /// those of `topics` it holds, in (topic, partition) order.
+    pub(crate) fn log_sizes(
+        &self,
+        topics: Option<&[(String, Vec<i32>)]>,
+    ) -> Vec<(String, i32, u64)> {
+        let parts = self.partitions.borrow();
+        let mut out: Vec<(String, i32, u64)> = match topics {
+            None => parts
+                .values()
+                .map(|p| (p.topic.clone(), p.index, p.log.size_bytes()))
+                .collect(),
+            Some(topics) => {
+                let mut wanted: Vec<(&str, i32)> = topics
+                    .iter()
+                    .flat_map(|(t, ps)| ps.iter().map(move |&p| (t.as_str(), p)))
+                    .collect();
+                wanted.sort_unstable();
+                wanted.dedup();
+                wanted
+                    .into_iter()
+                    .filter_map(|(t, i)| {
+                        let p = parts.get(t, i)?;
+                        Some((p.topic.clone(), p.index, p.log.size_bytes()))
+                    })
+                    .collect()
+            }
+        };
+        out.sort_unstable_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+        out
+    }
+
+    pub(crate) fn start_produce(
+        self: &Rc<Self>,
+        acks: i16,
+        parts: Vec<ProducePart>,
+    ) -> LocalBoxFuture<'static, ShardResp> {
+        let mut waits: Vec<LocalBoxFuture<'static, ProduceResult>> =
+            Vec::with_capacity(parts.len());
+        for part in parts {
+            let mut res = ProduceResult {
+                topic: part.topic.clone(),
+                partition: part.partition,
+                error: errors::NONE,
+                base_offset: -1,
+                log_append_time_ms: -1,
+                log_start_offset: -1,
+            };
+            let Some(p) = self.partition(&part.topic, part.partition) else {
+                res.error = self.missing_partition_error(&part.topic, part.partition);
+                tracing::debug!(topic = %Untrusted(&part.topic), partition = part.partition, error = errors::name(res.error), "produce to a partition that is not open");
+                waits.push(future::ready(res).boxed_local());
+                continue;
+            };
+            let Some(records) = part.records.filter(|r| !r.is_empty()) else {
+                tracing::info!(topic = %part.topic, partition = part.partition, "produce without records: INVALID_RECORD");
+                res.error = errors::INVALID_RECORD;
+                waits.push(future::ready(res).boxed_local());
+                continue;
+            };
+            let rx = p.enqueue(records);
+            waits.push(
+                async move {
+                    match rx.await {
+                        Ok(Ok(a)) => {
+                            res.base_offset = a.base_offset;
+                            res.log_append_time_ms = a.log_append_time_ms.unwrap_or(-1);
+                            let wait_started = std::time::Instant::now();
+                            let waited = match acks {
+                                0 => Ok(()),
+                                1 => p.log.wait_written(a.last_offset).await,
+                                _ => p.log.wait_committed(a.last_offset).await.map(|c| {
+                                    debug_assert!(c.through() >= a.last_offset);
+                                }),
+                            };
+                            match acks {
+                                0 => {}
+                                1 => crate::metrics::stage(
+                                    crate::metrics::Stage::ProduceWriteWait,
+                                    wait_started.elapsed(),
+                                ),
+                                _ => crate::metrics::stage(
+                                    crate::metrics::Stage::ProduceFsyncWait,
+                                    wait_started.elapsed(),
+                                ),
+                            }
+                            if let Err(e) = waited {
+                                res.error = errors::log_error_code(&e, &p.topic, p.index);
+                            }
+                        }
+                        Ok(Err(code)) => res.error = code,
+                        Err(_) => {
+                            res.error = errors::UNKNOWN_TOPIC_OR_PARTITION;
+                        }
+                    }
+                    res.log_start_offset = p.log.log_start_offset();
+                    res
+                }
+                .boxed_local(),
+            );
+        }
+        async move { ShardResp::Produce(future::join_all(waits).await) }.boxed_local()
+    }
+
+    pub(crate) async fn read(&self, parts: Vec<ReadPart>, max_bytes: usize) -> Vec<ReadOut> {
+        let mut out = Vec::with_capacity(parts.len());
+        let mut total = 0usize;
+        for part in parts {
+            let mut r = ReadOut {
+                topic: part.topic.clone(),
+                partition: part.partition,
+                high_watermark: -1,
+                log_start_offset: -1,
+                ..ReadOut::default()
+            };
+            let Some(p) = self.partition(&part.topic, part.partition) else {
+                r.error = self.missing_partition_error(&part.topic, part.partition);
+                out.push(r);
+                continue;
+            };
+            let hw = p.log.committed_end_offset();
+            r.high_watermark = hw;
+            r.log_start_offset = p.log.log_start_offset();
+            let budget = part.max_bytes.min(max_bytes.saturating_sub(total));
+            if budget > 0 || total == 0 {
+                let read_started = std::time::Instant::now();
+                let result = p.log.read(part.offset, hw, budget, total == 0).await;
+                crate::metrics::stage(crate::metrics::Stage::FetchRead, read_started.elapsed());
+                match result {
+                    Ok(rr) => {
+                        p.stats
+                            .served(rr.bytes, crate::metrics::records_in_batches(&rr.batches));
+                        total += rr.bytes;
+                        r.bytes = rr.bytes;
+                        r.batches = rr.batches;
+                    }
+                    Err(e) => r.error = errors::log_error_code(&e, &p.topic, p.index),
+                }
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    pub(crate) async fn wait_data(&self, parts: Vec<(String, i32, i64)>, wait_ms: u64) {
+        let started = std::time::Instant::now();
+        self.wait_data_inner(parts, wait_ms).await;
+        crate::metrics::stage(crate::metrics::Stage::FetchWait, started.elapsed());
+    }
+
+    pub(crate) async fn wait_data_inner(&self, parts: Vec<(String, i32, i64)>, wait_ms: u64) {
+        let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
+        loop {
+            let mut listeners = Vec::new();
+            for (topic, partition, offset) in &parts {
+                match self.partition(topic, *partition) {
+                    None => return,
+                    Some(p) => {
+                        let l = p.log.listen();
+                        if p.log.committed_end_offset() > *offset {
+                            return;
+                        }
+                        listeners.push(l);
+                    }
+                }
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline
+                || listeners.is_empty()
+                || self.global.shutdown.load(Ordering::Relaxed)
+            {
+                return;
+            }
+            let left = (deadline - now).min(Duration::from_millis(200));
+            let timer = glommio::timer::sleep(left).boxed_local();
+            let any = future::select_all(listeners.into_iter().map(|l| l.boxed_local()));
+            let _ = future::select(timer, any).await;
+        }
+    }
+
+    pub(crate) async fn list_offsets(&self, parts: Vec<(String, i32, i64)>) -> Vec<OffsetOut> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (topic, partition, ts) in parts {
+            let mut r = OffsetOut::new(&topic, partition, errors::NONE);
+            match self.partition(&topic, partition) {
+                None => r.error = self.missing_partition_error(&topic, partition),
+                Some(p) => {
+                    r.leader_epoch = p.leader_epoch.get();
+                    let hw = p.log.committed_end_offset();
+                    match ts {
+                        -2 => r.offset = p.log.log_start_offset(),
+                        -1 => r.offset = hw,
+                        ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
+                            Ok(Some((off, t))) if off < hw => {
+                                r.offset = off;
+                                r.timestamp = t;
+                            }
+                            Ok(_) => {}
+                            Err(e) => r.error = errors::log_error_code(&e, &p.topic, p.index),
+                        },
+                        _ => {
+                            tracing::info!(
+                                topic,
+                                partition,
+                                timestamp = ts,
+                                "ListOffsets: unsupported special timestamp"
+                            );
+                            r.error = errors::UNSUPPORTED_VERSION;
+                        }
+                    }
+                }
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    pub(crate) async fn delete_records(&self, parts: Vec<(String, i32, i64)>) -> Vec<OffsetOut> {
+        let mut out = Vec::with_capacity(parts.len());
+        for (topic, partition, offset) in parts {
+            let mut r = OffsetOut::new(&topic, partition, errors::NONE);
+            match self.partition(&topic, partition) {
+                None => r.error = self.missing_partition_error(&topic, partition),
+                Some(p) => {
+                    let hw = p.log.committed_end_offset();
+                    let target = if offset == -1 { hw } else { offset };
+                    if target < 0 || target > hw {
+                        tracing::info!(
+                            topic,
+                            partition,
+                            offset,
+                            hw,
+                            "DeleteRecords beyond the high watermark: OFFSET_OUT_OF_RANGE"
+                        );
+                        r.error = errors::OFFSET_OUT_OF_RANGE;
+                    } else {
+                        match p.log.delete_records_before(target).await {
+                            Ok(start) => {
+                                tracing::info!(
+                                    topic,
+                                    partition,
+                                    log_start = start,
+                                    "deleted records"
+                                );
+                                r.offset = start;
+                            }
+                            Err(e) => r.error = errors::log_error_code(&e, &p.topic, p.index),
+                        }
+                    }
+                }
+            }
+            out.push(r);
+        }
+        out
+    }
+
+    pub(crate) fn epoch_end(&self, parts: Vec<(String, i32, i32)>) -> Vec<OffsetOut> {
+        parts
+            .into_iter()
+            .map(|(topic, partition, epoch)| {
+                let mut r = OffsetOut::new(&topic, partition, errors::NONE);
+                match self.partition(&topic, partition) {
+                    None => r.error = self.missing_partition_error(&topic, partition),
+                    Some(p) => {
+                        let current = p.leader_epoch.get();
+                        if epoch > current {
+                            r.error = errors::UNKNOWN_LEADER_EPOCH;
+                        } else if epoch == current {
+                            r.leader_epoch = current;
+                            r.offset = p.log.log_end_offset();
+                        } else if let Some((e, off)) = p.log.end_offset_for_epoch(epoch) {
+                            r.leader_epoch = e;
+                            r.offset = off;
+                        }
+                    }
+                }
+                r
+            })
+            .collect()
+    }
+}
