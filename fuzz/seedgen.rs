@@ -26,7 +26,7 @@ use kafka_protocol::protocol::{Encodable, StrBytes};
 use shardlog_coordinator::{GroupMetadataValue, MemberRecord, OffsetValue, Record};
 use shardlog_engine::batch;
 use shardlog_server::config::BrokerConfig;
-use shardlog_server::groups::coordinator::encode_offsets_batch;
+use shardlog_server::groups::offsets_log::encode_offsets_batch;
 use shardlog_server::wire::protocol::SUPPORTED_APIS;
 
 fn s(x: &str) -> StrBytes {

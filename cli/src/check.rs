@@ -274,7 +274,7 @@ pub fn count_data_files(data_dir: &Path) -> DataFiles {
             })
             .unwrap_or_default()
     }
-    let mut parts = dirs(&shardlog_server::groups::coordinator::offsets_dir(data_dir));
+    let mut parts = dirs(&shardlog_server::groups::offsets_log::offsets_dir(data_dir));
     for topic in dirs(&data_dir.join("logs")) {
         parts.extend(dirs(&topic));
     }

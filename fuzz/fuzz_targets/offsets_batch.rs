@@ -4,7 +4,7 @@
 #![no_main]
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use shardlog_server::groups::coordinator::{decode_offsets_batch, encode_offsets_batch};
+use shardlog_server::groups::offsets_log::{decode_offsets_batch, encode_offsets_batch};
 
 #[path = "../common/inputs.rs"]
 mod inputs;

@@ -292,9 +292,9 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
     }
     let store = MetadataStore::open(&cfg.data_dir.join("meta"))?;
     let mut cfg = cfg;
-    cfg.offsets_topic_partitions = crate::groups::coordinator::resolve_offsets_partitions(&cfg)
+    cfg.offsets_topic_partitions = crate::groups::offsets_log::resolve_offsets_partitions(&cfg)
         .map_err(|source| BrokerError::DataDir {
-            path: crate::groups::coordinator::offsets_dir(&cfg.data_dir),
+            path: crate::groups::offsets_log::offsets_dir(&cfg.data_dir),
             source,
         })?;
     remove_orphans(&cfg.data_dir, &store.meta);

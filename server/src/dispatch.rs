@@ -44,7 +44,7 @@ pub fn serve(shard: &Rc<Shard>, req: ShardReq) -> LocalBoxFuture<'static, ShardR
             let s = shard.clone();
             async move { ShardResp::Admin(s.admin(a).await) }.boxed_local()
         }
-        ShardReq::Group(r) => crate::groups::coordinator::Groups::submit(shard, r)
+        ShardReq::Group(r) => crate::groups::state::Groups::submit(shard, r)
             .map(ShardResp::Group)
             .boxed_local(),
         ShardReq::Apply(ev) => {
@@ -56,7 +56,7 @@ pub fn serve(shard: &Rc<Shard>, req: ShardReq) -> LocalBoxFuture<'static, ShardR
             .boxed_local()
         }
         ShardReq::Metrics => {
-            let snap = crate::metrics::snapshot(shard);
+            let snap = crate::mesh::stats::snapshot(shard);
             future::ready(ShardResp::Metrics(Box::new(snap))).boxed_local()
         }
         ShardReq::LogSizes { topics } => {

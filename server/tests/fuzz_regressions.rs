@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::RequestKind;
 use kafka_protocol::protocol::Encodable;
-use shardlog_server::groups::coordinator::{
+use shardlog_server::groups::offsets_log::{
     decode_offsets_batch, encode_offsets_batch, OffsetsBatchError,
 };
 use shardlog_server::wire::protocol::{parse_request, Parsed};

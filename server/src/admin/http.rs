@@ -362,7 +362,7 @@ fn extra(shard: &Rc<Shard>, started: Instant) -> Extra {
 /// Committed offset and lag of every group partition (empty when a shard does not answer
 /// in time; the rest of the scrape is still served).
 async fn group_lags(shard: &Rc<Shard>) -> Vec<metrics::GroupLag> {
-    let lags = crate::groups::coordinator::all_group_lags(shard).boxed_local();
+    let lags = crate::groups::lag::all_group_lags(shard).boxed_local();
     match future::select(lags, glommio::timer::sleep(SHARD_TIMEOUT).boxed_local()).await {
         Either::Left((Ok(groups), _)) => groups
             .into_iter()

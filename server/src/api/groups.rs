@@ -3,7 +3,7 @@
 //! This module maps each wire version onto the coordinator's own request types (LeaveGroup
 //! v0–v2 is a one-member batch, JoinGroup v0's rebalance timeout is its session timeout,
 //! an OffsetFetch v8 naming several groups is split per group) and routes every group request
-//! to the shard that owns the group ([`crate::groups::coordinator::group_shard`]). The placing phase runs in
+//! to the shard that owns the group ([`crate::groups::offsets_log::group_shard`]). The placing phase runs in
 //! request order on the connection ([`Shard::send`] returns once the request reached the
 //! owner's FIFO channel), so two requests of one connection reach a group's coordinator in the
 //! order they were sent; their answers are joined back and written in request order by the
@@ -111,7 +111,7 @@ pub fn split_by_shard(
 ) -> Vec<(usize, Vec<usize>)> {
     let mut by: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, id) in ids.iter().enumerate() {
-        by.entry(crate::groups::coordinator::group_shard(
+        by.entry(crate::groups::offsets_log::group_shard(
             id, partitions, shards,
         ))
         .or_default()
@@ -382,7 +382,7 @@ pub async fn leave_group(shard: &Rc<Shard>, v: i16, corr: i32, req: LeaveGroupRe
 
 /// Whether clients may commit offsets for `topic` (the internal topic is refused).
 fn committable(topic: &str) -> bool {
-    topic != crate::groups::coordinator::OFFSETS_TOPIC
+    topic != crate::groups::offsets_log::OFFSETS_TOPIC
 }
 
 /// The error a commit of `(topic, partition)` gets before it reaches the coordinator, if any:
@@ -897,7 +897,7 @@ mod tests {
                     assert!(!seen[p]);
                     seen[p] = true;
                     assert_eq!(
-                        crate::groups::coordinator::group_shard(&ids[p], 2 * shards, shards),
+                        crate::groups::offsets_log::group_shard(&ids[p], 2 * shards, shards),
                         *target
                     );
                 }

@@ -23,7 +23,7 @@ use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::controller::metadata;
-use crate::groups::coordinator::OFFSETS_TOPIC;
+use crate::groups::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::messages::{
     AdminReq, AdminResp, NewTopic, OffsetOut, ProducePart, ProduceResult, ReadOut, ReadPart,
     ShardReq, ShardResp,

@@ -7,9 +7,11 @@
 //! * [`routing`]: which shard owns a partition, and a topic's directory name.
 //! * [`data`]: what a shard does with the data-path requests for partitions it owns
 //!   (produce with its acknowledgement wait, reads, long-poll waits, offsets).
+//! * [`stats`]: the shard's metrics snapshot.
 //! * [`scatter`]: the one helper that splits a request by owning shard, sends the pieces, joins
 //!   the answers and puts them back in request order.
 pub mod data;
 pub mod messages;
 pub mod routing;
 pub mod shard;
+pub mod stats;

@@ -142,7 +142,7 @@ pub struct Shard {
     /// Partitions this shard owns whose log failed to open (see [`OfflinePartitions`]).
     pub(crate) offline: RefCell<TopicPartMap<Offline>>,
     /// This shard's group coordinator and its internal log (see `groups.rs`).
-    pub groups: crate::groups::coordinator::Groups,
+    pub groups: crate::groups::state::Groups,
     /// Executes a request addressed to this shard (`crate::dispatch::serve`): the mesh only
     /// carries requests, what runs them sits above it.
     serve: ServeFn,
@@ -188,7 +188,7 @@ impl Shard {
                 cfg.max_open_segment_files.div_ceil(shards.max(1)),
             ),
             offline: RefCell::new(TopicPartMap::new()),
-            groups: crate::groups::coordinator::Groups::new(&cfg, id),
+            groups: crate::groups::state::Groups::new(&cfg, id),
             serve,
             cfg,
         })

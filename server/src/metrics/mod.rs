@@ -14,8 +14,6 @@ use std::time::Duration;
 
 use shardlog_engine::DiskOp;
 
-use crate::mesh::shard::Shard;
-
 /// Upper bounds (seconds) of the latency histogram buckets; `+Inf` is implicit.
 pub const BUCKETS: [f64; 18] = [
     0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
@@ -120,21 +118,21 @@ const MAX_API: usize = 128;
 
 /// The counters of one shard (thread-local; see [`with`]).
 pub struct ShardMetrics {
-    requests: [Cell<u64>; MAX_API],
-    latency: RefCell<BTreeMap<i16, Histogram>>,
-    errors: RefCell<BTreeMap<(i16, i16), u64>>,
-    stages: [Histogram; Stage::ALL.len()],
-    disk_ops: [Histogram; DiskOp::ALL.len()],
-    connections_accepted: Cell<u64>,
-    connections_refused: Cell<u64>,
-    accept_failures: Cell<u64>,
-    bad_requests: Cell<u64>,
-    request_memory_waits: Cell<u64>,
-    producer_ids_expired: Cell<u64>,
-    producer_ids_evicted: Cell<u64>,
-    response_queue_bytes: Cell<u64>,
-    response_queue_peak: Cell<u64>,
-    response_queue_waits: Cell<u64>,
+    pub(crate) requests: [Cell<u64>; MAX_API],
+    pub(crate) latency: RefCell<BTreeMap<i16, Histogram>>,
+    pub(crate) errors: RefCell<BTreeMap<(i16, i16), u64>>,
+    pub(crate) stages: [Histogram; Stage::ALL.len()],
+    pub(crate) disk_ops: [Histogram; DiskOp::ALL.len()],
+    pub(crate) connections_accepted: Cell<u64>,
+    pub(crate) connections_refused: Cell<u64>,
+    pub(crate) accept_failures: Cell<u64>,
+    pub(crate) bad_requests: Cell<u64>,
+    pub(crate) request_memory_waits: Cell<u64>,
+    pub(crate) producer_ids_expired: Cell<u64>,
+    pub(crate) producer_ids_evicted: Cell<u64>,
+    pub(crate) response_queue_bytes: Cell<u64>,
+    pub(crate) response_queue_peak: Cell<u64>,
+    pub(crate) response_queue_waits: Cell<u64>,
 }
 
 impl Default for ShardMetrics {
@@ -343,89 +341,6 @@ pub struct ShardSnapshot {
     /// Partitions of the shard whose log failed to open.
     pub partitions_offline: u64,
     pub partitions: Vec<PartitionSnapshot>,
-}
-
-/// Takes this shard's snapshot (call on the shard itself).
-pub fn snapshot(shard: &Shard) -> ShardSnapshot {
-    let mut partitions: Vec<PartitionSnapshot> = shard
-        .partitions
-        .borrow()
-        .values()
-        .map(|p| PartitionSnapshot {
-            topic: p.topic.clone(),
-            partition: p.index,
-            bytes_in: p.stats.bytes_in.get(),
-            records_in: p.stats.records_in.get(),
-            batches_in: p.stats.batches_in.get(),
-            bytes_out: p.stats.bytes_out.get(),
-            records_out: p.stats.records_out.get(),
-            log_start_offset: p.log.log_start_offset(),
-            log_end_offset: p.log.log_end_offset(),
-            high_watermark: p.log.committed_end_offset(),
-            size_bytes: p.log.size_bytes(),
-            cache_bytes: p.log.cached_bytes() as u64,
-        })
-        .collect();
-    partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-    let producer_ids = shard
-        .partitions
-        .borrow()
-        .values()
-        .map(|p| p.producers.borrow().len() as u64)
-        .sum();
-    let files = shard.segment_files.stats();
-    with(|m| ShardSnapshot {
-        shard: shard.id,
-        connections: shard.connections.get() as u64,
-        connections_accepted: m.connections_accepted.get(),
-        connections_refused: m.connections_refused.get(),
-        accept_failures: m.accept_failures.get(),
-        bad_requests: m.bad_requests.get(),
-        request_memory_bytes: shard
-            .request_memory_limit
-            .saturating_sub(shard.request_memory.available()),
-        request_memory_waits: m.request_memory_waits.get(),
-        producer_ids,
-        producer_ids_expired: m.producer_ids_expired.get(),
-        producer_ids_evicted: m.producer_ids_evicted.get(),
-        response_queue_bytes: m.response_queue_bytes.get(),
-        response_queue_peak_bytes: m.response_queue_peak.get(),
-        response_queue_waits: m.response_queue_waits.get(),
-        requests: m
-            .requests
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.get() > 0)
-            .map(|(i, c)| (i as i16, c.get()))
-            .collect(),
-        latency: m
-            .latency
-            .borrow()
-            .iter()
-            .map(|(k, h)| (*k, h.snapshot()))
-            .collect(),
-        errors: m
-            .errors
-            .borrow()
-            .iter()
-            .map(|(&(a, c), &n)| (a, c, n))
-            .collect(),
-        stages: Stage::ALL
-            .iter()
-            .map(|&s| (s, m.stages[s as usize].snapshot()))
-            .collect(),
-        disk_ops: DiskOp::ALL
-            .iter()
-            .map(|&op| (op, m.disk_ops[op as usize].snapshot()))
-            .collect(),
-        cache_used_bytes: shard.cache_budget.used_bytes() as u64,
-        cache_limit_bytes: shard.cache_budget.limit_bytes() as u64,
-        segment_files_open: files.open as u64,
-        segment_files_limit: files.limit as u64,
-        segment_files_opened: files.opened,
-        partitions_offline: shard.offline_count() as u64,
-        partitions,
-    })
 }
 
 /// Lag of one consumer group on one partition (committed offset vs. high watermark).

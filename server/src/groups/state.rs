@@ -1,0 +1,88 @@
+//! A shard's group state: the coordinator state machine and the requests waiting on it.
+//! What carries its outputs out (the internal log, the timer) is in `coordinator.rs`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+
+use futures::channel::oneshot;
+use shardlog_coordinator::{Config, GroupCoordinator, Response};
+
+use crate::config::BrokerConfig;
+use crate::partition::now_ms;
+
+use crate::groups::offsets_log::*;
+
+pub(crate) struct Waiter {
+    pub(crate) tx: oneshot::Sender<Response>,
+    /// JoinGroup/SyncGroup: may be parked for long; answered with an error at shutdown.
+    pub(crate) parked: bool,
+}
+
+/// Per-shard group state: the coordinator and everything carrying out its outputs.
+pub struct Groups {
+    pub(crate) coord: RefCell<GroupCoordinator>,
+    pub(crate) waiters: RefCell<HashMap<u64, Waiter>>,
+    pub(crate) next_request_id: Cell<u64>,
+    /// Internal-log partitions of the whole broker (`N`).
+    pub partitions: usize,
+    pub(crate) wake: event_listener::Event,
+    /// Acknowledged writes (OffsetCommit) queued and not yet durable, per internal partition.
+    pub(crate) acks_in_flight: RefCell<HashMap<usize, usize>>,
+    pub(crate) snapshotting: RefCell<HashSet<usize>>,
+    /// Records of the last snapshot, per partition.
+    pub(crate) snapshot_records: RefCell<HashMap<usize, i64>>,
+    pub(crate) snapshot_threshold_records: i64,
+}
+
+/// Coordinator configuration from the broker configuration (random member-id seed).
+pub fn coordinator_config(cfg: &BrokerConfig, shard_id: usize) -> Config {
+    use std::hash::BuildHasher;
+    let seed = std::collections::hash_map::RandomState::new().hash_one((shard_id, now_ms()));
+    Config {
+        session_timeout_ms_min: cfg.group_min_session_timeout_ms,
+        session_timeout_ms_max: cfg.group_max_session_timeout_ms,
+        initial_rebalance_delay_ms: cfg.group_initial_rebalance_delay_ms,
+        offsets_retention_ms: cfg.offsets_retention_ms,
+        member_id_seed: seed,
+        ..Config::default()
+    }
+}
+
+impl Groups {
+    pub fn new(cfg: &BrokerConfig, shard_id: usize) -> Self {
+        let partitions = if cfg.offsets_topic_partitions == 0 {
+            2 * cfg.cores.max(1)
+        } else {
+            cfg.offsets_topic_partitions
+        };
+        Self {
+            coord: RefCell::new(GroupCoordinator::new(coordinator_config(cfg, shard_id))),
+            waiters: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(1),
+            partitions,
+            wake: event_listener::Event::new(),
+            acks_in_flight: RefCell::new(HashMap::new()),
+            snapshotting: RefCell::new(HashSet::new()),
+            snapshot_records: RefCell::new(HashMap::new()),
+            snapshot_threshold_records: cfg.offsets_snapshot_records as i64,
+        }
+    }
+
+    /// The shard that owns `group_id`.
+    pub fn shard_of(&self, group_id: &str, shards: usize) -> usize {
+        group_shard(group_id, self.partitions, shards)
+    }
+
+    /// Committed offsets of a group held by this shard (`None`: unknown group).
+    pub fn committed(&self, group_id: &str) -> Option<Vec<(String, i32, i64)>> {
+        self.coord
+            .borrow()
+            .committed_offsets(group_id)
+            .map(|v| v.into_iter().map(|(t, p, o)| (t, p, o.offset)).collect())
+    }
+
+    /// Number of groups this shard holds.
+    pub fn group_count(&self) -> usize {
+        self.coord.borrow().group_count()
+    }
+}
