@@ -32,7 +32,9 @@ use shardlog_coordinator as coord;
 use shardlog_coordinator::{error_response, ErrorCode, Request, Response, Untrusted};
 
 use crate::api::Pending;
+use crate::groups::offsets_log::group_shard;
 use crate::mesh::messages::{ShardReq, ShardResp};
+use crate::mesh::scatter;
 use crate::mesh::shard::Shard;
 use crate::wire::errors;
 use crate::wire::protocol;
@@ -109,37 +111,7 @@ pub fn split_by_shard(
     partitions: usize,
     shards: usize,
 ) -> Vec<(usize, Vec<usize>)> {
-    let mut by: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, id) in ids.iter().enumerate() {
-        by.entry(crate::groups::offsets_log::group_shard(
-            id, partitions, shards,
-        ))
-        .or_default()
-        .push(i);
-    }
-    by.into_iter().collect()
-}
-
-/// Puts per-shard answers back in request order: `parts` are (positions, answers) with one
-/// answer per position; a missing answer becomes `missing(position)`.
-pub fn join_in_order<T>(
-    n: usize,
-    parts: Vec<(Vec<usize>, Vec<T>)>,
-    mut missing: impl FnMut(usize) -> T,
-) -> Vec<T> {
-    let mut slots: Vec<Option<T>> = (0..n).map(|_| None).collect();
-    for (positions, answers) in parts {
-        for (pos, a) in positions.into_iter().zip(answers) {
-            if let Some(slot) = slots.get_mut(pos) {
-                *slot = Some(a);
-            }
-        }
-    }
-    slots
-        .into_iter()
-        .enumerate()
-        .map(|(i, a)| a.unwrap_or_else(|| missing(i)))
-        .collect()
+    scatter::split_by_owner(0..ids.len(), |&i| group_shard(&ids[i], partitions, shards))
 }
 
 // ---- FindCoordinator ----------------------------------------------------------------------
@@ -802,7 +774,7 @@ pub async fn describe_groups(
             };
             parts.push((positions, described));
         }
-        let groups = join_in_order(ids.len(), parts, |i| coord::DescribedGroup {
+        let groups = scatter::in_request_order(ids.len(), parts, |i| coord::DescribedGroup {
             error: ErrorCode::CoordinatorNotAvailable,
             group_id: ids[i].clone(),
             state: coord::GroupState::Dead,
@@ -861,7 +833,7 @@ pub async fn delete_groups(
             };
             parts.push((positions, results));
         }
-        let results = join_in_order(ids.len(), parts, |i| {
+        let results = scatter::in_request_order(ids.len(), parts, |i| {
             (ids[i].clone(), ErrorCode::CoordinatorNotAvailable)
         });
         let mut out = DeleteGroupsResponse::default();
@@ -896,10 +868,7 @@ mod tests {
                 for &p in positions {
                     assert!(!seen[p]);
                     seen[p] = true;
-                    assert_eq!(
-                        crate::groups::offsets_log::group_shard(&ids[p], 2 * shards, shards),
-                        *target
-                    );
+                    assert_eq!(group_shard(&ids[p], 2 * shards, shards), *target);
                 }
                 // Positions keep request order inside a shard.
                 assert!(positions.windows(2).all(|w| w[0] < w[1]));
@@ -927,17 +896,5 @@ mod tests {
             client_host("2001:db8::ff00:42:8329".parse().unwrap()),
             "/2001:db8:0:0:0:ff00:42:8329"
         );
-    }
-
-    #[test]
-    fn join_in_order_restores_request_order_and_fills_gaps() {
-        let parts = vec![
-            (vec![1, 3], vec!["b", "d"]),
-            (vec![0], vec!["a"]),
-            // A shard that answered short: position 4 is missing.
-            (vec![2, 4], vec!["c"]),
-        ];
-        let joined = join_in_order(5, parts, |_| "missing");
-        assert_eq!(joined, vec!["a", "b", "c", "d", "missing"]);
     }
 }

@@ -28,6 +28,7 @@ use crate::mesh::messages::{
     AdminReq, AdminResp, NewTopic, OffsetOut, ProducePart, ProduceResult, ReadOut, ReadPart,
     ShardReq, ShardResp,
 };
+use crate::mesh::scatter;
 use crate::mesh::shard::Shard;
 use crate::wire::errors;
 use crate::wire::fetch::{self, FetchTopicOut, SessionStep};
@@ -401,7 +402,7 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
         .flat_map(|t| &t.partition_data)
         .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
         .sum();
-    let mut by_shard: HashMap<usize, Vec<ProducePart>> = HashMap::new();
+    let mut placed: Vec<ProducePart> = Vec::new();
     let mut refused = Vec::new();
     for t in req.topic_data {
         let topic = t.name.0.to_string();
@@ -430,32 +431,24 @@ async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> P
                 continue;
             }
         }
-        for p in t.partition_data {
-            by_shard
-                .entry(shard.owner(&topic, p.index))
-                .or_default()
-                .push(ProducePart {
-                    topic: topic.clone(),
-                    partition: p.index,
-                    records: p.records.map(|r| compact(r, records_total)),
-                });
-        }
+        placed.extend(t.partition_data.into_iter().map(|p| ProducePart {
+            topic: topic.clone(),
+            partition: p.index,
+            records: p.records.map(|r| compact(r, records_total)),
+        }));
     }
-    let mut waits = Vec::with_capacity(by_shard.len());
-    let mut targets: Vec<usize> = by_shard.keys().copied().collect();
-    targets.sort_unstable();
-    for target in targets {
-        if let Some(parts) = by_shard.remove(&target) {
-            waits.push(shard.send(target, ShardReq::Produce { acks, parts }).await);
-        }
-    }
+    let by_owner = scatter::split_by_owner(placed, |p| shard.owner(&p.topic, p.partition));
+    let waits =
+        scatter::send_each(shard, by_owner, |parts| ShardReq::Produce { acks, parts }).await;
     async move {
         let mut results = refused;
-        for r in future::join_all(waits).await {
-            if let ShardResp::Produce(rs) = r {
-                results.extend(rs);
-            }
-        }
+        results.extend(
+            scatter::join(waits, |r| match r {
+                ShardResp::Produce(rs) => Some(rs),
+                _ => None,
+            })
+            .await,
+        );
         produce_response(v, corr, acks, &order, results)
     }
     .boxed_local()
@@ -615,40 +608,31 @@ async fn fetch_api(shard: Rc<Shard>, v: i16, corr: i32, req: FetchRequest) -> Op
     let wait_ms = (req.max_wait_ms.max(0) as u64).min(shard.cfg.fetch_max_wait_ms_cap);
     let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
 
-    let mut by_shard: HashMap<usize, Vec<ReadPart>> = HashMap::new();
-    for (topic, partition, offset, pmax) in &parts {
-        by_shard
-            .entry(shard.owner(topic, *partition))
-            .or_default()
-            .push(ReadPart {
+    let by_shard = scatter::split_by_owner(
+        parts
+            .iter()
+            .map(|(topic, partition, offset, pmax)| ReadPart {
                 topic: topic.clone(),
                 partition: *partition,
                 offset: *offset,
                 max_bytes: (*pmax).max(0) as usize,
-            });
-    }
+            }),
+        |p| shard.owner(&p.topic, p.partition),
+    );
     let mut outs: Vec<ReadOut>;
     loop {
-        let mut waits = Vec::with_capacity(by_shard.len());
-        for (target, ps) in &by_shard {
-            waits.push(
-                shard
-                    .send(
-                        *target,
-                        ShardReq::Read {
-                            parts: ps.clone(),
-                            max_bytes,
-                        },
-                    )
-                    .await,
-            );
-        }
-        outs = Vec::with_capacity(parts.len());
-        for r in future::join_all(waits).await {
-            if let ShardResp::Read(rs) = r {
-                outs.extend(rs);
+        let waits = scatter::send_each(&shard, by_shard.iter().map(|(t, ps)| (*t, ps)), |ps| {
+            ShardReq::Read {
+                parts: ps.clone(),
+                max_bytes,
             }
-        }
+        })
+        .await;
+        outs = scatter::join(waits, |r| match r {
+            ShardResp::Read(rs) => Some(rs),
+            _ => None,
+        })
+        .await;
         let total: usize = outs.iter().map(|o| o.bytes).sum();
         let any_error = outs.iter().any(|o| o.error != errors::NONE);
         let now = std::time::Instant::now();
@@ -657,24 +641,16 @@ async fn fetch_api(shard: Rc<Shard>, v: i16, corr: i32, req: FetchRequest) -> Op
         }
         // Long poll: wait until some shard sees its high watermark pass a fetch offset.
         let left = (deadline - now).as_millis() as u64;
-        let mut waiters = Vec::with_capacity(by_shard.len());
-        for (target, ps) in &by_shard {
-            let wp = ps
-                .iter()
-                .map(|p| (p.topic.clone(), p.partition, p.offset))
-                .collect();
-            waiters.push(
-                shard
-                    .send(
-                        *target,
-                        ShardReq::WaitData {
-                            parts: wp,
-                            wait_ms: left,
-                        },
-                    )
-                    .await,
-            );
-        }
+        let waiters = scatter::send_each(&shard, by_shard.iter().map(|(t, ps)| (*t, ps)), |ps| {
+            ShardReq::WaitData {
+                parts: ps
+                    .iter()
+                    .map(|p| (p.topic.clone(), p.partition, p.offset))
+                    .collect(),
+                wait_ms: left,
+            }
+        })
+        .await;
         let _ = future::select_all(waiters).await;
         if shard
             .global
@@ -777,25 +753,16 @@ async fn offsets_call(
     shard: &Rc<Shard>,
     parts: Vec<(String, i32, i64)>,
     make: fn(Vec<(String, i32, i64)>) -> ShardReq,
-) -> LocalBoxFuture<'static, HashMap<(String, i32), OffsetOut>> {
-    let mut by_shard: HashMap<usize, Vec<(String, i32, i64)>> = HashMap::new();
-    for p in parts {
-        by_shard.entry(shard.owner(&p.0, p.1)).or_default().push(p);
-    }
-    let mut waits = Vec::new();
-    for (target, ps) in by_shard {
-        waits.push(shard.send(target, make(ps)).await);
-    }
+) -> LocalBoxFuture<'static, scatter::FirstPlace<(String, i32), OffsetOut>> {
+    let by_owner = scatter::split_by_owner(parts, |p| shard.owner(&p.0, p.1));
+    let waits = scatter::send_each(shard, by_owner, make).await;
     async move {
-        let mut out = HashMap::new();
-        for r in future::join_all(waits).await {
-            if let ShardResp::Offsets(rs) = r {
-                for o in rs {
-                    out.insert((o.topic.clone(), o.partition), o);
-                }
-            }
-        }
-        out
+        let answers = scatter::join(waits, |r| match r {
+            ShardResp::Offsets(rs) => Some(rs),
+            _ => None,
+        })
+        .await;
+        scatter::first_place_by_key(answers, |o| (o.topic.clone(), o.partition))
     }
     .boxed_local()
 }
@@ -840,7 +807,7 @@ async fn list_offsets(shard: &Rc<Shard>, v: i16, corr: i32, req: ListOffsetsRequ
         if bad_isolation {
             for (topic, ps) in &order {
                 for &p in ps {
-                    got.insert(
+                    got.set(
                         (topic.clone(), p),
                         OffsetOut::new(topic, p, errors::INVALID_REQUEST),
                     );
@@ -857,7 +824,7 @@ async fn list_offsets(shard: &Rc<Shard>, v: i16, corr: i32, req: ListOffsetsRequ
                     .into_iter()
                     .map(|p| {
                         let o = got
-                            .remove(&(topic.clone(), p))
+                            .take(&(topic.clone(), p))
                             .unwrap_or_else(|| missing(&topic, p));
                         let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
                         pr.partition_index = p;
@@ -919,7 +886,7 @@ async fn delete_records(
                     .into_iter()
                     .map(|p| {
                         let o = got
-                            .remove(&(topic.clone(), p))
+                            .take(&(topic.clone(), p))
                             .unwrap_or_else(|| missing(&topic, p));
                         let mut pr =
                             delete_records_response::DeleteRecordsPartitionResult::default();
@@ -989,7 +956,7 @@ async fn epoch_end(
                     .into_iter()
                     .map(|p| {
                         let o = got
-                            .remove(&(topic.clone(), p))
+                            .take(&(topic.clone(), p))
                             .unwrap_or_else(|| missing(&topic, p));
                         let mut pr = offset_for_leader_epoch_response::EpochEndOffset::default();
                         pr.partition = p;

@@ -2,7 +2,7 @@
 //! through its coordinator), high watermarks from the partitions' shards. The CLI (through
 //! the Kafka APIs) and `/metrics` use it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use shardlog_coordinator::{
@@ -89,13 +89,9 @@ async fn high_watermarks(
     shard: &Rc<Shard>,
     parts: impl Iterator<Item = (String, i32)>,
 ) -> HashMap<(String, i32), i64> {
-    let mut by_shard: BTreeMap<usize, Vec<(String, i32, i64)>> = BTreeMap::new();
-    for (t, p) in parts {
-        by_shard
-            .entry(shard.owner(&t, p))
-            .or_default()
-            .push((t, p, -1));
-    }
+    let by_shard = crate::mesh::scatter::split_by_owner(parts.map(|(t, p)| (t, p, -1)), |q| {
+        shard.owner(&q.0, q.1)
+    });
     let mut out = HashMap::new();
     for (target, parts) in by_shard {
         if let ShardResp::Offsets(rs) = shard.call(target, ShardReq::ListOffsets { parts }).await {

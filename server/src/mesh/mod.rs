@@ -13,5 +13,6 @@
 pub mod data;
 pub mod messages;
 pub mod routing;
+pub mod scatter;
 pub mod shard;
 pub mod stats;
