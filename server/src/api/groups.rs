@@ -31,7 +31,7 @@ use kafka_protocol::protocol::StrBytes;
 use shardlog_coordinator as coord;
 use shardlog_coordinator::{error_response, ErrorCode, Request, Response, Untrusted};
 
-use crate::api::Pending;
+use crate::api::common::Pending;
 use crate::groups::offsets_log::group_shard;
 use crate::mesh::messages::{ShardReq, ShardResp};
 use crate::mesh::scatter;

@@ -30,7 +30,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
-use crate::api::Pending;
+use crate::api::common::Pending;
 use crate::mesh::messages::{ShardReq, ShardResp};
 use crate::mesh::shard::Shard;
 use crate::wire::errors;

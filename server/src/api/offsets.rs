@@ -1,0 +1,249 @@
+//! The offset APIs answered by the partitions' owners: ListOffsets, DeleteRecords and
+//! OffsetForLeaderEpoch.
+
+use std::rc::Rc;
+
+use futures::future::LocalBoxFuture;
+use futures::FutureExt;
+use kafka_protocol::messages::*;
+
+use crate::groups::offsets_log::OFFSETS_TOPIC;
+use crate::mesh::messages::{OffsetOut, ShardReq, ShardResp};
+use crate::mesh::scatter;
+use crate::mesh::shard::Shard;
+use crate::wire::errors;
+
+use crate::api::common::*;
+
+use crate::api::fetch::valid_isolation_level;
+
+/// Splits (topic, partition, value) parts by owner, places them, returns the joined answers.
+pub(crate) async fn offsets_call(
+    shard: &Rc<Shard>,
+    parts: Vec<(String, i32, i64)>,
+    make: fn(Vec<(String, i32, i64)>) -> ShardReq,
+) -> LocalBoxFuture<'static, scatter::FirstPlace<(String, i32), OffsetOut>> {
+    let by_owner = scatter::split_by_owner(parts, |p| shard.owner(&p.0, p.1));
+    let waits = scatter::send_each(shard, by_owner, make).await;
+    async move {
+        let answers = scatter::join(waits, |r| match r {
+            ShardResp::Offsets(rs) => Some(rs),
+            _ => None,
+        })
+        .await;
+        scatter::first_place_by_key(answers, |o| (o.topic.clone(), o.partition))
+    }
+    .boxed_local()
+}
+
+pub(crate) fn missing(topic: &str, partition: i32) -> OffsetOut {
+    OffsetOut::new(topic, partition, errors::UNKNOWN_SERVER_ERROR)
+}
+
+pub(crate) async fn list_offsets(
+    shard: &Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: ListOffsetsRequest,
+) -> Pending {
+    let order: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    // v2+ carries an isolation level; anything but 0 or 1 refuses every partition.
+    let bad_isolation = v >= 2 && !valid_isolation_level(req.isolation_level);
+    if bad_isolation {
+        tracing::info!(
+            isolation_level = req.isolation_level,
+            "list offsets with an unknown isolation level: INVALID_REQUEST"
+        );
+    }
+    let parts = req
+        .topics
+        .iter()
+        .filter(|_| !bad_isolation)
+        .flat_map(|t| {
+            let name = t.name.0.to_string();
+            t.partitions
+                .iter()
+                .map(move |p| (name.clone(), p.partition_index, p.timestamp))
+        })
+        .collect();
+    let fut = offsets_call(shard, parts, |parts| ShardReq::ListOffsets { parts }).await;
+    async move {
+        let mut got = fut.await;
+        if bad_isolation {
+            for (topic, ps) in &order {
+                for &p in ps {
+                    got.set(
+                        (topic.clone(), p),
+                        OffsetOut::new(topic, p, errors::INVALID_REQUEST),
+                    );
+                }
+            }
+        }
+        let mut r = ListOffsetsResponse::default();
+        r.topics = order
+            .into_iter()
+            .map(|(topic, ps)| {
+                let mut tr = list_offsets_response::ListOffsetsTopicResponse::default();
+                tr.name = tname(&topic);
+                tr.partitions = ps
+                    .into_iter()
+                    .map(|p| {
+                        let o = got
+                            .take(&(topic.clone(), p))
+                            .unwrap_or_else(|| missing(&topic, p));
+                        let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
+                        pr.partition_index = p;
+                        pr.error_code = o.error;
+                        pr.offset = o.offset;
+                        pr.timestamp = o.timestamp;
+                        if v >= 4 {
+                            pr.leader_epoch = o.leader_epoch;
+                        }
+                        pr
+                    })
+                    .collect();
+                tr
+            })
+            .collect();
+        respond(ApiKey::ListOffsets, v, corr, &r)
+    }
+    .boxed_local()
+}
+
+pub(crate) async fn delete_records(
+    shard: &Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: DeleteRecordsRequest,
+) -> Pending {
+    let order: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partitions.iter().map(|p| p.partition_index).collect(),
+            )
+        })
+        .collect();
+    let parts = req
+        .topics
+        .iter()
+        // The internal log's start is moved only by its snapshots.
+        .filter(|t| t.name.0.as_str() != OFFSETS_TOPIC)
+        .flat_map(|t| {
+            let name = t.name.0.to_string();
+            t.partitions
+                .iter()
+                .map(move |p| (name.clone(), p.partition_index, p.offset))
+        })
+        .collect();
+    let fut = offsets_call(shard, parts, |parts| ShardReq::DeleteRecords { parts }).await;
+    async move {
+        let mut got = fut.await;
+        let mut r = DeleteRecordsResponse::default();
+        r.topics = order
+            .into_iter()
+            .map(|(topic, ps)| {
+                let mut tr = delete_records_response::DeleteRecordsTopicResult::default();
+                tr.name = tname(&topic);
+                tr.partitions = ps
+                    .into_iter()
+                    .map(|p| {
+                        let o = got
+                            .take(&(topic.clone(), p))
+                            .unwrap_or_else(|| missing(&topic, p));
+                        let mut pr =
+                            delete_records_response::DeleteRecordsPartitionResult::default();
+                        pr.partition_index = p;
+                        pr.error_code = o.error;
+                        pr.low_watermark = o.offset;
+                        pr
+                    })
+                    .collect();
+                tr
+            })
+            .collect();
+        respond(ApiKey::DeleteRecords, v, corr, &r)
+    }
+    .boxed_local()
+}
+
+pub(crate) async fn epoch_end(
+    shard: &Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: OffsetForLeaderEpochRequest,
+) -> Pending {
+    let order: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|t| {
+            (
+                t.topic.0.to_string(),
+                t.partitions.iter().map(|p| p.partition).collect(),
+            )
+        })
+        .collect();
+    let parts = req
+        .topics
+        .iter()
+        .flat_map(|t| {
+            let name = t.topic.0.to_string();
+            t.partitions
+                .iter()
+                .map(move |p| (name.clone(), p.partition, i64::from(p.leader_epoch)))
+        })
+        .collect();
+    let fut = offsets_call(shard, parts, |parts| ShardReq::EpochEnd {
+        parts: parts
+            .into_iter()
+            .map(|(t, p, e)| {
+                (
+                    t,
+                    p,
+                    e.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
+                )
+            })
+            .collect(),
+    })
+    .await;
+    async move {
+        let mut got = fut.await;
+        let mut r = OffsetForLeaderEpochResponse::default();
+        r.topics = order
+            .into_iter()
+            .map(|(topic, ps)| {
+                let mut tr =
+                    offset_for_leader_epoch_response::OffsetForLeaderTopicResult::default();
+                tr.topic = tname(&topic);
+                tr.partitions = ps
+                    .into_iter()
+                    .map(|p| {
+                        let o = got
+                            .take(&(topic.clone(), p))
+                            .unwrap_or_else(|| missing(&topic, p));
+                        let mut pr = offset_for_leader_epoch_response::EpochEndOffset::default();
+                        pr.partition = p;
+                        pr.error_code = o.error;
+                        pr.leader_epoch = o.leader_epoch;
+                        pr.end_offset = o.offset;
+                        pr
+                    })
+                    .collect();
+                tr
+            })
+            .collect();
+        respond(ApiKey::OffsetForLeaderEpoch, v, corr, &r)
+    }
+    .boxed_local()
+}

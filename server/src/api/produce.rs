@@ -1,0 +1,280 @@
+//! Produce (validation, split by owning shard, the response in request order) and
+//! InitProducerId.
+
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use bytes::Bytes;
+use futures::future::{self};
+use futures::FutureExt;
+use kafka_protocol::messages::*;
+
+use crate::groups::offsets_log::OFFSETS_TOPIC;
+use crate::mesh::messages::{AdminReq, AdminResp, ProducePart, ProduceResult, ShardReq, ShardResp};
+use crate::mesh::scatter;
+use crate::mesh::shard::Shard;
+use crate::wire::errors;
+use shardlog_coordinator::Untrusted;
+
+use crate::api::common::*;
+
+use crate::api::admin::*;
+
+pub(crate) async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRequest) -> Pending {
+    let acks = req.acks;
+    let order: Vec<(String, Vec<i32>)> = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            (
+                t.name.0.to_string(),
+                t.partition_data.iter().map(|p| p.index).collect(),
+            )
+        })
+        .collect();
+    let refuse_all = |code: i16| {
+        let results = order
+            .iter()
+            .flat_map(|(t, ps)| ps.iter().map(move |p| err_result(t, *p, code)))
+            .collect();
+        future::ready(produce_response(v, corr, acks, &order, results)).boxed_local()
+    };
+    // Kafka refuses the whole request when it carries a transactional id, or a transactional
+    // batch, that the producer is not authorised for; without transactions that is every one.
+    // A transactional batch outside a transaction would otherwise be stored and its records
+    // stay invisible to read_committed consumers forever (no marker ever ends it).
+    let transactional_batches = req
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .any(|p| p.records.as_deref().is_some_and(has_transactional_batch));
+    if transactional_batches
+        || req
+            .transactional_id
+            .as_ref()
+            .is_some_and(|t| !t.0.is_empty())
+    {
+        let transactional_id = req.transactional_id.as_ref().map_or("", |t| t.0.as_str());
+        tracing::info!(
+            transactional_batches,
+            transactional_id = %Untrusted(transactional_id),
+            "transactional produce refused: TRANSACTIONAL_ID_AUTHORIZATION_FAILED"
+        );
+        return refuse_all(errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED);
+    }
+    if !matches!(acks, -1..=1) {
+        tracing::info!(acks, "produce: INVALID_REQUIRED_ACKS");
+        return refuse_all(errors::INVALID_REQUIRED_ACKS);
+    }
+    // The same partition twice: Kafka keeps only the last entry of a partition (a map) and
+    // answers it once, so the client cannot tell what was stored. Here the whole request is
+    // refused and nothing is stored; every entry answers INVALID_REQUEST, as Kafka answers
+    // duplicates in CreateTopics, CreatePartitions and ListOffsets.
+    let mut seen = std::collections::HashSet::new();
+    if let Some((topic, partition)) = order
+        .iter()
+        .flat_map(|(t, ps)| ps.iter().map(move |p| (t.as_str(), *p)))
+        .find(|key| !seen.insert(*key))
+    {
+        tracing::info!(
+            topic = %Untrusted(topic),
+            partition,
+            "produce names a partition twice: INVALID_REQUEST, nothing stored"
+        );
+        return refuse_all(errors::INVALID_REQUEST);
+    }
+    let names: Vec<String> = order.iter().map(|(t, _)| t.clone()).collect();
+    auto_create(shard, &names).await;
+
+    // A stored batch's records stay in the request buffer they arrived in (the batch cache
+    // keeps them; see `StoredBatch`). That is only economical for a batch that is most of
+    // its request: the others are copied out, so a small batch cannot pin a large request.
+    let records_total: usize = req
+        .topic_data
+        .iter()
+        .flat_map(|t| &t.partition_data)
+        .map(|p| p.records.as_ref().map_or(0, |r| r.len()))
+        .sum();
+    let mut placed: Vec<ProducePart> = Vec::new();
+    let mut refused = Vec::new();
+    for t in req.topic_data {
+        let topic = t.name.0.to_string();
+        if topic == OFFSETS_TOPIC {
+            tracing::info!("produce to {OFFSETS_TOPIC} refused: INVALID_TOPIC_EXCEPTION");
+            refused.extend(
+                t.partition_data
+                    .iter()
+                    .map(|p| err_result(&topic, p.index, errors::INVALID_TOPIC_EXCEPTION)),
+            );
+            continue;
+        }
+        // One replica here: acks=all cannot be honoured when the topic asks for more in sync.
+        if acks == -1 {
+            if let Some(min_isr) = min_insync_replicas(shard, &topic).filter(|&m| m > 1) {
+                tracing::info!(
+                    topic = %topic,
+                    min_isr,
+                    "acks=all with min.insync.replicas above the replica count (1): NOT_ENOUGH_REPLICAS"
+                );
+                refused.extend(
+                    t.partition_data
+                        .iter()
+                        .map(|p| err_result(&topic, p.index, errors::NOT_ENOUGH_REPLICAS)),
+                );
+                continue;
+            }
+        }
+        placed.extend(t.partition_data.into_iter().map(|p| ProducePart {
+            topic: topic.clone(),
+            partition: p.index,
+            records: p.records.map(|r| compact(r, records_total)),
+        }));
+    }
+    let by_owner = scatter::split_by_owner(placed, |p| shard.owner(&p.topic, p.partition));
+    let waits =
+        scatter::send_each(shard, by_owner, |parts| ShardReq::Produce { acks, parts }).await;
+    async move {
+        let mut results = refused;
+        results.extend(
+            scatter::join(waits, |r| match r {
+                ShardResp::Produce(rs) => Some(rs),
+                _ => None,
+            })
+            .await,
+        );
+        produce_response(v, corr, acks, &order, results)
+    }
+    .boxed_local()
+}
+
+/// Whether any record batch in a partition's records has the transactional attribute. Stops
+/// at the first bytes that are not a batch header (the append refuses those).
+pub(crate) fn has_transactional_batch(records: &[u8]) -> bool {
+    let mut rest = records;
+    while let Ok(info) = shardlog_engine::batch::peek(rest) {
+        if info.is_transactional() {
+            return true;
+        }
+        match rest.get(info.size..) {
+            Some(next) if info.size > 0 => rest = next,
+            _ => break,
+        }
+    }
+    false
+}
+
+/// The topic's `min.insync.replicas`, if it sets one.
+pub(crate) fn min_insync_replicas(shard: &Shard, topic: &str) -> Option<i64> {
+    shard
+        .meta
+        .borrow()
+        .topics
+        .get(topic)?
+        .configs
+        .get("min.insync.replicas")?
+        .parse()
+        .ok()
+}
+
+/// `records` itself when it is at least half of the request's records, else a copy of it.
+pub(crate) fn compact(records: Bytes, records_total: usize) -> Bytes {
+    if records.len() * 2 >= records_total {
+        records
+    } else {
+        Bytes::copy_from_slice(&records)
+    }
+}
+
+pub(crate) fn err_result(topic: &str, partition: i32, error: i16) -> ProduceResult {
+    ProduceResult {
+        topic: topic.to_string(),
+        partition,
+        error,
+        base_offset: -1,
+        log_append_time_ms: -1,
+        log_start_offset: -1,
+    }
+}
+
+pub(crate) fn produce_response(
+    v: i16,
+    corr: i32,
+    acks: i16,
+    order: &[(String, Vec<i32>)],
+    results: Vec<ProduceResult>,
+) -> Option<Vec<Bytes>> {
+    if acks == 0 {
+        return None;
+    }
+    // A partition named twice (refused as a whole) has one result per entry, in order.
+    let mut by_key: HashMap<(String, i32), std::collections::VecDeque<ProduceResult>> =
+        HashMap::new();
+    for r in results {
+        by_key
+            .entry((r.topic.clone(), r.partition))
+            .or_default()
+            .push_back(r);
+    }
+    let mut resp = ProduceResponse::default();
+    resp.responses = order
+        .iter()
+        .map(|(topic, parts)| {
+            let mut tr = produce_response::TopicProduceResponse::default();
+            tr.name = tname(topic);
+            tr.partition_responses = parts
+                .iter()
+                .map(|&p| {
+                    let r = by_key
+                        .get_mut(&(topic.clone(), p))
+                        .and_then(|q| q.pop_front())
+                        .unwrap_or_else(|| err_result(topic, p, errors::UNKNOWN_SERVER_ERROR));
+                    let mut pr = produce_response::PartitionProduceResponse::default();
+                    pr.index = p;
+                    crate::metrics::error(ApiKey::Produce as i16, r.error);
+                    pr.error_code = r.error;
+                    pr.base_offset = r.base_offset;
+                    pr.log_append_time_ms = r.log_append_time_ms;
+                    pr.log_start_offset = r.log_start_offset;
+                    pr
+                })
+                .collect();
+            tr
+        })
+        .collect();
+    respond(ApiKey::Produce, v, corr, &resp)
+}
+
+pub(crate) async fn init_producer_id(
+    shard: Rc<Shard>,
+    v: i16,
+    corr: i32,
+    req: InitProducerIdRequest,
+) -> Option<Vec<Bytes>> {
+    let mut r = InitProducerIdResponse::default();
+    r.producer_id = ProducerId(-1);
+    r.producer_epoch = -1;
+    if let Some(tid) = req.transactional_id.as_ref().filter(|t| !t.0.is_empty()) {
+        tracing::info!(
+            transactional_id = %Untrusted(&tid.0),
+            "InitProducerId with a transactional id: transactions are not supported"
+        );
+        r.error_code = errors::TRANSACTIONAL_ID_AUTHORIZATION_FAILED;
+        return respond(ApiKey::InitProducerId, v, corr, &r);
+    }
+    // An existing idempotent producer asking for a bump (KIP-360) keeps its id.
+    if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
+        r.producer_id = req.producer_id;
+        r.producer_epoch = req.producer_epoch + 1;
+        return respond(ApiKey::InitProducerId, v, corr, &r);
+    }
+    match shard.admin_call(AdminReq::AllocateProducerId).await {
+        AdminResp::ProducerId(Ok(id)) => {
+            tracing::debug!(producer_id = id, "allocated producer id");
+            r.producer_id = ProducerId(id);
+            r.producer_epoch = 0;
+        }
+        AdminResp::ProducerId(Err(code)) => r.error_code = code,
+        AdminResp::Results(_) => r.error_code = errors::UNKNOWN_SERVER_ERROR,
+    }
+    respond(ApiKey::InitProducerId, v, corr, &r)
+}
