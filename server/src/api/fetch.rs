@@ -212,3 +212,17 @@ pub(crate) fn refuse_fetch(v: i16, corr: i32, req: &FetchRequest) -> Option<Vec<
         .or_else(|_| fetch::encode_fetch_response(v, corr, errors::INVALID_REQUEST, 0, &[]))
         .ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_kafkas_two_isolation_levels_are_valid() {
+        assert!(valid_isolation_level(0));
+        assert!(valid_isolation_level(1));
+        for level in [-1, 2, i8::MAX, i8::MIN] {
+            assert!(!valid_isolation_level(level), "{level}");
+        }
+    }
+}

@@ -36,6 +36,30 @@ pub(crate) async fn offsets_call(
     .boxed_local()
 }
 
+/// Every topic of `order` with its partitions' answers in request order: each from `got`
+/// (a partition named twice gets its answer at its first place, see
+/// [`scatter::first_place_by_key`]), else UNKNOWN_SERVER_ERROR.
+pub(crate) fn answers_in_order(
+    order: Vec<(String, Vec<i32>)>,
+    got: &mut scatter::FirstPlace<(String, i32), OffsetOut>,
+) -> Vec<(String, Vec<(i32, OffsetOut)>)> {
+    order
+        .into_iter()
+        .map(|(topic, ps)| {
+            let answers = ps
+                .into_iter()
+                .map(|p| {
+                    let o = got
+                        .take(&(topic.clone(), p))
+                        .unwrap_or_else(|| missing(&topic, p));
+                    (p, o)
+                })
+                .collect();
+            (topic, answers)
+        })
+        .collect()
+}
+
 pub(crate) fn missing(topic: &str, partition: i32) -> OffsetOut {
     OffsetOut::new(topic, partition, errors::UNKNOWN_SERVER_ERROR)
 }
@@ -89,17 +113,14 @@ pub(crate) async fn list_offsets(
             }
         }
         let mut r = ListOffsetsResponse::default();
-        r.topics = order
+        r.topics = answers_in_order(order, &mut got)
             .into_iter()
             .map(|(topic, ps)| {
                 let mut tr = list_offsets_response::ListOffsetsTopicResponse::default();
                 tr.name = tname(&topic);
                 tr.partitions = ps
                     .into_iter()
-                    .map(|p| {
-                        let o = got
-                            .take(&(topic.clone(), p))
-                            .unwrap_or_else(|| missing(&topic, p));
+                    .map(|(p, o)| {
                         let mut pr = list_offsets_response::ListOffsetsPartitionResponse::default();
                         pr.partition_index = p;
                         pr.error_code = o.error;
@@ -151,17 +172,14 @@ pub(crate) async fn delete_records(
     async move {
         let mut got = fut.await;
         let mut r = DeleteRecordsResponse::default();
-        r.topics = order
+        r.topics = answers_in_order(order, &mut got)
             .into_iter()
             .map(|(topic, ps)| {
                 let mut tr = delete_records_response::DeleteRecordsTopicResult::default();
                 tr.name = tname(&topic);
                 tr.partitions = ps
                     .into_iter()
-                    .map(|p| {
-                        let o = got
-                            .take(&(topic.clone(), p))
-                            .unwrap_or_else(|| missing(&topic, p));
+                    .map(|(p, o)| {
                         let mut pr =
                             delete_records_response::DeleteRecordsPartitionResult::default();
                         pr.partition_index = p;
@@ -220,7 +238,7 @@ pub(crate) async fn epoch_end(
     async move {
         let mut got = fut.await;
         let mut r = OffsetForLeaderEpochResponse::default();
-        r.topics = order
+        r.topics = answers_in_order(order, &mut got)
             .into_iter()
             .map(|(topic, ps)| {
                 let mut tr =
@@ -228,10 +246,7 @@ pub(crate) async fn epoch_end(
                 tr.topic = tname(&topic);
                 tr.partitions = ps
                     .into_iter()
-                    .map(|p| {
-                        let o = got
-                            .take(&(topic.clone(), p))
-                            .unwrap_or_else(|| missing(&topic, p));
+                    .map(|(p, o)| {
                         let mut pr = offset_for_leader_epoch_response::EpochEndOffset::default();
                         pr.partition = p;
                         pr.error_code = o.error;
@@ -246,4 +261,51 @@ pub(crate) async fn epoch_end(
         respond(ApiKey::OffsetForLeaderEpoch, v, corr, &r)
     }
     .boxed_local()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(topic: &str, partition: i32, offset: i64) -> OffsetOut {
+        let mut o = OffsetOut::new(topic, partition, errors::NONE);
+        o.offset = offset;
+        o
+    }
+
+    #[test]
+    fn answers_follow_request_order_and_gaps_are_unknown_server_errors() {
+        // Answers arrive grouped by shard, not in request order; "b"-1 got none.
+        let answers = vec![answer("b", 0, 7), answer("a", 1, 5), answer("a", 0, 3)];
+        let mut got = scatter::first_place_by_key(answers, |o| (o.topic.clone(), o.partition));
+        let order = vec![("a".to_string(), vec![0, 1]), ("b".to_string(), vec![1, 0])];
+        let out = answers_in_order(order, &mut got);
+        let flat: Vec<(&str, i32, i16, i64)> = out
+            .iter()
+            .flat_map(|(t, ps)| {
+                ps.iter()
+                    .map(move |(p, o)| (t.as_str(), *p, o.error, o.offset))
+            })
+            .collect();
+        assert_eq!(
+            flat,
+            vec![
+                ("a", 0, errors::NONE, 3),
+                ("a", 1, errors::NONE, 5),
+                ("b", 1, errors::UNKNOWN_SERVER_ERROR, -1),
+                ("b", 0, errors::NONE, 7),
+            ]
+        );
+        assert!(answers_in_order(Vec::new(), &mut got).is_empty());
+    }
+
+    #[test]
+    fn a_partition_named_twice_is_answered_at_its_first_place_only() {
+        let answers = vec![answer("t", 0, 1), answer("t", 0, 2)];
+        let mut got = scatter::first_place_by_key(answers, |o| (o.topic.clone(), o.partition));
+        let out = answers_in_order(vec![("t".to_string(), vec![0, 0])], &mut got);
+        let ps = &out[0].1;
+        assert_eq!((ps[0].1.error, ps[0].1.offset), (errors::NONE, 2));
+        assert_eq!(ps[1].1.error, errors::UNKNOWN_SERVER_ERROR);
+    }
 }

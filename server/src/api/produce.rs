@@ -278,3 +278,95 @@ pub(crate) async fn init_producer_id(
     }
     respond(ApiKey::InitProducerId, v, corr, &r)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Buf;
+    use kafka_protocol::protocol::Decodable;
+
+    /// Produce v8 has a non-flexible header: size, correlation id, body.
+    fn decode(chunks: Vec<Bytes>) -> ProduceResponse {
+        let mut b = Bytes::from(chunks.concat());
+        assert_eq!(b.get_i32() as usize, b.len());
+        assert_eq!(b.get_i32(), 42);
+        ProduceResponse::decode(&mut b, 8).expect("decodes")
+    }
+
+    fn ok(topic: &str, partition: i32, base_offset: i64) -> ProduceResult {
+        ProduceResult {
+            base_offset,
+            ..err_result(topic, partition, errors::NONE)
+        }
+    }
+
+    #[test]
+    fn response_is_in_request_order_and_a_lost_answer_is_an_unknown_server_error() {
+        let order = vec![("a".to_string(), vec![1, 0]), ("b".to_string(), vec![0])];
+        // Answers come back by shard: not in request order, and "b"-0 never answered.
+        let results = vec![ok("a", 0, 10), ok("a", 1, 20)];
+        let r = decode(produce_response(8, 42, 1, &order, results).expect("acks=1 answers"));
+        let got: Vec<(String, i32, i16, i64)> = r
+            .responses
+            .iter()
+            .flat_map(|t| {
+                t.partition_responses
+                    .iter()
+                    .map(|p| (t.name.0.to_string(), p.index, p.error_code, p.base_offset))
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a".into(), 1, errors::NONE, 20),
+                ("a".into(), 0, errors::NONE, 10),
+                ("b".into(), 0, errors::UNKNOWN_SERVER_ERROR, -1),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_partition_named_twice_gets_one_result_per_entry_in_order() {
+        let order = vec![("t".to_string(), vec![0, 0])];
+        let results = vec![
+            err_result("t", 0, errors::INVALID_REQUEST),
+            err_result("t", 0, errors::NOT_ENOUGH_REPLICAS),
+        ];
+        let r = decode(produce_response(8, 42, -1, &order, results).expect("answers"));
+        let codes: Vec<i16> = r.responses[0]
+            .partition_responses
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(
+            codes,
+            vec![errors::INVALID_REQUEST, errors::NOT_ENOUGH_REPLICAS]
+        );
+    }
+
+    #[test]
+    fn acks_zero_gets_no_response() {
+        let order = vec![("t".to_string(), vec![0])];
+        assert!(produce_response(8, 42, 0, &order, vec![ok("t", 0, 1)]).is_none());
+    }
+
+    #[test]
+    fn small_batches_are_copied_out_of_a_large_request() {
+        let records = Bytes::from(vec![7u8; 100]);
+        let whole = compact(records.clone(), 150);
+        assert_eq!(
+            whole.as_ptr(),
+            records.as_ptr(),
+            "most of the request: kept"
+        );
+        let copied = compact(records.clone(), 1000);
+        assert_eq!(copied, records);
+        assert_ne!(copied.as_ptr(), records.as_ptr(), "a small part: copied");
+    }
+
+    #[test]
+    fn bytes_that_are_no_batch_are_not_transactional() {
+        assert!(!has_transactional_batch(&[]));
+        assert!(!has_transactional_batch(&[0u8; 10]));
+    }
+}
