@@ -1,20 +1,26 @@
 //! shardlog-server: a Kafka-compatible broker on thread-per-core shards.
 //!
-//! * [`config`]: layered configuration (defaults, TOML file, `SHARDLOG_*`, flags).
-//! * [`broker`]: start-up, one pinned glommio executor per shard, signals, shutdown.
-//! * [`shard`]: partition ownership, the channel mesh between shards, metadata authority.
-//! * [`partition`]: a partition's log, producer state and append queue.
-//! * [`connection`]: framing, pipelining, in-order vectored response writes.
-//! * [`protocol`]: request headers, version negotiation, response framing.
-//! * [`handlers`]: the Kafka APIs.
-//! * [`fetch`]: zero-copy Fetch response encoding and fetch sessions.
+//! Folders by concern, each layer importing only the ones below it (no import cycles):
+//!
+//! * [`broker`] (start-up, one pinned glommio executor per shard, signals, shutdown),
+//!   [`connection`] (framing, pipelining, in-order vectored response writes) and [`dispatch`]
+//!   (what a shard does with a request addressed to it): the top.
+//! * [`api`]: the Kafka APIs by family (produce, fetch, offsets, cluster metadata, topic admin,
+//!   configs, groups, log dirs); each splits its request by owning shard and assembles the
+//!   response in request order.
+//! * [`admin`]: the admin HTTP listener (`/metrics`, `/health`).
+//! * [`controller`]: cluster metadata (pure state and store), the metadata authority on shard 0,
+//!   and opening, closing and ticking the topics a shard owns.
 //! * [`groups`]: the per-shard group coordinator, its internal log `__consumer_offsets`, lag.
-//! * [`group_api`]: the consumer-group Kafka APIs (splitting and forwarding per group shard).
-//! * [`metadata`], [`producer_state`], [`errors`]: pure state and mappings.
-//! * [`alloc`]: the global allocator that keeps wire-chosen allocation sizes from aborting.
-//! * [`limits`]: connection admission (`max_connections`, `max_connections_per_ip`).
-//! * [`metrics`], [`admin_http`]: per-shard counters gathered at scrape time; `/metrics` and
-//!   `/health` on the admin listener.
+//! * [`mesh`]: a shard's state, partition routing, the messages between shards, the data path
+//!   on the owning shard, and the one split / send / join / reorder helper (`mesh::scatter`).
+//! * [`partition`]: a partition's log, producer state, compression policy and append queue.
+//! * [`wire`]: request headers and version negotiation, error codes, connection admission,
+//!   the zero-copy Fetch encoding and fetch sessions.
+//! * [`metrics`]: per-shard counters (the partitions update them; a shard's snapshot of them
+//!   is `mesh::stats`).
+//! * [`config`]: layered configuration (defaults, TOML file, `SHARDLOG_*`, flags);
+//!   [`alloc`]: the global allocator that keeps wire-chosen allocation sizes from aborting.
 //!
 //! The operator CLI (`shardlog topic|produce|consume|group|cluster|config|check`) is the crate
 //! `shardlog-cli`, and the `shardlog` binary the crate `shardlog` (`bin/`): the broker carries

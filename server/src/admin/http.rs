@@ -1,7 +1,7 @@
 //! The admin HTTP listener (`admin_listen`, default 127.0.0.1:9644) on shard 0.
 //!
 //! * `GET /metrics`: Prometheus text format; every shard is asked over the mesh for a
-//!   snapshot of its counters (see `metrics.rs`), so nothing on the data path takes a lock.
+//!   snapshot of its counters (see `crate::metrics`), so nothing on the data path takes a lock.
 //! * `GET /health`: `200` while the broker serves and every shard answers within a second,
 //!   `503` once shutdown has begun or when a shard does not answer (for load balancers).
 //!

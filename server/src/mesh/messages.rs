@@ -125,7 +125,7 @@ pub enum ShardReq {
     },
     Admin(AdminReq),
     Apply(MetaEvent),
-    /// A consumer-group request for a group this shard owns (see `groups.rs`).
+    /// A consumer-group request for a group this shard owns (see `crate::groups`).
     Group(shardlog_coordinator::Request),
     /// A metrics snapshot of the shard (for a `/metrics` scrape).
     Metrics,

@@ -7,7 +7,7 @@ use crate::controller::metadata::TopicMeta;
 /// Shard that owns `(topic, partition)` among `shards`.
 ///
 /// The internal `__consumer_offsets` partitions are the exception: partition `p` is on shard
-/// `p % shards`, with the groups stored in it (see `groups.rs`).
+/// `p % shards`, with the groups stored in it (see `crate::groups`).
 pub fn shard_for(topic: &str, partition: i32, shards: usize) -> usize {
     if topic == crate::groups::offsets_log::OFFSETS_TOPIC {
         return shardlog_coordinator::shard_for_offsets_partition(

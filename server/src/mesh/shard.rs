@@ -14,8 +14,11 @@
 //! partition lives.
 //!
 //! Metadata: every shard keeps a copy of the [`ClusterMeta`]; shard 0 is the authority (see
-//! `metadata.rs`) and changes reach the others as [`ShardReq::Apply`] before the admin request
-//! that caused them is answered.
+//! `crate::controller::authority`) and changes reach the others as [`ShardReq::Apply`] before
+//! the admin request that caused them is answered.
+//!
+//! What runs a request on the shard it is addressed to is not here: the broker passes
+//! `crate::dispatch::serve` to [`Shard::new`], so the mesh knows nothing of the APIs above it.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -141,7 +144,7 @@ pub struct Shard {
     pub segment_files: Rc<crate::partition::SegmentFiles>,
     /// Partitions this shard owns whose log failed to open (see [`OfflinePartitions`]).
     pub(crate) offline: RefCell<TopicPartMap<Offline>>,
-    /// This shard's group coordinator and its internal log (see `groups.rs`).
+    /// This shard's group coordinator and its internal log (see `crate::groups`).
     pub groups: crate::groups::state::Groups,
     /// Executes a request addressed to this shard (`crate::dispatch::serve`): the mesh only
     /// carries requests, what runs them sits above it.

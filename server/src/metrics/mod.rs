@@ -3,7 +3,7 @@
 //! Every shard (one thread) records into its own thread-local [`ShardMetrics`] made of `Cell`s:
 //! no locks and no atomics on the produce/fetch path. Per-partition counters live in the
 //! partition itself ([`PartitionStats`]). A scrape of `/metrics` (served on shard 0, see
-//! `admin_http.rs`) asks every shard over the mesh for a [`ShardSnapshot`] (a plain, `Send`
+//! `crate::admin::http`) asks every shard over the mesh for a [`ShardSnapshot`] (a plain, `Send`
 //! copy taken on the owning shard), merges them and renders the Prometheus text format
 //! ([`render`]).
 
@@ -361,7 +361,7 @@ pub struct Extra {
     pub uptime: Duration,
     pub shutting_down: bool,
     pub groups: Vec<GroupLag>,
-    /// Admin HTTP connections closed to admit newer ones (`admin_http.rs`).
+    /// Admin HTTP connections closed to admit newer ones (`crate::admin::http`).
     pub admin_connections_evicted: u64,
 }
 

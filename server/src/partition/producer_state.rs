@@ -11,7 +11,7 @@
 //!
 //! The state is serialised to a small JSON snapshot at clean shutdown (and periodically), and
 //! rebuilt after an unclean stop by replaying batch headers from the snapshot's offset: see
-//! `partition.rs`.
+//! `crate::partition`.
 //!
 //! **Expiry and bounds.** A producer id costs memory for as long as it is remembered, and ids
 //! are cheap to make (one InitProducerId each): 300,000 of them once added 138 MiB that was

@@ -43,7 +43,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
-    // Consumer groups (see group_api.rs for what each range covers).
+    // Consumer groups (see api/groups.rs for what each range covers).
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
@@ -55,7 +55,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
-    // Partition sizes (log_dirs.rs). v0 is v1 on the wire, but Kafka 4 dropped it (KIP-896);
+    // Partition sizes (api/log_dirs.rs). v0 is v1 on the wire, but Kafka 4 dropped it (KIP-896);
     // v2+ are flexible. Last in the list so the fuzz seeds' API indexes stay where they were.
     (ApiKey::DescribeLogDirs, 1, 4),
 ];
