@@ -413,6 +413,8 @@ class Checker:
                 continue
             if lo is None:
                 lo = ranges[(t, p)][0]
+                if lo >= hi:
+                    continue  # the first read was at the log start: no gap
             offs = sorted_offs.get((t, p), [])
             i, j = bisect.bisect_left(offs, lo), bisect.bisect_left(offs, hi)
             if j > i:
