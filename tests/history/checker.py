@@ -17,11 +17,12 @@ inconsistent_offsets  one (topic, partition, offset) seen with two different val
 non_monotonic_polls   within one consumer process, a partition's offset not increasing from
                       one returned record to the next (a repeat or a step back) with no
                       assign/seek of that partition in between; also a record below the
-                      position the consumer was just assigned or seeked to.
-skipped_offsets       within one consumer process, two consecutive records of a partition
-                      (or an assign/seek position and the first record after it) with a gap
-                      between them, where the final read has records inside the gap (count:
-                      such gaps). Gaps the final read also has - transaction markers, aborted
+                      position the consumer was just assigned or seeked to. After a step back
+                      the consumer may re-read up to the highest offset it had reached.
+skipped_offsets       within one consumer process, a record of a partition more than one past
+                      the highest offset that consumer had read there since its last
+                      assign/seek (or past the assign/seek position itself), where the final
+                      read has records in between (count: such gaps). Gaps the final read also has - transaction markers, aborted
                       or compacted records, retention - are not anomalies: control batches are
                       never returned to clients.
 truncated_reads       a polled record at an offset that the final read shows with a different
@@ -67,7 +68,7 @@ class HistoryError(ValueError):
     """The history cannot be judged (malformed line, a value sent twice, unsupported op)."""
 
 
-@dataclass
+@dataclass(slots=True)
 class Send:
     outcome: str
     topic: str
@@ -104,9 +105,8 @@ class Checker:
         self.compacted: set[str] = set()
         self.sends: dict[Any, Send] = {}  # value -> its send (values are unique per send)
         self.acked: dict[tuple, Any] = {}  # (t, p, o) -> value acknowledged there
-        self.polled: dict[tuple, Any] = {}  # (t, p, o) -> first value polled there
+        self.polled: dict[tuple, tuple] = {}  # (t, p, o) -> (value, process, line), 1st poll
         self.polled_other: dict[tuple, set] = defaultdict(set)  # other values polled there
-        self.polled_by: dict[tuple, tuple[str, int]] = {}  # (t, p, o) -> (process, line) of 1st
         self.polled_values: set = set()
         self.polled_keys: dict[tuple, Any] = {}  # (t, p, o) -> key, compacted topics only
         self.final: dict[tuple, dict[int, tuple[Any, Any]]] = defaultdict(dict)  # tp -> o -> (v,k)
@@ -130,7 +130,8 @@ class Checker:
         if tpo in self.acked:
             seen.append((self.acked[tpo], "ack"))
         if tpo in self.polled:
-            seen.append((self.polled[tpo], "poll %s line %d" % self.polled_by[tpo]))
+            v0, proc, line = self.polled[tpo]
+            seen.append((v0, f"poll {proc} line {line}"))
         seen.extend((o, "poll") for o in self.polled_other.get(tpo, ()))
         fin = self.final.get(tpo[:2], {}).get(tpo[2])
         if fin is not None:
@@ -226,33 +227,29 @@ class Checker:
             if t in self.compacted:
                 self.polled_keys[tpo] = k
             self._observe(tpo, v, f"{proc} poll line {line}")
-            if tpo not in self.polled:
-                self.polled[tpo] = v
-                self.polled_by[tpo] = (proc, line)
-            elif self.polled[tpo] != v:
+            first = self.polled.get(tpo)
+            if first is None:
+                self.polled[tpo] = (v, proc, line)
+            elif first[0] != v:
                 self.polled_other[tpo].add(v)
             if v is not None:
                 self.polled_values.add(v)
             st = pos.get((t, p))
+            high = o
             if st is not None:
-                kind, at = st
-                if kind == "read":
-                    if o <= at:
-                        self._example("non_monotonic_polls", {
-                            "process": proc, "topic": t, "partition": p, "previous": at,
-                            "offset": o, "line": line})
-                    elif o > at + 1:
-                        self.gaps.append((proc, t, p, at + 1, o, line))
-                elif kind == "seek":
-                    if o < at:
-                        self._example("non_monotonic_polls", {
-                            "process": proc, "topic": t, "partition": p, "position": at,
-                            "offset": o, "line": line})
-                    elif o > at:
-                        self.gaps.append((proc, t, p, at, o, line))
-                elif kind == "beginning":
+                kind, last, high = st
+                if kind == "beginning":
                     self.gaps.append((proc, t, p, None, o, line))  # from the log start
-            pos[(t, p)] = ("read", o)
+                elif o <= last:
+                    # a repeat or a step back; reads up to `high` are re-reads from here on
+                    self._example("non_monotonic_polls", {
+                        "process": proc, "topic": t, "partition": p,
+                        ("previous" if kind == "read" else "position"): last if kind == "read"
+                        else last + 1, "offset": o, "line": line})
+                elif o > high + 1:
+                    self.gaps.append((proc, t, p, high + 1, o, line))
+                high = max(high, o)
+            pos[(t, p)] = ("read", o, high)
 
     def _reposition(self, typ: str, op: dict, proc: str, line: int) -> None:
         pos = self.positions[proc]
@@ -264,11 +261,12 @@ class Checker:
             tp = _tp(entry[0], entry[1], line)
             at = entry[2]
             if at == "beginning":
-                pos[tp] = ("beginning", None)
+                pos[tp] = ("beginning", -1, -1)
             elif at is None:
                 pos.pop(tp, None)
-            else:
-                pos[tp] = ("seek", _offset(at, line))
+            else:  # the next record must be at `at`: as if `at - 1` had just been read
+                at = _offset(at, line)
+                pos[tp] = ("seek", at - 1, at - 1)
 
     # -- judging -------------------------------------------------------------------------
     def report(self) -> dict:
@@ -385,7 +383,7 @@ class Checker:
                         "acknowledged_offset": s.offset})
 
     def _check_polls(self, ranges, excused) -> None:
-        for tpo, v0 in self.polled.items():
+        for tpo, (v0, proc, line) in self.polled.items():
             tp = (tpo[0], tpo[1])
             if tp not in ranges:
                 self.stats["polled_unchecked"] += 1
@@ -399,7 +397,6 @@ class Checker:
                     continue
                 if at is None and excused(tpo[0], tpo[1], tpo[2], self.polled_keys.get(tpo), v):
                     continue
-                proc, line = self.polled_by[tpo]
                 self._example("truncated_reads", {
                     "topic": tpo[0], "partition": tpo[1], "offset": tpo[2], "polled": _show(v),
                     "process": proc, "line": line,

@@ -212,6 +212,20 @@ def test_non_monotonic_poll():
     assert (ex["previous"], ex["offset"], ex["process"]) == (2, 1, "c0")
 
 
+@pytest.mark.parametrize("after", [
+    [(0, 1, "v1")],  # one stray repeat, then on from the highest offset read
+    [(0, 1, "v1"), (0, 2, "v2"), (0, 3, "v3")],  # a rewind, re-reading what it had read
+])
+def test_a_step_back_counts_once(after):
+    h = H()
+    for i in range(6):
+        h.send(f"v{i}", i)
+    h.poll("c0", (0, 0, "v0"), (0, 1, "v1"), (0, 2, "v2"), (0, 3, "v3"))
+    h.poll("c0", *after).poll("c0", (0, 4, "v4"), (0, 5, "v5"))
+    r = h.final({i: f"v{i}" for i in range(6)}).check()
+    assert anomalies(r) == {"non_monotonic_polls": 1}, r
+
+
 def test_non_monotonic_is_per_process_and_partition():
     # two consumers and two partitions interleaved: each sequence increases on its own
     h = H().send("a", 0).send("b", 0, partition=1)
