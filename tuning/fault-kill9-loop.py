@@ -96,6 +96,7 @@ def main() -> int:
 
     restart_s: list[float] = []
     kills = 0
+    history = None
     try:
         broker.start()
         first = broker.wait_serving(probe_ok=False)
@@ -162,6 +163,8 @@ def main() -> int:
         }
     except Exception as e:  # noqa: BLE001 - harness failure: report it and exit 2
         log(f"HARNESS FAILURE: {e!r}")
+        if history is not None:
+            history.close()  # what was recorded stays readable
         if broker.alive():
             broker.proc.kill()
             broker.proc.wait()

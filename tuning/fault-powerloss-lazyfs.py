@@ -558,6 +558,8 @@ def main() -> int:
         report = run.run()
     except Exception as e:  # noqa: BLE001 - harness failure: report it and exit 2
         log(f"HARNESS FAILURE: {e!r}")
+        if run.wl is not None and run.wl.history is not None:
+            run.wl.history.close()  # what was recorded stays readable
         if run.broker.alive():
             run.broker.proc.kill()
             run.broker.proc.wait()
