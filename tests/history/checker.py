@@ -97,7 +97,8 @@ def _show(v: Any) -> Any:
 
 
 class Checker:
-    """Feed it a history's lines in order (`feed`), then ask for the `report`."""
+    """Feed it a history's lines in order (`feed`), then ask for the `report` (once: judging
+    adds to the counts)."""
 
     def __init__(self, max_examples: int = 10):
         self.max_examples = max_examples
@@ -272,6 +273,9 @@ class Checker:
     def report(self) -> dict:
         if self.header is None:
             raise HistoryError("empty history (no header)")
+        if self.counts.get("_reported"):
+            raise RuntimeError("report() was already called on this Checker")
+        self.counts["_reported"] = 1
         idempotence = bool(self.header.get("idempotence"))
         compacted = self.compacted
         # The final read's range grows to cover every record it returned.
