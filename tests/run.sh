@@ -101,6 +101,12 @@ else
 fi
 run node -e 'console.log("kafkajs", require(process.argv[1] + "/node_modules/kafkajs/package.json").version)' "$JS_DIR"
 
+# --- Python unit tests (no broker) ----------------------------------------------
+# The operation-history checker of the fault harnesses (tests/history), on hand-made and
+# generated histories: a few seconds.
+stage "python unit tests (tests/history: the history checker)"
+run "$VENV/bin/python" -m pytest -q tests/history
+
 # --- Rust: lint, unit/property/crash tests ------------------------------------
 # One release build: `cargo test --release` also builds the `shardlog` and `shardlog-bench`
 # binaries (their crates have integration tests that run them), with the same feature set as

@@ -4,7 +4,7 @@ idempotent acks=all producer and a consumer run; afterwards the whole topic is r
 
     .venv/bin/python tuning/fault-kill9-loop.py [--duration 120] [--min-interval 3]
         [--max-interval 20] [--port 59092] [--data-dir DIR] [--partitions 3] [--rate 2000]
-        [--seed N] [--json FILE]
+        [--seed N] [--json FILE] [--history FILE]
 
 What it does:
   * starts `target/release/shardlog start --listen 127.0.0.1:PORT --data-dir DIR --cores 2`
@@ -19,7 +19,10 @@ What it does:
     process's spawn until a Metadata request and an acks=all produce (raw wire client, probe
     topic) both succeed; repeated until DURATION seconds have passed;
   * then the producer stops and flushes, and the whole topic is read back from offset 0 to the
-    end with a fresh consumer.
+    end with a fresh consumer;
+  * the producer and the consumer also record every operation in an operation history
+    (tests/history; default `history.jsonl.gz` beside the broker log); the final read is added
+    to it and the history checker judges the run on its own (report key `history`).
 
 Report (stdout, and JSON with --json):
   acknowledged   records whose delivery report succeeded
@@ -28,9 +31,11 @@ Report (stdout, and JSON with --json):
   holes          per partition, offsets missing between 0 and the end of the read-back
   consumer_lost  records the live consumer saw that are not at the same offset afterwards
   restarts       kill -9 + restart cycles; restart_to_serving p50/p99/max in seconds
+  history        the history checker's verdict: valid, counts per anomaly kind, examples
 
-Exit status: 0 when lost, duplicates, holes and consumer_lost are all 0, the producer had no
-fatal error and the broker never panicked; 1 otherwise; 2 when the harness itself failed.
+Exit status: 0 when lost, duplicates, holes and consumer_lost are all 0, the history checker
+found the history valid, the producer had no fatal error and the broker never panicked; 1
+otherwise; 2 when the harness itself failed.
 """
 
 from __future__ import annotations
@@ -45,8 +50,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from fault_common import (DEFAULT_BIN, PROBE_TOPIC, BrokerProc, Workload, latency_summary, log,
-                          read_back)
+from fault_common import (DEFAULT_BIN, PROBE_TOPIC, BrokerProc, HistoryWriter, Workload,
+                          judge_history, latency_summary, log, read_back)
 from util import create_topic  # tests/e2e, on sys.path through fault_common
 
 
@@ -63,6 +68,9 @@ def main() -> int:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
+    ap.add_argument("--history", type=Path, default=None,
+                    help="operation history file (JSON lines, .gz compressed; default "
+                         "history.jsonl.gz beside the broker log)")
     ap.add_argument("--bin", default=DEFAULT_BIN)
     args = ap.parse_args()
     if not (0 < args.min_interval <= args.max_interval):
@@ -88,6 +96,7 @@ def main() -> int:
 
     restart_s: list[float] = []
     kills = 0
+    history = None
     try:
         broker.start()
         first = broker.wait_serving(probe_ok=False)
@@ -97,8 +106,12 @@ def main() -> int:
             f"{args.rate} rec/s, kill every {args.min_interval}-{args.max_interval}s "
             f"for {args.duration}s")
 
+        history_path = args.history or (tmp or data_dir.parent) / "history.jsonl.gz"
+        history = HistoryWriter(history_path, idempotence=True, acks="all",
+                                meta={"harness": "fault-kill9-loop", "seed": seed,
+                                      "topic": topic, "partitions": args.partitions})
         wl = Workload(broker.bootstrap, topic, args.partitions, args.rate,
-                      consumer_group="fault-kill9-live")
+                      consumer_group="fault-kill9-live", history=history)
         prod, cons = wl.start()
 
         end = time.monotonic() + args.duration
@@ -125,6 +138,8 @@ def main() -> int:
 
         log("reading the whole topic back")
         rb = read_back(broker.bootstrap, topic, args.partitions, wl.acked, wl.value, wl.consumed)
+        log(f"checking the operation history {history_path}")
+        checked = judge_history(history, broker.bootstrap, topic, args.partitions)
         panicked = broker.panicked()
         rc = broker.stop()
         clean_stop = rc == 0
@@ -144,9 +159,12 @@ def main() -> int:
             "producer_fatal": wl.fatal, "producer_client_errors": dict(wl.client_errors),
             "consumer_errors": dict(wl.consumer_errors), "broker_panicked": panicked,
             "clean_stop_at_end": clean_stop,
+            "history": checked,
         }
     except Exception as e:  # noqa: BLE001 - harness failure: report it and exit 2
         log(f"HARNESS FAILURE: {e!r}")
+        if history is not None:
+            history.close()  # what was recorded stays readable
         if broker.alive():
             broker.proc.kill()
             broker.proc.wait()
@@ -159,13 +177,15 @@ def main() -> int:
           f"{report['read_back']}), lost {report['lost']}, duplicates {report['duplicates']}, "
           f"holes {report['holes']}, consumer-seen-then-lost {report['consumer_lost']}; "
           f"restarts {kills}, restart-to-serving p50 {fmt(rs['p50'])} p99 {fmt(rs['p99'])} "
-          f"max {fmt(rs['max'])}")
+          f"max {fmt(rs['max'])}; history checker: "
+          f"{'valid' if checked['valid'] else 'INVALID'}")
     if args.json is not None:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     bad = (report["lost"] or report["duplicates"] or report["holes"] or report["consumer_lost"]
-           or report["producer_fatal"] or panicked)
+           or report["producer_fatal"] or panicked or not checked["valid"])
     if bad:
-        log(f"FAIL (data dir and broker log kept: {data_dir}, {log_path})")
+        log(f"FAIL (data dir, broker log and history kept: {data_dir}, {log_path}, "
+            f"{history_path})")
         return 1
     if not clean_stop:
         log(f"FAIL: broker did not stop cleanly on SIGTERM at the end (status {rc})")

@@ -9,6 +9,7 @@ flush policy promises (docs/ARCHITECTURE.md, "Flush policies").
         [--min-interval 3] [--max-interval 10] [--flush-interval-ms 1000] [--port 59093]
         [--workdir DIR] [--partitions 3] [--rate 2000] [--value-bytes 100]
         [--segment-bytes 1048576] [--lazyfs /opt/lazyfs/bin/lazyfs] [--seed N] [--json FILE]
+        [--history FILE]
 
 Needs root, /dev/fuse and LazyFS built by tuning/lazyfs-build.sh (its --root-dir option).
 
@@ -27,7 +28,10 @@ Cuts rotate over three moments:
     with a raw wire client, and the power is cut right after the last acknowledgement.
 After DURATION seconds: the producer flushes, the topic and every created topic are read back,
 then the broker is stopped cleanly, the power is cut once more and everything is read back
-again (a clean shutdown must leave everything durable under every policy).
+again (a clean shutdown must leave everything durable under every policy). The producer and
+the consumer also record an operation history (tests/history; default WORKDIR/history.jsonl.gz)
+whose final read is taken beside the first read-back; the history checker judges it (report key
+`history`).
 
 Checks (exit 1 if one fails; 2 if the harness itself failed):
   every policy   no duplicates, no offset holes, no broker panic, a clean SIGTERM stop,
@@ -37,11 +41,16 @@ Checks (exit 1 if one fails; 2 if the harness itself failed):
                  partition (nothing acknowledged after a lost record survives), and they all
                  lie in the segment that was active at the cut (sealed segments are fsynced);
   every-batch    0 acknowledged records lost (topic and created topics), consumer_lost 0, no
-                 fatal producer error;
+                 fatal producer error, the history checker's verdict valid (every anomaly kind
+                 0);
   interval       every lost record was acknowledged less than flush_interval_ms + slack before
                  the cut (its age is measured from the delivery report, which comes after the
                  broker's acknowledgement, so the age is a lower bound);
   never          only the bound above (the active segment).
+  interval/never the history checker finds no duplicates and no failed send present (its
+                 lost, truncated-read, inconsistent-offset, skipped and non-monotonic counts
+                 are reported: losing acknowledged data is within these policies' promise, and
+                 a consumer that read it then sees the log rewritten).
 Under interval and never, losing acknowledged records breaks the idempotent producer's sequence
 numbers and librdkafka fails it with a fatal error; the harness then starts a new producer
 (reported as producer_restarts) and goes on.
@@ -64,8 +73,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fault_common import (DEFAULT_BIN, PROBE_TOPIC, BrokerProc, Workload, latency_summary, log,
-                          read_back)
+from fault_common import (DEFAULT_BIN, PROBE_TOPIC, BrokerProc, HistoryWriter, Workload,
+                          judge_history, latency_summary, log, read_back)
 
 # tests/e2e, put on sys.path by fault_common
 import kwire  # noqa: E402
@@ -229,6 +238,8 @@ class PowerLossRun:
         self.cuts: list[Cut] = []
         self.created: list[CreatedTopic] = []
         self.wl: Workload | None = None
+        self.history_path = args.history or workdir / "history.jsonl.gz"
+        self.history: dict | None = None  # the checker's report
 
     # -- one power cut -----------------------------------------------------------------
     def power_cut(self, kind: str) -> Cut:
@@ -289,9 +300,13 @@ class PowerLossRun:
             f"{a.value_bytes} B, a cut every {a.min_interval}-{a.max_interval}s for {a.duration}s")
         # Losing acknowledged records (allowed unless every-batch) breaks the idempotent
         # producer's sequence numbers; librdkafka then fails it for good: start a new one.
+        history = HistoryWriter(self.history_path, idempotence=True, acks="all",
+                                meta={"harness": "fault-powerloss-lazyfs", "policy": a.policy,
+                                      "seed": a.seed, "topic": self.topic,
+                                      "partitions": a.partitions})
         wl = self.wl = Workload(self.broker.bootstrap, self.topic, a.partitions, a.rate,
                                 a.value_bytes, consumer_group="fault-powerloss-live",
-                                recreate_on_fatal=a.policy != "every-batch")
+                                recreate_on_fatal=a.policy != "every-batch", history=history)
         prod, cons = wl.start()
 
         end = time.monotonic() + a.duration
@@ -322,6 +337,8 @@ class PowerLossRun:
         rb = read_back(self.broker.bootstrap, self.topic, a.partitions, wl.acked, wl.value,
                        wl.consumed, retention=a.retention_bytes > 0)
         created_lost = self.created_topics_lost()
+        log(f"checking the operation history {self.history_path}")
+        self.history = judge_history(history, self.broker.bootstrap, self.topic, a.partitions)
 
         log("clean stop, power cut, restart, read back again")
         panicked = self.broker.panicked()
@@ -419,6 +436,13 @@ class PowerLossRun:
             violations.append(f"{len(after.lost)} records lost across a clean stop + power cut")
         if wl.fatal and a.policy == "every-batch":
             violations.append(f"producer fatal error: {wl.fatal}")
+        h = self.history
+        if a.policy == "every-batch":
+            if not h["valid"]:
+                violations.append(f"history checker: {h['counts']}")
+        elif h["counts"]["duplicates"] or h["counts"]["failed_but_present"]:
+            violations.append(f"history checker: {h['counts']['duplicates']} duplicates, "
+                              f"{h['counts']['failed_but_present']} failed sends present")
         if panicked:
             violations.append("the broker panicked")
         if not clean_stop:
@@ -455,7 +479,9 @@ class PowerLossRun:
             "producer_fatal": wl.fatal, "producer_restarts": wl.producer_restarts,
             "producer_client_errors": dict(wl.client_errors),
             "consumer_errors": dict(wl.consumer_errors), "broker_panicked": panicked,
-            "clean_stop": clean_stop, "violations": violations,
+            "clean_stop": clean_stop, "history": h,
+            "history_lost_equals_read_back_lost": h["counts"]["lost"] == len(rb.lost),
+            "violations": violations,
         }
 
 
@@ -468,7 +494,8 @@ def print_summary(r: dict) -> None:
           f"created topics {r['created_topics']} ({r['created_topics_acknowledged']} "
           f"acknowledged, {r['created_topics_lost']} lost); power cuts {r['power_cuts']} "
           f"{r['cuts_by_kind']}; after clean stop + cut: {r['after_clean_stop_and_cut']}; "
-          f"restart-to-serving p50 {fmt(rs['p50'])} max {fmt(rs['max'])}")
+          f"restart-to-serving p50 {fmt(rs['p50'])} max {fmt(rs['max'])}; history checker: "
+          f"{'valid' if r['history']['valid'] else 'INVALID'} {r['history']['counts']}")
 
 
 def main() -> int:
@@ -497,6 +524,8 @@ def main() -> int:
     ap.add_argument("--lazyfs-cache-mb", type=int, default=512)
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None, help="write the report as JSON here")
+    ap.add_argument("--history", type=Path, default=None,
+                    help="operation history file (default WORKDIR/history.jsonl.gz)")
     ap.add_argument("--bin", default=DEFAULT_BIN)
     args = ap.parse_args()
     if not (0 < args.min_interval <= args.max_interval):
@@ -529,6 +558,8 @@ def main() -> int:
         report = run.run()
     except Exception as e:  # noqa: BLE001 - harness failure: report it and exit 2
         log(f"HARNESS FAILURE: {e!r}")
+        if run.wl is not None and run.wl.history is not None:
+            run.wl.history.close()  # what was recorded stays readable
         if run.broker.alive():
             run.broker.proc.kill()
             run.broker.proc.wait()

@@ -1,6 +1,10 @@
 """Pieces shared by the fault harnesses (fault-kill9-loop.py, fault-powerloss-lazyfs.py): a
 broker process that can be killed and restarted, an idempotent acks=all producer and a live
-consumer that record what was acknowledged and seen, and the final read-back check."""
+consumer that record what was acknowledged and seen, and the final read-back check.
+
+With a `HistoryWriter` (tests/history), the workload's clients also record every operation in an
+operation history, and `judge_history` adds the final read to it and runs the history checker:
+an independent second judgement of the same run (the harness's own counts stay as they were)."""
 
 from __future__ import annotations
 
@@ -17,11 +21,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
+sys.path.insert(0, str(REPO / "tests"))  # the `history` package
 
 import kwire  # noqa: E402
 from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException,  # noqa: E402
                              Producer, TopicPartition)
 
+from history.checker import check_file, summary  # noqa: E402
+from history.record import (HistoryWriter, RecordingConsumer, RecordingProducer,  # noqa: E402
+                            final_read)
 from util import consume_all, watermarks  # noqa: E402
 
 PROBE_TOPIC = "fault-probe"
@@ -143,8 +151,9 @@ class Workload:
 
     def __init__(self, bootstrap: str, topic: str, partitions: int, rate: int,
                  value_bytes: int = 0, consumer_group: str = "fault-live",
-                 recreate_on_fatal: bool = False):
+                 recreate_on_fatal: bool = False, history: HistoryWriter | None = None):
         self.bootstrap = bootstrap
+        self.history = history
         self.topic = topic
         self.partitions = partitions
         self.rate = rate
@@ -190,12 +199,14 @@ class Workload:
         `recreate_on_fatal`, the producer is replaced by a new one (a new producer id)."""
         t0 = time.monotonic()
         while True:
-            p = Producer({
+            conf = {
                 "bootstrap.servers": self.bootstrap, "enable.idempotence": True, "acks": "all",
                 "linger.ms": 5, "message.timeout.ms": 120000, "socket.timeout.ms": 10000,
                 "reconnect.backoff.ms": 20, "reconnect.backoff.max.ms": 200,
                 "retry.backoff.ms": 50, "error_cb": self._on_error, "log_level": 2,
-            })
+            }
+            p = (Producer(conf) if self.history is None else
+                 RecordingProducer(self.history, conf, f"producer-{self.producer_restarts}"))
             fatal_before = len(self.fatal)
             try:
                 self._produce(p, t0, fatal_before)
@@ -211,6 +222,8 @@ class Workload:
                     if len(self.fatal) == fatal_before:
                         self.fatal.append(str(err))
                     self.failed["abandoned_after_fatal"] += len(p)
+            if self.history is not None:
+                p.close()  # sends left without a delivery report: indeterminate
             if self.stop_producing.is_set() or not self.recreate_on_fatal:
                 return
             with self.lock:
@@ -238,11 +251,13 @@ class Workload:
 
     # -- consumer --------------------------------------------------------------
     def consume_loop(self) -> None:
-        c = Consumer({"bootstrap.servers": self.bootstrap, "group.id": self.consumer_group,
-                      "enable.auto.commit": False, "fetch.wait.max.ms": 100,
-                      "socket.timeout.ms": 10000, "reconnect.backoff.ms": 20,
-                      "reconnect.backoff.max.ms": 200, "log_level": 2,
-                      "error_cb": lambda e: self.consumer_errors.update([e.name()])})
+        conf = {"bootstrap.servers": self.bootstrap, "group.id": self.consumer_group,
+                "enable.auto.commit": False, "fetch.wait.max.ms": 100,
+                "socket.timeout.ms": 10000, "reconnect.backoff.ms": 20,
+                "reconnect.backoff.max.ms": 200, "log_level": 2,
+                "error_cb": lambda e: self.consumer_errors.update([e.name()])}
+        c = (Consumer(conf) if self.history is None else
+             RecordingConsumer(self.history, conf, "consumer-0"))
         c.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in range(self.partitions)])
         last: dict[int, int] = {}
         try:
@@ -323,3 +338,15 @@ def read_back(bootstrap: str, topic: str, partitions: int, acked: dict[int, tupl
     rb.consumer_lost = [po for po, v in (consumed or {}).items()
                         if live(po) and at.get(po) != v]
     return rb
+
+
+def judge_history(history: HistoryWriter, bootstrap: str, topic: str, partitions: int,
+                  examples: int = 10) -> dict:
+    """Adds the final read of `topic` (from each partition's log start to its high watermark)
+    to the history, closes it and runs the history checker on the file. Returns the checker's
+    report plus the history's path; prints the checker's summary."""
+    final_read(history, bootstrap, topic, partitions)
+    history.close()
+    report = check_file(history.path, examples)
+    print(summary(report), flush=True)
+    return {"file": str(history.path), "lines": history.lines, **report}

@@ -1,8 +1,9 @@
 """Faults: kill -9 in a loop, a full disk, clients that stall in the middle of a frame.
 
 * test_kill9_loop_short runs tuning/fault-kill9-loop.py for ~25 s (2-3 kills) and asserts that
-  nothing acknowledged was lost, duplicated or left a hole (the long run is a separate
-  documented command, see docs/RELIABILITY.md).
+  nothing acknowledged was lost, duplicated or left a hole, and that the history checker finds
+  the run's operation history valid (the long run is a separate documented command, see
+  docs/RELIABILITY.md).
 * test_disk_full puts the data directory on a 64 MiB ext4 loop mount, fills it, and checks that
   produce is refused with KAFKA_STORAGE_ERROR while the broker keeps serving reads, resumes
   writes once space is freed and recovers every acknowledged record after kill -9.
@@ -68,6 +69,11 @@ def test_kill9_loop_short(tmp_path: Path):
     assert (r["lost"], r["duplicates"], r["holes"], r["consumer_lost"]) == (0, 0, 0, 0), r
     assert r["read_back"] >= r["acknowledged"], r
     assert not r["producer_fatal"] and not r["broker_panicked"] and r["clean_stop_at_end"], r
+    # the operation history's own verdict (tests/history): every send acknowledged, all read
+    h = r["history"]
+    assert h["valid"] and not any(h["counts"].values()), h
+    assert h["stats"]["sends_ok"] == r["acknowledged"], h
+    assert h["stats"]["final_records"] == r["read_back"], h
 
 
 # ---------------------------------------------------------------------------
