@@ -26,7 +26,9 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::BrokerConfig;
 use crate::connection;
-use crate::controller::metadata::{ClusterMeta, MetadataStore};
+use crate::controller::authority::MetadataAuthority;
+use crate::controller::log::{ControllerLog, FileMetadataLog};
+use crate::controller::metadata::ClusterMeta;
 use crate::mesh::messages::MeshMsg;
 use crate::mesh::routing::topic_dir;
 use crate::mesh::shard::{Global, Shard};
@@ -290,15 +292,18 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let store = MetadataStore::open(&cfg.data_dir.join("meta"))?;
+    let store = MetadataAuthority::new(FileMetadataLog::open(
+        &cfg.data_dir.join("meta"),
+        shardlog_engine::GlommioStorage,
+    )?);
     let mut cfg = cfg;
     cfg.offsets_topic_partitions = crate::groups::offsets_log::resolve_offsets_partitions(&cfg)
         .map_err(|source| BrokerError::DataDir {
             path: crate::groups::offsets_log::offsets_dir(&cfg.data_dir),
             source,
         })?;
-    remove_orphans(&cfg.data_dir, &store.meta);
-    let initial = store.meta.clone();
+    remove_orphans(&cfg.data_dir, store.image());
+    let initial = store.image().clone();
 
     let sigset = block_signals();
     let global = Arc::new(Global {
@@ -446,7 +451,7 @@ async fn shard_main(
     cfg: Arc<BrokerConfig>,
     global: Arc<Global>,
     meta: ClusterMeta,
-    authority: Option<MetadataStore>,
+    authority: Option<MetadataAuthority<ControllerLog>>,
     mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
     barrier: Arc<Barrier>,
     bind_failed: Arc<AtomicBool>,

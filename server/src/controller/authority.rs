@@ -1,12 +1,18 @@
 //! The metadata authority on shard 0: the one place metadata changes (create/delete topics,
-//! add partitions, alter configs, allocate producer ids). A change is persisted in the
-//! metadata store, then applied on every shard before the admin request is answered.
+//! add partitions, alter configs, allocate producer ids). An admin operation is validated
+//! against the metadata log's image ([`crate::controller::validate`]), committed to the log as
+//! one record ([`MetadataLog::commit`]), and the committed records are applied on every shard
+//! before the admin request is answered. The authority knows the log only through the
+//! [`MetadataLog`] trait.
 
 use std::rc::Rc;
 
 use futures::future::{self};
 
-use crate::controller::metadata::{self, MetaEvent, PartitionMeta, TopicMeta};
+use crate::controller::log::{CommittedRecord, MetaLogError, MetadataLog};
+use crate::controller::metadata::{self, ClusterMeta, PRODUCER_ID_BLOCK};
+use crate::controller::records::MetadataRecord;
+use crate::controller::validate::{self, Refusal};
 use crate::wire::errors;
 use shardlog_coordinator::Untrusted;
 
@@ -14,6 +20,54 @@ use crate::controller::topics::remove_topic_dir;
 use crate::mesh::messages::*;
 use crate::mesh::routing::topic_dir;
 use crate::mesh::shard::Shard;
+
+/// The metadata log as the authority uses it, plus the producer ids of the current block
+/// handed out since it was committed (in memory only: a restart starts a new block).
+pub struct MetadataAuthority<L> {
+    log: L,
+    next_producer_id: i64,
+}
+
+impl<L: MetadataLog> MetadataAuthority<L> {
+    pub fn new(log: L) -> Self {
+        // Ids below the committed block end may have been handed out before a restart.
+        let next_producer_id = log.image().producer_id_block_end;
+        Self {
+            log,
+            next_producer_id,
+        }
+    }
+
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    /// The committed metadata image.
+    pub fn image(&self) -> &ClusterMeta {
+        self.log.image()
+    }
+
+    /// Commits one validated record (see [`MetadataLog::commit`]).
+    pub async fn commit(
+        &mut self,
+        record: MetadataRecord,
+    ) -> Result<Vec<CommittedRecord>, MetaLogError> {
+        self.log.commit(record).await
+    }
+
+    /// A new producer id; commits a new block end when the current block is used up.
+    pub async fn allocate_producer_id(&mut self) -> Result<i64, MetaLogError> {
+        if self.next_producer_id >= self.log.image().producer_id_block_end {
+            let block_end = self.next_producer_id + PRODUCER_ID_BLOCK;
+            self.log
+                .commit(MetadataRecord::ProducerIdBlock { block_end })
+                .await?;
+        }
+        let id = self.next_producer_id;
+        self.next_producer_id += 1;
+        Ok(id)
+    }
+}
 
 impl Shard {
     // ---- metadata authority (shard 0) ----
@@ -32,17 +86,13 @@ impl Shard {
         match req {
             AdminReq::AllocateProducerId => {
                 let r = match &self.authority {
-                    Some(a) => Some(a.lock().await.allocate_producer_id().await),
-                    None => None,
+                    Some(a) => a.lock().await.allocate_producer_id().await,
+                    None => Err(MetaLogError::NotController { leader: None }),
                 };
-                AdminResp::ProducerId(match r {
-                    Some(Ok(id)) => Ok(id),
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "cannot persist producer id block");
-                        Err(errors::KAFKA_STORAGE_ERROR)
-                    }
-                    None => Err(errors::NOT_CONTROLLER),
-                })
+                AdminResp::ProducerId(r.map_err(|e| {
+                    tracing::error!(error = %e, "cannot commit producer id block");
+                    e.error_code()
+                }))
             }
             AdminReq::CreateTopics {
                 topics,
@@ -57,13 +107,16 @@ impl Shard {
             AdminReq::DeleteTopics(names) => {
                 let mut out = Vec::with_capacity(names.len());
                 for name in names {
-                    if self.topic(&name).is_none() {
-                        tracing::info!(topic = %Untrusted(&name), "delete: UNKNOWN_TOPIC_OR_PARTITION");
-                        out.push((name, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
-                        continue;
-                    }
+                    let record = match self.validate(|m| validate::delete_topic(m, &name)).await {
+                        Ok(r) => r,
+                        Err(r) => {
+                            tracing::info!(topic = %Untrusted(&name), "delete: UNKNOWN_TOPIC_OR_PARTITION");
+                            out.push((name, r.code, r.message));
+                            continue;
+                        }
+                    };
                     let dir = self.topic(&name).map(|t| topic_dir(&self.cfg.data_dir, &t));
-                    let r = self.commit(MetaEvent::Deleted(name.clone())).await;
+                    let r = self.commit(record).await;
                     if r == errors::NONE {
                         tracing::info!(topic = %name, "deleted topic");
                         // Every shard has released and removed its partitions by now (`commit`
@@ -82,24 +135,24 @@ impl Shard {
             } => {
                 let mut out = Vec::with_capacity(topics.len());
                 for (name, count) in topics {
-                    let Some(mut t) = self.topic(&name) else {
-                        out.push((name, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
-                        continue;
+                    let record = match self
+                        .validate(|m| validate::create_partitions(m, &name, count))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(r) => {
+                            if let Some(msg) = &r.message {
+                                tracing::info!(topic = %Untrusted(&name), %msg, "create partitions: INVALID_PARTITIONS");
+                            }
+                            out.push((name, r.code, r.message));
+                            continue;
+                        }
                     };
-                    let have = t.partitions.len() as i32;
-                    if count <= have || count > 100_000 {
-                        let msg = format!("topic has {have} partitions; requested {count}");
-                        tracing::info!(topic = %Untrusted(&name), %msg, "create partitions: INVALID_PARTITIONS");
-                        out.push((name, errors::INVALID_PARTITIONS, Some(msg)));
-                        continue;
-                    }
                     if validate_only {
                         out.push((name, errors::NONE, None));
                         continue;
                     }
-                    t.partitions
-                        .resize(count as usize, PartitionMeta { leader_epoch: 0 });
-                    let r = self.commit(MetaEvent::Upsert(t)).await;
+                    let r = self.commit(record).await;
                     tracing::info!(topic = %name, partitions = count, error = errors::name(r), "increased partitions");
                     out.push((name, r, None));
                 }
@@ -112,26 +165,24 @@ impl Shard {
             } => {
                 let mut out = Vec::with_capacity(topics.len());
                 for (name, ops) in topics {
-                    let Some(mut t) = self.topic(&name) else {
-                        out.push((name, errors::UNKNOWN_TOPIC_OR_PARTITION, None));
-                        continue;
+                    let record = match self
+                        .validate(|m| validate::alter_configs(m, &name, replace, ops))
+                        .await
+                    {
+                        Ok(r) => r,
+                        Err(r) => {
+                            if let Some(msg) = &r.message {
+                                tracing::info!(topic = %Untrusted(&name), %msg, error = errors::name(r.code), "alter configs refused");
+                            }
+                            out.push((name, r.code, r.message));
+                            continue;
+                        }
                     };
-                    if replace {
-                        t.configs.clear();
-                    }
-                    let applied = ops.into_iter().try_for_each(|(key, op, value)| {
-                        metadata::apply_config_op(&mut t.configs, key, op, value)
-                    });
-                    if let Err((code, msg)) = applied {
-                        tracing::info!(topic = %Untrusted(&name), %msg, error = errors::name(code), "alter configs refused");
-                        out.push((name, code, Some(msg)));
-                        continue;
-                    }
                     if validate_only {
                         out.push((name, errors::NONE, None));
                         continue;
                     }
-                    let r = self.commit(MetaEvent::Upsert(t)).await;
+                    let r = self.commit(record).await;
                     tracing::info!(topic = %name, error = errors::name(r), "altered topic configs");
                     out.push((name, r, None));
                 }
@@ -146,67 +197,84 @@ impl Shard {
         validate_only: bool,
     ) -> AdminResult {
         let name = t.name.clone();
-        if let Err(msg) = metadata::validate_topic_name(&name) {
-            tracing::info!(topic = %Untrusted(&name), %msg, "create topic: INVALID_TOPIC_EXCEPTION");
-            return (name, errors::INVALID_TOPIC_EXCEPTION, Some(msg));
-        }
-        if self.topic(&name).is_some() {
-            return (
-                name.clone(),
-                errors::TOPIC_ALREADY_EXISTS,
-                Some(format!("Topic '{name}' already exists.")),
-            );
-        }
-        let partitions = if t.partitions == -1 {
-            self.cfg.default_partitions
-        } else {
-            t.partitions
-        };
-        if !(1..=100_000).contains(&partitions) {
-            let msg = format!("number of partitions must be in 1..=100000, got {partitions}");
-            tracing::info!(topic = %Untrusted(&name), %msg, "create topic: INVALID_PARTITIONS");
-            return (name, errors::INVALID_PARTITIONS, Some(msg));
-        }
-        let mut configs = std::collections::BTreeMap::new();
-        for (k, v) in t.configs {
-            if let Err((code, msg)) = metadata::apply_config_op(&mut configs, k, 0, Some(v)) {
-                tracing::info!(topic = %Untrusted(&name), %msg, error = errors::name(code), "create topic refused");
-                return (name, code, Some(msg));
+        let default_partitions = self.cfg.default_partitions;
+        let id = metadata::new_topic_id();
+        let record = match self
+            .validate(|m| validate::create_topic(m, t, default_partitions, id))
+            .await
+        {
+            Ok(r) => r,
+            Err(r) => {
+                let msg = r.message.as_deref().unwrap_or_default();
+                match r.code {
+                    errors::TOPIC_ALREADY_EXISTS => {}
+                    errors::INVALID_TOPIC_EXCEPTION => {
+                        tracing::info!(topic = %Untrusted(&name), %msg, "create topic: INVALID_TOPIC_EXCEPTION");
+                    }
+                    errors::INVALID_PARTITIONS => {
+                        tracing::info!(topic = %Untrusted(&name), %msg, "create topic: INVALID_PARTITIONS");
+                    }
+                    code => {
+                        tracing::info!(topic = %Untrusted(&name), %msg, error = errors::name(code), "create topic refused");
+                    }
+                }
+                return (name, r.code, r.message);
             }
-        }
+        };
         if validate_only {
             return (name, errors::NONE, None);
         }
-        let meta = TopicMeta {
-            name: name.clone(),
-            id: metadata::new_topic_id(),
-            partitions: vec![PartitionMeta { leader_epoch: 0 }; partitions as usize],
-            configs,
+        let partitions = match &record {
+            MetadataRecord::CreateTopic { partitions, .. } => *partitions,
+            _ => 0,
         };
-        let r = self.commit(MetaEvent::Upsert(meta)).await;
+        let r = self.commit(record).await;
         if r == errors::NONE {
             tracing::info!(topic = %name, partitions, "created topic");
         }
         (name, r, None)
     }
 
-    /// Persists a change on the authority, then applies it on every shard.
-    pub(crate) async fn commit(self: &Rc<Self>, ev: MetaEvent) -> i16 {
-        let persisted = match &self.authority {
-            Some(a) => a.lock().await.apply(&ev).await,
+    /// Runs a validation against the authority's committed image.
+    async fn validate(
+        &self,
+        check: impl FnOnce(&ClusterMeta) -> Result<MetadataRecord, Refusal>,
+    ) -> Result<MetadataRecord, Refusal> {
+        match &self.authority {
+            Some(a) => check(a.lock().await.image()),
+            None => Err(Refusal {
+                code: errors::NOT_CONTROLLER,
+                message: None,
+            }),
+        }
+    }
+
+    /// Commits a validated record to the metadata log, then applies every record the commit
+    /// applied on every shard, in log order, before returning.
+    pub(crate) async fn commit(self: &Rc<Self>, record: MetadataRecord) -> i16 {
+        let committed = match &self.authority {
+            Some(a) => a.lock().await.commit(record).await,
             None => return errors::NOT_CONTROLLER,
         };
-        if let Err(e) = persisted {
-            tracing::error!(error = %e, "cannot persist metadata change");
-            return errors::KAFKA_STORAGE_ERROR;
-        }
-        let mut acks = Vec::with_capacity(self.shards);
-        for target in 0..self.shards {
-            acks.push(self.send(target, ShardReq::Apply(ev.clone())).await);
-        }
-        for r in future::join_all(acks).await {
-            if matches!(r, ShardResp::Failed) {
-                tracing::warn!("a shard did not acknowledge a metadata change");
+        let committed = match committed {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot commit metadata change");
+                return e.error_code();
+            }
+        };
+        for c in committed {
+            let mut acks = Vec::with_capacity(self.shards);
+            for target in 0..self.shards {
+                acks.push(self.send(target, ShardReq::Apply(c.record.clone())).await);
+            }
+            for r in future::join_all(acks).await {
+                if matches!(r, ShardResp::Failed) {
+                    tracing::warn!(
+                        index = c.index,
+                        "a shard did not acknowledge a metadata change"
+                    );
+                }
             }
         }
         errors::NONE

@@ -1,30 +1,28 @@
-//! Cluster metadata: topics, partition counts, leader epochs, topic configs, and the producer id
-//! allocator.
+//! Cluster metadata: the image (topics, partition counts, leader epochs, topic configs, the
+//! producer-id block), the rules for topic names and configs, and how topic configs map to
+//! the engine's log settings.
 //!
-//! One shard (shard 0) is the *authority*: it validates every change, persists the whole
-//! state as one small JSON file replaced atomically off the shard
-//! (`Storage::write_file_atomic`), and only then broadcasts the new topic description to
-//! every shard, which applies it to its own copy and opens or removes the logs it owns.
-//! Readers (Metadata, routing) use their shard's copy and never lock. The authority is a plain struct fed commands ([`MetadataStore::apply`]),
-//! so a replicated controller can later replace "persist to a file" with "append to the
-//! metadata log" without touching the shards.
+//! The image changes only by applying committed metadata-log records
+//! ([`crate::controller::records`]); the log that commits them is behind the
+//! [`MetadataLog`](crate::controller::log::MetadataLog) trait, and the one place that proposes
+//! changes is the metadata authority on shard 0 ([`crate::controller::authority`]). Every
+//! shard applies the same records to its own copy, so readers (Metadata, routing) never lock.
 //!
-//! Producer ids are handed out from blocks of [`PRODUCER_ID_BLOCK`]: the persisted value is the
-//! end of the current block, so a restart never reuses an id and InitProducerId costs an fsync
+//! Producer ids are handed out from blocks of [`PRODUCER_ID_BLOCK`]: the committed value is the
+//! end of the current block, so a restart never reuses an id and InitProducerId costs a commit
 //! only once per block.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
-use shardlog_engine::{FlushPolicy, GlommioStorage, LogConfig, Storage, TimestampType};
+use shardlog_engine::{FlushPolicy, LogConfig, TimestampType};
 
 use crate::config::{BrokerConfig, DefaultFlush};
 use crate::partition::compression::{CompressionPolicy, CompressionType};
 use crate::wire::errors;
 
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
-const FILE_NAME: &str = "cluster-metadata.json";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMeta {
@@ -41,32 +39,19 @@ pub struct TopicMeta {
     pub configs: BTreeMap<String, String>,
 }
 
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// The metadata image: what applying the committed [`MetadataRecord`]s in order gives
+/// ([`ClusterMeta::apply`], in [`crate::controller::records`]).
+///
+/// [`MetadataRecord`]: crate::controller::records::MetadataRecord
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClusterMeta {
     pub topics: BTreeMap<String, TopicMeta>,
     /// End of the producer-id block handed out last (exclusive).
     pub producer_id_block_end: i64,
-}
-
-/// A change broadcast from the authority to every shard.
-#[derive(Clone, Debug)]
-pub enum MetaEvent {
-    /// Topic created, grown or reconfigured: the full new description.
-    Upsert(TopicMeta),
-    Deleted(String),
-}
-
-impl ClusterMeta {
-    pub fn apply(&mut self, ev: &MetaEvent) {
-        match ev {
-            MetaEvent::Upsert(t) => {
-                self.topics.insert(t.name.clone(), t.clone());
-            }
-            MetaEvent::Deleted(name) => {
-                self.topics.remove(name);
-            }
-        }
-    }
+    /// Index of the last metadata-log record applied (0: none, or a file written before the
+    /// metadata log existed, which lacks the field). Set by the log, not by `apply`.
+    #[serde(default)]
+    pub applied_index: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -346,88 +331,6 @@ pub fn compression_policy(topic: &TopicMeta, broker: &BrokerConfig) -> Compressi
     }
 }
 
-/// The authority's persistent store (lives on shard 0).
-pub struct MetadataStore {
-    path: PathBuf,
-    pub meta: ClusterMeta,
-    next_producer_id: i64,
-}
-
-impl MetadataStore {
-    /// Loads `<dir>/cluster-metadata.json` or starts empty.
-    pub fn open(dir: &Path) -> Result<Self, MetaError> {
-        shardlog_engine::io::create_dir_all_durable(dir).map_err(|source| MetaError::Io {
-            op: "create dir",
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let path = dir.join(FILE_NAME);
-        let meta = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| MetaError::Corrupt {
-                path: path.clone(),
-                message: e.to_string(),
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => ClusterMeta::default(),
-            Err(source) => {
-                return Err(MetaError::Io {
-                    op: "read",
-                    path,
-                    source,
-                })
-            }
-        };
-        let next_producer_id = meta.producer_id_block_end;
-        Ok(Self {
-            path,
-            meta,
-            next_producer_id,
-        })
-    }
-
-    /// Persists the current state atomically and durably, off the shard (the storage's atomic
-    /// replacement: tmp write, fsync, rename, directory fsync on the blocking thread pool).
-    pub async fn persist(&self) -> Result<(), MetaError> {
-        let data = serde_json::to_vec_pretty(&self.meta).map_err(|e| MetaError::Corrupt {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?;
-        GlommioStorage
-            .write_file_atomic(&self.path, &data)
-            .await
-            .map_err(|source| MetaError::Io {
-                op: "replace",
-                path: self.path.clone(),
-                source,
-            })
-    }
-
-    /// Applies a change to the authoritative state and persists it before returning.
-    pub async fn apply(&mut self, ev: &MetaEvent) -> Result<(), MetaError> {
-        let before = self.meta.clone();
-        self.meta.apply(ev);
-        if let Err(e) = self.persist().await {
-            self.meta = before;
-            return Err(e);
-        }
-        Ok(())
-    }
-
-    /// A new producer id; persists a new block end when the current block is used up.
-    pub async fn allocate_producer_id(&mut self) -> Result<i64, MetaError> {
-        if self.next_producer_id >= self.meta.producer_id_block_end {
-            let old = self.meta.producer_id_block_end;
-            self.meta.producer_id_block_end = self.next_producer_id + PRODUCER_ID_BLOCK;
-            if let Err(e) = self.persist().await {
-                self.meta.producer_id_block_end = old;
-                return Err(e);
-            }
-        }
-        let id = self.next_producer_id;
-        self.next_producer_id += 1;
-        Ok(id)
-    }
-}
-
 /// A fresh topic id: random bits from the OS, never the all-zero id.
 pub fn new_topic_id() -> u128 {
     let mut b = [0u8; 16];
@@ -559,36 +462,5 @@ mod tests {
         }
         assert!(configs.is_empty(), "refused operations change nothing");
         assert_eq!(quoted("compact"), "\"compact\"");
-    }
-
-    #[test]
-    fn store_persists_and_producer_ids_survive_restart() {
-        // The store writes through the glommio storage (off the shard): run on an executor.
-        glommio::LocalExecutor::default().run(async {
-            let dir = tempfile::tempdir().expect("tempdir");
-            let mut s = MetadataStore::open(dir.path()).expect("open");
-            s.apply(&MetaEvent::Upsert(topic(&[("retention.ms", "5")])))
-                .await
-                .expect("apply");
-            let a = s.allocate_producer_id().await.expect("pid");
-            let b = s.allocate_producer_id().await.expect("pid");
-            assert_eq!(b, a + 1);
-            drop(s);
-            let mut s = MetadataStore::open(dir.path()).expect("reopen");
-            assert_eq!(s.meta.topics["t"].configs["retention.ms"], "5");
-            let c = s.allocate_producer_id().await.expect("pid");
-            assert!(c > b, "ids are never reused after a restart");
-            s.apply(&MetaEvent::Deleted("t".into()))
-                .await
-                .expect("delete");
-            let s = MetadataStore::open(dir.path()).expect("reopen");
-            assert!(s.meta.topics.is_empty());
-            let mut names: Vec<_> = std::fs::read_dir(dir.path())
-                .expect("list")
-                .map(|e| e.expect("entry").file_name())
-                .collect();
-            names.sort();
-            assert_eq!(names, [FILE_NAME], "no tmp file is left behind");
-        });
     }
 }

@@ -8,7 +8,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use shardlog_engine::{GlommioStorage, Storage};
 
-use crate::controller::metadata::{self, MetaEvent, TopicMeta};
+use crate::controller::metadata::{self, TopicMeta};
+use crate::controller::records::MetadataRecord;
 use crate::partition::{now_ms, Partition};
 use crate::wire::errors;
 
@@ -16,13 +17,24 @@ use crate::mesh::routing::topic_dir;
 use crate::mesh::shard::{Offline, Shard};
 
 impl Shard {
-    /// Applies a metadata change: updates the local copy, opens, reconfigures or removes the
-    /// logs this shard owns.
-    pub async fn apply(self: &Rc<Self>, ev: MetaEvent) {
-        self.meta.borrow_mut().apply(&ev);
-        match ev {
-            MetaEvent::Upsert(t) => self.open_topic(&t).await,
-            MetaEvent::Deleted(name) => self.remove_topic(&name).await,
+    /// Applies a committed metadata record: updates the local copy of the image, then opens,
+    /// reconfigures or removes the logs this shard owns.
+    pub async fn apply(self: &Rc<Self>, record: MetadataRecord) {
+        let changed = self.meta.borrow_mut().apply(&record);
+        match &record {
+            MetadataRecord::DeleteTopic { name, .. } => {
+                if changed {
+                    self.remove_topic(name).await;
+                }
+            }
+            MetadataRecord::ProducerIdBlock { .. } => {}
+            MetadataRecord::CreateTopic { name, .. }
+            | MetadataRecord::CreatePartitions { name, .. }
+            | MetadataRecord::AlterConfigs { name, .. } => {
+                if let Some(t) = self.topic(name) {
+                    self.open_topic(&t).await;
+                }
+            }
         }
     }
 

@@ -6,7 +6,7 @@ pub use crate::wire::fetch::ReadOut;
 
 use bytes::Bytes;
 
-use crate::controller::metadata::MetaEvent;
+use crate::controller::records::MetadataRecord;
 
 #[derive(Debug)]
 pub struct ProducePart {
@@ -124,7 +124,7 @@ pub enum ShardReq {
         parts: Vec<(String, i32, i32)>,
     },
     Admin(AdminReq),
-    Apply(MetaEvent),
+    Apply(MetadataRecord),
     /// A consumer-group request for a group this shard owns (see `crate::groups`).
     Group(shardlog_coordinator::Request),
     /// A metrics snapshot of the shard (for a `/metrics` scrape).

@@ -35,7 +35,9 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
-use crate::controller::metadata::{ClusterMeta, MetadataStore, TopicMeta};
+use crate::controller::authority::MetadataAuthority;
+use crate::controller::log::ControllerLog;
+use crate::controller::metadata::{ClusterMeta, TopicMeta};
 use crate::partition::Partition;
 use crate::wire::fetch::FetchSessions;
 
@@ -121,9 +123,10 @@ pub struct Shard {
     pub cfg: Arc<BrokerConfig>,
     pub global: Arc<Global>,
     pub meta: RefCell<ClusterMeta>,
-    /// The metadata store (shard 0 only). An async lock: a change is persisted (off the shard)
-    /// while the lock is held, so changes are written in the order they are applied.
-    pub(crate) authority: Option<futures::lock::Mutex<MetadataStore>>,
+    /// The metadata authority over the metadata log (shard 0 only). An async lock: a record is
+    /// committed (off the shard) while the lock is held, so records commit in the order they
+    /// are applied.
+    pub(crate) authority: Option<futures::lock::Mutex<MetadataAuthority<ControllerLog>>>,
     pub(crate) admin_lock: Semaphore,
     pub partitions: RefCell<TopicPartMap<Rc<Partition>>>,
     pub(crate) senders: Senders<MeshMsg>,
@@ -157,7 +160,7 @@ impl Shard {
         cfg: Arc<BrokerConfig>,
         global: Arc<Global>,
         meta: ClusterMeta,
-        authority: Option<MetadataStore>,
+        authority: Option<MetadataAuthority<ControllerLog>>,
         senders: Senders<MeshMsg>,
         serve: ServeFn,
     ) -> Rc<Self> {
