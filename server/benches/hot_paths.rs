@@ -39,7 +39,8 @@ use shardlog_client::records::{BatchBuilder, Compression, ProducerStamp};
 use shardlog_engine::GlommioStorage;
 use shardlog_server::api;
 use shardlog_server::config::BrokerConfig;
-use shardlog_server::controller::metadata::MetadataStore;
+use shardlog_server::controller::authority::MetadataAuthority;
+use shardlog_server::controller::log::FileMetadataLog;
 use shardlog_server::mesh::messages::{AdminReq, AdminResp, MeshMsg, NewTopic, ReadOut};
 use shardlog_server::mesh::shard::{Global, Shard};
 use shardlog_server::wire::fetch::{self, FetchTopicOut};
@@ -252,8 +253,11 @@ impl Broker {
             ..BrokerConfig::default()
         };
         tune(&mut cfg);
-        let store = MetadataStore::open(&cfg.data_dir.join("meta")).expect("metadata store");
-        let meta = store.meta.clone();
+        let store = MetadataAuthority::new(
+            FileMetadataLog::open(&cfg.data_dir.join("meta"), GlommioStorage)
+                .expect("metadata log"),
+        );
+        let meta = store.image().clone();
         let global = Arc::new(Global {
             shutdown: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
