@@ -315,6 +315,7 @@ pub(crate) mod conformance {
 mod tests {
     use super::*;
     use crate::controller::authority::MetadataAuthority;
+    use crate::controller::metadata::PRODUCER_ID_BLOCK;
     use shardlog_engine::GlommioStorage;
 
     fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F) {
@@ -434,6 +435,40 @@ mod tests {
                 .expect("json");
         assert_eq!(v["topics"]["orders"]["partitions"][1]["leader_epoch"], 3);
         assert_eq!(v["producer_id_block_end"], 8000);
+    }
+
+    /// A commit whose write fails is not applied: the image, the index and the producer-id
+    /// counter stay as they were, and the failure maps to KAFKA_STORAGE_ERROR.
+    #[test]
+    fn a_failed_write_applies_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let meta = dir.path().join("meta");
+        let log = FileMetadataLog::open(&meta, GlommioStorage).expect("open");
+        run(move || async move {
+            let mut a = MetadataAuthority::new(log);
+            assert_eq!(a.allocate_producer_id().await.expect("allocate"), 0);
+            let before = a.image().clone();
+            std::fs::remove_dir_all(&meta).expect("remove the log's directory");
+            let err = a
+                .commit(MetadataRecord::CreateTopic {
+                    name: "t".into(),
+                    id: 1,
+                    partitions: 1,
+                    configs: Default::default(),
+                })
+                .await
+                .expect_err("the write fails");
+            assert!(matches!(err, MetaLogError::Storage(_)), "{err}");
+            assert_eq!(err.error_code(), errors::KAFKA_STORAGE_ERROR);
+            assert_eq!(a.image(), &before);
+            // The rest of the block is still handed out from memory; the next block needs a
+            // commit, which fails without handing out an id beyond the committed block.
+            for want in 1..PRODUCER_ID_BLOCK {
+                assert_eq!(a.allocate_producer_id().await.expect("in block"), want);
+            }
+            assert!(a.allocate_producer_id().await.is_err());
+            assert_eq!(a.image(), &before);
+        });
     }
 
     #[test]
