@@ -6,7 +6,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use shardlog_engine::{GlommioStorage, Storage};
+use shardlog_engine::Storage;
 
 use crate::controller::metadata::{self, MetaEvent, TopicMeta};
 use crate::partition::{now_ms, Partition};
@@ -61,6 +61,7 @@ impl Shard {
             leader_epoch,
             &self.cache_budget,
             &self.segment_files,
+            &self.storage,
         )
         .await;
         let retry = Duration::from_millis(self.cfg.partition_open_retry_ms);
@@ -169,7 +170,7 @@ impl Shard {
                     tracing::error!(topic = name, partition = index, error = %e, "removing deleted partition failed");
                 }
                 // Off the shard; a snapshot that was never written is already gone.
-                if let Err(e) = GlommioStorage.remove_file(&snapshot).await {
+                if let Err(e) = self.storage.remove_file(&snapshot).await {
                     tracing::warn!(topic = name, partition = index, error = %e, "removing deleted partition's producer snapshot failed");
                 }
             })

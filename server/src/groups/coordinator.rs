@@ -323,6 +323,7 @@ pub async fn load(shard: &Rc<Shard>) {
             0,
             &shard.cache_budget,
             &shard.segment_files,
+            &shard.storage,
         )
         .await;
         let part = match opened {

@@ -142,6 +142,8 @@ pub struct Shard {
     /// This shard's share of `max_open_segment_files`: the sealed-segment files its logs
     /// keep open (least recently used ones are closed; see the engine's `files.rs`).
     pub segment_files: Rc<crate::partition::SegmentFiles>,
+    /// The disk this shard's logs and their side files live on (see `broker::start_with`).
+    pub storage: shardlog_engine::BrokerStorage,
     /// Partitions this shard owns whose log failed to open (see [`OfflinePartitions`]).
     pub(crate) offline: RefCell<TopicPartMap<Offline>>,
     /// This shard's group coordinator and its internal log (see `crate::groups`).
@@ -160,6 +162,7 @@ impl Shard {
         authority: Option<MetadataStore>,
         senders: Senders<MeshMsg>,
         serve: ServeFn,
+        storage: shardlog_engine::BrokerStorage,
     ) -> Rc<Self> {
         let shards = cfg.cores;
         let slots = cfg.fetch_session_cache_slots.div_ceil(shards.max(1));
@@ -193,6 +196,7 @@ impl Shard {
             offline: RefCell::new(TopicPartMap::new()),
             groups: crate::groups::state::Groups::new(&cfg, id),
             serve,
+            storage,
             cfg,
         })
     }

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shardlog_engine::{
-    batch, CacheBudget, GlommioStorage, LogConfig, LogError, PartitionLog, Storage,
+    batch, BrokerStorage, CacheBudget, LogConfig, LogError, PartitionLog, Storage,
 };
 
 use crate::metrics::{self, PartitionStats, Stage};
@@ -36,9 +36,9 @@ use crate::partition::producer_state::{BatchMeta, ProducerStates, SeqCheck, Snap
 use crate::wire::errors;
 use compression::CompressionPolicy;
 
-pub type Log = PartitionLog<GlommioStorage>;
+pub type Log = PartitionLog<BrokerStorage>;
 /// A shard's bounded set of open sealed-segment files (see the engine's `files.rs`).
-pub type SegmentFiles = shardlog_engine::SegmentFiles<<GlommioStorage as Storage>::File>;
+pub type SegmentFiles = shardlog_engine::SegmentFiles<<BrokerStorage as Storage>::File>;
 
 /// Result of one append job.
 #[derive(Clone, Copy, Debug)]
@@ -158,8 +158,9 @@ impl Partition {
         leader_epoch: i32,
         cache_budget: &Rc<CacheBudget>,
         segment_files: &Rc<SegmentFiles>,
+        storage: &BrokerStorage,
     ) -> Result<Rc<Self>, LogError> {
-        let (log, report) = Log::open(GlommioStorage, dir.clone(), config).await?;
+        let (log, report) = Log::open(storage.clone(), dir.clone(), config).await?;
         log.join_cache_budget(cache_budget);
         log.join_segment_files(segment_files);
         tracing::info!(
@@ -248,7 +249,8 @@ impl Partition {
             state: self.producers.borrow().clone(),
         };
         let data = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;
-        GlommioStorage
+        self.log
+            .storage()
             .write_file_atomic(&self.snapshot_path, &data)
             .await
     }
@@ -282,7 +284,8 @@ async fn restore_producers(
     let start = log.log_start_offset();
     let end = log.log_end_offset();
     // Read off the shard (glommio's blocking pool), like the snapshot's atomic write.
-    let snapshot = GlommioStorage
+    let snapshot = log
+        .storage()
         .read_file(snapshot_path)
         .await
         .ok()
@@ -526,6 +529,7 @@ mod tests {
                     0,
                     &CacheBudget::new(1 << 20),
                     &SegmentFiles::new(16),
+                    &BrokerStorage::default(),
                 )
                 .await
                 .unwrap();
