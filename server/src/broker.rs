@@ -27,6 +27,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 use crate::config::BrokerConfig;
 use shardlog_engine::BrokerStorage;
 
+use crate::clock::Clock;
 use crate::connection;
 use crate::controller::metadata::{ClusterMeta, MetadataStore};
 use crate::mesh::messages::MeshMsg;
@@ -263,7 +264,7 @@ pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
     // Blocked before the executors start, so that they inherit the mask and only the signal
     // thread sees SIGTERM/SIGINT.
     let sigset = block_signals();
-    let broker = Broker::start_with(cfg, BrokerStorage::default())?;
+    let broker = Broker::start_with(cfg, BrokerStorage::default(), Clock::System)?;
     spawn_signal_thread(sigset, broker.global.clone());
     broker.join()
 }
@@ -277,10 +278,15 @@ pub struct Broker {
 impl Broker {
     /// Starts the broker with `cfg` on `storage` (the partition logs, the group offsets log and
     /// the producer snapshots live there; the metadata file and the data directory's lock stay
-    /// on the real disk under `data_dir`). Returns once every shard listens and knows every
+    /// on the real disk under `data_dir`), with `clock` as the wall clock of retention and
+    /// producer-id expiry (see [`crate::clock`]). Returns once every shard listens and knows every
     /// topic, or with the first error. [`run`] is this on [`BrokerStorage::Glommio`] plus the
     /// signal thread; tests run it on [`BrokerStorage::Sim`].
-    pub fn start_with(cfg: BrokerConfig, storage: BrokerStorage) -> Result<Self, BrokerError> {
+    pub fn start_with(
+        cfg: BrokerConfig,
+        storage: BrokerStorage,
+        clock: Clock,
+    ) -> Result<Self, BrokerError> {
         shardlog_engine::io::deleter::configure(shardlog_engine::io::deleter::DeleterConfig {
             chunk_bytes: cfg.segment_delete_chunk_bytes,
             interval: Duration::from_millis(cfg.segment_delete_interval_ms),
@@ -352,13 +358,14 @@ impl Broker {
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let cpu = cpus[i % cpus.len()];
-            let (cfg, shared, mesh, barrier, bind_failed, storage, ready, lock) = (
+            let (cfg, shared, mesh, barrier, bind_failed, storage, clock, ready, lock) = (
                 cfg.clone(),
                 global.clone(),
                 mesh.clone(),
                 barrier.clone(),
                 bind_failed.clone(),
                 storage.clone(),
+                clock.clone(),
                 ready_tx.clone(),
                 lock.clone(),
             );
@@ -379,6 +386,7 @@ impl Broker {
                         bind_failed,
                         started,
                         storage,
+                        clock,
                         &ready,
                     )
                     .await;
@@ -521,6 +529,7 @@ async fn shard_main(
     bind_failed: Arc<AtomicBool>,
     started: Instant,
     storage: BrokerStorage,
+    clock: Clock,
     ready: &std::sync::mpsc::Sender<bool>,
 ) -> Result<(), BrokerError> {
     let n = cfg.cores;
@@ -550,6 +559,7 @@ async fn shard_main(
         senders,
         crate::dispatch::serve,
         storage,
+        clock,
     );
     shard.spawn_mesh_receivers(receivers);
     for t in meta.topics.values() {

@@ -19,6 +19,7 @@ use shardlog_client::{Client, ClientConfig, NewTopic};
 use shardlog_engine::io::sim::{CrashMode, Faults};
 use shardlog_engine::{BrokerStorage, SimStorage};
 use shardlog_server::broker::Broker;
+use shardlog_server::clock::{Clock, ManualClock};
 use shardlog_server::config::BrokerConfig;
 
 /// A port nobody listens on right now (the broker binds it a moment later).
@@ -49,10 +50,13 @@ struct Running {
 }
 
 fn start(data_dir: &std::path::Path, storage: &SimStorage) -> Running {
-    let cfg = config(data_dir);
+    start_cfg(config(data_dir), storage, Clock::System)
+}
+
+fn start_cfg(cfg: BrokerConfig, storage: &SimStorage, clock: Clock) -> Running {
     let addr = cfg.listen.clone();
-    let broker =
-        Broker::start_with(cfg, BrokerStorage::Sim(storage.clone())).expect("broker starts");
+    let broker = Broker::start_with(cfg, BrokerStorage::Sim(storage.clone()), clock)
+        .expect("broker starts");
     Running { broker, addr }
 }
 
@@ -357,4 +361,63 @@ fn crash_mid_append_keeps_every_acknowledged_record() {
         drop(rt);
         b.stop();
     }
+}
+
+/// Retention on the manual clock: segments whose newest record is older than `retention.ms`
+/// by the broker's clock go, and not before the clock says so (the records carry timestamps
+/// from 2023: on the system clock they would be deleted at once).
+#[test]
+fn retention_follows_the_manual_clock() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let disk = SimStorage::default();
+    // Ten seconds after the newest record's timestamp (see `produce`).
+    let clock = ManualClock::new(1_700_000_000_000 + 10_000);
+    let cfg = BrokerConfig {
+        retention_check_interval_ms: 100,
+        ..config(tmp.path())
+    };
+    let b = start_cfg(cfg, &disk, Clock::Manual(clock.clone()));
+    let rt = runtime();
+    rt.block_on(async {
+        let c = client(&b.addr).await;
+        create_topic(
+            &c,
+            "ret",
+            &[("retention.ms", "60000"), ("segment.bytes", "1024")],
+        )
+        .await;
+        let d = produce(&c, "ret", -1, 0, 200, 0).await;
+        assert_eq!(acknowledged(&d).len(), 200);
+        let earliest = || async {
+            c.list_offsets("ret", &[0], shardlog_client::EARLIEST)
+                .await
+                .expect("list offsets")[0]
+                .1
+        };
+        // Retention checks run (every 100 ms of real time); the clock has not moved.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(earliest().await, 0, "nothing is older than retention.ms yet");
+        clock.advance(120_000);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let start = loop {
+            let s = earliest().await;
+            if s > 0 {
+                break s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "retention did not run after the clock moved"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        // The active segment stays; what is left is still the records at their offsets.
+        let log = read_all(&c, "ret").await;
+        assert!(start < 200 && !log.is_empty(), "log start {start}");
+        assert_eq!(log[0].0, start, "the log now starts at the new log start offset");
+        for (offset, v) in &log {
+            assert_eq!(v, &value(*offset as u64), "offset {offset}");
+        }
+    });
+    drop(rt);
+    b.stop();
 }

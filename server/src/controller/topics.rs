@@ -9,7 +9,7 @@ use futures::StreamExt;
 use shardlog_engine::Storage;
 
 use crate::controller::metadata::{self, MetaEvent, TopicMeta};
-use crate::partition::{now_ms, Partition};
+use crate::partition::Partition;
 use crate::wire::errors;
 
 use crate::mesh::routing::topic_dir;
@@ -62,12 +62,13 @@ impl Shard {
             &self.cache_budget,
             &self.segment_files,
             &self.storage,
+            &self.clock,
         )
         .await;
         let retry = Duration::from_millis(self.cfg.partition_open_retry_ms);
         match opened {
             Ok(p) => {
-                self.limit_producers(&p, now_ms());
+                self.limit_producers(&p, self.clock.now_ms());
                 p.compression
                     .set(metadata::compression_policy(t, &self.cfg));
                 self.partitions.borrow_mut().insert(&t.name, i, p);
@@ -231,7 +232,7 @@ impl Shard {
         if !self.offline.borrow().is_empty() {
             self.retry_offline().await;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for p in parts {
             // A snapshot still holding forgotten producers is rewritten at once, so they do

@@ -324,6 +324,7 @@ pub async fn load(shard: &Rc<Shard>) {
             &shard.cache_budget,
             &shard.segment_files,
             &shard.storage,
+            &shard.clock,
         )
         .await;
         let part = match opened {

@@ -144,6 +144,8 @@ pub struct Shard {
     pub segment_files: Rc<crate::partition::SegmentFiles>,
     /// The disk this shard's logs and their side files live on (see `broker::start_with`).
     pub storage: shardlog_engine::BrokerStorage,
+    /// The wall clock of retention and producer-id expiry (see `crate::clock`).
+    pub clock: crate::clock::Clock,
     /// Partitions this shard owns whose log failed to open (see [`OfflinePartitions`]).
     pub(crate) offline: RefCell<TopicPartMap<Offline>>,
     /// This shard's group coordinator and its internal log (see `crate::groups`).
@@ -163,6 +165,7 @@ impl Shard {
         senders: Senders<MeshMsg>,
         serve: ServeFn,
         storage: shardlog_engine::BrokerStorage,
+        clock: crate::clock::Clock,
     ) -> Rc<Self> {
         let shards = cfg.cores;
         let slots = cfg.fetch_session_cache_slots.div_ceil(shards.max(1));
@@ -197,6 +200,7 @@ impl Shard {
             groups: crate::groups::state::Groups::new(&cfg, id),
             serve,
             storage,
+            clock,
             cfg,
         })
     }

@@ -159,6 +159,7 @@ impl Partition {
         cache_budget: &Rc<CacheBudget>,
         segment_files: &Rc<SegmentFiles>,
         storage: &BrokerStorage,
+        clock: &crate::clock::Clock,
     ) -> Result<Rc<Self>, LogError> {
         let (log, report) = Log::open(storage.clone(), dir.clone(), config).await?;
         log.join_cache_budget(cache_budget);
@@ -174,7 +175,8 @@ impl Partition {
             "opened partition log"
         );
         let log = Rc::new(log);
-        let producers = restore_producers(&log, &snapshot_path, topic, index).await?;
+        let producers =
+            restore_producers(&log, &snapshot_path, topic, index, clock.now_ms()).await?;
         // Unbounded channel, bounded by `admission`: a job enters only with a free slot.
         let (tx, rx) = local_channel::new_unbounded();
         let admission = Rc::new(Admission::new(APPEND_QUEUE_CAPACITY));
@@ -199,6 +201,7 @@ impl Partition {
             Live {
                 leader_epoch: p.leader_epoch.clone(),
                 compression: p.compression.clone(),
+                clock: clock.clone(),
             },
             stats,
             QueueEnd { rx, admission },
@@ -280,6 +283,7 @@ async fn restore_producers(
     snapshot_path: &Path,
     topic: &str,
     index: i32,
+    now: i64,
 ) -> Result<ProducerStates, LogError> {
     let start = log.log_start_offset();
     let end = log.log_end_offset();
@@ -291,7 +295,6 @@ async fn restore_producers(
         .ok()
         .flatten()
         .and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok());
-    let now = now_ms();
     let (mut state, mut offset) = match snapshot {
         Some(mut s) if s.end_offset >= start && s.end_offset <= end => {
             s.state.loaded(now);
@@ -360,6 +363,8 @@ async fn restore_producers(
 struct Live {
     leader_epoch: Rc<Cell<i32>>,
     compression: Rc<Cell<CompressionPolicy>>,
+    /// The wall clock of append times and producer state (see `crate::clock`).
+    clock: crate::clock::Clock,
 }
 
 /// The appender's end of the queue: jobs, and the admission it frees a slot in per job taken.
@@ -389,6 +394,7 @@ async fn appender(
             live.leader_epoch.get(),
             &live.compression.get(),
             &job.batch,
+            live.clock.now_ms(),
         )
         .await;
         metrics::stage(Stage::ProduceAppend, started.elapsed());
@@ -412,6 +418,7 @@ async fn append_one(
     leader_epoch: i32,
     compression: &CompressionPolicy,
     bytes: &Bytes,
+    now: i64,
 ) -> Result<Appended, i16> {
     // Validation and recompression come first: what follows (producer state, the log) sees
     // the batch as it will be stored. Recompression keeps producer id, epoch and sequence.
@@ -472,7 +479,7 @@ async fn append_one(
             }
         }
     }
-    match log.append(bytes.clone(), leader_epoch, now_ms()).await {
+    match log.append(bytes.clone(), leader_epoch, now).await {
         Ok(a) => {
             if let Some(info) = info {
                 let evicted = producers.borrow_mut().record(
@@ -484,7 +491,7 @@ async fn append_one(
                         base_offset: a.base_offset,
                         last_offset: a.last_offset,
                     },
-                    now_ms(),
+                    now,
                 );
                 if evicted > 0 {
                     metrics::producer_ids_dropped(evicted, false);
@@ -530,6 +537,7 @@ mod tests {
                     &CacheBudget::new(1 << 20),
                     &SegmentFiles::new(16),
                     &BrokerStorage::default(),
+                    &crate::clock::Clock::System,
                 )
                 .await
                 .unwrap();
