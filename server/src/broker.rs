@@ -322,12 +322,10 @@ impl Broker {
         }
         let store = MetadataStore::open(&cfg.data_dir.join("meta"))?;
         let mut cfg = cfg;
-        cfg.offsets_topic_partitions =
-            crate::groups::offsets_log::resolve_offsets_partitions(&cfg).map_err(|source| {
-                BrokerError::DataDir {
-                    path: crate::groups::offsets_log::offsets_dir(&cfg.data_dir),
-                    source,
-                }
+        cfg.offsets_topic_partitions = crate::groups::offsets_log::resolve_offsets_partitions(&cfg)
+            .map_err(|source| BrokerError::DataDir {
+                path: crate::groups::offsets_log::offsets_dir(&cfg.data_dir),
+                source,
             })?;
         // Orphans on the simulated disk stay (a test disk lives for one test).
         if storage.is_real() {

@@ -55,8 +55,8 @@ fn start(data_dir: &std::path::Path, storage: &SimStorage) -> Running {
 
 fn start_cfg(cfg: BrokerConfig, storage: &SimStorage, clock: Clock) -> Running {
     let addr = cfg.listen.clone();
-    let broker = Broker::start_with(cfg, BrokerStorage::Sim(storage.clone()), clock)
-        .expect("broker starts");
+    let broker =
+        Broker::start_with(cfg, BrokerStorage::Sim(storage.clone()), clock).expect("broker starts");
     Running { broker, addr }
 }
 
@@ -396,7 +396,11 @@ fn retention_follows_the_manual_clock() {
         };
         // Retention checks run (every 100 ms of real time); the clock has not moved.
         tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(earliest().await, 0, "nothing is older than retention.ms yet");
+        assert_eq!(
+            earliest().await,
+            0,
+            "nothing is older than retention.ms yet"
+        );
         clock.advance(120_000);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let start = loop {
@@ -413,7 +417,10 @@ fn retention_follows_the_manual_clock() {
         // The active segment stays; what is left is still the records at their offsets.
         let log = read_all(&c, "ret").await;
         assert!(start < 200 && !log.is_empty(), "log start {start}");
-        assert_eq!(log[0].0, start, "the log now starts at the new log start offset");
+        assert_eq!(
+            log[0].0, start,
+            "the log now starts at the new log start offset"
+        );
         for (offset, v) in &log {
             assert_eq!(v, &value(*offset as u64), "offset {offset}");
         }
