@@ -570,8 +570,11 @@ impl StorageFile for SimFile {
         }
         st.op("write", &self.path)?;
         if let Some(cap) = st.faults.capacity_bytes {
-            let d = self.data.borrow();
-            let grow = (pos + len as u64).saturating_sub((d.live.len() as u64).max(d.reserved));
+            // The file's lock is released before `used_bytes_of` takes every file's in turn.
+            let grow = {
+                let d = self.data.borrow();
+                (pos + len as u64).saturating_sub((d.live.len() as u64).max(d.reserved))
+            };
             if Self::used_bytes_of(&st) + grow > cap {
                 return Err(enospc());
             }
@@ -630,8 +633,10 @@ impl StorageFile for SimFile {
         let mut st = self.state.borrow_mut();
         st.op("fallocate", &self.path)?;
         if let Some(cap) = st.faults.capacity_bytes {
-            let d = self.data.borrow();
-            let grow = len.saturating_sub((d.live.len() as u64).max(d.reserved));
+            let grow = {
+                let d = self.data.borrow();
+                len.saturating_sub((d.live.len() as u64).max(d.reserved))
+            };
             if Self::used_bytes_of(&st) + grow > cap {
                 return Err(enospc());
             }
