@@ -156,6 +156,7 @@ pub struct Shard {
 }
 
 impl Shard {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
         cfg: Arc<BrokerConfig>,

@@ -410,6 +410,7 @@ async fn appender(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn append_one(
     topic: &str,
     index: i32,
