@@ -12,7 +12,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use glommio::{LocalExecutor, LocalExecutorBuilder, Placement};
 use shardlog_engine::batch;
 use shardlog_engine::index::SegmentIndex;
-use shardlog_engine::{FlushPolicy, GlommioStorage, LogConfig, PartitionLog};
+use shardlog_engine::{
+    BrokerStorage, FlushPolicy, GlommioStorage, LogConfig, PartitionLog, Storage,
+};
 
 fn executor() -> LocalExecutor {
     LocalExecutorBuilder::new(Placement::Unbound)
@@ -155,5 +157,65 @@ fn crc_and_index(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, crc_and_index, read, append);
+/// The cost of the broker's storage choice (`BrokerStorage`, one `match` per call) against
+/// `GlommioStorage` called directly, in one run: unflushed 64 KiB appends (the write path
+/// without fsync noise) and 1 MiB reads from disk (cache off).
+fn storage_dispatch(c: &mut Criterion) {
+    fn one<S: Storage>(c: &mut Criterion, ex: &LocalExecutor, name: &str, storage: S) {
+        let mut g = c.benchmark_group("storage_dispatch");
+        g.measurement_time(Duration::from_secs(4)).sample_size(30);
+        let dir = bench_dir();
+        let b = Bytes::from(batch_of(64 << 10));
+        let cfg = LogConfig {
+            flush: FlushPolicy::Never,
+            cache_bytes: 0,
+            segment_bytes: 256 << 20,
+            retention_ms: None,
+            ..LogConfig::default()
+        };
+        let log = ex.run(async {
+            GlommioStorage::prepare(dir.path()).await.expect("O_DIRECT");
+            PartitionLog::open(storage, dir.path().join("p"), cfg)
+                .await
+                .expect("open")
+                .0
+        });
+        g.throughput(Throughput::Bytes(b.len() as u64));
+        g.bench_function(BenchmarkId::new("append_64KiB", name), |bencher| {
+            bencher.iter_custom(|iters| {
+                ex.run(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        log.append(b.clone(), 0, 0).await.expect("append");
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        ex.run(async { log.flush().await.expect("flush") });
+        let end = log.committed_end_offset();
+        g.throughput(Throughput::Bytes(1 << 20));
+        g.bench_function(BenchmarkId::new("read_1MiB_disk", name), |bencher| {
+            let mut offset = 0;
+            bencher.iter_custom(|iters| {
+                ex.run(async {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        let r = log.read(offset, end, 1 << 20, true).await.expect("read");
+                        offset = (offset + 16 * 16) % (end - 16 * 16).max(1);
+                        assert!(r.bytes > 0);
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        ex.run(async { log.remove().await.expect("remove") });
+        g.finish();
+    }
+    let ex = executor();
+    one(c, &ex, "GlommioStorage", GlommioStorage);
+    one(c, &ex, "BrokerStorage", BrokerStorage::default());
+}
+
+criterion_group!(benches, crc_and_index, read, append, storage_dispatch);
 criterion_main!(benches);

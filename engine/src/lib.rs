@@ -30,7 +30,7 @@ pub use config::{FlushPolicy, LogConfig, TimestampType};
 pub use disk_ops::DiskOp;
 pub use error::LogError;
 pub use files::{SegmentFiles, SegmentFilesStats};
-pub use io::{GlommioStorage, SimStorage, Storage, StorageFile};
+pub use io::{BrokerStorage, GlommioStorage, SimStorage, Storage, StorageFile};
 pub use log::{
     AppendInfo, Committed, PartitionLog, ReadResult, RecoveryReport, ReplicatedAppend,
     RetentionReport,

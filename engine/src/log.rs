@@ -624,6 +624,12 @@ impl<S: Storage> PartitionLog<S> {
         &self.dir
     }
 
+    /// The storage the log lives on (its owner keeps side files, such as producer snapshots,
+    /// on the same disk).
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
     pub fn config(&self) -> LogConfig {
         self.inner.borrow().config.clone()
     }

@@ -281,6 +281,8 @@ impl Broker {
                 Some(store),
                 senders,
                 shardlog_server::dispatch::serve,
+                shardlog_engine::BrokerStorage::default(),
+                shardlog_server::clock::Clock::System,
             );
             shard.spawn_mesh_receivers(receivers);
             shard

@@ -25,6 +25,9 @@ use glommio::net::TcpListener;
 use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::BrokerConfig;
+use shardlog_engine::BrokerStorage;
+
+use crate::clock::Clock;
 use crate::connection;
 use crate::controller::authority::MetadataAuthority;
 use crate::controller::log::{ControllerLog, FileMetadataLog};
@@ -257,126 +260,198 @@ fn spawn_signal_thread(set: libc::sigset_t, global: Arc<Global>) {
     }
 }
 
-/// Runs the broker until shutdown. Returns once every shard has closed its logs.
+/// Runs the broker on the real disk until SIGTERM/SIGINT. Returns once every shard has closed
+/// its logs.
 pub fn run(cfg: BrokerConfig) -> Result<(), BrokerError> {
-    shardlog_engine::io::deleter::configure(shardlog_engine::io::deleter::DeleterConfig {
-        chunk_bytes: cfg.segment_delete_chunk_bytes,
-        interval: Duration::from_millis(cfg.segment_delete_interval_ms),
-        grace: Duration::from_millis(cfg.segment_delete_delay_ms),
-        ..Default::default()
-    });
-    let started = Instant::now();
-    ensure_memlock(&cfg)?;
-    shardlog_engine::io::create_dir_all_durable(&cfg.data_dir).map_err(|source| {
-        BrokerError::DataDir {
-            path: cfg.data_dir.clone(),
-            source,
-        }
-    })?;
-    let _lock = lock_data_dir(&cfg.data_dir)?;
-    // Refuse an address another process listens on: with SO_REUSEPORT the kernel would
-    // otherwise share the port between the two. A bind probe would trip over our previous
-    // incarnation's TIME_WAIT sockets, so probe by connecting. After a kill -9 the dead
-    // process's listener can outlive it for a moment (io_uring tears its rings down
-    // asynchronously), so wait up to 10 s for the port to become free.
-    let t0 = Instant::now();
-    while crate::admin::http::listening(cfg.listen_addr()) {
-        if t0.elapsed() > Duration::from_secs(10) {
-            return Err(BrokerError::Listen {
-                addr: cfg.listen.clone(),
-                source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
-            });
-        }
-        if t0.elapsed() < Duration::from_millis(250) {
-            tracing::info!(addr = %cfg.listen, "address still has a listener; waiting for it to go away");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    let store = MetadataAuthority::new(FileMetadataLog::open(
-        &cfg.data_dir.join("meta"),
-        shardlog_engine::GlommioStorage,
-    )?);
-    let mut cfg = cfg;
-    cfg.offsets_topic_partitions = crate::groups::offsets_log::resolve_offsets_partitions(&cfg)
-        .map_err(|source| BrokerError::DataDir {
-            path: crate::groups::offsets_log::offsets_dir(&cfg.data_dir),
-            source,
-        })?;
-    remove_orphans(&cfg.data_dir, store.image());
-    let initial = store.image().clone();
-
+    // Blocked before the executors start, so that they inherit the mask and only the signal
+    // thread sees SIGTERM/SIGINT.
     let sigset = block_signals();
-    let global = Arc::new(Global {
-        shutdown: AtomicBool::new(false),
-        drained: AtomicUsize::new(0),
-        connections: crate::wire::limits::ConnectionLimits::new(
-            cfg.max_connections,
-            cfg.max_connections_per_ip,
-        ),
-        offline: Default::default(),
-    });
-    spawn_signal_thread(sigset, global.clone());
+    let broker = Broker::start_with(cfg, BrokerStorage::default(), Clock::System)?;
+    spawn_signal_thread(sigset, broker.global.clone());
+    broker.join()
+}
 
-    let cfg = Arc::new(cfg);
-    let n = cfg.cores;
-    let cpus = allowed_cpus();
-    let mesh = MeshBuilder::<MeshMsg, _>::full(n, 1024);
-    let barrier = Arc::new(Barrier::new(n));
-    let bind_failed = Arc::new(AtomicBool::new(false));
-    let mut store = Some(store);
-    let mut handles = Vec::with_capacity(n);
-    for i in 0..n {
-        let cpu = cpus[i % cpus.len()];
-        let (cfg, global, mesh, barrier, bind_failed) = (
-            cfg.clone(),
-            global.clone(),
-            mesh.clone(),
-            barrier.clone(),
-            bind_failed.clone(),
-        );
-        let meta = initial.clone();
-        let authority = if i == 0 { store.take() } else { None };
-        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
-            .name(&format!("shard-{i}"))
-            .io_memory(cfg.io_memory_bytes)
-            .spawn(move || async move {
-                shard_main(
-                    i,
-                    cfg,
-                    global,
-                    meta,
-                    authority,
-                    mesh,
-                    barrier,
-                    bind_failed,
-                    started,
-                )
-                .await
-            })
-            .map_err(|e| BrokerError::Executor {
-                shard: i,
-                message: e.to_string(),
-            })?;
-        handles.push(h);
-    }
-    let mut first_err = None;
-    for (i, h) in handles.into_iter().enumerate() {
-        let r = match h.join() {
-            Ok(r) => r,
-            Err(e) => Err(BrokerError::Shard {
-                shard: i,
-                message: format!("executor: {e}"),
-            }),
-        };
-        if let Err(e) = r {
-            first_err.get_or_insert(e);
+/// A running broker: its shards' executor threads and the state they share.
+pub struct Broker {
+    global: Arc<Global>,
+    handles: Vec<glommio::ExecutorJoinHandle<Result<(), BrokerError>>>,
+}
+
+impl Broker {
+    /// Starts the broker with `cfg` on `storage` (the partition logs, the group offsets log and
+    /// the producer snapshots live there; the metadata file and the data directory's lock stay
+    /// on the real disk under `data_dir`), with `clock` as the wall clock of retention and
+    /// producer-id expiry (see [`crate::clock`]). Returns once every shard listens and knows every
+    /// topic, or with the first error. [`run`] is this on [`BrokerStorage::Glommio`] plus the
+    /// signal thread; tests run it on [`BrokerStorage::Sim`].
+    pub fn start_with(
+        cfg: BrokerConfig,
+        storage: BrokerStorage,
+        clock: Clock,
+    ) -> Result<Self, BrokerError> {
+        shardlog_engine::io::deleter::configure(shardlog_engine::io::deleter::DeleterConfig {
+            chunk_bytes: cfg.segment_delete_chunk_bytes,
+            interval: Duration::from_millis(cfg.segment_delete_interval_ms),
+            grace: Duration::from_millis(cfg.segment_delete_delay_ms),
+            ..Default::default()
+        });
+        let started = Instant::now();
+        ensure_memlock(&cfg)?;
+        shardlog_engine::io::create_dir_all_durable(&cfg.data_dir).map_err(|source| {
+            BrokerError::DataDir {
+                path: cfg.data_dir.clone(),
+                source,
+            }
+        })?;
+        let lock = lock_data_dir(&cfg.data_dir)?;
+        // Refuse an address another process listens on: with SO_REUSEPORT the kernel would
+        // otherwise share the port between the two. A bind probe would trip over our previous
+        // incarnation's TIME_WAIT sockets, so probe by connecting. After a kill -9 the dead
+        // process's listener can outlive it for a moment (io_uring tears its rings down
+        // asynchronously), so wait up to 10 s for the port to become free.
+        let t0 = Instant::now();
+        while crate::admin::http::listening(cfg.listen_addr()) {
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err(BrokerError::Listen {
+                    addr: cfg.listen.clone(),
+                    source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+                });
+            }
+            if t0.elapsed() < Duration::from_millis(250) {
+                tracing::info!(addr = %cfg.listen, "address still has a listener; waiting for it to go away");
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
+        let store = MetadataAuthority::new(FileMetadataLog::open(
+            &cfg.data_dir.join("meta"),
+            shardlog_engine::GlommioStorage,
+        )?);
+        let mut cfg = cfg;
+        cfg.offsets_topic_partitions = crate::groups::offsets_log::resolve_offsets_partitions(&cfg)
+            .map_err(|source| BrokerError::DataDir {
+                path: crate::groups::offsets_log::offsets_dir(&cfg.data_dir),
+                source,
+            })?;
+        // Orphans on the simulated disk stay (a test disk lives for one test).
+        if storage.is_real() {
+            remove_orphans(&cfg.data_dir, store.image());
+        }
+        let initial = store.image().clone();
+
+        let global = Arc::new(Global {
+            shutdown: AtomicBool::new(false),
+            drained: AtomicUsize::new(0),
+            connections: crate::wire::limits::ConnectionLimits::new(
+                cfg.max_connections,
+                cfg.max_connections_per_ip,
+            ),
+            offline: Default::default(),
+        });
+
+        let cfg = Arc::new(cfg);
+        let n = cfg.cores;
+        let cpus = allowed_cpus();
+        let mesh = MeshBuilder::<MeshMsg, _>::full(n, 1024);
+        let barrier = Arc::new(Barrier::new(n));
+        let bind_failed = Arc::new(AtomicBool::new(false));
+        // Each shard reports once: ready (listening), or the error that stopped it first.
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<bool>();
+        let lock = Arc::new(lock);
+        let mut store = Some(store);
+        let mut handles = Vec::with_capacity(n);
+        for i in 0..n {
+            let cpu = cpus[i % cpus.len()];
+            let (cfg, shared, mesh, barrier, bind_failed, storage, clock, ready, lock) = (
+                cfg.clone(),
+                global.clone(),
+                mesh.clone(),
+                barrier.clone(),
+                bind_failed.clone(),
+                storage.clone(),
+                clock.clone(),
+                ready_tx.clone(),
+                lock.clone(),
+            );
+            let meta = initial.clone();
+            let authority = if i == 0 { store.take() } else { None };
+            let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                .name(&format!("shard-{i}"))
+                .io_memory(cfg.io_memory_bytes)
+                .spawn(move || async move {
+                    let r = shard_main(
+                        i,
+                        cfg,
+                        shared,
+                        meta,
+                        authority,
+                        mesh,
+                        barrier,
+                        bind_failed,
+                        started,
+                        storage,
+                        clock,
+                        &ready,
+                    )
+                    .await;
+                    if r.is_err() {
+                        let _ = ready.send(false);
+                    }
+                    // The data directory stays locked until the last shard is done with it.
+                    drop(lock);
+                    r
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    global.shutdown.store(true, Ordering::SeqCst);
+                    let _ = Self { global, handles }.join();
+                    return Err(BrokerError::Executor {
+                        shard: i,
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        drop(ready_tx);
+        let broker = Self { global, handles };
+        for _ in 0..n {
+            if !ready_rx.recv().unwrap_or(false) {
+                broker.global.shutdown.store(true, Ordering::SeqCst);
+                return Err(broker.join().err().unwrap_or(BrokerError::Shard {
+                    shard: 0,
+                    message: "a shard stopped during start-up".into(),
+                }));
+            }
+        }
+        Ok(broker)
     }
-    match first_err {
-        Some(e) => Err(e),
-        None => {
-            tracing::info!("shardlog stopped cleanly");
-            Ok(())
+
+    /// Asks every shard to drain and close (what SIGTERM does); [`join`](Self::join) waits.
+    pub fn shutdown(&self) {
+        self.global.shutdown.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until every shard has stopped; the first shard error, if any.
+    pub fn join(self) -> Result<(), BrokerError> {
+        let mut first_err = None;
+        for (i, h) in self.handles.into_iter().enumerate() {
+            let r = match h.join() {
+                Ok(r) => r,
+                Err(e) => Err(BrokerError::Shard {
+                    shard: i,
+                    message: format!("executor: {e}"),
+                }),
+            };
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => {
+                tracing::info!("shardlog stopped cleanly");
+                Ok(())
+            }
         }
     }
 }
@@ -456,6 +531,9 @@ async fn shard_main(
     barrier: Arc<Barrier>,
     bind_failed: Arc<AtomicBool>,
     started: Instant,
+    storage: BrokerStorage,
+    clock: Clock,
+    ready: &std::sync::mpsc::Sender<bool>,
 ) -> Result<(), BrokerError> {
     let n = cfg.cores;
     // This shard's logs time their writes and fdatasyncs into its metrics.
@@ -463,12 +541,14 @@ async fn shard_main(
     shardlog_engine::disk_ops::set_slow_threshold(Duration::from_millis(cfg.slow_disk_op_ms));
     // Settle glommio's per-thread IOPOLL detection with a real block of data before any log
     // opens a file (see GlommioStorage::prepare); it also refuses a data dir without O_DIRECT.
-    shardlog_engine::GlommioStorage::prepare(&cfg.data_dir)
-        .await
-        .map_err(|e| BrokerError::Shard {
-            shard: id,
-            message: format!("direct I/O in {}: {e}", cfg.data_dir.display()),
-        })?;
+    if storage.is_real() {
+        shardlog_engine::GlommioStorage::prepare(&cfg.data_dir)
+            .await
+            .map_err(|e| BrokerError::Shard {
+                shard: id,
+                message: format!("direct I/O in {}: {e}", cfg.data_dir.display()),
+            })?;
+    }
     let (senders, receivers) = mesh.join().await.map_err(|e| BrokerError::Shard {
         shard: id,
         message: format!("joining the shard mesh: {e}"),
@@ -481,6 +561,8 @@ async fn shard_main(
         authority,
         senders,
         crate::dispatch::serve,
+        storage,
+        clock,
     );
     shard.spawn_mesh_receivers(receivers);
     for t in meta.topics.values() {
@@ -512,6 +594,7 @@ async fn shard_main(
             return Err(e);
         }
     };
+    let _ = ready.send(true);
     if id == 0 {
         let (host, port) = cfg.advertised_host_port();
         tracing::info!(listen = %cfg.listen, advertised = %format!("{host}:{port}"), shards = n, data_dir = %cfg.data_dir.display(), topics = meta.topics.len(), startup_ms = started.elapsed().as_millis() as u64, "shardlog ready");

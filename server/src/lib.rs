@@ -19,6 +19,7 @@
 //!   the zero-copy Fetch encoding and fetch sessions.
 //! * [`metrics`]: per-shard counters (the partitions update them; a shard's snapshot of them
 //!   is `mesh::stats`).
+//! * [`clock`]: the wall clock time-based log work reads (system, or manual in tests).
 //! * [`config`]: layered configuration (defaults, TOML file, `SHARDLOG_*`, flags);
 //!   [`alloc`]: the global allocator that keeps wire-chosen allocation sizes from aborting.
 //!
@@ -30,6 +31,7 @@ pub mod admin;
 pub mod alloc;
 pub mod api;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod controller;

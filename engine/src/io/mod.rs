@@ -18,16 +18,19 @@
 //!   fsync, ENOSPC past a capacity, misaligned direct I/O, and crashes that keep any subset of
 //!   unsynced writes with the last one torn at any byte. Directory entries (of files and of
 //!   directories) are volatile until the directory is synced, as on a real file system.
+//! * [`BrokerStorage`]: one of the two, chosen when the broker starts (see `choice`).
 //!
 //! The traits use `async fn` without `Send` bounds on purpose: a log lives on one shard and
 //! never crosses threads.
 
 pub mod atomic;
+mod choice;
 pub mod deleter;
 mod glommio_impl;
 pub mod sim;
 
 pub use atomic::write_file_atomic_blocking;
+pub use choice::{BrokerBuf, BrokerFile, BrokerStorage};
 pub use glommio_impl::GlommioStorage;
 pub use sim::SimStorage;
 

@@ -7,16 +7,37 @@
 //! returns the storage a restarted process would find: the durable namespace, each file's
 //! durable image, and — depending on [`CrashMode`] — any subset of the unsynced writes, the
 //! last applied one torn at a random byte. Faults are armed with [`Faults`].
+//!
+//! The state sits behind mutexes rather than `RefCell`s so that a test can hand the storage to
+//! a broker whose shards run on their own threads and keep a clone to crash it.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 
 use super::{Storage, StorageFile, VecBuf};
+
+/// Interior mutability that may cross threads: a broker under test runs its shards on their
+/// own executor threads while the test keeps a handle to crash the disk. A lock is never held
+/// across an `.await`, so it is uncontended in practice (one shard at a time touches a file).
+#[derive(Debug, Default)]
+struct Shared<T>(Mutex<T>);
+
+impl<T> Shared<T> {
+    fn new(v: T) -> Self {
+        Self(Mutex::new(v))
+    }
+    /// A poisoned lock (a panicking test thread) still gives access: the state is plain data.
+    fn borrow(&self) -> MutexGuard<'_, T> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+    fn borrow_mut(&self) -> MutexGuard<'_, T> {
+        self.borrow()
+    }
+}
 
 /// Faults to inject. Counters count calls from when they were armed.
 #[derive(Clone, Debug, Default)]
@@ -70,8 +91,8 @@ struct FileData {
 
 #[derive(Default)]
 struct State {
-    live: HashMap<PathBuf, Rc<RefCell<FileData>>>,
-    durable: HashMap<PathBuf, Rc<RefCell<FileData>>>,
+    live: HashMap<PathBuf, Arc<Shared<FileData>>>,
+    durable: HashMap<PathBuf, Arc<Shared<FileData>>>,
     /// Directories created through the storage (a path whose parent is not here was there
     /// before: its entry is durable).
     live_dirs: Vec<PathBuf>,
@@ -93,7 +114,7 @@ struct State {
 /// The simulated storage; clones share one state.
 #[derive(Clone)]
 pub struct SimStorage {
-    state: Rc<RefCell<State>>,
+    state: Arc<Shared<State>>,
 }
 
 impl Default for SimStorage {
@@ -104,8 +125,8 @@ impl Default for SimStorage {
 
 /// A file in [`SimStorage`].
 pub struct SimFile {
-    data: Rc<RefCell<FileData>>,
-    state: Rc<RefCell<State>>,
+    data: Arc<Shared<FileData>>,
+    state: Arc<Shared<State>>,
     path: PathBuf,
 }
 
@@ -157,7 +178,7 @@ impl SimStorage {
             ..State::default()
         };
         Self {
-            state: Rc::new(RefCell::new(state)),
+            state: Arc::new(Shared::new(state)),
         }
     }
 
@@ -230,7 +251,7 @@ impl SimStorage {
                 durable: image,
                 ..FileData::default()
             };
-            durable.insert(path.clone(), Rc::new(RefCell::new(data)));
+            durable.insert(path.clone(), Arc::new(Shared::new(data)));
         }
         let dirs = if keep_all {
             &st.live_dirs
@@ -251,7 +272,7 @@ impl SimStorage {
             ..State::default()
         };
         SimStorage {
-            state: Rc::new(RefCell::new(state)),
+            state: Arc::new(Shared::new(state)),
         }
     }
 
@@ -330,7 +351,7 @@ impl Storage for SimStorage {
             Some(d) => d.clone(),
             None if create => {
                 st.op("create", path)?;
-                let d = Rc::new(RefCell::new(FileData::default()));
+                let d = Arc::new(Shared::new(FileData::default()));
                 st.live.insert(path.to_path_buf(), d.clone());
                 d
             }
@@ -425,7 +446,7 @@ impl State {
     }
 
     fn sync_dir(&mut self, path: &Path) {
-        let live: Vec<(PathBuf, Rc<RefCell<FileData>>)> = self
+        let live: Vec<(PathBuf, Arc<Shared<FileData>>)> = self
             .live
             .iter()
             .filter(|(p, _)| p.parent() == Some(path))
@@ -549,8 +570,11 @@ impl StorageFile for SimFile {
         }
         st.op("write", &self.path)?;
         if let Some(cap) = st.faults.capacity_bytes {
-            let d = self.data.borrow();
-            let grow = (pos + len as u64).saturating_sub((d.live.len() as u64).max(d.reserved));
+            // The file's lock is released before `used_bytes_of` takes every file's in turn.
+            let grow = {
+                let d = self.data.borrow();
+                (pos + len as u64).saturating_sub((d.live.len() as u64).max(d.reserved))
+            };
             if Self::used_bytes_of(&st) + grow > cap {
                 return Err(enospc());
             }
@@ -609,8 +633,10 @@ impl StorageFile for SimFile {
         let mut st = self.state.borrow_mut();
         st.op("fallocate", &self.path)?;
         if let Some(cap) = st.faults.capacity_bytes {
-            let d = self.data.borrow();
-            let grow = len.saturating_sub((d.live.len() as u64).max(d.reserved));
+            let grow = {
+                let d = self.data.borrow();
+                len.saturating_sub((d.live.len() as u64).max(d.reserved))
+            };
             if Self::used_bytes_of(&st) + grow > cap {
                 return Err(enospc());
             }
@@ -627,9 +653,9 @@ impl StorageFile for SimFile {
 
 impl Drop for SimFile {
     fn drop(&mut self) {
-        if let Ok(mut st) = self.state.try_borrow_mut() {
-            st.open_files = st.open_files.saturating_sub(1);
-        }
+        // No code path drops a file while holding the state lock.
+        let mut st = self.state.borrow_mut();
+        st.open_files = st.open_files.saturating_sub(1);
     }
 }
 

@@ -6,11 +6,11 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use shardlog_engine::{GlommioStorage, Storage};
+use shardlog_engine::Storage;
 
 use crate::controller::metadata::{self, TopicMeta};
 use crate::controller::records::MetadataRecord;
-use crate::partition::{now_ms, Partition};
+use crate::partition::Partition;
 use crate::wire::errors;
 
 use crate::mesh::routing::topic_dir;
@@ -73,12 +73,14 @@ impl Shard {
             leader_epoch,
             &self.cache_budget,
             &self.segment_files,
+            &self.storage,
+            &self.clock,
         )
         .await;
         let retry = Duration::from_millis(self.cfg.partition_open_retry_ms);
         match opened {
             Ok(p) => {
-                self.limit_producers(&p, now_ms());
+                self.limit_producers(&p, self.clock.now_ms());
                 p.compression
                     .set(metadata::compression_policy(t, &self.cfg));
                 self.partitions.borrow_mut().insert(&t.name, i, p);
@@ -181,7 +183,7 @@ impl Shard {
                     tracing::error!(topic = name, partition = index, error = %e, "removing deleted partition failed");
                 }
                 // Off the shard; a snapshot that was never written is already gone.
-                if let Err(e) = GlommioStorage.remove_file(&snapshot).await {
+                if let Err(e) = self.storage.remove_file(&snapshot).await {
                     tracing::warn!(topic = name, partition = index, error = %e, "removing deleted partition's producer snapshot failed");
                 }
             })
@@ -242,7 +244,7 @@ impl Shard {
         if !self.offline.borrow().is_empty() {
             self.retry_offline().await;
         }
-        let now = now_ms();
+        let now = self.clock.now_ms();
         let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for p in parts {
             // A snapshot still holding forgotten producers is rewritten at once, so they do

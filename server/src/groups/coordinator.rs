@@ -323,6 +323,8 @@ pub async fn load(shard: &Rc<Shard>) {
             0,
             &shard.cache_budget,
             &shard.segment_files,
+            &shard.storage,
+            &shard.clock,
         )
         .await;
         let part = match opened {

@@ -145,6 +145,10 @@ pub struct Shard {
     /// This shard's share of `max_open_segment_files`: the sealed-segment files its logs
     /// keep open (least recently used ones are closed; see the engine's `files.rs`).
     pub segment_files: Rc<crate::partition::SegmentFiles>,
+    /// The disk this shard's logs and their side files live on (see `broker::start_with`).
+    pub storage: shardlog_engine::BrokerStorage,
+    /// The wall clock of retention and producer-id expiry (see `crate::clock`).
+    pub clock: crate::clock::Clock,
     /// Partitions this shard owns whose log failed to open (see [`OfflinePartitions`]).
     pub(crate) offline: RefCell<TopicPartMap<Offline>>,
     /// This shard's group coordinator and its internal log (see `crate::groups`).
@@ -155,6 +159,7 @@ pub struct Shard {
 }
 
 impl Shard {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: usize,
         cfg: Arc<BrokerConfig>,
@@ -163,6 +168,8 @@ impl Shard {
         authority: Option<MetadataAuthority<ControllerLog>>,
         senders: Senders<MeshMsg>,
         serve: ServeFn,
+        storage: shardlog_engine::BrokerStorage,
+        clock: crate::clock::Clock,
     ) -> Rc<Self> {
         let shards = cfg.cores;
         let slots = cfg.fetch_session_cache_slots.div_ceil(shards.max(1));
@@ -196,6 +203,8 @@ impl Shard {
             offline: RefCell::new(TopicPartMap::new()),
             groups: crate::groups::state::Groups::new(&cfg, id),
             serve,
+            storage,
+            clock,
             cfg,
         })
     }

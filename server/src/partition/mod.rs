@@ -28,7 +28,7 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shardlog_engine::{
-    batch, CacheBudget, GlommioStorage, LogConfig, LogError, PartitionLog, Storage,
+    batch, BrokerStorage, CacheBudget, LogConfig, LogError, PartitionLog, Storage,
 };
 
 use crate::metrics::{self, PartitionStats, Stage};
@@ -36,9 +36,9 @@ use crate::partition::producer_state::{BatchMeta, ProducerStates, SeqCheck, Snap
 use crate::wire::errors;
 use compression::CompressionPolicy;
 
-pub type Log = PartitionLog<GlommioStorage>;
+pub type Log = PartitionLog<BrokerStorage>;
 /// A shard's bounded set of open sealed-segment files (see the engine's `files.rs`).
-pub type SegmentFiles = shardlog_engine::SegmentFiles<<GlommioStorage as Storage>::File>;
+pub type SegmentFiles = shardlog_engine::SegmentFiles<<BrokerStorage as Storage>::File>;
 
 /// Result of one append job.
 #[derive(Clone, Copy, Debug)]
@@ -158,8 +158,10 @@ impl Partition {
         leader_epoch: i32,
         cache_budget: &Rc<CacheBudget>,
         segment_files: &Rc<SegmentFiles>,
+        storage: &BrokerStorage,
+        clock: &crate::clock::Clock,
     ) -> Result<Rc<Self>, LogError> {
-        let (log, report) = Log::open(GlommioStorage, dir.clone(), config).await?;
+        let (log, report) = Log::open(storage.clone(), dir.clone(), config).await?;
         log.join_cache_budget(cache_budget);
         log.join_segment_files(segment_files);
         tracing::info!(
@@ -173,7 +175,8 @@ impl Partition {
             "opened partition log"
         );
         let log = Rc::new(log);
-        let producers = restore_producers(&log, &snapshot_path, topic, index).await?;
+        let producers =
+            restore_producers(&log, &snapshot_path, topic, index, clock.now_ms()).await?;
         // Unbounded channel, bounded by `admission`: a job enters only with a free slot.
         let (tx, rx) = local_channel::new_unbounded();
         let admission = Rc::new(Admission::new(APPEND_QUEUE_CAPACITY));
@@ -198,6 +201,7 @@ impl Partition {
             Live {
                 leader_epoch: p.leader_epoch.clone(),
                 compression: p.compression.clone(),
+                clock: clock.clone(),
             },
             stats,
             QueueEnd { rx, admission },
@@ -248,7 +252,8 @@ impl Partition {
             state: self.producers.borrow().clone(),
         };
         let data = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;
-        GlommioStorage
+        self.log
+            .storage()
             .write_file_atomic(&self.snapshot_path, &data)
             .await
     }
@@ -278,17 +283,18 @@ async fn restore_producers(
     snapshot_path: &Path,
     topic: &str,
     index: i32,
+    now: i64,
 ) -> Result<ProducerStates, LogError> {
     let start = log.log_start_offset();
     let end = log.log_end_offset();
     // Read off the shard (glommio's blocking pool), like the snapshot's atomic write.
-    let snapshot = GlommioStorage
+    let snapshot = log
+        .storage()
         .read_file(snapshot_path)
         .await
         .ok()
         .flatten()
         .and_then(|b| serde_json::from_slice::<Snapshot>(&b).ok());
-    let now = now_ms();
     let (mut state, mut offset) = match snapshot {
         Some(mut s) if s.end_offset >= start && s.end_offset <= end => {
             s.state.loaded(now);
@@ -357,6 +363,8 @@ async fn restore_producers(
 struct Live {
     leader_epoch: Rc<Cell<i32>>,
     compression: Rc<Cell<CompressionPolicy>>,
+    /// The wall clock of append times and producer state (see `crate::clock`).
+    clock: crate::clock::Clock,
 }
 
 /// The appender's end of the queue: jobs, and the admission it frees a slot in per job taken.
@@ -386,6 +394,7 @@ async fn appender(
             live.leader_epoch.get(),
             &live.compression.get(),
             &job.batch,
+            live.clock.now_ms(),
         )
         .await;
         metrics::stage(Stage::ProduceAppend, started.elapsed());
@@ -401,6 +410,7 @@ async fn appender(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn append_one(
     topic: &str,
     index: i32,
@@ -409,6 +419,7 @@ async fn append_one(
     leader_epoch: i32,
     compression: &CompressionPolicy,
     bytes: &Bytes,
+    now: i64,
 ) -> Result<Appended, i16> {
     // Validation and recompression come first: what follows (producer state, the log) sees
     // the batch as it will be stored. Recompression keeps producer id, epoch and sequence.
@@ -469,7 +480,7 @@ async fn append_one(
             }
         }
     }
-    match log.append(bytes.clone(), leader_epoch, now_ms()).await {
+    match log.append(bytes.clone(), leader_epoch, now).await {
         Ok(a) => {
             if let Some(info) = info {
                 let evicted = producers.borrow_mut().record(
@@ -481,7 +492,7 @@ async fn append_one(
                         base_offset: a.base_offset,
                         last_offset: a.last_offset,
                     },
-                    now_ms(),
+                    now,
                 );
                 if evicted > 0 {
                     metrics::producer_ids_dropped(evicted, false);
@@ -526,6 +537,8 @@ mod tests {
                     0,
                     &CacheBudget::new(1 << 20),
                     &SegmentFiles::new(16),
+                    &BrokerStorage::default(),
+                    &crate::clock::Clock::System,
                 )
                 .await
                 .unwrap();
