@@ -217,6 +217,26 @@ fn single_replica_under_every_batch_commits_on_fsync() {
     assert_eq!(completed(&a)[0].0, w);
 }
 
+/// acks=1 under EveryBatch is answered once written, before the fdatasync (Kafka's acks=1 does
+/// not wait for a flush, and the broker never has), while the high watermark waits for it.
+#[test]
+fn acks_one_under_every_batch_is_answered_on_write() {
+    let mut h = H::new(Config {
+        commit_on: CommitOn::Fsync,
+        ..cfg(1)
+    });
+    h.lead(0, &[1], &[1]);
+    let (w, _) = h.produce(Acks::Leader, 4).unwrap();
+    let a = h.write(4);
+    let c = completed(&a);
+    assert_eq!(c.len(), 1, "written: acks=1 answered");
+    assert_eq!(c[0].0, w);
+    let proof = c[0].1.unwrap();
+    assert_eq!(proof.scope(), CommitScope::Leader);
+    assert!(proof.covers(3));
+    assert_eq!(h.r.high_watermark(), 0, "not durable: consumers do not see it yet");
+}
+
 /// acks=0 takes no waiter slot and is never answered.
 #[test]
 fn acks_zero_is_never_answered() {
