@@ -385,6 +385,20 @@ impl<P: ProducerDedup> ReplicaState<P> {
         self.ends
     }
 
+    /// The topic's flush policy changed: what the local log counts as committed follows it.
+    /// The high watermark never goes back (after a switch to `Fsync` it waits for the
+    /// fdatasync to pass it); a switch to `Write` may move it up at once.
+    pub fn set_commit_on(&mut self, on: CommitOn) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.config.commit_on != on {
+            self.config.commit_on = on;
+            if self.role == Role::Leader {
+                self.recompute_hw(&mut out);
+            }
+        }
+        out
+    }
+
     /// The local log's committed end under its flush policy.
     pub fn local_committed_end(&self) -> Offset {
         self.ends.committed(self.config.commit_on)

@@ -192,7 +192,10 @@ fn persist(shard: &Rc<Shard>, p: Persist) {
     let (partition, queued) = match partition {
         Some(part) if !values.is_empty() => {
             let batches = encode_offsets_batches(&values, now_ms());
-            let queued: Vec<_> = batches.into_iter().map(|b| part.enqueue(b)).collect();
+            let queued: Vec<_> = batches
+                .into_iter()
+                .map(|b| part.enqueue_internal(b))
+                .collect();
             (Some(part), queued)
         }
         other => {
@@ -281,7 +284,7 @@ fn maybe_snapshot(shard: &Rc<Shard>, index: usize) {
     let count = values.len() as i64;
     let queued: Vec<_> = encode_offsets_batches(&values, now_ms())
         .into_iter()
-        .map(|b| part.enqueue(b))
+        .map(|b| part.enqueue_internal(b))
         .collect();
     g.snapshotting.borrow_mut().insert(index);
     let shard = shard.clone();

@@ -29,6 +29,7 @@
 use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
+use shardlog_replica::{BatchIdent, DedupCheck, ErrorCode, ProducerDedup};
 
 use crate::wire::errors;
 
@@ -70,6 +71,11 @@ pub struct ProducerStates {
     /// At most this many producer ids (0: no limit); see [`ProducerStates::set_max_ids`].
     #[serde(skip)]
     max_ids: usize,
+    /// Producer ids dropped for the limit by appends through the replica core (whose
+    /// [`ProducerDedup::record`] answer it does not pass on); see
+    /// [`ProducerStates::take_evicted`].
+    #[serde(skip)]
+    evicted_unreported: usize,
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -210,12 +216,86 @@ impl ProducerStates {
         n
     }
 
+    /// Producer ids dropped for the limit by appends since the last call (for the metric and
+    /// the log line the appender gives them).
+    pub fn take_evicted(&mut self) -> usize {
+        std::mem::take(&mut self.evicted_unreported)
+    }
+
+    /// The log was cut at `end`: forgets batches at or beyond it. True when the state is still
+    /// exact; false when an entry lost all its batches or its epoch may have come from a
+    /// dropped batch (the state must then be rebuilt from the log).
+    pub fn truncate(&mut self, end: i64) -> bool {
+        let mut exact = true;
+        self.producers.retain(|_, e| {
+            let before = e.batches.len();
+            e.batches.retain(|b| b.last_offset < end);
+            if e.batches.len() == before {
+                return true;
+            }
+            // The epoch was set by the newest batch, which is gone: whether an older batch
+            // had it too is unknown here; so is anything about an entry with no batch left.
+            exact = false;
+            !e.batches.is_empty()
+        });
+        exact
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+}
+
+/// The replica core's view: it checks before and records after each leader append, in log
+/// order, and tells the state when the log is cut.
+impl ProducerDedup for ProducerStates {
+    fn check(&self, b: &BatchIdent) -> DedupCheck {
+        match ProducerStates::check(
+            self,
+            b.producer_id,
+            b.producer_epoch,
+            b.first_seq,
+            b.last_seq,
+        ) {
+            SeqCheck::Append => DedupCheck::Append,
+            SeqCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => DedupCheck::Duplicate {
+                base_offset,
+                last_offset,
+            },
+            SeqCheck::Reject(code) => DedupCheck::Reject(reject_code(code)),
+        }
+    }
+
+    fn record(&mut self, b: &BatchIdent, base_offset: i64, last_offset: i64, at_ms: i64) -> usize {
+        let meta = BatchMeta {
+            first_seq: b.first_seq,
+            last_seq: b.last_seq,
+            base_offset,
+            last_offset,
+        };
+        let evicted = ProducerStates::record(self, b.producer_id, b.producer_epoch, meta, at_ms);
+        self.evicted_unreported += evicted;
+        evicted
+    }
+
+    fn truncated(&mut self, end: i64) -> bool {
+        self.truncate(end)
+    }
+}
+
+/// The three codes [`ProducerStates::check`] refuses with, as the core's error type.
+fn reject_code(code: i16) -> ErrorCode {
+    match code {
+        errors::INVALID_PRODUCER_EPOCH => ErrorCode::InvalidProducerEpoch,
+        errors::OUT_OF_ORDER_SEQUENCE_NUMBER => ErrorCode::OutOfOrderSequenceNumber,
+        _ => ErrorCode::InvalidRecord,
     }
 }
 
@@ -237,6 +317,88 @@ mod tests {
             base_offset: base,
             last_offset: base + i64::from(last - first),
         }
+    }
+
+    #[test]
+    fn the_core_sees_the_same_decisions_with_its_error_codes() {
+        let mut s = ProducerStates::default();
+        let id = |epoch, first, last| BatchIdent {
+            producer_id: 7,
+            producer_epoch: epoch,
+            first_seq: first,
+            last_seq: last,
+        };
+        assert_eq!(ProducerDedup::check(&s, &id(0, 0, 1)), DedupCheck::Append);
+        ProducerDedup::record(&mut s, &id(0, 0, 1), 10, 11, 5);
+        assert_eq!(
+            ProducerDedup::check(&s, &id(0, 0, 1)),
+            DedupCheck::Duplicate {
+                base_offset: 10,
+                last_offset: 11
+            }
+        );
+        assert_eq!(
+            ProducerDedup::check(&s, &id(0, 5, 5)),
+            DedupCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+        );
+        ProducerDedup::record(&mut s, &id(1, 0, 0), 12, 12, 6);
+        assert_eq!(
+            ProducerDedup::check(&s, &id(0, 2, 2)),
+            DedupCheck::Reject(ErrorCode::InvalidProducerEpoch)
+        );
+        assert_eq!(
+            ProducerDedup::check(&s, &id(1, -1, 0)),
+            DedupCheck::Reject(ErrorCode::InvalidRecord)
+        );
+        for (code, core) in [
+            (errors::INVALID_RECORD, ErrorCode::InvalidRecord),
+            (
+                errors::INVALID_PRODUCER_EPOCH,
+                ErrorCode::InvalidProducerEpoch,
+            ),
+            (
+                errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
+                ErrorCode::OutOfOrderSequenceNumber,
+            ),
+        ] {
+            assert_eq!(reject_code(code).code(), code);
+            assert_eq!(reject_code(code), core);
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_what_is_exact_and_asks_for_a_rebuild_otherwise() {
+        let mut s = ProducerStates::default();
+        s.record(1, 0, meta(0, 0, 0), 1);
+        s.record(1, 0, meta(1, 1, 1), 1);
+        s.record(2, 0, meta(0, 0, 2), 1);
+        assert!(s.truncate(3), "nothing at or past 3");
+        assert_eq!(s.len(), 2);
+        assert!(!s.truncate(2), "producer 2 lost its only batch");
+        assert_eq!(s.len(), 1);
+        assert!(
+            !s.truncate(1),
+            "producer 1 lost its newest batch (its epoch's source)"
+        );
+        assert_eq!(s.producers[&1].batches.len(), 1);
+        assert!(ProducerDedup::truncated(&mut s, 1));
+    }
+
+    #[test]
+    fn evictions_through_the_core_are_counted_once() {
+        let mut s = ProducerStates::default();
+        s.set_max_ids(16);
+        for pid in 0..17i64 {
+            let b = BatchIdent {
+                producer_id: pid,
+                producer_epoch: 0,
+                first_seq: 0,
+                last_seq: 0,
+            };
+            ProducerDedup::record(&mut s, &b, pid, pid, pid);
+        }
+        assert_eq!(s.take_evicted(), 1);
+        assert_eq!(s.take_evicted(), 0);
     }
 
     #[test]
