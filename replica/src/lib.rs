@@ -56,6 +56,7 @@
 
 mod epochs;
 mod error;
+pub mod producer_state;
 mod producers;
 mod proof;
 mod state;

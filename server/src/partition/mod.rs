@@ -1,12 +1,17 @@
-//! One partition on its owning shard: the engine log, the leader epoch, the idempotent
-//! producer state, and the appender task that serialises appends.
+//! One partition on its owning shard: the facade over the replica core (`shardlog-replica`,
+//! which decides: admission, idempotent-producer checks, the high watermark, when a produce may
+//! be acknowledged) and the engine log (which does the I/O), plus the appender task that
+//! serialises appends. Handlers produce ([`Partition::produce`]), read up to the high
+//! watermark ([`Partition::read`]), ask for it ([`Partition::high_watermark`]) and wait for
+//! commits ([`Partition::wait_committed`]) here, not on the log; see "Replica core" in
+//! `docs/ARCHITECTURE.md` for how the facade drives the core.
 //!
 //! Why an appender task: `PartitionLog::append` may await (back-pressure, segment roll), so two
 //! produce requests for the same partition could otherwise finish appending in a different
 //! order than they arrived, and an idempotent producer's check-then-append could interleave.
 //! Requests push jobs into the partition's local FIFO channel *synchronously*, in arrival
 //! order (which is connection order, cross-shard messages being FIFO too); the appender does
-//! the sequence check and the append one job at a time and answers with the offsets. Waiting
+//! the core's check and the append one job at a time and answers with the offsets. Waiting
 //! for durability (`wait_written`/`wait_committed`) happens in the requester, so while one
 //! batch waits for its fsync the appender is already appending the next, and one fdatasync
 //! commits them all (group commit).
@@ -19,7 +24,6 @@
 
 pub mod answer;
 pub mod compression;
-pub mod producer_state;
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::HashMap;
@@ -38,10 +42,10 @@ use shardlog_replica::{
 };
 
 use crate::metrics::{self, PartitionStats, Stage};
-use crate::partition::producer_state::{BatchMeta, ProducerStates, Snapshot};
 use crate::wire::errors;
 use answer::ProduceResult;
 use compression::CompressionPolicy;
+use shardlog_replica::producer_state::{BatchMeta, ProducerStates, Snapshot};
 
 pub type Log = PartitionLog<GlommioStorage>;
 /// A shard's bounded set of open sealed-segment files (see the engine's `files.rs`).
@@ -579,8 +583,37 @@ impl Partition {
         max_bytes: usize,
         at_least_one: bool,
     ) -> Result<shardlog_engine::ReadResult, LogError> {
-        let hw = self.high_watermark();
+        self.read_to(offset, i64::MAX, max_bytes, at_least_one)
+            .await
+    }
+
+    /// [`Partition::read`] that also stops at `bound` (exclusive), e.g. a replay that must not
+    /// pass the end it started with.
+    pub async fn read_to(
+        &self,
+        offset: i64,
+        bound: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<shardlog_engine::ReadResult, LogError> {
+        let hw = self.high_watermark().min(bound);
         self.log.read(offset, hw, max_bytes, at_least_one).await
+    }
+
+    /// Waits until `offset` is committed on the log; the engine's proof acknowledges the
+    /// broker's own writes (OffsetCommit on `__consumer_offsets`).
+    pub async fn wait_committed(
+        &self,
+        offset: i64,
+    ) -> Result<shardlog_engine::Committed, LogError> {
+        let c = self.log.wait_committed(offset).await?;
+        self.replica.sync(&self.log, &self.topic, self.index);
+        Ok(c)
+    }
+
+    /// Bytes of this log in the shard's batch cache.
+    pub fn cached_bytes(&self) -> usize {
+        self.log.cached_bytes()
     }
 
     /// The first offset at or after `timestamp_ms` below the high watermark, with its

@@ -10,8 +10,9 @@
 //! each append, one batch at a time, so check-then-append is never interleaved.
 //!
 //! The state is serialised to a small JSON snapshot at clean shutdown (and periodically), and
-//! rebuilt after an unclean stop by replaying batch headers from the snapshot's offset: see
-//! `crate::partition`.
+//! rebuilt after an unclean stop by replaying batch headers from the snapshot's offset: that
+//! I/O is the partition facade's (`server/src/partition`); this module is pure, which is why it
+//! lives in the replica core's crate, behind [`ProducerDedup`].
 //!
 //! **Expiry and bounds.** A producer id costs memory for as long as it is remembered, and ids
 //! are cheap to make (one InitProducerId each): 300,000 of them once added 138 MiB that was
@@ -29,9 +30,8 @@
 use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use shardlog_replica::{BatchIdent, DedupCheck, ErrorCode, ProducerDedup};
 
-use crate::wire::errors;
+use crate::{BatchIdent, DedupCheck, ErrorCode, ProducerDedup};
 
 /// How many recent batches per producer are remembered for duplicate detection (Kafka: 5).
 pub const MAX_REMEMBERED_BATCHES: usize = 5;
@@ -61,8 +61,8 @@ pub enum SeqCheck {
     Append,
     /// A retry of a batch already in the log: answer with its original offsets, error NONE.
     Duplicate { base_offset: i64, last_offset: i64 },
-    /// Refuse with this Kafka error code.
-    Reject(i16),
+    /// Refuse with this Kafka error.
+    Reject(ErrorCode),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,7 +93,7 @@ impl ProducerStates {
             return SeqCheck::Append;
         }
         if first_seq < 0 {
-            return SeqCheck::Reject(errors::INVALID_RECORD);
+            return SeqCheck::Reject(ErrorCode::InvalidRecord);
         }
         let Some(entry) = self.producers.get(&pid) else {
             // No state for this producer: new, or expired (or its batches removed by
@@ -102,14 +102,14 @@ impl ProducerStates {
             return SeqCheck::Append;
         };
         if epoch < entry.epoch {
-            return SeqCheck::Reject(errors::INVALID_PRODUCER_EPOCH);
+            return SeqCheck::Reject(ErrorCode::InvalidProducerEpoch);
         }
         if epoch > entry.epoch {
             // A bumped epoch restarts the sequence.
             return if first_seq == 0 {
                 SeqCheck::Append
             } else {
-                SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
+                SeqCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
             };
         }
         if let Some(b) = entry
@@ -125,7 +125,7 @@ impl ProducerStates {
         match entry.batches.back() {
             Some(last) if first_seq == next_seq(last.last_seq) => SeqCheck::Append,
             None if first_seq == 0 => SeqCheck::Append,
-            Some(_) | None => SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
+            Some(_) | None => SeqCheck::Reject(ErrorCode::OutOfOrderSequenceNumber),
         }
     }
 
@@ -269,7 +269,7 @@ impl ProducerDedup for ProducerStates {
                 base_offset,
                 last_offset,
             },
-            SeqCheck::Reject(code) => DedupCheck::Reject(reject_code(code)),
+            SeqCheck::Reject(e) => DedupCheck::Reject(e),
         }
     }
 
@@ -287,15 +287,6 @@ impl ProducerDedup for ProducerStates {
 
     fn truncated(&mut self, end: i64) -> bool {
         self.truncate(end)
-    }
-}
-
-/// The three codes [`ProducerStates::check`] refuses with, as the core's error type.
-fn reject_code(code: i16) -> ErrorCode {
-    match code {
-        errors::INVALID_PRODUCER_EPOCH => ErrorCode::InvalidProducerEpoch,
-        errors::OUT_OF_ORDER_SEQUENCE_NUMBER => ErrorCode::OutOfOrderSequenceNumber,
-        _ => ErrorCode::InvalidRecord,
     }
 }
 
@@ -350,20 +341,6 @@ mod tests {
             ProducerDedup::check(&s, &id(1, -1, 0)),
             DedupCheck::Reject(ErrorCode::InvalidRecord)
         );
-        for (code, core) in [
-            (errors::INVALID_RECORD, ErrorCode::InvalidRecord),
-            (
-                errors::INVALID_PRODUCER_EPOCH,
-                ErrorCode::InvalidProducerEpoch,
-            ),
-            (
-                errors::OUT_OF_ORDER_SEQUENCE_NUMBER,
-                ErrorCode::OutOfOrderSequenceNumber,
-            ),
-        ] {
-            assert_eq!(reject_code(code).code(), code);
-            assert_eq!(reject_code(code), core);
-        }
     }
 
     #[test]
@@ -416,7 +393,7 @@ mod tests {
         s.record(7, 0, meta(5, 9, 105), 1);
         assert_eq!(
             s.check(7, 0, 11, 12),
-            SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
+            SeqCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
         );
         assert_eq!(
             s.check(8, 0, 3, 4),
@@ -449,7 +426,7 @@ mod tests {
         );
         assert_eq!(
             s.check(1, 0, 10, 19),
-            SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
+            SeqCheck::Reject(ErrorCode::OutOfOrderSequenceNumber),
             "older than the remembered window"
         );
         assert_eq!(s.check(1, 0, 70, 79), SeqCheck::Append);
@@ -461,11 +438,11 @@ mod tests {
         s.record(1, 3, meta(0, 0, 0), 1);
         assert_eq!(
             s.check(1, 2, 1, 1),
-            SeqCheck::Reject(errors::INVALID_PRODUCER_EPOCH)
+            SeqCheck::Reject(ErrorCode::InvalidProducerEpoch)
         );
         assert_eq!(
             s.check(1, 4, 5, 5),
-            SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
+            SeqCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
         );
         assert_eq!(s.check(1, 4, 0, 0), SeqCheck::Append);
         s.record(1, 4, meta(0, 0, 1), 1);
