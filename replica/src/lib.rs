@@ -43,8 +43,8 @@
 //!
 //! With one replica (RF=1, ISR = {self}) the core reduces to what the broker does without it:
 //! the high watermark is the log's committed end (written end, or durable end under
-//! `EveryBatch`: [`CommitOn`]), acks=1 and acks=all are both answered once the batch is
-//! committed locally, acks=0 is never answered, and acks=all is refused with
+//! `EveryBatch`: [`CommitOn`]), acks=all is answered once the batch is committed locally, acks=1
+//! once it is written (Kafka's acks=1 does not wait for a flush), acks=0 is never answered, and acks=all is refused with
 //! NOT_ENOUGH_REPLICAS before the append when `min.insync.replicas` is above 1.
 //!
 //! ## Bounds
@@ -56,6 +56,7 @@
 
 mod epochs;
 mod error;
+pub mod producer_state;
 mod producers;
 mod proof;
 mod state;

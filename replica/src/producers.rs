@@ -8,8 +8,9 @@
 //! after it (and for every batch a follower appends), [`ProducerDedup::truncated`] when the
 //! log is cut.
 //!
-//! The broker's `ProducerStates` (today in `server/src/producer_state.rs`) implements exactly
-//! these operations; it moves behind this trait when the partition facade is built.
+//! The broker's [`ProducerStates`](crate::producer_state::ProducerStates) implements it (with
+//! Kafka's last-five-batches rule, expiry and a limit on producer ids); [`NoDedup`] is for
+//! partitions that never deduplicate.
 
 use crate::{ErrorCode, Offset};
 

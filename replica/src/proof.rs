@@ -4,7 +4,7 @@
 //! its `acks` asks for. Making that a type makes it a compile-time rule instead of a review
 //! rule: [`Committed`] has private fields and no public constructor, and the only code that
 //! creates one is the replica core, at the moment its high watermark (acks=all) or its own log's
-//! committed end (acks=1) covers the batch. The partition facade's success answer takes a
+//! written end (acks=1) covers the batch. The partition facade's success answer takes a
 //! `Committed` (and checks [`Committed::covers`] for its last offset), so a path that forgets to
 //! wait cannot compile.
 
@@ -13,8 +13,9 @@ use crate::Offset;
 /// What a [`Committed`] proof vouches for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CommitScope {
-    /// acks=1: the leader's own log satisfies its flush policy up to the offset (written, or
-    /// fdatasync'd under `EveryBatch`).
+    /// acks=1: the leader's own log has the offset written to the device (as in Kafka, where
+    /// acks=1 waits for the leader's log write and not for a flush; under `EveryBatch` the
+    /// fdatasync follows the write, whatever the acks).
     Leader,
     /// acks=all: the high watermark covers the offset: every member of the ISR has it (each
     /// under its own flush policy), with at least `min.insync.replicas` members.

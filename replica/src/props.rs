@@ -340,8 +340,9 @@ fn run_leader(
                                 assert!(maximal.len() >= min_isr);
                             }
                             _ => {
+                                // acks=1: written on the leader (not waiting for a flush).
                                 assert_eq!(p.scope(), CommitScope::Leader);
-                                assert!(p.through() < committed);
+                                assert!(p.through() < l.ends.written_end);
                             }
                         }
                     } else {
@@ -403,7 +404,7 @@ proptest! {
     }
 
     /// RF=1: the core is today's broker: HW == the log's committed end after every step;
-    /// acks=1/all answered exactly when committed, acks=0 never; acks=all refused iff
+    /// acks=all answered exactly when committed, acks=1 exactly when written, acks=0 never; acks=all refused iff
     /// min.insync.replicas > 1.
     #[test]
     fn single_replica_is_todays_broker(
@@ -416,7 +417,7 @@ proptest! {
         let mut r = ReplicaState::new(config, LogEnds::at(0), 0, NoDedup).unwrap();
         r.became_leader(BecameLeader { leader_epoch: 0, partition_epoch: 0, replicas: vec![1], isr: vec![1], now_ms: 0 }).unwrap();
         let mut ends = LogEnds::at(0);
-        let mut waiting: BTreeMap<WaiterId, Offset> = BTreeMap::new();
+        let mut waiting: BTreeMap<WaiterId, (Offset, Acks)> = BTreeMap::new();
         for (kind, acks, n) in ops {
             let mut acts = Vec::new();
             match kind {
@@ -432,7 +433,7 @@ proptest! {
                             let base = ends.log_end;
                             ends.log_end += n;
                             if acks != Acks::None {
-                                waiting.insert(t.waiter(), base + n - 1);
+                                waiting.insert(t.waiter(), (base + n - 1, acks));
                             }
                             acts.extend(r.appended(t, Appended { base_offset: base, last_offset: base + n - 1, ident: None, duplicate: false, at_ms: 0 }));
                             acts.extend(r.log_progress(ends).unwrap());
@@ -452,13 +453,17 @@ proptest! {
             prop_assert_eq!(r.high_watermark(), committed);
             for a in acts {
                 if let Action::Complete { waiter, result } = a {
-                    let last = waiting.remove(&waiter).expect("registered, answered once");
+                    let (last, acks) = waiting.remove(&waiter).expect("registered, answered once");
                     let p = result.expect("RF=1 never fails a waiter");
                     prop_assert_eq!(p.through(), last);
-                    prop_assert!(last < committed);
+                    let bound = if acks == Acks::Leader { ends.written_end } else { committed };
+                    prop_assert!(last < bound);
                 }
             }
-            prop_assert!(waiting.values().all(|&last| last >= committed), "a committed batch still waits");
+            prop_assert!(
+                waiting.values().all(|&(last, acks)| last >= if acks == Acks::Leader { ends.written_end } else { committed }),
+                "a committed batch still waits"
+            );
         }
     }
 }

@@ -277,6 +277,20 @@ impl LeaderState {
             None => self.isr.clone(),
         }
     }
+
+    /// Whether `id` is in the maximal ISR, without building it (the produce path asks on
+    /// every log progress).
+    fn in_maximal_isr(&self, id: &ReplicaId) -> bool {
+        self.isr.contains(id) || self.pending.as_ref().is_some_and(|p| p.contains(id))
+    }
+
+    /// The size of the maximal ISR, without building it.
+    fn maximal_isr_len(&self) -> usize {
+        match &self.pending {
+            Some(p) => self.isr.len() + p.difference(&self.isr).count(),
+            None => self.isr.len(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -369,6 +383,20 @@ impl<P: ProducerDedup> ReplicaState<P> {
 
     pub fn ends(&self) -> LogEnds {
         self.ends
+    }
+
+    /// The topic's flush policy changed: what the local log counts as committed follows it.
+    /// The high watermark never goes back (after a switch to `Fsync` it waits for the
+    /// fdatasync to pass it); a switch to `Write` may move it up at once.
+    pub fn set_commit_on(&mut self, on: CommitOn) -> Vec<Action> {
+        let mut out = Vec::new();
+        if self.config.commit_on != on {
+            self.config.commit_on = on;
+            if self.role == Role::Leader {
+                self.recompute_hw(&mut out);
+            }
+        }
+        out
     }
 
     /// The local log's committed end under its flush policy.
@@ -579,7 +607,7 @@ impl<P: ProducerDedup> ReplicaState<P> {
             out.push(Action::HighWatermark(self.hw));
         }
         if self.role == Role::Leader {
-            let bound = self.local_committed_end();
+            let bound = self.ends.written_end;
             Self::drain(
                 &mut self.waiters.leader,
                 bound,
@@ -692,7 +720,7 @@ impl<P: ProducerDedup> ReplicaState<P> {
             Acks::None => {}
             Acks::Leader => {
                 self.waiters.leader.insert(key);
-                let bound = self.local_committed_end();
+                let bound = self.ends.written_end;
                 Self::drain(
                     &mut self.waiters.leader,
                     bound,
@@ -750,7 +778,7 @@ impl<P: ProducerDedup> ReplicaState<P> {
         let enough = self
             .leader
             .as_ref()
-            .is_some_and(|l| l.maximal_isr().len() >= self.config.min_insync_replicas);
+            .is_some_and(|l| l.maximal_isr_len() >= self.config.min_insync_replicas);
         Self::drain(
             &mut self.waiters.replicated,
             self.hw,
@@ -776,12 +804,11 @@ impl<P: ProducerDedup> ReplicaState<P> {
         if l.isr.len() < self.effective_min_isr(l.replicas.len()) {
             return;
         }
-        let maximal = l.maximal_isr();
         let leader_end = self.ends.log_end;
         let lag = self.config.replica_lag_time_max_ms;
         let mut hw = self.local_committed_end();
         for (id, f) in &l.followers {
-            if maximal.contains(id) || f.caught_up(leader_end, self.now_ms, lag) {
+            if l.in_maximal_isr(id) || f.caught_up(leader_end, self.now_ms, lag) {
                 hw = hw.min(f.end.unwrap_or(Offset::MIN));
             }
         }

@@ -217,6 +217,52 @@ fn single_replica_under_every_batch_commits_on_fsync() {
     assert_eq!(completed(&a)[0].0, w);
 }
 
+/// acks=1 under EveryBatch is answered once written, before the fdatasync (Kafka's acks=1 does
+/// not wait for a flush, and the broker never has), while the high watermark waits for it.
+#[test]
+fn acks_one_under_every_batch_is_answered_on_write() {
+    let mut h = H::new(Config {
+        commit_on: CommitOn::Fsync,
+        ..cfg(1)
+    });
+    h.lead(0, &[1], &[1]);
+    let (w, _) = h.produce(Acks::Leader, 4).unwrap();
+    let a = h.write(4);
+    let c = completed(&a);
+    assert_eq!(c.len(), 1, "written: acks=1 answered");
+    assert_eq!(c[0].0, w);
+    let proof = c[0].1.unwrap();
+    assert_eq!(proof.scope(), CommitScope::Leader);
+    assert!(proof.covers(3));
+    assert_eq!(
+        h.r.high_watermark(),
+        0,
+        "not durable: consumers do not see it yet"
+    );
+}
+
+/// A flush policy change moves what counts as committed: to `Write` the high watermark jumps to
+/// the written end (answering acks=all), back to `Fsync` it stays where it is.
+#[test]
+fn flush_policy_change_moves_the_commit_bound_and_never_lowers_the_high_watermark() {
+    let mut h = H::new(Config {
+        commit_on: CommitOn::Fsync,
+        ..cfg(1)
+    });
+    h.lead(0, &[1], &[1]);
+    let (w, _) = h.produce(Acks::All, 4).unwrap();
+    assert!(completed(&h.write(4)).is_empty());
+    let a = h.r.set_commit_on(CommitOn::Write);
+    assert_eq!(hw_moves(&a), vec![4]);
+    assert_eq!(completed(&a)[0].0, w);
+    assert!(h.r.set_commit_on(CommitOn::Write).is_empty(), "no change");
+    h.produce(Acks::All, 2).unwrap();
+    h.write(6);
+    assert_eq!(h.r.high_watermark(), 6);
+    assert!(h.r.set_commit_on(CommitOn::Fsync).is_empty());
+    assert_eq!(h.r.high_watermark(), 6, "never goes back");
+}
+
 /// acks=0 takes no waiter slot and is never answered.
 #[test]
 fn acks_zero_is_never_answered() {

@@ -186,14 +186,7 @@ pub(crate) fn compact(records: Bytes, records_total: usize) -> Bytes {
 }
 
 pub(crate) fn err_result(topic: &str, partition: i32, error: i16) -> ProduceResult {
-    ProduceResult {
-        topic: topic.to_string(),
-        partition,
-        error,
-        base_offset: -1,
-        log_append_time_ms: -1,
-        log_start_offset: -1,
-    }
+    ProduceResult::failed(topic, partition, error)
 }
 
 pub(crate) fn produce_response(
@@ -211,7 +204,7 @@ pub(crate) fn produce_response(
         HashMap::new();
     for r in results {
         by_key
-            .entry((r.topic.clone(), r.partition))
+            .entry((r.topic().to_string(), r.partition()))
             .or_default()
             .push_back(r);
     }
@@ -230,11 +223,11 @@ pub(crate) fn produce_response(
                         .unwrap_or_else(|| err_result(topic, p, errors::UNKNOWN_SERVER_ERROR));
                     let mut pr = produce_response::PartitionProduceResponse::default();
                     pr.index = p;
-                    crate::metrics::error(ApiKey::Produce as i16, r.error);
-                    pr.error_code = r.error;
-                    pr.base_offset = r.base_offset;
-                    pr.log_append_time_ms = r.log_append_time_ms;
-                    pr.log_start_offset = r.log_start_offset;
+                    crate::metrics::error(ApiKey::Produce as i16, r.error());
+                    pr.error_code = r.error();
+                    pr.base_offset = r.base_offset();
+                    pr.log_append_time_ms = r.log_append_time_ms();
+                    pr.log_start_offset = r.log_start_offset();
                     pr
                 })
                 .collect();
@@ -294,10 +287,7 @@ mod tests {
     }
 
     fn ok(topic: &str, partition: i32, base_offset: i64) -> ProduceResult {
-        ProduceResult {
-            base_offset,
-            ..err_result(topic, partition, errors::NONE)
-        }
+        ProduceResult::for_test(topic, partition, base_offset)
     }
 
     #[test]

@@ -163,7 +163,7 @@ async fn append_durable(
         return Err(ErrorCode::CoordinatorNotAvailable);
     }
     let first = first.ok_or(ErrorCode::UnknownServerError)?;
-    match p.log.wait_committed(last).await {
+    match p.wait_committed(last).await {
         Ok(c) => {
             assert!(c.through() >= last, "committed proof below the append");
             Ok((first, c))
@@ -192,7 +192,10 @@ fn persist(shard: &Rc<Shard>, p: Persist) {
     let (partition, queued) = match partition {
         Some(part) if !values.is_empty() => {
             let batches = encode_offsets_batches(&values, now_ms());
-            let queued: Vec<_> = batches.into_iter().map(|b| part.enqueue(b)).collect();
+            let queued: Vec<_> = batches
+                .into_iter()
+                .map(|b| part.enqueue_internal(b))
+                .collect();
             (Some(part), queued)
         }
         other => {
@@ -241,7 +244,7 @@ fn maybe_snapshot(shard: &Rc<Shard>, index: usize) {
     let Some(part) = shard.partition(OFFSETS_TOPIC, index as i32) else {
         return;
     };
-    let held = part.log.log_end_offset() - part.log.log_start_offset();
+    let held = part.log_end_offset() - part.log_start_offset();
     let last = g
         .snapshot_records
         .borrow()
@@ -281,13 +284,13 @@ fn maybe_snapshot(shard: &Rc<Shard>, index: usize) {
     let count = values.len() as i64;
     let queued: Vec<_> = encode_offsets_batches(&values, now_ms())
         .into_iter()
-        .map(|b| part.enqueue(b))
+        .map(|b| part.enqueue_internal(b))
         .collect();
     g.snapshotting.borrow_mut().insert(index);
     let shard = shard.clone();
     glommio::spawn_local(async move {
         match append_durable(&part, queued).await {
-            Ok((base, _committed)) => match part.log.delete_records_before(base).await {
+            Ok((base, _committed)) => match part.delete_records_before(base).await {
                 Ok(start) => {
                     tracing::info!(partition = index, records = count, dropped = held, log_start = start, "{OFFSETS_TOPIC}: wrote snapshot and moved the log start");
                     shard.groups.snapshot_records.borrow_mut().insert(index, count);
@@ -338,12 +341,12 @@ pub async fn load(shard: &Rc<Shard>) {
             .partitions
             .borrow_mut()
             .insert(OFFSETS_TOPIC, i, part.clone());
-        let start = part.log.log_start_offset();
-        let end = part.log.committed_end_offset();
+        let start = part.log_start_offset();
+        let end = part.high_watermark();
         let mut offset = start;
         let mut held = 0i64;
         while offset < end {
-            let rr = match part.log.read(offset, end, 1 << 20, true).await {
+            let rr = match part.read_to(offset, end, 1 << 20, true).await {
                 Ok(rr) => rr,
                 Err(e) => {
                     tracing::error!(partition = index, offset, error = %e, "cannot read {OFFSETS_TOPIC} during replay; the rest of it is skipped");

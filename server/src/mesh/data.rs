@@ -26,7 +26,7 @@ impl Shard {
         let mut out: Vec<(String, i32, u64)> = match topics {
             None => parts
                 .values()
-                .map(|p| (p.topic.clone(), p.index, p.log.size_bytes()))
+                .map(|p| (p.topic.clone(), p.index, p.size_bytes()))
                 .collect(),
             Some(topics) => {
                 let mut wanted: Vec<(&str, i32)> = topics
@@ -39,7 +39,7 @@ impl Shard {
                     .into_iter()
                     .filter_map(|(t, i)| {
                         let p = parts.get(t, i)?;
-                        Some((p.topic.clone(), p.index, p.log.size_bytes()))
+                        Some((p.topic.clone(), p.index, p.size_bytes()))
                     })
                     .collect()
             }
@@ -56,66 +56,28 @@ impl Shard {
         let mut waits: Vec<LocalBoxFuture<'static, ProduceResult>> =
             Vec::with_capacity(parts.len());
         for part in parts {
-            let mut res = ProduceResult {
-                topic: part.topic.clone(),
-                partition: part.partition,
-                error: errors::NONE,
-                base_offset: -1,
-                log_append_time_ms: -1,
-                log_start_offset: -1,
-            };
             let Some(p) = self.partition(&part.topic, part.partition) else {
-                res.error = self.missing_partition_error(&part.topic, part.partition);
-                tracing::debug!(topic = %Untrusted(&part.topic), partition = part.partition, error = errors::name(res.error), "produce to a partition that is not open");
-                waits.push(future::ready(res).boxed_local());
+                let error = self.missing_partition_error(&part.topic, part.partition);
+                tracing::debug!(topic = %Untrusted(&part.topic), partition = part.partition, error = errors::name(error), "produce to a partition that is not open");
+                waits.push(
+                    future::ready(ProduceResult::failed(&part.topic, part.partition, error))
+                        .boxed_local(),
+                );
                 continue;
             };
             let Some(records) = part.records.filter(|r| !r.is_empty()) else {
                 tracing::info!(topic = %part.topic, partition = part.partition, "produce without records: INVALID_RECORD");
-                res.error = errors::INVALID_RECORD;
-                waits.push(future::ready(res).boxed_local());
+                waits.push(
+                    future::ready(ProduceResult::failed(
+                        &part.topic,
+                        part.partition,
+                        errors::INVALID_RECORD,
+                    ))
+                    .boxed_local(),
+                );
                 continue;
             };
-            let rx = p.enqueue(records);
-            waits.push(
-                async move {
-                    match rx.await {
-                        Ok(Ok(a)) => {
-                            res.base_offset = a.base_offset;
-                            res.log_append_time_ms = a.log_append_time_ms.unwrap_or(-1);
-                            let wait_started = std::time::Instant::now();
-                            let waited = match acks {
-                                0 => Ok(()),
-                                1 => p.log.wait_written(a.last_offset).await,
-                                _ => p.log.wait_committed(a.last_offset).await.map(|c| {
-                                    debug_assert!(c.through() >= a.last_offset);
-                                }),
-                            };
-                            match acks {
-                                0 => {}
-                                1 => crate::metrics::stage(
-                                    crate::metrics::Stage::ProduceWriteWait,
-                                    wait_started.elapsed(),
-                                ),
-                                _ => crate::metrics::stage(
-                                    crate::metrics::Stage::ProduceFsyncWait,
-                                    wait_started.elapsed(),
-                                ),
-                            }
-                            if let Err(e) = waited {
-                                res.error = errors::log_error_code(&e, &p.topic, p.index);
-                            }
-                        }
-                        Ok(Err(code)) => res.error = code,
-                        Err(_) => {
-                            res.error = errors::UNKNOWN_TOPIC_OR_PARTITION;
-                        }
-                    }
-                    res.log_start_offset = p.log.log_start_offset();
-                    res
-                }
-                .boxed_local(),
-            );
+            waits.push(p.produce(acks, records).boxed_local());
         }
         async move { ShardResp::Produce(future::join_all(waits).await) }.boxed_local()
     }
@@ -136,13 +98,12 @@ impl Shard {
                 out.push(r);
                 continue;
             };
-            let hw = p.log.committed_end_offset();
-            r.high_watermark = hw;
-            r.log_start_offset = p.log.log_start_offset();
+            r.high_watermark = p.high_watermark();
+            r.log_start_offset = p.log_start_offset();
             let budget = part.max_bytes.min(max_bytes.saturating_sub(total));
             if budget > 0 || total == 0 {
                 let read_started = std::time::Instant::now();
-                let result = p.log.read(part.offset, hw, budget, total == 0).await;
+                let result = p.read(part.offset, budget, total == 0).await;
                 crate::metrics::stage(crate::metrics::Stage::FetchRead, read_started.elapsed());
                 match result {
                     Ok(rr) => {
@@ -174,8 +135,8 @@ impl Shard {
                 match self.partition(topic, *partition) {
                     None => return,
                     Some(p) => {
-                        let l = p.log.listen();
-                        if p.log.committed_end_offset() > *offset {
+                        let l = p.listen();
+                        if p.high_watermark() > *offset {
                             return;
                         }
                         listeners.push(l);
@@ -204,11 +165,11 @@ impl Shard {
                 None => r.error = self.missing_partition_error(&topic, partition),
                 Some(p) => {
                     r.leader_epoch = p.leader_epoch.get();
-                    let hw = p.log.committed_end_offset();
+                    let hw = p.high_watermark();
                     match ts {
-                        -2 => r.offset = p.log.log_start_offset(),
+                        -2 => r.offset = p.log_start_offset(),
                         -1 => r.offset = hw,
-                        ts if ts >= 0 => match p.log.offset_for_timestamp(ts).await {
+                        ts if ts >= 0 => match p.offset_for_timestamp(ts).await {
                             Ok(Some((off, t))) if off < hw => {
                                 r.offset = off;
                                 r.timestamp = t;
@@ -240,7 +201,7 @@ impl Shard {
             match self.partition(&topic, partition) {
                 None => r.error = self.missing_partition_error(&topic, partition),
                 Some(p) => {
-                    let hw = p.log.committed_end_offset();
+                    let hw = p.high_watermark();
                     let target = if offset == -1 { hw } else { offset };
                     if target < 0 || target > hw {
                         tracing::info!(
@@ -252,7 +213,7 @@ impl Shard {
                         );
                         r.error = errors::OFFSET_OUT_OF_RANGE;
                     } else {
-                        match p.log.delete_records_before(target).await {
+                        match p.delete_records_before(target).await {
                             Ok(start) => {
                                 tracing::info!(
                                     topic,
@@ -285,8 +246,8 @@ impl Shard {
                             r.error = errors::UNKNOWN_LEADER_EPOCH;
                         } else if epoch == current {
                             r.leader_epoch = current;
-                            r.offset = p.log.log_end_offset();
-                        } else if let Some((e, off)) = p.log.end_offset_for_epoch(epoch) {
+                            r.offset = p.log_end_offset();
+                        } else if let Some((e, off)) = p.end_offset_for_epoch(epoch) {
                             r.leader_epoch = e;
                             r.offset = off;
                         }

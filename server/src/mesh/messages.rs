@@ -15,15 +15,9 @@ pub struct ProducePart {
     pub records: Option<Bytes>,
 }
 
-#[derive(Clone, Debug)]
-pub struct ProduceResult {
-    pub topic: String,
-    pub partition: i32,
-    pub error: i16,
-    pub base_offset: i64,
-    pub log_append_time_ms: i64,
-    pub log_start_offset: i64,
-}
+/// A partition's produce answer: only the partition facade builds successes (see
+/// [`crate::partition::answer`]).
+pub use crate::partition::answer::ProduceResult;
 
 #[derive(Clone, Debug)]
 pub struct ReadPart {

@@ -22,11 +22,11 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
             batches_in: p.stats.batches_in.get(),
             bytes_out: p.stats.bytes_out.get(),
             records_out: p.stats.records_out.get(),
-            log_start_offset: p.log.log_start_offset(),
-            log_end_offset: p.log.log_end_offset(),
-            high_watermark: p.log.committed_end_offset(),
-            size_bytes: p.log.size_bytes(),
-            cache_bytes: p.log.cached_bytes() as u64,
+            log_start_offset: p.log_start_offset(),
+            log_end_offset: p.log_end_offset(),
+            high_watermark: p.high_watermark(),
+            size_bytes: p.size_bytes(),
+            cache_bytes: p.cached_bytes() as u64,
         })
         .collect();
     partitions.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));

@@ -1,12 +1,17 @@
-//! One partition on its owning shard: the engine log, the leader epoch, the idempotent
-//! producer state, and the appender task that serialises appends.
+//! One partition on its owning shard: the facade over the replica core (`shardlog-replica`,
+//! which decides: admission, idempotent-producer checks, the high watermark, when a produce may
+//! be acknowledged) and the engine log (which does the I/O), plus the appender task that
+//! serialises appends. Handlers produce ([`Partition::produce`]), read up to the high
+//! watermark ([`Partition::read`]), ask for it ([`Partition::high_watermark`]) and wait for
+//! commits ([`Partition::wait_committed`]) here, not on the log; see "Replica core" in
+//! `docs/ARCHITECTURE.md` for how the facade drives the core.
 //!
 //! Why an appender task: `PartitionLog::append` may await (back-pressure, segment roll), so two
 //! produce requests for the same partition could otherwise finish appending in a different
 //! order than they arrived, and an idempotent producer's check-then-append could interleave.
 //! Requests push jobs into the partition's local FIFO channel *synchronously*, in arrival
 //! order (which is connection order, cross-shard messages being FIFO too); the appender does
-//! the sequence check and the append one job at a time and answers with the offsets. Waiting
+//! the core's check and the append one job at a time and answers with the offsets. Waiting
 //! for durability (`wait_written`/`wait_committed`) happens in the requester, so while one
 //! batch waits for its fsync the appender is already appending the next, and one fdatasync
 //! commits them all (group commit).
@@ -17,10 +22,11 @@
 //! The waiting request keeps its request-memory permit and its connection's in-flight slot, so
 //! the back-pressure reaches the socket. No deadlock: the appender never waits for a sender.
 
+pub mod answer;
 pub mod compression;
-pub mod producer_state;
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, Ref, RefCell, RefMut};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -28,17 +34,25 @@ use bytes::Bytes;
 use futures::channel::oneshot;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use shardlog_engine::{
-    batch, BrokerStorage, CacheBudget, LogConfig, LogError, PartitionLog, Storage,
+    batch, BrokerStorage, CacheBudget, FlushPolicy, LogConfig, LogError, PartitionLog, Storage,
+};
+use shardlog_replica::{
+    Acks, Action, BatchIdent, BecameLeader, CommitOn, Committed, DedupCheck, ErrorCode, LogEnds,
+    ReplicaState, Ticket, WaiterId,
 };
 
 use crate::metrics::{self, PartitionStats, Stage};
-use crate::partition::producer_state::{BatchMeta, ProducerStates, SeqCheck, Snapshot};
 use crate::wire::errors;
+use answer::ProduceResult;
 use compression::CompressionPolicy;
+use shardlog_replica::producer_state::{BatchMeta, ProducerStates, Snapshot};
 
 pub type Log = PartitionLog<BrokerStorage>;
 /// A shard's bounded set of open sealed-segment files (see the engine's `files.rs`).
 pub type SegmentFiles = shardlog_engine::SegmentFiles<<BrokerStorage as Storage>::File>;
+
+/// The replica core of a partition with the broker's idempotent-producer state.
+pub type Core = ReplicaState<ProducerStates>;
 
 /// Result of one append job.
 #[derive(Clone, Copy, Debug)]
@@ -120,21 +134,164 @@ impl Admission {
 
 struct AppendJob {
     batch: Bytes,
+    /// The core's admission of this produce; handed back by the appender in every outcome.
+    ticket: Ticket,
     queued: std::time::Instant,
     reply: oneshot::Sender<Result<Appended, i16>>,
 }
 
+/// What a produce waits for: an answer of the replica core, by waiter id.
+type Answer = Result<Committed, ErrorCode>;
+
+/// The replica core and the answers it gave to produce requests still waiting, shared by the
+/// partition, its appender task and the waiting requests (all on the owning shard).
+struct Replica {
+    core: RefCell<Core>,
+    /// One entry per waiting acks=1/all produce (`None` until the core answers it), so no more
+    /// than the core's `max_pending_waiters`. A slot map instead of a oneshot per request: no
+    /// allocation per produce once it has grown.
+    answers: RefCell<HashMap<u64, Option<Answer>>>,
+}
+
+impl Replica {
+    /// Carries out the core's decisions.
+    fn apply(&self, actions: Vec<Action>, topic: &str, index: i32) {
+        for action in actions {
+            match action {
+                Action::Complete { waiter, result } => {
+                    if let Some(slot) = self.answers.borrow_mut().get_mut(&waiter.0) {
+                        *slot = Some(result);
+                    }
+                }
+                // One replica: the high watermark moves with the log's committed end, whose I/O
+                // completion already woke the long polls (they listen on the log's event and
+                // then read `Partition::high_watermark`).
+                Action::HighWatermark(_) => {}
+                other => {
+                    tracing::warn!(topic, partition = index, action = ?other, "replica action not expected on a single-replica leader; ignored");
+                }
+            }
+        }
+    }
+
+    /// Feeds the log's current positions to the core.
+    fn sync(&self, log: &Log, topic: &str, index: i32) {
+        let ends = log_ends(log);
+        let result = {
+            let mut core = self.core.borrow_mut();
+            let mut acts = Vec::new();
+            // The topic's flush policy can change at run time (AlterConfigs): when the written and
+            // durable ends differ, the log's committed end says which one it counts.
+            if ends.durable_end != ends.written_end {
+                let committed = log.committed_end_offset();
+                let on = if committed == ends.durable_end {
+                    CommitOn::Fsync
+                } else {
+                    CommitOn::Write
+                };
+                acts = core.set_commit_on(on);
+            }
+            core.log_progress(ends).map(|more| {
+                acts.extend(more);
+                acts
+            })
+        };
+        match result {
+            Ok(acts) => self.apply(acts, topic, index),
+            Err(e) => {
+                tracing::warn!(topic, partition = index, error = %e, "replica core refused the log's positions")
+            }
+        }
+    }
+}
+
+/// The log's four positions as the core wants them. Below the log start nothing is left to be
+/// written or synced (DeleteRecords may move the start past the durable end under a relaxed
+/// flush policy), so those ends are at least the start.
+fn log_ends(log: &Log) -> LogEnds {
+    let log_start = log.log_start_offset();
+    let durable_end = log.durable_end_offset().max(log_start);
+    let written_end = log.written_end_offset().max(durable_end);
+    LogEnds {
+        log_start,
+        durable_end,
+        written_end,
+        log_end: log.log_end_offset().max(written_end),
+    }
+}
+
+fn commit_on(config: &LogConfig) -> CommitOn {
+    match config.flush {
+        FlushPolicy::EveryBatch => CommitOn::Fsync,
+        _ => CommitOn::Write,
+    }
+}
+
+/// The partition's idempotent-producer state, which lives in the replica core: borrowed through
+/// it for expiry, limits, snapshots and metrics.
+pub struct Producers(Rc<Replica>);
+
+impl Producers {
+    pub fn borrow(&self) -> Ref<'_, ProducerStates> {
+        Ref::map(self.0.core.borrow(), |c| c.producers())
+    }
+
+    /// For expiry and limits (they forget producers, never add any).
+    pub fn borrow_mut(&self) -> RefMut<'_, ProducerStates> {
+        RefMut::map(self.0.core.borrow_mut(), |c| c.producers_mut())
+    }
+}
+
+/// A waiting produce's slot in [`Replica::answers`]; dropping it (the request went away, or its
+/// wait failed) frees the slot and tells the core to forget the waiter.
+struct AnswerSlot {
+    replica: Rc<Replica>,
+    waiter: WaiterId,
+    answered: bool,
+}
+
+impl AnswerSlot {
+    fn take(&mut self) -> Option<Answer> {
+        let answer = self
+            .replica
+            .answers
+            .borrow_mut()
+            .get_mut(&self.waiter.0)
+            .and_then(Option::take);
+        if answer.is_some() {
+            self.replica.answers.borrow_mut().remove(&self.waiter.0);
+            self.answered = true;
+        }
+        answer
+    }
+}
+
+impl Drop for AnswerSlot {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.replica.answers.borrow_mut().remove(&self.waiter.0);
+            self.replica.core.borrow_mut().abandon(self.waiter);
+        }
+    }
+}
+
+/// One partition on its owning shard: the facade over the replica core (`shardlog-replica`)
+/// and the engine log. Handlers produce, read and ask for the high watermark through it.
 pub struct Partition {
     pub topic: String,
     pub index: i32,
+    /// The engine log. Handlers go through the facade; the shard's owner (open, tick,
+    /// retention, config, close) still reaches the log itself.
     pub log: Rc<Log>,
     pub leader_epoch: Rc<Cell<i32>>,
-    pub producers: Rc<RefCell<ProducerStates>>,
+    /// The idempotent-producer state (inside the replica core).
+    pub producers: Producers,
     /// Validation and `compression.type` for produced batches: the default until the owner
     /// sets the topic's (before the partition takes batches), then updated on config changes.
     pub compression: Rc<Cell<CompressionPolicy>>,
     /// Traffic counters (read by metrics scrapes on this shard).
     pub stats: Rc<PartitionStats>,
+    replica: Rc<Replica>,
     snapshot_path: PathBuf,
     appender: Rc<LocalSender<AppendJob>>,
     admission: Rc<Admission>,
@@ -146,8 +303,39 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// This broker as the only replica: the core's replica id (the single-replica broker has no
+/// broker ids yet; issue 19 brings them).
+const SELF: shardlog_replica::ReplicaId = 1;
+
+/// Builds the replica core over an opened log: its positions, the high watermark it has (the
+/// committed end), the restored producer state; then leader of `leader_epoch` with itself as
+/// the only replica and ISR.
+fn build_core(
+    log: &Log,
+    config: &LogConfig,
+    producers: ProducerStates,
+    leader_epoch: i32,
+    now: i64,
+) -> Result<Core, shardlog_replica::StateError> {
+    let cfg = shardlog_replica::Config {
+        replica_id: SELF,
+        commit_on: commit_on(config),
+        ..shardlog_replica::Config::default()
+    };
+    let mut core = ReplicaState::new(cfg, log_ends(log), log.committed_end_offset(), producers)?;
+    core.became_leader(BecameLeader {
+        leader_epoch,
+        partition_epoch: 0,
+        replicas: vec![SELF],
+        isr: vec![SELF],
+        now_ms: u64::try_from(now).unwrap_or(0),
+    })?;
+    Ok(core)
+}
+
 impl Partition {
-    /// Opens the log in `dir`, restores producer state and starts the appender task.
+    /// Opens the log in `dir`, restores producer state, builds the replica core and starts the
+    /// appender task.
     #[allow(clippy::too_many_arguments)]
     pub async fn open(
         topic: &str,
@@ -161,7 +349,7 @@ impl Partition {
         storage: &BrokerStorage,
         clock: &crate::clock::Clock,
     ) -> Result<Rc<Self>, LogError> {
-        let (log, report) = Log::open(storage.clone(), dir.clone(), config).await?;
+        let (log, report) = Log::open(storage.clone(), dir.clone(), config.clone()).await?;
         log.join_cache_budget(cache_budget);
         log.join_segment_files(segment_files);
         tracing::info!(
@@ -177,6 +365,18 @@ impl Partition {
         let log = Rc::new(log);
         let producers =
             restore_producers(&log, &snapshot_path, topic, index, clock.now_ms()).await?;
+        let core = build_core(&log, &config, producers, leader_epoch, clock.now_ms()).map_err(|e| {
+            tracing::error!(topic, partition = index, error = %e, "replica core refused the opened log");
+            LogError::Io {
+                op: "start the replica core of",
+                path: dir.clone(),
+                source: std::io::Error::other(e),
+            }
+        })?;
+        let replica = Rc::new(Replica {
+            core: RefCell::new(core),
+            answers: RefCell::new(HashMap::new()),
+        });
         // Unbounded channel, bounded by `admission`: a job enters only with a free slot.
         let (tx, rx) = local_channel::new_unbounded();
         let admission = Rc::new(Admission::new(APPEND_QUEUE_CAPACITY));
@@ -186,9 +386,10 @@ impl Partition {
             index,
             log: log.clone(),
             leader_epoch: Rc::new(Cell::new(leader_epoch)),
-            producers: Rc::new(RefCell::new(producers)),
+            producers: Producers(replica.clone()),
             compression: Rc::new(Cell::new(CompressionPolicy::default())),
             stats: stats.clone(),
+            replica: replica.clone(),
             snapshot_path,
             appender: Rc::new(tx),
             admission: admission.clone(),
@@ -197,7 +398,7 @@ impl Partition {
             p.topic.clone(),
             index,
             log,
-            p.producers.clone(),
+            replica,
             Live {
                 leader_epoch: p.leader_epoch.clone(),
                 compression: p.compression.clone(),
@@ -210,13 +411,132 @@ impl Partition {
         Ok(p)
     }
 
+    /// Produces `batch` with `acks` (0, 1 or -1): admitted by the core and queued for the
+    /// appender now, synchronously (so batches are appended in call order); the returned
+    /// future waits for the acknowledgement level and gives the answer, a success only with the
+    /// core's [`Committed`] proof.
+    pub fn produce(
+        self: &Rc<Self>,
+        acks: i16,
+        batch: Bytes,
+    ) -> impl std::future::Future<Output = ProduceResult> + 'static {
+        let p = self.clone();
+        let admitted = Acks::from_wire(acks)
+            .ok_or(errors::INVALID_REQUIRED_ACKS)
+            .and_then(|a| {
+                self.replica
+                    .core
+                    .borrow_mut()
+                    .admit_produce(a)
+                    .map_err(ErrorCode::code)
+            });
+        let queued = admitted.map(|ticket| {
+            let slot = (ticket.acks() != Acks::None).then(|| {
+                self.replica
+                    .answers
+                    .borrow_mut()
+                    .insert(ticket.waiter().0, None);
+                AnswerSlot {
+                    replica: self.replica.clone(),
+                    waiter: ticket.waiter(),
+                    answered: false,
+                }
+            });
+            (self.enqueue(ticket, batch), slot)
+        });
+        async move {
+            let res = match queued {
+                Err(code) => {
+                    tracing::debug!(topic = %p.topic, partition = p.index, error = errors::name(code), "produce refused before the append");
+                    ProduceResult::failed(&p.topic, p.index, code)
+                }
+                Ok((rx, slot)) => p.await_produce(acks, rx, slot).await,
+            };
+            res.with_log_start(p.log.log_start_offset())
+        }
+    }
+
+    async fn await_produce(
+        &self,
+        acks: i16,
+        rx: oneshot::Receiver<Result<Appended, i16>>,
+        slot: Option<AnswerSlot>,
+    ) -> ProduceResult {
+        let a = match rx.await {
+            Ok(Ok(a)) => a,
+            Ok(Err(code)) => return ProduceResult::failed(&self.topic, self.index, code),
+            Err(_) => {
+                return ProduceResult::failed(
+                    &self.topic,
+                    self.index,
+                    errors::UNKNOWN_TOPIC_OR_PARTITION,
+                )
+            }
+        };
+        let Some(mut slot) = slot else {
+            return ProduceResult::unanswered(&self.topic, self.index);
+        };
+        // The log's waits drive its I/O (write, then fdatasync); the core then decides.
+        let wait_started = std::time::Instant::now();
+        let waited = if acks == 1 {
+            let w = self.log.wait_written(a.last_offset).await;
+            metrics::stage(Stage::ProduceWriteWait, wait_started.elapsed());
+            w
+        } else {
+            let w = self.log.wait_committed(a.last_offset).await.map(|_| ());
+            metrics::stage(Stage::ProduceFsyncWait, wait_started.elapsed());
+            w
+        };
+        if let Err(e) = waited {
+            let code = errors::log_error_code(&e, &self.topic, self.index);
+            return ProduceResult::failed(&self.topic, self.index, code);
+        }
+        self.replica.sync(&self.log, &self.topic, self.index);
+        match slot.take() {
+            Some(Ok(proof)) => ProduceResult::committed(
+                &self.topic,
+                self.index,
+                proof,
+                a.base_offset,
+                a.last_offset,
+                a.log_append_time_ms,
+            )
+            .unwrap_or_else(|e| {
+                tracing::warn!(topic = %self.topic, partition = self.index, error = %e, "produce answer refused");
+                ProduceResult::failed(&self.topic, self.index, errors::UNKNOWN_SERVER_ERROR)
+            }),
+            Some(Err(code)) => ProduceResult::failed(&self.topic, self.index, code.code()),
+            None => {
+                // The log says the batch is in; the core must agree after the sync above.
+                tracing::warn!(topic = %self.topic, partition = self.index, last_offset = a.last_offset, "replica core did not answer a committed produce");
+                ProduceResult::failed(&self.topic, self.index, errors::REQUEST_TIMED_OUT)
+            }
+        }
+    }
+
+    /// Queues a batch the broker writes itself (the group coordinator's `__consumer_offsets`),
+    /// admitted by the core like an acks=0 produce: the caller waits for the commit on the log
+    /// (`wait_committed`, whose engine proof acknowledges an OffsetCommit). Refused (before
+    /// the queue) only when the core is not the leader.
+    pub fn enqueue_internal(&self, batch: Bytes) -> oneshot::Receiver<Result<Appended, i16>> {
+        match self.replica.core.borrow_mut().admit_produce(Acks::None) {
+            Ok(ticket) => self.enqueue(ticket, batch),
+            Err(e) => {
+                let (tx, rx) = oneshot::channel();
+                let _ = tx.send(Err(e.code()));
+                rx
+            }
+        }
+    }
+
     /// Queues a batch for appending; the position in the queue is taken now, synchronously.
     /// With the queue full (or earlier jobs waiting) the job waits in a task for its turn:
     /// it is still appended in the order of this call, whether or not the caller still waits.
-    pub fn enqueue(&self, batch: Bytes) -> oneshot::Receiver<Result<Appended, i16>> {
+    fn enqueue(&self, ticket: Ticket, batch: Bytes) -> oneshot::Receiver<Result<Appended, i16>> {
         let (reply, rx) = oneshot::channel();
         let job = AppendJob {
             batch,
+            ticket,
             queued: std::time::Instant::now(),
             reply,
         };
@@ -239,6 +559,97 @@ impl Partition {
         rx
     }
 
+    /// The high watermark: what consumers may read up to (exclusive), as the replica core has
+    /// it after taking in the log's current positions.
+    pub fn high_watermark(&self) -> i64 {
+        self.replica.sync(&self.log, &self.topic, self.index);
+        self.replica.core.borrow().high_watermark()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+
+    /// Resolves on the next log I/O completion (the high watermark may have moved): long polls
+    /// re-check [`Partition::high_watermark`] after it fires.
+    pub fn listen(&self) -> event_listener::EventListener {
+        self.log.listen()
+    }
+
+    /// Reads batches from `offset` up to the high watermark, at most `max_bytes` (at least one
+    /// batch when `at_least_one`).
+    pub async fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<shardlog_engine::ReadResult, LogError> {
+        self.read_to(offset, i64::MAX, max_bytes, at_least_one)
+            .await
+    }
+
+    /// [`Partition::read`] that also stops at `bound` (exclusive), e.g. a replay that must not
+    /// pass the end it started with.
+    pub async fn read_to(
+        &self,
+        offset: i64,
+        bound: i64,
+        max_bytes: usize,
+        at_least_one: bool,
+    ) -> Result<shardlog_engine::ReadResult, LogError> {
+        let hw = self.high_watermark().min(bound);
+        self.log.read(offset, hw, max_bytes, at_least_one).await
+    }
+
+    /// Waits until `offset` is committed on the log; the engine's proof acknowledges the
+    /// broker's own writes (OffsetCommit on `__consumer_offsets`).
+    pub async fn wait_committed(
+        &self,
+        offset: i64,
+    ) -> Result<shardlog_engine::Committed, LogError> {
+        let c = self.log.wait_committed(offset).await?;
+        self.replica.sync(&self.log, &self.topic, self.index);
+        Ok(c)
+    }
+
+    /// Bytes of this log in the shard's batch cache.
+    pub fn cached_bytes(&self) -> usize {
+        self.log.cached_bytes()
+    }
+
+    /// The first offset at or after `timestamp_ms` below the high watermark, with its
+    /// timestamp (ListOffsets by time).
+    pub async fn offset_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<(i64, i64)>, LogError> {
+        let found = self.log.offset_for_timestamp(timestamp_ms).await?;
+        let hw = self.high_watermark();
+        Ok(found.filter(|&(offset, _)| offset < hw))
+    }
+
+    /// DeleteRecords: moves the log start to `offset` (at most the high watermark; the caller
+    /// checks); returns the new log start.
+    pub async fn delete_records_before(&self, offset: i64) -> Result<i64, LogError> {
+        let start = self.log.delete_records_before(offset).await?;
+        self.replica.sync(&self.log, &self.topic, self.index);
+        Ok(start)
+    }
+
+    /// The end offset of `leader_epoch` in this log (OffsetForLeaderEpoch), with the epoch.
+    pub fn end_offset_for_epoch(&self, leader_epoch: i32) -> Option<(i32, i64)> {
+        self.log.end_offset_for_epoch(leader_epoch)
+    }
+
+    /// Bytes the log holds on disk.
+    pub fn size_bytes(&self) -> u64 {
+        self.log.size_bytes()
+    }
+
     /// Most jobs the appender queue has held at once.
     pub fn append_queue_peak(&self) -> u64 {
         self.admission.peak.get()
@@ -249,7 +660,7 @@ impl Partition {
     pub async fn write_snapshot(&self) -> std::io::Result<()> {
         let snap = Snapshot {
             end_offset: self.log.log_end_offset(),
-            state: self.producers.borrow().clone(),
+            state: self.replica.core.borrow().producers().clone(),
         };
         let data = serde_json::to_vec(&snap).map_err(std::io::Error::other)?;
         self.log
@@ -377,7 +788,7 @@ async fn appender(
     topic: String,
     index: i32,
     log: Rc<Log>,
-    producers: Rc<RefCell<ProducerStates>>,
+    replica: Rc<Replica>,
     live: Live,
     stats: Rc<PartitionStats>,
     queue: QueueEnd,
@@ -390,11 +801,12 @@ async fn appender(
             &topic,
             index,
             &log,
-            &producers,
+            &replica,
             live.leader_epoch.get(),
             &live.compression.get(),
             &job.batch,
             live.clock.now_ms(),
+            job.ticket,
         )
         .await;
         metrics::stage(Stage::ProduceAppend, started.elapsed());
@@ -410,99 +822,132 @@ async fn appender(
     }
 }
 
+/// Validates, checks with the core and appends one batch; the ticket goes back to the core in
+/// every outcome (`appended` or `append_failed`).
 #[allow(clippy::too_many_arguments)]
 async fn append_one(
     topic: &str,
     index: i32,
     log: &Log,
-    producers: &RefCell<ProducerStates>,
+    replica: &Replica,
     leader_epoch: i32,
     compression: &CompressionPolicy,
     bytes: &Bytes,
     now: i64,
+    ticket: Ticket,
 ) -> Result<Appended, i16> {
+    let refuse = |ticket: Ticket, code: i16| {
+        replica.core.borrow_mut().append_failed(ticket);
+        Err(code)
+    };
     // Validation and recompression come first: what follows (producer state, the log) sees
     // the batch as it will be stored. Recompression keeps producer id, epoch and sequence.
-    let prepared = compression::prepare(bytes.clone(), compression).map_err(|e| {
-        let code = e.code();
-        tracing::info!(topic, partition = index, error = %e, "refused batch: {}", errors::name(code));
-        code
-    })?;
+    let prepared = match compression::prepare(bytes.clone(), compression) {
+        Ok(b) => b,
+        Err(e) => {
+            let code = e.code();
+            tracing::info!(topic, partition = index, error = %e, "refused batch: {}", errors::name(code));
+            return refuse(ticket, code);
+        }
+    };
     let bytes = &prepared;
     let info = batch::peek(bytes).ok();
-    if let Some(info) = info {
-        if info.is_control() {
+    if info.is_some_and(|i| i.is_control()) {
+        tracing::info!(
+            topic,
+            partition = index,
+            "refused control batch from a client: INVALID_RECORD"
+        );
+        return refuse(ticket, errors::INVALID_RECORD);
+    }
+    let ident = info.map(|i| BatchIdent {
+        producer_id: i.producer_id,
+        producer_epoch: i.producer_epoch,
+        first_seq: i.base_sequence,
+        last_seq: i.last_sequence(),
+    });
+    let check = replica.core.borrow().check_batch(&ticket, ident.as_ref());
+    match check {
+        Ok(DedupCheck::Append) => {}
+        Ok(DedupCheck::Duplicate {
+            base_offset,
+            last_offset,
+        }) => {
+            tracing::debug!(
+                topic,
+                partition = index,
+                producer_id = ident.map_or(-1, |i| i.producer_id),
+                base_sequence = ident.map_or(-1, |i| i.first_seq),
+                base_offset,
+                "duplicate idempotent batch; answering with its original offset"
+            );
+            let acts = replica.core.borrow_mut().appended(
+                ticket,
+                shardlog_replica::Appended {
+                    base_offset,
+                    last_offset,
+                    ident,
+                    duplicate: true,
+                    at_ms: now,
+                },
+            );
+            replica.apply(acts, topic, index);
+            return Ok(Appended {
+                base_offset,
+                last_offset,
+                log_append_time_ms: None,
+                duplicate: true,
+            });
+        }
+        Ok(DedupCheck::Reject(e)) => {
+            let code = e.code();
             tracing::info!(
                 topic,
                 partition = index,
-                "refused control batch from a client: INVALID_RECORD"
+                producer_id = ident.map_or(-1, |i| i.producer_id),
+                epoch = ident.map_or(-1, |i| i.producer_epoch),
+                base_sequence = ident.map_or(-1, |i| i.first_seq),
+                error = errors::name(code),
+                "refused idempotent batch"
             );
-            return Err(errors::INVALID_RECORD);
+            return refuse(ticket, code);
         }
-        let check = producers.borrow().check(
-            info.producer_id,
-            info.producer_epoch,
-            info.base_sequence,
-            info.last_sequence(),
-        );
-        match check {
-            SeqCheck::Append => {}
-            SeqCheck::Duplicate {
-                base_offset,
-                last_offset,
-            } => {
-                tracing::debug!(
-                    topic,
-                    partition = index,
-                    producer_id = info.producer_id,
-                    base_sequence = info.base_sequence,
-                    base_offset,
-                    "duplicate idempotent batch; answering with its original offset"
-                );
-                return Ok(Appended {
-                    base_offset,
-                    last_offset,
-                    log_append_time_ms: None,
-                    duplicate: true,
-                });
-            }
-            SeqCheck::Reject(code) => {
-                tracing::info!(
-                    topic,
-                    partition = index,
-                    producer_id = info.producer_id,
-                    epoch = info.producer_epoch,
-                    base_sequence = info.base_sequence,
-                    error = errors::name(code),
-                    "refused idempotent batch"
-                );
-                return Err(code);
-            }
+        Err(e) => {
+            let code = e.code();
+            tracing::info!(
+                topic,
+                partition = index,
+                error = errors::name(code),
+                "refused batch: not the leader any more"
+            );
+            return refuse(ticket, code);
         }
     }
     match log.append(bytes.clone(), leader_epoch, now).await {
         Ok(a) => {
-            if let Some(info) = info {
-                let evicted = producers.borrow_mut().record(
-                    info.producer_id,
-                    info.producer_epoch,
-                    BatchMeta {
-                        first_seq: info.base_sequence,
-                        last_seq: info.last_sequence(),
+            let (acts, evicted) = {
+                let mut core = replica.core.borrow_mut();
+                let acts = core.appended(
+                    ticket,
+                    shardlog_replica::Appended {
                         base_offset: a.base_offset,
                         last_offset: a.last_offset,
+                        ident,
+                        duplicate: false,
+                        at_ms: now,
                     },
-                    now,
                 );
-                if evicted > 0 {
-                    metrics::producer_ids_dropped(evicted, false);
-                    tracing::info!(
-                        topic,
-                        partition = index,
-                        evicted,
-                        "max_producer_ids_per_partition reached: forgot the least recently used producer ids"
-                    );
-                }
+                (acts, core.producers_mut().take_evicted())
+            };
+            replica.apply(acts, topic, index);
+            if evicted > 0 {
+                metrics::producer_ids_dropped(evicted, false);
+                tracing::info!(
+                    topic,
+                    partition = index,
+                    evicted,
+                    "max_producer_ids_per_partition reached: forgot the least recently used producer ids"
+                );
             }
             Ok(Appended {
                 base_offset: a.base_offset,
@@ -511,7 +956,7 @@ async fn append_one(
                 duplicate: false,
             })
         }
-        Err(e) => Err(errors::log_error_code(&e, topic, index)),
+        Err(e) => refuse(ticket, errors::log_error_code(&e, topic, index)),
     }
 }
 
@@ -519,11 +964,12 @@ async fn append_one(
 mod tests {
     use super::*;
 
-    /// A flood of appends enqueued at once (as pipelined produce requests are) never puts more
-    /// than `APPEND_QUEUE_CAPACITY` jobs in the appender queue, and every batch is appended
-    /// once, in enqueue order.
-    #[test]
-    fn append_queue_is_bounded_and_keeps_order() {
+    /// Runs `f` on a glommio executor with a fresh partition of `config`.
+    fn with_partition<F, Fut>(config: LogConfig, f: F)
+    where
+        F: FnOnce(Rc<Partition>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().to_path_buf();
         glommio::LocalExecutorBuilder::default()
@@ -533,7 +979,7 @@ mod tests {
                     0,
                     path.join("0"),
                     path.join("0.producers.json"),
-                    LogConfig::default(),
+                    config,
                     0,
                     &CacheBudget::new(1 << 20),
                     &SegmentFiles::new(16),
@@ -542,25 +988,122 @@ mod tests {
                 )
                 .await
                 .unwrap();
-                let n = 10 * APPEND_QUEUE_CAPACITY as usize;
-                let queued: Vec<_> = (0..n)
-                    .map(|_| p.enqueue(Bytes::from(batch::build(0, 1, 10, now_ms()))))
-                    .collect();
-                let mut offsets = Vec::with_capacity(n);
-                for rx in queued {
-                    let a = rx.await.unwrap().unwrap();
-                    offsets.push(a.base_offset);
-                }
-                assert_eq!(offsets, (0..n as i64).collect::<Vec<_>>());
-                let peak = p.append_queue_peak();
-                assert!(
-                    peak <= APPEND_QUEUE_CAPACITY,
-                    "queue held {peak} jobs, capacity {APPEND_QUEUE_CAPACITY}"
-                );
-                assert_eq!(p.log.log_end_offset(), n as i64);
+                f(p).await;
             })
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    fn idempotent(pid: i64, epoch: i16, seq: i32) -> Bytes {
+        Bytes::from(batch::build_with(0, 1, 10, now_ms(), pid, epoch, seq))
+    }
+
+    /// A flood of appends produced at once (as pipelined produce requests are) never puts more
+    /// than `APPEND_QUEUE_CAPACITY` jobs in the appender queue, and every batch is appended
+    /// once, in produce order, and answered with success.
+    #[test]
+    fn append_queue_is_bounded_and_keeps_order() {
+        with_partition(LogConfig::default(), |p| async move {
+            let n = 10 * APPEND_QUEUE_CAPACITY as usize;
+            let queued: Vec<_> = (0..n)
+                .map(|_| p.produce(1, Bytes::from(batch::build(0, 1, 10, now_ms()))))
+                .collect();
+            let mut offsets = Vec::with_capacity(n);
+            for f in queued {
+                let r = f.await;
+                assert_eq!(r.error(), errors::NONE);
+                offsets.push(r.base_offset());
+            }
+            assert_eq!(offsets, (0..n as i64).collect::<Vec<_>>());
+            let peak = p.append_queue_peak();
+            assert!(
+                peak <= APPEND_QUEUE_CAPACITY,
+                "queue held {peak} jobs, capacity {APPEND_QUEUE_CAPACITY}"
+            );
+            assert_eq!(p.log_end_offset(), n as i64);
+            assert_eq!(p.replica.answers.borrow().len(), 0, "every slot freed");
+            assert_eq!(p.replica.core.borrow().pending_waiters(), 0);
+        });
+    }
+
+    /// The facade's high watermark is the log's committed end, also for acks=0 data nobody
+    /// waits for (written by the shard's tick), and under every flush policy.
+    #[test]
+    fn high_watermark_follows_the_committed_end_without_waiters() {
+        for flush in [FlushPolicy::EveryBatch, FlushPolicy::Never] {
+            let config = LogConfig {
+                flush,
+                ..LogConfig::default()
+            };
+            with_partition(config, |p| async move {
+                for _ in 0..3 {
+                    let r = p
+                        .produce(0, Bytes::from(batch::build(0, 1, 10, now_ms())))
+                        .await;
+                    assert_eq!(r.error(), errors::NONE);
+                    assert_eq!(r.base_offset(), -1, "acks=0 carries no offsets");
+                }
+                assert_eq!(p.high_watermark(), p.log.committed_end_offset());
+                p.log.tick(now_ms()).await.unwrap();
+                p.log.wait_committed(2).await.unwrap();
+                assert_eq!(p.log.committed_end_offset(), 3);
+                assert_eq!(p.high_watermark(), 3);
+                let r = p
+                    .produce(-1, Bytes::from(batch::build(0, 1, 10, now_ms())))
+                    .await;
+                assert_eq!((r.error(), r.base_offset()), (errors::NONE, 3));
+                assert_eq!(p.high_watermark(), 4);
+                let rr = p.read(0, 1 << 20, true).await.unwrap();
+                assert_eq!(rr.batches.len(), 4);
+            });
+        }
+    }
+
+    /// Idempotent producers through the core: a retry gets its original offset, a gap and a
+    /// fenced epoch get their Kafka codes, and nothing is appended for them.
+    #[test]
+    fn idempotent_decisions_come_from_the_core() {
+        with_partition(LogConfig::default(), |p| async move {
+            let first = p.produce(-1, idempotent(7, 0, 0)).await;
+            assert_eq!((first.error(), first.base_offset()), (errors::NONE, 0));
+            p.produce(-1, idempotent(7, 0, 1)).await;
+            let retry = p.produce(-1, idempotent(7, 0, 0)).await;
+            assert_eq!((retry.error(), retry.base_offset()), (errors::NONE, 0));
+            let gap = p.produce(1, idempotent(7, 0, 5)).await;
+            assert_eq!(gap.error(), errors::OUT_OF_ORDER_SEQUENCE_NUMBER);
+            p.produce(-1, idempotent(7, 1, 0)).await;
+            let fenced = p.produce(-1, idempotent(7, 0, 2)).await;
+            assert_eq!(fenced.error(), errors::INVALID_PRODUCER_EPOCH);
+            assert_eq!(p.log_end_offset(), 3);
+            assert_eq!(p.producers.borrow().len(), 1);
+            assert_eq!(p.replica.core.borrow().pending_waiters(), 0);
+        });
+    }
+
+    /// A produce whose requester goes away frees its answer slot and its waiter in the core.
+    #[test]
+    fn an_abandoned_produce_frees_its_slot() {
+        with_partition(LogConfig::default(), |p| async move {
+            drop(p.produce(-1, Bytes::from(batch::build(0, 1, 10, now_ms()))));
+            assert_eq!(p.replica.answers.borrow().len(), 0);
+            let r = p
+                .produce(-1, Bytes::from(batch::build(0, 1, 10, now_ms())))
+                .await;
+            assert_eq!((r.error(), r.base_offset()), (errors::NONE, 1));
+            assert_eq!(p.replica.core.borrow().pending_waiters(), 0);
+        });
+    }
+
+    /// Invalid acks never reach the core or the log.
+    #[test]
+    fn invalid_acks_are_refused() {
+        with_partition(LogConfig::default(), |p| async move {
+            let r = p
+                .produce(2, Bytes::from(batch::build(0, 1, 10, now_ms())))
+                .await;
+            assert_eq!(r.error(), errors::INVALID_REQUIRED_ACKS);
+            assert_eq!(p.log_end_offset(), 0);
+        });
     }
 }

@@ -10,8 +10,9 @@
 //! each append, one batch at a time, so check-then-append is never interleaved.
 //!
 //! The state is serialised to a small JSON snapshot at clean shutdown (and periodically), and
-//! rebuilt after an unclean stop by replaying batch headers from the snapshot's offset: see
-//! `crate::partition`.
+//! rebuilt after an unclean stop by replaying batch headers from the snapshot's offset: that
+//! I/O is the partition facade's (`server/src/partition`); this module is pure, which is why it
+//! lives in the replica core's crate, behind [`ProducerDedup`].
 //!
 //! **Expiry and bounds.** A producer id costs memory for as long as it is remembered, and ids
 //! are cheap to make (one InitProducerId each): 300,000 of them once added 138 MiB that was
@@ -30,7 +31,7 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use crate::wire::errors;
+use crate::{BatchIdent, DedupCheck, ErrorCode, ProducerDedup};
 
 /// How many recent batches per producer are remembered for duplicate detection (Kafka: 5).
 pub const MAX_REMEMBERED_BATCHES: usize = 5;
@@ -60,8 +61,8 @@ pub enum SeqCheck {
     Append,
     /// A retry of a batch already in the log: answer with its original offsets, error NONE.
     Duplicate { base_offset: i64, last_offset: i64 },
-    /// Refuse with this Kafka error code.
-    Reject(i16),
+    /// Refuse with this Kafka error.
+    Reject(ErrorCode),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +71,11 @@ pub struct ProducerStates {
     /// At most this many producer ids (0: no limit); see [`ProducerStates::set_max_ids`].
     #[serde(skip)]
     max_ids: usize,
+    /// Producer ids dropped for the limit by appends through the replica core (whose
+    /// [`ProducerDedup::record`] answer it does not pass on); see
+    /// [`ProducerStates::take_evicted`].
+    #[serde(skip)]
+    evicted_unreported: usize,
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -87,7 +93,7 @@ impl ProducerStates {
             return SeqCheck::Append;
         }
         if first_seq < 0 {
-            return SeqCheck::Reject(errors::INVALID_RECORD);
+            return SeqCheck::Reject(ErrorCode::InvalidRecord);
         }
         let Some(entry) = self.producers.get(&pid) else {
             // No state for this producer: new, or expired (or its batches removed by
@@ -96,14 +102,14 @@ impl ProducerStates {
             return SeqCheck::Append;
         };
         if epoch < entry.epoch {
-            return SeqCheck::Reject(errors::INVALID_PRODUCER_EPOCH);
+            return SeqCheck::Reject(ErrorCode::InvalidProducerEpoch);
         }
         if epoch > entry.epoch {
             // A bumped epoch restarts the sequence.
             return if first_seq == 0 {
                 SeqCheck::Append
             } else {
-                SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
+                SeqCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
             };
         }
         if let Some(b) = entry
@@ -119,7 +125,7 @@ impl ProducerStates {
         match entry.batches.back() {
             Some(last) if first_seq == next_seq(last.last_seq) => SeqCheck::Append,
             None if first_seq == 0 => SeqCheck::Append,
-            Some(_) | None => SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
+            Some(_) | None => SeqCheck::Reject(ErrorCode::OutOfOrderSequenceNumber),
         }
     }
 
@@ -210,12 +216,77 @@ impl ProducerStates {
         n
     }
 
+    /// Producer ids dropped for the limit by appends since the last call (for the metric and
+    /// the log line the appender gives them).
+    pub fn take_evicted(&mut self) -> usize {
+        std::mem::take(&mut self.evicted_unreported)
+    }
+
+    /// The log was cut at `end`: forgets batches at or beyond it. True when the state is still
+    /// exact; false when an entry lost all its batches or its epoch may have come from a
+    /// dropped batch (the state must then be rebuilt from the log).
+    pub fn truncate(&mut self, end: i64) -> bool {
+        let mut exact = true;
+        self.producers.retain(|_, e| {
+            let before = e.batches.len();
+            e.batches.retain(|b| b.last_offset < end);
+            if e.batches.len() == before {
+                return true;
+            }
+            // The epoch was set by the newest batch, which is gone: whether an older batch
+            // had it too is unknown here; so is anything about an entry with no batch left.
+            exact = false;
+            !e.batches.is_empty()
+        });
+        exact
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.producers.is_empty()
+    }
+}
+
+/// The replica core's view: it checks before and records after each leader append, in log
+/// order, and tells the state when the log is cut.
+impl ProducerDedup for ProducerStates {
+    fn check(&self, b: &BatchIdent) -> DedupCheck {
+        match ProducerStates::check(
+            self,
+            b.producer_id,
+            b.producer_epoch,
+            b.first_seq,
+            b.last_seq,
+        ) {
+            SeqCheck::Append => DedupCheck::Append,
+            SeqCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } => DedupCheck::Duplicate {
+                base_offset,
+                last_offset,
+            },
+            SeqCheck::Reject(e) => DedupCheck::Reject(e),
+        }
+    }
+
+    fn record(&mut self, b: &BatchIdent, base_offset: i64, last_offset: i64, at_ms: i64) -> usize {
+        let meta = BatchMeta {
+            first_seq: b.first_seq,
+            last_seq: b.last_seq,
+            base_offset,
+            last_offset,
+        };
+        let evicted = ProducerStates::record(self, b.producer_id, b.producer_epoch, meta, at_ms);
+        self.evicted_unreported += evicted;
+        evicted
+    }
+
+    fn truncated(&mut self, end: i64) -> bool {
+        self.truncate(end)
     }
 }
 
@@ -240,6 +311,74 @@ mod tests {
     }
 
     #[test]
+    fn the_core_sees_the_same_decisions_with_its_error_codes() {
+        let mut s = ProducerStates::default();
+        let id = |epoch, first, last| BatchIdent {
+            producer_id: 7,
+            producer_epoch: epoch,
+            first_seq: first,
+            last_seq: last,
+        };
+        assert_eq!(ProducerDedup::check(&s, &id(0, 0, 1)), DedupCheck::Append);
+        ProducerDedup::record(&mut s, &id(0, 0, 1), 10, 11, 5);
+        assert_eq!(
+            ProducerDedup::check(&s, &id(0, 0, 1)),
+            DedupCheck::Duplicate {
+                base_offset: 10,
+                last_offset: 11
+            }
+        );
+        assert_eq!(
+            ProducerDedup::check(&s, &id(0, 5, 5)),
+            DedupCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
+        );
+        ProducerDedup::record(&mut s, &id(1, 0, 0), 12, 12, 6);
+        assert_eq!(
+            ProducerDedup::check(&s, &id(0, 2, 2)),
+            DedupCheck::Reject(ErrorCode::InvalidProducerEpoch)
+        );
+        assert_eq!(
+            ProducerDedup::check(&s, &id(1, -1, 0)),
+            DedupCheck::Reject(ErrorCode::InvalidRecord)
+        );
+    }
+
+    #[test]
+    fn truncation_keeps_what_is_exact_and_asks_for_a_rebuild_otherwise() {
+        let mut s = ProducerStates::default();
+        s.record(1, 0, meta(0, 0, 0), 1);
+        s.record(1, 0, meta(1, 1, 1), 1);
+        s.record(2, 0, meta(0, 0, 2), 1);
+        assert!(s.truncate(3), "nothing at or past 3");
+        assert_eq!(s.len(), 2);
+        assert!(!s.truncate(2), "producer 2 lost its only batch");
+        assert_eq!(s.len(), 1);
+        assert!(
+            !s.truncate(1),
+            "producer 1 lost its newest batch (its epoch's source)"
+        );
+        assert_eq!(s.producers[&1].batches.len(), 1);
+        assert!(ProducerDedup::truncated(&mut s, 1));
+    }
+
+    #[test]
+    fn evictions_through_the_core_are_counted_once() {
+        let mut s = ProducerStates::default();
+        s.set_max_ids(16);
+        for pid in 0..17i64 {
+            let b = BatchIdent {
+                producer_id: pid,
+                producer_epoch: 0,
+                first_seq: 0,
+                last_seq: 0,
+            };
+            ProducerDedup::record(&mut s, &b, pid, pid, pid);
+        }
+        assert_eq!(s.take_evicted(), 1);
+        assert_eq!(s.take_evicted(), 0);
+    }
+
+    #[test]
     fn non_idempotent_always_appends() {
         let s = ProducerStates::default();
         assert_eq!(s.check(-1, -1, -1, -1), SeqCheck::Append);
@@ -254,7 +393,7 @@ mod tests {
         s.record(7, 0, meta(5, 9, 105), 1);
         assert_eq!(
             s.check(7, 0, 11, 12),
-            SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
+            SeqCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
         );
         assert_eq!(
             s.check(8, 0, 3, 4),
@@ -287,7 +426,7 @@ mod tests {
         );
         assert_eq!(
             s.check(1, 0, 10, 19),
-            SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER),
+            SeqCheck::Reject(ErrorCode::OutOfOrderSequenceNumber),
             "older than the remembered window"
         );
         assert_eq!(s.check(1, 0, 70, 79), SeqCheck::Append);
@@ -299,11 +438,11 @@ mod tests {
         s.record(1, 3, meta(0, 0, 0), 1);
         assert_eq!(
             s.check(1, 2, 1, 1),
-            SeqCheck::Reject(errors::INVALID_PRODUCER_EPOCH)
+            SeqCheck::Reject(ErrorCode::InvalidProducerEpoch)
         );
         assert_eq!(
             s.check(1, 4, 5, 5),
-            SeqCheck::Reject(errors::OUT_OF_ORDER_SEQUENCE_NUMBER)
+            SeqCheck::Reject(ErrorCode::OutOfOrderSequenceNumber)
         );
         assert_eq!(s.check(1, 4, 0, 0), SeqCheck::Append);
         s.record(1, 4, meta(0, 0, 1), 1);
