@@ -475,10 +475,9 @@ fn fetch(c: &mut Criterion) {
             let mut outs = Vec::new();
             for p in 0..case.partitions {
                 let part = shard.partition(case.topic, p).expect("partition");
-                let hw = part.log.committed_end_offset();
+                let hw = part.high_watermark();
                 let rr = part
-                    .log
-                    .read(0, hw, PARTITION_MAX_BYTES as usize, true)
+                    .read(0, PARTITION_MAX_BYTES as usize, true)
                     .await
                     .expect("read");
                 outs.push(ReadOut {
@@ -486,7 +485,7 @@ fn fetch(c: &mut Criterion) {
                     partition: p,
                     error: 0,
                     high_watermark: hw,
-                    log_start_offset: part.log.log_start_offset(),
+                    log_start_offset: part.log_start_offset(),
                     bytes: rr.bytes,
                     batches: rr.batches,
                 });

@@ -60,6 +60,41 @@ pub(crate) fn answers_in_order(
         .collect()
 }
 
+/// Every topic of a request with its partitions, in request order.
+pub(crate) type RequestOrder = Vec<(String, Vec<i32>)>;
+/// (topic, partition, value) parts to send to their owners.
+pub(crate) type RequestParts = Vec<(String, i32, i64)>;
+
+/// The layout of a per-partition request: every topic with its partitions in request order
+/// (for [`answers_in_order`]), and the flat (topic, partition, value) parts to send to their
+/// owners, taken only from the topics `send` keeps.
+pub(crate) fn request_parts<T, P>(
+    topics: &[T],
+    name: impl Fn(&T) -> &str,
+    partitions: impl Fn(&T) -> &[P],
+    value: impl Fn(&P) -> (i32, i64),
+    send: impl Fn(&str) -> bool,
+) -> (RequestOrder, RequestParts) {
+    let order = topics
+        .iter()
+        .map(|t| {
+            let ps = partitions(t).iter().map(|p| value(p).0).collect();
+            (name(t).to_string(), ps)
+        })
+        .collect();
+    let parts = topics
+        .iter()
+        .filter(|t| send(name(t)))
+        .flat_map(|t| {
+            partitions(t).iter().map(|p| {
+                let (partition, v) = value(p);
+                (name(t).to_string(), partition, v)
+            })
+        })
+        .collect();
+    (order, parts)
+}
+
 pub(crate) fn missing(topic: &str, partition: i32) -> OffsetOut {
     OffsetOut::new(topic, partition, errors::UNKNOWN_SERVER_ERROR)
 }
@@ -70,16 +105,6 @@ pub(crate) async fn list_offsets(
     corr: i32,
     req: ListOffsetsRequest,
 ) -> Pending {
-    let order: Vec<(String, Vec<i32>)> = req
-        .topics
-        .iter()
-        .map(|t| {
-            (
-                t.name.0.to_string(),
-                t.partitions.iter().map(|p| p.partition_index).collect(),
-            )
-        })
-        .collect();
     // v2+ carries an isolation level; anything but 0 or 1 refuses every partition.
     let bad_isolation = v >= 2 && !valid_isolation_level(req.isolation_level);
     if bad_isolation {
@@ -88,17 +113,13 @@ pub(crate) async fn list_offsets(
             "list offsets with an unknown isolation level: INVALID_REQUEST"
         );
     }
-    let parts = req
-        .topics
-        .iter()
-        .filter(|_| !bad_isolation)
-        .flat_map(|t| {
-            let name = t.name.0.to_string();
-            t.partitions
-                .iter()
-                .map(move |p| (name.clone(), p.partition_index, p.timestamp))
-        })
-        .collect();
+    let (order, parts) = request_parts(
+        &req.topics,
+        |t| t.name.0.as_str(),
+        |t| &t.partitions,
+        |p| (p.partition_index, p.timestamp),
+        |_| !bad_isolation,
+    );
     let fut = offsets_call(shard, parts, |parts| ShardReq::ListOffsets { parts }).await;
     async move {
         let mut got = fut.await;
@@ -146,28 +167,14 @@ pub(crate) async fn delete_records(
     corr: i32,
     req: DeleteRecordsRequest,
 ) -> Pending {
-    let order: Vec<(String, Vec<i32>)> = req
-        .topics
-        .iter()
-        .map(|t| {
-            (
-                t.name.0.to_string(),
-                t.partitions.iter().map(|p| p.partition_index).collect(),
-            )
-        })
-        .collect();
-    let parts = req
-        .topics
-        .iter()
-        // The internal log's start is moved only by its snapshots.
-        .filter(|t| t.name.0.as_str() != OFFSETS_TOPIC)
-        .flat_map(|t| {
-            let name = t.name.0.to_string();
-            t.partitions
-                .iter()
-                .map(move |p| (name.clone(), p.partition_index, p.offset))
-        })
-        .collect();
+    // The internal log's start is moved only by its snapshots.
+    let (order, parts) = request_parts(
+        &req.topics,
+        |t| t.name.0.as_str(),
+        |t| &t.partitions,
+        |p| (p.partition_index, p.offset),
+        |name| name != OFFSETS_TOPIC,
+    );
     let fut = offsets_call(shard, parts, |parts| ShardReq::DeleteRecords { parts }).await;
     async move {
         let mut got = fut.await;
@@ -202,26 +209,13 @@ pub(crate) async fn epoch_end(
     corr: i32,
     req: OffsetForLeaderEpochRequest,
 ) -> Pending {
-    let order: Vec<(String, Vec<i32>)> = req
-        .topics
-        .iter()
-        .map(|t| {
-            (
-                t.topic.0.to_string(),
-                t.partitions.iter().map(|p| p.partition).collect(),
-            )
-        })
-        .collect();
-    let parts = req
-        .topics
-        .iter()
-        .flat_map(|t| {
-            let name = t.topic.0.to_string();
-            t.partitions
-                .iter()
-                .map(move |p| (name.clone(), p.partition, i64::from(p.leader_epoch)))
-        })
-        .collect();
+    let (order, parts) = request_parts(
+        &req.topics,
+        |t| t.topic.0.as_str(),
+        |t| &t.partitions,
+        |p| (p.partition, i64::from(p.leader_epoch)),
+        |_| true,
+    );
     let fut = offsets_call(shard, parts, |parts| ShardReq::EpochEnd {
         parts: parts
             .into_iter()
@@ -271,6 +265,42 @@ mod tests {
         let mut o = OffsetOut::new(topic, partition, errors::NONE);
         o.offset = offset;
         o
+    }
+
+    #[test]
+    fn request_parts_keep_every_topic_in_order_and_send_only_the_kept_ones() {
+        let topics = [
+            ("b", vec![(2, 20), (0, 0)]),
+            (OFFSETS_TOPIC, vec![(1, 5)]),
+            ("a", vec![(0, 7), (0, 8)]),
+        ];
+        let (order, parts) = request_parts(
+            &topics,
+            |t| t.0,
+            |t| &t.1,
+            |&(p, v)| (p, v),
+            |name| name != OFFSETS_TOPIC,
+        );
+        let names: Vec<_> = order
+            .iter()
+            .map(|(t, ps)| (t.as_str(), ps.clone()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("b", vec![2, 0]),
+                (OFFSETS_TOPIC, vec![1]),
+                ("a", vec![0, 0])
+            ]
+        );
+        let sent: Vec<_> = parts.iter().map(|(t, p, v)| (t.as_str(), *p, *v)).collect();
+        assert_eq!(
+            sent,
+            vec![("b", 2, 20), ("b", 0, 0), ("a", 0, 7), ("a", 0, 8)]
+        );
+        let (order, parts) = request_parts(&topics, |t| t.0, |t| &t.1, |&(p, v)| (p, v), |_| false);
+        assert_eq!(order.len(), 3);
+        assert!(parts.is_empty());
     }
 
     #[test]

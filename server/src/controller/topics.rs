@@ -48,7 +48,7 @@ impl Shard {
                 continue;
             }
             if let Some(p) = self.partition(&t.name, i) {
-                p.log.set_config(config.clone());
+                p.reconfigure(config.clone());
                 p.compression.set(compression);
                 p.leader_epoch.set(pm.leader_epoch);
                 continue;
@@ -254,11 +254,11 @@ impl Shard {
                     tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "could not write producer snapshot");
                 }
             }
-            if let Err(e) = p.log.tick(now).await {
+            if let Err(e) = p.tick(now).await {
                 errors::log_error_code(&e, &p.topic, p.index);
             }
             if retention_due {
-                match p.log.apply_retention(now).await {
+                match p.apply_retention(now).await {
                     Ok(r) if r.segments_deleted > 0 => {
                         tracing::info!(topic = %p.topic, partition = p.index, segments = r.segments_deleted, bytes = r.bytes_deleted, "retention deleted segments");
                     }

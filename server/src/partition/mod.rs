@@ -280,9 +280,9 @@ impl Drop for AnswerSlot {
 pub struct Partition {
     pub topic: String,
     pub index: i32,
-    /// The engine log. Handlers go through the facade; the shard's owner (open, tick,
-    /// retention, config, close) still reaches the log itself.
-    pub log: Rc<Log>,
+    /// The engine log: reached only through the facade's methods (produce, read, high
+    /// watermark, waits, and the owner's reconfigure / tick / retention / close).
+    log: Rc<Log>,
     pub leader_epoch: Rc<Cell<i32>>,
     /// The idempotent-producer state (inside the replica core).
     pub producers: Producers,
@@ -667,6 +667,38 @@ impl Partition {
             .storage()
             .write_file_atomic(&self.snapshot_path, &data)
             .await
+    }
+
+    /// The topic's log settings changed (AlterConfigs): the log takes them; the core's commit
+    /// level follows on the next position sync.
+    pub fn reconfigure(&self, config: LogConfig) {
+        self.log.set_config(config);
+        self.replica.sync(&self.log, &self.topic, self.index);
+    }
+
+    /// The owner's periodic work on this partition: the log's time-based flush (`flush.ms`)
+    /// and roll (`segment.ms`), then the core sees the new positions and the time (its ISR
+    /// lag checks; nothing to do with one replica).
+    pub async fn tick(&self, now_ms: i64) -> Result<(), LogError> {
+        let r = self.log.tick(now_ms).await;
+        self.replica.sync(&self.log, &self.topic, self.index);
+        let acts = self
+            .replica
+            .core
+            .borrow_mut()
+            .tick(u64::try_from(now_ms).unwrap_or(0));
+        self.replica.apply(acts, &self.topic, self.index);
+        r
+    }
+
+    /// Retention by time and size; the core learns the new log start.
+    pub async fn apply_retention(
+        &self,
+        now_ms: i64,
+    ) -> Result<shardlog_engine::RetentionReport, LogError> {
+        let r = self.log.apply_retention(now_ms).await;
+        self.replica.sync(&self.log, &self.topic, self.index);
+        r
     }
 
     /// Gives up the partition, closing its append queue; returns the log handle.
