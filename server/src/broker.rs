@@ -29,7 +29,7 @@ use shardlog_engine::BrokerStorage;
 
 use crate::clock::Clock;
 use crate::connection;
-use crate::controller::authority::MetadataAuthority;
+use crate::controller::log::MetadataAuthority;
 use crate::controller::log::{ControllerLog, FileMetadataLog};
 use crate::controller::metadata::ClusterMeta;
 use crate::mesh::messages::MeshMsg;

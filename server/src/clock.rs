@@ -23,7 +23,7 @@ pub enum Clock {
 impl Clock {
     pub fn now_ms(&self) -> i64 {
         match self {
-            Self::System => crate::partition::now_ms(),
+            Self::System => now_ms(),
             Self::Manual(m) => m.now_ms(),
         }
     }
@@ -46,4 +46,11 @@ impl ManualClock {
     pub fn advance(&self, ms: i64) {
         self.0.fetch_add(ms, Ordering::SeqCst);
     }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (what [`Clock::System`] reads).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

@@ -9,8 +9,8 @@ use std::rc::Rc;
 
 use futures::future::{self};
 
-use crate::controller::log::{CommittedRecord, MetaLogError, MetadataLog};
-use crate::controller::metadata::{self, ClusterMeta, PRODUCER_ID_BLOCK};
+use crate::controller::log::MetaLogError;
+use crate::controller::metadata::{self, ClusterMeta};
 use crate::controller::records::MetadataRecord;
 use crate::controller::validate::{self, Refusal};
 use crate::wire::errors;
@@ -20,54 +20,6 @@ use crate::controller::topics::remove_topic_dir;
 use crate::mesh::messages::*;
 use crate::mesh::routing::topic_dir;
 use crate::mesh::shard::Shard;
-
-/// The metadata log as the authority uses it, plus the producer ids of the current block
-/// handed out since it was committed (in memory only: a restart starts a new block).
-pub struct MetadataAuthority<L> {
-    log: L,
-    next_producer_id: i64,
-}
-
-impl<L: MetadataLog> MetadataAuthority<L> {
-    pub fn new(log: L) -> Self {
-        // Ids below the committed block end may have been handed out before a restart.
-        let next_producer_id = log.image().producer_id_block_end;
-        Self {
-            log,
-            next_producer_id,
-        }
-    }
-
-    pub fn log(&self) -> &L {
-        &self.log
-    }
-
-    /// The committed metadata image.
-    pub fn image(&self) -> &ClusterMeta {
-        self.log.image()
-    }
-
-    /// Commits one validated record (see [`MetadataLog::commit`]).
-    pub async fn commit(
-        &mut self,
-        record: MetadataRecord,
-    ) -> Result<Vec<CommittedRecord>, MetaLogError> {
-        self.log.commit(record).await
-    }
-
-    /// A new producer id; commits a new block end when the current block is used up.
-    pub async fn allocate_producer_id(&mut self) -> Result<i64, MetaLogError> {
-        if self.next_producer_id >= self.log.image().producer_id_block_end {
-            let block_end = self.next_producer_id + PRODUCER_ID_BLOCK;
-            self.log
-                .commit(MetadataRecord::ProducerIdBlock { block_end })
-                .await?;
-        }
-        let id = self.next_producer_id;
-        self.next_producer_id += 1;
-        Ok(id)
-    }
-}
 
 impl Shard {
     // ---- metadata authority (shard 0) ----

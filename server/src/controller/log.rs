@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use shardlog_engine::Storage;
 
-use crate::controller::metadata::{ClusterMeta, MetaError};
+use crate::controller::metadata::{ClusterMeta, MetaError, PRODUCER_ID_BLOCK};
 use crate::controller::records::{MetadataRecord, RecordError};
 use crate::wire::errors;
 
@@ -175,6 +175,54 @@ impl<S: Storage> MetadataLog for FileMetadataLog<S> {
     }
 }
 
+/// The metadata log as the authority uses it, plus the producer ids of the current block
+/// handed out since it was committed (in memory only: a restart starts a new block).
+pub struct MetadataAuthority<L> {
+    log: L,
+    next_producer_id: i64,
+}
+
+impl<L: MetadataLog> MetadataAuthority<L> {
+    pub fn new(log: L) -> Self {
+        // Ids below the committed block end may have been handed out before a restart.
+        let next_producer_id = log.image().producer_id_block_end;
+        Self {
+            log,
+            next_producer_id,
+        }
+    }
+
+    pub fn log(&self) -> &L {
+        &self.log
+    }
+
+    /// The committed metadata image.
+    pub fn image(&self) -> &ClusterMeta {
+        self.log.image()
+    }
+
+    /// Commits one validated record (see [`MetadataLog::commit`]).
+    pub async fn commit(
+        &mut self,
+        record: MetadataRecord,
+    ) -> Result<Vec<CommittedRecord>, MetaLogError> {
+        self.log.commit(record).await
+    }
+
+    /// A new producer id; commits a new block end when the current block is used up.
+    pub async fn allocate_producer_id(&mut self) -> Result<i64, MetaLogError> {
+        if self.next_producer_id >= self.log.image().producer_id_block_end {
+            let block_end = self.next_producer_id + PRODUCER_ID_BLOCK;
+            self.log
+                .commit(MetadataRecord::ProducerIdBlock { block_end })
+                .await?;
+        }
+        let id = self.next_producer_id;
+        self.next_producer_id += 1;
+        Ok(id)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod conformance {
     //! The [`MetadataLog`] contract as tests, generic over the implementation: each takes a
@@ -184,7 +232,7 @@ pub(crate) mod conformance {
     use std::future::Future;
 
     use super::*;
-    use crate::controller::authority::MetadataAuthority;
+    use crate::controller::log::MetadataAuthority;
     use crate::controller::metadata::PRODUCER_ID_BLOCK;
 
     fn records() -> Vec<MetadataRecord> {
@@ -314,7 +362,7 @@ pub(crate) mod conformance {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::authority::MetadataAuthority;
+    use crate::controller::log::MetadataAuthority;
     use crate::controller::metadata::PRODUCER_ID_BLOCK;
     use shardlog_engine::GlommioStorage;
 

@@ -77,8 +77,9 @@ use shardlog_coordinator::{
 };
 use shardlog_engine::Committed;
 
+use crate::clock::now_ms;
 use crate::mesh::shard::Shard;
-use crate::partition::{now_ms, Partition};
+use crate::partition::Partition;
 
 use crate::groups::offsets_log::*;
 use crate::groups::state::{Groups, Waiter};

@@ -9,8 +9,8 @@ use shardlog_coordinator::{offsets_partition_for_group, shard_for_offsets_partit
 use shardlog_engine::batch::{self, HEADER_BYTES, LOG_OVERHEAD};
 use shardlog_engine::{FlushPolicy, LogConfig};
 
+use crate::clock::now_ms;
 use crate::config::BrokerConfig;
-use crate::partition::now_ms;
 
 /// Name of the internal topic holding group metadata and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

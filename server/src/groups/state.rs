@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use futures::channel::oneshot;
 use shardlog_coordinator::{Config, GroupCoordinator, Response};
 
+use crate::clock::now_ms;
 use crate::config::BrokerConfig;
-use crate::partition::now_ms;
 
 use crate::groups::offsets_log::*;
 

@@ -35,8 +35,8 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
-use crate::controller::authority::MetadataAuthority;
 use crate::controller::log::ControllerLog;
+use crate::controller::log::MetadataAuthority;
 use crate::controller::metadata::{ClusterMeta, TopicMeta};
 use crate::partition::Partition;
 use crate::wire::fetch::FetchSessions;

@@ -297,11 +297,7 @@ pub struct Partition {
     admission: Rc<Admission>,
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
+pub use crate::clock::now_ms;
 
 /// This broker as the only replica: the core's replica id (the single-replica broker has no
 /// broker ids yet; issue 19 brings them).
