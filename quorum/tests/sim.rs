@@ -32,28 +32,8 @@ use shardlog_quorum::{
     QuorumError, QuorumNode, StateMachine, DEFAULT_MAX_FRAME,
 };
 
-/// splitmix64: small, seedable, identical everywhere.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        if n == 0 {
-            0
-        } else {
-            self.next() % n
-        }
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64 > 1.0 - p
-    }
-}
+// splitmix64: small, seedable, identical everywhere (the simulated disk's generator).
+use shardlog_engine::io::sim::SplitMix as Rng;
 
 /// The toy state machine: the applied entries, in order.
 #[derive(Default)]
@@ -251,7 +231,7 @@ impl Sim {
             CrashMode::LoseUnsynced
         } else {
             CrashMode::Torn {
-                seed: self.rng.next(),
+                seed: self.rng.next_u64(),
             }
         };
         let id = self.nodes[i].id;

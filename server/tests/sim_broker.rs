@@ -281,18 +281,8 @@ fn restart_after_clean_shutdown_keeps_everything() {
     b.stop();
 }
 
-/// A small seeded generator (SplitMix64) for crash points.
-struct Seeded(u64);
-
-impl Seeded {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
+// A small seeded generator (SplitMix64) for crash points: the simulated disk's.
+use shardlog_engine::io::sim::SplitMix as Seeded;
 
 /// flush = every batch, acks = all: the disk stops at a seeded operation while records stream
 /// in (every later write, fsync, rename... fails with EIO and has no effect: the process "died"
@@ -304,7 +294,7 @@ impl Seeded {
 fn crash_mid_append_keeps_every_acknowledged_record() {
     let mut rng = Seeded(0x5eed_0018);
     for round in 0..12u64 {
-        let seed = rng.next();
+        let seed = rng.next_u64();
         // Topic creation and the first appends are done before the disk is armed; the crash
         // lands somewhere among the stream's disk operations (a write and an fsync per group
         // of batches the appender commits together: some 60 for this stream).
