@@ -3,6 +3,7 @@
 //! ```text
 //! shardlog start [--listen HOST:PORT] [--data-dir DIR] [--cores N] [--config FILE]
 //!                [--node-id ID] [--advertised HOST:PORT] [--admin-listen HOST:PORT]
+//!                [--controller-listen HOST:PORT] [--voters ID@HOST:PORT,...]
 //! shardlog topic|produce|consume|group|cluster|config|check ...   (see `shardlog help`)
 //! ```
 //!
@@ -42,9 +43,16 @@ enum Command {
         /// TOML configuration file; flags and SHARDLOG_* variables override it.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
-        /// Broker id reported to clients (default 0).
+        /// Broker id, >= 1 (default 1).
         #[arg(long, value_name = "ID")]
         node_id: Option<i32>,
+        /// Controller listener (raft and controller RPC between brokers); needed with --voters.
+        #[arg(long, value_name = "HOST:PORT")]
+        controller_listen: Option<String>,
+        /// Controller quorum voters, `1@host:port,2@host:port,3@host:port` (their controller
+        /// listeners). Absent: this node is its own sole voter.
+        #[arg(long, value_name = "ID@HOST:PORT,...")]
+        voters: Option<String>,
         /// Address advertised in Metadata (default: the listen address).
         #[arg(long, value_name = "HOST:PORT")]
         advertised: Option<String>,
@@ -332,6 +340,8 @@ fn main() -> ExitCode {
         cores,
         config,
         node_id,
+        controller_listen,
+        voters,
         advertised,
         admin_listen,
     } = command
@@ -345,6 +355,8 @@ fn main() -> ExitCode {
         cores,
         node_id,
         admin_listen,
+        controller_listen,
+        voters,
     };
     let cfg = match BrokerConfig::load(config.as_deref(), std::env::vars(), &flags) {
         Ok(c) => c,

@@ -322,10 +322,11 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let store = MetadataAuthority::new(FileMetadataLog::open(
-            &cfg.data_dir.join("meta"),
-            shardlog_engine::GlommioStorage,
-        )?);
+        let mut log =
+            FileMetadataLog::open(&cfg.data_dir.join("meta"), shardlog_engine::GlommioStorage)?;
+        // Partitions from before replication live on this node alone.
+        log.upgrade_single_node(cfg.node_id);
+        let store = MetadataAuthority::new(log);
         let mut cfg = cfg;
         cfg.offsets_topic_partitions = crate::groups::offsets_log::resolve_offsets_partitions(&cfg)
             .map_err(|source| BrokerError::DataDir {

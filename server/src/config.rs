@@ -21,6 +21,10 @@ pub const ENV_CONFIG: &str = "SHARDLOG_CLI_CONFIG";
 /// alone (its configuration is `SHARDLOG_<KEY>` too, and these name no broker setting).
 pub const CLI_ENV_VARS: [&str; 3] = [ENV_BROKERS, ENV_PROFILE, ENV_CONFIG];
 
+/// Keys whose default is "unset": absent from [`BrokerConfig::as_table`] until set, but
+/// still configuration keys for `SHARDLOG_<KEY>`.
+const OPTIONAL_STRING_KEYS: [&str; 3] = ["advertised", "controller_listen", "voters"];
+
 /// What `flush.messages` / `flush.ms` a topic gets when it sets neither.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -54,7 +58,16 @@ pub struct BrokerConfig {
     pub data_dir: PathBuf,
     /// Number of shards (pinned executors). 0 = one per available core.
     pub cores: usize,
+    /// This broker's id (>= 1: the controller quorum's ids start at 1).
     pub node_id: i32,
+    /// Address of the controller listener (raft and controller RPC between brokers). Needed
+    /// with `voters`; a single node without `voters` needs none.
+    pub controller_listen: Option<String>,
+    /// The controller quorum's voters, Kafka's `controller.quorum.voters` form
+    /// `1@host:port,2@host:port,3@host:port` (each port a voter's `controller_listen`).
+    /// Absent: this node is its own sole voter (the single-node broker). A broker not in
+    /// the list follows the metadata log as a learner.
+    pub voters: Option<String>,
     pub cluster_id: String,
     /// `tracing` filter used when RUST_LOG is unset.
     pub log_level: String,
@@ -177,7 +190,9 @@ impl Default for BrokerConfig {
             advertised: None,
             data_dir: PathBuf::from("./data"),
             cores: 0,
-            node_id: 0,
+            node_id: 1,
+            controller_listen: None,
+            voters: None,
             cluster_id: "shardlog-cluster".into(),
             log_level: "info".into(),
             log_format: LogFormat::Text,
@@ -281,6 +296,8 @@ pub struct Overrides {
     pub cores: Option<usize>,
     pub node_id: Option<i32>,
     pub admin_listen: Option<String>,
+    pub controller_listen: Option<String>,
+    pub voters: Option<String>,
 }
 
 impl BrokerConfig {
@@ -331,7 +348,7 @@ impl BrokerConfig {
                     continue;
                 }
                 let key = key.to_ascii_lowercase();
-                if !known.contains_key(&key) && key != "advertised" {
+                if !known.contains_key(&key) && !OPTIONAL_STRING_KEYS.contains(&key.as_str()) {
                     // The environment is shared with other tools (`SHARDLOG_BIN` in test
                     // harnesses, ...): only variables that name a config key configure the
                     // broker; the rest are reported and left alone.
@@ -361,6 +378,12 @@ impl BrokerConfig {
         if let Some(v) = &flags.admin_listen {
             cfg.admin_listen = v.clone();
         }
+        if let Some(v) = &flags.controller_listen {
+            cfg.controller_listen = Some(v.clone());
+        }
+        if let Some(v) = &flags.voters {
+            cfg.voters = Some(v.clone());
+        }
         cfg.validate_with(host)?;
         Ok(cfg)
     }
@@ -383,6 +406,8 @@ impl BrokerConfig {
             "log_format",
             "admin_listen",
             "compression_type",
+            "controller_listen",
+            "voters",
         ];
         let literal = if string_keys.contains(&key) {
             toml::Value::String(value.to_string()).to_string()
@@ -423,6 +448,12 @@ impl BrokerConfig {
         put("data_dir", self.data_dir.display().to_string().into());
         put("cores", (self.cores as i64).into());
         put("node_id", i64::from(self.node_id).into());
+        if let Some(a) = &self.controller_listen {
+            put("controller_listen", a.clone().into());
+        }
+        if let Some(v) = &self.voters {
+            put("voters", v.clone().into());
+        }
         put("cluster_id", self.cluster_id.clone().into());
         put("log_level", self.log_level.clone().into());
         let log_format = match self.log_format {
@@ -609,8 +640,25 @@ impl BrokerConfig {
         if self.cores > 256 {
             return Err(bad("cores", self.cores, "at most 256 shards"));
         }
-        if self.node_id < 0 {
-            return Err(bad("node_id", self.node_id, "must be >= 0"));
+        if self.node_id < 1 {
+            return Err(bad(
+                "node_id",
+                self.node_id,
+                "must be >= 1 (controller quorum ids start at 1)",
+            ));
+        }
+        if let Some(c) = &self.controller_listen {
+            (host.resolve)(c).map_err(|m| bad("controller_listen", c, &m))?;
+        }
+        if let Some(v) = &self.voters {
+            shardlog_quorum::parse_voters(v).map_err(|e| bad("voters", v, &e.to_string()))?;
+            if self.controller_listen.is_none() {
+                return Err(bad(
+                    "voters",
+                    v,
+                    "needs controller_listen (--controller-listen): brokers reach each other's controllers there",
+                ));
+            }
         }
         if !(1..=10_000).contains(&self.default_partitions) {
             return Err(bad(

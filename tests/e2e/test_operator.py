@@ -230,7 +230,7 @@ def test_group_lag_and_reset(admin_broker):
 def test_cluster_info_and_health(admin_broker):
     b = ["--brokers", admin_broker.bootstrap]
     info = cli_json(["cluster", "info", *b])
-    assert info["brokers"][0]["port"] == admin_broker.port and info["controller_id"] == 0
+    assert info["brokers"][0]["port"] == admin_broker.port and info["controller_id"] == 1
     h = cli_json(["cluster", "health", *b])
     assert h["healthy"] is True and h["offline_partitions"] == [] and h["under_replicated_partitions"] == []
 

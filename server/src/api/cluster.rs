@@ -88,7 +88,7 @@ pub(crate) async fn metadata_api(
                             name: name.clone(),
                             id: 0,
                             partitions: vec![
-                                metadata::PartitionMeta { leader_epoch: 0 };
+                                metadata::PartitionMeta::new(vec![shard.cfg.node_id]);
                                 shard.groups.partitions
                             ],
                             configs: Default::default(),

@@ -86,9 +86,10 @@ impl Shard {
                 validate_only,
             } => {
                 let mut out = Vec::with_capacity(topics.len());
+                let node_id = self.cfg.node_id;
                 for (name, count) in topics {
                     let record = match self
-                        .validate(|m| validate::create_partitions(m, &name, count))
+                        .validate(|m| validate::create_partitions(m, &name, count, node_id))
                         .await
                     {
                         Ok(r) => r,
@@ -150,9 +151,10 @@ impl Shard {
     ) -> AdminResult {
         let name = t.name.clone();
         let default_partitions = self.cfg.default_partitions;
+        let node_id = self.cfg.node_id;
         let id = metadata::new_topic_id();
         let record = match self
-            .validate(|m| validate::create_topic(m, t, default_partitions, id))
+            .validate(|m| validate::create_topic(m, t, default_partitions, id, node_id))
             .await
         {
             Ok(r) => r,
@@ -177,7 +179,7 @@ impl Shard {
             return (name, errors::NONE, None);
         }
         let partitions = match &record {
-            MetadataRecord::CreateTopic { partitions, .. } => *partitions,
+            MetadataRecord::CreateTopic { assignments, .. } => assignments.len(),
             _ => 0,
         };
         let r = self.commit(record).await;

@@ -135,6 +135,13 @@ impl<S: Storage> FileMetadataLog<S> {
         })
     }
 
+    /// Gives partitions from an image written before replication their single replica
+    /// ([`ClusterMeta::upgrade_single_node`]); in memory, so it is repeated at every start
+    /// until the next commit writes the image.
+    pub fn upgrade_single_node(&mut self, node_id: i32) {
+        self.image.upgrade_single_node(node_id);
+    }
+
     /// Writes `image` atomically and durably (tmp write, fsync, rename, directory fsync; off
     /// the shard for the real disk).
     async fn persist(&self, image: &ClusterMeta) -> Result<(), MetaError> {
@@ -241,19 +248,20 @@ pub(crate) mod conformance {
             MetadataRecord::CreateTopic {
                 name: "a".into(),
                 id: 1,
-                partitions: 2,
+                assignments: vec![vec![1]; 2],
                 configs: cfg("retention.ms", "5"),
             },
             MetadataRecord::CreateTopic {
                 name: "b".into(),
                 id: 2,
-                partitions: 1,
+                assignments: vec![vec![1]; 1],
                 configs: BTreeMap::new(),
             },
             MetadataRecord::CreatePartitions {
                 name: "a".into(),
                 id: 1,
-                count: 4,
+                first: 2,
+                assignments: vec![vec![1]; 2],
             },
             MetadataRecord::AlterConfigs {
                 name: "b".into(),
@@ -269,7 +277,7 @@ pub(crate) mod conformance {
             MetadataRecord::CreateTopic {
                 name: "a".into(),
                 id: 3,
-                partitions: 1,
+                assignments: vec![vec![1]; 1],
                 configs: BTreeMap::new(),
             },
         ]
@@ -463,7 +471,7 @@ mod tests {
             a.commit(MetadataRecord::CreateTopic {
                 name: "new".into(),
                 id: 5,
-                partitions: 1,
+                assignments: vec![vec![1]; 1],
                 configs: Default::default(),
             })
             .await
@@ -501,7 +509,7 @@ mod tests {
                 .commit(MetadataRecord::CreateTopic {
                     name: "t".into(),
                     id: 1,
-                    partitions: 1,
+                    assignments: vec![vec![1]; 1],
                     configs: Default::default(),
                 })
                 .await

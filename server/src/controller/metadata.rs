@@ -24,9 +24,70 @@ use crate::wire::errors;
 
 pub const PRODUCER_ID_BLOCK: i64 = 1000;
 
+/// The `leader` of a partition that has none (offline).
+pub const NO_LEADER: i32 = -1;
+
+/// One partition's replication state, as the controller last committed it.
+///
+/// Images written before replication existed hold only `leader_epoch`; they load with the
+/// other fields empty and [`ClusterMeta::upgrade_single_node`] fills them in (every replica
+/// on the one node).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMeta {
     pub leader_epoch: i32,
+    /// Bumped by every change of leader, ISR or ELR (KIP-497's partition epoch): an
+    /// AlterPartition based on an older one is refused.
+    #[serde(default)]
+    pub partition_epoch: i32,
+    /// The leader's broker id, [`NO_LEADER`] when the partition is offline.
+    #[serde(default = "no_leader")]
+    pub leader: i32,
+    /// The assigned replicas, preferred leader first.
+    #[serde(default)]
+    pub replicas: Vec<i32>,
+    /// The in-sync replicas (the leader among them while there is one).
+    #[serde(default)]
+    pub isr: Vec<i32>,
+    /// KIP-966 eligible leader replicas: replicas that left the ISR while it was below
+    /// min.insync.replicas and still hold every committed record.
+    #[serde(default)]
+    pub elr: Vec<i32>,
+}
+
+fn no_leader() -> i32 {
+    NO_LEADER
+}
+
+impl PartitionMeta {
+    /// A new partition on `replicas`: the first leads, all are in sync, epochs 0.
+    pub fn new(replicas: Vec<i32>) -> Self {
+        Self {
+            leader_epoch: 0,
+            partition_epoch: 0,
+            leader: replicas.first().copied().unwrap_or(NO_LEADER),
+            isr: replicas.clone(),
+            replicas,
+            elr: Vec::new(),
+        }
+    }
+}
+
+/// A registered broker (KIP-631), as the controller last committed it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerMeta {
+    pub id: i32,
+    /// The broker epoch (KIP-903) the controller gave its latest registration: requests
+    /// carrying an older one come from a previous incarnation and are refused.
+    pub epoch: i64,
+    /// Random id of the registering process (KIP-631 incarnation id).
+    pub incarnation: u128,
+    /// The advertised Kafka address.
+    pub host: String,
+    pub port: u16,
+    /// A fenced broker leads nothing and is in no ISR; registered brokers start fenced.
+    pub fenced: bool,
+    /// Controlled shutdown in progress: leaderships are being moved away.
+    pub shutting_down: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,10 +109,41 @@ pub struct ClusterMeta {
     pub topics: BTreeMap<String, TopicMeta>,
     /// End of the producer-id block handed out last (exclusive).
     pub producer_id_block_end: i64,
+    /// Registered brokers by id.
+    #[serde(default)]
+    pub brokers: BTreeMap<i32, BrokerMeta>,
     /// Index of the last metadata-log record applied (0: none, or a file written before the
     /// metadata log existed, which lacks the field). Set by the log, not by `apply`.
     #[serde(default)]
     pub applied_index: u64,
+}
+
+impl ClusterMeta {
+    /// One partition's state.
+    pub fn partition(&self, topic: &str, partition: u32) -> Option<&PartitionMeta> {
+        self.topics.get(topic)?.partitions.get(partition as usize)
+    }
+
+    /// Brokers registered and not fenced.
+    pub fn live_brokers(&self) -> impl Iterator<Item = &BrokerMeta> {
+        self.brokers.values().filter(|b| !b.fenced)
+    }
+
+    /// Fills in the replication fields of partitions from an image written before
+    /// replication existed (they have no replicas): every such partition is on `node_id`
+    /// alone, which leads it and is its ISR. Returns whether anything changed.
+    pub fn upgrade_single_node(&mut self, node_id: i32) -> bool {
+        let mut changed = false;
+        for t in self.topics.values_mut() {
+            for p in t.partitions.iter_mut().filter(|p| p.replicas.is_empty()) {
+                p.replicas = vec![node_id];
+                p.isr = vec![node_id];
+                p.leader = node_id;
+                changed = true;
+            }
+        }
+        changed
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -353,7 +445,7 @@ mod tests {
         TopicMeta {
             name: "t".into(),
             id: 1,
-            partitions: vec![PartitionMeta { leader_epoch: 0 }],
+            partitions: vec![PartitionMeta::new(vec![1])],
             configs: configs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::controller::metadata::{ClusterMeta, PartitionMeta, TopicMeta};
+use crate::controller::metadata::{BrokerMeta, ClusterMeta, PartitionMeta, TopicMeta};
 
 /// Current version of the record encoding.
 pub const RECORD_VERSION: u8 = 1;
@@ -30,27 +30,38 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// Most configs one record may carry (far above the number of known topic configs).
 const MAX_CONFIGS: usize = 256;
 
+/// Most broker ids in one replica list (Kafka has no limit; a replica list this long would be
+/// a bug, and it keeps a record far below [`MAX_RECORD_BYTES`]).
+pub const MAX_REPLICAS: usize = 64;
+
 const KIND_CREATE_TOPIC: u8 = 1;
 const KIND_CREATE_PARTITIONS: u8 = 2;
 const KIND_ALTER_CONFIGS: u8 = 3;
 const KIND_DELETE_TOPIC: u8 = 4;
 const KIND_PRODUCER_IDS: u8 = 5;
+const KIND_REGISTER_BROKER: u8 = 6;
+const KIND_BROKER_STATE: u8 = 7;
+const KIND_PARTITION_CHANGE: u8 = 8;
+const KIND_UNREGISTER_BROKER: u8 = 9;
 
 /// One committed change to the cluster metadata.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MetadataRecord {
-    /// A new topic with `partitions` partitions (leader epoch 0) and its explicit configs.
+    /// A new topic, one partition per assignment (its replicas, preferred leader first; the
+    /// first leads, all are in sync, epochs 0), and its explicit configs.
     CreateTopic {
         name: String,
         id: u128,
-        partitions: u32,
+        assignments: Vec<Vec<i32>>,
         configs: BTreeMap<String, String>,
     },
-    /// The topic now has `count` partitions (only ever grows).
+    /// New partitions `first..first + assignments.len()` appended to a topic of exactly
+    /// `first` partitions, one per assignment (like `CreateTopic`'s).
     CreatePartitions {
         name: String,
         id: u128,
-        count: u32,
+        first: u32,
+        assignments: Vec<Vec<i32>>,
     },
     /// The topic's explicit configs are now exactly `configs`.
     AlterConfigs {
@@ -66,6 +77,40 @@ pub enum MetadataRecord {
     ProducerIdBlock {
         block_end: i64,
     },
+    /// A broker registered (KIP-631) with the epoch the controller gave it; it starts fenced.
+    RegisterBroker {
+        id: i32,
+        epoch: i64,
+        incarnation: u128,
+        host: String,
+        port: u16,
+    },
+    /// A registered broker's fencing and controlled-shutdown state; a no-op unless `epoch`
+    /// is its current one.
+    BrokerState {
+        id: i32,
+        epoch: i64,
+        fenced: bool,
+        shutting_down: bool,
+    },
+    /// A partition's whole new replication state; applies only if `partition_epoch` is newer
+    /// than the image's.
+    PartitionChange {
+        name: String,
+        id: u128,
+        partition: u32,
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        replicas: Vec<i32>,
+        isr: Vec<i32>,
+        elr: Vec<i32>,
+    },
+    /// A broker left the cluster; a no-op unless `epoch` is its current one.
+    UnregisterBroker {
+        id: i32,
+        epoch: i64,
+    },
 }
 
 impl MetadataRecord {
@@ -75,8 +120,12 @@ impl MetadataRecord {
             Self::CreateTopic { name, .. }
             | Self::CreatePartitions { name, .. }
             | Self::AlterConfigs { name, .. }
-            | Self::DeleteTopic { name, .. } => Some(name),
-            Self::ProducerIdBlock { .. } => None,
+            | Self::DeleteTopic { name, .. }
+            | Self::PartitionChange { name, .. } => Some(name),
+            Self::ProducerIdBlock { .. }
+            | Self::RegisterBroker { .. }
+            | Self::BrokerState { .. }
+            | Self::UnregisterBroker { .. } => None,
         }
     }
 
@@ -89,20 +138,26 @@ impl MetadataRecord {
             Self::CreateTopic {
                 name,
                 id,
-                partitions,
+                assignments,
                 configs,
             } => {
                 w.push(KIND_CREATE_TOPIC);
                 put_str(&mut w, name)?;
                 w.extend_from_slice(&id.to_be_bytes());
-                w.extend_from_slice(&partitions.to_be_bytes());
+                put_assignments(&mut w, assignments)?;
                 put_map(&mut w, configs)?;
             }
-            Self::CreatePartitions { name, id, count } => {
+            Self::CreatePartitions {
+                name,
+                id,
+                first,
+                assignments,
+            } => {
                 w.push(KIND_CREATE_PARTITIONS);
                 put_str(&mut w, name)?;
                 w.extend_from_slice(&id.to_be_bytes());
-                w.extend_from_slice(&count.to_be_bytes());
+                w.extend_from_slice(&first.to_be_bytes());
+                put_assignments(&mut w, assignments)?;
             }
             Self::AlterConfigs { name, id, configs } => {
                 w.push(KIND_ALTER_CONFIGS);
@@ -118,6 +173,58 @@ impl MetadataRecord {
             Self::ProducerIdBlock { block_end } => {
                 w.push(KIND_PRODUCER_IDS);
                 w.extend_from_slice(&block_end.to_be_bytes());
+            }
+            Self::RegisterBroker {
+                id,
+                epoch,
+                incarnation,
+                host,
+                port,
+            } => {
+                w.push(KIND_REGISTER_BROKER);
+                w.extend_from_slice(&id.to_be_bytes());
+                w.extend_from_slice(&epoch.to_be_bytes());
+                w.extend_from_slice(&incarnation.to_be_bytes());
+                put_str(&mut w, host)?;
+                w.extend_from_slice(&port.to_be_bytes());
+            }
+            Self::BrokerState {
+                id,
+                epoch,
+                fenced,
+                shutting_down,
+            } => {
+                w.push(KIND_BROKER_STATE);
+                w.extend_from_slice(&id.to_be_bytes());
+                w.extend_from_slice(&epoch.to_be_bytes());
+                w.push(u8::from(*fenced) | u8::from(*shutting_down) << 1);
+            }
+            Self::PartitionChange {
+                name,
+                id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                replicas,
+                isr,
+                elr,
+            } => {
+                w.push(KIND_PARTITION_CHANGE);
+                put_str(&mut w, name)?;
+                w.extend_from_slice(&id.to_be_bytes());
+                w.extend_from_slice(&partition.to_be_bytes());
+                w.extend_from_slice(&leader.to_be_bytes());
+                w.extend_from_slice(&leader_epoch.to_be_bytes());
+                w.extend_from_slice(&partition_epoch.to_be_bytes());
+                put_ids(&mut w, replicas)?;
+                put_ids(&mut w, isr)?;
+                put_ids(&mut w, elr)?;
+            }
+            Self::UnregisterBroker { id, epoch } => {
+                w.push(KIND_UNREGISTER_BROKER);
+                w.extend_from_slice(&id.to_be_bytes());
+                w.extend_from_slice(&epoch.to_be_bytes());
             }
         }
         if w.len() > MAX_RECORD_BYTES {
@@ -141,13 +248,14 @@ impl MetadataRecord {
             KIND_CREATE_TOPIC => Self::CreateTopic {
                 name: r.str()?,
                 id: r.u128()?,
-                partitions: r.u32()?,
+                assignments: r.assignments()?,
                 configs: r.map()?,
             },
             KIND_CREATE_PARTITIONS => Self::CreatePartitions {
                 name: r.str()?,
                 id: r.u128()?,
-                count: r.u32()?,
+                first: r.u32()?,
+                assignments: r.assignments()?,
             },
             KIND_ALTER_CONFIGS => Self::AlterConfigs {
                 name: r.str()?,
@@ -160,6 +268,42 @@ impl MetadataRecord {
             },
             KIND_PRODUCER_IDS => Self::ProducerIdBlock {
                 block_end: r.i64()?,
+            },
+            KIND_REGISTER_BROKER => Self::RegisterBroker {
+                id: r.i32()?,
+                epoch: r.i64()?,
+                incarnation: r.u128()?,
+                host: r.str()?,
+                port: r.u16()?,
+            },
+            KIND_BROKER_STATE => {
+                let id = r.i32()?;
+                let epoch = r.i64()?;
+                let flags = r.u8()?;
+                if flags > 3 {
+                    return Err(RecordError::FieldTooLong("broker state flags"));
+                }
+                Self::BrokerState {
+                    id,
+                    epoch,
+                    fenced: flags & 1 != 0,
+                    shutting_down: flags & 2 != 0,
+                }
+            }
+            KIND_PARTITION_CHANGE => Self::PartitionChange {
+                name: r.str()?,
+                id: r.u128()?,
+                partition: r.u32()?,
+                leader: r.i32()?,
+                leader_epoch: r.i32()?,
+                partition_epoch: r.i32()?,
+                replicas: r.ids()?,
+                isr: r.ids()?,
+                elr: r.ids()?,
+            },
+            KIND_UNREGISTER_BROKER => Self::UnregisterBroker {
+                id: r.i32()?,
+                epoch: r.i64()?,
             },
             k => return Err(RecordError::UnknownKind(k)),
         };
@@ -208,6 +352,26 @@ fn put_map(w: &mut Vec<u8>, m: &BTreeMap<String, String>) -> Result<(), RecordEr
     Ok(())
 }
 
+fn put_ids(w: &mut Vec<u8>, ids: &[i32]) -> Result<(), RecordError> {
+    if ids.len() > MAX_REPLICAS {
+        return Err(RecordError::FieldTooLong("replica list"));
+    }
+    w.extend_from_slice(&(ids.len() as u16).to_be_bytes());
+    for id in ids {
+        w.extend_from_slice(&id.to_be_bytes());
+    }
+    Ok(())
+}
+
+fn put_assignments(w: &mut Vec<u8>, a: &[Vec<i32>]) -> Result<(), RecordError> {
+    let n = u32::try_from(a.len()).map_err(|_| RecordError::FieldTooLong("assignments"))?;
+    w.extend_from_slice(&n.to_be_bytes());
+    for ids in a {
+        put_ids(w, ids)?;
+    }
+    Ok(())
+}
+
 struct Reader<'a>(&'a [u8]);
 
 impl Reader<'_> {
@@ -227,6 +391,25 @@ impl Reader<'_> {
     }
     fn u32(&mut self) -> Result<u32, RecordError> {
         self.take().map(u32::from_be_bytes)
+    }
+    fn i32(&mut self) -> Result<i32, RecordError> {
+        self.take().map(i32::from_be_bytes)
+    }
+    fn ids(&mut self) -> Result<Vec<i32>, RecordError> {
+        let n = usize::from(self.u16()?);
+        if n > MAX_REPLICAS {
+            return Err(RecordError::FieldTooLong("replica list"));
+        }
+        (0..n).map(|_| self.i32()).collect()
+    }
+    fn assignments(&mut self) -> Result<Vec<Vec<i32>>, RecordError> {
+        let n = self.u32()? as usize;
+        // Each assignment takes at least its 2-byte count: a count the remaining bytes
+        // cannot hold is refused before allocating for it.
+        if n > self.0.len() / 2 {
+            return Err(RecordError::Truncated);
+        }
+        (0..n).map(|_| self.ids()).collect()
     }
     fn i64(&mut self) -> Result<i64, RecordError> {
         self.take().map(i64::from_be_bytes)
@@ -271,7 +454,7 @@ impl ClusterMeta {
             MetadataRecord::CreateTopic {
                 name,
                 id,
-                partitions,
+                assignments,
                 configs,
             } => {
                 if self.topics.contains_key(name) {
@@ -282,22 +465,33 @@ impl ClusterMeta {
                     TopicMeta {
                         name: name.clone(),
                         id: *id,
-                        partitions: vec![PartitionMeta { leader_epoch: 0 }; *partitions as usize],
+                        partitions: assignments
+                            .iter()
+                            .map(|r| PartitionMeta::new(r.clone()))
+                            .collect(),
                         configs: configs.clone(),
                     },
                 );
                 true
             }
-            MetadataRecord::CreatePartitions { name, id, count } => {
-                match self.topics.get_mut(name) {
-                    Some(t) if t.id == *id && t.partitions.len() < *count as usize => {
-                        t.partitions
-                            .resize(*count as usize, PartitionMeta { leader_epoch: 0 });
-                        true
-                    }
-                    _ => false,
+            // Applies only to a topic of exactly `first` partitions, so a replay is a no-op.
+            MetadataRecord::CreatePartitions {
+                name,
+                id,
+                first,
+                assignments,
+            } => match self.topics.get_mut(name) {
+                Some(t)
+                    if t.id == *id
+                        && t.partitions.len() == *first as usize
+                        && !assignments.is_empty() =>
+                {
+                    t.partitions
+                        .extend(assignments.iter().map(|r| PartitionMeta::new(r.clone())));
+                    true
                 }
-            }
+                _ => false,
+            },
             MetadataRecord::AlterConfigs { name, id, configs } => match self.topics.get_mut(name) {
                 Some(t) if t.id == *id && t.configs != *configs => {
                     t.configs = configs.clone();
@@ -321,6 +515,87 @@ impl ClusterMeta {
                     false
                 }
             }
+            MetadataRecord::RegisterBroker {
+                id,
+                epoch,
+                incarnation,
+                host,
+                port,
+            } => {
+                // A registration never goes back to an older epoch.
+                if self.brokers.get(id).is_some_and(|b| b.epoch >= *epoch) {
+                    return false;
+                }
+                self.brokers.insert(
+                    *id,
+                    BrokerMeta {
+                        id: *id,
+                        epoch: *epoch,
+                        incarnation: *incarnation,
+                        host: host.clone(),
+                        port: *port,
+                        fenced: true,
+                        shutting_down: false,
+                    },
+                );
+                true
+            }
+            MetadataRecord::BrokerState {
+                id,
+                epoch,
+                fenced,
+                shutting_down,
+            } => match self.brokers.get_mut(id) {
+                Some(b)
+                    if b.epoch == *epoch
+                        && (b.fenced, b.shutting_down) != (*fenced, *shutting_down) =>
+                {
+                    b.fenced = *fenced;
+                    b.shutting_down = *shutting_down;
+                    true
+                }
+                _ => false,
+            },
+            MetadataRecord::UnregisterBroker { id, epoch } => {
+                if self.brokers.get(id).is_some_and(|b| b.epoch == *epoch) {
+                    self.brokers.remove(id);
+                    true
+                } else {
+                    false
+                }
+            }
+            MetadataRecord::PartitionChange {
+                name,
+                id,
+                partition,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                replicas,
+                isr,
+                elr,
+            } => {
+                let Some(p) = self
+                    .topics
+                    .get_mut(name)
+                    .filter(|t| t.id == *id)
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                else {
+                    return false;
+                };
+                if *partition_epoch <= p.partition_epoch {
+                    return false;
+                }
+                *p = PartitionMeta {
+                    leader_epoch: *leader_epoch,
+                    partition_epoch: *partition_epoch,
+                    leader: *leader,
+                    replicas: replicas.clone(),
+                    isr: isr.clone(),
+                    elr: elr.clone(),
+                };
+                true
+            }
         }
     }
 }
@@ -340,14 +615,40 @@ mod tests {
             MetadataRecord::CreateTopic {
                 name: "t".into(),
                 id: 7 << 100 | 3,
-                partitions: 2,
+                assignments: vec![vec![1, 2, 3], vec![2, 3, 1]],
                 configs: configs(&[("retention.ms", "5"), ("cleanup.policy", "delete")]),
             },
             MetadataRecord::CreatePartitions {
                 name: "t".into(),
                 id: 7 << 100 | 3,
-                count: 5,
+                first: 2,
+                assignments: vec![vec![3, 1, 2], vec![1, 2, 3], vec![2, 3, 1]],
             },
+            MetadataRecord::RegisterBroker {
+                id: 2,
+                epoch: 11,
+                incarnation: 5 << 90 | 1,
+                host: "127.0.0.1".into(),
+                port: 9192,
+            },
+            MetadataRecord::BrokerState {
+                id: 2,
+                epoch: 11,
+                fenced: false,
+                shutting_down: true,
+            },
+            MetadataRecord::PartitionChange {
+                name: "t".into(),
+                id: 7 << 100 | 3,
+                partition: 1,
+                leader: 3,
+                leader_epoch: 1,
+                partition_epoch: 1,
+                replicas: vec![2, 3, 1],
+                isr: vec![3, 1],
+                elr: vec![2],
+            },
+            MetadataRecord::UnregisterBroker { id: 2, epoch: 11 },
             MetadataRecord::AlterConfigs {
                 name: "t".into(),
                 id: 7 << 100 | 3,
@@ -376,11 +677,13 @@ mod tests {
         let r = MetadataRecord::CreatePartitions {
             name: "ab".into(),
             id: 1,
-            count: 3,
+            first: 3,
+            assignments: vec![vec![1, -2]],
         };
         let mut want = vec![1, 2, 0, 2, b'a', b'b'];
         want.extend_from_slice(&1u128.to_be_bytes());
         want.extend_from_slice(&[0, 0, 0, 3]);
+        want.extend_from_slice(&[0, 0, 0, 1, 0, 2, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xfe]);
         assert_eq!(r.encode().expect("encode"), want);
     }
 
@@ -425,6 +728,30 @@ mod tests {
             MetadataRecord::decode(&v),
             Err(RecordError::FieldTooLong("configs"))
         );
+        // A replica list beyond the bound, written or read.
+        let many = MetadataRecord::CreateTopic {
+            name: "t".into(),
+            id: 1,
+            assignments: vec![vec![1; MAX_REPLICAS + 1]],
+            configs: BTreeMap::new(),
+        };
+        assert_eq!(
+            many.encode(),
+            Err(RecordError::FieldTooLong("replica list"))
+        );
+        let mut v = vec![1, KIND_CREATE_TOPIC, 0, 1, b't'];
+        v.extend_from_slice(&1u128.to_be_bytes());
+        v.extend_from_slice(&1u32.to_be_bytes());
+        v.extend_from_slice(&u16::MAX.to_be_bytes());
+        assert_eq!(
+            MetadataRecord::decode(&v),
+            Err(RecordError::FieldTooLong("replica list"))
+        );
+        // An assignment count the bytes cannot hold is refused before allocating.
+        let mut v = vec![1, KIND_CREATE_TOPIC, 0, 1, b't'];
+        v.extend_from_slice(&1u128.to_be_bytes());
+        v.extend_from_slice(&u32::MAX.to_be_bytes());
+        assert_eq!(MetadataRecord::decode(&v), Err(RecordError::Truncated));
         let long = MetadataRecord::DeleteTopic {
             name: "x".repeat(70_000),
             id: 1,
@@ -440,13 +767,30 @@ mod tests {
         let t = &m.topics["t"];
         assert_eq!((t.id, t.partitions.len()), (7 << 100 | 3, 2));
         assert_eq!(t.configs["retention.ms"], "5");
+        assert_eq!(t.partitions[1], PartitionMeta::new(vec![2, 3, 1]));
+        assert_eq!(
+            (t.partitions[1].leader, &t.partitions[1].isr),
+            (2, &vec![2, 3, 1])
+        );
         assert!(m.apply(&recs[1]));
         assert_eq!(m.topics["t"].partitions.len(), 5);
+        assert_eq!(m.topics["t"].partitions[4].replicas, vec![2, 3, 1]);
         assert!(m.apply(&recs[2]));
-        assert_eq!(m.topics["t"].configs, configs(&[("segment.bytes", "4096")]));
+        assert!(m.brokers[&2].fenced, "a registered broker starts fenced");
         assert!(m.apply(&recs[3]));
-        assert_eq!(m.producer_id_block_end, 3000);
+        assert!(!m.brokers[&2].fenced && m.brokers[&2].shutting_down);
+        assert_eq!(m.live_brokers().count(), 1);
         assert!(m.apply(&recs[4]));
+        let p = m.partition("t", 1).expect("partition");
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch), (3, 1, 1));
+        assert_eq!((&p.isr, &p.elr), (&vec![3, 1], &vec![2]));
+        assert!(m.apply(&recs[5]));
+        assert!(m.brokers.is_empty());
+        assert!(m.apply(&recs[6]));
+        assert_eq!(m.topics["t"].configs, configs(&[("segment.bytes", "4096")]));
+        assert!(m.apply(&recs[7]));
+        assert_eq!(m.producer_id_block_end, 3000);
+        assert!(m.apply(&recs[8]));
         assert!(m.topics.is_empty());
         assert_eq!(m.producer_id_block_end, 3000);
     }
@@ -465,6 +809,54 @@ mod tests {
         }
     }
 
+    /// Broker records name the broker's epoch: one from an older registration changes nothing.
+    #[test]
+    fn broker_records_follow_the_epoch() {
+        let reg = |epoch| MetadataRecord::RegisterBroker {
+            id: 4,
+            epoch,
+            incarnation: 1,
+            host: "h".into(),
+            port: 1,
+        };
+        let mut m = ClusterMeta::default();
+        assert!(m.apply(&reg(7)));
+        assert!(!m.apply(&reg(6)), "an older registration");
+        let state = |epoch, fenced| MetadataRecord::BrokerState {
+            id: 4,
+            epoch,
+            fenced,
+            shutting_down: false,
+        };
+        assert!(!m.apply(&state(6, false)), "an older epoch's state");
+        assert!(m.brokers[&4].fenced);
+        assert!(m.apply(&state(7, false)));
+        assert!(!m.brokers[&4].fenced);
+        assert!(m.apply(&reg(8)), "a new registration");
+        assert!(m.brokers[&4].fenced, "starts fenced again");
+        assert!(!m.apply(&MetadataRecord::UnregisterBroker { id: 4, epoch: 7 }));
+        assert!(m.apply(&MetadataRecord::UnregisterBroker { id: 4, epoch: 8 }));
+        assert!(m.brokers.is_empty());
+    }
+
+    /// Images from before replication load with their partitions on the local node.
+    #[test]
+    fn old_images_upgrade_to_a_single_replica() {
+        let old = r#"{"topics":{"t":{"name":"t","id":5,"partitions":[{"leader_epoch":3}],
+            "configs":{}}},"producer_id_block_end":1000,"applied_index":0}"#;
+        let mut m: ClusterMeta = serde_json::from_str(old).expect("parse");
+        assert!(m.brokers.is_empty());
+        assert_eq!(
+            m.topics["t"].partitions[0].leader,
+            crate::controller::metadata::NO_LEADER
+        );
+        assert!(m.upgrade_single_node(4));
+        let p = m.partition("t", 0).expect("partition");
+        assert_eq!((p.leader, p.leader_epoch), (4, 3));
+        assert_eq!((&p.replicas, &p.isr), (&vec![4], &vec![4]));
+        assert!(!m.upgrade_single_node(4), "already upgraded");
+    }
+
     /// Records about another incarnation of a topic (same name, other id) and out-of-date
     /// records (fewer partitions, an older producer-id block) change nothing.
     #[test]
@@ -477,19 +869,50 @@ mod tests {
             MetadataRecord::CreateTopic {
                 name: "t".into(),
                 id: other,
-                partitions: 9,
+                assignments: vec![vec![1]; 9],
                 configs: BTreeMap::new(),
             },
             MetadataRecord::CreatePartitions {
                 name: "t".into(),
                 id: other,
-                count: 9,
+                first: 2,
+                assignments: vec![vec![1]],
             },
             MetadataRecord::CreatePartitions {
                 name: "t".into(),
                 id: 7 << 100 | 3,
-                count: 1,
+                first: 1,
+                assignments: vec![vec![1]],
             },
+            MetadataRecord::PartitionChange {
+                name: "t".into(),
+                id: 7 << 100 | 3,
+                partition: 0,
+                leader: 2,
+                leader_epoch: 5,
+                partition_epoch: 0,
+                replicas: vec![1, 2, 3],
+                isr: vec![2],
+                elr: vec![],
+            },
+            MetadataRecord::PartitionChange {
+                name: "t".into(),
+                id: 7 << 100 | 3,
+                partition: 7,
+                leader: 2,
+                leader_epoch: 5,
+                partition_epoch: 3,
+                replicas: vec![1, 2, 3],
+                isr: vec![2],
+                elr: vec![],
+            },
+            MetadataRecord::BrokerState {
+                id: 1,
+                epoch: 1,
+                fenced: false,
+                shutting_down: false,
+            },
+            MetadataRecord::UnregisterBroker { id: 1, epoch: 1 },
             MetadataRecord::AlterConfigs {
                 name: "t".into(),
                 id: other,

@@ -27,9 +27,14 @@ impl Shard {
                     self.remove_topic(name).await;
                 }
             }
-            MetadataRecord::ProducerIdBlock { .. } => {}
+            // Broker registrations and states change no log on this shard.
+            MetadataRecord::ProducerIdBlock { .. }
+            | MetadataRecord::RegisterBroker { .. }
+            | MetadataRecord::BrokerState { .. }
+            | MetadataRecord::UnregisterBroker { .. } => {}
             MetadataRecord::CreateTopic { name, .. }
             | MetadataRecord::CreatePartitions { name, .. }
+            | MetadataRecord::PartitionChange { name, .. }
             | MetadataRecord::AlterConfigs { name, .. } => {
                 if let Some(t) = self.topic(name) {
                     self.open_topic(&t).await;

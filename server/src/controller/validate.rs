@@ -32,12 +32,14 @@ impl Refusal {
 
 /// CreateTopics for one topic: a valid name, not taken, 1..=100000 partitions (-1: the
 /// broker's `default_partitions`), known configs with valid values. `id` is the new topic's
-/// id (chosen by the caller so that validation stays deterministic).
+/// id (chosen by the caller so that validation stays deterministic); every partition is
+/// placed on `node_id`.
 pub fn create_topic(
     image: &ClusterMeta,
     t: NewTopic,
     default_partitions: i32,
     id: u128,
+    node_id: i32,
 ) -> Result<MetadataRecord, Refusal> {
     let name = t.name;
     if let Err(msg) = metadata::validate_topic_name(&name) {
@@ -68,7 +70,7 @@ pub fn create_topic(
     Ok(MetadataRecord::CreateTopic {
         name,
         id,
-        partitions: partitions as u32,
+        assignments: vec![vec![node_id]; partitions as usize],
         configs,
     })
 }
@@ -85,11 +87,12 @@ pub fn delete_topic(image: &ClusterMeta, name: &str) -> Result<MetadataRecord, R
 }
 
 /// CreatePartitions for one topic: it must exist and `count` must be more than it has and at
-/// most 100000.
+/// most 100000; the new partitions are placed on `node_id`.
 pub fn create_partitions(
     image: &ClusterMeta,
     name: &str,
     count: i32,
+    node_id: i32,
 ) -> Result<MetadataRecord, Refusal> {
     let Some(t) = image.topics.get(name) else {
         return Err(Refusal::new(errors::UNKNOWN_TOPIC_OR_PARTITION, None));
@@ -104,7 +107,8 @@ pub fn create_partitions(
     Ok(MetadataRecord::CreatePartitions {
         name: t.name.clone(),
         id: t.id,
-        count: count as u32,
+        first: have as u32,
+        assignments: vec![vec![node_id]; (count - have) as usize],
     })
 }
 
@@ -145,7 +149,7 @@ mod tests {
         m.apply(&MetadataRecord::CreateTopic {
             name: "t".into(),
             id: 42,
-            partitions: 3,
+            assignments: vec![vec![1]; 3],
             configs: [("retention.ms".to_string(), "5".to_string())].into(),
         });
         m
@@ -169,13 +173,13 @@ mod tests {
     #[test]
     fn create_topic_checks_name_existence_partitions_configs() {
         let m = image();
-        let ok = create_topic(&m, new_topic("u", -1, &[("segment.ms", "10")]), 4, 9);
+        let ok = create_topic(&m, new_topic("u", -1, &[("segment.ms", "10")]), 4, 9, 2);
         assert_eq!(
             ok,
             Ok(MetadataRecord::CreateTopic {
                 name: "u".into(),
                 id: 9,
-                partitions: 4,
+                assignments: vec![vec![2]; 4],
                 configs: [("segment.ms".to_string(), "10".to_string())].into(),
             })
         );
@@ -198,15 +202,15 @@ mod tests {
         ];
         for (t, want) in cases {
             let what = format!("{t:?}");
-            assert_eq!(code(create_topic(&m, t, 1, 9)), want, "{what}");
+            assert_eq!(code(create_topic(&m, t, 1, 9, 1)), want, "{what}");
         }
         // -1 with a default outside the range is refused too.
         assert_eq!(
-            code(create_topic(&m, new_topic("u", -1, &[]), 0, 9)),
+            code(create_topic(&m, new_topic("u", -1, &[]), 0, 9, 1)),
             errors::INVALID_PARTITIONS
         );
         assert_eq!(
-            create_topic(&m, new_topic("t", 1, &[]), 1, 9)
+            create_topic(&m, new_topic("t", 1, &[]), 1, 9, 1)
                 .err()
                 .and_then(|r| r.message),
             Some("Topic 't' already exists.".to_string())
@@ -233,22 +237,23 @@ mod tests {
     fn create_partitions_only_grows() {
         let m = image();
         assert_eq!(
-            create_partitions(&m, "t", 5),
+            create_partitions(&m, "t", 5, 1),
             Ok(MetadataRecord::CreatePartitions {
                 name: "t".into(),
                 id: 42,
-                count: 5
+                first: 3,
+                assignments: vec![vec![1]; 2],
             })
         );
         for n in [3, 2, 0, -1, 100_001] {
             assert_eq!(
-                code(create_partitions(&m, "t", n)),
+                code(create_partitions(&m, "t", n, 1)),
                 errors::INVALID_PARTITIONS,
                 "{n}"
             );
         }
         assert_eq!(
-            code(create_partitions(&m, "nope", 5)),
+            code(create_partitions(&m, "nope", 5, 1)),
             errors::UNKNOWN_TOPIC_OR_PARTITION
         );
     }
