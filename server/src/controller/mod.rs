@@ -4,10 +4,14 @@
 //! operations that produces records ([`validate`]), and the per-topic-partition map every
 //! shard keys its tables by ([`topic_map`]).
 //!
+//! The controller's decisions about brokers, ISRs, leaders and replica placement are pure
+//! functions in [`decide`].
+//!
 //! The one place that changes metadata, the metadata authority on shard 0, is in
 //! [`authority`]; opening, closing and ticking the topics a shard owns in [`topics`].
 
 pub mod authority;
+pub mod decide;
 pub mod log;
 pub mod metadata;
 pub mod records;

@@ -43,6 +43,13 @@ pub const RESOURCE_NOT_FOUND: i16 = 91;
 pub const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 pub const REQUEST_TIMED_OUT: i16 = 7;
 pub const NOT_CONTROLLER: i16 = 41;
+// The controller's answers to broker registration, heartbeats and AlterPartition.
+pub const STALE_BROKER_EPOCH: i16 = 77;
+pub const INVALID_UPDATE_VERSION: i16 = 95;
+pub const UNKNOWN_TOPIC_ID: i16 = 100;
+pub const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
+pub const INELIGIBLE_REPLICA: i16 = 107;
 
 /// Maps an engine error to its Kafka code, logging it with the partition it concerns.
 pub fn log_error_code(err: &LogError, topic: &str, partition: i32) -> i16 {
