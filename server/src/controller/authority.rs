@@ -7,7 +7,6 @@
 
 use std::rc::Rc;
 
-use futures::future::{self};
 
 use crate::controller::log::MetaLogError;
 use crate::controller::metadata::{self, ClusterMeta};
@@ -204,33 +203,29 @@ impl Shard {
     }
 
     /// Commits a validated record to the metadata log, then applies every record the commit
-    /// applied on every shard, in log order, before returning.
+    /// applied on every shard, in log order, before returning. The lock is held until the
+    /// shards have them, so records reach the shards in log order whoever takes them out of
+    /// the log (this, or the quorum driver for records other controllers committed).
     pub(crate) async fn commit(self: &Rc<Self>, record: MetadataRecord) -> i16 {
-        let committed = match &self.authority {
-            Some(a) => a.lock().await.commit(record).await,
-            None => return errors::NOT_CONTROLLER,
+        let Some(a) = &self.authority else {
+            return errors::NOT_CONTROLLER;
         };
-        let committed = match committed {
+        let mut a = a.lock().await;
+        let committed = a.commit(record).await;
+        // Others' records applied during a failed commit go out too.
+        let mut records = match committed {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot commit metadata change");
+                let rest = a.log_mut().take_applied();
+                let io = a.log().io().clone();
+                self.apply_committed(&io, rest).await;
                 return e.error_code();
             }
         };
-        for c in committed {
-            let mut acks = Vec::with_capacity(self.shards);
-            for target in 0..self.shards {
-                acks.push(self.send(target, ShardReq::Apply(c.record.clone())).await);
-            }
-            for r in future::join_all(acks).await {
-                if matches!(r, ShardResp::Failed) {
-                    tracing::warn!(
-                        index = c.index,
-                        "a shard did not acknowledge a metadata change"
-                    );
-                }
-            }
-        }
+        records.extend(a.log_mut().take_applied());
+        let io = a.log().io().clone();
+        self.apply_committed(&io, records).await;
         errors::NONE
     }
 

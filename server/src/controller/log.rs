@@ -48,6 +48,10 @@ pub enum MetaLogError {
     /// The log could not be written durably; nothing was applied.
     #[error(transparent)]
     Storage(#[from] MetaError),
+    /// The replicated log stopped (a write failed mid-cycle, or a committed entry could not
+    /// be read): no further change commits until the broker restarts.
+    #[error("metadata log stopped: {0}")]
+    Broken(String),
 }
 
 impl MetaLogError {
@@ -55,7 +59,7 @@ impl MetaLogError {
     pub fn error_code(&self) -> i16 {
         match self {
             Self::NotController { .. } | Self::NotCommitted { .. } => errors::NOT_CONTROLLER,
-            Self::Record(_) | Self::Storage(_) => errors::KAFKA_STORAGE_ERROR,
+            Self::Record(_) | Self::Storage(_) | Self::Broken(_) => errors::KAFKA_STORAGE_ERROR,
         }
     }
 }
@@ -93,7 +97,8 @@ pub trait MetadataLog {
 }
 
 /// The log implementation the broker runs.
-pub type ControllerLog = FileMetadataLog<shardlog_engine::GlommioStorage>;
+pub type ControllerLog =
+    crate::controller::raft_log::RaftMetadataLog<shardlog_engine::BrokerStorage>;
 
 const FILE_NAME: &str = "cluster-metadata.json";
 
@@ -182,25 +187,30 @@ impl<S: Storage> MetadataLog for FileMetadataLog<S> {
     }
 }
 
-/// The metadata log as the authority uses it, plus the producer ids of the current block
-/// handed out since it was committed (in memory only: a restart starts a new block).
+/// The metadata log as the authority uses it, plus this broker's current block of producer
+/// ids and how far it handed them out (in memory only: a restart starts a new block).
 pub struct MetadataAuthority<L> {
     log: L,
     next_producer_id: i64,
+    /// End (exclusive) of this broker's block; `next_producer_id == block_end`: none left.
+    block_end: i64,
 }
 
 impl<L: MetadataLog> MetadataAuthority<L> {
     pub fn new(log: L) -> Self {
-        // Ids below the committed block end may have been handed out before a restart.
-        let next_producer_id = log.image().producer_id_block_end;
         Self {
             log,
-            next_producer_id,
+            next_producer_id: 0,
+            block_end: 0,
         }
     }
 
     pub fn log(&self) -> &L {
         &self.log
+    }
+
+    pub fn log_mut(&mut self) -> &mut L {
+        &mut self.log
     }
 
     /// The committed metadata image.
@@ -216,17 +226,41 @@ impl<L: MetadataLog> MetadataAuthority<L> {
         self.log.commit(record).await
     }
 
-    /// A new producer id; commits a new block end when the current block is used up.
+    /// A new producer id; commits a new block when this broker's block is used up.
     pub async fn allocate_producer_id(&mut self) -> Result<i64, MetaLogError> {
-        if self.next_producer_id >= self.log.image().producer_id_block_end {
-            let block_end = self.next_producer_id + PRODUCER_ID_BLOCK;
-            self.log
-                .commit(MetadataRecord::ProducerIdBlock { block_end })
-                .await?;
+        if let Some(id) = self.take_producer_id() {
+            return Ok(id);
         }
-        let id = self.next_producer_id;
-        self.next_producer_id += 1;
-        Ok(id)
+        let (start, end) = self.commit_producer_block().await?;
+        self.set_producer_block(start, end);
+        self.take_producer_id()
+            .ok_or(MetaLogError::NotCommitted { index: 0 })
+    }
+
+    /// The next id of this broker's block, if any is left.
+    pub fn take_producer_id(&mut self) -> Option<i64> {
+        (self.next_producer_id < self.block_end).then(|| {
+            self.next_producer_id += 1;
+            self.next_producer_id - 1
+        })
+    }
+
+    /// Commits the next block of [`PRODUCER_ID_BLOCK`] ids after every block committed so
+    /// far (ids below the committed end may have been handed out, by any broker, before a
+    /// restart); returns it as `(start, end)`. On the controller only.
+    pub async fn commit_producer_block(&mut self) -> Result<(i64, i64), MetaLogError> {
+        let start = self.log.image().producer_id_block_end;
+        let block_end = start + PRODUCER_ID_BLOCK;
+        self.log
+            .commit(MetadataRecord::ProducerIdBlock { block_end })
+            .await?;
+        Ok((start, block_end))
+    }
+
+    /// Makes `[start, end)` this broker's block (committed by the controller for it).
+    pub fn set_producer_block(&mut self, start: i64, end: i64) {
+        self.next_producer_id = start;
+        self.block_end = end;
     }
 }
 
@@ -353,14 +387,14 @@ pub(crate) mod conformance {
         let mut seen = std::collections::HashSet::new();
         for round in 0..3 {
             let mut a = MetadataAuthority::new(open().await);
-            let start = a.log().applied_index();
+            let start = a.log().image().producer_id_block_end;
             for _ in 0..(PRODUCER_ID_BLOCK + 5) {
                 let id = a.allocate_producer_id().await.expect("allocate");
                 assert!(seen.insert(id), "producer id {id} reused in round {round}");
             }
             assert_eq!(
-                a.log().applied_index() - start,
-                2,
+                a.log().image().producer_id_block_end - start,
+                2 * PRODUCER_ID_BLOCK,
                 "PRODUCER_ID_BLOCK + 5 ids take two blocks"
             );
         }

@@ -9,8 +9,11 @@
 
 pub mod authority;
 pub mod log;
+pub mod quorum;
+pub mod raft_log;
 pub mod metadata;
 pub mod records;
 pub mod topic_map;
 pub mod topics;
+pub mod transport;
 pub mod validate;
