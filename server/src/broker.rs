@@ -605,6 +605,13 @@ async fn shard_main(
         clock,
     );
     shard.spawn_mesh_receivers(receivers);
+    if let Some(io) = shard.quorum_io.clone() {
+        if let Err(message) = crate::controller::transport::start(&shard, &io, &cfg) {
+            tracing::error!(error = %message, "cannot start the controller transport");
+            bind_failed.store(true, Ordering::SeqCst);
+        }
+        crate::controller::quorum::spawn_driver(shard.clone(), io);
+    }
     for t in meta.topics.values() {
         shard.open_topic(t).await;
     }
@@ -655,9 +662,7 @@ async fn shard_main(
         .detach();
     }
     crate::groups::coordinator::spawn_timer(shard.clone());
-    if let Some(io) = shard.quorum_io().await {
-        crate::controller::quorum::spawn_driver(shard.clone(), io);
-    }
+
     // Periodic log work.
     {
         let shard = shard.clone();

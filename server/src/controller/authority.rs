@@ -8,7 +8,6 @@
 use std::rc::Rc;
 
 
-use crate::controller::log::MetaLogError;
 use crate::controller::metadata::{self, ClusterMeta};
 use crate::controller::records::MetadataRecord;
 use crate::controller::validate::{self, Refusal};
@@ -23,6 +22,8 @@ use crate::mesh::shard::Shard;
 impl Shard {
     // ---- metadata authority (shard 0) ----
 
+    /// Runs an admin request: here when this broker's controller leads the quorum, else
+    /// forwarded to the leader (`crate::controller::quorum`).
     pub(crate) async fn admin(self: &Rc<Self>, req: AdminReq) -> AdminResp {
         if self.authority.is_none() {
             tracing::error!(
@@ -34,17 +35,21 @@ impl Shard {
         let Ok(_permit) = self.admin_lock.acquire_permit(1).await else {
             return AdminResp::Results(Vec::new());
         };
+        if let AdminReq::AllocateProducerId = req {
+            return AdminResp::ProducerId(self.allocate_producer_id().await);
+        }
+        if self.leads_quorum() {
+            self.admin_local(req).await
+        } else {
+            self.forward(req).await
+        }
+    }
+
+    /// Runs an admin request against this controller's image and log; the caller holds
+    /// `admin_lock` (one admin operation at a time: validate, then commit).
+    pub(crate) async fn admin_local(self: &Rc<Self>, req: AdminReq) -> AdminResp {
         match req {
-            AdminReq::AllocateProducerId => {
-                let r = match &self.authority {
-                    Some(a) => a.lock().await.allocate_producer_id().await,
-                    None => Err(MetaLogError::NotController { leader: None }),
-                };
-                AdminResp::ProducerId(r.map_err(|e| {
-                    tracing::error!(error = %e, "cannot commit producer id block");
-                    e.error_code()
-                }))
-            }
+            AdminReq::AllocateProducerId => AdminResp::ProducerId(self.allocate_producer_id().await),
             AdminReq::CreateTopics {
                 topics,
                 validate_only,

@@ -231,7 +231,7 @@ impl<L: MetadataLog> MetadataAuthority<L> {
         if let Some(id) = self.take_producer_id() {
             return Ok(id);
         }
-        let (start, end) = self.commit_producer_block().await?;
+        let ((start, end), _) = self.commit_producer_block().await?;
         self.set_producer_block(start, end);
         self.take_producer_id()
             .ok_or(MetaLogError::NotCommitted { index: 0 })
@@ -247,14 +247,18 @@ impl<L: MetadataLog> MetadataAuthority<L> {
 
     /// Commits the next block of [`PRODUCER_ID_BLOCK`] ids after every block committed so
     /// far (ids below the committed end may have been handed out, by any broker, before a
-    /// restart); returns it as `(start, end)`. On the controller only.
-    pub async fn commit_producer_block(&mut self) -> Result<(i64, i64), MetaLogError> {
+    /// restart); returns it as `(start, end)` and the records the commit applied. On the
+    /// controller only.
+    pub async fn commit_producer_block(
+        &mut self,
+    ) -> Result<((i64, i64), Vec<CommittedRecord>), MetaLogError> {
         let start = self.log.image().producer_id_block_end;
         let block_end = start + PRODUCER_ID_BLOCK;
-        self.log
+        let records = self
+            .log
             .commit(MetadataRecord::ProducerIdBlock { block_end })
             .await?;
-        Ok((start, block_end))
+        Ok(((start, block_end), records))
     }
 
     /// Makes `[start, end)` this broker's block (committed by the controller for it).

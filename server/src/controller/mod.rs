@@ -13,6 +13,7 @@ pub mod quorum;
 pub mod raft_log;
 pub mod metadata;
 pub mod records;
+pub mod rpc;
 pub mod topic_map;
 pub mod topics;
 pub mod transport;

@@ -213,6 +213,8 @@ pub struct QuorumIo {
     pub local_applied_event: event_listener::Event,
     /// Nodes that made first contact and may have to be added as learners.
     joiners: RefCell<Vec<u64>>,
+    /// Voters and learners in force (as last published).
+    members: RefCell<Vec<u64>>,
 }
 
 impl QuorumIo {
@@ -228,6 +230,7 @@ impl QuorumIo {
             local_applied: Cell::new(0),
             local_applied_event: event_listener::Event::new(),
             joiners: RefCell::new(Vec::new()),
+            members: RefCell::new(Vec::new()),
         })
     }
 
@@ -288,6 +291,11 @@ impl QuorumIo {
 
     pub fn term(&self) -> u64 {
         self.term.get()
+    }
+
+    /// Whether `id` is a voter or learner of the configuration in force.
+    pub fn is_member(&self, id: u64) -> bool {
+        self.members.borrow().contains(&id)
     }
 
     /// Records that every shard applied the records up to `index`.
@@ -569,6 +577,10 @@ impl<S: Storage> RaftMetadataLog<S> {
     fn publish(&mut self) {
         self.io.leader.set(self.node.leader_id());
         self.io.term.set(self.node.term());
+        let cs = self.node.conf_state();
+        let mut m = self.io.members.borrow_mut();
+        m.clear();
+        m.extend(cs.voters.iter().chain(cs.learners.iter()));
     }
 
     /// Does what is due: elapsed ticks, received messages, Ready cycles (persist, apply,
