@@ -61,12 +61,6 @@ fn metadata_commit(c: &mut Criterion) {
     g.bench_function("raft_single_voter", |b| {
         b.iter_custom(|iters| commits(&ex, &mut raft, iters))
     });
-    let file_dir = dir.path().join("file");
-    let mut file = shardlog_server::controller::log::FileMetadataLog::open(&file_dir, GlommioStorage)
-        .expect("file log");
-    g.bench_function("file_json", |b| {
-        b.iter_custom(|iters| commits(&ex, &mut file, iters))
-    });
     // The floor: one 4 KiB O_DIRECT write and one fdatasync of the same file.
     let sync_path = dir.path().join("sync");
     let f = ex.run(async move {

@@ -990,6 +990,43 @@ mod tests {
         assert!(m.applied.iter().all(|c| c.index == 42));
     }
 
+    /// A commit whose write fails applies nothing: the image stays, the log stops (raft is
+    /// mid-Ready; the broker must restart), and the error maps to KAFKA_STORAGE_ERROR.
+    #[test]
+    fn a_failed_write_applies_nothing() {
+        let disk = SimStorage::default();
+        let open = opener(&disk);
+        run(move || async move {
+            let mut a = MetadataAuthority::new(open().await);
+            assert_eq!(a.allocate_producer_id().await.expect("allocate"), 0);
+            let before = a.image().clone();
+            disk.set_faults(shardlog_engine::io::sim::Faults {
+                eio_sync_after: Some(0),
+                ..Default::default()
+            });
+            let err = a
+                .commit(MetadataRecord::CreateTopic {
+                    name: "t".into(),
+                    id: 1,
+                    assignments: vec![vec![1]],
+                    configs: BTreeMap::new(),
+                })
+                .await
+                .expect_err("the fsync fails");
+            assert!(matches!(err, MetaLogError::Broken(_)), "{err}");
+            assert_eq!(err.error_code(), crate::wire::errors::KAFKA_STORAGE_ERROR);
+            assert_eq!(a.image(), &before);
+            disk.set_faults(Default::default());
+            // Stopped: nothing more commits, nothing is applied.
+            assert!(matches!(
+                a.commit(MetadataRecord::ProducerIdBlock { block_end: 5000 }).await,
+                Err(MetaLogError::Broken(_))
+            ));
+            assert_eq!(a.image(), &before);
+            assert!(a.log_mut().take_applied().is_empty());
+        });
+    }
+
     /// A committed entry that is not a record stops the log instead of being skipped.
     #[test]
     fn an_unreadable_entry_stops_the_machine() {
@@ -1003,5 +1040,196 @@ mod tests {
                 .expect("encode"),
         );
         assert_eq!(m.image.producer_id_block_end, 0, "nothing applies after it");
+    }
+}
+
+/// Three raft-backed logs in one process, their messages carried between their inboxes by
+/// a network the test can cut: leadership, commits seen by all, failover, loss of quorum.
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+    use crate::controller::log::MetadataAuthority;
+    use shardlog_engine::SimStorage;
+    use std::collections::{BTreeMap, BTreeSet};
+
+    type Log = RaftMetadataLog<SimStorage>;
+    type Node = Rc<futures::lock::Mutex<MetadataAuthority<Log>>>;
+
+    struct Cluster {
+        nodes: Vec<(u64, Node, Rc<QuorumIo>)>,
+        /// Records each node took out of its log, in order.
+        applied: Rc<RefCell<BTreeMap<u64, Vec<CommittedRecord>>>>,
+        down: Rc<RefCell<BTreeSet<u64>>>,
+    }
+
+    fn opts(id: u64) -> RaftLogOptions {
+        let mut o = RaftLogOptions::single(id);
+        o.voters = vec![1, 2, 3];
+        o.tick = Duration::from_millis(10);
+        o.commit_timeout = Duration::from_millis(1500);
+        o
+    }
+
+    async fn cluster() -> Cluster {
+        let down: Rc<RefCell<BTreeSet<u64>>> = Rc::default();
+        let ios: Vec<Rc<QuorumIo>> = (0..3).map(|_| QuorumIo::new()).collect();
+        let mut nodes = Vec::new();
+        for id in 1..=3u64 {
+            let io = ios[id as usize - 1].clone();
+            let peers = ios.clone();
+            let d = down.clone();
+            io.set_outbox(Box::new(move |m: Message| {
+                if d.borrow().contains(&m.from) || d.borrow().contains(&m.to) {
+                    return false;
+                }
+                // Every message goes through the frame codec, as on the wire.
+                let frame = shardlog_quorum::encode_message(&m, shardlog_quorum::DEFAULT_MAX_FRAME)
+                    .expect("encode");
+                let (m, _) = shardlog_quorum::decode_frame(&frame, shardlog_quorum::DEFAULT_MAX_FRAME)
+                    .expect("decode")
+                    .expect("whole frame");
+                peers[m.to as usize - 1].deliver(m);
+                true
+            }));
+            let log = RaftMetadataLog::open(
+                SimStorage::default(),
+                Path::new("/q"),
+                None,
+                opts(id),
+                io.clone(),
+            )
+            .await
+            .expect("open");
+            nodes.push((id, Rc::new(futures::lock::Mutex::new(MetadataAuthority::new(log))), io));
+        }
+        let applied: Rc<RefCell<BTreeMap<u64, Vec<CommittedRecord>>>> = Rc::default();
+        for (id, node, io) in &nodes {
+            let (id, node, io, applied, down) =
+                (*id, node.clone(), io.clone(), applied.clone(), down.clone());
+            glommio::spawn_local(async move {
+                loop {
+                    io.wait_due(Some(Instant::now() + Duration::from_millis(20)))
+                        .await;
+                    if down.borrow().contains(&id) {
+                        glommio::timer::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    let mut a = node.lock().await;
+                    let _ = a.log_mut().pump().await;
+                    let recs = a.log_mut().take_applied();
+                    applied.borrow_mut().entry(id).or_default().extend(recs);
+                }
+            })
+            .detach();
+        }
+        Cluster {
+            nodes,
+            applied,
+            down,
+        }
+    }
+
+    impl Cluster {
+        async fn leader(&self, within: Duration) -> Option<u64> {
+            let deadline = Instant::now() + within;
+            while Instant::now() < deadline {
+                for (id, node, _) in &self.nodes {
+                    if !self.down.borrow().contains(id) && node.lock().await.log().is_leader() {
+                        return Some(*id);
+                    }
+                }
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            None
+        }
+
+        fn node(&self, id: u64) -> &Node {
+            &self.nodes[id as usize - 1].1
+        }
+
+        /// Commits on `id`, as the broker does: the records the commit returned go to the
+        /// same per-node list the driver fills.
+        async fn commit(&self, id: u64, name: &str) -> Result<(), MetaLogError> {
+            let mut a = self.node(id).lock().await;
+            let r = a
+                .commit(MetadataRecord::CreateTopic {
+                    name: name.into(),
+                    id: 1 + name.len() as u128,
+                    assignments: vec![vec![1, 2, 3]],
+                    configs: BTreeMap::new(),
+                })
+                .await;
+            let mut recs = r.as_ref().map(Clone::clone).unwrap_or_default();
+            recs.extend(a.log_mut().take_applied());
+            self.applied.borrow_mut().entry(id).or_default().extend(recs);
+            r.map(|_| ())
+        }
+
+        async fn wait_topics(&self, id: u64, names: &[&str], within: Duration) -> bool {
+            let deadline = Instant::now() + within;
+            while Instant::now() < deadline {
+                let a = self.node(id).lock().await;
+                if names.iter().all(|n| a.image().topics.contains_key(*n)) {
+                    return true;
+                }
+                drop(a);
+                glommio::timer::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        }
+    }
+
+    fn run<F: std::future::Future<Output = ()> + 'static>(f: impl FnOnce() -> F) {
+        glommio::LocalExecutor::default().run(f());
+    }
+
+    #[test]
+    fn three_logs_elect_commit_fail_over_and_stop_without_quorum() {
+        run(|| async {
+            let c = cluster().await;
+            let leader = c.leader(Duration::from_secs(5)).await.expect("a leader");
+            c.commit(leader, "a").await.expect("commit on the leader");
+            for id in 1..=3 {
+                assert!(c.wait_topics(id, &["a"], Duration::from_secs(2)).await, "node {id} has a");
+            }
+            // A follower refuses, naming the leader.
+            let follower = (1..=3).find(|i| *i != leader).expect("a follower");
+            match c.commit(follower, "x").await {
+                Err(MetaLogError::NotController { leader: Some(l) }) => assert_eq!(l, leader),
+                other => panic!("follower commit: {other:?}"),
+            }
+            // The leader goes away: another takes over and commits.
+            c.down.borrow_mut().insert(leader);
+            let second = c.leader(Duration::from_secs(5)).await.expect("a new leader");
+            assert_ne!(second, leader);
+            c.commit(second, "bb").await.expect("commit with one voter lost");
+            let third = (1..=3).find(|i| *i != leader && *i != second).expect("third");
+            assert!(c.wait_topics(third, &["a", "bb"], Duration::from_secs(2)).await);
+            // Two voters lost: nothing commits.
+            c.down.borrow_mut().insert(third);
+            let r = c.commit(second, "ccc").await;
+            assert!(
+                matches!(r, Err(MetaLogError::NotCommitted { .. }) | Err(MetaLogError::NotController { .. })),
+                "{r:?}"
+            );
+            // Back: the old leader catches up on everything committed without it.
+            c.down.borrow_mut().clear();
+            assert!(c.wait_topics(leader, &["a", "bb"], Duration::from_secs(5)).await);
+            // Every node took the same records, in the same order, each once.
+            let applied = c.applied.borrow();
+            let names = |id: u64| -> Vec<(u64, String)> {
+                applied[&id]
+                    .iter()
+                    .map(|r| (r.index, r.record.topic().unwrap_or_default().to_string()))
+                    .collect()
+            };
+            let first = names(third);
+            assert!(first.windows(2).all(|w| w[0].0 < w[1].0), "{first:?}");
+            for id in 1..=3 {
+                let n = names(id);
+                assert!(n.len() >= 2, "node {id}: {n:?}");
+                assert_eq!(n[..2], first[..2], "node {id}");
+            }
+        });
     }
 }
