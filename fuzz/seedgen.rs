@@ -6,7 +6,9 @@
 //!   pipelined pairs and an ApiVersions request at a version the broker does not speak;
 //! * `config_parse`: broker config files (full, minimal, with `SHARDLOG_*` variables), and the
 //!   dictionary `fuzz/dicts/config_parse.dict` of the config keys;
-//! * `offsets_batch`: internal `__consumer_offsets` batches of real coordinator records.
+//! * `offsets_batch`: internal `__consumer_offsets` batches of real coordinator records;
+//! * `controller_rpc`: a hello and controller RPC frames of every forwarded admin operation;
+//! * `raft_frame`: raft messages of the types controller peers exchange, framed.
 //!
 //! Run from the repository root (it replaces the files it writes, nothing else):
 //!
@@ -622,6 +624,64 @@ fn offsets_batches(root: &Path) -> anyhow::Result<usize> {
     Ok(1 + values.len())
 }
 
+fn controller(root: &Path) -> anyhow::Result<usize> {
+    use shardlog_server::controller::rpc::{self, ForwardReq, Hello, RpcKind};
+    let dir = fresh_dir(root, "controller_rpc")?;
+    let reqs = [
+        ForwardReq::CreateTopics {
+            topics: vec![("t".into(), 3, vec![("retention.ms".into(), "1000".into())])],
+            validate_only: false,
+        },
+        ForwardReq::DeleteTopics(vec!["t".into()]),
+        ForwardReq::CreatePartitions {
+            topics: vec![("t".into(), 6)],
+            validate_only: true,
+        },
+        ForwardReq::AlterConfigs {
+            topics: vec![("t".into(), vec![("segment.ms".into(), 0, Some("5".into()))])],
+            replace: false,
+            validate_only: false,
+        },
+        ForwardReq::ProducerIdBlock,
+    ];
+    let mut n = 0;
+    for (i, r) in reqs.iter().enumerate() {
+        let mut input = rpc::encode_hello(Hello {
+            purpose: rpc::PURPOSE_RPC,
+            node: 2,
+        })
+        .to_vec();
+        input.extend(rpc::encode_frame(RpcKind::Forward, false, i as u64, &rpc::to_body(r))?);
+        write(&dir, &format!("forward-{i}"), &input)?;
+        n += 1;
+    }
+    let dir = fresh_dir(root, "raft_frame")?;
+    use shardlog_quorum::{encode_message, Message, MessageType};
+    for (i, ty) in [
+        MessageType::MsgAppend,
+        MessageType::MsgAppendResponse,
+        MessageType::MsgRequestVote,
+        MessageType::MsgRequestPreVote,
+        MessageType::MsgHeartbeat,
+        MessageType::MsgHeartbeatResponse,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut m = Message::default();
+        m.set_msg_type(ty);
+        m.from = 1;
+        m.to = 2;
+        m.term = 3;
+        m.index = 7;
+        m.log_term = 2;
+        m.commit = 6;
+        write(&dir, &format!("msg-{i}"), &encode_message(&m, 1 << 16)?)?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 fn main() -> anyhow::Result<()> {
     let root = PathBuf::from(
         std::env::args()
@@ -636,6 +696,7 @@ fn main() -> anyhow::Result<()> {
     let n = requests(&root)?;
     let c = configs(&root)?;
     let o = offsets_batches(&root)?;
-    println!("wrote {n} request seeds (x2 targets), {c} config seeds, {o} offsets batches");
+    let q = controller(&root)?;
+    println!("wrote {n} request seeds (x2 targets), {c} config seeds, {o} offsets batches, {q} controller seeds");
     Ok(())
 }

@@ -32,6 +32,6 @@ pub use node::{
 };
 pub use raft::prelude::{ConfState, Message, MessageType};
 pub use raft::StateRole;
-pub use store::{OpenReport, RaftStore, MAX_ENTRY_BYTES, MAX_SNAPSHOT_BYTES};
+pub use store::{snapshot_at, OpenReport, RaftStore, MAX_ENTRY_BYTES, MAX_SNAPSHOT_BYTES};
 pub use voters::{parse_voters, Voter, VotersError};
 pub use wire::{decode_frame, encode_message, frame_len, WireError, DEFAULT_MAX_FRAME};

@@ -427,6 +427,12 @@ impl<S: Storage, M: StateMachine> QuorumNode<S, M> {
         &self.sm
     }
 
+    /// The state machine, to take what it collected while applying (it must not change the
+    /// replicated state itself: that changes only by applying entries).
+    pub fn state_machine_mut(&mut self) -> &mut M {
+        &mut self.sm
+    }
+
     pub fn store(&self) -> &RaftStore<S> {
         self.raw.store()
     }

@@ -66,6 +66,17 @@ fn log_name(gen: u64) -> String {
     format!("{LOG_PREFIX}{gen:020}")
 }
 
+/// A snapshot message body at `index`/`term` with `conf` and the state machine's `data`: what
+/// [`RaftStore::install_snapshot`] takes (a store seeded from state kept elsewhere before).
+pub fn snapshot_at(index: u64, term: u64, conf: ConfState, data: Bytes) -> Snapshot {
+    let mut s = Snapshot::default();
+    s.mut_metadata().index = index;
+    s.mut_metadata().term = term;
+    s.mut_metadata().set_conf_state(conf);
+    s.data = data;
+    s
+}
+
 /// The durable raft log and state of one quorum member.
 pub struct RaftStore<S: Storage> {
     storage: S,

@@ -39,8 +39,7 @@ use shardlog_client::records::{BatchBuilder, Compression, ProducerStamp};
 use shardlog_engine::GlommioStorage;
 use shardlog_server::api;
 use shardlog_server::config::BrokerConfig;
-use shardlog_server::controller::log::FileMetadataLog;
-use shardlog_server::controller::log::MetadataAuthority;
+use shardlog_server::controller::log::{MetadataAuthority, MetadataLog};
 use shardlog_server::mesh::messages::{AdminReq, AdminResp, MeshMsg, NewTopic, ReadOut};
 use shardlog_server::mesh::shard::{Global, Shard};
 use shardlog_server::wire::fetch::{self, FetchTopicOut};
@@ -253,11 +252,6 @@ impl Broker {
             ..BrokerConfig::default()
         };
         tune(&mut cfg);
-        let store = MetadataAuthority::new(
-            FileMetadataLog::open(&cfg.data_dir.join("meta"), GlommioStorage)
-                .expect("metadata log"),
-        );
-        let meta = store.image().clone();
         let global = Arc::new(Global {
             shutdown: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
@@ -266,6 +260,18 @@ impl Broker {
         });
         let shard = ex.run(async move {
             // Must run on every executor before a log opens a file (see its docs).
+            GlommioStorage::prepare(&cfg.data_dir)
+                .await
+                .expect("direct I/O");
+            let store = MetadataAuthority::new(
+                shardlog_server::controller::quorum::open_log(
+                    &cfg,
+                    &shardlog_engine::BrokerStorage::default(),
+                )
+                .await
+                .expect("metadata log"),
+            );
+            let meta = store.image().clone();
             GlommioStorage::prepare(&cfg.data_dir)
                 .await
                 .expect("O_DIRECT in the bench dir");

@@ -29,8 +29,7 @@ use shardlog_engine::BrokerStorage;
 
 use crate::clock::Clock;
 use crate::connection;
-use crate::controller::log::MetadataAuthority;
-use crate::controller::log::{ControllerLog, FileMetadataLog};
+use crate::controller::log::{MetadataAuthority, MetadataLog};
 use crate::controller::metadata::ClusterMeta;
 use crate::mesh::messages::MeshMsg;
 use crate::mesh::routing::topic_dir;
@@ -322,22 +321,18 @@ impl Broker {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        let mut log =
-            FileMetadataLog::open(&cfg.data_dir.join("meta"), shardlog_engine::GlommioStorage)?;
-        // Partitions from before replication live on this node alone.
-        log.upgrade_single_node(cfg.node_id);
-        let store = MetadataAuthority::new(log);
         let mut cfg = cfg;
         cfg.offsets_topic_partitions = crate::groups::offsets_log::resolve_offsets_partitions(&cfg)
             .map_err(|source| BrokerError::DataDir {
                 path: crate::groups::offsets_log::offsets_dir(&cfg.data_dir),
                 source,
             })?;
-        // Orphans on the simulated disk stay (a test disk lives for one test).
-        if storage.is_real() {
-            remove_orphans(&cfg.data_dir, store.image());
-        }
-        let initial = store.image().clone();
+        // Shard 0 opens the metadata log (its files are glommio files, so on its executor) and
+        // hands the image to the others before any shard opens a partition.
+        let meta_slot = Arc::new(MetaSlot {
+            image: std::sync::Mutex::new(None),
+            barrier: Barrier::new(cfg.cores),
+        });
 
         let global = Arc::new(Global {
             shutdown: AtomicBool::new(false),
@@ -358,7 +353,6 @@ impl Broker {
         // Each shard reports once: ready (listening), or the error that stopped it first.
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<bool>();
         let lock = Arc::new(lock);
-        let mut store = Some(store);
         let mut handles = Vec::with_capacity(n);
         for i in 0..n {
             let cpu = cpus[i % cpus.len()];
@@ -373,8 +367,7 @@ impl Broker {
                 ready_tx.clone(),
                 lock.clone(),
             );
-            let meta = initial.clone();
-            let authority = if i == 0 { store.take() } else { None };
+            let meta_slot = meta_slot.clone();
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                 .name(&format!("shard-{i}"))
                 .io_memory(cfg.io_memory_bytes)
@@ -383,8 +376,7 @@ impl Broker {
                         i,
                         cfg,
                         shared,
-                        meta,
-                        authority,
+                        meta_slot,
                         mesh,
                         barrier,
                         bind_failed,
@@ -457,6 +449,13 @@ impl Broker {
     }
 }
 
+/// The image shard 0 read from the metadata log, for every shard, and the barrier they wait
+/// at until it is there (`None` after it: the log did not open).
+struct MetaSlot {
+    image: std::sync::Mutex<Option<ClusterMeta>>,
+    barrier: Barrier,
+}
+
 /// A descriptor held in reserve, given up when accept runs out of them (see the accept loop).
 fn spare_descriptor() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
@@ -526,8 +525,7 @@ async fn shard_main(
     id: usize,
     cfg: Arc<BrokerConfig>,
     global: Arc<Global>,
-    meta: ClusterMeta,
-    authority: Option<MetadataAuthority<ControllerLog>>,
+    meta_slot: Arc<MetaSlot>,
     mesh: MeshBuilder<MeshMsg, glommio::channels::channel_mesh::Full>,
     barrier: Arc<Barrier>,
     bind_failed: Arc<AtomicBool>,
@@ -542,14 +540,55 @@ async fn shard_main(
     shardlog_engine::disk_ops::set_slow_threshold(Duration::from_millis(cfg.slow_disk_op_ms));
     // Settle glommio's per-thread IOPOLL detection with a real block of data before any log
     // opens a file (see GlommioStorage::prepare); it also refuses a data dir without O_DIRECT.
-    if storage.is_real() {
+    let prepared = if storage.is_real() {
         shardlog_engine::GlommioStorage::prepare(&cfg.data_dir)
             .await
             .map_err(|e| BrokerError::Shard {
                 shard: id,
                 message: format!("direct I/O in {}: {e}", cfg.data_dir.display()),
-            })?;
+            })
+    } else {
+        Ok(())
+    };
+    if let Err(e) = prepared {
+        // The others wait for shard 0's image at the barrier: arrive there, then stop.
+        meta_slot.barrier.wait();
+        return Err(e);
     }
+    let mut authority = None;
+    if id == 0 {
+        let opened = crate::controller::quorum::open_log(&cfg, &storage).await;
+        let image = match opened {
+            Ok(log) => {
+                let image = log.image().clone();
+                // Orphans on the simulated disk stay (a test disk lives for one test).
+                if storage.is_real() {
+                    remove_orphans(&cfg.data_dir, &image);
+                }
+                authority = Some(MetadataAuthority::new(log));
+                Some(image)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open the metadata log");
+                *meta_slot.image.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                meta_slot.barrier.wait();
+                return Err(BrokerError::Metadata(e));
+            }
+        };
+        *meta_slot.image.lock().unwrap_or_else(|e| e.into_inner()) = image;
+    }
+    meta_slot.barrier.wait();
+    let Some(meta) = meta_slot
+        .image
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    else {
+        return Err(BrokerError::Shard {
+            shard: id,
+            message: "the metadata log did not open".into(),
+        });
+    };
     let (senders, receivers) = mesh.join().await.map_err(|e| BrokerError::Shard {
         shard: id,
         message: format!("joining the shard mesh: {e}"),
@@ -566,6 +605,13 @@ async fn shard_main(
         clock,
     );
     shard.spawn_mesh_receivers(receivers);
+    if let Some(io) = shard.quorum_io.clone() {
+        if let Err(message) = crate::controller::transport::start(&shard, &io, &cfg) {
+            tracing::error!(error = %message, "cannot start the controller transport");
+            bind_failed.store(true, Ordering::SeqCst);
+        }
+        crate::controller::quorum::spawn_driver(shard.clone(), io);
+    }
     for t in meta.topics.values() {
         shard.open_topic(t).await;
     }
@@ -616,6 +662,7 @@ async fn shard_main(
         .detach();
     }
     crate::groups::coordinator::spawn_timer(shard.clone());
+
     // Periodic log work.
     {
         let shard = shard.clone();

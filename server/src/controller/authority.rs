@@ -7,9 +7,7 @@
 
 use std::rc::Rc;
 
-use futures::future::{self};
 
-use crate::controller::log::MetaLogError;
 use crate::controller::metadata::{self, ClusterMeta};
 use crate::controller::records::MetadataRecord;
 use crate::controller::validate::{self, Refusal};
@@ -24,6 +22,8 @@ use crate::mesh::shard::Shard;
 impl Shard {
     // ---- metadata authority (shard 0) ----
 
+    /// Runs an admin request: here when this broker's controller leads the quorum, else
+    /// forwarded to the leader (`crate::controller::quorum`).
     pub(crate) async fn admin(self: &Rc<Self>, req: AdminReq) -> AdminResp {
         if self.authority.is_none() {
             tracing::error!(
@@ -35,17 +35,21 @@ impl Shard {
         let Ok(_permit) = self.admin_lock.acquire_permit(1).await else {
             return AdminResp::Results(Vec::new());
         };
+        if let AdminReq::AllocateProducerId = req {
+            return AdminResp::ProducerId(self.allocate_producer_id().await);
+        }
+        if self.leads_quorum() {
+            self.admin_local(req).await
+        } else {
+            self.forward(req).await
+        }
+    }
+
+    /// Runs an admin request against this controller's image and log; the caller holds
+    /// `admin_lock` (one admin operation at a time: validate, then commit).
+    pub(crate) async fn admin_local(self: &Rc<Self>, req: AdminReq) -> AdminResp {
         match req {
-            AdminReq::AllocateProducerId => {
-                let r = match &self.authority {
-                    Some(a) => a.lock().await.allocate_producer_id().await,
-                    None => Err(MetaLogError::NotController { leader: None }),
-                };
-                AdminResp::ProducerId(r.map_err(|e| {
-                    tracing::error!(error = %e, "cannot commit producer id block");
-                    e.error_code()
-                }))
-            }
+            AdminReq::AllocateProducerId => AdminResp::ProducerId(self.allocate_producer_id().await),
             AdminReq::CreateTopics {
                 topics,
                 validate_only,
@@ -204,33 +208,29 @@ impl Shard {
     }
 
     /// Commits a validated record to the metadata log, then applies every record the commit
-    /// applied on every shard, in log order, before returning.
+    /// applied on every shard, in log order, before returning. The lock is held until the
+    /// shards have them, so records reach the shards in log order whoever takes them out of
+    /// the log (this, or the quorum driver for records other controllers committed).
     pub(crate) async fn commit(self: &Rc<Self>, record: MetadataRecord) -> i16 {
-        let committed = match &self.authority {
-            Some(a) => a.lock().await.commit(record).await,
-            None => return errors::NOT_CONTROLLER,
+        let Some(a) = &self.authority else {
+            return errors::NOT_CONTROLLER;
         };
-        let committed = match committed {
+        let mut a = a.lock().await;
+        let committed = a.commit(record).await;
+        // Others' records applied during a failed commit go out too.
+        let mut records = match committed {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(error = %e, "cannot commit metadata change");
+                let rest = a.log_mut().take_applied();
+                let io = a.log().io().clone();
+                self.apply_committed(&io, rest).await;
                 return e.error_code();
             }
         };
-        for c in committed {
-            let mut acks = Vec::with_capacity(self.shards);
-            for target in 0..self.shards {
-                acks.push(self.send(target, ShardReq::Apply(c.record.clone())).await);
-            }
-            for r in future::join_all(acks).await {
-                if matches!(r, ShardResp::Failed) {
-                    tracing::warn!(
-                        index = c.index,
-                        "a shard did not acknowledge a metadata change"
-                    );
-                }
-            }
-        }
+        records.extend(a.log_mut().take_applied());
+        let io = a.log().io().clone();
+        self.apply_committed(&io, records).await;
         errors::NONE
     }
 

@@ -13,8 +13,12 @@
 pub mod authority;
 pub mod decide;
 pub mod log;
+pub mod quorum;
+pub mod raft_log;
 pub mod metadata;
 pub mod records;
+pub mod rpc;
 pub mod topic_map;
 pub mod topics;
+pub mod transport;
 pub mod validate;

@@ -127,6 +127,8 @@ pub struct Shard {
     /// committed (off the shard) while the lock is held, so records commit in the order they
     /// are applied.
     pub(crate) authority: Option<futures::lock::Mutex<MetadataAuthority<ControllerLog>>>,
+    /// The metadata quorum's lock-free side: inbox, leader, locally applied index (shard 0).
+    pub(crate) quorum_io: Option<Rc<crate::controller::raft_log::QuorumIo>>,
     pub(crate) admin_lock: Semaphore,
     pub partitions: RefCell<TopicPartMap<Rc<Partition>>>,
     pub(crate) senders: Senders<MeshMsg>,
@@ -183,6 +185,7 @@ impl Shard {
             shards,
             global,
             meta: RefCell::new(meta),
+            quorum_io: authority.as_ref().map(|a| a.log().io().clone()),
             authority: authority.map(futures::lock::Mutex::new),
             admin_lock: Semaphore::new(1),
             partitions: RefCell::new(TopicPartMap::new()),
