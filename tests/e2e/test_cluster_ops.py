@@ -1,0 +1,173 @@
+"""The operator surface of a multi-broker cluster: `shardlog dev cluster`, the `cluster`
+fixture itself, Metadata/DescribeCluster/FindCoordinator from the image, the CLI and the
+controller-view metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+import kwire
+from conftest import free_port_base, shardlog_bin, _require_binary
+
+pytestmark = pytest.mark.timeout(180)
+
+
+# ---- shardlog dev cluster ----------------------------------------------------------------
+
+class DevCluster:
+    """A `shardlog dev cluster` supervisor process and what it wrote."""
+
+    def __init__(self, tmp_path: Path, brokers: int, extra: list[str] | None = None):
+        _require_binary()
+        self.dir = tmp_path / "dev"
+        self.base = free_port_base(brokers)
+        self.out_path = tmp_path / "dev-cluster.out"
+        self._out = open(self.out_path, "wb")
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDLOG_")}
+        env["NO_COLOR"] = "1"
+        self.argv = [shardlog_bin(), "dev", "cluster", "--brokers", str(brokers),
+                     "--data-dir", str(self.dir), "--base-port", str(self.base), *(extra or [])]
+        self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=self._out,
+                                     stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.pids: list[int] = []
+
+    def output(self) -> str:
+        return self.out_path.read_text(errors="replace")
+
+    def wait_output(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output():
+            assert time.monotonic() < deadline, f"{text!r} not printed:\n{self.output()}"
+            time.sleep(0.1)
+
+    def wait_json(self, timeout: float = 30) -> dict:
+        path = self.dir / "cluster.json"
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            assert self.proc.poll() is None, f"dev cluster exited:\n{self.output()}"
+            assert time.monotonic() < deadline, f"no cluster.json:\n{self.output()}"
+            time.sleep(0.1)
+        doc = json.loads(path.read_text())
+        self.pids = [b["pid"] for b in doc["brokers"]]
+        return doc
+
+    def cleanup(self) -> None:
+        """Leaves nothing running whatever the test did."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        for pid in self.pids:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        self._out.close()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is gone for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+def wait_gone(pids: list[int], timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        left = [p for p in pids if pid_alive(p)]
+        if not left:
+            return []
+        time.sleep(0.1)
+    return [p for p in pids if pid_alive(p)]
+
+
+def kafka_ready(host_port: str) -> bool:
+    host, port = host_port.rsplit(":", 1)
+    try:
+        with kwire.Conn(host, int(port), timeout=3) as c:
+            return c.api_versions().error_code == 0 and bool(c.metadata(None)["brokers"])
+    except (OSError, kwire.ConnectionClosed):
+        return False
+
+
+def test_dev_cluster_starts_every_broker_and_sigterm_stops_them_all(tmp_path):
+    dev = DevCluster(tmp_path, 3)
+    try:
+        doc = dev.wait_json()
+        assert [b["id"] for b in doc["brokers"]] == [1, 2, 3]
+        assert doc["voters"] == ",".join(f"{i}@127.0.0.1:{dev.base + 10 * (i - 1) + 1}" for i in (1, 2, 3))
+        assert len(set(dev.pids)) == 3 and all(pid_alive(p) for p in dev.pids), doc
+        for i, b in enumerate(doc["brokers"], start=1):
+            cmdline = Path(f"/proc/{b['pid']}/cmdline").read_bytes().split(b"\0")
+            assert [b"start", b"--node-id", str(i).encode()] == cmdline[1:4], cmdline
+            assert b["kafka"] == f"127.0.0.1:{dev.base + 10 * (i - 1)}"
+            assert b["admin"] == f"127.0.0.1:{dev.base + 10 * (i - 1) + 2}"
+            assert Path(b["data_dir"]) == dev.dir / f"broker-{i}"
+        # Every broker serves Kafka and admin HTTP, and logs to its own file.
+        deadline = time.monotonic() + 60
+        while not all(kafka_ready(b["kafka"]) for b in doc["brokers"]):
+            assert time.monotonic() < deadline, dev.output()
+            time.sleep(0.2)
+        for b in doc["brokers"]:
+            host, port = b["admin"].rsplit(":", 1)
+            with socket.create_connection((host, int(port)), timeout=5) as s:
+                s.sendall(b"GET /health HTTP/1.0\r\n\r\n")
+                status = s.recv(64)
+                assert status.startswith(b"HTTP/1.") and b" 200 " in status, (b, status)
+            assert b["admin"] in Path(b["log"]).read_text(errors="replace"), b["log"]
+        dev.wait_output("cluster ready")
+        out = dev.output()
+        for b in doc["brokers"]:
+            assert f"{b['pid']}" in out and b["controller"] in out, out
+
+        dev.proc.send_signal(signal.SIGTERM)
+        assert dev.proc.wait(60) == 0, dev.output()
+        assert wait_gone(dev.pids) == [], f"brokers left running:\n{dev.output()}"
+        out = dev.output()
+        assert "cluster stopped" in out and out.count("stopped: exit status 0") == 3, out
+    finally:
+        dev.cleanup()
+
+
+def test_dev_cluster_reports_a_dead_broker_and_kills_a_hung_one(tmp_path):
+    dev = DevCluster(tmp_path, 2, ["--grace-secs", "1"])
+    try:
+        dev.wait_json()
+        dev.wait_output("cluster ready")
+        one, two = dev.pids
+        os.kill(one, signal.SIGKILL)
+        dev.wait_output(f"broker 1 (pid {one}) exited: killed by signal 9 (not restarted")
+        assert dev.proc.poll() is None, "the supervisor keeps the others running"
+        assert pid_alive(two)
+        os.kill(two, signal.SIGSTOP)  # a hung broker ignores SIGTERM until killed
+        dev.proc.send_signal(signal.SIGINT)
+        assert dev.proc.wait(30) == 1, dev.output()
+        assert f"broker 2 (pid {two}) still running after the grace period: SIGKILL" in dev.output()
+        assert wait_gone(dev.pids) == []
+    finally:
+        dev.cleanup()
+
+
+def test_dev_cluster_refuses_ports_in_use(tmp_path):
+    base = free_port_base(2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", base + 11))
+        s.listen()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDLOG_")}
+        p = subprocess.run([shardlog_bin(), "dev", "cluster", "--brokers", "2", "--data-dir",
+                            str(tmp_path / "d"), "--base-port", str(base)],
+                           capture_output=True, timeout=30, env=env)
+    assert p.returncode == 2, p
+    assert f"127.0.0.1:{base + 11}" in p.stderr.decode() and b"ports in use" in p.stderr
+    assert not (tmp_path / "d" / "cluster.json").exists()
