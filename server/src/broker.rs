@@ -347,6 +347,7 @@ impl Broker {
                 cfg.max_connections_per_ip,
             ),
             offline: Default::default(),
+            controller: Default::default(),
         });
 
         let cfg = Arc::new(cfg);

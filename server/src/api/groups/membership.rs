@@ -9,6 +9,7 @@ use kafka_protocol::messages::*;
 use shardlog_coordinator as coord;
 use shardlog_coordinator::{ErrorCode, Request, Response};
 
+use crate::api::cluster::view;
 use crate::api::common::{respond, s, Pending};
 use crate::mesh::shard::Shard;
 use crate::wire::errors;
@@ -17,24 +18,37 @@ use crate::api::groups::place::*;
 
 // ---- FindCoordinator ----------------------------------------------------------------------
 
+/// FindCoordinator: a group's coordinator is the broker leading the group's
+/// `__consumer_offsets` partition ([`ClusterView::coordinator`]); COORDINATOR_NOT_AVAILABLE
+/// while that partition has no serving leader (the client retries after a metadata refresh).
 pub fn find_coordinator(
     shard: &Rc<Shard>,
     v: i16,
     corr: i32,
     req: FindCoordinatorRequest,
 ) -> Pending {
-    let (host, port) = shard.cfg.advertised_host_port();
-    let node = shard.cfg.node_id;
-    let answer = |key_type: i8| -> (i16, Option<&'static str>) {
-        if key_type == KEY_TYPE_TRANSACTION {
+    let meta = shard.meta.borrow();
+    let cv = view(shard, &meta);
+    let partitions = shard.groups.partitions;
+    // (error, message, coordinator) for one key.
+    let answer = |key: &str| -> (i16, Option<&'static str>, Option<(i32, String, i32)>) {
+        if req.key_type == KEY_TYPE_TRANSACTION {
             (
                 ErrorCode::CoordinatorNotAvailable.code(),
                 Some("transactions are not supported"),
+                None,
             )
-        } else if key_type != 0 {
-            (errors::INVALID_REQUEST, Some("unknown key type"))
+        } else if req.key_type != 0 {
+            (errors::INVALID_REQUEST, Some("unknown key type"), None)
         } else {
-            (errors::NONE, None)
+            match cv.coordinator(key, partitions) {
+                Some(n) => (errors::NONE, None, Some((n.id, n.host.clone(), n.port))),
+                None => (
+                    ErrorCode::CoordinatorNotAvailable.code(),
+                    Some("the group's __consumer_offsets partition has no leader"),
+                    None,
+                ),
+            }
         }
     };
     let mut r = FindCoordinatorResponse::default();
@@ -43,37 +57,44 @@ pub fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|k| {
-                let (code, msg) = answer(req.key_type);
+                let (code, msg, node) = answer(k);
                 let mut c = find_coordinator_response::Coordinator::default();
                 c.key = k.clone();
                 c.error_code = code;
                 c.error_message = msg.map(s);
-                if code == errors::NONE {
-                    c.node_id = BrokerId(node);
-                    c.host = s(&host);
-                    c.port = port;
-                } else {
-                    c.node_id = BrokerId(-1);
-                    c.port = -1;
+                match node {
+                    Some((id, host, port)) => {
+                        c.node_id = BrokerId(id);
+                        c.host = s(&host);
+                        c.port = port;
+                    }
+                    None => {
+                        c.node_id = BrokerId(-1);
+                        c.port = -1;
+                    }
                 }
                 c
             })
             .collect();
     } else {
-        let (code, msg) = answer(req.key_type);
+        let (code, msg, node) = answer(&req.key);
         r.error_code = code;
         if v >= 1 {
             r.error_message = msg.map(s);
         }
-        if code == errors::NONE {
-            r.node_id = BrokerId(node);
-            r.host = s(&host);
-            r.port = port;
-        } else {
-            r.node_id = BrokerId(-1);
-            r.port = -1;
+        match node {
+            Some((id, host, port)) => {
+                r.node_id = BrokerId(id);
+                r.host = s(&host);
+                r.port = port;
+            }
+            None => {
+                r.node_id = BrokerId(-1);
+                r.port = -1;
+            }
         }
     }
+    drop(meta);
     future::ready(respond(ApiKey::FindCoordinator, v, corr, &r)).boxed_local()
 }
 
