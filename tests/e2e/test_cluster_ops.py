@@ -171,3 +171,40 @@ def test_dev_cluster_refuses_ports_in_use(tmp_path):
     assert p.returncode == 2, p
     assert f"127.0.0.1:{base + 11}" in p.stderr.decode() and b"ports in use" in p.stderr
     assert not (tmp_path / "d" / "cluster.json").exists()
+
+
+# ---- Metadata, DescribeCluster and the CLI on one broker ------------------------------------
+
+def cli(args: list[str], ok: bool = True) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHARDLOG_")}
+    p = subprocess.run([shardlog_bin(), *args], capture_output=True, timeout=60, env=env)
+    out, err = p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+    assert "panicked" not in err, err
+    if ok:
+        assert p.returncode == 0, f"shardlog {' '.join(args)} exited {p.returncode}:\n{out}\n{err}"
+    p.out, p.err = out, err  # type: ignore[attr-defined]
+    return p
+
+
+def test_cluster_info_and_topic_describe_on_one_broker(broker):
+    b = ["--brokers", broker.bootstrap]
+    info = json.loads(cli(["cluster", "info", "--format", "json", *b]).out)
+    assert info["fenced_brokers_shown"] is True, "DescribeCluster v2 answered"
+    assert info["controller_id"] == 1
+    assert info["brokers"] == [{"node_id": 1, "host": "127.0.0.1", "port": broker.port,
+                                "rack": None, "fenced": False}]
+    text = cli(["cluster", "info", *b]).out
+    rows = [line.split() for line in text.splitlines()]
+    assert ["BROKER", "HOST", "PORT", "RACK", "STATE", "CONTROLLER"] in rows, text
+    assert ["1", "127.0.0.1", str(broker.port), "-", "live", "*"] in rows, text
+    assert "controller 1" in text and "(0 fenced)" in text, text
+
+    cli(["topic", "create", "described", "--partitions", "2", *b])
+    d = json.loads(cli(["topic", "describe", "described", "--format", "json", *b]).out)
+    assert [(p["leader"], p["replicas"], p["isr"], p["offline_replicas"], p["error_code"])
+            for p in d["partitions"]] == [(1, [1], [1], [], 0)] * 2
+    assert d["offline_partitions"] == 0 and d["under_replicated_partitions"] == 0
+    text = cli(["topic", "describe", "described", "--no-configs", *b]).out
+    header = text.splitlines()[1].split()
+    assert header[:6] == ["PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "OFFLINE"], text
+    assert text.splitlines()[2].split()[:6] == ["0", "1", "0", "1", "1", "-"], text
