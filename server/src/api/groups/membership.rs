@@ -9,7 +9,7 @@ use kafka_protocol::messages::*;
 use shardlog_coordinator as coord;
 use shardlog_coordinator::{ErrorCode, Request, Response};
 
-use crate::api::cluster::view;
+use crate::api::cluster::{view, Node};
 use crate::api::common::{respond, s, Pending};
 use crate::mesh::shard::Shard;
 use crate::wire::errors;
@@ -30,25 +30,20 @@ pub fn find_coordinator(
     let meta = shard.meta.borrow();
     let cv = view(shard, &meta);
     let partitions = shard.groups.partitions;
-    // (error, message, coordinator) for one key.
-    let answer = |key: &str| -> (i16, Option<&'static str>, Option<(i32, String, i32)>) {
+    // The coordinator of one key, or the error code and message.
+    let answer = |key: &str| -> Result<Node, (i16, &'static str)> {
         if req.key_type == KEY_TYPE_TRANSACTION {
-            (
+            Err((
                 ErrorCode::CoordinatorNotAvailable.code(),
-                Some("transactions are not supported"),
-                None,
-            )
+                "transactions are not supported",
+            ))
         } else if req.key_type != 0 {
-            (errors::INVALID_REQUEST, Some("unknown key type"), None)
+            Err((errors::INVALID_REQUEST, "unknown key type"))
         } else {
-            match cv.coordinator(key, partitions) {
-                Some(n) => (errors::NONE, None, Some((n.id, n.host.clone(), n.port))),
-                None => (
-                    ErrorCode::CoordinatorNotAvailable.code(),
-                    Some("the group's __consumer_offsets partition has no leader"),
-                    None,
-                ),
-            }
+            cv.coordinator(key, partitions).cloned().ok_or((
+                ErrorCode::CoordinatorNotAvailable.code(),
+                "the group's __consumer_offsets partition has no leader",
+            ))
         }
     };
     let mut r = FindCoordinatorResponse::default();
@@ -57,18 +52,17 @@ pub fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|k| {
-                let (code, msg, node) = answer(k);
                 let mut c = find_coordinator_response::Coordinator::default();
                 c.key = k.clone();
-                c.error_code = code;
-                c.error_message = msg.map(s);
-                match node {
-                    Some((id, host, port)) => {
-                        c.node_id = BrokerId(id);
-                        c.host = s(&host);
-                        c.port = port;
+                match answer(k) {
+                    Ok(n) => {
+                        c.node_id = BrokerId(n.id);
+                        c.host = s(&n.host);
+                        c.port = n.port;
                     }
-                    None => {
+                    Err((code, msg)) => {
+                        c.error_code = code;
+                        c.error_message = Some(s(msg));
                         c.node_id = BrokerId(-1);
                         c.port = -1;
                     }
@@ -77,18 +71,17 @@ pub fn find_coordinator(
             })
             .collect();
     } else {
-        let (code, msg, node) = answer(&req.key);
-        r.error_code = code;
-        if v >= 1 {
-            r.error_message = msg.map(s);
-        }
-        match node {
-            Some((id, host, port)) => {
-                r.node_id = BrokerId(id);
-                r.host = s(&host);
-                r.port = port;
+        match answer(&req.key) {
+            Ok(n) => {
+                r.node_id = BrokerId(n.id);
+                r.host = s(&n.host);
+                r.port = n.port;
             }
-            None => {
+            Err((code, msg)) => {
+                r.error_code = code;
+                if v >= 1 {
+                    r.error_message = Some(s(msg));
+                }
                 r.node_id = BrokerId(-1);
                 r.port = -1;
             }
