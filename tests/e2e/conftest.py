@@ -319,6 +319,29 @@ def free_port_base(brokers: int, stride: int = CLUSTER_PORT_STRIDE) -> int:
     raise RuntimeError(f"no free block of ports for {brokers} brokers")
 
 
+def metadata_v7(conn: "kwire.Conn", topics: list[str] | None = None) -> dict:
+    """Metadata v7 without auto-creation (kwire's v1 creates missing topics): brokers,
+    controller id, and per topic its partitions with leader, leader epoch, replicas, ISR
+    and offline replicas."""
+    names = None if topics is None else [kwire.string(t) for t in topics]
+    r = conn.request(kwire.METADATA, 7, kwire.array(names) + kwire.i8(0))
+    r.i32()  # throttle
+    brokers = r.array(lambda r: {"node_id": r.i32(), "host": r.string(), "port": r.i32(),
+                                 "rack": r.string()})
+    cluster_id = r.string()
+    controller_id = r.i32()
+
+    def partition(r) -> dict:
+        return {"error_code": r.i16(), "partition": r.i32(), "leader": r.i32(),
+                "leader_epoch": r.i32(), "replicas": r.array(kwire.Reader.i32),
+                "isr": r.array(kwire.Reader.i32), "offline": r.array(kwire.Reader.i32)}
+
+    out = r.array(lambda r: {"error_code": r.i16(), "name": r.string(), "internal": r.i8() != 0,
+                             "partitions": r.array(partition)})
+    return {"brokers": brokers, "cluster_id": cluster_id, "controller_id": controller_id,
+            "topics": {t["name"]: t for t in out}}
+
+
 class ClusterBroker(Broker):
     """One broker of a `Cluster`: fixed node id, ports and data directory."""
 
@@ -456,14 +479,14 @@ class Cluster:
 
     # -- observation --------------------------------------------------------------------
     def metadata(self, topics: list[str] | None = None, via: int | None = None) -> dict:
-        """Metadata v1 (kwire) from broker `via`, else from the first live broker that
-        answers."""
+        """Metadata ([`metadata_v7`]: no auto-creation) from broker `via`, else from the
+        first live broker that answers."""
         order = [self[via]] if via is not None else self.alive()
         last: Exception | None = None
         for b in order:
             try:
                 with kwire.Conn(b.host, b.port, timeout=5) as c:
-                    return c.metadata(topics)
+                    return metadata_v7(c, topics)
             except Exception as e:  # noqa: BLE001 - try the next broker
                 last = e
         raise BrokerError(f"no broker answered Metadata (last error: {last!r})")
@@ -488,14 +511,15 @@ class Cluster:
                    interval: float = 0.1):
         """Polls `pred()` until it returns a truthy value, which is returned. An exception
         from `pred` counts as not yet; on timeout the last one and the brokers' states are
-        in the error."""
+        in the error (the last falsy value or exception `pred` gave)."""
         deadline = time.monotonic() + timeout
-        last: Exception | None = None
+        last: object = None
         while True:
             try:
                 v = pred()
                 if v:
                     return v
+                last = v
             except Exception as e:  # noqa: BLE001 - not yet
                 last = e
             if time.monotonic() >= deadline:
@@ -503,7 +527,7 @@ class Cluster:
                     f"{b.node_id}:{'paused' if b.paused else 'up' if b.alive() else 'down'}"
                     for b in self.brokers)
                 raise BrokerError(f"timed out after {timeout}s waiting for {what} "
-                                  f"(brokers {states}; last error: {last!r})")
+                                  f"(brokers {states}; last outcome: {last!r})")
             time.sleep(interval)
 
 

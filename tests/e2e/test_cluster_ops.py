@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import kwire
-from conftest import free_port_base, shardlog_bin, _require_binary
+from conftest import BrokerError, free_port_base, shardlog_bin, _require_binary
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -208,3 +208,101 @@ def test_cluster_info_and_topic_describe_on_one_broker(broker):
     header = text.splitlines()[1].split()
     assert header[:6] == ["PARTITION", "LEADER", "EPOCH", "REPLICAS", "ISR", "OFFLINE"], text
     assert text.splitlines()[2].split()[:6] == ["0", "1", "0", "1", "1", "-"], text
+
+
+# ---- the 3-broker cluster ---------------------------------------------------------------------
+
+def create_replicated(bootstrap: str, name: str, partitions: int = 1, rf: int = 3,
+                      config: dict | None = None) -> None:
+    from confluent_kafka.admin import NewTopic
+    from util import admin
+    futs = admin(bootstrap).create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=rf, config=config or {})],
+        operation_timeout=30, request_timeout=30)
+    futs[name].result(timeout=30)
+
+
+def test_the_cluster_fixture(cluster):
+    """The fixture's own helpers: addresses, Metadata from every broker, kill -9 / SIGSTOP /
+    SIGTERM and restart on the same ports and data directory."""
+    assert cluster.bootstrap == ",".join(f"127.0.0.1:{cluster.base + 10 * i}" for i in range(3))
+    for i in (1, 2, 3):
+        md = cluster.metadata(via=i)
+        assert sorted(b["node_id"] for b in md["brokers"]) == [1, 2, 3], (i, md)
+        assert md["controller_id"] == cluster.controller(via=1), "one controller, seen by all"
+    assert (cluster[2].data_dir / "shardlog.log").exists()
+
+    create_replicated(cluster.bootstrap, "fixture", partitions=1, rf=3)
+    leader = cluster.wait_until(lambda: cluster.leader_of("fixture", 0), 30, "a leader")
+    assert leader in (1, 2, 3)
+
+    cluster.kill(3)
+    assert not cluster[3].alive()
+    cluster.restart(3)
+    cluster.wait_formed()
+    assert cluster[3].starts == 2 and cluster[3].log_text().count("===== start #") == 2
+
+    cluster.pause(2)
+    assert [b.node_id for b in cluster.alive()] == [1, 3]
+    with pytest.raises(OSError):
+        with kwire.Conn("127.0.0.1", cluster[2].port, timeout=1) as c:
+            c.api_versions()  # accepted by the kernel, never answered
+    cluster.resume(2)
+    assert cluster.wait_until(lambda: kafka_ready(cluster[2].bootstrap), 30, "broker 2 answers")
+
+    assert cluster.stop(1) == 0
+    cluster.restart(1)
+    cluster.wait_formed()
+    # Same data directory: the replicated topic is still there with its replicas.
+    md = cluster.metadata(["fixture"], via=1)["topics"]["fixture"]
+    assert sorted(md["partitions"][0]["replicas"]) == [1, 2, 3], md
+    with pytest.raises(BrokerError, match="timed out after 0.3s waiting for never"):
+        cluster.wait_until(lambda: False, 0.3, "never")
+
+
+def test_metadata_describe_and_metrics_follow_a_lost_broker(cluster):
+    """Every broker answers with the image: all brokers, each partition's leader, replicas and
+    ISR; a broker killed -9 leaves the brokers list once fenced and shows as an offline
+    replica; cluster info, topic describe and the metrics say the same."""
+    from util import metrics
+    b = ["--brokers", cluster.bootstrap]
+    create_replicated(cluster.bootstrap, "seen", partitions=3, rf=3)
+    cluster.wait_until(lambda: all(cluster.leader_of("seen", p) for p in range(3)), 30,
+                       "every partition led")
+    for i in (1, 2, 3):
+        t = cluster.metadata(["seen"], via=i)["topics"]["seen"]
+        for p in t["partitions"]:
+            assert sorted(p["replicas"]) == [1, 2, 3] and sorted(p["isr"]) == [1, 2, 3], (i, p)
+        m = metrics(cluster[i].admin_port, combine=max)
+        assert m["shardlog_brokers_live"] == 3
+        assert m["shardlog_partitions_offline"] == 0
+        assert m["shardlog_controller_leader"] == cluster.controller(via=i)
+    d = json.loads(cli(["topic", "describe", "seen", "--format", "json", "--no-configs", *b]).out)
+    assert all(sorted(p["isr"]) == [1, 2, 3] and p["leader"] in p["replicas"]
+               for p in d["partitions"]), d
+
+    victim = next(i for i in (3, 2, 1) if i != cluster.controller())
+    cluster.kill(victim)
+
+    def fenced() -> bool:
+        md = cluster.metadata(["seen"])
+        if sorted(x["node_id"] for x in md["brokers"]) != sorted({1, 2, 3} - {victim}):
+            return False
+        return all(p["leader"] not in (-1, victim) and victim not in p["isr"]
+                   and victim in p["offline"] and p["leader_epoch"] > 0
+                   for p in md["topics"]["seen"]["partitions"])
+    cluster.wait_until(fenced, 60, f"broker {victim} fenced and out of every ISR")
+
+    info = json.loads(cli(["cluster", "info", "--format", "json", *b]).out)
+    state = {x["node_id"]: x["fenced"] for x in info["brokers"]}
+    assert state.get(victim, True) is True and all(not f for i, f in state.items() if i != victim), info
+    d = json.loads(cli(["topic", "describe", "seen", "--format", "json", "--no-configs", *b]).out)
+    for p in d["partitions"]:
+        assert victim in p["offline_replicas"] and victim not in p["isr"], p
+        assert p["leader"] != victim and p["leader"] >= 0, p
+    live = [i for i in (1, 2, 3) if i != victim]
+    m = {i: metrics(cluster[i].admin_port, combine=max) for i in live}
+    assert all(m[i]["shardlog_brokers_live"] == 2 for i in live), m
+    # Under-replicated partitions are counted by their leaders: 3 in all.
+    assert sum(metrics(cluster[i].admin_port)["shardlog_partitions_under_replicated"]
+               for i in live) == 3
