@@ -60,6 +60,9 @@ pub struct BrokerInfo {
     pub host: String,
     pub port: i32,
     pub rack: Option<String>,
+    /// Registered but fenced (not serving): only DescribeCluster v2 reports such brokers;
+    /// Metadata lists live brokers only.
+    pub fenced: bool,
 }
 
 /// The cluster metadata.
@@ -94,6 +97,7 @@ pub async fn metadata(client: &Client, topics: Option<&[String]>) -> CliResult<C
             host: b.host.to_string(),
             port: b.port,
             rack: b.rack.as_ref().map(|r| r.to_string()),
+            fenced: false,
         })
         .collect();
     brokers.sort_by_key(|b| b.node_id);
@@ -130,6 +134,52 @@ pub async fn metadata(client: &Client, topics: Option<&[String]>) -> CliResult<C
         brokers,
         topics: out,
     })
+}
+
+/// What DescribeCluster answers: the controller and the brokers, fenced ones included when
+/// the broker speaks v2 (KIP-1073).
+#[derive(Debug, Clone)]
+pub struct DescribedCluster {
+    pub controller_id: i32,
+    pub brokers: Vec<BrokerInfo>,
+    /// The answer includes fenced brokers (v2).
+    pub with_fenced: bool,
+}
+
+/// DescribeCluster (with the fenced brokers where supported); `None` when the cluster does not
+/// implement the API (then Metadata is all there is).
+pub async fn describe_cluster(client: &Client) -> CliResult<Option<DescribedCluster>> {
+    let conn = client.any_conn().await?;
+    let v = match conn.version_for(ApiKey::DescribeCluster) {
+        Ok(v) => v,
+        Err(ClientError::UnsupportedApi { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let mut req = DescribeClusterRequest::default();
+    req.include_fenced_brokers = v >= 2;
+    let resp = conn.request(&req).await?;
+    let msg = resp
+        .error_message
+        .map(|m| m.to_string())
+        .unwrap_or_default();
+    kafka_err(resp.error_code, format!("describe cluster: {msg}"))?;
+    let mut brokers: Vec<BrokerInfo> = resp
+        .brokers
+        .iter()
+        .map(|b| BrokerInfo {
+            node_id: b.broker_id.0,
+            host: b.host.to_string(),
+            port: b.port,
+            rack: b.rack.as_ref().map(|r| r.to_string()),
+            fenced: b.is_fenced,
+        })
+        .collect();
+    brokers.sort_by_key(|b| b.node_id);
+    Ok(Some(DescribedCluster {
+        controller_id: resp.controller_id.0,
+        brokers,
+        with_fenced: v >= 2,
+    }))
 }
 
 /// Metadata of one existing topic (error when the cluster does not know it).

@@ -43,44 +43,74 @@ pub fn partition_health(info: &ClusterInfo) -> PartitionHealth {
     h
 }
 
+/// `cluster info` as JSON and as text: Metadata's topic counts, and the brokers and controller
+/// from DescribeCluster when the cluster answers it (fenced brokers included, v2), else from
+/// Metadata (live brokers only).
+pub fn info_view(
+    info: &ClusterInfo,
+    described: Option<&admin::DescribedCluster>,
+) -> (serde_json::Value, String) {
+    let h = partition_health(info);
+    let (controller_id, brokers, with_fenced) = match described {
+        Some(d) => (d.controller_id, &d.brokers, d.with_fenced),
+        None => (info.controller_id, &info.brokers, false),
+    };
+    let fenced = brokers.iter().filter(|b| b.fenced).count();
+    let json = json!({
+        "cluster_id": info.cluster_id,
+        "controller_id": controller_id,
+        "brokers": brokers,
+        "fenced_brokers_shown": with_fenced,
+        "topics": info.topics.len(),
+        "partitions": h.partitions,
+        "under_replicated_partitions": h.under_replicated.len(),
+        "offline_partitions": h.offline.len(),
+    });
+    let mut s = format!(
+        "cluster {}  controller {}  brokers {} ({} fenced)  topics {}  partitions {} ({} under-replicated, {} offline)\n\n",
+        info.cluster_id.as_deref().unwrap_or("-"),
+        if controller_id >= 0 {
+            controller_id.to_string()
+        } else {
+            "unknown".into()
+        },
+        brokers.len(),
+        fenced,
+        info.topics.len(),
+        h.partitions,
+        h.under_replicated.len(),
+        h.offline.len(),
+    );
+    let mut t = Table::new(&["BROKER", "HOST", "PORT", "RACK", "STATE", "CONTROLLER"]);
+    for b in brokers {
+        t.row(vec![
+            b.node_id.to_string(),
+            b.host.clone(),
+            b.port.to_string(),
+            b.rack.clone().unwrap_or_else(|| "-".into()),
+            if b.fenced { "fenced" } else { "live" }.into(),
+            if b.node_id == controller_id {
+                "*".into()
+            } else {
+                String::new()
+            },
+        ]);
+    }
+    s.push_str(&t.render());
+    if !with_fenced {
+        s.push_str("(live brokers only: the cluster does not report fenced ones)\n");
+    }
+    (json, s)
+}
+
 pub async fn run(conn: &Conn, action: ClusterAction) -> CliResult {
     let client = conn.connect().await?;
     let info = admin::metadata(&client, None).await?;
     match action {
         ClusterAction::Info => {
-            let h = partition_health(&info);
-            let json = json!({
-                "cluster_id": info.cluster_id,
-                "controller_id": info.controller_id,
-                "brokers": info.brokers,
-                "topics": info.topics.len(),
-                "partitions": h.partitions,
-            });
-            emit(conn.format, &json, || {
-                let mut s = format!(
-                    "cluster {}  controller {}  topics {}  partitions {}\n\n",
-                    info.cluster_id.as_deref().unwrap_or("-"),
-                    info.controller_id,
-                    info.topics.len(),
-                    h.partitions
-                );
-                let mut t = Table::new(&["BROKER", "HOST", "PORT", "RACK", "CONTROLLER"]);
-                for b in &info.brokers {
-                    t.row(vec![
-                        b.node_id.to_string(),
-                        b.host.clone(),
-                        b.port.to_string(),
-                        b.rack.clone().unwrap_or_else(|| "-".into()),
-                        if b.node_id == info.controller_id {
-                            "*".into()
-                        } else {
-                            String::new()
-                        },
-                    ]);
-                }
-                s.push_str(&t.render());
-                s
-            });
+            let described = admin::describe_cluster(&client).await?;
+            let (json, text) = info_view(&info, described.as_ref());
+            emit(conn.format, &json, || text);
             Ok(())
         }
         ClusterAction::Health => {
@@ -162,6 +192,7 @@ mod tests {
                 host: "h".into(),
                 port: 1,
                 rack: None,
+                fenced: false,
             }],
             topics: vec![TopicInfo {
                 name: "t".into(),
@@ -178,5 +209,65 @@ mod tests {
         assert_eq!(h.partitions, 3);
         assert_eq!(h.offline, vec![("t".to_string(), 1)]);
         assert_eq!(h.under_replicated, vec![("t".to_string(), 2)]);
+    }
+
+    fn broker(id: i32, fenced: bool) -> BrokerInfo {
+        BrokerInfo {
+            node_id: id,
+            host: format!("h{id}"),
+            port: 9000 + id,
+            rack: None,
+            fenced,
+        }
+    }
+
+    #[test]
+    fn info_shows_fenced_brokers_and_the_controller() {
+        let info = ClusterInfo {
+            cluster_id: Some("c1".into()),
+            controller_id: 1,
+            brokers: vec![broker(1, false), broker(3, false)],
+            topics: vec![TopicInfo {
+                name: "t".into(),
+                internal: false,
+                error_code: 0,
+                partitions: vec![
+                    part(0, 1, vec![1, 2, 3], vec![1, 3]),
+                    part(1, -1, vec![2], vec![2]),
+                ],
+            }],
+        };
+        let described = admin::DescribedCluster {
+            controller_id: 3,
+            brokers: vec![broker(1, false), broker(2, true), broker(3, false)],
+            with_fenced: true,
+        };
+        let (json, text) = info_view(&info, Some(&described));
+        assert_eq!(json["controller_id"], 3);
+        assert_eq!(json["brokers"][1]["fenced"], true);
+        assert_eq!(json["brokers"][1]["node_id"], 2);
+        assert_eq!(json["under_replicated_partitions"], 1);
+        assert_eq!(json["offline_partitions"], 1);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].contains("controller 3") && lines[0].contains("(1 fenced)"),
+            "{text}"
+        );
+        let row = |id: &str| {
+            lines
+                .iter()
+                .find(|l| l.split_whitespace().next() == Some(id))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert_eq!(row("2"), ["2", "h2", "9002", "-", "fenced"], "{text}");
+        assert_eq!(row("3"), ["3", "h3", "9003", "-", "live", "*"], "{text}");
+        assert!(!text.contains("live brokers only"));
+
+        // Without DescribeCluster: Metadata's live brokers, said so.
+        let (json, text) = info_view(&info, None);
+        assert_eq!(json["controller_id"], 1);
+        assert_eq!(json["brokers"].as_array().map(Vec::len), Some(2));
+        assert!(text.contains("live brokers only"), "{text}");
     }
 }

@@ -1,4 +1,4 @@
-//! The operator CLI: `shardlog topic|produce|consume|group|cluster|config|check`.
+//! The operator CLI: `shardlog topic|produce|consume|group|cluster|config|check|dev`.
 //!
 //! Every subcommand that talks to a cluster runs on a small tokio runtime in this process with
 //! the `shardlog-client` crate, so it works against shardlog or any Kafka-compatible cluster.
@@ -12,6 +12,7 @@ pub mod check;
 pub mod cluster;
 pub mod conn;
 pub mod consume;
+pub mod dev;
 pub mod error;
 pub mod group;
 pub mod output;
@@ -96,6 +97,15 @@ const CLUSTER_EXAMPLES: &str = concat!(
     brokers_help!()
 );
 
+const DEV_EXAMPLES: &str = "Examples:
+  shardlog dev cluster --brokers 3 --data-dir /tmp/sl
+  shardlog dev cluster --brokers 3 --data-dir /tmp/sl --base-port 19092 --cores 2
+  shardlog dev cluster --data-dir /tmp/sl -- --log-level debug
+
+Broker i (1..=N) listens on B+10*(i-1) (Kafka), +1 (controller), +2 (admin HTTP), keeps its
+data and its log file shardlog.log in DIR/broker-<i>; DIR/cluster.json lists the brokers
+with their PIDs. SIGTERM or Ctrl-C stops them all (SIGTERM, then SIGKILL after --grace-secs).";
+
 const CONFIG_EXAMPLES: &str = "Examples:
   shardlog config check /etc/shardlog/shardlog.toml
   shardlog config check shardlog.toml --format json";
@@ -128,6 +138,15 @@ pub enum Command {
     /// Verify that this host is ready to run a broker (io_uring, locked memory, O_DIRECT, ...).
     #[command(after_help = CHECK_EXAMPLES)]
     Check(check::CheckArgs),
+    /// Development helpers: `dev cluster` runs a local multi-broker cluster.
+    #[command(after_help = DEV_EXAMPLES)]
+    Dev(DevCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct DevCmd {
+    #[command(subcommand)]
+    pub action: dev::DevAction,
 }
 
 #[derive(Args, Debug)]
@@ -179,6 +198,7 @@ pub fn run(cmd: Command) -> ExitCode {
             action: ConfigAction::Check { file, format },
         }) => config_check(&file, format),
         Command::Check(args) => check::run(&args),
+        Command::Dev(d) => dev::run(&d.action),
         other => match tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -204,7 +224,7 @@ async fn run_async(cmd: Command) -> CliResult {
         Command::Consume(a) => consume::run(a).await,
         Command::Group(g) => group::run(&g.conn, g.action).await,
         Command::Cluster(c) => cluster::run(&c.conn, c.action).await,
-        Command::Config(_) | Command::Check(_) => Ok(()),
+        Command::Config(_) | Command::Check(_) | Command::Dev(_) => Ok(()),
     }
 }
 

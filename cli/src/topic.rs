@@ -471,6 +471,15 @@ async fn delete_records(
     }
 }
 
+/// Where the log bounds of a topic's partitions come from, for [`describe_view`].
+#[derive(Debug, Default)]
+struct Bounds {
+    start: BTreeMap<i32, i64>,
+    end: BTreeMap<i32, i64>,
+    /// Why some or all are missing (offline partitions, an unreachable leader).
+    note: Option<String>,
+}
+
 /// JSON and text description of one topic.
 async fn describe(
     client: &shardlog_client::Client,
@@ -482,10 +491,36 @@ async fn describe(
         Some(t) if t.error_code == 0 => t.clone(),
         _ => return Err(CliError::Failed(format!("topic {name:?} does not exist"))),
     };
-    let ids: Vec<i32> = t.partitions.iter().map(|p| p.partition).collect();
-    // Make sure the client's cache knows the leaders before asking them for offsets.
-    client.refresh_metadata(&[name.to_string()]).await?;
-    let (start, end) = log_bounds(client, name, &ids).await?;
+    // Only partitions with a leader can be asked for offsets; the description of a cluster
+    // with offline partitions or an unreachable broker is still shown (that is when it is
+    // needed), with the offsets it could not get left out and said so.
+    let online: Vec<i32> = t
+        .partitions
+        .iter()
+        .filter(|p| p.leader >= 0 && p.error_code == 0)
+        .map(|p| p.partition)
+        .collect();
+    let mut bounds = Bounds::default();
+    if online.len() < t.partitions.len() {
+        bounds.note = Some(format!(
+            "{} partition(s) without a leader: no offsets",
+            t.partitions.len() - online.len()
+        ));
+    }
+    if !online.is_empty() {
+        // Make sure the client's cache knows the leaders before asking them for offsets.
+        let got = match client.refresh_metadata(&[name.to_string()]).await {
+            Ok(_) => log_bounds(client, name, &online).await,
+            Err(e) => Err(e.into()),
+        };
+        match got {
+            Ok((start, end)) => {
+                bounds.start = start;
+                bounds.end = end;
+            }
+            Err(e) => bounds.note = Some(format!("offsets not available: {e}")),
+        }
+    }
     let sizes = admin::partition_sizes(client, &md, name)
         .await
         .unwrap_or(None);
@@ -494,13 +529,42 @@ async fn describe(
     } else {
         Vec::new()
     };
+    Ok(describe_view(
+        name,
+        &t,
+        &bounds,
+        sizes.as_ref(),
+        with_configs.then_some(&configs[..]),
+    ))
+}
 
+/// A broker id list as `1,2,3` (`-` when empty).
+fn ids(v: &[i32]) -> String {
+    if v.is_empty() {
+        "-".into()
+    } else {
+        v.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The description of one topic from its metadata, log bounds, sizes and configs (no I/O).
+fn describe_view(
+    name: &str,
+    t: &admin::TopicInfo,
+    bounds: &Bounds,
+    sizes: Option<&BTreeMap<i32, i64>>,
+    configs: Option<&[admin::ConfigEntry]>,
+) -> (serde_json::Value, String) {
     let mut tab = Table::new(&[
         "PARTITION",
         "LEADER",
         "EPOCH",
         "REPLICAS",
         "ISR",
+        "OFFLINE",
         "START",
         "END",
         "RECORDS",
@@ -508,38 +572,54 @@ async fn describe(
     ]);
     let mut parts_json = Vec::new();
     for p in &t.partitions {
-        let s = start.get(&p.partition).copied().unwrap_or(-1);
-        let e = end.get(&p.partition).copied().unwrap_or(-1);
-        let size = sizes.as_ref().and_then(|m| m.get(&p.partition)).copied();
+        let s = bounds.start.get(&p.partition).copied();
+        let e = bounds.end.get(&p.partition).copied();
+        let size = sizes.and_then(|m| m.get(&p.partition)).copied();
+        let opt = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
         tab.row(vec![
             p.partition.to_string(),
-            p.leader.to_string(),
+            if p.leader >= 0 {
+                p.leader.to_string()
+            } else {
+                "none".into()
+            },
             p.leader_epoch.to_string(),
-            format!("{:?}", p.replicas),
-            format!("{:?}", p.isr),
-            s.to_string(),
-            e.to_string(),
-            (e - s).max(0).to_string(),
+            ids(&p.replicas),
+            ids(&p.isr),
+            ids(&p.offline),
+            opt(s),
+            opt(e),
+            opt(s.zip(e).map(|(s, e)| (e - s).max(0))),
             size.map_or("-".to_string(), |b| human_bytes(b.max(0) as u64)),
         ]);
         parts_json.push(json!({
             "partition": p.partition, "leader": p.leader, "leader_epoch": p.leader_epoch,
             "replicas": p.replicas, "isr": p.isr, "offline_replicas": p.offline,
+            "error_code": p.error_code,
             "log_start_offset": s, "log_end_offset": e, "size_bytes": size,
         }));
     }
+    let under = t
+        .partitions
+        .iter()
+        .filter(|p| p.isr.len() < p.replicas.len())
+        .count();
+    let offline = t.partitions.iter().filter(|p| p.leader < 0).count();
     let mut text = format!(
-        "TOPIC {name}  partitions={}  replication={}\n",
+        "TOPIC {name}  partitions={}  replication={}  under-replicated={under}  offline={offline}\n",
         t.partitions.len(),
         t.partitions.first().map_or(0, |p| p.replicas.len())
     );
     text.push_str(&tab.render());
+    if let Some(note) = &bounds.note {
+        text.push_str(&format!("({note})\n"));
+    }
     if sizes.is_none() {
         text.push_str("(sizes not shown: the cluster does not support DescribeLogDirs; see the shardlog_partition_size_bytes metric)\n");
     }
-    if with_configs {
+    if let Some(configs) = configs {
         let mut ct = Table::new(&["CONFIG", "VALUE", "SOURCE"]);
-        for c in &configs {
+        for c in configs {
             let v = if c.sensitive {
                 "(sensitive)".to_string()
             } else {
@@ -555,10 +635,13 @@ async fn describe(
         "name": name,
         "internal": t.internal,
         "partitions": parts_json,
+        "under_replicated_partitions": under,
+        "offline_partitions": offline,
+        "offsets_note": bounds.note,
         "sizes_available": sizes.is_some(),
-        "configs": configs,
+        "configs": configs.unwrap_or_default(),
     });
-    Ok((doc, text))
+    (doc, text)
 }
 
 #[cfg(test)]
@@ -596,5 +679,80 @@ mod tests {
         assert!(delete_plan("t", &all, None, &[], false, &["1=5".into(), "1=6".into()]).is_err());
         assert!(delete_plan("t", &all, None, &[], false, &["x=5".into()]).is_err());
         assert!(delete_plan("t", &all, None, &[], false, &["5".into()]).is_err());
+    }
+
+    fn part(
+        p: i32,
+        leader: i32,
+        replicas: &[i32],
+        isr: &[i32],
+        offline: &[i32],
+    ) -> admin::PartitionInfo {
+        admin::PartitionInfo {
+            partition: p,
+            leader,
+            leader_epoch: 4,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            offline: offline.to_vec(),
+            error_code: if leader < 0 { 5 } else { 0 },
+        }
+    }
+
+    #[test]
+    fn describe_shows_leaders_replicas_isr_and_offline_replicas() {
+        let t = admin::TopicInfo {
+            name: "t".into(),
+            internal: false,
+            error_code: 0,
+            partitions: vec![
+                part(0, 2, &[2, 3, 1], &[2, 3, 1], &[]),
+                part(1, 3, &[3, 1, 2], &[3, 1], &[2]),
+                part(2, -1, &[1, 2, 3], &[1], &[1, 2, 3]),
+            ],
+        };
+        let bounds = Bounds {
+            start: [(0, 0), (1, 5)].into_iter().collect(),
+            end: [(0, 10), (1, 7)].into_iter().collect(),
+            note: Some("1 partition(s) without a leader: no offsets".into()),
+        };
+        let (json, text) = describe_view("t", &t, &bounds, None, None);
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .skip(2)
+            .take(3)
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        assert_eq!(
+            rows[0],
+            ["0", "2", "4", "2,3,1", "2,3,1", "-", "0", "10", "10", "-"],
+            "{text}"
+        );
+        assert_eq!(
+            rows[1],
+            ["1", "3", "4", "3,1,2", "3,1", "2", "5", "7", "2", "-"],
+            "{text}"
+        );
+        assert_eq!(
+            rows[2],
+            ["2", "none", "4", "1,2,3", "1", "1,2,3", "-", "-", "-", "-"],
+            "{text}"
+        );
+        assert!(
+            text.starts_with("TOPIC t  partitions=3  replication=3  under-replicated=2  offline=1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("(1 partition(s) without a leader: no offsets)"),
+            "{text}"
+        );
+        assert_eq!(json["partitions"][1]["offline_replicas"], json!([2]));
+        assert_eq!(json["partitions"][2]["leader"], -1);
+        assert_eq!(
+            json["partitions"][2]["log_end_offset"],
+            serde_json::Value::Null
+        );
+        assert_eq!(json["offline_partitions"], 1);
+        assert_eq!(json["under_replicated_partitions"], 2);
     }
 }

@@ -31,7 +31,7 @@ pub fn client_range(api: ApiKey) -> (i16, i16) {
         ApiKey::IncrementalAlterConfigs => (0, 1),
         ApiKey::CreatePartitions => (0, 3),
         ApiKey::DescribeLogDirs => (1, 4),
-        ApiKey::DescribeCluster => (0, 1),
+        ApiKey::DescribeCluster => (0, 2),
         ApiKey::DeleteRecords => (0, 2),
         _ => (0, -1),
     }

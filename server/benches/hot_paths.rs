@@ -257,6 +257,7 @@ impl Broker {
             drained: AtomicUsize::new(0),
             connections: shardlog_server::wire::limits::ConnectionLimits::new(1, 0),
             offline: Default::default(),
+            controller: Default::default(),
         });
         let shard = ex.run(async move {
             // Must run on every executor before a log opens a file (see its docs).

@@ -342,6 +342,7 @@ impl Broker {
                 cfg.max_connections_per_ip,
             ),
             offline: Default::default(),
+            controller: Default::default(),
         });
 
         let cfg = Arc::new(cfg);

@@ -283,3 +283,286 @@ def pytest_runtest_makereport(item, call):
     if rep.failed and _LIVE:
         for b in list(_LIVE):
             rep.sections.append((f"shardlog log ({b.name}, {b.log_path})", b.log_tail(200)))
+
+
+# ---- A local multi-broker cluster (issue 19) -----------------------------------------------
+# Each broker is its own `shardlog start` process spawned here (not through `shardlog dev
+# cluster`), with the same flags and port scheme as dev cluster: broker i (node id i, 1-based)
+# of base port B listens for Kafka on B+10*(i-1), for the controller on +1, for admin HTTP on
+# +2, and keeps its data and its log in <tmp>/broker-<i>. So a test can kill -9, SIGSTOP,
+# SIGTERM and restart any one of them on the same ports and data directory. Brokers are
+# addressed by node id everywhere (`cluster.kill(2)` is node 2), the ids Metadata reports.
+
+CLUSTER_PORT_STRIDE = 10
+CLUSTER_READY_TIMEOUT_S = 60.0
+
+
+def free_port_base(brokers: int, stride: int = CLUSTER_PORT_STRIDE) -> int:
+    """A base port B whose blocks B+stride*(i-1)+{0,1,2} (i = 1..brokers) are all free now."""
+    import random
+    rng = random.Random()
+    for _ in range(500):
+        base = rng.randrange(20000, 60000 - stride * brokers, stride)
+        socks = []
+        try:
+            for i in range(brokers):
+                for off in range(3):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    socks.append(s)
+                    s.bind(("127.0.0.1", base + stride * i + off))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no free block of ports for {brokers} brokers")
+
+
+def metadata_v7(conn: "kwire.Conn", topics: list[str] | None = None) -> dict:
+    """Metadata v7 without auto-creation (kwire's v1 creates missing topics): brokers,
+    controller id, and per topic its partitions with leader, leader epoch, replicas, ISR
+    and offline replicas."""
+    names = None if topics is None else [kwire.string(t) for t in topics]
+    r = conn.request(kwire.METADATA, 7, kwire.array(names) + kwire.i8(0))
+    r.i32()  # throttle
+    brokers = r.array(lambda r: {"node_id": r.i32(), "host": r.string(), "port": r.i32(),
+                                 "rack": r.string()})
+    cluster_id = r.string()
+    controller_id = r.i32()
+
+    def partition(r) -> dict:
+        return {"error_code": r.i16(), "partition": r.i32(), "leader": r.i32(),
+                "leader_epoch": r.i32(), "replicas": r.array(kwire.Reader.i32),
+                "isr": r.array(kwire.Reader.i32), "offline": r.array(kwire.Reader.i32)}
+
+    out = r.array(lambda r: {"error_code": r.i16(), "name": r.string(), "internal": r.i8() != 0,
+                             "partitions": r.array(partition)})
+    return {"brokers": brokers, "cluster_id": cluster_id, "controller_id": controller_id,
+            "topics": {t["name"]: t for t in out}}
+
+
+class ClusterBroker(Broker):
+    """One broker of a `Cluster`: fixed node id, ports and data directory."""
+
+    def __init__(self, workdir: Path, node_id: int, base: int, voters: str, cores: int = 1,
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None):
+        # Not Broker.__init__: the ports and directories follow the cluster's scheme.
+        self.workdir = workdir
+        self.node_id = node_id
+        self.name = f"broker-{node_id}"
+        self.cores = cores
+        self.extra_args = extra_args or []
+        self.extra_env = env or {}
+        self.voters = voters
+        self.port = base + CLUSTER_PORT_STRIDE * (node_id - 1)
+        self.controller_port = self.port + 1
+        self.admin_port = self.port + 2
+        self.data_dir = workdir / self.name
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.data_dir / "shardlog.log"
+        self.proc = None
+        self.starts = 0
+        self._log_file = None
+        self.expected_exit = False
+        self.paused = False
+
+    def argv(self) -> list[str]:
+        return [shardlog_bin(), "start", "--node-id", str(self.node_id),
+                "--listen", self.bootstrap,
+                "--controller-listen", f"{self.host}:{self.controller_port}",
+                "--voters", self.voters,
+                "--admin-listen", f"{self.host}:{self.admin_port}",
+                "--data-dir", str(self.data_dir), "--cores", str(self.cores), *self.extra_args]
+
+
+class Cluster:
+    """N brokers, every one a controller voter. Helpers take node ids (1..N)."""
+
+    def __init__(self, workdir: Path, brokers: int = 3, cores: int = 1,
+                 extra_args: list[str] | None = None, env: dict[str, str] | None = None):
+        _require_binary()
+        self.workdir = workdir
+        self.base = free_port_base(brokers)
+        voters = ",".join(f"{i}@127.0.0.1:{self.base + CLUSTER_PORT_STRIDE * (i - 1) + 1}"
+                          for i in range(1, brokers + 1))
+        self.voters = voters
+        self.brokers = [ClusterBroker(workdir, i, self.base, voters, cores, extra_args, env)
+                        for i in range(1, brokers + 1)]
+
+    # -- addressing ---------------------------------------------------------------------
+    def __getitem__(self, node_id: int) -> ClusterBroker:
+        if not 1 <= node_id <= len(self.brokers):
+            raise KeyError(f"no broker {node_id} (node ids are 1..{len(self.brokers)})")
+        return self.brokers[node_id - 1]
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(b.bootstrap for b in self.brokers)
+
+    def alive(self) -> list[ClusterBroker]:
+        return [b for b in self.brokers if b.alive() and not b.paused]
+
+    def describe(self) -> str:
+        return "\n\n".join(b.describe() for b in self.brokers)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def start(self, wait: bool = True) -> "Cluster":
+        for b in self.brokers:
+            b.start(wait=False)
+        if wait:
+            self.wait_formed()
+        return self
+
+    def wait_formed(self, timeout: float = CLUSTER_READY_TIMEOUT_S) -> None:
+        """Until every live broker answers Metadata listing every live broker and a
+        controller."""
+        def formed() -> bool:
+            want = {b.node_id for b in self.alive()}
+            for b in self.alive():
+                md = self.metadata(via=b.node_id)
+                if {x["node_id"] for x in md["brokers"]} != want or md["controller_id"] < 0:
+                    return False
+            return True
+        self.wait_until(formed, timeout, "the cluster to form (every broker in Metadata)")
+
+    def kill(self, node_id: int) -> None:
+        """kill -9."""
+        b = self[node_id]
+        if b.paused:
+            self.resume(node_id)
+        b.kill9()
+
+    def stop(self, node_id: int, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM; the broker must exit 0 in time."""
+        b = self[node_id]
+        if b.paused:
+            self.resume(node_id)
+        return b.stop(timeout)
+
+    def pause(self, node_id: int) -> None:
+        """SIGSTOP: the process stays but answers nothing (a hung broker)."""
+        b = self[node_id]
+        assert b.alive(), f"broker {node_id} is not running\n{b.describe()}"
+        b.proc.send_signal(signal.SIGSTOP)
+        b.paused = True
+
+    def resume(self, node_id: int) -> None:
+        """SIGCONT after pause()."""
+        b = self[node_id]
+        if b.alive():
+            b.proc.send_signal(signal.SIGCONT)
+        b.paused = False
+
+    def restart(self, node_id: int, hard: bool = False, wait: bool = True) -> None:
+        """Start the broker again on the same ports and data directory (stopping it first
+        with SIGTERM, or kill -9 when `hard`, if it runs)."""
+        b = self[node_id]
+        if b.alive():
+            self.kill(node_id) if hard else self.stop(node_id)
+        b.start(wait=False)
+        if wait:
+            b.wait_ready()
+
+    def teardown(self) -> None:
+        errors = []
+        for b in self.brokers:
+            if b.paused:
+                self.resume(b.node_id)
+        for b in self.brokers:
+            try:
+                b.teardown()
+            except BrokerError as e:
+                errors.append(str(e))
+        if errors:
+            raise BrokerError("\n\n".join(errors))
+
+    # -- observation --------------------------------------------------------------------
+    def metadata(self, topics: list[str] | None = None, via: int | None = None) -> dict:
+        """Metadata ([`metadata_v7`]: no auto-creation) from broker `via`, else from the
+        first live broker that answers."""
+        order = [self[via]] if via is not None else self.alive()
+        last: Exception | None = None
+        for b in order:
+            try:
+                with kwire.Conn(b.host, b.port, timeout=5) as c:
+                    return metadata_v7(c, topics)
+            except Exception as e:  # noqa: BLE001 - try the next broker
+                last = e
+        raise BrokerError(f"no broker answered Metadata (last error: {last!r})")
+
+    def leader_of(self, topic: str, partition: int, via: int | None = None) -> int | None:
+        """The partition's leader per Metadata, None when it has none (or errors)."""
+        md = self.metadata([topic], via=via)
+        t = md["topics"].get(topic)
+        if t is None or t["error_code"] != 0:
+            return None
+        for p in t["partitions"]:
+            if p["partition"] == partition:
+                return p["leader"] if p["leader"] >= 0 and p["error_code"] == 0 else None
+        return None
+
+    def controller(self, via: int | None = None) -> int | None:
+        """The controller id Metadata reports (None when unknown)."""
+        c = self.metadata(via=via)["controller_id"]
+        return c if c >= 0 else None
+
+    def wait_until(self, pred, timeout: float = 30.0, what: str = "the condition",
+                   interval: float = 0.1):
+        """Polls `pred()` until it returns a truthy value, which is returned. An exception
+        from `pred` counts as not yet; on timeout the last one and the brokers' states are
+        in the error (the last falsy value or exception `pred` gave)."""
+        deadline = time.monotonic() + timeout
+        last: object = None
+        while True:
+            try:
+                v = pred()
+                if v:
+                    return v
+                last = v
+            except Exception as e:  # noqa: BLE001 - not yet
+                last = e
+            if time.monotonic() >= deadline:
+                states = ", ".join(
+                    f"{b.node_id}:{'paused' if b.paused else 'up' if b.alive() else 'down'}"
+                    for b in self.brokers)
+                raise BrokerError(f"timed out after {timeout}s waiting for {what} "
+                                  f"(brokers {states}; last outcome: {last!r})")
+            time.sleep(interval)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path):
+    """Three brokers, started and formed; torn down (SIGTERM, panics checked) after the test.
+    Their log tails are attached to a failing test's report."""
+    c = Cluster(tmp_path)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.teardown()
+
+
+@pytest.fixture
+def make_cluster(tmp_path: Path):
+    """Factory for clusters with other sizes or flags: make_cluster(brokers=3,
+    extra_args=[...], start=True)."""
+    made: list[Cluster] = []
+
+    def make(brokers: int = 3, cores: int = 1, extra_args: list[str] | None = None,
+             env: dict[str, str] | None = None, start: bool = True) -> Cluster:
+        c = Cluster(tmp_path / f"cluster-{len(made)}", brokers, cores, extra_args, env)
+        made.append(c)
+        if start:
+            c.start()
+        return c
+
+    yield make
+    errors = []
+    for c in made:
+        try:
+            c.teardown()
+        except BrokerError as e:
+            errors.append(str(e))
+    if errors:
+        raise BrokerError("\n\n".join(errors))

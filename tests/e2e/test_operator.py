@@ -248,7 +248,8 @@ def test_metrics_and_health(admin_broker):
     for name in ("shardlog_up", "shardlog_connections_accepted_total", "shardlog_requests_total",
                  "shardlog_request_duration_seconds_bucket", "shardlog_produce_stage_duration_seconds_bucket",
                  "shardlog_partition_log_end_offset", "shardlog_batch_cache_bytes",
-                 "shardlog_under_replicated_partitions"):
+                 "shardlog_partitions_under_replicated", "shardlog_partitions_offline",
+                 "shardlog_brokers_live", "shardlog_controller_leader"):
         assert any(k[0] == name for k in before), f"{name} missing"
     part = {"topic": t, "partition": "0"}
     assert value(before, "shardlog_partition_log_end_offset", **part) == 0

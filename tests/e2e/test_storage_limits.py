@@ -219,6 +219,11 @@ def test_partitions_that_cannot_open_are_offline_and_come_back(tmp_path):
                     assert p["error_code"] == LEADER_NOT_AVAILABLE and p["isr"] == [], p
                 else:
                     assert p["error_code"] == 0 and p["isr"] == [p["leader"]], p
+            # The controller view counts them (no serving leader), as does the per-shard count
+            # of logs that failed to open.
+            text = scrape(b.admin_port)
+            assert metric(text, "shardlog_partitions_offline") == len(offline)
+            assert metric(text, "shardlog_partition_logs_offline") == len(offline)
             r = c.produce("crowded", offline[0], batch("x"), acks=-1)
             assert r.error_code == KAFKA_STORAGE_ERROR, r
             assert c.fetch("crowded", offline[0], 0).error_code == KAFKA_STORAGE_ERROR

@@ -349,6 +349,10 @@ async fn serve(shard: &Rc<Shard>, mut stream: TcpStream, started: Instant) {
 }
 
 fn extra(shard: &Rc<Shard>, started: Instant) -> Extra {
+    let meta = shard.meta.borrow();
+    let health = crate::api::cluster::view(shard, &meta).health(|topic, p| {
+        shard.global.offline.count() > 0 && shard.global.offline.of_topic(topic).contains(&p)
+    });
     Extra {
         node_id: shard.cfg.node_id,
         shards: shard.shards,
@@ -356,6 +360,10 @@ fn extra(shard: &Rc<Shard>, started: Instant) -> Extra {
         shutting_down: shard.is_shutting_down(),
         groups: Vec::new(),
         admin_connections_evicted: evicted_connections(),
+        partitions_under_replicated: health.under_replicated_led as u64,
+        partitions_offline: health.offline as u64,
+        brokers_live: health.live_brokers as u64,
+        controller_leader: shard.global.controller.get().unwrap_or(-1),
     }
 }
 

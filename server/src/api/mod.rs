@@ -136,8 +136,8 @@ pub async fn dispatch(
         RequestKind::DeleteRecords(req) => delete_records(shard, v, corr, req).await,
         RequestKind::OffsetForLeaderEpoch(req) => epoch_end(shard, v, corr, req).await,
         RequestKind::DescribeLogDirs(req) => log_dirs::describe_log_dirs(shard, v, corr, req).await,
-        RequestKind::DescribeCluster(_) => {
-            future::ready(describe_cluster(shard, v, corr)).boxed_local()
+        RequestKind::DescribeCluster(req) => {
+            future::ready(describe_cluster(shard, v, corr, &req)).boxed_local()
         }
         RequestKind::InitProducerId(req) => {
             init_producer_id(shard.clone(), v, corr, req).boxed_local()

@@ -55,6 +55,33 @@ pub struct Global {
     pub connections: std::sync::Arc<crate::wire::limits::ConnectionLimits>,
     /// Partitions whose log could not be opened, whichever shard owns them.
     pub offline: OfflinePartitions,
+    /// The controller (raft) leader this broker knows of, for Metadata and /metrics.
+    pub controller: ControllerLeader,
+}
+
+/// The controller leader as last learned by the raft node on shard 0, readable on every shard
+/// (Metadata's controller_id, DescribeCluster, /metrics) without a round trip to shard 0.
+#[derive(Debug)]
+pub struct ControllerLeader(std::sync::atomic::AtomicI32);
+
+impl Default for ControllerLeader {
+    fn default() -> Self {
+        Self(std::sync::atomic::AtomicI32::new(-1))
+    }
+}
+
+impl ControllerLeader {
+    /// Records the leader (`None`: no leader known, e.g. during an election).
+    pub fn set(&self, leader: Option<i32>) {
+        self.0
+            .store(leader.filter(|&l| l >= 0).unwrap_or(-1), Ordering::Release);
+    }
+
+    /// The leader, `None` while unknown.
+    pub fn get(&self) -> Option<i32> {
+        let l = self.0.load(Ordering::Acquire);
+        (l >= 0).then_some(l)
+    }
 }
 
 /// Partitions that exist in the metadata but whose log failed to open on its owning shard.

@@ -363,6 +363,16 @@ pub struct Extra {
     pub groups: Vec<GroupLag>,
     /// Admin HTTP connections closed to admit newer ones (`crate::admin::http`).
     pub admin_connections_evicted: u64,
+    /// The controller's view, counted from this broker's metadata image
+    /// (`crate::api::cluster::ClusterView::health`): partitions this broker leads whose ISR
+    /// is smaller than their replica set, ...
+    pub partitions_under_replicated: u64,
+    /// ... partitions of the whole cluster without a serving leader, ...
+    pub partitions_offline: u64,
+    /// ... registered, unfenced brokers, ...
+    pub brokers_live: u64,
+    /// ... and the controller (raft) leader this broker knows of, -1 while unknown.
+    pub controller_leader: i32,
 }
 
 /// Name of an API key (`Produce`, `Fetch`, ...; `api_<n>` when unknown).
@@ -522,10 +532,38 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
     );
     o.per_shard(
         shards,
-        "shardlog_partitions_offline",
-        "Partitions whose log could not be opened (leader -1 in Metadata; retried every partition_open_retry_ms).",
+        "shardlog_partition_logs_offline",
+        "Partition logs of this broker that could not be opened (the replica is offline; retried every partition_open_retry_ms).",
         |s| s.partitions_offline,
     );
+    o.header(
+        "shardlog_partitions_offline",
+        "gauge",
+        "Partitions of the cluster without a serving leader (leader -1 in Metadata), from this broker's metadata image.",
+    );
+    o.sample("shardlog_partitions_offline", &[], extra.partitions_offline);
+    o.header(
+        "shardlog_partitions_under_replicated",
+        "gauge",
+        "Partitions this broker leads whose ISR is smaller than their replica set (sum over brokers: the cluster's).",
+    );
+    o.sample(
+        "shardlog_partitions_under_replicated",
+        &[],
+        extra.partitions_under_replicated,
+    );
+    o.header(
+        "shardlog_brokers_live",
+        "gauge",
+        "Brokers registered and not fenced, from this broker's metadata image.",
+    );
+    o.sample("shardlog_brokers_live", &[], extra.brokers_live);
+    o.header(
+        "shardlog_controller_leader",
+        "gauge",
+        "Node id of the controller (raft) leader this broker knows of; -1 while none is known.",
+    );
+    o.sample("shardlog_controller_leader", &[], extra.controller_leader);
     o.per_shard(
         shards,
         "shardlog_segment_files_open",
@@ -805,12 +843,6 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
         |s| s.cache_limit_bytes,
     );
     o.header(
-        "shardlog_under_replicated_partitions",
-        "gauge",
-        "Partitions whose ISR is smaller than their replica set (single node: always 0).",
-    );
-    o.sample("shardlog_under_replicated_partitions", &[], 0);
-    o.header(
         "shardlog_group_lag",
         "gauge",
         "Consumer group lag: high watermark minus committed offset.",
@@ -923,6 +955,36 @@ mod tests {
                 "shardlog_partition_log_end_offset{topic=\"we\\\"ird\",partition=\"1\"} 7\n"
             ),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn controller_view_gauges() {
+        let s = ShardSnapshot {
+            shard: 1,
+            partitions_offline: 2,
+            ..Default::default()
+        };
+        let extra = Extra {
+            partitions_under_replicated: 3,
+            partitions_offline: 4,
+            brokers_live: 2,
+            controller_leader: -1,
+            ..Default::default()
+        };
+        let text = render(&[s], &extra);
+        for line in [
+            "shardlog_partition_logs_offline{shard=\"1\"} 2\n",
+            "shardlog_partitions_offline 4\n",
+            "shardlog_partitions_under_replicated 3\n",
+            "shardlog_brokers_live 2\n",
+            "shardlog_controller_leader -1\n",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+        assert_eq!(
+            text.matches("# TYPE shardlog_partitions_offline ").count(),
+            1
         );
     }
 

@@ -9,6 +9,7 @@ use kafka_protocol::messages::*;
 use shardlog_coordinator as coord;
 use shardlog_coordinator::{ErrorCode, Request, Response};
 
+use crate::api::cluster::{view, Node};
 use crate::api::common::{respond, s, Pending};
 use crate::mesh::shard::Shard;
 use crate::wire::errors;
@@ -17,24 +18,32 @@ use crate::api::groups::place::*;
 
 // ---- FindCoordinator ----------------------------------------------------------------------
 
+/// FindCoordinator: a group's coordinator is the broker leading the group's
+/// `__consumer_offsets` partition ([`ClusterView::coordinator`]); COORDINATOR_NOT_AVAILABLE
+/// while that partition has no serving leader (the client retries after a metadata refresh).
 pub fn find_coordinator(
     shard: &Rc<Shard>,
     v: i16,
     corr: i32,
     req: FindCoordinatorRequest,
 ) -> Pending {
-    let (host, port) = shard.cfg.advertised_host_port();
-    let node = shard.cfg.node_id;
-    let answer = |key_type: i8| -> (i16, Option<&'static str>) {
-        if key_type == KEY_TYPE_TRANSACTION {
-            (
+    let meta = shard.meta.borrow();
+    let cv = view(shard, &meta);
+    let partitions = shard.groups.partitions;
+    // The coordinator of one key, or the error code and message.
+    let answer = |key: &str| -> Result<Node, (i16, &'static str)> {
+        if req.key_type == KEY_TYPE_TRANSACTION {
+            Err((
                 ErrorCode::CoordinatorNotAvailable.code(),
-                Some("transactions are not supported"),
-            )
-        } else if key_type != 0 {
-            (errors::INVALID_REQUEST, Some("unknown key type"))
+                "transactions are not supported",
+            ))
+        } else if req.key_type != 0 {
+            Err((errors::INVALID_REQUEST, "unknown key type"))
         } else {
-            (errors::NONE, None)
+            cv.coordinator(key, partitions).cloned().ok_or((
+                ErrorCode::CoordinatorNotAvailable.code(),
+                "the group's __consumer_offsets partition has no leader",
+            ))
         }
     };
     let mut r = FindCoordinatorResponse::default();
@@ -43,37 +52,42 @@ pub fn find_coordinator(
             .coordinator_keys
             .iter()
             .map(|k| {
-                let (code, msg) = answer(req.key_type);
                 let mut c = find_coordinator_response::Coordinator::default();
                 c.key = k.clone();
-                c.error_code = code;
-                c.error_message = msg.map(s);
-                if code == errors::NONE {
-                    c.node_id = BrokerId(node);
-                    c.host = s(&host);
-                    c.port = port;
-                } else {
-                    c.node_id = BrokerId(-1);
-                    c.port = -1;
+                match answer(k) {
+                    Ok(n) => {
+                        c.node_id = BrokerId(n.id);
+                        c.host = s(&n.host);
+                        c.port = n.port;
+                    }
+                    Err((code, msg)) => {
+                        c.error_code = code;
+                        c.error_message = Some(s(msg));
+                        c.node_id = BrokerId(-1);
+                        c.port = -1;
+                    }
                 }
                 c
             })
             .collect();
     } else {
-        let (code, msg) = answer(req.key_type);
-        r.error_code = code;
-        if v >= 1 {
-            r.error_message = msg.map(s);
-        }
-        if code == errors::NONE {
-            r.node_id = BrokerId(node);
-            r.host = s(&host);
-            r.port = port;
-        } else {
-            r.node_id = BrokerId(-1);
-            r.port = -1;
+        match answer(&req.key) {
+            Ok(n) => {
+                r.node_id = BrokerId(n.id);
+                r.host = s(&n.host);
+                r.port = n.port;
+            }
+            Err((code, msg)) => {
+                r.error_code = code;
+                if v >= 1 {
+                    r.error_message = Some(s(msg));
+                }
+                r.node_id = BrokerId(-1);
+                r.port = -1;
+            }
         }
     }
+    drop(meta);
     future::ready(respond(ApiKey::FindCoordinator, v, corr, &r)).boxed_local()
 }
 
