@@ -97,6 +97,11 @@ impl Shard {
             }
         }
         let records = a.log_mut().take_applied();
+        // Metadata, DescribeCluster and /metrics on every shard read the leader from here.
+        let leader = io.leader();
+        self.global
+            .controller
+            .set((leader != 0).then(|| i32::try_from(leader).unwrap_or(-1)));
         if !records.is_empty() {
             self.apply_committed(io, records).await;
         }
