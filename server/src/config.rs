@@ -78,6 +78,9 @@ pub struct BrokerConfig {
 
     pub auto_create_topics: bool,
     pub default_partitions: i32,
+    /// Replicas of topics created with replication factor -1 (Kafka's
+    /// `default.replication.factor`).
+    pub default_replication_factor: i16,
     pub default_flush: DefaultFlush,
     pub flush_interval_ms: u64,
     pub default_retention_ms: i64,
@@ -199,6 +202,7 @@ impl Default for BrokerConfig {
             admin_listen: "127.0.0.1:9644".into(),
             auto_create_topics: true,
             default_partitions: 1,
+            default_replication_factor: 1,
             default_flush: DefaultFlush::EveryBatch,
             flush_interval_ms: 1000,
             default_retention_ms: 7 * 24 * 3600 * 1000,
@@ -467,6 +471,10 @@ impl BrokerConfig {
             "default_partitions",
             i64::from(self.default_partitions).into(),
         );
+        put(
+            "default_replication_factor",
+            i64::from(self.default_replication_factor).into(),
+        );
         let flush = match self.default_flush {
             DefaultFlush::EveryBatch => "every-batch",
             DefaultFlush::Interval => "interval",
@@ -659,6 +667,13 @@ impl BrokerConfig {
                     "needs controller_listen (--controller-listen): brokers reach each other's controllers there",
                 ));
             }
+        }
+        if self.default_replication_factor < 1 {
+            return Err(bad(
+                "default_replication_factor",
+                self.default_replication_factor,
+                "must be at least 1",
+            ));
         }
         if !(1..=10_000).contains(&self.default_partitions) {
             return Err(bad(

@@ -34,6 +34,8 @@ OFFSET_COMMIT = 8
 OFFSET_FETCH = 9
 DESCRIBE_LOG_DIRS = 35
 INVALID_REQUEST = 42
+INVALID_REPLICATION_FACTOR = 38
+INVALID_REPLICA_ASSIGNMENT = 39
 
 
 def cli(args: list[str]) -> subprocess.CompletedProcess:
@@ -51,14 +53,16 @@ def cli(args: list[str]) -> subprocess.CompletedProcess:
 # CreateTopics: a name given twice
 
 
-def _creatable(name: str, partitions: int) -> bytes:
-    # CreateTopics v4 CreatableTopic: name, num_partitions, replication_factor, assignments,
-    # configs.
-    return kwire.string(name) + kwire.i32(partitions) + kwire.i16(1) + kwire.array([]) + kwire.array([])
+def _creatable(name: str, partitions: int, rf: int = 1, assignments=()) -> bytes:
+    # CreateTopics v4 CreatableTopic: name, num_partitions, replication_factor, assignments
+    # (partition index, broker ids), configs.
+    assigned = kwire.array([kwire.i32(i) + kwire.array([kwire.i32(b) for b in brokers])
+                            for i, brokers in assignments])
+    return kwire.string(name) + kwire.i32(partitions) + kwire.i16(rf) + assigned + kwire.array([])
 
 
-def _create_topics_v4(c: kwire.Conn, topics: list[tuple[str, int]], validate_only: bool = False):
-    body = kwire.array([_creatable(n, p) for n, p in topics]) + kwire.i32(10000) + kwire.i8(int(validate_only))
+def _create_topics_v4(c: kwire.Conn, topics: list, validate_only: bool = False):
+    body = kwire.array([_creatable(*t) for t in topics]) + kwire.i32(10000) + kwire.i8(int(validate_only))
     r = c.request(CREATE_TOPICS, 4, body)
     r.i32()  # throttle_time_ms
     out = r.array(lambda r: (r.string(), r.i16(), r.string()))
@@ -84,6 +88,27 @@ def test_create_topics_same_name_twice_is_refused_for_every_entry(module_broker)
         assert len(topics[other]["partitions"]) == 2
         # The name is still free: one entry creates it.
         assert [(n, e) for n, e, _ in _create_topics_v4(c, [(dup, 1)])] == [(dup, kwire.NONE)]
+
+
+def test_create_topics_replication_factor_and_assignment_on_one_node(module_broker):
+    """One broker: replication factor -1 (the default, 1) and 1 create the topic; 2 is refused
+    with INVALID_REPLICATION_FACTOR and a message; a manual assignment naming this node creates
+    it, one naming another broker is INVALID_REPLICA_ASSIGNMENT, and one given with a partition
+    count is INVALID_REQUEST, as in Kafka."""
+    default, two, manual, other, both = (unique_topic(p) for p in ("rf-default", "rf-two", "rf-manual", "rf-other", "rf-both"))
+    with kwire.Conn.to(module_broker.bootstrap) as c:
+        got = _create_topics_v4(c, [(default, 2, -1), (two, 1, 2), (manual, -1, -1, [(1, [1]), (0, [1])]),
+                                    (other, -1, -1, [(0, [7])]), (both, 3, -1, [(0, [1])])])
+        codes = {n: (e, m) for n, e, m in got}
+        assert codes[default][0] == kwire.NONE, codes
+        assert codes[manual][0] == kwire.NONE, codes
+        assert codes[two][0] == INVALID_REPLICATION_FACTOR and "replication factor 2" in codes[two][1], codes
+        assert codes[other][0] == INVALID_REPLICA_ASSIGNMENT and "broker 7" in codes[other][1], codes
+        assert codes[both][0] == INVALID_REQUEST and codes[both][1], codes
+        topics = c.metadata(None)["topics"]
+        assert len(topics[default]["partitions"]) == 2
+        assert len(topics[manual]["partitions"]) == 2
+        assert two not in topics and other not in topics and both not in topics
 
 
 # ---------------------------------------------------------------------------------------------

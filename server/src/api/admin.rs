@@ -31,6 +31,8 @@ pub(crate) async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
         .map(|n| NewTopic {
             name: n.clone(),
             partitions: shard.cfg.default_partitions,
+            replication_factor: shard.cfg.default_replication_factor,
+            assignments: Vec::new(),
             configs: Vec::new(),
         })
         .collect();
@@ -93,23 +95,26 @@ pub(crate) async fn create_topics(
             pre.insert(name, (errors::TOPIC_ALREADY_EXISTS, msg));
             continue;
         }
-        if t.replication_factor != -1 && t.replication_factor != 1 {
-            let msg = format!(
-                "replication factor {} > 1 on a single-node cluster",
-                t.replication_factor
-            );
-            tracing::info!(topic = %Untrusted(&name), %msg, "create topic: INVALID_REPLICATION_FACTOR");
-            pre.insert(name, (errors::INVALID_REPLICATION_FACTOR, msg));
+        // Kafka's rule: a manual assignment comes without a partition count and factor.
+        if !t.assignments.is_empty() && (t.num_partitions != -1 || t.replication_factor != -1) {
+            let msg = "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".to_string();
+            tracing::info!(topic = %Untrusted(&name), "create topic: INVALID_REQUEST (count and assignment both set)");
+            pre.insert(name, (errors::INVALID_REQUEST, msg));
             continue;
         }
-        let partitions = if t.assignments.is_empty() {
-            t.num_partitions
-        } else {
-            t.assignments.len() as i32
-        };
         topics.push(NewTopic {
             name,
-            partitions,
+            partitions: t.num_partitions,
+            replication_factor: if t.replication_factor == -1 {
+                shard.cfg.default_replication_factor
+            } else {
+                t.replication_factor
+            },
+            assignments: t
+                .assignments
+                .iter()
+                .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+                .collect(),
             configs: t
                 .configs
                 .iter()
@@ -149,7 +154,8 @@ pub(crate) async fn create_topics(
                 if let Some(meta) = shard.topic(&name) {
                     tr.topic_id = uuid::Uuid::from_u128(meta.id);
                     tr.num_partitions = meta.partitions.len() as i32;
-                    tr.replication_factor = 1;
+                    tr.replication_factor =
+                        meta.partitions.first().map_or(1, |p| p.replicas.len() as i16);
                     tr.configs = Some(
                         metadata::effective_configs(&meta, &shard.cfg)
                             .into_iter()
@@ -165,12 +171,18 @@ pub(crate) async fn create_topics(
                     );
                 } else {
                     // validate_only: report what would be created.
-                    tr.num_partitions = if t.num_partitions == -1 {
+                    tr.num_partitions = if !t.assignments.is_empty() {
+                        t.assignments.len() as i32
+                    } else if t.num_partitions == -1 {
                         shard.cfg.default_partitions
                     } else {
                         t.num_partitions
                     };
-                    tr.replication_factor = 1;
+                    tr.replication_factor = match t.assignments.first() {
+                        Some(a) => a.broker_ids.len() as i16,
+                        None if t.replication_factor == -1 => shard.cfg.default_replication_factor,
+                        None => t.replication_factor,
+                    };
                 }
             } else {
                 tr.num_partitions = -1;
@@ -238,9 +250,15 @@ pub(crate) async fn create_partitions(
     corr: i32,
     req: CreatePartitionsRequest,
 ) -> Option<Vec<Bytes>> {
+    // The controller places new partitions with the topic's replication factor; a manual
+    // assignment is refused (with its reason) rather than ignored.
+    let manual = |t: &create_partitions_request::CreatePartitionsTopic| {
+        t.assignments.as_ref().is_some_and(|a| !a.is_empty())
+    };
     let topics = req
         .topics
         .iter()
+        .filter(|t| !manual(t))
         .map(|t| (t.name.0.to_string(), t.count))
         .collect();
     let mut got = admin_results(
@@ -251,6 +269,16 @@ pub(crate) async fn create_partitions(
             })
             .await,
     );
+    for t in req.topics.iter().filter(|t| manual(t)) {
+        tracing::info!(topic = %Untrusted(&t.name.0), "create partitions: manual assignment: INVALID_REPLICA_ASSIGNMENT");
+        got.insert(
+            t.name.0.to_string(),
+            (
+                errors::INVALID_REPLICA_ASSIGNMENT,
+                Some("manual replica assignment of new partitions is not supported; leave it out and the controller places them".to_string()),
+            ),
+        );
+    }
     let mut r = CreatePartitionsResponse::default();
     r.results = req
         .topics

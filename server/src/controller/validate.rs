@@ -6,6 +6,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::controller::decide;
 use crate::controller::metadata::{self, ClusterMeta};
 use crate::controller::records::MetadataRecord;
 use crate::mesh::messages::{ConfigOps, NewTopic};
@@ -31,9 +32,12 @@ impl Refusal {
 }
 
 /// CreateTopics for one topic: a valid name, not taken, 1..=100000 partitions (-1: the
-/// broker's `default_partitions`), known configs with valid values. `id` is the new topic's
-/// id (chosen by the caller so that validation stays deterministic); every partition is
-/// placed on `node_id`.
+/// broker's `default_partitions`), known configs with valid values, and replicas: a manual
+/// assignment as [`manual_assignment`] checks it, else `replication_factor` replicas per
+/// partition placed by [`decide::place`] over the live brokers (more than there are:
+/// INVALID_REPLICATION_FACTOR). `id` is the new topic's id (chosen by the caller so that
+/// validation stays deterministic). Before any broker has registered (the single-node broker
+/// without a quorum) the one live broker is `node_id`.
 pub fn create_topic(
     image: &ClusterMeta,
     t: NewTopic,
@@ -51,7 +55,9 @@ pub fn create_topic(
             format!("Topic '{name}' already exists."),
         ));
     }
-    let partitions = if t.partitions == -1 {
+    let partitions = if !t.assignments.is_empty() {
+        i32::try_from(t.assignments.len()).unwrap_or(i32::MAX)
+    } else if t.partitions == -1 {
         default_partitions
     } else {
         t.partitions
@@ -67,12 +73,146 @@ pub fn create_topic(
         metadata::apply_config_op(&mut configs, k, 0, Some(v))
             .map_err(|(code, msg)| Refusal::new(code, msg))?;
     }
+    let assignments = if t.assignments.is_empty() {
+        let rf = replication_factor(t.replication_factor)?;
+        placement(image, partitions as u32, rf, 0, node_id)?
+    } else {
+        manual_assignment(image, t.assignments, None, node_id)?
+    };
     Ok(MetadataRecord::CreateTopic {
         name,
         id,
-        assignments: vec![vec![node_id]; partitions as usize],
+        assignments,
         configs,
     })
+}
+
+/// Most replicas a partition may have (far above any useful replication factor; bounds what a
+/// request makes the controller build).
+pub const MAX_REPLICATION_FACTOR: i16 = 64;
+
+/// A requested replication factor as a count: 1..=[`MAX_REPLICATION_FACTOR`]
+/// (INVALID_REPLICATION_FACTOR otherwise, -1 included: the receiving broker resolves it).
+fn replication_factor(rf: i16) -> Result<u16, Refusal> {
+    if (1..=MAX_REPLICATION_FACTOR).contains(&rf) {
+        Ok(rf as u16)
+    } else {
+        Err(Refusal::new(
+            errors::INVALID_REPLICATION_FACTOR,
+            format!(
+                "Replication factor must be in 1..={MAX_REPLICATION_FACTOR}, or -1 to use the default value, got {rf}."
+            ),
+        ))
+    }
+}
+
+/// No broker has registered yet (a single-node broker without a quorum): new replicas go on
+/// this node.
+fn no_brokers_yet(image: &ClusterMeta) -> bool {
+    image.brokers.is_empty()
+}
+
+/// [`decide::place`], or every partition on `node_id` before any broker registered.
+fn placement(
+    image: &ClusterMeta,
+    partitions: u32,
+    rf: u16,
+    first: u32,
+    node_id: i32,
+) -> Result<Vec<Vec<i32>>, Refusal> {
+    if no_brokers_yet(image) {
+        if rf != 1 {
+            return Err(Refusal::new(
+                errors::INVALID_REPLICATION_FACTOR,
+                format!("replication factor {rf} is larger than the 1 available broker(s)"),
+            ));
+        }
+        return Ok(vec![vec![node_id]; partitions as usize]);
+    }
+    decide::place(image, partitions, rf, first)
+}
+
+/// A manual replica assignment (CreateTopics `assignments`): partition indexes exactly
+/// `0..n` (each once), every partition with the same number of replicas (`rf` when the topic
+/// has one already), at least one and at most [`MAX_REPLICATION_FACTOR`], no broker twice,
+/// every broker registered, unfenced and not shutting down (the first one leads at once and
+/// all start in the ISR). Refusals are INVALID_REPLICA_ASSIGNMENT, with Kafka's wording where
+/// it has one.
+pub fn manual_assignment(
+    image: &ClusterMeta,
+    mut given: Vec<(i32, Vec<i32>)>,
+    rf: Option<usize>,
+    node_id: i32,
+) -> Result<Vec<Vec<i32>>, Refusal> {
+    let bad = |msg: String| Refusal::new(errors::INVALID_REPLICA_ASSIGNMENT, msg);
+    given.sort_by_key(|(i, _)| *i);
+    if given.iter().enumerate().any(|(n, (i, _))| *i != n as i32) {
+        return Err(bad(
+            "partitions should be a consecutive 0-based integer sequence".to_string(),
+        ));
+    }
+    let want = rf.unwrap_or_else(|| given.first().map_or(0, |(_, r)| r.len()));
+    let mut out = Vec::with_capacity(given.len());
+    for (i, replicas) in given {
+        if replicas.is_empty() || replicas.len() > MAX_REPLICATION_FACTOR as usize {
+            return Err(bad(format!(
+                "partition {i} has {} replicas; it needs 1..={MAX_REPLICATION_FACTOR}",
+                replicas.len()
+            )));
+        }
+        if replicas.len() != want {
+            return Err(bad(format!(
+                "All partitions should have the same number of replicas: partition {i} has {}, expected {want}",
+                replicas.len()
+            )));
+        }
+        for (k, b) in replicas.iter().enumerate() {
+            if replicas[..k].contains(b) {
+                return Err(bad(format!(
+                    "partition {i} lists broker {b} more than once"
+                )));
+            }
+            let usable = if no_brokers_yet(image) {
+                *b == node_id
+            } else {
+                image
+                    .brokers
+                    .get(b)
+                    .is_some_and(|m| !m.fenced && !m.shutting_down)
+            };
+            if !usable {
+                let why = match image.brokers.get(b) {
+                    _ if no_brokers_yet(image) => "no such broker",
+                    None => "no such broker is registered",
+                    Some(m) if m.fenced => "it is fenced",
+                    Some(_) => "it is shutting down",
+                };
+                return Err(bad(format!(
+                    "The manual partition assignment includes broker {b}, but {why}"
+                )));
+            }
+        }
+        out.push(replicas);
+    }
+    Ok(out)
+}
+
+/// The replicas of each partition of an internal topic (`__consumer_offsets`): the
+/// replication factor is `min(3, live brokers)`, at least 1 (Kafka's
+/// `offsets.topic.replication.factor` is 3, and an internal topic must come up on a smaller
+/// cluster too).
+pub fn internal_topic_assignments(
+    image: &ClusterMeta,
+    partitions: u32,
+    node_id: i32,
+) -> Result<Vec<Vec<i32>>, Refusal> {
+    let live = image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && !b.shutting_down)
+        .count();
+    let rf = live.clamp(1, 3) as u16;
+    placement(image, partitions, rf, 0, node_id)
 }
 
 /// DeleteTopics for one topic: it must exist.
@@ -87,7 +227,9 @@ pub fn delete_topic(image: &ClusterMeta, name: &str) -> Result<MetadataRecord, R
 }
 
 /// CreatePartitions for one topic: it must exist and `count` must be more than it has and at
-/// most 100000; the new partitions are placed on `node_id`.
+/// most 100000; the new partitions get the topic's replication factor (its first partition's
+/// replica count), placed by [`decide::place`] continuing the rotation where the existing
+/// partitions end (on `node_id` before any broker registered).
 pub fn create_partitions(
     image: &ClusterMeta,
     name: &str,
@@ -104,11 +246,17 @@ pub fn create_partitions(
             format!("topic has {have} partitions; requested {count}"),
         ));
     }
+    let rf = t
+        .partitions
+        .first()
+        .map_or(1, |p| p.replicas.len().max(1));
+    let rf = u16::try_from(rf).unwrap_or(u16::MAX);
+    let assignments = placement(image, (count - have) as u32, rf, have as u32, node_id)?;
     Ok(MetadataRecord::CreatePartitions {
         name: t.name.clone(),
         id: t.id,
         first: have as u32,
-        assignments: vec![vec![node_id]; (count - have) as usize],
+        assignments,
     })
 }
 
@@ -159,6 +307,8 @@ mod tests {
         NewTopic {
             name: name.into(),
             partitions,
+            replication_factor: 1,
+            assignments: Vec::new(),
             configs: configs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -308,6 +458,198 @@ mod tests {
         assert_eq!(
             code(alter_configs(&m, "nope", false, vec![])),
             errors::UNKNOWN_TOPIC_OR_PARTITION
+        );
+    }
+
+    /// Brokers 1..=n registered; those in `fenced` fenced, the others live.
+    fn brokers(n: i32, fenced: &[i32]) -> ClusterMeta {
+        let mut m = image();
+        for id in 1..=n {
+            m.apply(&MetadataRecord::RegisterBroker {
+                id,
+                epoch: i64::from(id),
+                incarnation: 1,
+                host: "h".into(),
+                port: 1,
+            });
+            if !fenced.contains(&id) {
+                m.apply(&MetadataRecord::BrokerState {
+                    id,
+                    epoch: i64::from(id),
+                    fenced: false,
+                    shutting_down: false,
+                });
+            }
+        }
+        m
+    }
+
+    fn assignments(r: Result<MetadataRecord, Refusal>) -> Vec<Vec<i32>> {
+        match r {
+            Ok(MetadataRecord::CreateTopic { assignments, .. })
+            | Ok(MetadataRecord::CreatePartitions { assignments, .. }) => assignments,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn replication_factor_places_over_live_brokers() {
+        let m = brokers(3, &[]);
+        let t = NewTopic {
+            replication_factor: 3,
+            ..new_topic("u", 3, &[])
+        };
+        assert_eq!(
+            assignments(create_topic(&m, t, 1, 9, 1)),
+            vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]
+        );
+        // More replicas than live brokers (broker 3 is fenced).
+        let m = brokers(3, &[3]);
+        let t = NewTopic {
+            replication_factor: 3,
+            ..new_topic("u", 1, &[])
+        };
+        let r = create_topic(&m, t, 1, 9, 1).unwrap_err();
+        assert_eq!(r.code, errors::INVALID_REPLICATION_FACTOR);
+        assert!(r.message.unwrap().contains("larger than the 2 available"));
+        for rf in [0, -2, MAX_REPLICATION_FACTOR + 1] {
+            let t = NewTopic {
+                replication_factor: rf,
+                ..new_topic("u", 1, &[])
+            };
+            assert_eq!(
+                code(create_topic(&m, t, 1, 9, 1)),
+                errors::INVALID_REPLICATION_FACTOR,
+                "{rf}"
+            );
+        }
+    }
+
+    /// Without registered brokers (the single-node broker), partitions go on the node itself,
+    /// as before replication; more than one replica is refused.
+    #[test]
+    fn single_node_places_on_itself() {
+        let m = image();
+        assert_eq!(
+            assignments(create_topic(&m, new_topic("u", 2, &[]), 1, 9, 4)),
+            vec![vec![4], vec![4]]
+        );
+        let t = NewTopic {
+            replication_factor: 2,
+            ..new_topic("u", 1, &[])
+        };
+        assert_eq!(
+            code(create_topic(&m, t, 1, 9, 4)),
+            errors::INVALID_REPLICATION_FACTOR
+        );
+        assert_eq!(
+            assignments(create_partitions(&m, "t", 5, 4)),
+            vec![vec![4], vec![4]]
+        );
+        assert_eq!(
+            internal_topic_assignments(&m, 2, 4).unwrap(),
+            vec![vec![4], vec![4]]
+        );
+        let manual = NewTopic {
+            assignments: vec![(0, vec![4])],
+            ..new_topic("u", -1, &[])
+        };
+        assert_eq!(
+            assignments(create_topic(&m, manual, 1, 9, 4)),
+            vec![vec![4]]
+        );
+    }
+
+    #[test]
+    fn manual_assignments_are_checked() {
+        let m = brokers(4, &[4]);
+        let with = |a: Vec<(i32, Vec<i32>)>| NewTopic {
+            assignments: a,
+            ..new_topic("u", -1, &[])
+        };
+        // Any order of partition indexes; the count comes from the assignment.
+        assert_eq!(
+            assignments(create_topic(
+                &m,
+                with(vec![(1, vec![3, 1]), (0, vec![2, 3])]),
+                7,
+                9,
+                1
+            )),
+            vec![vec![2, 3], vec![3, 1]]
+        );
+        let cases: Vec<(Vec<(i32, Vec<i32>)>, &str)> = vec![
+            (vec![(0, vec![1]), (2, vec![2])], "consecutive"),
+            (vec![(1, vec![1])], "consecutive"),
+            (vec![(0, vec![1]), (0, vec![2])], "consecutive"),
+            (vec![(0, vec![1, 2]), (1, vec![3])], "same number of replicas"),
+            (vec![(0, vec![1, 1])], "more than once"),
+            (vec![(0, vec![])], "needs 1..="),
+            (vec![(0, vec![9])], "no such broker is registered"),
+            (vec![(0, vec![1, 4])], "fenced"),
+        ];
+        for (a, why) in cases {
+            let what = format!("{a:?}");
+            let r = create_topic(&m, with(a), 1, 9, 1).unwrap_err();
+            assert_eq!(r.code, errors::INVALID_REPLICA_ASSIGNMENT, "{what}");
+            assert!(r.message.as_deref().unwrap_or("").contains(why), "{what}: {r:?}");
+        }
+        let mut leaving = m.clone();
+        leaving.apply(&MetadataRecord::BrokerState {
+            id: 2,
+            epoch: 2,
+            fenced: false,
+            shutting_down: true,
+        });
+        let r = create_topic(&leaving, with(vec![(0, vec![2])]), 1, 9, 1).unwrap_err();
+        assert!(r.message.unwrap().contains("shutting down"));
+    }
+
+    #[test]
+    fn new_partitions_keep_the_replication_factor_and_the_rotation() {
+        let mut m = brokers(3, &[]);
+        m.apply(&MetadataRecord::CreateTopic {
+            name: "r".into(),
+            id: 5,
+            assignments: vec![vec![1, 2], vec![2, 3]],
+            configs: BTreeMap::new(),
+        });
+        assert_eq!(
+            create_partitions(&m, "r", 4, 1),
+            Ok(MetadataRecord::CreatePartitions {
+                name: "r".into(),
+                id: 5,
+                first: 2,
+                assignments: vec![vec![3, 1], vec![1, 2]],
+            })
+        );
+        let m = brokers(3, &[2, 3]);
+        let mut m2 = m.clone();
+        m2.apply(&MetadataRecord::CreateTopic {
+            name: "r".into(),
+            id: 5,
+            assignments: vec![vec![1, 2]],
+            configs: BTreeMap::new(),
+        });
+        assert_eq!(
+            code(create_partitions(&m2, "r", 2, 1)),
+            errors::INVALID_REPLICATION_FACTOR
+        );
+    }
+
+    #[test]
+    fn the_internal_topic_gets_up_to_three_replicas() {
+        assert_eq!(
+            internal_topic_assignments(&brokers(2, &[]), 2, 1).unwrap(),
+            vec![vec![1, 2], vec![2, 1]]
+        );
+        assert_eq!(
+            internal_topic_assignments(&brokers(5, &[]), 1, 1).unwrap(),
+            vec![vec![1, 2, 3]]
+        );
+        assert_eq!(
+            internal_topic_assignments(&brokers(5, &[1, 2, 3, 4]), 1, 1).unwrap(),
+            vec![vec![5]]
         );
     }
 }

@@ -57,6 +57,12 @@ impl OffsetOut {
 pub struct NewTopic {
     pub name: String,
     pub partitions: i32,
+    /// The replication factor (the receiving broker has put its `default_replication_factor`
+    /// for the request's -1).
+    pub replication_factor: i16,
+    /// A manual replica assignment, `(partition index, broker ids)` as the request gave it
+    /// (empty: placed by the controller).
+    pub assignments: Vec<(i32, Vec<i32>)>,
     pub configs: Vec<(String, String)>,
 }
 
