@@ -308,6 +308,8 @@ impl Broker {
             topics: vec![NewTopic {
                 name: topic.to_string(),
                 partitions,
+                replication_factor: 1,
+                assignments: Vec::new(),
                 configs: configs
                     .iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -246,10 +246,7 @@ pub fn create_partitions(
             format!("topic has {have} partitions; requested {count}"),
         ));
     }
-    let rf = t
-        .partitions
-        .first()
-        .map_or(1, |p| p.replicas.len().max(1));
+    let rf = t.partitions.first().map_or(1, |p| p.replicas.len().max(1));
     let rf = u16::try_from(rf).unwrap_or(u16::MAX);
     let assignments = placement(image, (count - have) as u32, rf, have as u32, node_id)?;
     Ok(MetadataRecord::CreatePartitions {
@@ -578,11 +575,15 @@ mod tests {
             )),
             vec![vec![2, 3], vec![3, 1]]
         );
-        let cases: Vec<(Vec<(i32, Vec<i32>)>, &str)> = vec![
+        type Case = (Vec<(i32, Vec<i32>)>, &'static str);
+        let cases: Vec<Case> = vec![
             (vec![(0, vec![1]), (2, vec![2])], "consecutive"),
             (vec![(1, vec![1])], "consecutive"),
             (vec![(0, vec![1]), (0, vec![2])], "consecutive"),
-            (vec![(0, vec![1, 2]), (1, vec![3])], "same number of replicas"),
+            (
+                vec![(0, vec![1, 2]), (1, vec![3])],
+                "same number of replicas",
+            ),
             (vec![(0, vec![1, 1])], "more than once"),
             (vec![(0, vec![])], "needs 1..="),
             (vec![(0, vec![9])], "no such broker is registered"),
@@ -592,7 +593,10 @@ mod tests {
             let what = format!("{a:?}");
             let r = create_topic(&m, with(a), 1, 9, 1).unwrap_err();
             assert_eq!(r.code, errors::INVALID_REPLICA_ASSIGNMENT, "{what}");
-            assert!(r.message.as_deref().unwrap_or("").contains(why), "{what}: {r:?}");
+            assert!(
+                r.message.as_deref().unwrap_or("").contains(why),
+                "{what}: {r:?}"
+            );
         }
         let mut leaving = m.clone();
         leaving.apply(&MetadataRecord::BrokerState {
