@@ -113,7 +113,12 @@ pub(crate) async fn create_topics(
             assignments: t
                 .assignments
                 .iter()
-                .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
                 .collect(),
             configs: t
                 .configs
@@ -154,8 +159,10 @@ pub(crate) async fn create_topics(
                 if let Some(meta) = shard.topic(&name) {
                     tr.topic_id = uuid::Uuid::from_u128(meta.id);
                     tr.num_partitions = meta.partitions.len() as i32;
-                    tr.replication_factor =
-                        meta.partitions.first().map_or(1, |p| p.replicas.len() as i16);
+                    tr.replication_factor = meta
+                        .partitions
+                        .first()
+                        .map_or(1, |p| p.replicas.len() as i16);
                     tr.configs = Some(
                         metadata::effective_configs(&meta, &shard.cfg)
                             .into_iter()
