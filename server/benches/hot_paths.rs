@@ -254,6 +254,7 @@ impl Broker {
         tune(&mut cfg);
         let global = Arc::new(Global {
             shutdown: AtomicBool::new(false),
+            registered: AtomicBool::new(true),
             drained: AtomicUsize::new(0),
             connections: shardlog_server::wire::limits::ConnectionLimits::new(1, 0),
             offline: Default::default(),

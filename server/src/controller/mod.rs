@@ -12,6 +12,7 @@
 
 pub mod authority;
 pub mod decide;
+pub mod lifecycle;
 pub mod log;
 pub mod quorum;
 pub mod raft_log;

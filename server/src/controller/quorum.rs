@@ -143,6 +143,7 @@ fn all_failed(req: &AdminReq, code: i16) -> AdminResp {
         AdminReq::CreatePartitions { topics, .. } => topics.iter().map(|t| t.0.clone()).collect(),
         AdminReq::AlterConfigs { topics, .. } => topics.iter().map(|t| t.0.clone()).collect(),
         AdminReq::AllocateProducerId => return AdminResp::ProducerId(Err(code)),
+        AdminReq::AlterPartition(_) => return AdminResp::AlterPartition(Err(code)),
     };
     AdminResp::Results(names.into_iter().map(|n| (n, code, None)).collect())
 }
@@ -185,8 +186,22 @@ impl Shard {
     /// Calls the leader with a forward request until one answers (not NOT_CONTROLLER) or
     /// [`FORWARD_WAIT`] passed, or this node leads (then `None`).
     async fn call_leader(&self, io: &QuorumIo, kind: RpcKind, body: &[u8]) -> Option<ForwardAnswer> {
+        self.call_leader_as(io, kind, body, FORWARD_WAIT, |a: &ForwardAnswer| a.error != errors::NOT_CONTROLLER)
+            .await
+    }
+
+    /// Calls the leader with `kind` until it gives an answer `done` accepts, `wait` passes,
+    /// or this node leads (then `None`).
+    pub(crate) async fn call_leader_as<A: for<'de> serde::Deserialize<'de>>(
+        &self,
+        io: &QuorumIo,
+        kind: RpcKind,
+        body: &[u8],
+        wait: Duration,
+        done: impl Fn(&A) -> bool,
+    ) -> Option<A> {
         let me = node_id(&self.cfg);
-        let deadline = Instant::now() + FORWARD_WAIT;
+        let deadline = Instant::now() + wait;
         let mut logged = false;
         loop {
             let leader = io.leader();
@@ -197,8 +212,8 @@ impl Shard {
                 if let Some(addr) = transport::voter_addr(&self.cfg, leader) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match transport::call(me, &addr, kind, body, left.min(CALL_TIMEOUT)).await {
-                        Ok(frame) => match rpc::body::<ForwardAnswer>(&frame) {
-                            Ok(a) if a.error == errors::NONE => return Some(a),
+                        Ok(frame) => match rpc::body::<A>(&frame) {
+                            Ok(a) if done(&a) => return Some(a),
                             Ok(_) => tracing::debug!(leader, "the controller we asked no longer leads"),
                             Err(e) => tracing::warn!(leader, error = %e, "unreadable controller answer"),
                         },
@@ -276,7 +291,18 @@ impl Shard {
                 let fwd: ForwardReq = rpc::body(req)?;
                 Ok(rpc::to_body(&self.answer_forward(fwd).await))
             }
-            other => Err(rpc::RpcError::BadKind(other as u8)),
+            RpcKind::BrokerRegistration => {
+                let r: rpc::RegistrationMsg = rpc::body(req)?;
+                Ok(rpc::to_body(&self.answer_registration(r.into()).await))
+            }
+            RpcKind::BrokerHeartbeat => {
+                let h: rpc::HeartbeatMsg = rpc::body(req)?;
+                Ok(rpc::to_body(&self.answer_heartbeat(h.into()).await))
+            }
+            RpcKind::AlterPartition => {
+                let a: rpc::AlterPartitionMsg = rpc::body(req)?;
+                Ok(rpc::to_body(&self.answer_alter_partition(a.into()).await))
+            }
         }
     }
 
@@ -297,7 +323,7 @@ impl Shard {
             None => answer.block = Some(self.commit_producer_block().await),
             Some(req) => match self.admin_local(req).await {
                 AdminResp::Results(r) => answer.results = r,
-                AdminResp::ProducerId(_) => {}
+                AdminResp::ProducerId(_) | AdminResp::AlterPartition(_) => {}
             },
         }
         answer.applied_index = self.quorum_io_now().map_or(0, |io| io.local_applied());

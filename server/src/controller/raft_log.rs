@@ -215,6 +215,8 @@ pub struct QuorumIo {
     joiners: RefCell<Vec<u64>>,
     /// Voters and learners in force (as last published).
     members: RefCell<Vec<u64>>,
+    /// The controller leader's broker sessions (`crate::controller::lifecycle`).
+    pub sessions: crate::controller::lifecycle::LeaderSessions,
 }
 
 impl QuorumIo {
@@ -231,6 +233,7 @@ impl QuorumIo {
             local_applied_event: event_listener::Event::new(),
             joiners: RefCell::new(Vec::new()),
             members: RefCell::new(Vec::new()),
+            sessions: Default::default(),
         })
     }
 

@@ -29,6 +29,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::controller::decide::{AlterPartitionReq, Heartbeat, Registration};
+use crate::controller::metadata::PartitionMeta;
 use crate::mesh::messages::{AdminReq, AdminResp, AdminResult, ConfigOps, NewTopic};
 
 pub const HELLO_MAGIC: &[u8; 4] = b"SLCQ";
@@ -270,6 +272,7 @@ impl ForwardReq {
                 validate_only: *validate_only,
             },
             AdminReq::AllocateProducerId => Self::ProducerIdBlock,
+            AdminReq::AlterPartition(_) => return None,
         })
     }
 
@@ -339,6 +342,115 @@ impl ForwardAnswer {
     pub fn into_admin(self) -> AdminResp {
         AdminResp::Results(self.results)
     }
+}
+
+/// BrokerRegistration (KIP-631): `decide::Registration` on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationMsg {
+    pub id: i32,
+    pub incarnation: u128,
+    pub host: String,
+    pub port: u16,
+    pub previous_epoch: i64,
+}
+
+impl From<RegistrationMsg> for Registration {
+    fn from(m: RegistrationMsg) -> Self {
+        Registration {
+            id: m.id,
+            incarnation: m.incarnation,
+            host: m.host,
+            port: m.port,
+            previous_epoch: m.previous_epoch,
+        }
+    }
+}
+
+/// The answer to a registration: the broker epoch once its records are committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationAnswer {
+    /// `NOT_CONTROLLER`: ask the leader again; other codes are the controller's refusal.
+    pub error: i16,
+    pub epoch: i64,
+    pub applied_index: u64,
+}
+
+/// BrokerHeartbeat: `decide::Heartbeat` on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatMsg {
+    pub id: i32,
+    pub epoch: i64,
+    pub caught_up: bool,
+    pub want_shutdown: bool,
+}
+
+impl From<HeartbeatMsg> for Heartbeat {
+    fn from(m: HeartbeatMsg) -> Self {
+        Heartbeat {
+            id: m.id,
+            epoch: m.epoch,
+            caught_up: m.caught_up,
+            want_shutdown: m.want_shutdown,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAnswerMsg {
+    pub error: i16,
+    pub fenced: bool,
+    pub shutdown_ok: bool,
+    pub applied_index: u64,
+}
+
+/// AlterPartition (KIP-497): `decide::AlterPartitionReq` on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionMsg {
+    pub topic: String,
+    pub topic_id: u128,
+    pub partition: u32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub broker_epoch: i64,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<(i32, i64)>,
+}
+
+impl From<&AlterPartitionReq> for AlterPartitionMsg {
+    fn from(r: &AlterPartitionReq) -> Self {
+        AlterPartitionMsg {
+            topic: r.topic.clone(),
+            topic_id: r.topic_id,
+            partition: r.partition,
+            leader: r.leader,
+            leader_epoch: r.leader_epoch,
+            broker_epoch: r.broker_epoch,
+            partition_epoch: r.partition_epoch,
+            new_isr: r.new_isr.clone(),
+        }
+    }
+}
+
+impl From<AlterPartitionMsg> for AlterPartitionReq {
+    fn from(m: AlterPartitionMsg) -> Self {
+        AlterPartitionReq {
+            topic: m.topic,
+            topic_id: m.topic_id,
+            partition: m.partition,
+            leader: m.leader,
+            leader_epoch: m.leader_epoch,
+            broker_epoch: m.broker_epoch,
+            partition_epoch: m.partition_epoch,
+            new_isr: m.new_isr,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionAnswer {
+    /// `Err(NOT_CONTROLLER)`: ask the leader again.
+    pub result: Result<PartitionMeta, i16>,
+    pub applied_index: u64,
 }
 
 #[cfg(test)]

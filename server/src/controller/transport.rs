@@ -243,14 +243,16 @@ pub fn start(shard: &Rc<Shard>, io: &Rc<QuorumIo>, cfg: &BrokerConfig) -> Result
 }
 
 async fn accept(shard: Rc<Shard>, io: Rc<QuorumIo>, net: Rc<Net>, listener: TcpListener) {
+    // Accepts until the broker drained, not just until shutdown began: a controlled
+    // shutdown still talks to the quorum.
     loop {
-        let stop = shard.shutdown_event.listen();
-        if shard.is_shutting_down() {
+        if shard.global.drained.load(std::sync::atomic::Ordering::SeqCst) >= shard.shards {
             break;
         }
-        let accepted = match future::select(listener.accept().boxed_local(), stop).await {
+        let tick = glommio::timer::sleep(Duration::from_millis(200));
+        let accepted = match future::select(listener.accept().boxed_local(), tick.boxed_local()).await {
             Either::Left((r, _)) => r,
-            Either::Right(_) => break,
+            Either::Right(_) => continue,
         };
         let stream = match accepted {
             Ok(s) => s,
