@@ -653,8 +653,7 @@ async fn shard_main(
         }
         global.registered.store(true, Ordering::SeqCst);
     } else {
-        while !global.registered.load(Ordering::SeqCst) && !global.shutdown.load(Ordering::SeqCst)
-        {
+        while !global.registered.load(Ordering::SeqCst) && !global.shutdown.load(Ordering::SeqCst) {
             glommio::timer::sleep(Duration::from_millis(5)).await;
         }
     }

@@ -7,7 +7,6 @@
 
 use std::rc::Rc;
 
-
 use crate::controller::metadata::{self, ClusterMeta};
 use crate::controller::records::MetadataRecord;
 use crate::controller::validate::{self, Refusal};
@@ -54,7 +53,9 @@ impl Shard {
     /// `admin_lock` (one admin operation at a time: validate, then commit).
     pub(crate) async fn admin_local(self: &Rc<Self>, req: AdminReq) -> AdminResp {
         match req {
-            AdminReq::AllocateProducerId => AdminResp::ProducerId(self.allocate_producer_id().await),
+            AdminReq::AllocateProducerId => {
+                AdminResp::ProducerId(self.allocate_producer_id().await)
+            }
             // `admin` handles it before taking the admin lock; never forwarded as an admin
             // request (it has its own RPC).
             AdminReq::AlterPartition(_) => AdminResp::AlterPartition(Err(errors::INVALID_REQUEST)),

@@ -23,6 +23,7 @@ use std::rc::Rc;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::config::DefaultFlush;
 use crate::controller::decide::{self, AlterPartitionReq, Heartbeat, Registration, Sessions};
 use crate::controller::metadata::PartitionMeta;
 use crate::controller::records::MetadataRecord;
@@ -30,7 +31,6 @@ use crate::controller::rpc::{
     self, AlterPartitionAnswer, HeartbeatAnswerMsg, HeartbeatMsg, RegistrationAnswer,
     RegistrationMsg, RpcKind,
 };
-use crate::config::DefaultFlush;
 use crate::mesh::shard::Shard;
 use crate::wire::errors;
 
@@ -143,7 +143,11 @@ impl Shard {
                 None => Vec::new(),
             };
             if !records.is_empty() {
-                tracing::info!(term, records = records.len(), "new controller leader: repairing partition leaders");
+                tracing::info!(
+                    term,
+                    records = records.len(),
+                    "new controller leader: repairing partition leaders"
+                );
             }
             return self.commit_all(records).await == errors::NONE;
         }
@@ -154,9 +158,16 @@ impl Shard {
     /// commits the records it returns; `None` when this node does not lead.
     async fn decide<T>(
         self: &Rc<Self>,
-        f: impl FnOnce(&mut Sessions, &crate::controller::metadata::ClusterMeta) -> (T, Vec<MetadataRecord>),
+        f: impl FnOnce(
+            &mut Sessions,
+            &crate::controller::metadata::ClusterMeta,
+        ) -> (T, Vec<MetadataRecord>),
     ) -> Option<(T, i16)> {
-        let permit = crate::controller::raft_log::with_timeout(DECIDE_WAIT, self.admin_lock.acquire_permit(1)).await;
+        let permit = crate::controller::raft_log::with_timeout(
+            DECIDE_WAIT,
+            self.admin_lock.acquire_permit(1),
+        )
+        .await;
         let Some(Ok(_permit)) = permit else {
             return None;
         };
@@ -189,7 +200,10 @@ impl Shard {
         self.quorum_io.as_ref().map_or(0, |io| io.local_applied())
     }
 
-    pub(crate) async fn answer_registration(self: &Rc<Self>, r: Registration) -> RegistrationAnswer {
+    pub(crate) async fn answer_registration(
+        self: &Rc<Self>,
+        r: Registration,
+    ) -> RegistrationAnswer {
         let id = r.id;
         let decided = self
             .decide(|s, image| match s.register(image, &r, mono_ms()) {
@@ -208,7 +222,11 @@ impl Shard {
                     tracing::info!(broker = id, epoch, "broker registered");
                 }
                 RegistrationAnswer {
-                    error: if code == errors::NONE { errors::NONE } else { errors::NOT_CONTROLLER },
+                    error: if code == errors::NONE {
+                        errors::NONE
+                    } else {
+                        errors::NOT_CONTROLLER
+                    },
                     epoch,
                     applied_index: self.local_applied(),
                 }
@@ -225,7 +243,10 @@ impl Shard {
     }
 
     pub(crate) async fn answer_heartbeat(self: &Rc<Self>, hb: Heartbeat) -> HeartbeatAnswerMsg {
-        match self.decide(|s, image| s.heartbeat(image, &hb, mono_ms())).await {
+        match self
+            .decide(|s, image| s.heartbeat(image, &hb, mono_ms()))
+            .await
+        {
             Some((a, code)) if code == errors::NONE => HeartbeatAnswerMsg {
                 error: a.error,
                 fenced: a.fenced,
@@ -241,7 +262,10 @@ impl Shard {
         }
     }
 
-    pub(crate) async fn answer_alter_partition(self: &Rc<Self>, req: AlterPartitionReq) -> AlterPartitionAnswer {
+    pub(crate) async fn answer_alter_partition(
+        self: &Rc<Self>,
+        req: AlterPartitionReq,
+    ) -> AlterPartitionAnswer {
         let (topic, partition) = (req.topic.clone(), req.partition);
         let decided = self
             .decide(|_, image| match decide::alter_partition(image, &req) {
@@ -268,7 +292,10 @@ impl Shard {
 
     /// AlterPartition from a partition leader on this broker: decided by the controller
     /// leader (here or over the RPC); answered once this broker applied the change.
-    pub(crate) async fn alter_partition(self: &Rc<Self>, req: AlterPartitionReq) -> Result<PartitionMeta, i16> {
+    pub(crate) async fn alter_partition(
+        self: &Rc<Self>,
+        req: AlterPartitionReq,
+    ) -> Result<PartitionMeta, i16> {
         let io = self.quorum_io.clone().ok_or(errors::NOT_CONTROLLER)?;
         let deadline = Instant::now() + crate::controller::quorum::FORWARD_WAIT;
         loop {
@@ -277,9 +304,13 @@ impl Shard {
             } else {
                 let body = rpc::to_body(&rpc::AlterPartitionMsg::from(&req));
                 let left = deadline.saturating_duration_since(Instant::now());
-                self.call_leader_as(&io, RpcKind::AlterPartition, &body, left, |a: &AlterPartitionAnswer| {
-                    a.result != Err(errors::NOT_CONTROLLER)
-                })
+                self.call_leader_as(
+                    &io,
+                    RpcKind::AlterPartition,
+                    &body,
+                    left,
+                    |a: &AlterPartitionAnswer| a.result != Err(errors::NOT_CONTROLLER),
+                )
                 .await
             };
             if let Some(a) = answer {
@@ -316,9 +347,13 @@ impl Shard {
                     previous_epoch: reg.previous_epoch,
                 });
                 let left = deadline.saturating_duration_since(Instant::now());
-                self.call_leader_as(&io, RpcKind::BrokerRegistration, &body, left, |a: &RegistrationAnswer| {
-                    a.error != errors::NOT_CONTROLLER
-                })
+                self.call_leader_as(
+                    &io,
+                    RpcKind::BrokerRegistration,
+                    &body,
+                    left,
+                    |a: &RegistrationAnswer| a.error != errors::NOT_CONTROLLER,
+                )
                 .await
             };
             match answer {
@@ -326,11 +361,19 @@ impl Shard {
                     s.epoch.set(a.epoch);
                     s.registered_at.set(a.applied_index);
                     io.wait_local_applied(a.applied_index, wait).await;
-                    tracing::info!(node = reg.id, epoch = a.epoch, "registered with the controller");
+                    tracing::info!(
+                        node = reg.id,
+                        epoch = a.epoch,
+                        "registered with the controller"
+                    );
                     return true;
                 }
                 Some(a) if a.error != errors::NOT_CONTROLLER => {
-                    tracing::warn!(node = reg.id, error = errors::name(a.error), "the controller refused this broker's registration; retrying");
+                    tracing::warn!(
+                        node = reg.id,
+                        error = errors::name(a.error),
+                        "the controller refused this broker's registration; retrying"
+                    );
                 }
                 _ => {}
             }
@@ -347,8 +390,11 @@ impl Shard {
             return;
         };
         if s.epoch.get() < 0 {
-            self.register_once(s, Duration::from_millis(self.cfg.broker_heartbeat_interval_ms * 4))
-                .await;
+            self.register_once(
+                s,
+                Duration::from_millis(self.cfg.broker_heartbeat_interval_ms * 4),
+            )
+            .await;
             return;
         }
         let hb = Heartbeat {
@@ -367,9 +413,13 @@ impl Shard {
                 caught_up: hb.caught_up,
                 want_shutdown,
             });
-            self.call_leader_as(&io, RpcKind::BrokerHeartbeat, &body, timeout, |a: &HeartbeatAnswerMsg| {
-                a.error != errors::NOT_CONTROLLER
-            })
+            self.call_leader_as(
+                &io,
+                RpcKind::BrokerHeartbeat,
+                &body,
+                timeout,
+                |a: &HeartbeatAnswerMsg| a.error != errors::NOT_CONTROLLER,
+            )
             .await
         };
         let Some(a) = answer else {
@@ -378,7 +428,12 @@ impl Shard {
         match a.error {
             errors::NONE => {
                 if s.fenced.get() != a.fenced {
-                    tracing::info!(node = hb.id, epoch = hb.epoch, fenced = a.fenced, "broker state");
+                    tracing::info!(
+                        node = hb.id,
+                        epoch = hb.epoch,
+                        fenced = a.fenced,
+                        "broker state"
+                    );
                 }
                 s.fenced.set(a.fenced);
                 if a.shutdown_ok {
@@ -387,7 +442,12 @@ impl Shard {
                 io.wait_local_applied(a.applied_index, timeout).await;
             }
             errors::STALE_BROKER_EPOCH | errors::BROKER_ID_NOT_REGISTERED => {
-                tracing::info!(node = hb.id, epoch = hb.epoch, error = errors::name(a.error), "the controller does not know this registration; registering again");
+                tracing::info!(
+                    node = hb.id,
+                    epoch = hb.epoch,
+                    error = errors::name(a.error),
+                    "the controller does not know this registration; registering again"
+                );
                 s.epoch.set(-1);
             }
             code => tracing::debug!(error = errors::name(code), "heartbeat refused"),
@@ -435,7 +495,9 @@ pub async fn start(shard: &Rc<Shard>) -> Rc<BrokerSession> {
             while !shard.is_shutting_down() {
                 glommio::timer::sleep(interval).await;
                 if shard.leads_quorum() {
-                    shard.decide(|s, image| ((), s.expire(image, mono_ms()))).await;
+                    shard
+                        .decide(|s, image| ((), s.expire(image, mono_ms())))
+                        .await;
                 }
             }
         })
@@ -451,15 +513,33 @@ pub async fn controlled_shutdown(shard: &Rc<Shard>, s: &BrokerSession) {
         return;
     }
     let t0 = Instant::now();
+    let mut leaderless_since: Option<Instant> = None;
     while !s.shutdown_ok.get() && t0.elapsed() < SHUTDOWN_WAIT {
+        // With no controller leader for a second (the last brokers of a cluster stopping),
+        // nobody can move anything: stop waiting.
+        if shard.quorum_io.as_ref().is_some_and(|io| io.leader() == 0) {
+            let since = *leaderless_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= Duration::from_secs(1) {
+                tracing::warn!("controlled shutdown: no controller leader; stopping without it");
+                return;
+            }
+        } else {
+            leaderless_since = None;
+        }
         shard.heartbeat_once(s, true).await;
         if !s.shutdown_ok.get() {
             glommio::timer::sleep(Duration::from_millis(50)).await;
         }
     }
     if s.shutdown_ok.get() {
-        tracing::info!(ms = t0.elapsed().as_millis() as u64, "controlled shutdown: the controller moved this broker's leaderships");
+        tracing::info!(
+            ms = t0.elapsed().as_millis() as u64,
+            "controlled shutdown: the controller moved this broker's leaderships"
+        );
     } else {
-        tracing::warn!(wait_ms = SHUTDOWN_WAIT.as_millis() as u64, "controlled shutdown: no shutdown_ok from the controller in time; stopping anyway");
+        tracing::warn!(
+            wait_ms = SHUTDOWN_WAIT.as_millis() as u64,
+            "controlled shutdown: no shutdown_ok from the controller in time; stopping anyway"
+        );
     }
 }

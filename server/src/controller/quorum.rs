@@ -22,8 +22,8 @@ use crate::controller::raft_log::{quorum_dir, QuorumIo, RaftLogOptions, RaftMeta
 use crate::controller::rpc::{self, ForwardAnswer, ForwardReq, RpcFrame, RpcKind};
 use crate::controller::transport;
 use crate::mesh::messages::{AdminReq, AdminResp, ShardReq, ShardResp};
-use crate::wire::errors;
 use crate::mesh::shard::Shard;
+use crate::wire::errors;
 
 /// This broker's node id in the quorum (raft ids start at 1).
 pub fn node_id(cfg: &BrokerConfig) -> u64 {
@@ -61,7 +61,11 @@ pub async fn open_log(
 impl Shard {
     /// Broadcasts committed records to every shard, in order, each acknowledged by all before
     /// the next; the caller holds the authority's lock (see the module docs).
-    pub(crate) async fn apply_committed(self: &Rc<Self>, io: &QuorumIo, records: Vec<CommittedRecord>) {
+    pub(crate) async fn apply_committed(
+        self: &Rc<Self>,
+        io: &QuorumIo,
+        records: Vec<CommittedRecord>,
+    ) {
         for c in records {
             let mut acks = Vec::with_capacity(self.shards);
             for target in 0..self.shards {
@@ -168,16 +172,25 @@ impl Shard {
         let Some(fwd) = ForwardReq::from_admin(&req) else {
             return all_failed(&req, errors::NOT_CONTROLLER);
         };
-        match self.call_leader(&io, RpcKind::Forward, &rpc::to_body(&fwd)).await {
+        match self
+            .call_leader(&io, RpcKind::Forward, &rpc::to_body(&fwd))
+            .await
+        {
             Some(a) => {
                 if !io.wait_local_applied(a.applied_index, FORWARD_WAIT).await {
-                    tracing::warn!(index = a.applied_index, "forwarded admin change not applied here in time; answering anyway");
+                    tracing::warn!(
+                        index = a.applied_index,
+                        "forwarded admin change not applied here in time; answering anyway"
+                    );
                 }
                 a.into_admin()
             }
             None if self.leads_quorum() => self.admin_local(req).await,
             None => {
-                tracing::warn!(wait_ms = FORWARD_WAIT.as_millis() as u64, "no controller leader answered: NOT_CONTROLLER");
+                tracing::warn!(
+                    wait_ms = FORWARD_WAIT.as_millis() as u64,
+                    "no controller leader answered: NOT_CONTROLLER"
+                );
                 all_failed(&req, errors::NOT_CONTROLLER)
             }
         }
@@ -185,9 +198,16 @@ impl Shard {
 
     /// Calls the leader with a forward request until one answers (not NOT_CONTROLLER) or
     /// [`FORWARD_WAIT`] passed, or this node leads (then `None`).
-    async fn call_leader(&self, io: &QuorumIo, kind: RpcKind, body: &[u8]) -> Option<ForwardAnswer> {
-        self.call_leader_as(io, kind, body, FORWARD_WAIT, |a: &ForwardAnswer| a.error != errors::NOT_CONTROLLER)
-            .await
+    async fn call_leader(
+        &self,
+        io: &QuorumIo,
+        kind: RpcKind,
+        body: &[u8],
+    ) -> Option<ForwardAnswer> {
+        self.call_leader_as(io, kind, body, FORWARD_WAIT, |a: &ForwardAnswer| {
+            a.error != errors::NOT_CONTROLLER
+        })
+        .await
     }
 
     /// Calls the leader with `kind` until it gives an answer `done` accepts, `wait` passes,
@@ -214,8 +234,12 @@ impl Shard {
                     match transport::call(me, &addr, kind, body, left.min(CALL_TIMEOUT)).await {
                         Ok(frame) => match rpc::body::<A>(&frame) {
                             Ok(a) if done(&a) => return Some(a),
-                            Ok(_) => tracing::debug!(leader, "the controller we asked no longer leads"),
-                            Err(e) => tracing::warn!(leader, error = %e, "unreadable controller answer"),
+                            Ok(_) => {
+                                tracing::debug!(leader, "the controller we asked no longer leads")
+                            }
+                            Err(e) => {
+                                tracing::warn!(leader, error = %e, "unreadable controller answer")
+                            }
                         },
                         Err(e) => {
                             if !logged {
@@ -245,7 +269,10 @@ impl Shard {
         let (start, end) = if self.leads_quorum() {
             self.commit_producer_block().await?
         } else {
-            let io = self.quorum_io_now().cloned().ok_or(errors::NOT_CONTROLLER)?;
+            let io = self
+                .quorum_io_now()
+                .cloned()
+                .ok_or(errors::NOT_CONTROLLER)?;
             let body = rpc::to_body(&ForwardReq::ProducerIdBlock);
             match self.call_leader(&io, RpcKind::Forward, &body).await {
                 Some(ForwardAnswer {
@@ -282,7 +309,11 @@ impl Shard {
     }
 
     /// Answers one controller RPC request from node `from` (an error closes the connection).
-    pub(crate) async fn handle_rpc(self: &Rc<Self>, from: u64, req: &RpcFrame) -> Result<Vec<u8>, rpc::RpcError> {
+    pub(crate) async fn handle_rpc(
+        self: &Rc<Self>,
+        from: u64,
+        req: &RpcFrame,
+    ) -> Result<Vec<u8>, rpc::RpcError> {
         if let Some(io) = self.quorum_io_now() {
             io.joined(from);
         }

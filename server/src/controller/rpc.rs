@@ -143,7 +143,12 @@ pub struct RpcFrame {
 }
 
 /// Encodes a frame; refuses a body above [`MAX_RPC_BODY`].
-pub fn encode_frame(kind: RpcKind, answer: bool, id: u64, body: &[u8]) -> Result<Vec<u8>, RpcError> {
+pub fn encode_frame(
+    kind: RpcKind,
+    answer: bool,
+    id: u64,
+    body: &[u8],
+) -> Result<Vec<u8>, RpcError> {
     if body.len() > MAX_RPC_BODY {
         return Err(RpcError::TooLarge {
             len: RPC_HEADER + body.len(),
@@ -496,7 +501,10 @@ mod tests {
             encode_frame(RpcKind::Forward, false, 1, &vec![0; MAX_RPC_BODY + 1]),
             Err(RpcError::TooLarge { .. })
         ));
-        assert_eq!(decode_frame(&[0, 0, 0, 3, 1, 1, 0]), Err(RpcError::TooShort(7)));
+        assert_eq!(
+            decode_frame(&[0, 0, 0, 3, 1, 1, 0]),
+            Err(RpcError::TooShort(7))
+        );
         let mut v = f.clone();
         v[4] = 2;
         assert_eq!(decode_frame(&v), Err(RpcError::BadVersion(2)));
@@ -510,7 +518,10 @@ mod tests {
         // A valid frame whose body is not the message: typed error, no panic.
         let g = encode_frame(RpcKind::Forward, false, 1, b"[1,2").expect("encode");
         let (frame, _) = decode_frame(&g).expect("ok").expect("complete");
-        assert!(matches!(super::body::<ForwardReq>(&frame), Err(RpcError::Body(_))));
+        assert!(matches!(
+            super::body::<ForwardReq>(&frame),
+            Err(RpcError::Body(_))
+        ));
     }
 
     #[test]
@@ -560,8 +571,7 @@ mod tests {
         ];
         for r in reqs {
             let f = ForwardReq::from_admin(&r).expect("forwardable");
-            let back: ForwardReq =
-                serde_json::from_slice(&to_body(&f)).expect("json round trip");
+            let back: ForwardReq = serde_json::from_slice(&to_body(&f)).expect("json round trip");
             assert_eq!(back, f);
             let again = back.into_admin().expect("an admin request");
             assert_eq!(format!("{again:?}"), format!("{r:?}"));
