@@ -109,7 +109,7 @@ def leader_of(nodes: list[Node], timeout: float = 15.0) -> Node:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
+def quorum_nodes(tmp_path: Path):
     base = pick_base(3)
     voters = ",".join(f"{i}@127.0.0.1:{base + 10 * (i - 1) + 1}" for i in (1, 2, 3))
     nodes = [Node(tmp_path, i, base, voters) for i in (1, 2, 3)]
@@ -124,8 +124,8 @@ def cluster(tmp_path: Path):
             n.teardown()
 
 
-def test_forwarding_failover_and_loss_of_quorum(cluster: list[Node]):
-    nodes = cluster
+def test_forwarding_failover_and_loss_of_quorum(quorum_nodes: list[Node]):
+    nodes = quorum_nodes
     leader = leader_of(nodes)
     follower = next(n for n in nodes if n is not leader)
 
@@ -203,11 +203,11 @@ def wait_brokers(n: Node, want: set[int], timeout: float) -> float:
     raise AssertionError(f"{n.name}: live brokers {got}, want {want}\n{n.describe()}")
 
 
-def test_registration_fencing_and_controlled_shutdown(cluster: list[Node]):
+def test_registration_fencing_and_controlled_shutdown(quorum_nodes: list[Node]):
     """Every broker registers and is unfenced (Metadata lists it on every broker); a broker
     killed with -9 is fenced once its session (1.8 s) runs out; restarted, it registers again;
     SIGTERM is a controlled shutdown the controller acknowledges before the process exits."""
-    nodes = cluster
+    nodes = quorum_nodes
     for n in nodes:
         wait_brokers(n, {1, 2, 3}, timeout=10)
     leader = leader_of(nodes)

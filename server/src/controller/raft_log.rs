@@ -194,6 +194,9 @@ pub fn image_diff(old: &ClusterMeta, new: &ClusterMeta) -> Vec<MetadataRecord> {
     out
 }
 
+/// Hands a message to the transport; `false` when it could not be queued.
+pub type Outbox = Box<dyn Fn(Message) -> bool>;
+
 /// What the network side shares with the log without holding it: received messages, the
 /// function that sends, the tick schedule, and what this node knows of the leader.
 pub struct QuorumIo {
@@ -202,7 +205,7 @@ pub struct QuorumIo {
     pub arrived: event_listener::Event,
     next_tick: Cell<Instant>,
     /// Hands a message to the transport; `false` when it could not be queued.
-    outbox: RefCell<Option<Box<dyn Fn(Message) -> bool>>>,
+    outbox: RefCell<Option<Outbox>>,
     dropped: Cell<u64>,
     /// The leader this node knows of (0: none), and whether it is this node.
     leader: Cell<u64>,
@@ -256,7 +259,7 @@ impl QuorumIo {
     }
 
     /// Sets the function raft's outgoing messages go to.
-    pub fn set_outbox(&self, f: Box<dyn Fn(Message) -> bool>) {
+    pub fn set_outbox(&self, f: Outbox) {
         *self.outbox.borrow_mut() = Some(f);
     }
 

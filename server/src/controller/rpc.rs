@@ -223,12 +223,14 @@ pub fn to_body<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// A topic to create: (name, partitions, configs).
+pub type ForwardTopic = (String, i32, Vec<(String, String)>);
+
 /// A forwarded admin operation (the `AdminReq`s that change metadata).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardReq {
     CreateTopics {
-        /// (name, partitions, configs)
-        topics: Vec<(String, i32, Vec<(String, String)>)>,
+        topics: Vec<ForwardTopic>,
         validate_only: bool,
     },
     DeleteTopics(Vec<String>),

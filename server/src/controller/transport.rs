@@ -411,11 +411,12 @@ async fn raft_inbound(
     if let Some((link, task)) = writer {
         link.closed.set(true);
         link.ready.notify(usize::MAX);
-        let mut links = net.links.borrow_mut();
-        if links.get(&from).is_some_and(|l| Rc::ptr_eq(l, &link)) {
-            links.remove(&from);
+        {
+            let mut links = net.links.borrow_mut();
+            if links.get(&from).is_some_and(|l| Rc::ptr_eq(l, &link)) {
+                links.remove(&from);
+            }
         }
-        drop(links);
         task.cancel().await;
     }
 }
