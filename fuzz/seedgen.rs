@@ -651,7 +651,12 @@ fn controller(root: &Path) -> anyhow::Result<usize> {
             node: 2,
         })
         .to_vec();
-        input.extend(rpc::encode_frame(RpcKind::Forward, false, i as u64, &rpc::to_body(r))?);
+        input.extend(rpc::encode_frame(
+            RpcKind::Forward,
+            false,
+            i as u64,
+            &rpc::to_body(r),
+        )?);
         write(&dir, &format!("forward-{i}"), &input)?;
         n += 1;
     }

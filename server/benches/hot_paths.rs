@@ -39,7 +39,7 @@ use shardlog_client::records::{BatchBuilder, Compression, ProducerStamp};
 use shardlog_engine::GlommioStorage;
 use shardlog_server::api;
 use shardlog_server::config::BrokerConfig;
-use shardlog_server::controller::log::{MetadataAuthority, MetadataLog};
+use shardlog_server::controller::log::MetadataAuthority;
 use shardlog_server::mesh::messages::{AdminReq, AdminResp, MeshMsg, NewTopic, ReadOut};
 use shardlog_server::mesh::shard::{Global, Shard};
 use shardlog_server::wire::fetch::{self, FetchTopicOut};
@@ -254,6 +254,7 @@ impl Broker {
         tune(&mut cfg);
         let global = Arc::new(Global {
             shutdown: AtomicBool::new(false),
+            registered: AtomicBool::new(true),
             drained: AtomicUsize::new(0),
             connections: shardlog_server::wire::limits::ConnectionLimits::new(1, 0),
             offline: Default::default(),
@@ -321,7 +322,7 @@ impl Broker {
             AdminResp::Results(rs) => {
                 assert!(rs.len() == 1 && rs[0].1 == 0, "create {topic}: {rs:?}")
             }
-            AdminResp::ProducerId(r) => panic!("create {topic}: unexpected {r:?}"),
+            other => panic!("create {topic}: unexpected {other:?}"),
         }
     }
 

@@ -336,6 +336,7 @@ impl Broker {
 
         let global = Arc::new(Global {
             shutdown: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
             drained: AtomicUsize::new(0),
             connections: crate::wire::limits::ConnectionLimits::new(
                 cfg.max_connections,
@@ -642,6 +643,20 @@ async fn shard_main(
             return Err(e);
         }
     };
+    // Registered with the controller (and unfenced) before any shard serves a client; the
+    // other shards keep answering the mesh meanwhile (the registration's records reach
+    // them as ShardReq::Apply).
+    let mut session = None;
+    if id == 0 {
+        if shard.quorum_io.is_some() {
+            session = Some(crate::controller::lifecycle::start(&shard).await);
+        }
+        global.registered.store(true, Ordering::SeqCst);
+    } else {
+        while !global.registered.load(Ordering::SeqCst) && !global.shutdown.load(Ordering::SeqCst) {
+            glommio::timer::sleep(Duration::from_millis(5)).await;
+        }
+    }
     let _ = ready.send(true);
     if id == 0 {
         let (host, port) = cfg.advertised_host_port();
@@ -752,6 +767,9 @@ async fn shard_main(
         }
     }
     drop(listener);
+    if let Some(s) = &session {
+        crate::controller::lifecycle::controlled_shutdown(&shard, s).await;
+    }
 
     // Drain: wait for this shard's connections, then for every shard.
     let grace = Duration::from_millis(cfg.shutdown_grace_ms);
@@ -771,6 +789,9 @@ async fn shard_main(
         glommio::timer::sleep(Duration::from_millis(5)).await;
     }
     shard.close_all().await;
+    if let Some(s) = &session {
+        s.write_clean_epoch(&shard);
+    }
     tracing::info!(shard = id, "shard closed its logs");
     // Give peers a moment to finish closing before the mesh goes away.
     glommio::timer::sleep(Duration::from_millis(20)).await;

@@ -131,6 +131,12 @@ pub struct BrokerConfig {
     /// glommio io_memory per executor (registered with io_uring; counts against MEMLOCK).
     pub io_memory_bytes: usize,
     pub shutdown_grace_ms: u64,
+    /// How often a broker heartbeats to the controller leader (KIP-631's
+    /// `broker.heartbeat.interval.ms`).
+    pub broker_heartbeat_interval_ms: u64,
+    /// A broker the controller has not heard from for this long is fenced and its
+    /// leaderships move (`broker.session.timeout.ms`); must be above the heartbeat interval.
+    pub broker_session_timeout_ms: u64,
     /// Batch cache per partition log.
     pub log_cache_bytes: usize,
     /// Batch caches of all partition logs together, broker-wide (split evenly over shards):
@@ -226,6 +232,8 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 30_000,
             io_memory_bytes: 32 << 20,
             shutdown_grace_ms: 10_000,
+            broker_heartbeat_interval_ms: 250,
+            broker_session_timeout_ms: 1800,
             log_cache_bytes: 16 << 20,
             log_cache_total_bytes: 1 << 30,
             log_preallocate_bytes: 32 << 20,
@@ -542,6 +550,14 @@ impl BrokerConfig {
         );
         put("io_memory_bytes", (self.io_memory_bytes as i64).into());
         put("shutdown_grace_ms", (self.shutdown_grace_ms as i64).into());
+        put(
+            "broker_heartbeat_interval_ms",
+            (self.broker_heartbeat_interval_ms as i64).into(),
+        );
+        put(
+            "broker_session_timeout_ms",
+            (self.broker_session_timeout_ms as i64).into(),
+        );
         put("log_cache_bytes", (self.log_cache_bytes as i64).into());
         put(
             "log_cache_total_bytes",
@@ -627,6 +643,22 @@ impl BrokerConfig {
             }
         }
         (host.resolve)(&self.listen).map_err(|m| bad("listen", &self.listen, &m))?;
+        if !(10..=60_000).contains(&self.broker_heartbeat_interval_ms) {
+            return Err(bad(
+                "broker_heartbeat_interval_ms",
+                self.broker_heartbeat_interval_ms,
+                "must be 10..=60000",
+            ));
+        }
+        if self.broker_session_timeout_ms <= self.broker_heartbeat_interval_ms
+            || self.broker_session_timeout_ms > 600_000
+        {
+            return Err(bad(
+                "broker_session_timeout_ms",
+                self.broker_session_timeout_ms,
+                "must be above broker_heartbeat_interval_ms and at most 600000",
+            ));
+        }
         if let Some(a) = &self.advertised {
             parse_host_port(a).map_err(|m| bad("advertised", a, &m))?;
         }

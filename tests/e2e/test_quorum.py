@@ -109,7 +109,7 @@ def leader_of(nodes: list[Node], timeout: float = 15.0) -> Node:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path):
+def quorum_nodes(tmp_path: Path):
     base = pick_base(3)
     voters = ",".join(f"{i}@127.0.0.1:{base + 10 * (i - 1) + 1}" for i in (1, 2, 3))
     nodes = [Node(tmp_path, i, base, voters) for i in (1, 2, 3)]
@@ -124,8 +124,8 @@ def cluster(tmp_path: Path):
             n.teardown()
 
 
-def test_forwarding_failover_and_loss_of_quorum(cluster: list[Node]):
-    nodes = cluster
+def test_forwarding_failover_and_loss_of_quorum(quorum_nodes: list[Node]):
+    nodes = quorum_nodes
     leader = leader_of(nodes)
     follower = next(n for n in nodes if n is not leader)
 
@@ -185,3 +185,46 @@ def test_forwarding_failover_and_loss_of_quorum(cluster: list[Node]):
             assert time.monotonic() < deadline, n.describe()
             time.sleep(0.2)
     print(f"new controller leader after kill -9 seen in {elected_s:.2f} s")
+
+
+def live_brokers(n: Node) -> set[int]:
+    with kwire.Conn(n.host, n.port, timeout=5) as c:
+        return {b["node_id"] for b in c.metadata([])["brokers"]}
+
+
+def wait_brokers(n: Node, want: set[int], timeout: float) -> float:
+    t0 = time.monotonic()
+    got = None
+    while time.monotonic() - t0 < timeout:
+        got = live_brokers(n)
+        if got == want:
+            return time.monotonic() - t0
+        time.sleep(0.05)
+    raise AssertionError(f"{n.name}: live brokers {got}, want {want}\n{n.describe()}")
+
+
+def test_registration_fencing_and_controlled_shutdown(quorum_nodes: list[Node]):
+    """Every broker registers and is unfenced (Metadata lists it on every broker); a broker
+    killed with -9 is fenced once its session (1.8 s) runs out; restarted, it registers again;
+    SIGTERM is a controlled shutdown the controller acknowledges before the process exits."""
+    nodes = quorum_nodes
+    for n in nodes:
+        wait_brokers(n, {1, 2, 3}, timeout=10)
+    leader = leader_of(nodes)
+    a, b = [n for n in nodes if n is not leader]
+
+    a.kill9()
+    fenced_s = wait_brokers(leader, {leader.i, b.i}, timeout=8)
+    a.start()
+    wait_brokers(leader, {1, 2, 3}, timeout=10)
+    wait_brokers(a, {1, 2, 3}, timeout=10)
+
+    t0 = time.monotonic()
+    b.stop()
+    stop_s = time.monotonic() - t0
+    assert "controlled shutdown: the controller moved this broker's leaderships" in b.log_text(), b.describe()
+    # Fenced at shutdown_ok: gone from Metadata at once, not after a session.
+    wait_brokers(leader, {leader.i, a.i}, timeout=1.0)
+    b.start()
+    wait_brokers(leader, {1, 2, 3}, timeout=10)
+    print(f"fenced {fenced_s:.2f} s after kill -9 (session 1.8 s); SIGTERM took {stop_s:.2f} s")

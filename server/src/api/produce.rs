@@ -267,7 +267,9 @@ pub(crate) async fn init_producer_id(
             r.producer_epoch = 0;
         }
         AdminResp::ProducerId(Err(code)) => r.error_code = code,
-        AdminResp::Results(_) => r.error_code = errors::UNKNOWN_SERVER_ERROR,
+        AdminResp::Results(_) | AdminResp::AlterPartition(_) => {
+            r.error_code = errors::UNKNOWN_SERVER_ERROR
+        }
     }
     respond(ApiKey::InitProducerId, v, corr, &r)
 }

@@ -7,7 +7,6 @@
 
 use std::rc::Rc;
 
-
 use crate::controller::metadata::{self, ClusterMeta};
 use crate::controller::records::MetadataRecord;
 use crate::controller::validate::{self, Refusal};
@@ -32,6 +31,11 @@ impl Shard {
             );
             return AdminResp::Results(Vec::new());
         }
+        // Decided under the admin lock by the controller leader (here or over the RPC): not
+        // under this broker's lock, which the leader's decision takes when it is this one.
+        if let AdminReq::AlterPartition(r) = req {
+            return AdminResp::AlterPartition(self.alter_partition(r).await);
+        }
         let Ok(_permit) = self.admin_lock.acquire_permit(1).await else {
             return AdminResp::Results(Vec::new());
         };
@@ -49,7 +53,12 @@ impl Shard {
     /// `admin_lock` (one admin operation at a time: validate, then commit).
     pub(crate) async fn admin_local(self: &Rc<Self>, req: AdminReq) -> AdminResp {
         match req {
-            AdminReq::AllocateProducerId => AdminResp::ProducerId(self.allocate_producer_id().await),
+            AdminReq::AllocateProducerId => {
+                AdminResp::ProducerId(self.allocate_producer_id().await)
+            }
+            // `admin` handles it before taking the admin lock; never forwarded as an admin
+            // request (it has its own RPC).
+            AdminReq::AlterPartition(_) => AdminResp::AlterPartition(Err(errors::INVALID_REQUEST)),
             AdminReq::CreateTopics {
                 topics,
                 validate_only,

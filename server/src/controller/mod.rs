@@ -12,10 +12,11 @@
 
 pub mod authority;
 pub mod decide;
+pub mod lifecycle;
 pub mod log;
+pub mod metadata;
 pub mod quorum;
 pub mod raft_log;
-pub mod metadata;
 pub mod records;
 pub mod rpc;
 pub mod topic_map;

@@ -22,8 +22,8 @@ use crate::controller::raft_log::{quorum_dir, QuorumIo, RaftLogOptions, RaftMeta
 use crate::controller::rpc::{self, ForwardAnswer, ForwardReq, RpcFrame, RpcKind};
 use crate::controller::transport;
 use crate::mesh::messages::{AdminReq, AdminResp, ShardReq, ShardResp};
-use crate::wire::errors;
 use crate::mesh::shard::Shard;
+use crate::wire::errors;
 
 /// This broker's node id in the quorum (raft ids start at 1).
 pub fn node_id(cfg: &BrokerConfig) -> u64 {
@@ -61,7 +61,11 @@ pub async fn open_log(
 impl Shard {
     /// Broadcasts committed records to every shard, in order, each acknowledged by all before
     /// the next; the caller holds the authority's lock (see the module docs).
-    pub(crate) async fn apply_committed(self: &Rc<Self>, io: &QuorumIo, records: Vec<CommittedRecord>) {
+    pub(crate) async fn apply_committed(
+        self: &Rc<Self>,
+        io: &QuorumIo,
+        records: Vec<CommittedRecord>,
+    ) {
         for c in records {
             let mut acks = Vec::with_capacity(self.shards);
             for target in 0..self.shards {
@@ -148,6 +152,7 @@ fn all_failed(req: &AdminReq, code: i16) -> AdminResp {
         AdminReq::CreatePartitions { topics, .. } => topics.iter().map(|t| t.0.clone()).collect(),
         AdminReq::AlterConfigs { topics, .. } => topics.iter().map(|t| t.0.clone()).collect(),
         AdminReq::AllocateProducerId => return AdminResp::ProducerId(Err(code)),
+        AdminReq::AlterPartition(_) => return AdminResp::AlterPartition(Err(code)),
     };
     AdminResp::Results(names.into_iter().map(|n| (n, code, None)).collect())
 }
@@ -172,16 +177,25 @@ impl Shard {
         let Some(fwd) = ForwardReq::from_admin(&req) else {
             return all_failed(&req, errors::NOT_CONTROLLER);
         };
-        match self.call_leader(&io, RpcKind::Forward, &rpc::to_body(&fwd)).await {
+        match self
+            .call_leader(&io, RpcKind::Forward, &rpc::to_body(&fwd))
+            .await
+        {
             Some(a) => {
                 if !io.wait_local_applied(a.applied_index, FORWARD_WAIT).await {
-                    tracing::warn!(index = a.applied_index, "forwarded admin change not applied here in time; answering anyway");
+                    tracing::warn!(
+                        index = a.applied_index,
+                        "forwarded admin change not applied here in time; answering anyway"
+                    );
                 }
                 a.into_admin()
             }
             None if self.leads_quorum() => self.admin_local(req).await,
             None => {
-                tracing::warn!(wait_ms = FORWARD_WAIT.as_millis() as u64, "no controller leader answered: NOT_CONTROLLER");
+                tracing::warn!(
+                    wait_ms = FORWARD_WAIT.as_millis() as u64,
+                    "no controller leader answered: NOT_CONTROLLER"
+                );
                 all_failed(&req, errors::NOT_CONTROLLER)
             }
         }
@@ -189,9 +203,30 @@ impl Shard {
 
     /// Calls the leader with a forward request until one answers (not NOT_CONTROLLER) or
     /// [`FORWARD_WAIT`] passed, or this node leads (then `None`).
-    async fn call_leader(&self, io: &QuorumIo, kind: RpcKind, body: &[u8]) -> Option<ForwardAnswer> {
+    async fn call_leader(
+        &self,
+        io: &QuorumIo,
+        kind: RpcKind,
+        body: &[u8],
+    ) -> Option<ForwardAnswer> {
+        self.call_leader_as(io, kind, body, FORWARD_WAIT, |a: &ForwardAnswer| {
+            a.error != errors::NOT_CONTROLLER
+        })
+        .await
+    }
+
+    /// Calls the leader with `kind` until it gives an answer `done` accepts, `wait` passes,
+    /// or this node leads (then `None`).
+    pub(crate) async fn call_leader_as<A: for<'de> serde::Deserialize<'de>>(
+        &self,
+        io: &QuorumIo,
+        kind: RpcKind,
+        body: &[u8],
+        wait: Duration,
+        done: impl Fn(&A) -> bool,
+    ) -> Option<A> {
         let me = node_id(&self.cfg);
-        let deadline = Instant::now() + FORWARD_WAIT;
+        let deadline = Instant::now() + wait;
         let mut logged = false;
         loop {
             let leader = io.leader();
@@ -202,10 +237,14 @@ impl Shard {
                 if let Some(addr) = transport::voter_addr(&self.cfg, leader) {
                     let left = deadline.saturating_duration_since(Instant::now());
                     match transport::call(me, &addr, kind, body, left.min(CALL_TIMEOUT)).await {
-                        Ok(frame) => match rpc::body::<ForwardAnswer>(&frame) {
-                            Ok(a) if a.error == errors::NONE => return Some(a),
-                            Ok(_) => tracing::debug!(leader, "the controller we asked no longer leads"),
-                            Err(e) => tracing::warn!(leader, error = %e, "unreadable controller answer"),
+                        Ok(frame) => match rpc::body::<A>(&frame) {
+                            Ok(a) if done(&a) => return Some(a),
+                            Ok(_) => {
+                                tracing::debug!(leader, "the controller we asked no longer leads")
+                            }
+                            Err(e) => {
+                                tracing::warn!(leader, error = %e, "unreadable controller answer")
+                            }
                         },
                         Err(e) => {
                             if !logged {
@@ -235,7 +274,10 @@ impl Shard {
         let (start, end) = if self.leads_quorum() {
             self.commit_producer_block().await?
         } else {
-            let io = self.quorum_io_now().cloned().ok_or(errors::NOT_CONTROLLER)?;
+            let io = self
+                .quorum_io_now()
+                .cloned()
+                .ok_or(errors::NOT_CONTROLLER)?;
             let body = rpc::to_body(&ForwardReq::ProducerIdBlock);
             match self.call_leader(&io, RpcKind::Forward, &body).await {
                 Some(ForwardAnswer {
@@ -272,7 +314,11 @@ impl Shard {
     }
 
     /// Answers one controller RPC request from node `from` (an error closes the connection).
-    pub(crate) async fn handle_rpc(self: &Rc<Self>, from: u64, req: &RpcFrame) -> Result<Vec<u8>, rpc::RpcError> {
+    pub(crate) async fn handle_rpc(
+        self: &Rc<Self>,
+        from: u64,
+        req: &RpcFrame,
+    ) -> Result<Vec<u8>, rpc::RpcError> {
         if let Some(io) = self.quorum_io_now() {
             io.joined(from);
         }
@@ -281,7 +327,18 @@ impl Shard {
                 let fwd: ForwardReq = rpc::body(req)?;
                 Ok(rpc::to_body(&self.answer_forward(fwd).await))
             }
-            other => Err(rpc::RpcError::BadKind(other as u8)),
+            RpcKind::BrokerRegistration => {
+                let r: rpc::RegistrationMsg = rpc::body(req)?;
+                Ok(rpc::to_body(&self.answer_registration(r.into()).await))
+            }
+            RpcKind::BrokerHeartbeat => {
+                let h: rpc::HeartbeatMsg = rpc::body(req)?;
+                Ok(rpc::to_body(&self.answer_heartbeat(h.into()).await))
+            }
+            RpcKind::AlterPartition => {
+                let a: rpc::AlterPartitionMsg = rpc::body(req)?;
+                Ok(rpc::to_body(&self.answer_alter_partition(a.into()).await))
+            }
         }
     }
 
@@ -302,7 +359,7 @@ impl Shard {
             None => answer.block = Some(self.commit_producer_block().await),
             Some(req) => match self.admin_local(req).await {
                 AdminResp::Results(r) => answer.results = r,
-                AdminResp::ProducerId(_) => {}
+                AdminResp::ProducerId(_) | AdminResp::AlterPartition(_) => {}
             },
         }
         answer.applied_index = self.quorum_io_now().map_or(0, |io| io.local_applied());

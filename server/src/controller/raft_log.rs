@@ -105,8 +105,8 @@ pub fn image_diff(old: &ClusterMeta, new: &ClusterMeta) -> Vec<MetadataRecord> {
             });
         }
     }
-    let change = |name: &str, id: u128, i: usize, p: &PartitionMeta| {
-        MetadataRecord::PartitionChange {
+    let change =
+        |name: &str, id: u128, i: usize, p: &PartitionMeta| MetadataRecord::PartitionChange {
             name: name.to_string(),
             id,
             partition: i as u32,
@@ -116,8 +116,7 @@ pub fn image_diff(old: &ClusterMeta, new: &ClusterMeta) -> Vec<MetadataRecord> {
             replicas: p.replicas.clone(),
             isr: p.isr.clone(),
             elr: p.elr.clone(),
-        }
-    };
+        };
     for (name, t) in &new.topics {
         let old_parts: &[PartitionMeta] = match old.topics.get(name) {
             Some(o) if o.id == t.id => {
@@ -195,6 +194,9 @@ pub fn image_diff(old: &ClusterMeta, new: &ClusterMeta) -> Vec<MetadataRecord> {
     out
 }
 
+/// Hands a message to the transport; `false` when it could not be queued.
+pub type Outbox = Box<dyn Fn(Message) -> bool>;
+
 /// What the network side shares with the log without holding it: received messages, the
 /// function that sends, the tick schedule, and what this node knows of the leader.
 pub struct QuorumIo {
@@ -203,7 +205,7 @@ pub struct QuorumIo {
     pub arrived: event_listener::Event,
     next_tick: Cell<Instant>,
     /// Hands a message to the transport; `false` when it could not be queued.
-    outbox: RefCell<Option<Box<dyn Fn(Message) -> bool>>>,
+    outbox: RefCell<Option<Outbox>>,
     dropped: Cell<u64>,
     /// The leader this node knows of (0: none), and whether it is this node.
     leader: Cell<u64>,
@@ -215,6 +217,8 @@ pub struct QuorumIo {
     joiners: RefCell<Vec<u64>>,
     /// Voters and learners in force (as last published).
     members: RefCell<Vec<u64>>,
+    /// The controller leader's broker sessions (`crate::controller::lifecycle`).
+    pub sessions: crate::controller::lifecycle::LeaderSessions,
 }
 
 impl QuorumIo {
@@ -231,6 +235,7 @@ impl QuorumIo {
             local_applied_event: event_listener::Event::new(),
             joiners: RefCell::new(Vec::new()),
             members: RefCell::new(Vec::new()),
+            sessions: Default::default(),
         })
     }
 
@@ -254,7 +259,7 @@ impl QuorumIo {
     }
 
     /// Sets the function raft's outgoing messages go to.
-    pub fn set_outbox(&self, f: Box<dyn Fn(Message) -> bool>) {
+    pub fn set_outbox(&self, f: Outbox) {
         *self.outbox.borrow_mut() = Some(f);
     }
 
@@ -435,8 +440,7 @@ impl<S: Storage> RaftMetadataLog<S> {
         let sole_voter = opts.is_sole_voter();
         if sole_voter {
             // Its own majority: lead at once, so the broker serves admin requests from start.
-            node.campaign()
-                .map_err(|e| meta_io("campaign", dir, e))?;
+            node.campaign().map_err(|e| meta_io("campaign", dir, e))?;
         }
         while node.has_ready() {
             // Messages of these cycles are not sent: the transport is not up yet, and raft
@@ -597,9 +601,11 @@ impl<S: Storage> RaftMetadataLog<S> {
             let next = self.io.next_tick.get() + self.opts.tick;
             // After a long stall, tick once and start the schedule again from now, rather
             // than firing an election's worth of ticks at once.
-            self.io
-                .next_tick
-                .set(if ticks >= 3 { now + self.opts.tick } else { next });
+            self.io.next_tick.set(if ticks >= 3 {
+                now + self.opts.tick
+            } else {
+                next
+            });
         }
         self.add_joiners();
         loop {
@@ -889,10 +895,15 @@ mod tests {
     fn legacy_file_is_refused_by_a_quorum_of_several() {
         let disk = SimStorage::default();
         run(move || async move {
-            disk.create_dir_all(Path::new("/meta")).await.expect("mkdir");
-            disk.write_file_atomic(&Path::new("/meta").join(LEGACY_FILE), b"{\"topics\":{},\"producer_id_block_end\":0}")
+            disk.create_dir_all(Path::new("/meta"))
                 .await
-                .expect("write");
+                .expect("mkdir");
+            disk.write_file_atomic(
+                &Path::new("/meta").join(LEGACY_FILE),
+                b"{\"topics\":{},\"producer_id_block_end\":0}",
+            )
+            .await
+            .expect("write");
             let mut o = RaftLogOptions::single(1);
             o.voters = vec![1, 2, 3];
             let r = RaftMetadataLog::open(
@@ -1019,7 +1030,8 @@ mod tests {
             disk.set_faults(Default::default());
             // Stopped: nothing more commits, nothing is applied.
             assert!(matches!(
-                a.commit(MetadataRecord::ProducerIdBlock { block_end: 5000 }).await,
+                a.commit(MetadataRecord::ProducerIdBlock { block_end: 5000 })
+                    .await,
                 Err(MetaLogError::Broken(_))
             ));
             assert_eq!(a.image(), &before);
@@ -1085,9 +1097,10 @@ mod cluster_tests {
                 // Every message goes through the frame codec, as on the wire.
                 let frame = shardlog_quorum::encode_message(&m, shardlog_quorum::DEFAULT_MAX_FRAME)
                     .expect("encode");
-                let (m, _) = shardlog_quorum::decode_frame(&frame, shardlog_quorum::DEFAULT_MAX_FRAME)
-                    .expect("decode")
-                    .expect("whole frame");
+                let (m, _) =
+                    shardlog_quorum::decode_frame(&frame, shardlog_quorum::DEFAULT_MAX_FRAME)
+                        .expect("decode")
+                        .expect("whole frame");
                 peers[m.to as usize - 1].deliver(m);
                 true
             }));
@@ -1100,7 +1113,11 @@ mod cluster_tests {
             )
             .await
             .expect("open");
-            nodes.push((id, Rc::new(futures::lock::Mutex::new(MetadataAuthority::new(log))), io));
+            nodes.push((
+                id,
+                Rc::new(futures::lock::Mutex::new(MetadataAuthority::new(log))),
+                io,
+            ));
         }
         let applied: Rc<RefCell<BTreeMap<u64, Vec<CommittedRecord>>>> = Rc::default();
         for (id, node, io) in &nodes {
@@ -1161,7 +1178,11 @@ mod cluster_tests {
                 .await;
             let mut recs = r.as_ref().map(Clone::clone).unwrap_or_default();
             recs.extend(a.log_mut().take_applied());
-            self.applied.borrow_mut().entry(id).or_default().extend(recs);
+            self.applied
+                .borrow_mut()
+                .entry(id)
+                .or_default()
+                .extend(recs);
             r.map(|_| ())
         }
 
@@ -1190,7 +1211,10 @@ mod cluster_tests {
             let leader = c.leader(Duration::from_secs(5)).await.expect("a leader");
             c.commit(leader, "a").await.expect("commit on the leader");
             for id in 1..=3 {
-                assert!(c.wait_topics(id, &["a"], Duration::from_secs(2)).await, "node {id} has a");
+                assert!(
+                    c.wait_topics(id, &["a"], Duration::from_secs(2)).await,
+                    "node {id} has a"
+                );
             }
             // A follower refuses, naming the leader.
             let follower = (1..=3).find(|i| *i != leader).expect("a follower");
@@ -1200,21 +1224,38 @@ mod cluster_tests {
             }
             // The leader goes away: another takes over and commits.
             c.down.borrow_mut().insert(leader);
-            let second = c.leader(Duration::from_secs(5)).await.expect("a new leader");
+            let second = c
+                .leader(Duration::from_secs(5))
+                .await
+                .expect("a new leader");
             assert_ne!(second, leader);
-            c.commit(second, "bb").await.expect("commit with one voter lost");
-            let third = (1..=3).find(|i| *i != leader && *i != second).expect("third");
-            assert!(c.wait_topics(third, &["a", "bb"], Duration::from_secs(2)).await);
+            c.commit(second, "bb")
+                .await
+                .expect("commit with one voter lost");
+            let third = (1..=3)
+                .find(|i| *i != leader && *i != second)
+                .expect("third");
+            assert!(
+                c.wait_topics(third, &["a", "bb"], Duration::from_secs(2))
+                    .await
+            );
             // Two voters lost: nothing commits.
             c.down.borrow_mut().insert(third);
             let r = c.commit(second, "ccc").await;
             assert!(
-                matches!(r, Err(MetaLogError::NotCommitted { .. }) | Err(MetaLogError::NotController { .. })),
+                matches!(
+                    r,
+                    Err(MetaLogError::NotCommitted { .. })
+                        | Err(MetaLogError::NotController { .. })
+                ),
                 "{r:?}"
             );
             // Back: the old leader catches up on everything committed without it.
             c.down.borrow_mut().clear();
-            assert!(c.wait_topics(leader, &["a", "bb"], Duration::from_secs(5)).await);
+            assert!(
+                c.wait_topics(leader, &["a", "bb"], Duration::from_secs(5))
+                    .await
+            );
             // Every node took the same records, in the same order, each once.
             let applied = c.applied.borrow();
             let names = |id: u64| -> Vec<(u64, String)> {

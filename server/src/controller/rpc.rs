@@ -29,6 +29,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::controller::decide::{AlterPartitionReq, Heartbeat, Registration};
+use crate::controller::metadata::PartitionMeta;
 use crate::mesh::messages::{AdminReq, AdminResp, AdminResult, ConfigOps, NewTopic};
 
 pub const HELLO_MAGIC: &[u8; 4] = b"SLCQ";
@@ -141,7 +143,12 @@ pub struct RpcFrame {
 }
 
 /// Encodes a frame; refuses a body above [`MAX_RPC_BODY`].
-pub fn encode_frame(kind: RpcKind, answer: bool, id: u64, body: &[u8]) -> Result<Vec<u8>, RpcError> {
+pub fn encode_frame(
+    kind: RpcKind,
+    answer: bool,
+    id: u64,
+    body: &[u8],
+) -> Result<Vec<u8>, RpcError> {
     if body.len() > MAX_RPC_BODY {
         return Err(RpcError::TooLarge {
             len: RPC_HEADER + body.len(),
@@ -216,12 +223,14 @@ pub fn to_body<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
+/// A topic to create: (name, partitions, configs).
+pub type ForwardTopic = (String, i32, Vec<(String, String)>);
+
 /// A forwarded admin operation (the `AdminReq`s that change metadata).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardReq {
     CreateTopics {
-        /// (name, partitions, configs)
-        topics: Vec<(String, i32, Vec<(String, String)>)>,
+        topics: Vec<ForwardTopic>,
         validate_only: bool,
     },
     DeleteTopics(Vec<String>),
@@ -270,6 +279,7 @@ impl ForwardReq {
                 validate_only: *validate_only,
             },
             AdminReq::AllocateProducerId => Self::ProducerIdBlock,
+            AdminReq::AlterPartition(_) => return None,
         })
     }
 
@@ -341,6 +351,115 @@ impl ForwardAnswer {
     }
 }
 
+/// BrokerRegistration (KIP-631): `decide::Registration` on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationMsg {
+    pub id: i32,
+    pub incarnation: u128,
+    pub host: String,
+    pub port: u16,
+    pub previous_epoch: i64,
+}
+
+impl From<RegistrationMsg> for Registration {
+    fn from(m: RegistrationMsg) -> Self {
+        Registration {
+            id: m.id,
+            incarnation: m.incarnation,
+            host: m.host,
+            port: m.port,
+            previous_epoch: m.previous_epoch,
+        }
+    }
+}
+
+/// The answer to a registration: the broker epoch once its records are committed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrationAnswer {
+    /// `NOT_CONTROLLER`: ask the leader again; other codes are the controller's refusal.
+    pub error: i16,
+    pub epoch: i64,
+    pub applied_index: u64,
+}
+
+/// BrokerHeartbeat: `decide::Heartbeat` on the wire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatMsg {
+    pub id: i32,
+    pub epoch: i64,
+    pub caught_up: bool,
+    pub want_shutdown: bool,
+}
+
+impl From<HeartbeatMsg> for Heartbeat {
+    fn from(m: HeartbeatMsg) -> Self {
+        Heartbeat {
+            id: m.id,
+            epoch: m.epoch,
+            caught_up: m.caught_up,
+            want_shutdown: m.want_shutdown,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAnswerMsg {
+    pub error: i16,
+    pub fenced: bool,
+    pub shutdown_ok: bool,
+    pub applied_index: u64,
+}
+
+/// AlterPartition (KIP-497): `decide::AlterPartitionReq` on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionMsg {
+    pub topic: String,
+    pub topic_id: u128,
+    pub partition: u32,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub broker_epoch: i64,
+    pub partition_epoch: i32,
+    pub new_isr: Vec<(i32, i64)>,
+}
+
+impl From<&AlterPartitionReq> for AlterPartitionMsg {
+    fn from(r: &AlterPartitionReq) -> Self {
+        AlterPartitionMsg {
+            topic: r.topic.clone(),
+            topic_id: r.topic_id,
+            partition: r.partition,
+            leader: r.leader,
+            leader_epoch: r.leader_epoch,
+            broker_epoch: r.broker_epoch,
+            partition_epoch: r.partition_epoch,
+            new_isr: r.new_isr.clone(),
+        }
+    }
+}
+
+impl From<AlterPartitionMsg> for AlterPartitionReq {
+    fn from(m: AlterPartitionMsg) -> Self {
+        AlterPartitionReq {
+            topic: m.topic,
+            topic_id: m.topic_id,
+            partition: m.partition,
+            leader: m.leader,
+            leader_epoch: m.leader_epoch,
+            broker_epoch: m.broker_epoch,
+            partition_epoch: m.partition_epoch,
+            new_isr: m.new_isr,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterPartitionAnswer {
+    /// `Err(NOT_CONTROLLER)`: ask the leader again.
+    pub result: Result<PartitionMeta, i16>,
+    pub applied_index: u64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -384,7 +503,10 @@ mod tests {
             encode_frame(RpcKind::Forward, false, 1, &vec![0; MAX_RPC_BODY + 1]),
             Err(RpcError::TooLarge { .. })
         ));
-        assert_eq!(decode_frame(&[0, 0, 0, 3, 1, 1, 0]), Err(RpcError::TooShort(7)));
+        assert_eq!(
+            decode_frame(&[0, 0, 0, 3, 1, 1, 0]),
+            Err(RpcError::TooShort(7))
+        );
         let mut v = f.clone();
         v[4] = 2;
         assert_eq!(decode_frame(&v), Err(RpcError::BadVersion(2)));
@@ -398,7 +520,10 @@ mod tests {
         // A valid frame whose body is not the message: typed error, no panic.
         let g = encode_frame(RpcKind::Forward, false, 1, b"[1,2").expect("encode");
         let (frame, _) = decode_frame(&g).expect("ok").expect("complete");
-        assert!(matches!(super::body::<ForwardReq>(&frame), Err(RpcError::Body(_))));
+        assert!(matches!(
+            super::body::<ForwardReq>(&frame),
+            Err(RpcError::Body(_))
+        ));
     }
 
     #[test]
@@ -448,8 +573,7 @@ mod tests {
         ];
         for r in reqs {
             let f = ForwardReq::from_admin(&r).expect("forwardable");
-            let back: ForwardReq =
-                serde_json::from_slice(&to_body(&f)).expect("json round trip");
+            let back: ForwardReq = serde_json::from_slice(&to_body(&f)).expect("json round trip");
             assert_eq!(back, f);
             let again = back.into_admin().expect("an admin request");
             assert_eq!(format!("{again:?}"), format!("{r:?}"));

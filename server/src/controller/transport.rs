@@ -169,8 +169,8 @@ async fn read_exact(s: &Sock, buf: &mut [u8]) -> std::io::Result<()> {
 async fn write_all(s: &Sock, buf: &[u8]) -> std::io::Result<()> {
     let mut at = 0;
     while at < buf.len() {
-        let n = future::poll_fn(|cx| Pin::new(&mut *s.borrow_mut()).poll_write(cx, &buf[at..]))
-            .await?;
+        let n =
+            future::poll_fn(|cx| Pin::new(&mut *s.borrow_mut()).poll_write(cx, &buf[at..])).await?;
         if n == 0 {
             return Err(std::io::ErrorKind::WriteZero.into());
         }
@@ -185,7 +185,9 @@ async fn read_frame<E: std::fmt::Display>(
     len_of: impl Fn(&[u8]) -> Result<Option<usize>, E>,
 ) -> Result<Vec<u8>, String> {
     let mut prefix = [0u8; 4];
-    read_exact(s, &mut prefix).await.map_err(|e| e.to_string())?;
+    read_exact(s, &mut prefix)
+        .await
+        .map_err(|e| e.to_string())?;
     let len = match len_of(&prefix) {
         Ok(Some(n)) => n,
         Ok(None) => return Err("short prefix".into()),
@@ -193,7 +195,9 @@ async fn read_frame<E: std::fmt::Display>(
     };
     let mut buf = vec![0u8; len];
     buf[..4].copy_from_slice(&prefix);
-    read_exact(s, &mut buf[4..]).await.map_err(|e| e.to_string())?;
+    read_exact(s, &mut buf[4..])
+        .await
+        .map_err(|e| e.to_string())?;
     Ok(buf)
 }
 
@@ -229,8 +233,15 @@ pub fn start(shard: &Rc<Shard>, io: &Rc<QuorumIo>, cfg: &BrokerConfig) -> Result
         let link = Link::new();
         net.links.borrow_mut().insert(v.id, link.clone());
         let addr = voter_addr(cfg, v.id).unwrap_or_default();
-        glommio::spawn_local(dial(shard.clone(), io.clone(), net.clone(), v.id, addr, link))
-            .detach();
+        glommio::spawn_local(dial(
+            shard.clone(),
+            io.clone(),
+            net.clone(),
+            v.id,
+            addr,
+            link,
+        ))
+        .detach();
     }
     if let Some(listen) = &cfg.controller_listen {
         let addr = resolve(listen).ok_or_else(|| format!("cannot resolve {listen}"))?;
@@ -243,14 +254,26 @@ pub fn start(shard: &Rc<Shard>, io: &Rc<QuorumIo>, cfg: &BrokerConfig) -> Result
 }
 
 async fn accept(shard: Rc<Shard>, io: Rc<QuorumIo>, net: Rc<Net>, listener: TcpListener) {
+    // Accepts until the broker drained, not just until shutdown began: a controlled
+    // shutdown still talks to the quorum.
+    // The pending accept is kept across the checks (never dropped half way).
+    let mut pending = listener.accept().boxed_local();
     loop {
-        let stop = shard.shutdown_event.listen();
-        if shard.is_shutting_down() {
+        if shard
+            .global
+            .drained
+            .load(std::sync::atomic::Ordering::SeqCst)
+            >= shard.shards
+        {
             break;
         }
-        let accepted = match future::select(listener.accept().boxed_local(), stop).await {
-            Either::Left((r, _)) => r,
-            Either::Right(_) => break,
+        let tick = glommio::timer::sleep(Duration::from_millis(200));
+        let accepted = match future::select(&mut pending, tick.boxed_local()).await {
+            Either::Left((r, _)) => {
+                pending = listener.accept().boxed_local();
+                r
+            }
+            Either::Right(_) => continue,
         };
         let stream = match accepted {
             Ok(s) => s,
@@ -262,7 +285,11 @@ async fn accept(shard: Rc<Shard>, io: Rc<QuorumIo>, net: Rc<Net>, listener: TcpL
         };
         let peer = stream.peer_addr().ok();
         if net.inbound.get() >= MAX_INBOUND {
-            tracing::warn!(?peer, limit = MAX_INBOUND, "controller listener: too many connections; closing a new one");
+            tracing::warn!(
+                ?peer,
+                limit = MAX_INBOUND,
+                "controller listener: too many connections; closing a new one"
+            );
             continue;
         }
         net.inbound.set(net.inbound.get() + 1);
@@ -292,7 +319,10 @@ async fn serve_inbound(
             return;
         }
         None => {
-            tracing::warn!(?peer, "controller connection sent no hello in time; closing it");
+            tracing::warn!(
+                ?peer,
+                "controller connection sent no hello in time; closing it"
+            );
             return;
         }
     }
@@ -313,10 +343,11 @@ async fn serve_inbound(
 /// node. Returns why it stopped.
 async fn read_raft(io: &QuorumIo, net: &Net, sock: &Sock, from: u64) -> String {
     loop {
-        let frame = match read_frame(sock, |b| shardlog_quorum::frame_len(b, DEFAULT_MAX_FRAME)).await {
-            Ok(f) => f,
-            Err(e) => return e,
-        };
+        let frame =
+            match read_frame(sock, |b| shardlog_quorum::frame_len(b, DEFAULT_MAX_FRAME)).await {
+                Ok(f) => f,
+                Err(e) => return e,
+            };
         let msg = match decode_frame(&frame, DEFAULT_MAX_FRAME) {
             Ok(Some((m, _))) => m,
             Ok(None) => return "incomplete frame".into(),
@@ -344,7 +375,11 @@ async fn raft_inbound(
 ) {
     let from = hello.node;
     if from == net.me {
-        tracing::warn!(?peer, node = from, "controller listener: a connection claims this node's own id; closing it");
+        tracing::warn!(
+            ?peer,
+            node = from,
+            "controller listener: a connection claims this node's own id; closing it"
+        );
         return;
     }
     // A learner's messages go back over the connection it dialed.
@@ -376,17 +411,25 @@ async fn raft_inbound(
     if let Some((link, task)) = writer {
         link.closed.set(true);
         link.ready.notify(usize::MAX);
-        let mut links = net.links.borrow_mut();
-        if links.get(&from).is_some_and(|l| Rc::ptr_eq(l, &link)) {
-            links.remove(&from);
+        {
+            let mut links = net.links.borrow_mut();
+            if links.get(&from).is_some_and(|l| Rc::ptr_eq(l, &link)) {
+                links.remove(&from);
+            }
         }
-        drop(links);
         task.cancel().await;
     }
 }
 
 /// Keeps a connection to voter `id` at `addr`: writes its queue, reads what it sends back.
-async fn dial(shard: Rc<Shard>, io: Rc<QuorumIo>, net: Rc<Net>, id: u64, addr: String, link: Rc<Link>) {
+async fn dial(
+    shard: Rc<Shard>,
+    io: Rc<QuorumIo>,
+    net: Rc<Net>,
+    id: u64,
+    addr: String,
+    link: Rc<Link>,
+) {
     let mut backoff = BACKOFF_FIRST;
     let mut logged = false;
     while !shard.is_shutting_down() {
@@ -450,7 +493,11 @@ async fn rpc_inbound(shard: &Rc<Shard>, sock: Sock, hello: Hello, peer: Option<S
         let req = match rpc::decode_frame(&frame) {
             Ok(Some((f, _))) if !f.answer => f,
             Ok(_) => {
-                tracing::warn!(?peer, node = hello.node, "controller RPC: an answer where a request belongs; closing");
+                tracing::warn!(
+                    ?peer,
+                    node = hello.node,
+                    "controller RPC: an answer where a request belongs; closing"
+                );
                 return;
             }
             Err(e) => {
@@ -507,12 +554,13 @@ pub async fn call(
         error: e,
     };
     let run = async {
-        let stream = TcpStream::connect_timeout(sa, timeout)
-            .await
-            .map_err(|e| CallError::Connect {
-                addr: addr.to_string(),
-                error: e.to_string(),
-            })?;
+        let stream =
+            TcpStream::connect_timeout(sa, timeout)
+                .await
+                .map_err(|e| CallError::Connect {
+                    addr: addr.to_string(),
+                    error: e.to_string(),
+                })?;
         let _ = stream.set_nodelay(true);
         let sock: Sock = Rc::new(RefCell::new(stream));
         let mut out = rpc::encode_hello(Hello {
@@ -521,7 +569,9 @@ pub async fn call(
         })
         .to_vec();
         out.extend(rpc::encode_frame(kind, false, 1, body)?);
-        write_all(&sock, &out).await.map_err(|e| io_err(e.to_string()))?;
+        write_all(&sock, &out)
+            .await
+            .map_err(|e| io_err(e.to_string()))?;
         let frame = read_frame(&sock, rpc::frame_len).await.map_err(io_err)?;
         match rpc::decode_frame(&frame)? {
             Some((f, _)) if f.answer && f.kind == kind && f.id == 1 => Ok(f),

@@ -91,12 +91,17 @@ pub enum AdminReq {
         validate_only: bool,
     },
     AllocateProducerId,
+    /// A partition leader's ISR change (KIP-497), decided and committed by the controller
+    /// leader (`crate::controller::decide::alter_partition`).
+    AlterPartition(crate::controller::decide::AlterPartitionReq),
 }
 
 #[derive(Debug)]
 pub enum AdminResp {
     Results(Vec<AdminResult>),
     ProducerId(Result<i64, i16>),
+    /// The partition's state once the change is committed, or the controller's error code.
+    AlterPartition(Result<crate::controller::metadata::PartitionMeta, i16>),
 }
 
 #[derive(Debug)]

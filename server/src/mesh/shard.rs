@@ -50,6 +50,9 @@ pub type ServeFn = fn(&Rc<Shard>, ShardReq) -> LocalBoxFuture<'static, ShardResp
 /// Process-wide state shared by all shards.
 pub struct Global {
     pub shutdown: AtomicBool,
+    /// Set by shard 0 once this broker registered with the controller (or gave up waiting):
+    /// no shard accepts a client connection before.
+    pub registered: AtomicBool,
     pub drained: AtomicUsize,
     /// `max_connections` and `max_connections_per_ip`, counted over all shards.
     pub connections: std::sync::Arc<crate::wire::limits::ConnectionLimits>,
