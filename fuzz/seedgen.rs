@@ -629,7 +629,13 @@ fn controller(root: &Path) -> anyhow::Result<usize> {
     let dir = fresh_dir(root, "controller_rpc")?;
     let reqs = [
         ForwardReq::CreateTopics {
-            topics: vec![("t".into(), 3, vec![("retention.ms".into(), "1000".into())])],
+            topics: vec![shardlog_server::mesh::messages::NewTopic {
+                name: "t".into(),
+                partitions: 3,
+                replication_factor: 3,
+                assignments: Vec::new(),
+                configs: vec![("retention.ms".into(), "1000".into())],
+            }],
             validate_only: false,
         },
         ForwardReq::DeleteTopics(vec!["t".into()]),

@@ -223,14 +223,11 @@ pub fn to_body<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-/// A topic to create: (name, partitions, configs).
-pub type ForwardTopic = (String, i32, Vec<(String, String)>);
-
 /// A forwarded admin operation (the `AdminReq`s that change metadata).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ForwardReq {
     CreateTopics {
-        topics: Vec<ForwardTopic>,
+        topics: Vec<NewTopic>,
         validate_only: bool,
     },
     DeleteTopics(Vec<String>),
@@ -255,10 +252,7 @@ impl ForwardReq {
                 topics,
                 validate_only,
             } => Self::CreateTopics {
-                topics: topics
-                    .iter()
-                    .map(|t| (t.name.clone(), t.partitions, t.configs.clone()))
-                    .collect(),
+                topics: topics.clone(),
                 validate_only: *validate_only,
             },
             AdminReq::DeleteTopics(names) => Self::DeleteTopics(names.clone()),
@@ -290,14 +284,7 @@ impl ForwardReq {
                 topics,
                 validate_only,
             } => AdminReq::CreateTopics {
-                topics: topics
-                    .into_iter()
-                    .map(|(name, partitions, configs)| NewTopic {
-                        name,
-                        partitions,
-                        configs,
-                    })
-                    .collect(),
+                topics,
                 validate_only,
             },
             Self::DeleteTopics(n) => AdminReq::DeleteTopics(n),
@@ -467,7 +454,13 @@ mod tests {
 
     fn sample() -> Vec<u8> {
         to_body(&ForwardReq::CreateTopics {
-            topics: vec![("t".into(), 3, vec![("retention.ms".into(), "5".into())])],
+            topics: vec![NewTopic {
+                name: "t".into(),
+                partitions: 3,
+                replication_factor: 3,
+                assignments: Vec::new(),
+                configs: vec![("retention.ms".into(), "5".into())],
+            }],
             validate_only: false,
         })
     }
@@ -556,6 +549,8 @@ mod tests {
                 topics: vec![NewTopic {
                     name: "a".into(),
                     partitions: -1,
+                    replication_factor: 2,
+                    assignments: vec![(0, vec![1, 2])],
                     configs: vec![("k".into(), "v".into())],
                 }],
                 validate_only: true,
