@@ -3,6 +3,9 @@
 #![warn(missing_docs)]
 
 pub mod dist;
+pub mod experiment;
+pub mod guarantees;
+pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod scenario;

@@ -933,7 +933,7 @@ pub fn write_outputs(
         std::fs::write(dir.join(&hlog), buf)?;
     }
     files.push(hlog);
-    for (suffix, svg) in crate::report::plots(&result) {
+    for (suffix, svg) in crate::report::plots(&result)? {
         let name = format!("{stem}-{suffix}");
         std::fs::write(dir.join(&name), svg)?;
         files.push(name);
