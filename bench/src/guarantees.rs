@@ -112,7 +112,7 @@ pub fn survives(
     // At least two copies written to their devices before the answer.
     let power_loss = match flush {
         Flush::EveryBatch => Survival::Loses(
-            "what the followers had written but not fsync'd when every machine lost power at once"
+            "records a follower had not fsync'd, if that follower is elected leader after the cut"
                 .into(),
         ),
         f => Survival::Loses(unsynced(f)),

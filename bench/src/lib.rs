@@ -5,6 +5,8 @@
 pub mod dist;
 pub mod experiment;
 pub mod guarantees;
+pub mod lab;
+pub mod lab_report;
 pub mod plot;
 pub mod report;
 pub mod runner;
