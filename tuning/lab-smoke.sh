@@ -21,7 +21,8 @@ for c in s["cells"]:
         bad.append(f"{c['id']}: {len(c['reps'])} of 2 runs ({c['failed']})")
     if c["replication_factor"] > 1 and len(c["reps"]) != 2 and not c["skipped"]:
         bad.append(f"{c['id']}: neither run nor skipped")
-    if c["reps"] and not c["broker_consistent"]:
+    # acks=0: the bench counts a record as sent, not as stored, so the broker may trail it.
+    if c["reps"] and not c["broker_consistent"] and c["acks"] != "0":
         bad.append(f"{c['id']}: broker check mismatch")
 for f in ["REPORT.md", "limits.json", "throughput-vs-p99.svg", "heatmap-throughput.svg", "cdf-acks-all.svg"]:
     if not os.path.isfile(os.path.join(out, f)):

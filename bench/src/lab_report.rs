@@ -160,6 +160,8 @@ pub struct CellSummary {
     pub errors: u64,
     /// Whether the broker held exactly what was acknowledged in every repetition.
     pub broker_consistent: bool,
+    /// Records acknowledged (acks=0: sent) but not held by the broker, over all repetitions.
+    pub broker_missing: u64,
     /// One broker killed / all brokers killed / power loss.
     pub survives: [String; 3],
     /// Where the survival row comes from.
@@ -328,6 +330,14 @@ fn summarize(
             .map(|(_, r)| r.errors.values().sum::<u64>())
             .sum(),
         broker_consistent: runs.iter().all(|(_, r)| r.broker_check.consistent),
+        broker_missing: runs
+            .iter()
+            .map(|(_, r)| {
+                r.broker_check
+                    .acked_records
+                    .saturating_sub(r.broker_check.broker_records)
+            })
+            .sum(),
         survives: [
             g.one_broker_killed.text(),
             g.all_brokers_killed.text(),
@@ -585,13 +595,13 @@ pub fn plots(res: &Results) -> anyhow::Result<Vec<(String, String, String)>> {
     for (file, title, get, lower) in [
         (
             "heatmap-throughput.svg",
-            "median produce MB/s",
+            "median produce MB/s (darker is better)",
             (|m: &Figures| m.produce_mb_per_s) as fn(&Figures) -> f64,
             false,
         ),
         (
             "heatmap-p99.svg",
-            "median publish p99 (ms)",
+            "median publish p99 in ms (darker is better)",
             (|m: &Figures| m.publish_p99_ms) as fn(&Figures) -> f64,
             true,
         ),
@@ -723,11 +733,17 @@ latencies in ms; open-loop publish latency counts from each record's due time. M
             md_escape(&status(c, e.run.repetitions, &reasons)),
             c.errors,
             if c.reps.is_empty() {
-                "-"
+                "-".to_string()
             } else if c.broker_consistent {
-                "ok"
+                "ok".to_string()
+            } else if c.acks == Acks::None {
+                // acks=0 counts a record when it is sent: the broker may not have it yet, or at all.
+                format!("{} sent records not stored (acks=0)", c.broker_missing)
             } else {
-                "MISMATCH"
+                format!(
+                    "MISMATCH ({} acknowledged records missing)",
+                    c.broker_missing
+                )
             },
             c.survives[0],
             c.survives[1],
