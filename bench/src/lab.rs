@@ -425,38 +425,32 @@ fn start_local(
     let host = "127.0.0.1";
     let mut args: Vec<String> = Vec::new();
     if brokers == 1 {
-        args.extend(
-            [
-                "start".to_string(),
-                "--listen".into(),
-                format!("{host}:{port}"),
-                "--admin-listen".into(),
-                format!("{host}:{}", port + 2),
-                "--data-dir".into(),
-                data_dir.join("broker-1").display().to_string(),
-                "--cores".into(),
-                b.cores.to_string(),
-            ]
-            .into_iter(),
-        );
+        args.extend([
+            "start".to_string(),
+            "--listen".into(),
+            format!("{host}:{port}"),
+            "--admin-listen".into(),
+            format!("{host}:{}", port + 2),
+            "--data-dir".into(),
+            data_dir.join("broker-1").display().to_string(),
+            "--cores".into(),
+            b.cores.to_string(),
+        ]);
     } else {
-        args.extend(
-            [
-                "dev".to_string(),
-                "cluster".into(),
-                "--brokers".into(),
-                brokers.to_string(),
-                "--data-dir".into(),
-                data_dir.display().to_string(),
-                "--base-port".into(),
-                port.to_string(),
-                "--cores".into(),
-                b.cores.to_string(),
-                "--grace-secs".into(),
-                "10".into(),
-            ]
-            .into_iter(),
-        );
+        args.extend([
+            "dev".to_string(),
+            "cluster".into(),
+            "--brokers".into(),
+            brokers.to_string(),
+            "--data-dir".into(),
+            data_dir.display().to_string(),
+            "--base-port".into(),
+            port.to_string(),
+            "--cores".into(),
+            b.cores.to_string(),
+            "--grace-secs".into(),
+            "10".into(),
+        ]);
     }
     let mut cmd = match &b.cpus {
         Some(cpus) => {

@@ -18,7 +18,7 @@ fn free_base_port() -> u16 {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        if p < 65_000 && p >= 1024 {
+        if (1024..65_000).contains(&p) {
             let all_free =
                 (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + 10 * i)).is_ok());
             if all_free {
