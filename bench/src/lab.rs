@@ -38,6 +38,9 @@ use crate::report::RunResult;
 use crate::runner::{run, write_hlog, RunOptions};
 use crate::scenario::Variant;
 
+/// Failed runs, with none finished, after which a cluster's remaining cells are skipped.
+const GIVE_UP_AFTER: u32 = 2;
+
 /// What `tune` runs against.
 #[derive(Debug, Clone)]
 pub enum Target {
@@ -734,8 +737,20 @@ pub fn tune(opts: &TuneOptions) -> anyhow::Result<()> {
                 continue;
             }
         }
-        for &i in cells {
+        // A cluster that starts but cannot serve its cells (every run fails) is given up after
+        // its first runs rather than timing out on every cell.
+        let (mut group_ok, mut group_failed) = (0u32, 0u32);
+        let mut last_error = String::new();
+        for (n, &i) in cells.iter().enumerate() {
             let cell = &exp.cells[i];
+            if group_ok == 0 && group_failed >= GIVE_UP_AFTER {
+                let why = format!(
+                    "the first {group_failed} runs on the {brokers}-broker cluster failed (last: {last_error})"
+                );
+                eprintln!("!! {why}: skipping the rest of its cells");
+                skip_group(out, &exp, &cells[n..], &why, &mut skipped, &mut progress);
+                break;
+            }
             for rep in 1..=exp.run.repetitions {
                 let path = rep_path(out, &cell.key.id(), rep);
                 if path.is_file() {
@@ -748,12 +763,17 @@ pub fn tune(opts: &TuneOptions) -> anyhow::Result<()> {
                 progress.run_walls.push(wall);
                 session.runs += 1;
                 let status = match &r {
-                    Ok(res) => format!(
-                        "{:.1} MB/s, publish p99 {:.2} ms",
-                        res.produce.mb_per_s, res.publish_latency.p99_ms
-                    ),
+                    Ok(res) => {
+                        group_ok += 1;
+                        format!(
+                            "{:.1} MB/s, publish p99 {:.2} ms",
+                            res.produce.mb_per_s, res.publish_latency.p99_ms
+                        )
+                    }
                     Err(e) => {
                         failed += 1;
+                        group_failed += 1;
+                        last_error = format!("{e:#}");
                         format!("FAILED: {e:#}")
                     }
                 };
