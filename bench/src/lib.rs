@@ -3,6 +3,11 @@
 #![warn(missing_docs)]
 
 pub mod dist;
+pub mod experiment;
+pub mod guarantees;
+pub mod lab;
+pub mod lab_report;
+pub mod plot;
 pub mod report;
 pub mod runner;
 pub mod scenario;

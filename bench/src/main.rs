@@ -1,10 +1,11 @@
-//! `shardlog-bench run` / `shardlog-bench compare`.
+//! `shardlog-bench run` / `compare` / `tune` (the tuning lab) / `report`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use shardlog_bench::lab::{tune, Target, TuneOptions};
 use shardlog_bench::report::{compare, table, RunResult};
 use shardlog_bench::runner::{run, write_outputs, RunOptions};
 use shardlog_bench::scenario::{load_scenario, parse_scenario};
@@ -30,6 +31,34 @@ enum Cmd {
         /// Result JSON to compare with it.
         b: PathBuf,
     },
+    /// The tuning lab: run (or resume) an experiment's matrix and write its report.
+    Tune(TuneArgs),
+    /// Write REPORT.md, summary.json and the plots of a tuning-lab results folder.
+    Report {
+        /// The results folder (tuning/results/<name>-<date>).
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct TuneArgs {
+    /// Experiment file (tuning/experiments/<name>.toml).
+    experiment: PathBuf,
+    /// Results folder (default tuning/results/<name>-<date>); an existing one is resumed.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Use this cluster instead of starting local brokers.
+    #[arg(long, value_name = "HOST:PORT")]
+    bootstrap: Option<String>,
+    /// The shardlog binary for local brokers (default: beside this binary, else on PATH).
+    #[arg(long, value_name = "PATH")]
+    shardlog: Option<PathBuf>,
+    /// Parent of the local brokers' data directories; emptied per cluster; fio measures it.
+    #[arg(long, value_name = "DIR", default_value = "/var/tmp/shardlog-lab-data")]
+    data_dir: PathBuf,
+    /// No per-second progress lines (one line per run stays).
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -150,6 +179,38 @@ fn main() -> anyhow::Result<()> {
             };
             print!("{}", compare(&load(&a)?, &load(&b)?));
             Ok(())
+        }
+        Cmd::Report { dir } => {
+            let p = shardlog_bench::lab_report::write_report(&dir)?;
+            println!("wrote {}", p.display());
+            Ok(())
+        }
+        Cmd::Tune(a) => {
+            let exp = shardlog_bench::experiment::load_experiment(&a.experiment)?;
+            let out = a
+                .out
+                .clone()
+                .unwrap_or_else(|| shardlog_bench::lab::default_out(&exp.name));
+            let target = match a.bootstrap {
+                Some(b) => Target::Bootstrap(b),
+                None => Target::Local {
+                    shardlog: match a.shardlog {
+                        Some(p) => p,
+                        None => std::env::current_exe()
+                            .ok()
+                            .and_then(|e| e.parent().map(|d| d.join("shardlog")))
+                            .filter(|p| p.is_file())
+                            .unwrap_or_else(|| PathBuf::from("shardlog")),
+                    },
+                    data_dir: a.data_dir,
+                },
+            };
+            tune(&TuneOptions {
+                experiment: a.experiment,
+                out,
+                target,
+                quiet: a.quiet,
+            })
         }
         Cmd::Run(args) => {
             let overrides = args.overrides();

@@ -1,10 +1,11 @@
-//! Results: the JSON result file, the final table, `compare`, SVG plots.
+//! Results: the JSON result file, the final table, `compare`, SVG plots (drawn by `plot`).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::plot::{line_chart, Series, XAxis};
 use crate::scenario::Workload;
 use crate::stats::{IntervalPoint, LatencySummary};
 
@@ -260,197 +261,8 @@ pub fn compare(a: &RunResult, b: &RunResult) -> String {
     out
 }
 
-/// A series of a line chart.
-pub struct Series<'a> {
-    /// Legend.
-    pub name: &'a str,
-    /// Stroke color.
-    pub color: &'a str,
-    /// Points.
-    pub points: Vec<(f64, f64)>,
-}
-
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-fn nice_max(v: f64) -> f64 {
-    if v <= 0.0 || !v.is_finite() {
-        return 1.0;
-    }
-    let mag = 10f64.powf(v.log10().floor());
-    for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
-        if m * mag >= v {
-            return m * mag;
-        }
-    }
-    10.0 * mag
-}
-
-/// X axis of the percentile spectrum: percentile p is drawn at log10(1 / (1 - p/100)).
-fn spectrum_x(p: f64) -> f64 {
-    let q = (1.0 - p / 100.0).max(1e-7);
-    (1.0 / q).log10()
-}
-
-/// A small hand-written SVG line chart. With `spectrum_axis`, x values are percentiles drawn
-/// on the usual "1/(1-p)" log scale.
-pub fn line_chart(
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[Series],
-    spectrum_axis: bool,
-) -> String {
-    let (w, h) = (800.0, 420.0);
-    let (l, r, t, b) = (70.0, 150.0, 40.0, 50.0);
-    let pw = w - l - r;
-    let ph = h - t - b;
-    let xf = |x: f64| if spectrum_axis { spectrum_x(x) } else { x };
-    let all: Vec<(f64, f64)> = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|&(x, y)| (xf(x), y)))
-        .filter(|(x, y)| x.is_finite() && y.is_finite())
-        .collect();
-    let xmin = if spectrum_axis {
-        0.0
-    } else {
-        all.iter()
-            .map(|p| p.0)
-            .fold(f64::INFINITY, f64::min)
-            .min(0.0)
-    };
-    let xmax = all
-        .iter()
-        .map(|p| p.0)
-        .fold(0.0f64, f64::max)
-        .max(xmin + 1e-9);
-    let ymax = nice_max(all.iter().map(|p| p.1).fold(0.0f64, f64::max));
-    let sx = |x: f64| l + (x - xmin) / (xmax - xmin) * pw;
-    let sy = |y: f64| t + ph - (y / ymax) * ph;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" viewBox="0 0 {w} {h}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{w}" height="{h}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="22" font-size="15" text-anchor="middle">{}</text>"#,
-        l + pw / 2.0,
-        esc(title)
-    );
-    // Grid and y ticks.
-    for i in 0..=5 {
-        let yv = ymax * i as f64 / 5.0;
-        let y = sy(yv);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{l}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/><text x="{:.1}" y="{:.1}" text-anchor="end">{}</text>"##,
-            l + pw,
-            l - 6.0,
-            y + 4.0,
-            short(yv)
-        );
-    }
-    // X ticks.
-    if spectrum_axis {
-        for (p, label) in [
-            (0.0, "0%"),
-            (90.0, "90%"),
-            (99.0, "99%"),
-            (99.9, "99.9%"),
-            (99.99, "99.99%"),
-            (99.999, "99.999%"),
-        ] {
-            let x = sx(spectrum_x(p));
-            if spectrum_x(p) <= xmax + 1e-9 {
-                let _ = writeln!(
-                    s,
-                    r##"<line x1="{x:.1}" y1="{t}" x2="{x:.1}" y2="{:.1}" stroke="#eee"/><text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"##,
-                    t + ph,
-                    t + ph + 16.0
-                );
-            }
-        }
-    } else {
-        for i in 0..=5 {
-            let xv = xmin + (xmax - xmin) * i as f64 / 5.0;
-            let x = sx(xv);
-            let _ = writeln!(
-                s,
-                r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-                t + ph + 16.0,
-                short(xv)
-            );
-        }
-    }
-    let _ = writeln!(
-        s,
-        r#"<rect x="{l}" y="{t}" width="{pw}" height="{ph}" fill="none" stroke="black"/>"#
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">{}</text>"#,
-        l + pw / 2.0,
-        h - 12.0,
-        esc(x_label)
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="16" y="{:.1}" text-anchor="middle" transform="rotate(-90 16 {:.1})">{}</text>"#,
-        t + ph / 2.0,
-        t + ph / 2.0,
-        esc(y_label)
-    );
-    for (i, se) in series.iter().enumerate() {
-        let pts: Vec<String> = se
-            .points
-            .iter()
-            .map(|&(x, y)| (xf(x), y))
-            .filter(|(x, y)| x.is_finite() && y.is_finite())
-            .map(|(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-            .collect();
-        if !pts.is_empty() {
-            let _ = writeln!(
-                s,
-                r#"<polyline fill="none" stroke="{}" stroke-width="2" points="{}"/>"#,
-                se.color,
-                pts.join(" ")
-            );
-        }
-        let ly = t + 14.0 + i as f64 * 18.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{}" stroke-width="3"/><text x="{:.1}" y="{:.1}">{}</text>"#,
-            l + pw + 10.0,
-            l + pw + 30.0,
-            se.color,
-            l + pw + 35.0,
-            ly + 4.0,
-            esc(se.name)
-        );
-    }
-    s.push_str("</svg>\n");
-    s
-}
-
-fn short(v: f64) -> String {
-    if v == 0.0 {
-        "0".into()
-    } else if v.abs() >= 100.0 {
-        format!("{v:.0}")
-    } else if v.abs() >= 1.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.3}")
-    }
-}
-
 /// The three plots of a result: (file suffix, svg).
-pub fn plots(r: &RunResult) -> Vec<(&'static str, String)> {
+pub fn plots(r: &RunResult) -> anyhow::Result<Vec<(&'static str, String)>> {
     let label = format!("{} / {}", r.scenario, r.variant);
     let mut out = Vec::new();
     let mut spec = Vec::new();
@@ -475,8 +287,8 @@ pub fn plots(r: &RunResult) -> Vec<(&'static str, String)> {
             "percentile",
             "latency (ms)",
             &spec,
-            true,
-        ),
+            XAxis::Spectrum,
+        )?,
     ));
     let pts = |f: &dyn Fn(&IntervalPoint) -> f64| -> Vec<(f64, f64)> {
         r.timeline.iter().map(|p| (p.t_s, f(p))).collect()
@@ -499,8 +311,8 @@ pub fn plots(r: &RunResult) -> Vec<(&'static str, String)> {
                     points: pts(&|p| p.consume_mbps),
                 },
             ],
-            false,
-        ),
+            XAxis::Linear,
+        )?,
     ));
     out.push((
         "latency.svg",
@@ -530,10 +342,10 @@ pub fn plots(r: &RunResult) -> Vec<(&'static str, String)> {
                     points: pts(&|p| p.e2e.p99_ms),
                 },
             ],
-            false,
-        ),
+            XAxis::Linear,
+        )?,
     ));
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -567,25 +379,45 @@ mod tests {
     }
 
     #[test]
-    fn svg_is_well_formed_enough() {
-        let svg = line_chart(
-            "t <1>",
-            "x",
-            "y",
-            &[Series {
-                name: "a",
-                color: "red",
-                points: vec![(0.0, 1.0), (99.0, 5.0), (99.99, 9.0)],
-            }],
-            true,
-        );
-        assert!(svg.starts_with("<svg"));
-        assert!(svg.trim_end().ends_with("</svg>"));
-        assert!(svg.contains("t &lt;1&gt;"));
-        assert!(svg.contains("<polyline"));
-        assert!((spectrum_x(99.0) - 2.0).abs() < 1e-9);
-        assert_eq!(nice_max(7.3), 10.0);
-        assert_eq!(nice_max(0.0), 1.0);
+    fn plots_have_their_series() {
+        let mut r = RunResult {
+            scenario: "s".into(),
+            variant: "v".into(),
+            ..Default::default()
+        };
+        r.publish_spectrum = vec![(0.0, 1.0), (50.0, 2.0), (99.9, 8.0)];
+        r.e2e_spectrum = vec![(0.0, 1.5), (50.0, 2.5), (99.9, 9.0)];
+        r.timeline = (1..=3)
+            .map(|i| IntervalPoint {
+                t_s: i as f64,
+                dt_s: 1.0,
+                phase: crate::stats::Phase::Measure,
+                produce_rps: 0.0,
+                produce_mbps: 10.0 * i as f64,
+                consume_rps: 0.0,
+                consume_mbps: 0.0,
+                publish: LatencySummary::default(),
+                e2e: LatencySummary::default(),
+                errors: 0,
+            })
+            .collect();
+        let plots = plots(&r).expect("plots");
+        let names: Vec<&str> = plots.iter().map(|p| p.0).collect();
+        assert_eq!(names, ["spectrum.svg", "throughput.svg", "latency.svg"]);
+        for (name, svg) in &plots {
+            let doc = roxmltree::Document::parse(svg).expect("well-formed SVG");
+            let lines = doc
+                .descendants()
+                .filter(|n| n.has_tag_name("polyline") && n.attribute("stroke-width") == Some("2"))
+                .count();
+            let want = match *name {
+                "spectrum.svg" => 2,
+                "throughput.svg" => 2,
+                _ => 4,
+            };
+            assert_eq!(lines, want, "{name}");
+        }
+        assert!(plots[0].1.contains("end-to-end"));
     }
 
     #[test]

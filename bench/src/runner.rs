@@ -889,6 +889,47 @@ async fn consume_loop(ctx: Arc<Ctx>, bc: BenchConsumer) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Writes the run's HdrHistogram interval log (V2 compressed histograms, tags publish / e2e,
+/// values in µs) as `dir/<stem>.hlog` and returns the file name.
+pub fn write_hlog(
+    dir: &Path,
+    stem: &str,
+    result: &RunResult,
+    hdr: &IntervalHistograms,
+) -> anyhow::Result<String> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
+    use hdrhistogram::serialization::V2DeflateSerializer;
+    let hlog = format!("{stem}.hlog");
+    let mut buf = Vec::new();
+    let mut ser = V2DeflateSerializer::new();
+    let start = UNIX_EPOCH + Duration::from_millis(result.started_unix_ms);
+    // Interval timestamps count from the timeline's start.
+    let base = UNIX_EPOCH + Duration::from_millis(result.timeline_start_unix_ms);
+    let mut writer = IntervalLogWriterBuilder::new()
+        .add_comment(&format!(
+            "shardlog-bench {} / {}: latency in microseconds",
+            result.scenario, result.variant
+        ))
+        .with_start_time(start)
+        .with_base_time(base)
+        .with_max_value_divisor(1000.0)
+        .begin_log_with(&mut buf, &mut ser)
+        .map_err(|e| anyhow::anyhow!("hdr log: {e:?}"))?;
+    for (start, dur, tag, h) in hdr {
+        writer
+            .write_histogram(
+                h,
+                Duration::from_secs_f64(*start),
+                Duration::from_secs_f64(*dur),
+                Tag::new(tag),
+            )
+            .map_err(|e| anyhow::anyhow!("hdr log: {e:?}"))?;
+    }
+    drop(writer);
+    std::fs::write(dir.join(&hlog), buf)?;
+    Ok(hlog)
+}
+
 /// Writes the JSON, the HdrHistogram interval log and the plots into `dir` as
 /// `<stem>.json`, `<stem>.hlog`, `<stem>-*.svg`; returns the result with `files` filled.
 pub fn write_outputs(
@@ -898,42 +939,8 @@ pub fn write_outputs(
     hdr: &IntervalHistograms,
 ) -> anyhow::Result<RunResult> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut files = Vec::new();
-    // HdrHistogram interval log (V2 compressed histograms, tags publish / e2e), values in µs.
-    let hlog = format!("{stem}.hlog");
-    {
-        use hdrhistogram::serialization::interval_log::{IntervalLogWriterBuilder, Tag};
-        use hdrhistogram::serialization::V2DeflateSerializer;
-        let mut buf = Vec::new();
-        let mut ser = V2DeflateSerializer::new();
-        let start = UNIX_EPOCH + Duration::from_millis(result.started_unix_ms);
-        // Interval timestamps count from the timeline's start.
-        let base = UNIX_EPOCH + Duration::from_millis(result.timeline_start_unix_ms);
-        let mut writer = IntervalLogWriterBuilder::new()
-            .add_comment(&format!(
-                "shardlog-bench {} / {}: latency in microseconds",
-                result.scenario, result.variant
-            ))
-            .with_start_time(start)
-            .with_base_time(base)
-            .with_max_value_divisor(1000.0)
-            .begin_log_with(&mut buf, &mut ser)
-            .map_err(|e| anyhow::anyhow!("hdr log: {e:?}"))?;
-        for (start, dur, tag, h) in hdr {
-            writer
-                .write_histogram(
-                    h,
-                    Duration::from_secs_f64(*start),
-                    Duration::from_secs_f64(*dur),
-                    Tag::new(tag),
-                )
-                .map_err(|e| anyhow::anyhow!("hdr log: {e:?}"))?;
-        }
-        drop(writer);
-        std::fs::write(dir.join(&hlog), buf)?;
-    }
-    files.push(hlog);
-    for (suffix, svg) in crate::report::plots(&result) {
+    let mut files = vec![write_hlog(dir, stem, &result, hdr)?];
+    for (suffix, svg) in crate::report::plots(&result)? {
         let name = format!("{stem}-{suffix}");
         std::fs::write(dir.join(&name), svg)?;
         files.push(name);

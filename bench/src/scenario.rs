@@ -264,6 +264,18 @@ pub fn parse_scenario(
     Ok(out)
 }
 
+/// Builds a workload from a `[workload]`-shaped table (unknown keys refused) and validates it.
+pub fn workload_from_table(t: toml::Table) -> anyhow::Result<Workload> {
+    let workload: Workload = toml::Value::Table(t).try_into()?;
+    workload.validate()?;
+    Ok(workload)
+}
+
+/// Merges `from` into `into`: tables key by key, anything else replaced.
+pub fn merge_tables(into: &mut toml::Table, from: toml::Table) {
+    merge(into, from)
+}
+
 /// Reads and parses a scenario file.
 pub fn load_scenario(path: &Path, overrides: &[String]) -> anyhow::Result<Vec<Variant>> {
     let text =
