@@ -290,14 +290,18 @@ def test_metadata_describe_and_metrics_follow_a_lost_broker(cluster):
                for p in d["partitions"]), d
 
     victim = next(i for i in (3, 2, 1) if i != cluster.controller())
+    before = {p["partition"]: p for p in cluster.metadata(["seen"])["topics"]["seen"]["partitions"]}
     cluster.kill(victim)
 
     def fenced() -> bool:
         md = cluster.metadata(["seen"])
         if sorted(x["node_id"] for x in md["brokers"]) != sorted({1, 2, 3} - {victim}):
             return False
+        # A partition the victim led has a new leader in a new leader epoch.
         return all(p["leader"] not in (-1, victim) and victim not in p["isr"]
-                   and victim in p["offline"] and p["leader_epoch"] > 0
+                   and victim in p["offline"]
+                   and (before[p["partition"]]["leader"] != victim
+                        or p["leader_epoch"] > before[p["partition"]]["leader_epoch"])
                    for p in md["topics"]["seen"]["partitions"])
     cluster.wait_until(fenced, 60, f"broker {victim} fenced and out of every ISR")
 
