@@ -216,7 +216,8 @@ def create_replicated(bootstrap: str, name: str, partitions: int = 1, rf: int = 
                       config: dict | None = None) -> None:
     from confluent_kafka.admin import NewTopic
     from util import admin
-    futs = admin(bootstrap).create_topics(
+    a = admin(bootstrap)  # kept alive until the answer: a dropped client cancels it
+    futs = a.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=rf, config=config or {})],
         operation_timeout=30, request_timeout=30)
     futs[name].result(timeout=30)
@@ -232,7 +233,7 @@ def test_the_cluster_fixture(cluster):
         assert md["controller_id"] == cluster.controller(via=1), "one controller, seen by all"
     assert (cluster[2].data_dir / "shardlog.log").exists()
 
-    create_replicated(cluster.bootstrap, "fixture", partitions=1, rf=3)
+    create_replicated(cluster.bootstrap, "fixture", partitions=1, rf=1)
     leader = cluster.wait_until(lambda: cluster.leader_of("fixture", 0), 30, "a leader")
     assert leader in (1, 2, 3)
 
@@ -253,9 +254,9 @@ def test_the_cluster_fixture(cluster):
     assert cluster.stop(1) == 0
     cluster.restart(1)
     cluster.wait_formed()
-    # Same data directory: the replicated topic is still there with its replicas.
+    # Same data directory: the topic is still there, on the broker it was placed on.
     md = cluster.metadata(["fixture"], via=1)["topics"]["fixture"]
-    assert sorted(md["partitions"][0]["replicas"]) == [1, 2, 3], md
+    assert md["error_code"] == 0 and md["partitions"][0]["replicas"] == [leader], md
     with pytest.raises(BrokerError, match="timed out after 0.3s waiting for never"):
         cluster.wait_until(lambda: False, 0.3, "never")
 
@@ -282,14 +283,18 @@ def test_metadata_describe_and_metrics_follow_a_lost_broker(cluster):
                for p in d["partitions"]), d
 
     victim = next(i for i in (3, 2, 1) if i != cluster.controller())
+    before = {p["partition"]: p for p in cluster.metadata(["seen"])["topics"]["seen"]["partitions"]}
     cluster.kill(victim)
 
     def fenced() -> bool:
         md = cluster.metadata(["seen"])
         if sorted(x["node_id"] for x in md["brokers"]) != sorted({1, 2, 3} - {victim}):
             return False
+        # A partition the victim led has a new leader in a new leader epoch.
         return all(p["leader"] not in (-1, victim) and victim not in p["isr"]
-                   and victim in p["offline"] and p["leader_epoch"] > 0
+                   and victim in p["offline"]
+                   and (before[p["partition"]]["leader"] != victim
+                        or p["leader_epoch"] > before[p["partition"]]["leader_epoch"])
                    for p in md["topics"]["seen"]["partitions"])
     cluster.wait_until(fenced, 60, f"broker {victim} fenced and out of every ISR")
 
@@ -306,3 +311,52 @@ def test_metadata_describe_and_metrics_follow_a_lost_broker(cluster):
     # Under-replicated partitions are counted by their leaders: 3 in all.
     assert sum(metrics(cluster[i].admin_port)["shardlog_partitions_under_replicated"]
                for i in live) == 3
+
+
+def test_partitions_of_a_lost_broker_go_offline_everywhere(cluster):
+    """RF 1: a broker killed -9 is fenced; every other broker then lists it in no Metadata,
+    reports its partitions leaderless with it as the offline replica, and counts them in
+    shardlog_partitions_offline; cluster info shows it fenced, topic describe still works."""
+    from util import metrics
+    b = ["--brokers", cluster.bootstrap]
+    create_replicated(cluster.bootstrap, "lonely", partitions=3, rf=1)
+    leaders = cluster.wait_until(
+        lambda: [cluster.leader_of("lonely", p) for p in range(3)]
+        if all(cluster.leader_of("lonely", p) for p in range(3)) else None, 30, "leaders")
+    victim = leaders[0]
+    mine = [p for p in range(3) if leaders[p] == victim]
+    cluster.kill(victim)
+    live = [i for i in (1, 2, 3) if i != victim]
+
+    def gone_everywhere() -> bool:
+        for i in live:
+            md = cluster.metadata(["lonely"], via=i)
+            if victim in [x["node_id"] for x in md["brokers"]]:
+                return False
+            for p in md["topics"]["lonely"]["partitions"]:
+                if p["partition"] in mine and not (
+                        p["leader"] == -1 and p["error_code"] == 5 and p["offline"] == [victim]):
+                    return False
+        return True
+    cluster.wait_until(gone_everywhere, 60, f"broker {victim} fenced and its partitions offline")
+
+    for i in live:
+        m = metrics(cluster[i].admin_port, combine=max)
+        assert m["shardlog_brokers_live"] == 2, (i, m["shardlog_brokers_live"])
+        assert m["shardlog_partitions_offline"] >= len(mine), (i, m["shardlog_partitions_offline"])
+        assert m["shardlog_controller_leader"] in live
+    info = json.loads(cli(["cluster", "info", "--format", "json", *b]).out)
+    assert {x["node_id"]: x["fenced"] for x in info["brokers"]}.get(victim) is True, info
+    assert info["offline_partitions"] >= len(mine), info
+    d = json.loads(cli(["topic", "describe", "lonely", "--format", "json", "--no-configs", *b]).out)
+    for p in d["partitions"]:
+        if p["partition"] in mine:
+            assert (p["leader"], p["offline_replicas"], p["log_end_offset"]) == (-1, [victim], None), p
+        else:
+            assert p["leader"] in live and p["log_end_offset"] == 0, p
+    assert d["offline_partitions"] == len(mine) and "without a leader" in d["offsets_note"], d
+
+    cluster.restart(victim)
+    cluster.wait_formed()
+    cluster.wait_until(lambda: all(cluster.leader_of("lonely", p) == leaders[p] for p in mine),
+                       60, "the restarted broker leads its partitions again")
