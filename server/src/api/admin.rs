@@ -55,7 +55,7 @@ pub(crate) async fn auto_create(shard: &Rc<Shard>, names: &[String]) {
 pub(crate) fn admin_results(resp: AdminResp) -> HashMap<String, (i16, Option<String>)> {
     match resp {
         AdminResp::Results(rs) => rs.into_iter().map(|(n, c, m)| (n, (c, m))).collect(),
-        AdminResp::ProducerId(_) => HashMap::new(),
+        AdminResp::ProducerId(_) | AdminResp::AlterPartition(_) => HashMap::new(),
     }
 }
 

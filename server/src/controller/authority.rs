@@ -145,6 +145,13 @@ impl Shard {
                 }
                 AdminResp::Results(out)
             }
+            // The controller side of AlterPartition (forwarding to the controller leader,
+            // `decide::alter_partition`) is wired with the quorum; until then there is no
+            // controller to take an ISR change, and the leader keeps its committed ISR.
+            AdminReq::AlterPartition(req) => {
+                tracing::warn!(topic = %req.topic, partition = req.partition, "AlterPartition: no controller to send it to yet: NOT_CONTROLLER");
+                AdminResp::AlterPartition(Err(errors::NOT_CONTROLLER))
+            }
         }
     }
 

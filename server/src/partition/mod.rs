@@ -24,6 +24,7 @@
 
 pub mod answer;
 pub mod compression;
+pub mod replication;
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::HashMap;
@@ -37,14 +38,15 @@ use shardlog_engine::{
     batch, BrokerStorage, CacheBudget, FlushPolicy, LogConfig, LogError, PartitionLog, Storage,
 };
 use shardlog_replica::{
-    Acks, Action, BatchIdent, BecameLeader, CommitOn, Committed, DedupCheck, ErrorCode, LogEnds,
-    ReplicaState, Ticket, WaiterId,
+    Acks, Action, BatchIdent, CommitOn, Committed, DedupCheck, ErrorCode, LogEnds, ReplicaState,
+    Ticket, WaiterId,
 };
 
 use crate::metrics::{self, PartitionStats, Stage};
 use crate::wire::errors;
 use answer::ProduceResult;
 use compression::CompressionPolicy;
+pub use replication::{AlterSink, Assignment, IsrProposal, ReplicaSetup};
 use shardlog_replica::producer_state::{BatchMeta, ProducerStates, Snapshot};
 
 pub type Log = PartitionLog<BrokerStorage>;
@@ -151,10 +153,21 @@ struct Replica {
     /// than the core's `max_pending_waiters`. A slot map instead of a oneshot per request: no
     /// allocation per produce once it has grown.
     answers: RefCell<HashMap<u64, Option<Answer>>>,
+    /// Notified when the high watermark moves and when the leader appends: consumer long
+    /// polls wait for the first, follower fetches parked at the log end for the second (the
+    /// log's own event only fires on I/O completions).
+    changed: event_listener::Event,
+    /// Where ISR proposals go (the shard forwards them to the controller); `None` for
+    /// partitions that never have followers (`__consumer_offsets`).
+    alter_sink: Option<AlterSink>,
+    /// The leader and leader epoch of the latest assignment (KIP-951's `current_leader` in
+    /// NOT_LEADER_OR_FOLLOWER answers); `-1` when none.
+    current_leader: Cell<(i32, i32)>,
 }
 
 impl Replica {
-    /// Carries out the core's decisions.
+    /// Carries out the core's decisions. A follower's `Truncate` and `RebuildProducers` need
+    /// the log and are handled by the follower path before it calls this.
     fn apply(&self, actions: Vec<Action>, topic: &str, index: i32) {
         for action in actions {
             match action {
@@ -163,12 +176,26 @@ impl Replica {
                         *slot = Some(result);
                     }
                 }
-                // One replica: the high watermark moves with the log's committed end, whose I/O
-                // completion already woke the long polls (they listen on the log's event and
-                // then read `Partition::high_watermark`).
-                Action::HighWatermark(_) => {}
+                Action::HighWatermark(_) => {
+                    self.changed.notify(usize::MAX);
+                }
+                Action::AlterPartition(alter) => match &self.alter_sink {
+                    Some(sink) => sink(IsrProposal {
+                        topic: topic.to_string(),
+                        partition: index,
+                        alter,
+                    }),
+                    None => {
+                        tracing::warn!(
+                            topic,
+                            partition = index,
+                            ?alter,
+                            "ISR change proposed for a partition without a controller; ignored"
+                        )
+                    }
+                },
                 other => {
-                    tracing::warn!(topic, partition = index, action = ?other, "replica action not expected on a single-replica leader; ignored");
+                    tracing::warn!(topic, partition = index, action = ?other, "replica action outside the follower path; ignored");
                 }
             }
         }
@@ -292,6 +319,8 @@ pub struct Partition {
     /// Traffic counters (read by metrics scrapes on this shard).
     pub stats: Rc<PartitionStats>,
     replica: Rc<Replica>,
+    /// The wall clock of append times and producer state (see `crate::clock`).
+    clock: crate::clock::Clock,
     snapshot_path: PathBuf,
     appender: Rc<LocalSender<AppendJob>>,
     admission: Rc<Admission>,
@@ -299,34 +328,27 @@ pub struct Partition {
 
 pub use crate::clock::now_ms;
 
-/// This broker as the only replica: the core's replica id (the single-replica broker has no
-/// broker ids yet; issue 19 brings them).
-const SELF: shardlog_replica::ReplicaId = 1;
-
 /// Builds the replica core over an opened log: its positions, the high watermark it has (the
-/// committed end), the restored producer state; then leader of `leader_epoch` with itself as
-/// the only replica and ISR.
+/// committed end), the restored producer state, as replica `setup.node_id`; then the role the
+/// assignment gives it. Returns the core and the actions of that role change.
 fn build_core(
     log: &Log,
     config: &LogConfig,
+    setup: &ReplicaSetup,
     producers: ProducerStates,
-    leader_epoch: i32,
+    assignment: &Assignment,
     now: i64,
-) -> Result<Core, shardlog_replica::StateError> {
+) -> Result<(Core, Vec<Action>), shardlog_replica::StateError> {
     let cfg = shardlog_replica::Config {
-        replica_id: SELF,
+        replica_id: setup.node_id,
         commit_on: commit_on(config),
+        replica_lag_time_max_ms: setup.replica_lag_time_max_ms,
+        min_insync_replicas: setup.min_insync_replicas.max(1),
         ..shardlog_replica::Config::default()
     };
     let mut core = ReplicaState::new(cfg, log_ends(log), log.committed_end_offset(), producers)?;
-    core.became_leader(BecameLeader {
-        leader_epoch,
-        partition_epoch: 0,
-        replicas: vec![SELF],
-        isr: vec![SELF],
-        now_ms: u64::try_from(now).unwrap_or(0),
-    })?;
-    Ok(core)
+    let acts = replication::assign(&mut core, assignment, u64::try_from(now).unwrap_or(0))?;
+    Ok((core, acts))
 }
 
 impl Partition {
@@ -339,7 +361,8 @@ impl Partition {
         dir: PathBuf,
         snapshot_path: PathBuf,
         config: LogConfig,
-        leader_epoch: i32,
+        setup: ReplicaSetup,
+        assignment: &Assignment,
         cache_budget: &Rc<CacheBudget>,
         segment_files: &Rc<SegmentFiles>,
         storage: &BrokerStorage,
@@ -361,7 +384,8 @@ impl Partition {
         let log = Rc::new(log);
         let producers =
             restore_producers(&log, &snapshot_path, topic, index, clock.now_ms()).await?;
-        let core = build_core(&log, &config, producers, leader_epoch, clock.now_ms()).map_err(|e| {
+        let built = build_core(&log, &config, &setup, producers, assignment, clock.now_ms());
+        let (core, acts) = built.map_err(|e| {
             tracing::error!(topic, partition = index, error = %e, "replica core refused the opened log");
             LogError::Io {
                 op: "start the replica core of",
@@ -372,7 +396,11 @@ impl Partition {
         let replica = Rc::new(Replica {
             core: RefCell::new(core),
             answers: RefCell::new(HashMap::new()),
+            changed: event_listener::Event::new(),
+            alter_sink: setup.alter_sink.clone(),
+            current_leader: Cell::new((assignment.leader, assignment.leader_epoch)),
         });
+        replica.apply(acts, topic, index);
         // Unbounded channel, bounded by `admission`: a job enters only with a free slot.
         let (tx, rx) = local_channel::new_unbounded();
         let admission = Rc::new(Admission::new(APPEND_QUEUE_CAPACITY));
@@ -381,11 +409,12 @@ impl Partition {
             topic: topic.to_string(),
             index,
             log: log.clone(),
-            leader_epoch: Rc::new(Cell::new(leader_epoch)),
+            leader_epoch: Rc::new(Cell::new(assignment.leader_epoch)),
             producers: Producers(replica.clone()),
             compression: Rc::new(Cell::new(CompressionPolicy::default())),
             stats: stats.clone(),
             replica: replica.clone(),
+            clock: clock.clone(),
             snapshot_path,
             appender: Rc::new(tx),
             admission: admission.clone(),
@@ -442,6 +471,10 @@ impl Partition {
         });
         async move {
             let res = match queued {
+                Err(code) if code == errors::NOT_ENOUGH_REPLICAS => {
+                    tracing::info!(topic = %p.topic, partition = p.index, isr = ?p.isr(), "acks=all with fewer in-sync replicas than min.insync.replicas: NOT_ENOUGH_REPLICAS");
+                    ProduceResult::failed(&p.topic, p.index, code)
+                }
                 Err(code) => {
                     tracing::debug!(topic = %p.topic, partition = p.index, error = errors::name(code), "produce refused before the append");
                     ProduceResult::failed(&p.topic, p.index, code)
@@ -570,10 +603,14 @@ impl Partition {
         self.log.log_end_offset()
     }
 
-    /// Resolves on the next log I/O completion (the high watermark may have moved): long polls
-    /// re-check [`Partition::high_watermark`] after it fires.
-    pub fn listen(&self) -> event_listener::EventListener {
-        self.log.listen()
+    /// Resolves on the next log I/O completion, high watermark move or leader append: long
+    /// polls re-check [`Partition::high_watermark`] (or the log end) after it fires.
+    pub fn listen(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let io = self.log.listen();
+        let changed = self.replica.changed.listen();
+        async move {
+            futures::future::select(io, changed).await;
+        }
     }
 
     /// Reads batches from `offset` up to the high watermark, at most `max_bytes` (at least one
@@ -704,6 +741,10 @@ impl Partition {
 
     pub fn snapshot_path(&self) -> &Path {
         &self.snapshot_path
+    }
+
+    fn clock_now(&self) -> i64 {
+        self.clock.now_ms()
     }
 }
 
@@ -953,6 +994,8 @@ async fn append_one(
     }
     match log.append(bytes.clone(), leader_epoch, now).await {
         Ok(a) => {
+            // Follower fetches parked at the log end wake on it.
+            replica.changed.notify(usize::MAX);
             let (acts, evicted) = {
                 let mut core = replica.core.borrow_mut();
                 let acts = core.appended(
@@ -1008,7 +1051,8 @@ mod tests {
                     path.join("0"),
                     path.join("0.producers.json"),
                     config,
-                    0,
+                    ReplicaSetup::single(1),
+                    &Assignment::sole(1, 0),
                     &CacheBudget::new(1 << 20),
                     &SegmentFiles::new(16),
                     &BrokerStorage::default(),
