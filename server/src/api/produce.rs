@@ -114,6 +114,7 @@ pub(crate) async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRe
             topic: topic.clone(),
             partition: p.index,
             records: p.records.map(|r| compact(r, records_total)),
+            timeout_ms: req.timeout_ms,
         }));
     }
     let by_owner = scatter::split_by_owner(placed, |p| shard.owner(&p.topic, p.partition));

@@ -48,7 +48,7 @@ impl Shard {
         let config = metadata::log_config(t, &self.cfg);
         let compression = metadata::compression_policy(t, &self.cfg);
         for i in 0..t.partitions.len() as i32 {
-            if self.owner(&t.name, i) != self.id {
+            if self.owner(&t.name, i) != self.id || !self.hosts_replica(t, i) {
                 continue;
             }
             if let Some(p) = self.partition(&t.name, i) {

@@ -93,7 +93,8 @@ impl Shard {
                 );
                 continue;
             };
-            waits.push(p.produce(acks, records).boxed_local());
+            let timeout = std::time::Duration::from_millis(part.timeout_ms.max(0) as u64);
+            waits.push(p.produce_within(acks, records, timeout).boxed_local());
         }
         async move { ShardResp::Produce(future::join_all(waits).await) }.boxed_local()
     }

@@ -14,6 +14,8 @@ pub struct ProducePart {
     pub topic: String,
     pub partition: i32,
     pub records: Option<Bytes>,
+    /// The request's `timeout_ms`: how long an acks=all produce waits for the ISR.
+    pub timeout_ms: i32,
 }
 
 /// A partition's produce answer: only the partition facade builds successes (see

@@ -25,6 +25,8 @@
 pub mod answer;
 pub mod compression;
 pub mod replication;
+#[cfg(test)]
+mod replication_tests;
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::HashMap;
@@ -71,6 +73,10 @@ pub struct Appended {
 /// requests wait; small enough that a flood of pipelined produce requests waits in FIFO
 /// order outside the queue, holding its request memory, instead of growing it.
 pub const APPEND_QUEUE_CAPACITY: u64 = 64;
+
+/// How long [`Partition::produce`] waits for the in-sync replicas (Kafka producers' default
+/// `request.timeout.ms`); requests bring their own `timeout_ms`.
+pub const DEFAULT_PRODUCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// FIFO admission to a partition's bounded appender queue, shared by the partition, the
 /// appender and jobs waiting for a slot. Tickets enter the queue in the order they were taken.
@@ -175,6 +181,7 @@ impl Replica {
                     if let Some(slot) = self.answers.borrow_mut().get_mut(&waiter.0) {
                         *slot = Some(result);
                     }
+                    self.changed.notify(usize::MAX);
                 }
                 Action::HighWatermark(_) => {
                     self.changed.notify(usize::MAX);
@@ -445,6 +452,17 @@ impl Partition {
         acks: i16,
         batch: Bytes,
     ) -> impl std::future::Future<Output = ProduceResult> + 'static {
+        self.produce_within(acks, batch, DEFAULT_PRODUCE_TIMEOUT)
+    }
+
+    /// [`Partition::produce`] whose acks=all wait for the in-sync replicas ends with
+    /// REQUEST_TIMED_OUT after `timeout` (the request's `timeout_ms`, as in Kafka).
+    pub fn produce_within(
+        self: &Rc<Self>,
+        acks: i16,
+        batch: Bytes,
+        timeout: std::time::Duration,
+    ) -> impl std::future::Future<Output = ProduceResult> + 'static {
         let p = self.clone();
         let admitted = Acks::from_wire(acks)
             .ok_or(errors::INVALID_REQUIRED_ACKS)
@@ -479,7 +497,7 @@ impl Partition {
                     tracing::debug!(topic = %p.topic, partition = p.index, error = errors::name(code), "produce refused before the append");
                     ProduceResult::failed(&p.topic, p.index, code)
                 }
-                Ok((rx, slot)) => p.await_produce(acks, rx, slot).await,
+                Ok((rx, slot)) => p.await_produce(acks, rx, slot, timeout).await,
             };
             res.with_log_start(p.log.log_start_offset())
         }
@@ -490,6 +508,7 @@ impl Partition {
         acks: i16,
         rx: oneshot::Receiver<Result<Appended, i16>>,
         slot: Option<AnswerSlot>,
+        timeout: std::time::Duration,
     ) -> ProduceResult {
         let a = match rx.await {
             Ok(Ok(a)) => a,
@@ -521,7 +540,28 @@ impl Partition {
             return ProduceResult::failed(&self.topic, self.index, code);
         }
         self.replica.sync(&self.log, &self.topic, self.index);
-        match slot.take() {
+        let mut answer = slot.take();
+        if answer.is_none() && acks == -1 {
+            // Committed here; the high watermark waits for the in-sync followers to fetch
+            // past the batch (or a shrink, a lost leadership or the timeout answers it).
+            let deadline = wait_started + timeout;
+            while answer.is_none() {
+                let changed = self.replica.changed.listen();
+                self.replica.sync(&self.log, &self.topic, self.index);
+                answer = slot.take();
+                let now = std::time::Instant::now();
+                if answer.is_some() || now >= deadline {
+                    break;
+                }
+                let timer = glommio::timer::sleep(deadline - now);
+                futures::future::select(changed, Box::pin(timer)).await;
+            }
+            if answer.is_none() {
+                tracing::debug!(topic = %self.topic, partition = self.index, last_offset = a.last_offset, isr = ?self.isr(), "acks=all not replicated within the request timeout: REQUEST_TIMED_OUT");
+                return ProduceResult::failed(&self.topic, self.index, errors::REQUEST_TIMED_OUT);
+            }
+        }
+        match answer {
             Some(Ok(proof)) => ProduceResult::committed(
                 &self.topic,
                 self.index,

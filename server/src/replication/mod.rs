@@ -25,10 +25,19 @@ use shardlog_replica::Role;
 /// be asked in a loop).
 const ISR_RETRY_PAUSE: Duration = Duration::from_millis(500);
 
-/// A partition's assignment in the image, as the facade takes it.
+/// A partition's assignment in the image, as the facade takes it (an image without replicas,
+/// which `ClusterMeta::upgrade_single_node` fills in at load, counts as this broker's alone).
 pub(crate) fn assignment_from_meta(pm: &PartitionMeta, node_id: i32) -> Assignment {
-    // The image of this branch's base has no replicas yet: every partition is this broker's.
-    Assignment::sole(node_id, pm.leader_epoch)
+    if pm.replicas.is_empty() {
+        return Assignment::sole(node_id, pm.leader_epoch);
+    }
+    Assignment {
+        leader: pm.leader,
+        leader_epoch: pm.leader_epoch,
+        partition_epoch: pm.partition_epoch,
+        replicas: pm.replicas.clone(),
+        isr: pm.isr.clone(),
+    }
 }
 
 impl Shard {
@@ -119,12 +128,28 @@ impl Shard {
 
     /// This broker's epoch (KIP-903), -1 before it registered.
     pub(crate) fn broker_epoch(&self) -> i64 {
-        -1
+        self.meta
+            .borrow()
+            .brokers
+            .get(&self.cfg.node_id)
+            .map_or(-1, |b| b.epoch)
     }
 
     /// The advertised Kafka address of broker `id`, from the image.
-    pub(crate) fn broker_address(&self, _id: i32) -> Option<(String, u16)> {
-        None
+    pub(crate) fn broker_address(&self, id: i32) -> Option<(String, u16)> {
+        self.meta
+            .borrow()
+            .brokers
+            .get(&id)
+            .map(|b| (b.host.clone(), b.port))
+    }
+
+    /// Whether this broker holds a replica of partition `i` of `t` (every partition of an
+    /// image without replicas). Only those are opened here.
+    pub(crate) fn hosts_replica(&self, t: &TopicMeta, i: i32) -> bool {
+        t.partitions
+            .get(i as usize)
+            .is_none_or(|pm| pm.replicas.is_empty() || pm.replicas.contains(&self.cfg.node_id))
     }
 }
 
