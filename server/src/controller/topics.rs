@@ -156,11 +156,14 @@ impl Shard {
     }
 
     /// The error for a request naming a partition this shard does not have open:
-    /// KAFKA_STORAGE_ERROR when it exists but its log failed to open (offline), else
+    /// KAFKA_STORAGE_ERROR when it exists but its log failed to open (offline),
+    /// NOT_LEADER_OR_FOLLOWER when it exists on other brokers only, else
     /// UNKNOWN_TOPIC_OR_PARTITION.
     pub fn missing_partition_error(&self, topic: &str, partition: i32) -> i16 {
         if self.offline.borrow().contains(topic, partition) {
             errors::KAFKA_STORAGE_ERROR
+        } else if self.replica_elsewhere(topic, partition) {
+            errors::NOT_LEADER_OR_FOLLOWER
         } else {
             errors::UNKNOWN_TOPIC_OR_PARTITION
         }

@@ -112,6 +112,9 @@ impl Shard {
             };
             let Some(p) = self.partition(&part.topic, part.partition) else {
                 r.error = self.missing_partition_error(&part.topic, part.partition);
+                if r.error == errors::NOT_LEADER_OR_FOLLOWER {
+                    r.current_leader = self.leader_in_image(&part.topic, part.partition);
+                }
                 out.push(r);
                 continue;
             };

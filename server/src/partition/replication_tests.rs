@@ -420,3 +420,47 @@ fn replica_fetches_are_checked_against_replicas_and_epochs() {
         assert_eq!(wrong.current_leader, Some((1, 2)));
     });
 }
+
+/// A follower that truncates an idempotent batch the new leader never had forgets it: when
+/// that follower leads later, the producer's retry of the batch is appended again rather than
+/// answered as a duplicate at offsets that were cut (which would acknowledge lost data).
+#[test]
+fn a_truncated_idempotent_batch_is_not_taken_for_a_duplicate() {
+    run(|| async {
+        let c = Cluster::new(3, 1).await;
+        let seq = |s: i32, n: i32| Bytes::from(batch::build_with(0, n, 10, START_MS, 7, 0, s));
+        c.p(1).produce(1, seq(0, 2)).await;
+        c.fetch(2, 1).await;
+        c.fetch(3, 1).await;
+        // Sequence 2 reaches follower 2 only.
+        c.p(1).produce(1, seq(2, 1)).await;
+        c.fetch(2, 1).await;
+        assert_eq!(c.p(2).log_end_offset(), 3);
+        let epoch1 = Assignment {
+            leader: 3,
+            leader_epoch: 1,
+            partition_epoch: 1,
+            replicas: vec![1, 2, 3],
+            isr: vec![2, 3],
+        };
+        c.assign(&[2, 3], &epoch1);
+        c.p(3).produce(1, records(4)).await;
+        assert_eq!(c.fetch(2, 3).await, FollowerStep::Truncated { to: 2 });
+        c.fetch(2, 3).await;
+        assert_eq!(c.p(2).log_end_offset(), 6);
+        // Broker 3 goes; 2 leads in epoch 2 and the producer retries sequence 2.
+        c.assign(
+            &[2],
+            &Assignment {
+                leader: 2,
+                leader_epoch: 2,
+                partition_epoch: 2,
+                replicas: vec![1, 2, 3],
+                isr: vec![2],
+            },
+        );
+        let retry = c.p(2).produce(-1, seq(2, 1)).await;
+        assert_eq!((retry.error(), retry.base_offset()), (errors::NONE, 6));
+        assert_eq!(c.p(2).log_end_offset(), 7);
+    });
+}

@@ -144,6 +144,25 @@ impl Shard {
             .map(|b| (b.host.clone(), b.port))
     }
 
+    /// The partition exists in the image and this broker holds no replica of it.
+    pub(crate) fn replica_elsewhere(&self, topic: &str, partition: i32) -> bool {
+        let meta = self.meta.borrow();
+        let Some(pm) = u32::try_from(partition)
+            .ok()
+            .and_then(|p| meta.partition(topic, p))
+        else {
+            return false;
+        };
+        !pm.replicas.is_empty() && !pm.replicas.contains(&self.cfg.node_id)
+    }
+
+    /// (leader, leader epoch) of a partition in the image (KIP-951's `current_leader`).
+    pub(crate) fn leader_in_image(&self, topic: &str, partition: i32) -> Option<(i32, i32)> {
+        let meta = self.meta.borrow();
+        let pm = meta.partition(topic, u32::try_from(partition).ok()?)?;
+        Some((pm.leader, pm.leader_epoch))
+    }
+
     /// Whether this broker holds a replica of partition `i` of `t` (every partition of an
     /// image without replicas). Only those are opened here.
     pub(crate) fn hosts_replica(&self, t: &TopicMeta, i: i32) -> bool {
