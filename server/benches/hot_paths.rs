@@ -319,7 +319,7 @@ impl Broker {
             AdminResp::Results(rs) => {
                 assert!(rs.len() == 1 && rs[0].1 == 0, "create {topic}: {rs:?}")
             }
-            AdminResp::ProducerId(r) => panic!("create {topic}: unexpected {r:?}"),
+            other => panic!("create {topic}: unexpected {other:?}"),
         }
     }
 
@@ -495,6 +495,7 @@ fn fetch(c: &mut Criterion) {
                     log_start_offset: part.log_start_offset(),
                     bytes: rr.bytes,
                     batches: rr.batches,
+                    ..ReadOut::default()
                 });
             }
             outs
