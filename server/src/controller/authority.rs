@@ -38,6 +38,14 @@ impl Shard {
         if let AdminReq::AllocateProducerId = req {
             return AdminResp::ProducerId(self.allocate_producer_id().await);
         }
+        if let AdminReq::AlterPartition(r) = &req {
+            if !self.leads_quorum() {
+                // Forwarding AlterPartition over the controller RPC is not wired: a leader on
+                // another broker keeps its committed ISR and proposes again later.
+                tracing::debug!(topic = %r.topic, partition = r.partition, "AlterPartition off the controller leader: NOT_CONTROLLER");
+                return AdminResp::AlterPartition(Err(errors::NOT_CONTROLLER));
+            }
+        }
         if self.leads_quorum() {
             self.admin_local(req).await
         } else {
@@ -145,12 +153,32 @@ impl Shard {
                 }
                 AdminResp::Results(out)
             }
-            // The controller side of AlterPartition (forwarding to the controller leader,
-            // `decide::alter_partition`) is wired with the quorum; until then there is no
-            // controller to take an ISR change, and the leader keeps its committed ISR.
+            // KIP-497: the controller decides (`decide::alter_partition`), commits the
+            // PartitionChange and answers with the partition as committed.
             AdminReq::AlterPartition(req) => {
-                tracing::warn!(topic = %req.topic, partition = req.partition, "AlterPartition: no controller to send it to yet: NOT_CONTROLLER");
-                AdminResp::AlterPartition(Err(errors::NOT_CONTROLLER))
+                let decided = self
+                    .validate(|m| {
+                        crate::controller::decide::alter_partition(m, &req)
+                            .map_err(|code| Refusal { code, message: None })
+                    })
+                    .await;
+                let record = match decided {
+                    Ok(r) => r,
+                    Err(r) => {
+                        tracing::info!(topic = %req.topic, partition = req.partition, error = errors::name(r.code), "AlterPartition refused");
+                        return AdminResp::AlterPartition(Err(r.code));
+                    }
+                };
+                let code = self.commit(record).await;
+                if code != errors::NONE {
+                    return AdminResp::AlterPartition(Err(code));
+                }
+                let committed = self
+                    .meta
+                    .borrow()
+                    .partition(&req.topic, req.partition)
+                    .cloned();
+                AdminResp::AlterPartition(committed.ok_or(errors::UNKNOWN_TOPIC_OR_PARTITION))
             }
         }
     }

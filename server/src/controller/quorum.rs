@@ -143,6 +143,7 @@ fn all_failed(req: &AdminReq, code: i16) -> AdminResp {
         AdminReq::CreatePartitions { topics, .. } => topics.iter().map(|t| t.0.clone()).collect(),
         AdminReq::AlterConfigs { topics, .. } => topics.iter().map(|t| t.0.clone()).collect(),
         AdminReq::AllocateProducerId => return AdminResp::ProducerId(Err(code)),
+        AdminReq::AlterPartition(_) => return AdminResp::AlterPartition(Err(code)),
     };
     AdminResp::Results(names.into_iter().map(|n| (n, code, None)).collect())
 }
@@ -297,7 +298,7 @@ impl Shard {
             None => answer.block = Some(self.commit_producer_block().await),
             Some(req) => match self.admin_local(req).await {
                 AdminResp::Results(r) => answer.results = r,
-                AdminResp::ProducerId(_) => {}
+                AdminResp::ProducerId(_) | AdminResp::AlterPartition(_) => {}
             },
         }
         answer.applied_index = self.quorum_io_now().map_or(0, |io| io.local_applied());

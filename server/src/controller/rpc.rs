@@ -270,6 +270,8 @@ impl ForwardReq {
                 validate_only: *validate_only,
             },
             AdminReq::AllocateProducerId => Self::ProducerIdBlock,
+            // Not forwarded (yet): only the controller leader's own partitions get answers.
+            AdminReq::AlterPartition(_) => return None,
         })
     }
 

@@ -113,23 +113,8 @@ pub enum AdminReq {
     AlterPartition(AlterPartitionReq),
 }
 
-/// An ISR change a partition leader asks the controller for (AlterPartition, KIP-497). The
-/// fields of `controller::decide::AlterPartitionReq`; the lead reconciles the two.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AlterPartitionReq {
-    pub topic: String,
-    pub topic_id: u128,
-    pub partition: u32,
-    /// The proposing leader's broker id.
-    pub leader: i32,
-    pub leader_epoch: i32,
-    /// The leader's broker epoch (KIP-903); -1 when not registered.
-    pub broker_epoch: i64,
-    /// The partition epoch the proposal is based on; a stale one is refused.
-    pub partition_epoch: i32,
-    /// (replica id, broker epoch or -1 when the follower did not send one).
-    pub new_isr: Vec<(i32, i64)>,
-}
+/// An ISR change a partition leader asks the controller for (AlterPartition, KIP-497).
+pub use crate::controller::decide::AlterPartitionReq;
 
 #[derive(Debug)]
 pub enum AdminResp {
