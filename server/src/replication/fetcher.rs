@@ -279,12 +279,7 @@ async fn round(
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| RoundError::Resolve(format!("{host}:{port}")))?;
-        let stream = TcpStream::connect_timeout(addr, socket_timeout)
-            .await
-            .map_err(|source| RoundError::Connect { addr, source })?;
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(leader, error = %e, "cannot set TCP_NODELAY on a fetch connection");
-        }
+        let stream = connect(addr, socket_timeout).await?;
         tracing::info!(shard = shard.id, leader, %addr, "follower fetch connection open");
         *conn = Some(stream);
     }
@@ -294,35 +289,52 @@ async fn round(
     let request = fetch_request(shard, wanted);
     let frame = encode(correlation, shard.id, &request)?;
     let wait = Duration::from_millis(cfg.replica_fetch_wait_max_ms) + socket_timeout;
-    let exchange = async {
-        stream.write_all(&frame).await?;
+    let body = exchange(stream, &frame, wait, cfg.max_frame_bytes).await?;
+    let response = decode(body, correlation)?;
+    if response.error_code != errors::NONE {
+        return Err(RoundError::Leader(response.error_code));
+    }
+    Ok(response)
+}
+
+/// Opens a fetch connection (TCP_NODELAY: requests are small and answered at once).
+pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, RoundError> {
+    let stream = TcpStream::connect_timeout(addr, timeout)
+        .await
+        .map_err(|source| RoundError::Connect { addr, source })?;
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%addr, error = %e, "cannot set TCP_NODELAY on a fetch connection");
+    }
+    Ok(stream)
+}
+
+/// Writes `frame` and reads one response frame's body, within `wait` and at most
+/// `max_frame` bytes (checked before anything is allocated for it).
+pub(crate) async fn exchange(
+    stream: &mut TcpStream,
+    frame: &[u8],
+    wait: Duration,
+    max_frame: usize,
+) -> Result<Bytes, RoundError> {
+    let io = async {
+        stream.write_all(frame).await?;
         stream.flush().await?;
         let mut len = [0u8; 4];
         stream.read_exact(&mut len).await?;
         let len = i32::from_be_bytes(len);
         let len =
             usize::try_from(len).map_err(|_| RoundError::Decode(format!("frame length {len}")))?;
-        if len > cfg.max_frame_bytes {
+        if len > max_frame {
             return Err(RoundError::TooLarge(len));
         }
         let mut body = BytesMut::zeroed(len);
         stream.read_exact(&mut body).await?;
         Ok::<Bytes, RoundError>(body.freeze())
     };
-    let body = match future::select(
-        Box::pin(exchange),
-        glommio::timer::sleep(wait).boxed_local(),
-    )
-    .await
-    {
-        Either::Left((r, _)) => r?,
-        Either::Right(_) => return Err(RoundError::Timeout(wait)),
-    };
-    let response = decode(body, correlation)?;
-    if response.error_code != errors::NONE {
-        return Err(RoundError::Leader(response.error_code));
+    match future::select(Box::pin(io), glommio::timer::sleep(wait).boxed_local()).await {
+        Either::Left((r, _)) => r,
+        Either::Right(_) => Err(RoundError::Timeout(wait)),
     }
-    Ok(response)
 }
 
 /// The round's request: every wanted partition from its position, the bounds from the config.
@@ -397,6 +409,65 @@ pub(crate) fn decode(mut body: Bytes, correlation: i32) -> Result<FetchResponse,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::{Read, Write};
+
+    /// A peer on a thread that reads the request and answers `answer` (then keeps the
+    /// connection open for a while, as a hung peer would).
+    fn peer(answer: Vec<u8>) -> SocketAddr {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = l.local_addr().expect("addr");
+        std::thread::spawn(move || {
+            if let Ok((mut s, _)) = l.accept() {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(&answer);
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        });
+        addr
+    }
+
+    /// What a malformed or hostile leader can send ends the round with a typed error (the
+    /// fetcher logs it, closes the connection and pauses), never a panic or an allocation of
+    /// the size it claims.
+    #[test]
+    fn a_malformed_answer_is_an_error_not_a_panic() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let frame = encode(5, 0, &FetchRequest::default()).expect("encodes");
+                let wait = Duration::from_millis(300);
+                let run = |answer: Vec<u8>| {
+                    let frame = frame.clone();
+                    async move {
+                        let mut s = connect(peer(answer), wait).await.expect("connects");
+                        match exchange(&mut s, &frame, wait, 1 << 20).await {
+                            Ok(body) => decode(body, 5).map(|_| ()),
+                            Err(e) => Err(e),
+                        }
+                    }
+                };
+                let mut garbage = 12i32.to_be_bytes().to_vec();
+                garbage.extend_from_slice(&5i32.to_be_bytes());
+                garbage.extend_from_slice(&[0xff; 8]);
+                assert!(matches!(run(garbage).await, Err(RoundError::Decode(_))));
+                let huge = (1i32 << 30).to_be_bytes().to_vec();
+                assert!(matches!(run(huge).await, Err(RoundError::TooLarge(_))));
+                let negative = (-7i32).to_be_bytes().to_vec();
+                assert!(matches!(run(negative).await, Err(RoundError::Decode(_))));
+                let short = 100i32.to_be_bytes().to_vec();
+                assert!(matches!(run(short).await, Err(RoundError::Timeout(_))));
+                let mut other = 5i32.to_be_bytes().to_vec();
+                other.extend_from_slice(&9i32.to_be_bytes());
+                other.push(0);
+                assert!(matches!(
+                    run(other).await,
+                    Err(RoundError::Correlation { got: 9, .. })
+                ));
+            })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
     use crate::wire::fetch::{encode_fetch_response, FetchTopicOut, ReadOut};
     use shardlog_engine::StoredBatch;
 
