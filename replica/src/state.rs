@@ -399,6 +399,17 @@ impl<P: ProducerDedup> ReplicaState<P> {
         out
     }
 
+    /// The topic's `min.insync.replicas` changed (AlterConfigs): admission and the high
+    /// watermark follow it from the next event on (a value below 1 counts as 1).
+    pub fn set_min_insync_replicas(&mut self, n: usize) {
+        self.config.min_insync_replicas = n.max(1);
+    }
+
+    /// `replica.lag.time.max.ms` changed.
+    pub fn set_replica_lag_time_max_ms(&mut self, ms: u64) {
+        self.config.replica_lag_time_max_ms = ms;
+    }
+
     /// The local log's committed end under its flush policy.
     pub fn local_committed_end(&self) -> Offset {
         self.ends.committed(self.config.commit_on)
@@ -409,6 +420,11 @@ impl<P: ProducerDedup> ReplicaState<P> {
         self.leader
             .as_ref()
             .map_or_else(Vec::new, |l| l.isr.iter().copied().collect())
+    }
+
+    /// The assigned replicas (leader only).
+    pub fn replicas(&self) -> Option<&[ReplicaId]> {
+        self.leader.as_ref().map(|l| l.replicas.as_slice())
     }
 
     /// The ISR the high watermark waits for (committed plus pending additions).

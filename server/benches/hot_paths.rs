@@ -498,6 +498,7 @@ fn fetch(c: &mut Criterion) {
                     log_start_offset: part.log_start_offset(),
                     bytes: rr.bytes,
                     batches: rr.batches,
+                    ..ReadOut::default()
                 });
             }
             outs

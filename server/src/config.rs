@@ -190,6 +190,24 @@ pub struct BrokerConfig {
     /// forgotten. Bounds the memory of idempotent-producer state (roughly 200-260 bytes per
     /// id by struct sizes).
     pub max_producer_ids_per_partition: usize,
+
+    /// Kafka `replica.lag.time.max.ms`: a follower that has not caught up with the leader's
+    /// log end for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+    /// Kafka `replica.fetch.max.bytes`: record bytes a follower asks for per partition and
+    /// fetch (the first batch comes whatever its size).
+    pub replica_fetch_max_bytes: usize,
+    /// Kafka `replica.fetch.response.max.bytes`: record bytes a follower asks for per fetch.
+    pub replica_fetch_response_max_bytes: usize,
+    /// Kafka `replica.fetch.wait.max.ms`: how long a caught-up follower's fetch waits at the
+    /// leader for new data.
+    pub replica_fetch_wait_max_ms: u64,
+    /// Kafka `replica.fetch.backoff.ms`: the longest pause after a failed fetch or connection
+    /// (pauses start at a tenth of it and double).
+    pub replica_fetch_backoff_ms: u64,
+    /// Kafka `replica.socket.timeout.ms`: a fetch answered after its wait plus this is given
+    /// up and its connection closed; also the connect timeout.
+    pub replica_socket_timeout_ms: u64,
 }
 
 impl Default for BrokerConfig {
@@ -253,6 +271,12 @@ impl Default for BrokerConfig {
             producer_id_expiration_ms: 86_400_000,
             producer_id_expiration_check_interval_ms: 600_000,
             max_producer_ids_per_partition: 100_000,
+            replica_lag_time_max_ms: 30_000,
+            replica_fetch_max_bytes: 1 << 20,
+            replica_fetch_response_max_bytes: 10 << 20,
+            replica_fetch_wait_max_ms: 500,
+            replica_fetch_backoff_ms: 1000,
+            replica_socket_timeout_ms: 30_000,
         }
     }
 }
@@ -625,6 +649,30 @@ impl BrokerConfig {
             "max_producer_ids_per_partition",
             (self.max_producer_ids_per_partition as i64).into(),
         );
+        put(
+            "replica_lag_time_max_ms",
+            (self.replica_lag_time_max_ms as i64).into(),
+        );
+        put(
+            "replica_fetch_max_bytes",
+            (self.replica_fetch_max_bytes as i64).into(),
+        );
+        put(
+            "replica_fetch_response_max_bytes",
+            (self.replica_fetch_response_max_bytes as i64).into(),
+        );
+        put(
+            "replica_fetch_wait_max_ms",
+            (self.replica_fetch_wait_max_ms as i64).into(),
+        );
+        put(
+            "replica_fetch_backoff_ms",
+            (self.replica_fetch_backoff_ms as i64).into(),
+        );
+        put(
+            "replica_socket_timeout_ms",
+            (self.replica_socket_timeout_ms as i64).into(),
+        );
         t
     }
 
@@ -763,6 +811,50 @@ impl BrokerConfig {
         }
         if self.max_producer_ids_per_partition == 0 {
             return Err(bad("max_producer_ids_per_partition", 0, "must be >= 1"));
+        }
+        if self.replica_lag_time_max_ms < 100 {
+            return Err(bad(
+                "replica_lag_time_max_ms",
+                self.replica_lag_time_max_ms,
+                "must be >= 100",
+            ));
+        }
+        if !(1024..=(1 << 30)).contains(&self.replica_fetch_max_bytes) {
+            return Err(bad(
+                "replica_fetch_max_bytes",
+                self.replica_fetch_max_bytes,
+                "must be 1 KiB..=1 GiB",
+            ));
+        }
+        if self.replica_fetch_response_max_bytes < self.replica_fetch_max_bytes
+            || self.replica_fetch_response_max_bytes > (1 << 30)
+        {
+            return Err(bad(
+                "replica_fetch_response_max_bytes",
+                self.replica_fetch_response_max_bytes,
+                "must be replica_fetch_max_bytes..=1 GiB",
+            ));
+        }
+        if !(1..=30_000).contains(&self.replica_fetch_wait_max_ms) {
+            return Err(bad(
+                "replica_fetch_wait_max_ms",
+                self.replica_fetch_wait_max_ms,
+                "must be 1..=30000",
+            ));
+        }
+        if !(10..=60_000).contains(&self.replica_fetch_backoff_ms) {
+            return Err(bad(
+                "replica_fetch_backoff_ms",
+                self.replica_fetch_backoff_ms,
+                "must be 10..=60000",
+            ));
+        }
+        if self.replica_socket_timeout_ms < 100 {
+            return Err(bad(
+                "replica_socket_timeout_ms",
+                self.replica_socket_timeout_ms,
+                "must be >= 100",
+            ));
         }
         if self.max_connections_per_ip > self.max_connections {
             return Err(bad(

@@ -40,6 +40,7 @@ pub mod groups;
 pub mod mesh;
 pub mod metrics;
 pub mod partition;
+pub mod replication;
 pub mod wire;
 
 /// Every binary and test linking the server gets the guarded allocator (see [`alloc`]).

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use futures::future::{self};
 use kafka_protocol::messages::*;
 
-use crate::mesh::messages::{ReadOut, ReadPart, ShardReq, ShardResp};
+use crate::mesh::messages::{ReadOut, ReadPart, ReplicaFetchPart, ShardReq, ShardResp, WaitPart};
 use crate::mesh::scatter;
 use crate::mesh::shard::Shard;
 use crate::wire::errors;
@@ -70,6 +70,25 @@ pub(crate) async fn fetch_api(
         }
         SessionStep::Full { session_id } | SessionStep::Incremental { session_id } => session_id,
     };
+    // A follower broker's fetch (replica id >= 0; the body field up to v14, which covers every
+    // version advertised): each partition goes through the replica core on its owner.
+    let replica_id = req.replica_id.0;
+    let replica_epochs: HashMap<(String, i32), (i32, i32)> = if replica_id >= 0 {
+        req.topics
+            .iter()
+            .flat_map(|t| {
+                let name = t.topic.0.to_string();
+                t.partitions.iter().map(move |p| {
+                    (
+                        (name.clone(), p.partition),
+                        (p.current_leader_epoch, p.last_fetched_epoch),
+                    )
+                })
+            })
+            .collect()
+    } else {
+        HashMap::new()
+    };
     let max_bytes = fetch::response_limit(req.max_bytes, shard.cfg.fetch_max_bytes);
     let min_bytes = req.min_bytes.max(0) as usize;
     let wait_ms = (req.max_wait_ms.max(0) as u64).min(shard.cfg.fetch_max_wait_ms_cap);
@@ -83,6 +102,17 @@ pub(crate) async fn fetch_api(
                 partition: *partition,
                 offset: *offset,
                 max_bytes: (*pmax).max(0) as usize,
+                replica: (replica_id >= 0).then(|| {
+                    let (current_leader_epoch, last_fetched_epoch) = replica_epochs
+                        .get(&(topic.clone(), *partition))
+                        .copied()
+                        .unwrap_or((-1, -1));
+                    ReplicaFetchPart {
+                        replica_id,
+                        current_leader_epoch,
+                        last_fetched_epoch,
+                    }
+                }),
             }),
         |p| shard.owner(&p.topic, p.partition),
     );
@@ -101,7 +131,9 @@ pub(crate) async fn fetch_api(
         })
         .await;
         let total: usize = outs.iter().map(|o| o.bytes).sum();
-        let any_error = outs.iter().any(|o| o.error != errors::NONE);
+        let any_error = outs
+            .iter()
+            .any(|o| o.error != errors::NONE || o.diverging_epoch.is_some());
         let now = std::time::Instant::now();
         if total >= min_bytes.max(1) || any_error || now >= deadline || by_shard.is_empty() {
             break;
@@ -112,7 +144,12 @@ pub(crate) async fn fetch_api(
             ShardReq::WaitData {
                 parts: ps
                     .iter()
-                    .map(|p| (p.topic.clone(), p.partition, p.offset))
+                    .map(|p| WaitPart {
+                        topic: p.topic.clone(),
+                        partition: p.partition,
+                        offset: p.offset,
+                        replica: p.replica.is_some(),
+                    })
                     .collect(),
                 wait_ms: left,
             }

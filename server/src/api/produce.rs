@@ -108,26 +108,13 @@ pub(crate) async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRe
             );
             continue;
         }
-        // One replica here: acks=all cannot be honoured when the topic asks for more in sync.
-        if acks == -1 {
-            if let Some(min_isr) = min_insync_replicas(shard, &topic).filter(|&m| m > 1) {
-                tracing::info!(
-                    topic = %topic,
-                    min_isr,
-                    "acks=all with min.insync.replicas above the replica count (1): NOT_ENOUGH_REPLICAS"
-                );
-                refused.extend(
-                    t.partition_data
-                        .iter()
-                        .map(|p| err_result(&topic, p.index, errors::NOT_ENOUGH_REPLICAS)),
-                );
-                continue;
-            }
-        }
+        // acks=all below min.insync.replicas is refused by each partition's replica core,
+        // before the append (NOT_ENOUGH_REPLICAS).
         placed.extend(t.partition_data.into_iter().map(|p| ProducePart {
             topic: topic.clone(),
             partition: p.index,
             records: p.records.map(|r| compact(r, records_total)),
+            timeout_ms: req.timeout_ms,
         }));
     }
     let by_owner = scatter::split_by_owner(placed, |p| shard.owner(&p.topic, p.partition));
@@ -161,19 +148,6 @@ pub(crate) fn has_transactional_batch(records: &[u8]) -> bool {
         }
     }
     false
-}
-
-/// The topic's `min.insync.replicas`, if it sets one.
-pub(crate) fn min_insync_replicas(shard: &Shard, topic: &str) -> Option<i64> {
-    shard
-        .meta
-        .borrow()
-        .topics
-        .get(topic)?
-        .configs
-        .get("min.insync.replicas")?
-        .parse()
-        .ok()
 }
 
 /// `records` itself when it is at least half of the request's records, else a copy of it.

@@ -42,6 +42,14 @@ impl Shard {
         if let AdminReq::AllocateProducerId = req {
             return AdminResp::ProducerId(self.allocate_producer_id().await);
         }
+        if let AdminReq::AlterPartition(r) = &req {
+            if !self.leads_quorum() {
+                // Forwarding AlterPartition over the controller RPC is not wired: a leader on
+                // another broker keeps its committed ISR and proposes again later.
+                tracing::debug!(topic = %r.topic, partition = r.partition, "AlterPartition off the controller leader: NOT_CONTROLLER");
+                return AdminResp::AlterPartition(Err(errors::NOT_CONTROLLER));
+            }
+        }
         if self.leads_quorum() {
             self.admin_local(req).await
         } else {

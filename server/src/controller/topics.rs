@@ -47,15 +47,14 @@ impl Shard {
     pub async fn open_topic(self: &Rc<Self>, t: &TopicMeta) {
         let config = metadata::log_config(t, &self.cfg);
         let compression = metadata::compression_policy(t, &self.cfg);
-        for (i, pm) in t.partitions.iter().enumerate() {
-            let i = i as i32;
-            if self.owner(&t.name, i) != self.id {
+        for i in 0..t.partitions.len() as i32 {
+            if self.owner(&t.name, i) != self.id || !self.hosts_replica(t, i) {
                 continue;
             }
             if let Some(p) = self.partition(&t.name, i) {
                 p.reconfigure(config.clone());
                 p.compression.set(compression);
-                p.leader_epoch.set(pm.leader_epoch);
+                self.apply_partition_meta(&p, t, i);
                 continue;
             }
             self.open_partition(t, i).await;
@@ -68,14 +67,14 @@ impl Shard {
     pub(crate) async fn open_partition(self: &Rc<Self>, t: &TopicMeta, i: i32) -> bool {
         let config = metadata::log_config(t, &self.cfg);
         let dir = topic_dir(&self.cfg.data_dir, t);
-        let leader_epoch = t.partitions.get(i as usize).map_or(0, |pm| pm.leader_epoch);
         let opened = Partition::open(
             &t.name,
             i,
             dir.join(i.to_string()),
             dir.join(format!("{i}.producers.json")),
             config,
-            leader_epoch,
+            self.replica_setup(t),
+            &self.assignment_of(t, i),
             &self.cache_budget,
             &self.segment_files,
             &self.storage,
@@ -88,7 +87,8 @@ impl Shard {
                 self.limit_producers(&p, self.clock.now_ms());
                 p.compression
                     .set(metadata::compression_policy(t, &self.cfg));
-                self.partitions.borrow_mut().insert(&t.name, i, p);
+                self.partitions.borrow_mut().insert(&t.name, i, p.clone());
+                self.follow(&p);
                 if let Some(o) = self.offline.borrow_mut().remove(&t.name, i) {
                     tracing::info!(topic = %t.name, partition = i, attempts = o.attempts, "partition log opened; the partition is online again");
                     self.global.offline.set(&t.name, i, false);
@@ -156,11 +156,14 @@ impl Shard {
     }
 
     /// The error for a request naming a partition this shard does not have open:
-    /// KAFKA_STORAGE_ERROR when it exists but its log failed to open (offline), else
+    /// KAFKA_STORAGE_ERROR when it exists but its log failed to open (offline),
+    /// NOT_LEADER_OR_FOLLOWER when it exists on other brokers only, else
     /// UNKNOWN_TOPIC_OR_PARTITION.
     pub fn missing_partition_error(&self, topic: &str, partition: i32) -> i16 {
         if self.offline.borrow().contains(topic, partition) {
             errors::KAFKA_STORAGE_ERROR
+        } else if self.replica_elsewhere(topic, partition) {
+            errors::NOT_LEADER_OR_FOLLOWER
         } else {
             errors::UNKNOWN_TOPIC_OR_PARTITION
         }

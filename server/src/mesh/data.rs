@@ -48,6 +48,22 @@ impl Shard {
         out
     }
 
+    /// A partition this shard has open and leads, or the error for a client request naming
+    /// it (UNKNOWN_TOPIC_OR_PARTITION, KAFKA_STORAGE_ERROR, NOT_LEADER_OR_FOLLOWER).
+    fn led_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Rc<crate::partition::Partition>, i16> {
+        let p = self
+            .partition(topic, partition)
+            .ok_or_else(|| self.missing_partition_error(topic, partition))?;
+        match p.client_refusal() {
+            Some(code) => Err(code),
+            None => Ok(p),
+        }
+    }
+
     pub(crate) fn start_produce(
         self: &Rc<Self>,
         acks: i16,
@@ -77,7 +93,8 @@ impl Shard {
                 );
                 continue;
             };
-            waits.push(p.produce(acks, records).boxed_local());
+            let timeout = std::time::Duration::from_millis(part.timeout_ms.max(0) as u64);
+            waits.push(p.produce_within(acks, records, timeout).boxed_local());
         }
         async move { ShardResp::Produce(future::join_all(waits).await) }.boxed_local()
     }
@@ -95,9 +112,36 @@ impl Shard {
             };
             let Some(p) = self.partition(&part.topic, part.partition) else {
                 r.error = self.missing_partition_error(&part.topic, part.partition);
+                if r.error == errors::NOT_LEADER_OR_FOLLOWER {
+                    r.current_leader = self.leader_in_image(&part.topic, part.partition);
+                }
                 out.push(r);
                 continue;
             };
+            if let Some(f) = part.replica {
+                // A follower: the replica core answers (up to the log end, not the HW).
+                let budget = part.max_bytes.min(max_bytes.saturating_sub(total));
+                let fetch = crate::partition::replication::ReplicaFetch {
+                    replica: f.replica_id,
+                    fetch_offset: part.offset,
+                    current_leader_epoch: f.current_leader_epoch,
+                    last_fetched_epoch: f.last_fetched_epoch,
+                };
+                let read_started = std::time::Instant::now();
+                let r = p.serve_replica_fetch(fetch, budget.max(1)).await;
+                crate::metrics::stage(crate::metrics::Stage::FetchRead, read_started.elapsed());
+                total += r.bytes;
+                out.push(r);
+                continue;
+            }
+            if let Some(code) = p.client_refusal() {
+                // Consumers read from the leader only (KIP-392's follower fetching is not
+                // implemented); the answer names the leader (KIP-951).
+                r.error = code;
+                r.current_leader = Some(p.current_leader());
+                out.push(r);
+                continue;
+            }
             r.high_watermark = p.high_watermark();
             r.log_start_offset = p.log_start_offset();
             let budget = part.max_bytes.min(max_bytes.saturating_sub(total));
@@ -121,22 +165,27 @@ impl Shard {
         out
     }
 
-    pub(crate) async fn wait_data(&self, parts: Vec<(String, i32, i64)>, wait_ms: u64) {
+    pub(crate) async fn wait_data(&self, parts: Vec<WaitPart>, wait_ms: u64) {
         let started = std::time::Instant::now();
         self.wait_data_inner(parts, wait_ms).await;
         crate::metrics::stage(crate::metrics::Stage::FetchWait, started.elapsed());
     }
 
-    pub(crate) async fn wait_data_inner(&self, parts: Vec<(String, i32, i64)>, wait_ms: u64) {
+    pub(crate) async fn wait_data_inner(&self, parts: Vec<WaitPart>, wait_ms: u64) {
         let deadline = std::time::Instant::now() + Duration::from_millis(wait_ms);
         loop {
             let mut listeners = Vec::new();
-            for (topic, partition, offset) in &parts {
-                match self.partition(topic, *partition) {
+            for w in &parts {
+                match self.partition(&w.topic, w.partition) {
                     None => return,
                     Some(p) => {
                         let l = p.listen();
-                        if p.high_watermark() > *offset {
+                        let end = if w.replica {
+                            p.log_end_offset()
+                        } else {
+                            p.high_watermark()
+                        };
+                        if end > w.offset || !p.is_leader() {
                             return;
                         }
                         listeners.push(l);
@@ -161,9 +210,9 @@ impl Shard {
         let mut out = Vec::with_capacity(parts.len());
         for (topic, partition, ts) in parts {
             let mut r = OffsetOut::new(&topic, partition, errors::NONE);
-            match self.partition(&topic, partition) {
-                None => r.error = self.missing_partition_error(&topic, partition),
-                Some(p) => {
+            match self.led_partition(&topic, partition) {
+                Err(code) => r.error = code,
+                Ok(p) => {
                     r.leader_epoch = p.leader_epoch.get();
                     let hw = p.high_watermark();
                     match ts {
@@ -198,9 +247,9 @@ impl Shard {
         let mut out = Vec::with_capacity(parts.len());
         for (topic, partition, offset) in parts {
             let mut r = OffsetOut::new(&topic, partition, errors::NONE);
-            match self.partition(&topic, partition) {
-                None => r.error = self.missing_partition_error(&topic, partition),
-                Some(p) => {
+            match self.led_partition(&topic, partition) {
+                Err(code) => r.error = code,
+                Ok(p) => {
                     let hw = p.high_watermark();
                     let target = if offset == -1 { hw } else { offset };
                     if target < 0 || target > hw {
@@ -238,9 +287,9 @@ impl Shard {
             .into_iter()
             .map(|(topic, partition, epoch)| {
                 let mut r = OffsetOut::new(&topic, partition, errors::NONE);
-                match self.partition(&topic, partition) {
-                    None => r.error = self.missing_partition_error(&topic, partition),
-                    Some(p) => {
+                match self.led_partition(&topic, partition) {
+                    Err(code) => r.error = code,
+                    Ok(p) => {
                         let current = p.leader_epoch.get();
                         if epoch > current {
                             r.error = errors::UNKNOWN_LEADER_EPOCH;

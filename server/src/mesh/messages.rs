@@ -6,6 +6,7 @@ pub use crate::wire::fetch::ReadOut;
 
 use bytes::Bytes;
 
+use crate::controller::metadata::PartitionMeta;
 use crate::controller::records::MetadataRecord;
 
 #[derive(Debug)]
@@ -13,6 +14,8 @@ pub struct ProducePart {
     pub topic: String,
     pub partition: i32,
     pub records: Option<Bytes>,
+    /// The request's `timeout_ms`: how long an acks=all produce waits for the ISR.
+    pub timeout_ms: i32,
 }
 
 /// A partition's produce answer: only the partition facade builds successes (see
@@ -25,6 +28,27 @@ pub struct ReadPart {
     pub partition: i32,
     pub offset: i64,
     pub max_bytes: usize,
+    /// A follower's fetch (replica id >= 0): read up to the log end through the replica core.
+    pub replica: Option<ReplicaFetchPart>,
+}
+
+/// The follower fields of one partition of a replica Fetch.
+#[derive(Clone, Copy, Debug)]
+pub struct ReplicaFetchPart {
+    pub replica_id: i32,
+    pub current_leader_epoch: i32,
+    pub last_fetched_epoch: i32,
+}
+
+/// A long-poll wait on one partition.
+#[derive(Clone, Debug)]
+pub struct WaitPart {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// A follower waits for the log end to pass `offset` (or the high watermark to move),
+    /// a consumer for the high watermark.
+    pub replica: bool,
 }
 
 /// One partition-level answer with an offset and timestamp (ListOffsets, DeleteRecords,
@@ -91,17 +115,19 @@ pub enum AdminReq {
         validate_only: bool,
     },
     AllocateProducerId,
-    /// A partition leader's ISR change (KIP-497), decided and committed by the controller
-    /// leader (`crate::controller::decide::alter_partition`).
-    AlterPartition(crate::controller::decide::AlterPartitionReq),
+    /// A partition leader's ISR change for the controller (KIP-497).
+    AlterPartition(AlterPartitionReq),
 }
+
+/// An ISR change a partition leader asks the controller for (AlterPartition, KIP-497).
+pub use crate::controller::decide::AlterPartitionReq;
 
 #[derive(Debug)]
 pub enum AdminResp {
     Results(Vec<AdminResult>),
     ProducerId(Result<i64, i16>),
-    /// The partition's state once the change is committed, or the controller's error code.
-    AlterPartition(Result<crate::controller::metadata::PartitionMeta, i16>),
+    /// The partition's state as committed after an AlterPartition, or the error code.
+    AlterPartition(Result<PartitionMeta, i16>),
 }
 
 #[derive(Debug)]
@@ -114,9 +140,10 @@ pub enum ShardReq {
         parts: Vec<ReadPart>,
         max_bytes: usize,
     },
-    /// Resolve when any partition's high watermark passes its offset, or at the deadline.
+    /// Resolve when any partition's high watermark passes its offset (for a follower's
+    /// fetch: its log end), or at the deadline.
     WaitData {
-        parts: Vec<(String, i32, i64)>,
+        parts: Vec<WaitPart>,
         wait_ms: u64,
     },
     ListOffsets {

@@ -185,6 +185,9 @@ pub struct Shard {
     pub(crate) offline: RefCell<TopicPartMap<Offline>>,
     /// This shard's group coordinator and its internal log (see `crate::groups`).
     pub groups: crate::groups::state::Groups,
+    /// The partitions this shard follows, by leader broker (one fetcher task per leader; see
+    /// `crate::replication`).
+    pub followers: crate::partition::replication::FollowTable,
     /// Executes a request addressed to this shard (`crate::dispatch::serve`): the mesh only
     /// carries requests, what runs them sits above it.
     serve: ServeFn,
@@ -235,6 +238,7 @@ impl Shard {
             ),
             offline: RefCell::new(TopicPartMap::new()),
             groups: crate::groups::state::Groups::new(&cfg, id),
+            followers: Default::default(),
             serve,
             storage,
             clock,

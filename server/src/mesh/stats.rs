@@ -37,6 +37,12 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         .map(|p| p.producers.borrow().len() as u64)
         .sum();
     let files = shard.segment_files.stats();
+    let under_replicated = shard
+        .partitions
+        .borrow()
+        .values()
+        .filter(|p| p.under_replicated())
+        .count() as u64;
     with(|m| ShardSnapshot {
         shard: shard.id,
         connections: shard.connections.get() as u64,
@@ -87,6 +93,15 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         segment_files_limit: files.limit as u64,
         segment_files_opened: files.opened,
         partitions_offline: shard.offline_count() as u64,
+        under_replicated,
+        isr_shrinks: m.isr_shrinks.get(),
+        isr_expands: m.isr_expands.get(),
+        follower_lag: m
+            .follower_lag
+            .borrow()
+            .iter()
+            .map(|(&l, &lag)| (l, lag))
+            .collect(),
         partitions,
     })
 }

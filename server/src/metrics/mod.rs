@@ -133,6 +133,12 @@ pub struct ShardMetrics {
     pub(crate) response_queue_bytes: Cell<u64>,
     pub(crate) response_queue_peak: Cell<u64>,
     pub(crate) response_queue_waits: Cell<u64>,
+    /// Committed ISR changes of partitions this shard leads.
+    pub(crate) isr_shrinks: Cell<u64>,
+    pub(crate) isr_expands: Cell<u64>,
+    /// Per leader broker this shard's fetcher follows: the largest lag (messages) of its last
+    /// round. Bounded by the brokers; an entry goes when its fetcher stops.
+    pub(crate) follower_lag: RefCell<BTreeMap<i32, i64>>,
 }
 
 impl Default for ShardMetrics {
@@ -153,6 +159,9 @@ impl Default for ShardMetrics {
             response_queue_bytes: Cell::new(0),
             response_queue_peak: Cell::new(0),
             response_queue_waits: Cell::new(0),
+            isr_shrinks: Cell::new(0),
+            isr_expands: Cell::new(0),
+            follower_lag: RefCell::new(BTreeMap::new()),
         }
     }
 }
@@ -250,6 +259,29 @@ pub fn producer_ids_dropped(n: usize, expired: bool) {
     });
 }
 
+/// A committed ISR change of a partition this shard leads.
+pub fn isr_changed(shrink: bool) {
+    with(|m| {
+        let c = if shrink {
+            &m.isr_shrinks
+        } else {
+            &m.isr_expands
+        };
+        c.set(c.get() + 1);
+    });
+}
+
+/// The largest lag (leader's high watermark minus the local log end, in messages) over the
+/// partitions the fetcher of `leader` took an answer for in its last round.
+pub fn follower_lag(leader: i32, lag: i64) {
+    with(|m| m.follower_lag.borrow_mut().insert(leader, lag));
+}
+
+/// The fetcher of `leader` stopped.
+pub fn follower_lag_remove(leader: i32) {
+    with(|m| m.follower_lag.borrow_mut().remove(&leader));
+}
+
 pub fn bad_request() {
     with(|m| m.bad_requests.set(m.bad_requests.get() + 1));
 }
@@ -340,6 +372,12 @@ pub struct ShardSnapshot {
     pub segment_files_opened: u64,
     /// Partitions of the shard whose log failed to open.
     pub partitions_offline: u64,
+    /// Partitions this shard leads with fewer replicas in the ISR than assigned.
+    pub under_replicated: u64,
+    pub isr_shrinks: u64,
+    pub isr_expands: u64,
+    /// (leader broker, lag in messages) per follower fetcher of the shard.
+    pub follower_lag: Vec<(i32, i64)>,
     pub partitions: Vec<PartitionSnapshot>,
 }
 
@@ -564,6 +602,49 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
         "Node id of the controller (raft) leader this broker knows of; -1 while none is known.",
     );
     o.sample("shardlog_controller_leader", &[], extra.controller_leader);
+    o.per_shard(
+        shards,
+        "shardlog_under_replicated_partitions",
+        "Partitions led here whose ISR is smaller than their replica set.",
+        |s| s.under_replicated,
+    );
+    o.header(
+        "shardlog_isr_shrinks_total",
+        "counter",
+        "Committed ISR shrinks of partitions led here.",
+    );
+    o.sample(
+        "shardlog_isr_shrinks_total",
+        &[],
+        shards.iter().map(|s| s.isr_shrinks).sum::<u64>(),
+    );
+    o.header(
+        "shardlog_isr_expands_total",
+        "counter",
+        "Committed ISR expansions of partitions led here.",
+    );
+    o.sample(
+        "shardlog_isr_expands_total",
+        &[],
+        shards.iter().map(|s| s.isr_expands).sum::<u64>(),
+    );
+    o.header(
+        "shardlog_follower_lag_messages",
+        "gauge",
+        "Per follower fetcher (shard, leader broker): the largest lag in messages (leader's high watermark minus the local log end) of its last round.",
+    );
+    for s in shards {
+        for (leader, lag) in &s.follower_lag {
+            o.sample(
+                "shardlog_follower_lag_messages",
+                &[
+                    ("shard", &s.shard.to_string()),
+                    ("leader", &leader.to_string()),
+                ],
+                *lag,
+            );
+        }
+    }
     o.per_shard(
         shards,
         "shardlog_segment_files_open",

@@ -24,6 +24,9 @@
 
 pub mod answer;
 pub mod compression;
+pub mod replication;
+#[cfg(test)]
+mod replication_tests;
 
 use std::cell::{Cell, Ref, RefCell, RefMut};
 use std::collections::HashMap;
@@ -37,14 +40,15 @@ use shardlog_engine::{
     batch, BrokerStorage, CacheBudget, FlushPolicy, LogConfig, LogError, PartitionLog, Storage,
 };
 use shardlog_replica::{
-    Acks, Action, BatchIdent, BecameLeader, CommitOn, Committed, DedupCheck, ErrorCode, LogEnds,
-    ReplicaState, Ticket, WaiterId,
+    Acks, Action, BatchIdent, CommitOn, Committed, DedupCheck, ErrorCode, LogEnds, ReplicaState,
+    Ticket, WaiterId,
 };
 
 use crate::metrics::{self, PartitionStats, Stage};
 use crate::wire::errors;
 use answer::ProduceResult;
 use compression::CompressionPolicy;
+pub use replication::{AlterSink, Assignment, IsrProposal, ReplicaSetup};
 use shardlog_replica::producer_state::{BatchMeta, ProducerStates, Snapshot};
 
 pub type Log = PartitionLog<BrokerStorage>;
@@ -69,6 +73,10 @@ pub struct Appended {
 /// requests wait; small enough that a flood of pipelined produce requests waits in FIFO
 /// order outside the queue, holding its request memory, instead of growing it.
 pub const APPEND_QUEUE_CAPACITY: u64 = 64;
+
+/// How long [`Partition::produce`] waits for the in-sync replicas (Kafka producers' default
+/// `request.timeout.ms`); requests bring their own `timeout_ms`.
+pub const DEFAULT_PRODUCE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// FIFO admission to a partition's bounded appender queue, shared by the partition, the
 /// appender and jobs waiting for a slot. Tickets enter the queue in the order they were taken.
@@ -151,10 +159,21 @@ struct Replica {
     /// than the core's `max_pending_waiters`. A slot map instead of a oneshot per request: no
     /// allocation per produce once it has grown.
     answers: RefCell<HashMap<u64, Option<Answer>>>,
+    /// Notified when the high watermark moves and when the leader appends: consumer long
+    /// polls wait for the first, follower fetches parked at the log end for the second (the
+    /// log's own event only fires on I/O completions).
+    changed: event_listener::Event,
+    /// Where ISR proposals go (the shard forwards them to the controller); `None` for
+    /// partitions that never have followers (`__consumer_offsets`).
+    alter_sink: Option<AlterSink>,
+    /// The leader and leader epoch of the latest assignment (KIP-951's `current_leader` in
+    /// NOT_LEADER_OR_FOLLOWER answers); `-1` when none.
+    current_leader: Cell<(i32, i32)>,
 }
 
 impl Replica {
-    /// Carries out the core's decisions.
+    /// Carries out the core's decisions. A follower's `Truncate` and `RebuildProducers` need
+    /// the log and are handled by the follower path before it calls this.
     fn apply(&self, actions: Vec<Action>, topic: &str, index: i32) {
         for action in actions {
             match action {
@@ -162,13 +181,28 @@ impl Replica {
                     if let Some(slot) = self.answers.borrow_mut().get_mut(&waiter.0) {
                         *slot = Some(result);
                     }
+                    self.changed.notify(usize::MAX);
                 }
-                // One replica: the high watermark moves with the log's committed end, whose I/O
-                // completion already woke the long polls (they listen on the log's event and
-                // then read `Partition::high_watermark`).
-                Action::HighWatermark(_) => {}
+                Action::HighWatermark(_) => {
+                    self.changed.notify(usize::MAX);
+                }
+                Action::AlterPartition(alter) => match &self.alter_sink {
+                    Some(sink) => sink(IsrProposal {
+                        topic: topic.to_string(),
+                        partition: index,
+                        alter,
+                    }),
+                    None => {
+                        tracing::warn!(
+                            topic,
+                            partition = index,
+                            ?alter,
+                            "ISR change proposed for a partition without a controller; ignored"
+                        )
+                    }
+                },
                 other => {
-                    tracing::warn!(topic, partition = index, action = ?other, "replica action not expected on a single-replica leader; ignored");
+                    tracing::warn!(topic, partition = index, action = ?other, "replica action outside the follower path; ignored");
                 }
             }
         }
@@ -292,6 +326,8 @@ pub struct Partition {
     /// Traffic counters (read by metrics scrapes on this shard).
     pub stats: Rc<PartitionStats>,
     replica: Rc<Replica>,
+    /// The wall clock of append times and producer state (see `crate::clock`).
+    clock: crate::clock::Clock,
     snapshot_path: PathBuf,
     appender: Rc<LocalSender<AppendJob>>,
     admission: Rc<Admission>,
@@ -299,34 +335,27 @@ pub struct Partition {
 
 pub use crate::clock::now_ms;
 
-/// This broker as the only replica: the core's replica id (the single-replica broker has no
-/// broker ids yet; issue 19 brings them).
-const SELF: shardlog_replica::ReplicaId = 1;
-
 /// Builds the replica core over an opened log: its positions, the high watermark it has (the
-/// committed end), the restored producer state; then leader of `leader_epoch` with itself as
-/// the only replica and ISR.
+/// committed end), the restored producer state, as replica `setup.node_id`; then the role the
+/// assignment gives it. Returns the core and the actions of that role change.
 fn build_core(
     log: &Log,
     config: &LogConfig,
+    setup: &ReplicaSetup,
     producers: ProducerStates,
-    leader_epoch: i32,
+    assignment: &Assignment,
     now: i64,
-) -> Result<Core, shardlog_replica::StateError> {
+) -> Result<(Core, Vec<Action>), shardlog_replica::StateError> {
     let cfg = shardlog_replica::Config {
-        replica_id: SELF,
+        replica_id: setup.node_id,
         commit_on: commit_on(config),
+        replica_lag_time_max_ms: setup.replica_lag_time_max_ms,
+        min_insync_replicas: setup.min_insync_replicas.max(1),
         ..shardlog_replica::Config::default()
     };
     let mut core = ReplicaState::new(cfg, log_ends(log), log.committed_end_offset(), producers)?;
-    core.became_leader(BecameLeader {
-        leader_epoch,
-        partition_epoch: 0,
-        replicas: vec![SELF],
-        isr: vec![SELF],
-        now_ms: u64::try_from(now).unwrap_or(0),
-    })?;
-    Ok(core)
+    let acts = replication::assign(&mut core, assignment, u64::try_from(now).unwrap_or(0))?;
+    Ok((core, acts))
 }
 
 impl Partition {
@@ -339,7 +368,8 @@ impl Partition {
         dir: PathBuf,
         snapshot_path: PathBuf,
         config: LogConfig,
-        leader_epoch: i32,
+        setup: ReplicaSetup,
+        assignment: &Assignment,
         cache_budget: &Rc<CacheBudget>,
         segment_files: &Rc<SegmentFiles>,
         storage: &BrokerStorage,
@@ -361,7 +391,8 @@ impl Partition {
         let log = Rc::new(log);
         let producers =
             restore_producers(&log, &snapshot_path, topic, index, clock.now_ms()).await?;
-        let core = build_core(&log, &config, producers, leader_epoch, clock.now_ms()).map_err(|e| {
+        let built = build_core(&log, &config, &setup, producers, assignment, clock.now_ms());
+        let (core, acts) = built.map_err(|e| {
             tracing::error!(topic, partition = index, error = %e, "replica core refused the opened log");
             LogError::Io {
                 op: "start the replica core of",
@@ -372,7 +403,11 @@ impl Partition {
         let replica = Rc::new(Replica {
             core: RefCell::new(core),
             answers: RefCell::new(HashMap::new()),
+            changed: event_listener::Event::new(),
+            alter_sink: setup.alter_sink.clone(),
+            current_leader: Cell::new((assignment.leader, assignment.leader_epoch)),
         });
+        replica.apply(acts, topic, index);
         // Unbounded channel, bounded by `admission`: a job enters only with a free slot.
         let (tx, rx) = local_channel::new_unbounded();
         let admission = Rc::new(Admission::new(APPEND_QUEUE_CAPACITY));
@@ -381,11 +416,12 @@ impl Partition {
             topic: topic.to_string(),
             index,
             log: log.clone(),
-            leader_epoch: Rc::new(Cell::new(leader_epoch)),
+            leader_epoch: Rc::new(Cell::new(assignment.leader_epoch)),
             producers: Producers(replica.clone()),
             compression: Rc::new(Cell::new(CompressionPolicy::default())),
             stats: stats.clone(),
             replica: replica.clone(),
+            clock: clock.clone(),
             snapshot_path,
             appender: Rc::new(tx),
             admission: admission.clone(),
@@ -416,6 +452,17 @@ impl Partition {
         acks: i16,
         batch: Bytes,
     ) -> impl std::future::Future<Output = ProduceResult> + 'static {
+        self.produce_within(acks, batch, DEFAULT_PRODUCE_TIMEOUT)
+    }
+
+    /// [`Partition::produce`] whose acks=all wait for the in-sync replicas ends with
+    /// REQUEST_TIMED_OUT after `timeout` (the request's `timeout_ms`, as in Kafka).
+    pub fn produce_within(
+        self: &Rc<Self>,
+        acks: i16,
+        batch: Bytes,
+        timeout: std::time::Duration,
+    ) -> impl std::future::Future<Output = ProduceResult> + 'static {
         let p = self.clone();
         let admitted = Acks::from_wire(acks)
             .ok_or(errors::INVALID_REQUIRED_ACKS)
@@ -442,11 +489,15 @@ impl Partition {
         });
         async move {
             let res = match queued {
+                Err(code) if code == errors::NOT_ENOUGH_REPLICAS => {
+                    tracing::info!(topic = %p.topic, partition = p.index, isr = ?p.isr(), "acks=all with fewer in-sync replicas than min.insync.replicas: NOT_ENOUGH_REPLICAS");
+                    ProduceResult::failed(&p.topic, p.index, code)
+                }
                 Err(code) => {
                     tracing::debug!(topic = %p.topic, partition = p.index, error = errors::name(code), "produce refused before the append");
                     ProduceResult::failed(&p.topic, p.index, code)
                 }
-                Ok((rx, slot)) => p.await_produce(acks, rx, slot).await,
+                Ok((rx, slot)) => p.await_produce(acks, rx, slot, timeout).await,
             };
             res.with_log_start(p.log.log_start_offset())
         }
@@ -457,6 +508,7 @@ impl Partition {
         acks: i16,
         rx: oneshot::Receiver<Result<Appended, i16>>,
         slot: Option<AnswerSlot>,
+        timeout: std::time::Duration,
     ) -> ProduceResult {
         let a = match rx.await {
             Ok(Ok(a)) => a,
@@ -488,7 +540,28 @@ impl Partition {
             return ProduceResult::failed(&self.topic, self.index, code);
         }
         self.replica.sync(&self.log, &self.topic, self.index);
-        match slot.take() {
+        let mut answer = slot.take();
+        if answer.is_none() && acks == -1 {
+            // Committed here; the high watermark waits for the in-sync followers to fetch
+            // past the batch (or a shrink, a lost leadership or the timeout answers it).
+            let deadline = wait_started + timeout;
+            while answer.is_none() {
+                let changed = self.replica.changed.listen();
+                self.replica.sync(&self.log, &self.topic, self.index);
+                answer = slot.take();
+                let now = std::time::Instant::now();
+                if answer.is_some() || now >= deadline {
+                    break;
+                }
+                let timer = glommio::timer::sleep(deadline - now);
+                futures::future::select(changed, Box::pin(timer)).await;
+            }
+            if answer.is_none() {
+                tracing::debug!(topic = %self.topic, partition = self.index, last_offset = a.last_offset, isr = ?self.isr(), "acks=all not replicated within the request timeout: REQUEST_TIMED_OUT");
+                return ProduceResult::failed(&self.topic, self.index, errors::REQUEST_TIMED_OUT);
+            }
+        }
+        match answer {
             Some(Ok(proof)) => ProduceResult::committed(
                 &self.topic,
                 self.index,
@@ -570,10 +643,14 @@ impl Partition {
         self.log.log_end_offset()
     }
 
-    /// Resolves on the next log I/O completion (the high watermark may have moved): long polls
-    /// re-check [`Partition::high_watermark`] after it fires.
-    pub fn listen(&self) -> event_listener::EventListener {
-        self.log.listen()
+    /// Resolves on the next log I/O completion, high watermark move or leader append: long
+    /// polls re-check [`Partition::high_watermark`] (or the log end) after it fires.
+    pub fn listen(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let io = self.log.listen();
+        let changed = self.replica.changed.listen();
+        async move {
+            futures::future::select(io, changed).await;
+        }
     }
 
     /// Reads batches from `offset` up to the high watermark, at most `max_bytes` (at least one
@@ -704,6 +781,10 @@ impl Partition {
 
     pub fn snapshot_path(&self) -> &Path {
         &self.snapshot_path
+    }
+
+    fn clock_now(&self) -> i64 {
+        self.clock.now_ms()
     }
 }
 
@@ -953,6 +1034,8 @@ async fn append_one(
     }
     match log.append(bytes.clone(), leader_epoch, now).await {
         Ok(a) => {
+            // Follower fetches parked at the log end wake on it.
+            replica.changed.notify(usize::MAX);
             let (acts, evicted) = {
                 let mut core = replica.core.borrow_mut();
                 let acts = core.appended(
@@ -1008,7 +1091,8 @@ mod tests {
                     path.join("0"),
                     path.join("0.producers.json"),
                     config,
-                    0,
+                    ReplicaSetup::single(1),
+                    &Assignment::sole(1, 0),
                     &CacheBudget::new(1 << 20),
                     &SegmentFiles::new(16),
                     &BrokerStorage::default(),

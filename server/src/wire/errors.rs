@@ -13,10 +13,12 @@ pub const OFFSET_OUT_OF_RANGE: i16 = 1;
 pub const CORRUPT_MESSAGE: i16 = 2;
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const LEADER_NOT_AVAILABLE: i16 = 5;
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
 pub const MESSAGE_TOO_LARGE: i16 = 10;
 pub const INVALID_TOPIC_EXCEPTION: i16 = 17;
 pub const RECORD_LIST_TOO_LARGE: i16 = 18;
 pub const NOT_ENOUGH_REPLICAS: i16 = 19;
+pub const NOT_ENOUGH_REPLICAS_AFTER_APPEND: i16 = 20;
 pub const INVALID_REQUIRED_ACKS: i16 = 21;
 pub const UNSUPPORTED_VERSION: i16 = 35;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
@@ -83,7 +85,8 @@ pub fn log_error_code(err: &LogError, topic: &str, partition: i32) -> i16 {
             tracing::error!(topic, partition, error = %err, "storage error: KAFKA_STORAGE_ERROR");
             KAFKA_STORAGE_ERROR
         }
-        // Follower-path errors: the broker does not replicate yet, so no request reaches them.
+        // Follower-path errors (a fetch answer that does not continue the log): no client
+        // request reaches them.
         LogError::NonContiguous { .. }
         | LogError::EpochRegression { .. }
         | LogError::Truncated { .. } => {
@@ -103,6 +106,11 @@ pub fn name(code: i16) -> &'static str {
         MESSAGE_TOO_LARGE => "MESSAGE_TOO_LARGE",
         INVALID_TOPIC_EXCEPTION => "INVALID_TOPIC_EXCEPTION",
         NOT_ENOUGH_REPLICAS => "NOT_ENOUGH_REPLICAS",
+        NOT_ENOUGH_REPLICAS_AFTER_APPEND => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
+        NOT_LEADER_OR_FOLLOWER => "NOT_LEADER_OR_FOLLOWER",
+        FENCED_LEADER_EPOCH => "FENCED_LEADER_EPOCH",
+        UNKNOWN_LEADER_EPOCH => "UNKNOWN_LEADER_EPOCH",
+        REQUEST_TIMED_OUT => "REQUEST_TIMED_OUT",
         INVALID_REQUIRED_ACKS => "INVALID_REQUIRED_ACKS",
         INVALID_REQUEST => "INVALID_REQUEST",
         TRANSACTIONAL_ID_AUTHORIZATION_FAILED => "TRANSACTIONAL_ID_AUTHORIZATION_FAILED",

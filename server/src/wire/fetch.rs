@@ -51,6 +51,11 @@ pub struct ReadOut {
     pub log_start_offset: i64,
     pub batches: Vec<StoredBatch>,
     pub bytes: usize,
+    /// To a follower whose log diverges (Fetch v12+ `diverging_epoch`): (epoch, end offset).
+    pub diverging_epoch: Option<(i32, i64)>,
+    /// With NOT_LEADER_OR_FOLLOWER / FENCED_LEADER_EPOCH: (leader id, leader epoch) as this
+    /// broker knows them (KIP-951's `current_leader`, Fetch v12+).
+    pub current_leader: Option<(i32, i32)>,
 }
 
 /// One topic of a fetch response.
@@ -184,7 +189,24 @@ pub fn encode_fetch_response(
                 chunks.extend(p.batches.iter().flat_map(|b| b.chunks().cloned()));
             }
             if flexible {
-                cur.put_u8(0); // partition tagged fields
+                // Partition tagged fields: diverging_epoch (tag 0), current_leader (tag 1).
+                let diverging = p.diverging_epoch;
+                let leader = p.current_leader;
+                cur.put_u8(u8::from(diverging.is_some()) + u8::from(leader.is_some()));
+                if let Some((epoch, end_offset)) = diverging {
+                    cur.put_u8(0); // tag
+                    cur.put_u8(13); // size: epoch, end_offset, no tagged fields
+                    cur.put_i32(epoch);
+                    cur.put_i64(end_offset);
+                    cur.put_u8(0);
+                }
+                if let Some((leader_id, leader_epoch)) = leader {
+                    cur.put_u8(1); // tag
+                    cur.put_u8(9); // size: leader_id, leader_epoch, no tagged fields
+                    cur.put_i32(leader_id);
+                    cur.put_i32(leader_epoch);
+                    cur.put_u8(0);
+                }
             }
         }
         if flexible {
@@ -421,6 +443,7 @@ mod tests {
                         log_start_offset: 0,
                         bytes: b1.len() + b2.len(),
                         batches: vec![b1, b2],
+                        ..ReadOut::default()
                     },
                     ReadOut {
                         topic: "alpha".into(),
@@ -430,6 +453,8 @@ mod tests {
                         log_start_offset: 0,
                         bytes: 0,
                         batches: vec![],
+                        diverging_epoch: Some((2, 40)),
+                        current_leader: Some((3, 7)),
                     },
                 ],
             },
@@ -470,6 +495,22 @@ mod tests {
             let p1 = &r.responses[0].partitions[1];
             assert_eq!(p1.error_code, errors::OFFSET_OUT_OF_RANGE);
             assert_eq!(p1.records.as_ref().map(|r| r.len()), Some(0));
+            if version >= 12 {
+                // The tagged fields a follower and KIP-951 clients read.
+                assert_eq!(
+                    (p1.diverging_epoch.epoch, p1.diverging_epoch.end_offset),
+                    (2, 40)
+                );
+                assert_eq!(
+                    (
+                        p1.current_leader.leader_id.0,
+                        p1.current_leader.leader_epoch
+                    ),
+                    (3, 7)
+                );
+                assert_eq!(p0.diverging_epoch.epoch, -1);
+                assert_eq!(p0.current_leader.leader_id.0, -1);
+            }
         }
     }
 
