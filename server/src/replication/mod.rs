@@ -90,7 +90,8 @@ impl Shard {
         let shard = Rc::downgrade(self);
         Rc::new(move |proposal: IsrProposal| {
             if let Some(shard) = shard.upgrade() {
-                glommio::spawn_local(async move { shard.propose_isr_change(proposal).await }).detach();
+                glommio::spawn_local(async move { shard.propose_isr_change(proposal).await })
+                    .detach();
             }
         })
     }
