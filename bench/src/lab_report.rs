@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::experiment::{parse_experiment, Acks, Cell, Experiment, Flush};
 use crate::guarantees::{survives, Guarantee};
-use crate::lab::{rep_path, Limits, Session};
+use crate::lab_files::{rep_path, Limits, Session};
 use crate::plot::{heatmap, line_chart, scatter_log_x, ScatterGroup, Series, XAxis, PALETTE};
 use crate::report::RunResult;
 
@@ -441,7 +441,7 @@ fn f2(v: f64) -> String {
 }
 
 fn date_of(ms: u64) -> String {
-    let (y, m, d) = crate::lab::civil_from_days((ms / 86_400_000) as i64);
+    let (y, m, d) = crate::lab_files::civil_from_days((ms / 86_400_000) as i64);
     let s = ms / 1000 % 86_400;
     format!(
         "{y:04}-{m:02}-{d:02} {:02}:{:02} UTC",

@@ -6,6 +6,7 @@ pub mod dist;
 pub mod experiment;
 pub mod guarantees;
 pub mod lab;
+pub mod lab_files;
 pub mod lab_report;
 pub mod plot;
 pub mod report;

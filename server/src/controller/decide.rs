@@ -97,8 +97,23 @@ use shardlog_replica::ErrorCode;
 
 use crate::controller::metadata::{ClusterMeta, PartitionMeta, TopicMeta, NO_LEADER};
 use crate::controller::records::MetadataRecord;
-use crate::controller::validate::Refusal;
 use crate::wire::errors;
+
+/// A refused admin operation: the error code and the optional message of the response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: i16,
+    pub message: Option<String>,
+}
+
+impl Refusal {
+    pub(crate) fn new(code: i16, message: impl Into<Option<String>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
 
 /// Most brokers a cluster may register (bounds the image and the session table).
 pub const MAX_BROKERS: usize = 1024;

@@ -17,7 +17,7 @@
 //! created fresh for each term it leads; a new term also commits `decide::repair` once and
 //! gives every broker a full session before [`Sessions::expire`] may fence it.
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::OnceLock;
@@ -47,12 +47,6 @@ const CLEAN_EPOCH_FILE: &str = "clean-epoch";
 fn mono_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
-
-/// The controller leader's session table, for the term it was created in.
-#[derive(Default)]
-pub struct LeaderSessions {
-    current: RefCell<Option<(u64, Sessions)>>,
 }
 
 /// This broker's registration, as its heartbeat task keeps it.

@@ -91,10 +91,6 @@ pub trait MetadataLog {
     ) -> Result<Vec<CommittedRecord>, MetaLogError>;
 }
 
-/// The log implementation the broker runs.
-pub type ControllerLog =
-    crate::controller::raft_log::RaftMetadataLog<shardlog_engine::BrokerStorage>;
-
 /// The metadata log as the authority uses it, plus this broker's current block of producer
 /// ids and how far it handed them out (in memory only: a restart starts a new block).
 pub struct MetadataAuthority<L> {

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use futures::future;
 
 use crate::config::BrokerConfig;
-use crate::controller::log::{CommittedRecord, ControllerLog, MetadataAuthority};
+use crate::controller::log::{CommittedRecord, MetadataAuthority};
 use crate::controller::metadata::MetaError;
+use crate::controller::raft_log::ControllerLog;
 use crate::controller::raft_log::{quorum_dir, QuorumIo, RaftLogOptions, RaftMetadataLog};
 use crate::controller::rpc::{self, ForwardAnswer, ForwardReq, RpcFrame, RpcKind};
 use crate::controller::transport;
@@ -25,10 +26,7 @@ use crate::mesh::messages::{AdminReq, AdminResp, ShardReq, ShardResp};
 use crate::mesh::shard::Shard;
 use crate::wire::errors;
 
-/// This broker's node id in the quorum (raft ids start at 1).
-pub fn node_id(cfg: &BrokerConfig) -> u64 {
-    u64::try_from(cfg.node_id).unwrap_or(0).max(1)
-}
+pub use crate::controller::transport::node_id;
 
 /// The log options for `cfg`: its voters, or itself alone.
 pub fn log_options(cfg: &BrokerConfig) -> RaftLogOptions {

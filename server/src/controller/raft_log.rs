@@ -218,7 +218,7 @@ pub struct QuorumIo {
     /// Voters and learners in force (as last published).
     members: RefCell<Vec<u64>>,
     /// The controller leader's broker sessions (`crate::controller::lifecycle`).
-    pub sessions: crate::controller::lifecycle::LeaderSessions,
+    pub sessions: LeaderSessions,
 }
 
 impl QuorumIo {
@@ -726,6 +726,12 @@ impl<S: Storage> MetadataLog for RaftMetadataLog<S> {
 /// Where the broker keeps the quorum's files.
 pub fn quorum_dir(meta_dir: &Path) -> PathBuf {
     meta_dir.join("quorum")
+}
+
+/// The controller leader's session table, for the term it was created in.
+#[derive(Default)]
+pub struct LeaderSessions {
+    pub(crate) current: std::cell::RefCell<Option<(u64, crate::controller::decide::Sessions)>>,
 }
 
 /// Waits for `f` or the time `d`, whichever is first (`None` on time-out).
@@ -1274,3 +1280,6 @@ mod cluster_tests {
         });
     }
 }
+
+/// The log implementation the broker runs.
+pub type ControllerLog = RaftMetadataLog<shardlog_engine::BrokerStorage>;

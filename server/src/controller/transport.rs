@@ -217,7 +217,7 @@ fn resolve(addr: &str) -> Option<SocketAddr> {
 /// per other voter, and the outbox raft sends through.
 pub fn start(shard: &Rc<Shard>, io: &Rc<QuorumIo>, cfg: &BrokerConfig) -> Result<(), String> {
     let voters = voters(cfg);
-    let me = crate::controller::quorum::node_id(cfg);
+    let me = node_id(cfg);
     let net = Rc::new(Net {
         me,
         voters: voters.iter().map(|v| v.id).collect(),
@@ -581,4 +581,9 @@ pub async fn call(
     with_timeout(timeout, run)
         .await
         .unwrap_or_else(|| Err(CallError::Timeout(addr.to_string())))
+}
+
+/// This broker's node id in the quorum (raft ids start at 1).
+pub fn node_id(cfg: &crate::config::BrokerConfig) -> u64 {
+    u64::try_from(cfg.node_id).unwrap_or(0).max(1)
 }

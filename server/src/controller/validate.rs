@@ -15,21 +15,7 @@ use crate::wire::errors;
 /// Most partitions a topic may have.
 pub const MAX_PARTITIONS: i32 = 100_000;
 
-/// A refused admin operation: the error code and the optional message of the response.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refusal {
-    pub code: i16,
-    pub message: Option<String>,
-}
-
-impl Refusal {
-    fn new(code: i16, message: impl Into<Option<String>>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
+pub use crate::controller::decide::Refusal;
 
 /// CreateTopics for one topic: a valid name, not taken, 1..=100000 partitions (-1: the
 /// broker's `default_partitions`), known configs with valid values, and replicas: a manual

@@ -35,9 +35,9 @@ use glommio::channels::channel_mesh::{Receivers, Senders};
 use glommio::sync::Semaphore;
 
 use crate::config::BrokerConfig;
-use crate::controller::log::ControllerLog;
 use crate::controller::log::MetadataAuthority;
 use crate::controller::metadata::{ClusterMeta, TopicMeta};
+use crate::controller::raft_log::ControllerLog;
 use crate::partition::Partition;
 use crate::wire::fetch::FetchSessions;
 
