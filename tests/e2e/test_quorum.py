@@ -130,14 +130,20 @@ def test_forwarding_failover_and_loss_of_quorum(quorum_nodes: list[Node]):
     follower = next(n for n in nodes if n is not leader)
 
     # Created on a follower: forwarded, and on every broker once CreateTopics returned.
-    assert create_topic(follower, "q-one", partitions=2) == 0
+    # Three partitions over three brokers: placement gives each broker one to lead.
+    assert create_topic(follower, "q-one", partitions=3) == 0
     for n in nodes:
         assert has_topic(n, "q-one"), n.name
 
-    # Data on an existing topic, produced to the broker that will survive.
+    # Data on an existing topic, produced to the broker that will survive, on the partition
+    # it leads.
     survivor = follower
     with kwire.Conn(survivor.host, survivor.port) as c:
-        r = c.produce("q-one", 0, kwire.record_batch([kwire.Record(None, b"before")]), acks=-1)
+        parts = c.metadata(["q-one"])["topics"]["q-one"]["partitions"]
+        led = [p["partition"] for p in parts if p["leader"] == survivor.i]
+        assert len(led) == 1, parts
+        part = led[0]
+        r = c.produce("q-one", part, kwire.record_batch([kwire.Record(None, b"before")]), acks=-1)
         assert r.error_code == 0, r
 
     # One voter lost (the leader): a new leader is elected and creation still works.
@@ -159,9 +165,10 @@ def test_forwarding_failover_and_loss_of_quorum(quorum_nodes: list[Node]):
     assert code in (NOT_CONTROLLER, REQUEST_TIMED_OUT), code
     assert time.monotonic() - t0 < 20, "bounded wait"
     with kwire.Conn(survivor.host, survivor.port) as c:
-        r = c.produce("q-one", 0, kwire.record_batch([kwire.Record(None, b"during")]), acks=-1)
+        r = c.produce("q-one", part, kwire.record_batch([kwire.Record(None, b"during")]),
+                      acks=-1)
         assert r.error_code == 0, r
-        f = c.fetch("q-one", 0, 0)
+        f = c.fetch("q-one", part, 0)
         assert f.error_code == 0, f
         assert b"before" in f.records and b"during" in f.records
 
