@@ -172,6 +172,12 @@ pub struct AlterPartitionReq {
 struct Session {
     epoch: i64,
     last_ms: u64,
+    /// Renewed by the broker itself (registration or heartbeat) in this term, not only
+    /// granted by [`Sessions::expire`] to a broker this controller has not heard from yet.
+    heard: bool,
+    /// Its process is gone: its controller port refused a connection after `last_ms` (see
+    /// [`Sessions::expire_with`]). The session is over without waiting for the timeout.
+    gone: bool,
 }
 
 /// The controller leader's heartbeat table: one entry per registered broker (entries of
@@ -231,7 +237,7 @@ impl Sessions {
 
     fn alive(&self, id: i32, epoch: i64, now_ms: u64) -> bool {
         self.table.get(&id).is_some_and(|s| {
-            s.epoch == epoch && now_ms.saturating_sub(s.last_ms) <= self.timeout_ms
+            s.epoch == epoch && !s.gone && now_ms.saturating_sub(s.last_ms) <= self.timeout_ms
         })
     }
 
@@ -241,6 +247,8 @@ impl Sessions {
             Session {
                 epoch,
                 last_ms: now_ms,
+                heard: true,
+                gone: false,
             },
         );
         self.prune(image, Some(id));
@@ -410,6 +418,23 @@ impl Sessions {
     /// its leaderships move. A live broker without a session (this controller just took over)
     /// gets one starting now.
     pub fn expire(&mut self, image: &ClusterMeta, now_ms: u64) -> Vec<MetadataRecord> {
+        self.expire_with(image, now_ms, &BTreeMap::new())
+    }
+
+    /// [`Sessions::expire`], told which brokers' controller ports refused a connection and
+    /// since when (`refused`: broker id -> the time of the first refusal since the last
+    /// successful connection). A refused connection means no process listens there: the
+    /// broker is dead (kill -9, crash, restarting), so its session ends at once, without
+    /// waiting out the timeout, unless the broker registered or heartbeated after the refusal
+    /// (a new process, or the same one reachable again). A broker this controller has not heard
+    /// from in its term (it just took over) counts as not heard after the refusal. A paused
+    /// or partitioned broker refuses nothing and is fenced by the timeout as before.
+    pub fn expire_with(
+        &mut self,
+        image: &ClusterMeta,
+        now_ms: u64,
+        refused: &BTreeMap<i32, u64>,
+    ) -> Vec<MetadataRecord> {
         self.prune(image, None);
         for b in image.brokers.values() {
             match self.table.get(&b.id) {
@@ -420,8 +445,17 @@ impl Sessions {
                         Session {
                             epoch: b.epoch,
                             last_ms: now_ms,
+                            heard: false,
+                            gone: false,
                         },
                     );
+                }
+            }
+        }
+        for (id, since) in refused {
+            if let Some(s) = self.table.get_mut(id) {
+                if !s.heard || s.last_ms < *since {
+                    s.gone = true;
                 }
             }
         }

@@ -44,7 +44,7 @@ const DECIDE_WAIT: Duration = Duration::from_secs(3);
 const CLEAN_EPOCH_FILE: &str = "clean-epoch";
 
 /// Milliseconds on a monotonic clock (session times).
-fn mono_ms() -> u64 {
+pub(crate) fn mono_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
     START.get_or_init(Instant::now).elapsed().as_millis() as u64
 }
@@ -489,8 +489,13 @@ pub async fn start(shard: &Rc<Shard>) -> Rc<BrokerSession> {
             while !shard.is_shutting_down() {
                 glommio::timer::sleep(interval).await;
                 if shard.leads_quorum() {
+                    let refused = shard
+                        .quorum_io
+                        .as_ref()
+                        .map(|io| io.sessions.refused.borrow().clone())
+                        .unwrap_or_default();
                     shard
-                        .decide(|s, image| ((), s.expire(image, mono_ms())))
+                        .decide(|s, image| ((), s.expire_with(image, mono_ms(), &refused)))
                         .await;
                 }
             }

@@ -444,6 +444,7 @@ async fn dial(
         let stream = match TcpStream::connect_timeout(sa, Duration::from_secs(1)).await {
             Ok(s) => s,
             Err(e) => {
+                note_refused(&io, id, &e);
                 if !logged {
                     tracing::info!(node = id, %addr, error = %e, "cannot reach a controller voter; retrying with backoff");
                     logged = true;
@@ -464,6 +465,9 @@ async fn dial(
             continue;
         }
         tracing::info!(node = id, %addr, "connected to controller voter");
+        if let Ok(id) = i32::try_from(id) {
+            io.sessions.refused.borrow_mut().remove(&id);
+        }
         backoff = BACKOFF_FIRST;
         logged = false;
         let writer = async {
@@ -481,6 +485,20 @@ async fn dial(
         };
         tracing::info!(node = id, %addr, reason = %why, "connection to controller voter lost; reconnecting");
         glommio::timer::sleep(BACKOFF_FIRST).await;
+    }
+}
+
+/// A refused connection to voter `id`'s controller port: nothing listens there, its process
+/// is gone. Remembered (first refusal since the last connection) for the session expiry.
+fn note_refused<T>(io: &QuorumIo, id: u64, e: &glommio::GlommioError<T>) {
+    let refused = matches!(e, glommio::GlommioError::IoError(io_err)
+        if io_err.kind() == std::io::ErrorKind::ConnectionRefused);
+    if let (true, Ok(id)) = (refused, i32::try_from(id)) {
+        io.sessions
+            .refused
+            .borrow_mut()
+            .entry(id)
+            .or_insert_with(crate::controller::lifecycle::mono_ms);
     }
 }
 
