@@ -47,6 +47,23 @@ class FixedCluster(Cluster):
         self.brokers = [ClusterBroker(workdir, i, base, self.voters, cores, extra_args, env)
                         for i in range(1, brokers + 1)]
 
+    def start(self, wait: bool = True) -> "FixedCluster":
+        """Refuses to start when a port of the block is taken (an earlier run still going),
+        and checks that every broker came up."""
+        import socket
+        for b in self.brokers:
+            for port in (b.port, b.controller_port, b.admin_port):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.settimeout(1)
+                    if s.connect_ex(("127.0.0.1", port)) == 0:
+                        raise RuntimeError(f"port {port} is in use: is another cluster running "
+                                           f"on base port {self.base}?")
+        super().start(wait=wait)
+        if wait:
+            for b in self.brokers:
+                b.wait_ready()
+        return self
+
 
 def partition_state(cluster: Cluster, topic: str, partition: int = 0,
                     via: int | None = None) -> dict | None:
@@ -65,10 +82,22 @@ def create_rf3_topic(cluster: Cluster, topic: str, partitions: int = 1,
     """Creates the topic (RF=3, min.insync.replicas) and waits for a leader and a full ISR on
     every partition. Returns partition 0's Metadata entry."""
     admin = AdminClient({"bootstrap.servers": cluster.bootstrap, "socket.timeout.ms": 10000})
-    futs = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=3,
-                                         config={"min.insync.replicas": str(min_isr)})],
-                               operation_timeout=30, request_timeout=30)
-    futs[topic].result(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        futs = admin.create_topics([NewTopic(topic, num_partitions=partitions,
+                                             replication_factor=3,
+                                             config={"min.insync.replicas": str(min_isr)})],
+                                   operation_timeout=30, request_timeout=30)
+        try:
+            futs[topic].result(timeout)
+            break
+        except KafkaException as e:
+            # Right after start-up a broker may still be fenced (registered, not yet caught
+            # up): the controller counts only unfenced brokers for placement.
+            if (e.args[0].code() != KafkaError.INVALID_REPLICATION_FACTOR
+                    or time.monotonic() > deadline):
+                raise
+            time.sleep(0.2)
     for p in range(partitions):
         wait_isr(cluster, topic, 3, partition=p, timeout=timeout)
     return partition_state(cluster, topic, 0)

@@ -236,8 +236,13 @@ impl Sessions {
     }
 
     fn alive(&self, id: i32, epoch: i64, now_ms: u64) -> bool {
+        self.within_timeout(id, epoch, now_ms) && self.table.get(&id).is_some_and(|s| !s.gone)
+    }
+
+    /// The broker's session has not timed out (it may still be known to be gone).
+    fn within_timeout(&self, id: i32, epoch: i64, now_ms: u64) -> bool {
         self.table.get(&id).is_some_and(|s| {
-            s.epoch == epoch && !s.gone && now_ms.saturating_sub(s.last_ms) <= self.timeout_ms
+            s.epoch == epoch && now_ms.saturating_sub(s.last_ms) <= self.timeout_ms
         })
     }
 
@@ -372,7 +377,20 @@ impl Sessions {
         }
         self.touch(image, hb.id, hb.epoch, now_ms);
         let mut work = Work::new(image);
-        if hb.want_shutdown {
+        if !hb.want_shutdown && b.shutting_down && !b.fenced {
+            // Retired by `expire_with` for a refused connection, yet it is alive and does not
+            // want to stop: take it back (it leads again only where a leader is missing).
+            work.push(MetadataRecord::BrokerState {
+                id: b.id,
+                epoch: b.epoch,
+                fenced: false,
+                shutting_down: false,
+            });
+            work.for_partitions(
+                |p| p.leader == NO_LEADER && (p.isr.contains(&b.id) || p.elr.contains(&b.id)),
+                Event::Elect,
+            );
+        } else if hb.want_shutdown {
             if !b.shutting_down {
                 work.push(MetadataRecord::BrokerState {
                     id: b.id,
@@ -424,11 +442,19 @@ impl Sessions {
     /// [`Sessions::expire`], told which brokers' controller ports refused a connection and
     /// since when (`refused`: broker id -> the time of the first refusal since the last
     /// successful connection). A refused connection means no process listens there: the
-    /// broker is dead (kill -9, crash, restarting), so its session ends at once, without
+    /// broker is dead (kill -9, crash, restarting), so its session is over at once, without
     /// waiting out the timeout, unless the broker registered or heartbeated after the refusal
     /// (a new process, or the same one reachable again). A broker this controller has not heard
     /// from in its term (it just took over) counts as not heard after the refusal. A paused
     /// or partitioned broker refuses nothing and is fenced by the timeout as before.
+    ///
+    /// Such a broker is *retired* at once, as a controlled shutdown does (shutting down,
+    /// still unfenced: it leaves the ISRs and its leaderships move, nothing elects it) and
+    /// fenced when its session times out. It stays in Metadata's broker list meanwhile: a
+    /// client (librdkafka) that sees the new leader and the old leader's disappearance in the
+    /// same answer drops the partition to "no leader" until its next scan, a second later.
+    /// A new incarnation may register at once (the gone session is not alive); a heartbeat
+    /// of the same one without a shutdown request takes it back (see `heartbeat`).
     pub fn expire_with(
         &mut self,
         image: &ClusterMeta,
@@ -462,10 +488,33 @@ impl Sessions {
         let expired: Vec<i32> = image
             .brokers
             .values()
-            .filter(|b| !b.fenced && !self.alive(b.id, b.epoch, now_ms))
+            .filter(|b| !b.fenced && !self.within_timeout(b.id, b.epoch, now_ms))
+            .map(|b| b.id)
+            .collect();
+        let retired: Vec<i32> = image
+            .brokers
+            .values()
+            .filter(|b| {
+                !b.fenced
+                    && !b.shutting_down
+                    && self.within_timeout(b.id, b.epoch, now_ms)
+                    && !self.alive(b.id, b.epoch, now_ms)
+            })
             .map(|b| b.id)
             .collect();
         let mut work = Work::new(image);
+        for id in retired {
+            let Some(b) = work.image().brokers.get(&id).cloned() else {
+                continue;
+            };
+            work.push(MetadataRecord::BrokerState {
+                id,
+                epoch: b.epoch,
+                fenced: false,
+                shutting_down: true,
+            });
+            work.for_partitions(|p| p.leader == id || p.isr.contains(&id), Event::Leave(id));
+        }
         for id in expired {
             let Some(b) = work.image().brokers.get(&id).cloned() else {
                 continue;

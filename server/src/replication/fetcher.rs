@@ -18,8 +18,13 @@
 //! `max_frame_bytes`; a connection error, a timeout or an answer that does not decode closes
 //! the connection with one log line and the fetcher pauses (from a tenth of
 //! `replica.fetch.backoff.ms`, doubling up to it) before it connects again. A partition whose
-//! answer is an error pauses alone. The task ends when the shard follows nothing from that
-//! leader.
+//! answer is an error pauses alone, for `replica.fetch.backoff.ms`, except when the answer only
+//! says that the two brokers do not agree on the leadership yet (NOT_LEADER_OR_FOLLOWER,
+//! FENCED_LEADER_EPOCH, UNKNOWN_LEADER_EPOCH, or an answer for an older role): the metadata
+//! reaches the other side within milliseconds, so it tries again after [`LEADERSHIP_RETRY`]
+//! (right after a leader change a new leader is often asked before it applied its own
+//! election; a full backoff there held every acks=all produce for a second). The task ends
+//! when the shard follows nothing from that leader.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -43,6 +48,28 @@ use shardlog_replica::Role;
 
 /// The Fetch version followers send: the newest the broker serves (diverging epochs need 12).
 pub const FETCH_VERSION: i16 = 12;
+
+/// How soon a partition fetches again after the leader and this broker disagreed about the
+/// leadership (see the module docs).
+pub const LEADERSHIP_RETRY: Duration = Duration::from_millis(20);
+
+/// How long a partition pauses after its answer failed with `e`.
+fn partition_pause_for(e: &FollowerError, backoff: Duration) -> Duration {
+    match e {
+        FollowerError::Leader(code)
+            if matches!(
+                *code,
+                errors::NOT_LEADER_OR_FOLLOWER
+                    | errors::FENCED_LEADER_EPOCH
+                    | errors::UNKNOWN_LEADER_EPOCH
+            ) =>
+        {
+            LEADERSHIP_RETRY.min(backoff)
+        }
+        FollowerError::Stale { .. } => LEADERSHIP_RETRY.min(backoff),
+        _ => backoff,
+    }
+}
 
 /// Why a round failed as a whole (the connection is closed and the fetcher pauses).
 #[derive(Debug, thiserror::Error)]
@@ -254,7 +281,8 @@ async fn take_response(
                     tracing::warn!(leader, topic = %topic, partition = index, error = %e, "follower could not take the leader's answer; pausing the partition");
                 }
             }
-            paused.insert((topic, index), Instant::now() + partition_pause);
+            let pause = partition_pause_for(&e, partition_pause);
+            paused.insert((topic, index), Instant::now() + pause);
         }
     }
     max_lag
@@ -410,6 +438,40 @@ pub(crate) fn decode(mut body: Bytes, correlation: i32) -> Result<FetchResponse,
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    #[test]
+    fn leadership_disagreements_retry_soon_other_errors_back_off() {
+        let backoff = Duration::from_millis(1000);
+        for code in [
+            errors::NOT_LEADER_OR_FOLLOWER,
+            errors::FENCED_LEADER_EPOCH,
+            errors::UNKNOWN_LEADER_EPOCH,
+        ] {
+            assert_eq!(
+                partition_pause_for(&FollowerError::Leader(code), backoff),
+                LEADERSHIP_RETRY
+            );
+        }
+        assert_eq!(
+            partition_pause_for(&FollowerError::Leader(errors::CORRUPT_MESSAGE), backoff),
+            backoff
+        );
+        assert_eq!(
+            partition_pause_for(
+                &FollowerError::Leader(errors::UNKNOWN_TOPIC_OR_PARTITION),
+                backoff
+            ),
+            backoff
+        );
+        // A configured backoff shorter than the retry wins.
+        assert_eq!(
+            partition_pause_for(
+                &FollowerError::Leader(errors::NOT_LEADER_OR_FOLLOWER),
+                Duration::from_millis(5)
+            ),
+            Duration::from_millis(5)
+        );
+    }
 
     /// A peer on a thread that reads the request and answers `answer` (then keeps the
     /// connection open for a while, as a hung peer would).

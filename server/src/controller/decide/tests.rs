@@ -341,49 +341,68 @@ fn a_new_controller_gives_every_live_broker_a_full_session() {
 }
 
 #[test]
-fn a_refused_controller_connection_ends_the_session_at_once() {
+fn a_refused_controller_connection_retires_the_broker_at_once() {
     let (mut image, mut s) = cluster(&[1, 2, 3], vec![vec![1, 2, 3]], &[]);
-    let (e2, e3) = (epoch_of(&image, 2), epoch_of(&image, 3));
-    s.heartbeat(&image, &hb(1, epoch_of(&image, 1)), 100);
-    s.heartbeat(&image, &hb(2, e2), 100);
-    s.heartbeat(&image, &hb(3, e3), 100);
-    // Broker 1's port refused a connection at 150, well inside its session.
+    for id in [1, 2, 3] {
+        s.heartbeat(&image, &hb(id, epoch_of(&image, id)), 100);
+    }
+    // Broker 1's port refused a connection at 150, well inside its session: it is retired
+    // (shutting down, not fenced: still listed to clients), its leadership moves.
     let refused = BTreeMap::from([(1, 150)]);
     let recs = s.expire_with(&image, 200, &refused);
     assert!(matches!(
         recs[0],
         MetadataRecord::BrokerState {
             id: 1,
-            fenced: true,
+            fenced: false,
+            shutting_down: true,
             ..
         }
     ));
     apply_all(&mut image, &recs);
-    assert_eq!((part(&image, 0).leader, part(&image, 0).isr.clone()), (2, vec![2, 3]));
-    // A heartbeat before the refusal does not save a broker; one after it does (the same
-    // process reachable again, or a new one that registered).
-    let (mut image, mut s) = cluster(&[1, 2], vec![vec![1, 2]], &[]);
-    s.heartbeat(&image, &hb(1, epoch_of(&image, 1)), 300);
-    s.heartbeat(&image, &hb(2, epoch_of(&image, 2)), 300);
-    let refused = BTreeMap::from([(2, 250)]);
-    assert!(s.expire_with(&image, 310, &refused).is_empty(), "renewed after the refusal");
-    // A new incarnation registers while the refusal is still the latest news of its port:
-    // it is not fenced for it.
-    let refused = BTreeMap::from([(2, 400)]);
-    let recs = s.expire_with(&image, 410, &refused);
-    apply_all(&mut image, &recs);
-    assert!(image.brokers[&2].fenced);
-    let (e2, recs) = s.register(&image, &reg(2, 99, -1), 500).expect("register again");
-    apply_all(&mut image, &recs);
-    let (a, recs) = s.heartbeat(&image, &hb(2, e2), 510);
-    apply_all(&mut image, &recs);
-    assert!(!a.fenced);
-    assert!(s.expire_with(&image, 520, &refused).is_empty());
-    assert!(!image.brokers[&2].fenced);
+    assert_eq!(
+        (part(&image, 0).leader, part(&image, 0).isr.clone()),
+        (2, vec![2, 3])
+    );
+    assert!(s.expire_with(&image, 300, &refused).is_empty(), "once");
+    // Its session times out later: fenced then.
+    s.heartbeat(&image, &hb(2, epoch_of(&image, 2)), TIMEOUT);
+    s.heartbeat(&image, &hb(3, epoch_of(&image, 3)), TIMEOUT);
+    let recs = s.expire_with(&image, TIMEOUT + 101, &refused);
+    assert!(matches!(
+        recs[..],
+        [MetadataRecord::BrokerState {
+            id: 1,
+            fenced: true,
+            ..
+        }]
+    ));
 }
 
 #[test]
-fn a_refused_broker_is_fenced_at_once_by_a_new_controller_too() {
+fn a_heartbeat_after_the_refusal_keeps_or_takes_the_broker_back() {
+    let (mut image, mut s) = cluster(&[1, 2], vec![vec![1, 2]], &[]);
+    s.heartbeat(&image, &hb(1, epoch_of(&image, 1)), 300);
+    s.heartbeat(&image, &hb(2, epoch_of(&image, 2)), 300);
+    // Renewed after the refusal: nothing happens.
+    let refused = BTreeMap::from([(2, 250)]);
+    assert!(s.expire_with(&image, 310, &refused).is_empty());
+    // Refused after its last heartbeat: retired; then the same process heartbeats (it was
+    // reachable after all): back, and it leads where a leader is missing.
+    let refused = BTreeMap::from([(1, 400)]);
+    let recs = s.expire_with(&image, 410, &refused);
+    apply_all(&mut image, &recs);
+    assert!(image.brokers[&1].shutting_down && !image.brokers[&1].fenced);
+    assert_eq!(part(&image, 0).leader, 2);
+    let (a, recs) = s.heartbeat(&image, &hb(1, epoch_of(&image, 1)), 420);
+    apply_all(&mut image, &recs);
+    assert!(!a.fenced);
+    assert!(!image.brokers[&1].shutting_down);
+    assert!(s.expire_with(&image, 430, &refused).is_empty());
+}
+
+#[test]
+fn a_refused_broker_is_retired_at_once_by_a_new_controller_too() {
     let (image, _) = cluster(&[1, 2, 3], vec![vec![1, 2, 3]], &[]);
     let mut fresh = Sessions::new(TIMEOUT);
     // The refusal came before this controller's term: it never heard from broker 1.
@@ -392,29 +411,35 @@ fn a_refused_broker_is_fenced_at_once_by_a_new_controller_too() {
         recs[0],
         MetadataRecord::BrokerState {
             id: 1,
-            fenced: true,
+            shutting_down: true,
             ..
         }
     ));
     // The others keep their full session.
-    assert!(recs.iter().all(|r| !matches!(
-        r,
-        MetadataRecord::BrokerState { id: 2 | 3, .. }
-    )));
+    assert!(recs
+        .iter()
+        .all(|r| !matches!(r, MetadataRecord::BrokerState { id: 2 | 3, .. })));
 }
 
 #[test]
 fn a_registration_replaces_a_refused_incarnation_inside_its_session() {
     let (mut image, mut s) = cluster(&[1, 2], vec![vec![1, 2]], &[]);
     s.heartbeat(&image, &hb(1, epoch_of(&image, 1)), 100);
-    // kill -9 and restart faster than the session timeout: refused at 150, not fenced yet
-    // (no expiry ran), then the new process registers.
+    // kill -9 and restart faster than the session timeout: refused at 150, retired, then the
+    // new process registers at once (no DUPLICATE_BROKER_REGISTRATION wait).
     let refused = BTreeMap::from([(1, 150)]);
     let recs = s.expire_with(&image, 160, &refused);
     apply_all(&mut image, &recs);
-    let (e1, recs) = s.register(&image, &reg(1, 1234, -1), 170).expect("the dead one is gone");
+    let (e1, recs) = s
+        .register(&image, &reg(1, 1234, -1), 170)
+        .expect("the dead one is gone");
     apply_all(&mut image, &recs);
     assert_eq!(epoch_of(&image, 1), e1);
+    let (a, recs) = s.heartbeat(&image, &hb(1, e1), 175);
+    apply_all(&mut image, &recs);
+    assert!(!a.fenced);
+    assert!(!image.brokers[&1].shutting_down);
+    assert!(s.expire_with(&image, 180, &refused).is_empty());
 }
 
 #[test]
