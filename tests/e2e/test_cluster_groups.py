@@ -109,3 +109,45 @@ def test_offsets_survive_kill9_of_the_coordinator(make_cluster):
     resumed = {(part, off) for part, off, _ in rest + extra}
     assert len(rest + extra) == 40 and not consumed & resumed, (sorted(resumed), last)
     assert sorted(v for _, _, v in got + rest) == sorted(f"v{i}" for i in range(100))
+
+
+def test_snapshot_on_the_leader_then_failover(make_cluster):
+    """The coordinator (leader) snapshots its partition and moves its log start; after kill -9
+    of it the new leader, whose replica holds the snapshot too, loads the group with its last
+    commit."""
+    c = make_cluster(env={**NO_DELAY, "SHARDLOG_OFFSETS_SNAPSHOT_RECORDS": "100"})
+    t = unique_topic("cgs")
+    g = f"{t}-group"
+    a = admin(c.bootstrap)
+    a.create_topics([NewTopic(t, 1, 3)], request_timeout=20)[t].result(timeout=20)
+    del a
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all"})
+    for i in range(300):
+        p.produce(t, value=b"x", partition=0)
+    assert p.flush(20) == 0
+    # Simple (generation-less) commits, one record each: past the snapshot threshold.
+    k = consumer(c.bootstrap, g)
+    k.assign([TopicPartition(t, 0, 0)])
+    for off in range(1, 251):
+        k.commit(offsets=[TopicPartition(t, 0, off)], asynchronous=False)
+    n = len(c.metadata([OFFSETS])["topics"][OFFSETS]["partitions"])
+    index = java_hash(g) % n
+    low, high = c.wait_until(
+        lambda: (lambda w: w if w[0] > 0 else None)(
+            k.get_watermark_offsets(TopicPartition(OFFSETS, index), timeout=5)),
+        20, "the coordinator's snapshot to move the log start")
+    assert 0 < low < high, (low, high)
+    k.close()
+
+    old = coordinator_of(c.bootstrap, g)
+    c.kill(old)
+    alive = ",".join(b.bootstrap for b in c.alive())
+    c.wait_until(lambda: (lambda l: l is not None and l != old)(c.leader_of(OFFSETS, index)),
+                 40, f"a new leader of {OFFSETS} partition {index}")
+    k2 = consumer(alive, g)
+    committed = c.wait_until(
+        lambda: (lambda o: o if o >= 0 else None)(
+            k2.committed([TopicPartition(t, 0)], timeout=10)[0].offset), 30,
+        "the new coordinator's committed offset")
+    k2.close()
+    assert committed == 250
