@@ -1,7 +1,7 @@
 //! The per-shard coordinator: owns the groups of one shard and routes
 //! requests, ticks, persistence acknowledgements and log replay to them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::ErrorCode;
 use crate::group::{respond, Group};
@@ -46,6 +46,27 @@ impl IdGen {
     }
 }
 
+/// Where a partitioned coordinator stands with one internal-log partition
+/// (see [`GroupCoordinator::new_partitioned`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PartitionLoad {
+    /// Being replayed: its groups get COORDINATOR_LOAD_IN_PROGRESS.
+    Loading,
+    /// Loaded: this coordinator answers for its groups.
+    Active,
+}
+
+/// The internal-log partitions a partitioned coordinator answers for.
+#[derive(Debug, Clone)]
+struct Ownership {
+    /// Partitions of the internal log (`offsets_partition_for_group`'s modulus).
+    partitions: usize,
+    active: BTreeSet<usize>,
+    /// Partitions being replayed, with the groups replayed so far (kept apart from the
+    /// served groups: no tick, no request and no snapshot sees them until loaded).
+    loading: BTreeMap<usize, BTreeMap<String, Group>>,
+}
+
 #[derive(Debug, Clone)]
 struct PendingCommit {
     request_id: RequestId,
@@ -65,6 +86,8 @@ struct PendingCommit {
 pub enum ReplayError {
     #[error("replay after finish_loading")]
     NotLoading,
+    #[error("record of a group stored in partition {actual}, not in partition {expected}")]
+    OtherPartition { expected: usize, actual: usize },
     #[error(transparent)]
     Decode(#[from] crate::record::DecodeError),
 }
@@ -81,6 +104,8 @@ pub struct GroupCoordinator {
     next_persist_id: u64,
     pending_commits: BTreeMap<PersistId, PendingCommit>,
     next_retention_check_ms: u64,
+    /// `Some`: partitioned (answers only for the groups of partitions it loaded).
+    owned: Option<Ownership>,
 }
 
 impl GroupCoordinator {
@@ -99,6 +124,192 @@ impl GroupCoordinator {
             next_persist_id: 1,
             pending_commits: BTreeMap::new(),
             next_retention_check_ms: 0,
+            owned: None,
+        }
+    }
+
+    /// A *partitioned* coordinator: it answers only for groups whose internal-log partition
+    /// (of `partitions`) it has loaded, and starts owning none. The server drives each
+    /// partition with [`begin_partition_load`](Self::begin_partition_load),
+    /// [`replay_partition`](Self::replay_partition) and
+    /// [`finish_partition_load`](Self::finish_partition_load) when it gains the partition
+    /// (leadership of `__consumer_offsets` p), and
+    /// [`unload_partition`](Self::unload_partition) when it loses it. Requests for a group
+    /// of a partition being loaded get COORDINATOR_LOAD_IN_PROGRESS, of a partition not
+    /// owned NOT_COORDINATOR (the client finds the coordinator again).
+    pub fn new_partitioned(config: Config, partitions: usize) -> GroupCoordinator {
+        let mut c = GroupCoordinator::new(config);
+        c.loading = false;
+        c.owned = Some(Ownership {
+            partitions: partitions.max(1),
+            active: BTreeSet::new(),
+            loading: BTreeMap::new(),
+        });
+        c
+    }
+
+    /// Where this coordinator stands with `partition`: `None` when it does not own it (or
+    /// is not partitioned).
+    pub fn partition_load(&self, partition: usize) -> Option<PartitionLoad> {
+        let o = self.owned.as_ref()?;
+        if o.active.contains(&partition) {
+            Some(PartitionLoad::Active)
+        } else if o.loading.contains_key(&partition) {
+            Some(PartitionLoad::Loading)
+        } else {
+            None
+        }
+    }
+
+    /// The partitions loaded and answered for, ascending (empty when not partitioned).
+    pub fn active_partitions(&self) -> Vec<usize> {
+        self.owned
+            .as_ref()
+            .map(|o| o.active.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts loading `partition` (unloading it first if it was owned: a new leader epoch
+    /// reloads from the log). Returns the answers the unload gave.
+    pub fn begin_partition_load(&mut self, partition: usize) -> Vec<Output> {
+        let out = self.unload_partition(partition);
+        if let Some(o) = &mut self.owned {
+            o.loading.insert(partition, BTreeMap::new());
+        }
+        out
+    }
+
+    /// Applies one record of `partition`'s log (in log order) while it loads.
+    pub fn replay_partition(
+        &mut self,
+        partition: usize,
+        record: Record,
+    ) -> Result<(), ReplayError> {
+        let Some(o) = &mut self.owned else {
+            return Err(ReplayError::NotLoading);
+        };
+        let actual = crate::offsets_partition_for_group(record.group_id(), o.partitions);
+        let Some(groups) = o.loading.get_mut(&partition) else {
+            return Err(ReplayError::NotLoading);
+        };
+        // The no-op marker of an empty snapshot (a tombstone of the empty group id) hashes
+        // to partition 0: only real records are checked.
+        if actual != partition && !(record.is_tombstone() && record.group_id().is_empty()) {
+            return Err(ReplayError::OtherPartition {
+                expected: partition,
+                actual,
+            });
+        }
+        apply_record(groups, &mut self.next_incarnation, record);
+        Ok(())
+    }
+
+    /// Decodes and applies one record of `partition` while it loads.
+    pub fn replay_partition_bytes(
+        &mut self,
+        partition: usize,
+        bytes: &[u8],
+    ) -> Result<(), ReplayError> {
+        let record = Record::decode(bytes)?;
+        self.replay_partition(partition, record)
+    }
+
+    /// Ends loading `partition`: its groups are served from now on (restored members'
+    /// sessions start now). False when it was not loading (unloaded meanwhile).
+    pub fn finish_partition_load(&mut self, now_ms: u64, partition: usize) -> bool {
+        let Some(o) = &mut self.owned else {
+            return false;
+        };
+        let Some(groups) = o.loading.remove(&partition) else {
+            return false;
+        };
+        o.active.insert(partition);
+        for (id, mut g) in groups {
+            for m in &mut g.members {
+                m.last_heartbeat_ms = now_ms;
+            }
+            self.groups.insert(id, g);
+        }
+        if self.next_retention_check_ms == 0 {
+            self.next_retention_check_ms =
+                now_ms.saturating_add(self.config.offsets_retention_check_interval_ms);
+        }
+        self.check();
+        true
+    }
+
+    /// Stops answering for `partition`: its groups are dropped (the log keeps them for the
+    /// next owner), parked JoinGroup/SyncGroup requests and OffsetCommits waiting for their
+    /// append are answered NOT_COORDINATOR (a later [`persisted`](Self::persisted) for them
+    /// is ignored), and later requests for its groups get NOT_COORDINATOR.
+    pub fn unload_partition(&mut self, partition: usize) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(o) = &mut self.owned else {
+            return out;
+        };
+        o.loading.remove(&partition);
+        if !o.active.remove(&partition) {
+            return out;
+        }
+        let n = o.partitions;
+        let of_partition = |id: &str| crate::offsets_partition_for_group(id, n) == partition;
+        let ids: Vec<String> = self
+            .groups
+            .keys()
+            .filter(|id| of_partition(id))
+            .cloned()
+            .collect();
+        for id in ids {
+            let Some(g) = self.groups.remove(&id) else {
+                continue;
+            };
+            for m in &g.members {
+                if let Some(rid) = m.awaiting_join {
+                    respond(
+                        &mut out,
+                        rid,
+                        Response::JoinGroup(JoinGroupResponse::error(
+                            ErrorCode::NotCoordinator,
+                            &m.id,
+                        )),
+                    );
+                }
+                if let Some(rid) = m.awaiting_sync {
+                    respond(
+                        &mut out,
+                        rid,
+                        Response::SyncGroup(SyncGroupResponse::error(ErrorCode::NotCoordinator)),
+                    );
+                }
+            }
+        }
+        let waiting: Vec<PersistId> = self
+            .pending_commits
+            .iter()
+            .filter(|(_, pc)| of_partition(&pc.group_id))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in waiting {
+            if let Some(pc) = self.pending_commits.remove(&id) {
+                let rid = pc.request_id;
+                let response = fail_commit(pc, ErrorCode::NotCoordinator);
+                respond(&mut out, rid, Response::OffsetCommit(response));
+            }
+        }
+        self.check();
+        out
+    }
+
+    /// Why a partitioned coordinator does not answer for `group_id` now, if it does not.
+    fn refusal(&self, group_id: &str) -> Option<ErrorCode> {
+        let o = self.owned.as_ref()?;
+        let p = crate::offsets_partition_for_group(group_id, o.partitions);
+        if o.active.contains(&p) {
+            None
+        } else if o.loading.contains_key(&p) {
+            Some(ErrorCode::CoordinatorLoadInProgress)
+        } else {
+            Some(ErrorCode::NotCoordinator)
         }
     }
 
@@ -115,47 +326,7 @@ impl GroupCoordinator {
         if !self.loading {
             return Err(ReplayError::NotLoading);
         }
-        let group_id = record.group_id().to_owned();
-        if !self.groups.contains_key(&group_id) {
-            if record.is_tombstone() {
-                return Ok(());
-            }
-            let incarnation = self.bump_incarnation();
-            self.groups.insert(
-                group_id.clone(),
-                Group::new(group_id.clone(), incarnation, 0),
-            );
-        }
-        let Some(group) = self.groups.get_mut(&group_id) else {
-            return Ok(());
-        };
-        match record {
-            Record::Offset {
-                topic,
-                partition,
-                value,
-                ..
-            } => match value {
-                Some(v) => {
-                    group.offsets.insert((topic, partition), v);
-                }
-                None => {
-                    group.offsets.remove(&(topic, partition));
-                }
-            },
-            Record::GroupMetadata { value, .. } => match value {
-                Some(v) => group.apply_metadata(v),
-                None => {
-                    let offsets = std::mem::take(&mut group.offsets);
-                    let incarnation = group.incarnation;
-                    *group = Group::new(group_id.clone(), incarnation, 0);
-                    group.offsets = offsets;
-                }
-            },
-        }
-        if group.persisted.is_none() && group.offsets.is_empty() {
-            self.groups.remove(&group_id);
-        }
+        apply_record(&mut self.groups, &mut self.next_incarnation, record);
         Ok(())
     }
 
@@ -216,6 +387,20 @@ impl GroupCoordinator {
             );
             return out;
         }
+        let single = match &request {
+            Request::JoinGroup(r) => Some(r.group_id.as_str()),
+            Request::SyncGroup(r) => Some(r.group_id.as_str()),
+            Request::Heartbeat(r) => Some(r.group_id.as_str()),
+            Request::LeaveGroup(r) => Some(r.group_id.as_str()),
+            Request::OffsetCommit(r) => Some(r.group_id.as_str()),
+            Request::OffsetFetch(r) => Some(r.group_id.as_str()),
+            Request::OffsetDelete(r) => Some(r.group_id.as_str()),
+            Request::ListGroups(_) | Request::DescribeGroups(_) | Request::DeleteGroups(_) => None,
+        };
+        if let Some(error) = single.and_then(|id| self.refusal(id)) {
+            respond(&mut out, request_id, error_response(&request, error));
+            return out;
+        }
         match request {
             Request::JoinGroup(r) => self.join(now_ms, request_id, r, &mut out),
             Request::SyncGroup(r) => self.sync(now_ms, request_id, r, &mut out),
@@ -234,13 +419,29 @@ impl GroupCoordinator {
                 respond(&mut out, request_id, Response::ListGroups(resp));
             }
             Request::DescribeGroups(ids) => {
-                let resp = ids.iter().map(|id| self.describe(id)).collect();
+                let resp = ids
+                    .iter()
+                    .map(|id| match self.refusal(id) {
+                        Some(error) => DescribedGroup {
+                            error,
+                            group_id: id.clone(),
+                            state: GroupState::Dead,
+                            protocol_type: String::new(),
+                            protocol_data: String::new(),
+                            members: Vec::new(),
+                        },
+                        None => self.describe(id),
+                    })
+                    .collect();
                 respond(&mut out, request_id, Response::DescribeGroups(resp));
             }
             Request::DeleteGroups(ids) => {
                 let mut results = Vec::with_capacity(ids.len());
                 for id in ids {
-                    let e = self.delete_group(&id, &mut out);
+                    let e = match self.refusal(&id) {
+                        Some(error) => error,
+                        None => self.delete_group(&id, &mut out),
+                    };
                     results.push((id, e));
                 }
                 respond(&mut out, request_id, Response::DeleteGroups(results));
@@ -298,11 +499,13 @@ impl GroupCoordinator {
         result: Result<(), ErrorCode>,
     ) -> Vec<Output> {
         let mut out = Vec::new();
-        let Some(mut pc) = self.pending_commits.remove(&ack) else {
-            tracing::warn!(?ack, "persist acknowledgement for an unknown commit");
+        let Some(pc) = self.pending_commits.remove(&ack) else {
+            // Answered already when its partition was unloaded.
+            tracing::debug!(?ack, "persist acknowledgement for an unknown commit");
             return out;
         };
-        match result {
+        let rid = pc.request_id;
+        let response = match result {
             Ok(()) => {
                 if let Some(g) = self.groups.get_mut(&pc.group_id) {
                     if g.incarnation == pc.incarnation {
@@ -311,6 +514,7 @@ impl GroupCoordinator {
                         }
                     }
                 }
+                pc.response
             }
             Err(error) => {
                 let error = if error.is_ok() {
@@ -318,19 +522,10 @@ impl GroupCoordinator {
                 } else {
                     error
                 };
-                for (t, p) in &pc.accepted {
-                    if let Some(slot) = pc
-                        .response
-                        .topics
-                        .get_mut(*t)
-                        .and_then(|topic| topic.partitions.get_mut(*p))
-                    {
-                        slot.1 = error;
-                    }
-                }
+                fail_commit(pc, error)
             }
-        }
-        respond(&mut out, pc.request_id, Response::OffsetCommit(pc.response));
+        };
+        respond(&mut out, rid, Response::OffsetCommit(response));
         self.check();
         out
     }
@@ -1159,6 +1354,67 @@ fn tombstones(group: &Group, offsets: Vec<(String, i32)>) -> Vec<Record> {
         });
     }
     records
+}
+
+/// Applies one replayed record to `groups` (the served groups, or a loading partition's).
+fn apply_record(groups: &mut BTreeMap<String, Group>, next_incarnation: &mut u64, record: Record) {
+    let group_id = record.group_id().to_owned();
+    if !groups.contains_key(&group_id) {
+        if record.is_tombstone() {
+            return;
+        }
+        let incarnation = *next_incarnation;
+        *next_incarnation += 1;
+        groups.insert(
+            group_id.clone(),
+            Group::new(group_id.clone(), incarnation, 0),
+        );
+    }
+    let Some(group) = groups.get_mut(&group_id) else {
+        return;
+    };
+    match record {
+        Record::Offset {
+            topic,
+            partition,
+            value,
+            ..
+        } => match value {
+            Some(v) => {
+                group.offsets.insert((topic, partition), v);
+            }
+            None => {
+                group.offsets.remove(&(topic, partition));
+            }
+        },
+        Record::GroupMetadata { value, .. } => match value {
+            Some(v) => group.apply_metadata(v),
+            None => {
+                let offsets = std::mem::take(&mut group.offsets);
+                let incarnation = group.incarnation;
+                *group = Group::new(group_id.clone(), incarnation, 0);
+                group.offsets = offsets;
+            }
+        },
+    }
+    if group.persisted.is_none() && group.offsets.is_empty() {
+        groups.remove(&group_id);
+    }
+}
+
+/// The answer of a pending OffsetCommit whose append failed: `error` in every accepted slot.
+fn fail_commit(mut pc: PendingCommit, error: ErrorCode) -> OffsetCommitResponse {
+    for (t, p) in &pc.accepted {
+        if let Some(slot) = pc
+            .response
+            .topics
+            .get_mut(*t)
+            .and_then(|topic| topic.partitions.get_mut(*p))
+        {
+            slot.1 = error;
+        }
+    }
+    pc.response
 }
 
 /// The error answer for any request (used while loading).

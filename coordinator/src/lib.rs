@@ -86,7 +86,9 @@ pub mod untrusted;
 mod tests;
 
 pub use consumer::{encode_subscription, subscription_topics};
-pub use coordinator::{error_response, GroupCoordinator, ReplayError, STRING_BYTES_MAX};
+pub use coordinator::{
+    error_response, GroupCoordinator, PartitionLoad, ReplayError, STRING_BYTES_MAX,
+};
 pub use error::ErrorCode;
 pub use record::{
     DecodeError, EncodeError, GroupMetadataValue, MemberRecord, OffsetValue, Record, RECORD_VERSION,

@@ -2062,3 +2062,193 @@ mod prop {
         }
     }
 }
+
+// ---- partitioned ownership: load and unload with `__consumer_offsets` leadership ----------
+
+const PARTS: usize = 4;
+
+/// Two group ids stored in different partitions (of `PARTS`), with their partitions.
+fn groups_in_two_partitions() -> ((String, usize), (String, usize)) {
+    let a = "ga".to_string();
+    let pa = offsets_partition_for_group(&a, PARTS);
+    let b = (0..100)
+        .map(|i| format!("gb{i}"))
+        .find(|g| offsets_partition_for_group(g, PARTS) != pa)
+        .expect("a group of another partition");
+    let pb = offsets_partition_for_group(&b, PARTS);
+    ((a, pa), (b, pb))
+}
+
+fn partitioned() -> H {
+    let mut h = H::new(cfg());
+    h.c = GroupCoordinator::new_partitioned(cfg(), PARTS);
+    h
+}
+
+fn fetch_error(h: &mut H, group: &str) -> ErrorCode {
+    let rid = h.send(Request::OffsetFetch(OffsetFetchRequest {
+        group_id: group.into(),
+        topics: None,
+    }));
+    match h.answer(rid) {
+        Some(Response::OffsetFetch(r)) => r.error,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn partitioned_coordinator_answers_only_for_loaded_partitions() {
+    let ((a, pa), (b, pb)) = groups_in_two_partitions();
+    let mut h = partitioned();
+    assert_eq!(h.c.partition_load(pa), None);
+    assert_eq!(fetch_error(&mut h, &a), ErrorCode::NotCoordinator);
+    assert_eq!(h.heartbeat(&a, "m", 1), ErrorCode::NotCoordinator);
+    assert!(h.c.begin_partition_load(pa).is_empty());
+    assert_eq!(h.c.partition_load(pa), Some(PartitionLoad::Loading));
+    assert_eq!(
+        fetch_error(&mut h, &a),
+        ErrorCode::CoordinatorLoadInProgress
+    );
+    let rid = h.commit(&a, "", -1, "t", 0, 5);
+    assert_eq!(
+        h.commit_error(rid),
+        Some(ErrorCode::CoordinatorLoadInProgress)
+    );
+    assert!(h.c.finish_partition_load(h.now, pa));
+    assert_eq!(h.c.active_partitions(), vec![pa]);
+    assert_eq!(fetch_error(&mut h, &a), ErrorCode::None);
+    let rid = h.commit(&a, "", -1, "t", 0, 5);
+    assert_eq!(h.commit_error(rid), Some(ErrorCode::None));
+    assert_eq!(h.fetched(&a, "t", 0), 5);
+    // The other partition is still someone else's.
+    assert_eq!(fetch_error(&mut h, &b), ErrorCode::NotCoordinator);
+    let rid = h.send(Request::DescribeGroups(vec![a.clone(), b.clone()]));
+    match h.answer(rid) {
+        Some(Response::DescribeGroups(d)) => {
+            assert_eq!(d[0].error, ErrorCode::None);
+            assert_eq!(d[0].state, GroupState::Empty);
+            assert_eq!(d[1].error, ErrorCode::NotCoordinator);
+        }
+        other => panic!("{other:?}"),
+    }
+    let rid = h.send(Request::DeleteGroups(vec![b.clone()]));
+    assert_eq!(
+        h.answer(rid),
+        Some(&Response::DeleteGroups(vec![(
+            b.clone(),
+            ErrorCode::NotCoordinator
+        )]))
+    );
+    // ListGroups lists the loaded groups only.
+    let rid = h.send(Request::ListGroups(ListGroupsRequest::default()));
+    match h.answer(rid) {
+        Some(Response::ListGroups(l)) => {
+            assert_eq!(
+                l.groups
+                    .iter()
+                    .map(|g| g.group_id.as_str())
+                    .collect::<Vec<_>>(),
+                [a.as_str()]
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.c.partition_load(pb), None);
+}
+
+#[test]
+fn unload_answers_parked_requests_and_pending_commits_with_not_coordinator() {
+    let ((a, pa), _) = groups_in_two_partitions();
+    let mut h = partitioned();
+    h.c.begin_partition_load(pa);
+    h.c.finish_partition_load(h.now, pa);
+    let (ids, gen) = h.stable_group(&a, 2);
+    // A commit whose append is still in flight, and a new member parked in a rebalance.
+    h.auto_ack = false;
+    let commit = h.commit(&a, &ids[0], gen, "t", 0, 42);
+    assert_eq!(h.commit_error(commit), None);
+    let (_, parked) = h.join_new(&a, RANGE);
+    assert!(h.join_answer(parked).is_none(), "parked in the rebalance");
+    let outs = h.c.unload_partition(pa);
+    h.absorb(outs);
+    assert_eq!(h.commit_error(commit), Some(ErrorCode::NotCoordinator));
+    assert_eq!(
+        h.join_answer(parked).expect("answered").error,
+        ErrorCode::NotCoordinator
+    );
+    assert_eq!(h.c.group_count(), 0);
+    assert_eq!(h.c.partition_load(pa), None);
+    // The append's late acknowledgement changes nothing and answers nobody twice.
+    let before = h.answers.len();
+    h.ack_all(Ok(()));
+    assert_eq!(h.answers.len(), before);
+    assert_eq!(h.heartbeat(&a, &ids[1], gen), ErrorCode::NotCoordinator);
+    h.c.check_invariants().expect("invariants");
+}
+
+#[test]
+fn a_new_owner_loads_the_groups_from_the_partitions_log() {
+    let ((a, pa), (b, pb)) = groups_in_two_partitions();
+    let mut old = partitioned();
+    for p in [pa, pb] {
+        old.c.begin_partition_load(p);
+        old.c.finish_partition_load(old.now, p);
+    }
+    let (ids, gen) = old.stable_group(&a, 2);
+    old.commit(&a, &ids[0], gen, "t", 0, 100);
+    old.commit(&a, &ids[1], gen, "t", 1, 200);
+    old.commit(&b, "", -1, "t", 0, 7);
+    // The new owner of `pa` replays that partition's records only.
+    let mut new = partitioned();
+    new.now = old.now + 50;
+    new.c.begin_partition_load(pa);
+    let mut other = 0;
+    for (_, r) in &old.log {
+        let bytes = r.encode().expect("encode");
+        match new.c.replay_partition_bytes(pa, &bytes) {
+            Ok(()) => {}
+            Err(ReplayError::OtherPartition { expected, actual }) => {
+                assert_eq!((expected, actual), (pa, pb));
+                other += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(other > 0, "b's records are not pa's");
+    assert_eq!(
+        fetch_error(&mut new, &a),
+        ErrorCode::CoordinatorLoadInProgress
+    );
+    assert!(new.c.finish_partition_load(new.now, pa));
+    assert_eq!(new.c.group_state(&a), GroupState::Stable);
+    assert_eq!(new.c.generation(&a), Some(gen));
+    assert_eq!(new.fetched(&a, "t", 0), 100);
+    assert_eq!(new.fetched(&a, "t", 1), 200);
+    // Members carry on with their generation on the new coordinator.
+    assert_eq!(new.heartbeat(&a, &ids[1], gen), ErrorCode::None);
+    assert_eq!(fetch_error(&mut new, &b), ErrorCode::NotCoordinator);
+    // Same durable state as the old owner had for `pa`.
+    let of_pa = |c: &GroupCoordinator| -> Vec<Record> {
+        c.snapshot()
+            .into_iter()
+            .filter(|r| offsets_partition_for_group(r.group_id(), PARTS) == pa)
+            .collect()
+    };
+    assert_eq!(of_pa(&new.c), of_pa(&old.c));
+    // A record replayed outside a load is refused.
+    let r = old.log[0].1.encode().expect("encode");
+    assert_eq!(
+        new.c.replay_partition_bytes(pa, &r),
+        Err(ReplayError::NotLoading)
+    );
+    // Reloading (a new leader epoch) starts over from the log.
+    new.c.begin_partition_load(pa);
+    assert_eq!(new.c.group_count(), 0);
+    assert_eq!(
+        fetch_error(&mut new, &a),
+        ErrorCode::CoordinatorLoadInProgress
+    );
+    assert!(new.c.finish_partition_load(new.now, pa));
+    assert_eq!(fetch_error(&mut new, &a), ErrorCode::None);
+    assert_eq!(new.c.group_count(), 0, "nothing replayed this time");
+}

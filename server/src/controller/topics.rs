@@ -10,6 +10,7 @@ use shardlog_engine::Storage;
 
 use crate::controller::metadata::{self, TopicMeta};
 use crate::controller::records::MetadataRecord;
+use crate::groups::offsets_log::{offsets_log_config, OFFSETS_TOPIC};
 use crate::partition::Partition;
 use crate::wire::errors;
 
@@ -41,11 +42,25 @@ impl Shard {
                 }
             }
         }
+        // The group coordinator follows the leadership of the internal topic's partitions.
+        if record_topic(&record) == Some(OFFSETS_TOPIC) {
+            crate::groups::coordinator::follow_leadership(self);
+        }
+    }
+
+    /// The log configuration partitions of `t` open with: the internal topic's own
+    /// (fsync every batch, no retention: `crate::groups`), else the topic's.
+    fn topic_log_config(&self, t: &TopicMeta) -> shardlog_engine::LogConfig {
+        if t.name == OFFSETS_TOPIC {
+            offsets_log_config(&self.cfg)
+        } else {
+            metadata::log_config(t, &self.cfg)
+        }
     }
 
     /// Opens this shard's partitions of `t` that are not open yet; reconfigures the others.
     pub async fn open_topic(self: &Rc<Self>, t: &TopicMeta) {
-        let config = metadata::log_config(t, &self.cfg);
+        let config = self.topic_log_config(t);
         let compression = metadata::compression_policy(t, &self.cfg);
         for i in 0..t.partitions.len() as i32 {
             if self.owner(&t.name, i) != self.id || !self.hosts_replica(t, i) {
@@ -65,7 +80,7 @@ impl Shard {
     /// without a leader, requests for it get KAFKA_STORAGE_ERROR, and the shard's tick tries
     /// again every `partition_open_retry_ms` until it opens or its topic is deleted.
     pub(crate) async fn open_partition(self: &Rc<Self>, t: &TopicMeta, i: i32) -> bool {
-        let config = metadata::log_config(t, &self.cfg);
+        let config = self.topic_log_config(t);
         let dir = topic_dir(&self.cfg.data_dir, t);
         let opened = Partition::open(
             &t.name,
@@ -282,6 +297,21 @@ impl Shard {
                 }
             }
         }
+    }
+}
+
+/// The topic a record is about, if any.
+fn record_topic(record: &MetadataRecord) -> Option<&str> {
+    match record {
+        MetadataRecord::CreateTopic { name, .. }
+        | MetadataRecord::CreatePartitions { name, .. }
+        | MetadataRecord::PartitionChange { name, .. }
+        | MetadataRecord::AlterConfigs { name, .. }
+        | MetadataRecord::DeleteTopic { name, .. } => Some(name),
+        MetadataRecord::ProducerIdBlock { .. }
+        | MetadataRecord::RegisterBroker { .. }
+        | MetadataRecord::BrokerState { .. }
+        | MetadataRecord::UnregisterBroker { .. } => None,
     }
 }
 

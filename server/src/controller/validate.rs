@@ -59,7 +59,21 @@ pub fn create_topic(
         metadata::apply_config_op(&mut configs, k, 0, Some(v))
             .map_err(|(code, msg)| Refusal::new(code, msg))?;
     }
-    let assignments = if t.assignments.is_empty() {
+    let assignments = if name == crate::groups::offsets_log::OFFSETS_TOPIC {
+        // The internal topic (created by the broker when a group first needs it, never by a
+        // client: the CreateTopics API refuses the name): its replication factor follows the
+        // live brokers, and its writes need min(2, RF) in-sync replicas.
+        let assignments = internal_topic_assignments(image, partitions as u32, node_id)?;
+        let rf = assignments.first().map_or(1, Vec::len);
+        metadata::apply_config_op(
+            &mut configs,
+            "min.insync.replicas".to_string(),
+            0,
+            Some(rf.min(2).to_string()),
+        )
+        .map_err(|(code, msg)| Refusal::new(code, msg))?;
+        assignments
+    } else if t.assignments.is_empty() {
         let rf = replication_factor(t.replication_factor)?;
         placement(image, partitions as u32, rf, 0, node_id)?
     } else {
@@ -641,5 +655,28 @@ mod tests {
             internal_topic_assignments(&brokers(5, &[1, 2, 3, 4]), 1, 1).unwrap(),
             vec![vec![5]]
         );
+    }
+
+    #[test]
+    fn creating_the_internal_topic_places_it_like_kafka_and_sets_min_isr() {
+        let name = crate::groups::offsets_log::OFFSETS_TOPIC;
+        let created = |m: &ClusterMeta| match create_topic(m, new_topic(name, 4, &[]), 1, 9, 1) {
+            Ok(MetadataRecord::CreateTopic {
+                assignments,
+                configs,
+                ..
+            }) => (assignments, configs),
+            other => panic!("{other:?}"),
+        };
+        let (a, c) = created(&brokers(5, &[]));
+        assert_eq!(a.len(), 4);
+        assert!(a.iter().all(|r| r.len() == 3), "{a:?}");
+        assert_eq!(c.get("min.insync.replicas").map(String::as_str), Some("2"));
+        let (a, c) = created(&brokers(2, &[]));
+        assert!(a.iter().all(|r| r.len() == 2), "{a:?}");
+        assert_eq!(c.get("min.insync.replicas").map(String::as_str), Some("2"));
+        let (a, c) = created(&brokers(3, &[2, 3]));
+        assert_eq!(a, vec![vec![1]; 4]);
+        assert_eq!(c.get("min.insync.replicas").map(String::as_str), Some("1"));
     }
 }

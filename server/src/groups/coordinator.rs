@@ -73,9 +73,8 @@ use futures::future::{self, LocalBoxFuture};
 use futures::FutureExt;
 use shardlog_coordinator::{
     error_response, offsets_partition_for_group, shard_for_offsets_partition, ErrorCode, Output,
-    Persist, PersistId, Record, Request, RequestId, Response, Untrusted,
+    PartitionLoad, Persist, PersistId, Record, Request, RequestId, Response, Untrusted,
 };
-use shardlog_engine::Committed;
 
 use crate::clock::now_ms;
 use crate::mesh::shard::Shard;
@@ -132,47 +131,59 @@ fn carry_out(shard: &Rc<Shard>, outs: Vec<Output>) {
     }
 }
 
-/// Appends `batches` (already queued) and waits until the last is committed. The returned
-/// [`Committed`] is the only way to acknowledge an OffsetCommit.
-async fn append_durable(
-    p: &Partition,
-    queued: Vec<oneshot::Receiver<Result<crate::partition::Appended, i16>>>,
-) -> Result<(i64, Committed), ErrorCode> {
-    let mut first = None;
-    let mut last = -1;
-    let mut failed = None;
-    for rx in queued {
-        match rx.await {
-            Ok(Ok(a)) => {
-                first.get_or_insert(a.base_offset);
-                last = a.last_offset;
-            }
-            Ok(Err(code)) => {
-                failed.get_or_insert(code);
-            }
-            Err(_) => {
-                failed.get_or_insert(crate::wire::errors::UNKNOWN_SERVER_ERROR);
+/// How long a coordinator write waits for the in-sync replicas (Kafka's
+/// `offsets.commit.timeout.ms`).
+pub(crate) const OFFSETS_COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Queues `batches` on the internal partition now, in order, as acks=all produces, and
+/// returns a future for the first offset once the high watermark covers the last batch. A
+/// success exists only with the replica core's commit proof (`ProduceResult` carries no error
+/// only when built from one), so an OffsetCommit is never acknowledged before its records
+/// are committed on the in-sync replicas (on this broker alone: fsynced).
+fn append_acked(
+    p: &Rc<Partition>,
+    batches: Vec<Bytes>,
+) -> LocalBoxFuture<'static, Result<i64, ErrorCode>> {
+    let queued: Vec<_> = batches
+        .into_iter()
+        .map(|b| p.produce_within(-1, b, OFFSETS_COMMIT_TIMEOUT))
+        .collect();
+    let index = p.index;
+    async move {
+        let mut first = None;
+        let mut failed = None;
+        for r in future::join_all(queued).await {
+            if r.error() == crate::wire::errors::NONE {
+                first.get_or_insert(r.base_offset());
+            } else {
+                failed.get_or_insert(r.error());
             }
         }
+        if let Some(code) = failed {
+            tracing::warn!(
+                partition = index,
+                error = crate::wire::errors::name(code),
+                "append to {OFFSETS_TOPIC} failed"
+            );
+            return Err(append_error(code));
+        }
+        first.ok_or(ErrorCode::UnknownServerError)
     }
-    if let Some(code) = failed {
-        tracing::error!(
-            partition = p.index,
-            error = crate::wire::errors::name(code),
-            "append to {OFFSETS_TOPIC} failed"
-        );
-        return Err(ErrorCode::CoordinatorNotAvailable);
-    }
-    let first = first.ok_or(ErrorCode::UnknownServerError)?;
-    match p.wait_committed(last).await {
-        Ok(c) => {
-            assert!(c.through() >= last, "committed proof below the append");
-            Ok((first, c))
+    .boxed_local()
+}
+
+/// The answer to an OffsetCommit whose append failed, as Kafka maps it: the partition moved
+/// (NOT_COORDINATOR: the client finds the coordinator again), too large
+/// (INVALID_COMMIT_OFFSET_SIZE), anything else COORDINATOR_NOT_AVAILABLE (not enough in-sync
+/// replicas, timed out).
+pub(crate) fn append_error(code: i16) -> ErrorCode {
+    use crate::wire::errors as e;
+    match code {
+        e::NOT_LEADER_OR_FOLLOWER | e::KAFKA_STORAGE_ERROR | e::FENCED_LEADER_EPOCH => {
+            ErrorCode::NotCoordinator
         }
-        Err(e) => {
-            tracing::error!(partition = p.index, error = %e, "{OFFSETS_TOPIC} not durable");
-            Err(ErrorCode::CoordinatorNotAvailable)
-        }
+        e::MESSAGE_TOO_LARGE | e::RECORD_LIST_TOO_LARGE => ErrorCode::InvalidCommitOffsetSize,
+        _ => ErrorCode::CoordinatorNotAvailable,
     }
 }
 
@@ -189,21 +200,15 @@ fn persist(shard: &Rc<Shard>, p: Persist) {
             }
         }
     }
-    let partition = shard.partition(OFFSETS_TOPIC, index as i32);
-    let (partition, queued) = match partition {
-        Some(part) if !values.is_empty() => {
-            let batches = encode_offsets_batches(&values, now_ms());
-            let queued: Vec<_> = batches
-                .into_iter()
-                .map(|b| part.enqueue_internal(b))
-                .collect();
-            (Some(part), queued)
-        }
-        other => {
-            if other.is_none() {
-                tracing::error!(partition = index, "{OFFSETS_TOPIC} partition is not open");
-            }
-            (other, Vec::new())
+    let appended = match shard.partition(OFFSETS_TOPIC, index as i32) {
+        Some(part) if !values.is_empty() => Some(append_acked(
+            &part,
+            encode_offsets_batches(&values, now_ms()),
+        )),
+        Some(_) => None,
+        None => {
+            tracing::error!(partition = index, "{OFFSETS_TOPIC} partition is not open");
+            None
         }
     };
     if p.ack.is_some() {
@@ -212,9 +217,9 @@ fn persist(shard: &Rc<Shard>, p: Persist) {
     let shard = shard.clone();
     let ack = p.ack;
     glommio::spawn_local(async move {
-        let result = match &partition {
-            Some(part) if !queued.is_empty() => append_durable(part, queued).await.map(|_| ()),
-            _ => Err(ErrorCode::CoordinatorNotAvailable),
+        let result = match appended {
+            Some(f) => f.await.map(|_| ()),
+            None => Err(ErrorCode::CoordinatorNotAvailable),
         };
         if let Some(ack) = ack {
             acknowledge(&shard, index, ack, result);
@@ -242,7 +247,15 @@ fn maybe_snapshot(shard: &Rc<Shard>, index: usize) {
     {
         return;
     }
-    let Some(part) = shard.partition(OFFSETS_TOPIC, index as i32) else {
+    // Only the loaded leader: its coordinator holds every group of the partition (a partition
+    // still loading holds none of them yet, and its snapshot would drop them all).
+    if g.coord.borrow().partition_load(index) != Some(PartitionLoad::Active) {
+        return;
+    }
+    let Some(part) = shard
+        .partition(OFFSETS_TOPIC, index as i32)
+        .filter(|p| p.is_leader())
+    else {
         return;
     };
     let held = part.log_end_offset() - part.log_start_offset();
@@ -283,15 +296,12 @@ fn maybe_snapshot(shard: &Rc<Shard>, index: usize) {
         }
     }
     let count = values.len() as i64;
-    let queued: Vec<_> = encode_offsets_batches(&values, now_ms())
-        .into_iter()
-        .map(|b| part.enqueue_internal(b))
-        .collect();
+    let appended = append_acked(&part, encode_offsets_batches(&values, now_ms()));
     g.snapshotting.borrow_mut().insert(index);
     let shard = shard.clone();
     glommio::spawn_local(async move {
-        match append_durable(&part, queued).await {
-            Ok((base, _committed)) => match part.delete_records_before(base).await {
+        match appended.await {
+            Ok(base) => match part.delete_records_before(base).await {
                 Ok(start) => {
                     tracing::info!(partition = index, records = count, dropped = held, log_start = start, "{OFFSETS_TOPIC}: wrote snapshot and moved the log start");
                     shard.groups.snapshot_records.borrow_mut().insert(index, count);
@@ -307,10 +317,21 @@ fn maybe_snapshot(shard: &Rc<Shard>, index: usize) {
     .detach();
 }
 
-/// Opens this shard's internal partitions, replays them into the coordinator and ends loading.
-/// Called at start-up before the shard accepts connections.
+/// Start-up. Single node: opens this shard's local internal partitions and loads each
+/// (replays its log into the coordinator) before the shard accepts connections. Cluster: the
+/// partitions are the image's (opened with the other topics) and their groups load when this
+/// shard leads them ([`follow_leadership`]).
 pub async fn load(shard: &Rc<Shard>) {
     let g = &shard.groups;
+    if g.replicated {
+        tracing::info!(
+            shard = shard.id,
+            partitions = g.partitions,
+            "groups follow the leadership of the replicated {OFFSETS_TOPIC}"
+        );
+        follow_leadership(shard);
+        return;
+    }
     let dir = offsets_dir(&shard.cfg.data_dir);
     let config = offsets_log_config(&shard.cfg);
     let t0 = std::time::Instant::now();
@@ -343,58 +364,14 @@ pub async fn load(shard: &Rc<Shard>) {
             .partitions
             .borrow_mut()
             .insert(OFFSETS_TOPIC, i, part.clone());
-        let start = part.log_start_offset();
+        let outs = g.coord.borrow_mut().begin_partition_load(index);
+        carry_out(shard, outs);
         let end = part.high_watermark();
-        let mut offset = start;
-        let mut held = 0i64;
-        while offset < end {
-            let rr = match part.read_to(offset, end, 1 << 20, true).await {
-                Ok(rr) => rr,
-                Err(e) => {
-                    tracing::error!(partition = index, offset, error = %e, "cannot read {OFFSETS_TOPIC} during replay; the rest of it is skipped");
-                    break;
-                }
-            };
-            if rr.batches.is_empty() {
-                break;
-            }
-            for b in &rr.batches {
-                let next = b.info().map(|info| info.next_offset());
-                match decode_offsets_batch(&b.to_bytes()) {
-                    Ok(recs) => {
-                        for (off, value) in recs {
-                            if off < offset {
-                                continue;
-                            }
-                            held += 1;
-                            records += 1;
-                            if let Err(e) = g.coord.borrow_mut().replay_bytes(&value) {
-                                bad += 1;
-                                tracing::error!(partition = index, offset = off, error = %e, "undecodable record in {OFFSETS_TOPIC}; skipped");
-                            }
-                        }
-                    }
-                    Err(e) => {
-                        bad += 1;
-                        tracing::error!(partition = index, offset, error = %e, "bad batch in {OFFSETS_TOPIC}; skipped");
-                    }
-                }
-                match next {
-                    Ok(n) if n > offset => offset = n,
-                    _ => {
-                        offset = end;
-                        break;
-                    }
-                }
-            }
-        }
-        tracing::debug!(
-            partition = index,
-            records = held,
-            "replayed {OFFSETS_TOPIC} partition"
-        );
+        let (n, b) = replay(shard, index, &part, end, &|| true).await;
+        records += n;
+        bad += b;
+        g.coord.borrow_mut().finish_partition_load(now_u64(), index);
     }
-    g.coord.borrow_mut().finish_loading(now_u64());
     tracing::info!(
         shard = shard.id,
         groups = g.group_count(),
@@ -403,6 +380,235 @@ pub async fn load(shard: &Rc<Shard>) {
         replay_ms = t0.elapsed().as_millis() as u64,
         "group coordinator loaded"
     );
+}
+
+/// Feeds partition `index`'s records from its log start up to `end` into the coordinator
+/// (loading that partition). Stops early when `current` turns false (the load was
+/// superseded). Returns (records, bad records or batches).
+async fn replay(
+    shard: &Rc<Shard>,
+    index: usize,
+    part: &Partition,
+    end: i64,
+    current: &dyn Fn() -> bool,
+) -> (u64, u64) {
+    let g = &shard.groups;
+    let mut offset = part.log_start_offset();
+    let (mut records, mut bad) = (0u64, 0u64);
+    while offset < end && current() {
+        let rr = match part.read_to(offset, end, 1 << 20, true).await {
+            Ok(rr) => rr,
+            Err(e) => {
+                tracing::error!(partition = index, offset, error = %e, "cannot read {OFFSETS_TOPIC} during replay; the rest of it is skipped");
+                break;
+            }
+        };
+        if rr.batches.is_empty() || !current() {
+            break;
+        }
+        for b in &rr.batches {
+            let next = b.info().map(|info| info.next_offset());
+            match decode_offsets_batch(&b.to_bytes()) {
+                Ok(recs) => {
+                    for (off, value) in recs {
+                        if off < offset {
+                            continue;
+                        }
+                        records += 1;
+                        if let Err(e) = g.coord.borrow_mut().replay_partition_bytes(index, &value) {
+                            bad += 1;
+                            tracing::error!(partition = index, offset = off, error = %e, "unusable record in {OFFSETS_TOPIC}; skipped");
+                        }
+                    }
+                }
+                Err(e) => {
+                    bad += 1;
+                    tracing::error!(partition = index, offset, error = %e, "bad batch in {OFFSETS_TOPIC}; skipped");
+                }
+            }
+            match next {
+                Ok(n) if n > offset => offset = n,
+                _ => {
+                    offset = end;
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!(
+        partition = index,
+        records,
+        "replayed {OFFSETS_TOPIC} partition"
+    );
+    (records, bad)
+}
+
+/// Cluster: makes this shard's coordinator follow the leadership of its `__consumer_offsets`
+/// partitions in the image. Called after every metadata record about the topic and at
+/// start-up. A partition this shard now leads (or leads in a new leader epoch) starts
+/// loading; one it stopped leading is unloaded (its waiting requests get NOT_COORDINATOR).
+pub fn follow_leadership(shard: &Rc<Shard>) {
+    let g = &shard.groups;
+    if !g.replicated {
+        return;
+    }
+    let image_partitions = shard.topic(OFFSETS_TOPIC).map(|t| t.partitions.len());
+    let usable = image_partitions.is_none_or(|n| n == g.partitions);
+    if !usable && !g.mismatch_logged.replace(true) {
+        tracing::error!(
+            image = image_partitions,
+            local = g.partitions,
+            "{OFFSETS_TOPIC} has another partition count in the image than offsets_topic_partitions here; this broker coordinates no group (set the same value on every broker)"
+        );
+    }
+    for index in g.owned_partitions(shard) {
+        let part = shard
+            .partition(OFFSETS_TOPIC, index as i32)
+            .filter(|p| usable && p.is_leader());
+        let epoch = part.as_ref().map(|p| p.current_leader().1);
+        let current = g.leading.borrow().get(&index).map(|&(e, _)| e);
+        match (part, epoch, current) {
+            (Some(_), Some(e), Some(c)) if e == c => {}
+            (Some(part), Some(e), _) => start_load(shard, index, part, e),
+            (_, _, Some(c)) => {
+                g.leading.borrow_mut().remove(&index);
+                let outs = g.coord.borrow_mut().unload_partition(index);
+                carry_out(shard, outs);
+                tracing::info!(
+                    partition = index,
+                    leader_epoch = c,
+                    "no longer leading {OFFSETS_TOPIC}: its groups are unloaded"
+                );
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Cluster: asks the controller to create `__consumer_offsets` in the image (Kafka creates
+/// it when a group first needs a coordinator), once enough brokers are live for its full
+/// replication factor, min(3, voters). One creation at a time per shard; the FindCoordinator
+/// that called this answers COORDINATOR_NOT_AVAILABLE and the client asks again.
+pub fn ensure_offsets_topic(shard: &Rc<Shard>) {
+    let g = &shard.groups;
+    if !g.replicated || g.creating.get() || shard.topic(OFFSETS_TOPIC).is_some() {
+        return;
+    }
+    let live = shard
+        .meta
+        .borrow()
+        .brokers
+        .values()
+        .filter(|b| !b.fenced && !b.shutting_down)
+        .count();
+    let want = g.voters.clamp(1, 3);
+    if live < want {
+        tracing::info!(
+            live,
+            want,
+            "{OFFSETS_TOPIC} waits for enough live brokers before it is created"
+        );
+        return;
+    }
+    g.creating.set(true);
+    let topic = crate::mesh::messages::NewTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: i32::try_from(g.partitions).unwrap_or(i32::MAX),
+        replication_factor: -1,
+        assignments: Vec::new(),
+        configs: Vec::new(),
+    };
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let answer = shard
+            .admin_call(crate::mesh::messages::AdminReq::CreateTopics {
+                topics: vec![topic],
+                validate_only: false,
+            })
+            .await;
+        match answer {
+            crate::mesh::messages::AdminResp::Results(r) => {
+                for (_, code, msg) in r {
+                    match code {
+                        crate::wire::errors::NONE => {
+                            tracing::info!(
+                                partitions = shard.groups.partitions,
+                                "created {OFFSETS_TOPIC}"
+                            )
+                        }
+                        crate::wire::errors::TOPIC_ALREADY_EXISTS => {}
+                        code => tracing::warn!(
+                            error = crate::wire::errors::name(code),
+                            message = msg.as_deref().unwrap_or(""),
+                            "cannot create {OFFSETS_TOPIC} yet"
+                        ),
+                    }
+                }
+            }
+            _ => tracing::warn!("cannot create {OFFSETS_TOPIC} yet: unexpected admin answer"),
+        }
+        shard.groups.creating.set(false);
+    })
+    .detach();
+}
+
+/// How often a load waiting for the high watermark looks again without a wake-up.
+const LOAD_POLL: Duration = Duration::from_millis(100);
+
+/// Starts loading partition `index`, led here in `epoch`: waits until the high watermark
+/// covers the log end this leader took over with (the records a former leader wrote are
+/// committed, or cut from the followers), replays up to there, then serves its groups. Until
+/// then its groups get COORDINATOR_LOAD_IN_PROGRESS; no coordinator write reaches the
+/// partition meanwhile, so that log end does not move.
+fn start_load(shard: &Rc<Shard>, index: usize, part: Rc<Partition>, epoch: i32) {
+    let g = &shard.groups;
+    let load = g.next_load.get();
+    g.next_load.set(load + 1);
+    g.leading.borrow_mut().insert(index, (epoch, load));
+    let outs = g.coord.borrow_mut().begin_partition_load(index);
+    carry_out(shard, outs);
+    tracing::info!(
+        partition = index,
+        leader_epoch = epoch,
+        "leading {OFFSETS_TOPIC}: loading its groups"
+    );
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        let t0 = std::time::Instant::now();
+        let current = || {
+            shard.groups.leading.borrow().get(&index).map(|&(_, l)| l) == Some(load)
+                && !shard.is_shutting_down()
+        };
+        let target = part.log_end_offset();
+        while current() && part.high_watermark() < target {
+            let changed = part.listen();
+            if part.high_watermark() >= target {
+                break;
+            }
+            let pause = glommio::timer::sleep(LOAD_POLL);
+            future::select(changed.boxed_local(), pause.boxed_local()).await;
+        }
+        if !current() {
+            return;
+        }
+        let (records, bad) = replay(&shard, index, &part, target, &current).await;
+        if !current() {
+            return;
+        }
+        let g = &shard.groups;
+        g.coord.borrow_mut().finish_partition_load(now_u64(), index);
+        g.wake.notify(1);
+        tracing::info!(
+            partition = index,
+            leader_epoch = epoch,
+            records,
+            bad,
+            end = target,
+            load_ms = t0.elapsed().as_millis() as u64,
+            "{OFFSETS_TOPIC} partition loaded: coordinating its groups"
+        );
+    })
+    .detach();
 }
 
 /// Drives `tick` from the coordinator's next deadline until the broker has drained; at

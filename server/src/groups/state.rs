@@ -32,6 +32,34 @@ pub struct Groups {
     /// Records of the last snapshot, per partition.
     pub(crate) snapshot_records: RefCell<HashMap<usize, i64>>,
     pub(crate) snapshot_threshold_records: i64,
+    /// `__consumer_offsets` is a replicated topic of the metadata image (a multi-broker
+    /// cluster) rather than this broker's local log (see `crate::groups::coordinator`).
+    pub replicated: bool,
+    /// Per internal partition this shard leads: the leader epoch its groups were (or are
+    /// being) loaded for, and the load's number (a load that is no longer current stops).
+    pub(crate) leading: RefCell<HashMap<usize, (i32, u64)>>,
+    pub(crate) next_load: Cell<u64>,
+    /// The image's partition count differs from this broker's (logged once).
+    pub(crate) mismatch_logged: Cell<bool>,
+    /// Controller voters of the cluster (the internal topic waits for min(3, voters) live
+    /// brokers before it is created, so it gets its full replication factor).
+    pub voters: usize,
+    /// A creation of the internal topic is under way on this shard.
+    pub(crate) creating: Cell<bool>,
+}
+
+/// Whether `__consumer_offsets` is replicated through the metadata image: a cluster of more
+/// than one controller voter. A single node (no `voters`, or only itself) keeps it local.
+pub fn replicated_offsets(cfg: &BrokerConfig) -> bool {
+    voter_count(cfg) > 1
+}
+
+/// Controller voters in the configuration (0 without `voters`).
+pub fn voter_count(cfg: &BrokerConfig) -> usize {
+    cfg.voters
+        .as_deref()
+        .and_then(|v| shardlog_quorum::parse_voters(v).ok())
+        .map_or(0, |v| v.len())
 }
 
 /// Coordinator configuration from the broker configuration (random member-id seed).
@@ -56,7 +84,10 @@ impl Groups {
             cfg.offsets_topic_partitions
         };
         Self {
-            coord: RefCell::new(GroupCoordinator::new(coordinator_config(cfg, shard_id))),
+            coord: RefCell::new(GroupCoordinator::new_partitioned(
+                coordinator_config(cfg, shard_id),
+                partitions,
+            )),
             waiters: RefCell::new(HashMap::new()),
             next_request_id: Cell::new(1),
             partitions,
@@ -65,6 +96,12 @@ impl Groups {
             snapshotting: RefCell::new(HashSet::new()),
             snapshot_records: RefCell::new(HashMap::new()),
             snapshot_threshold_records: cfg.offsets_snapshot_records as i64,
+            replicated: replicated_offsets(cfg),
+            leading: RefCell::new(HashMap::new()),
+            next_load: Cell::new(1),
+            mismatch_logged: Cell::new(false),
+            voters: voter_count(cfg),
+            creating: Cell::new(false),
         }
     }
 

@@ -11,6 +11,7 @@ use shardlog_coordinator::{ErrorCode, Request, Response};
 
 use crate::api::cluster::{view, Node};
 use crate::api::common::{respond, s, Pending};
+use crate::groups::offsets_log::OFFSETS_TOPIC;
 use crate::mesh::shard::Shard;
 use crate::wire::errors;
 
@@ -27,9 +28,16 @@ pub fn find_coordinator(
     corr: i32,
     req: FindCoordinatorRequest,
 ) -> Pending {
+    if shard.groups.replicated && req.key_type == 0 {
+        crate::groups::coordinator::ensure_offsets_topic(shard);
+    }
     let meta = shard.meta.borrow();
     let cv = view(shard, &meta);
-    let partitions = shard.groups.partitions;
+    let in_image = meta.topics.get(OFFSETS_TOPIC).map(|t| t.partitions.len());
+    // A cluster's coordinators are the leaders of the image's partitions only: none before
+    // the topic is created (COORDINATOR_NOT_AVAILABLE meanwhile).
+    let unknown = shard.groups.replicated && in_image.is_none();
+    let partitions = in_image.unwrap_or(shard.groups.partitions);
     // The coordinator of one key, or the error code and message.
     let answer = |key: &str| -> Result<Node, (i16, &'static str)> {
         if req.key_type == KEY_TYPE_TRANSACTION {
@@ -39,6 +47,11 @@ pub fn find_coordinator(
             ))
         } else if req.key_type != 0 {
             Err((errors::INVALID_REQUEST, "unknown key type"))
+        } else if unknown {
+            Err((
+                ErrorCode::CoordinatorNotAvailable.code(),
+                "__consumer_offsets is being created",
+            ))
         } else {
             cv.coordinator(key, partitions).cloned().ok_or((
                 ErrorCode::CoordinatorNotAvailable.code(),
