@@ -305,6 +305,11 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpSt
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%addr, error = %e, "cannot set TCP_NODELAY on a fetch connection");
     }
+    // A fetch sent into a failed network fails within seconds, not after the socket timeout
+    // and TCP's retransmission backoff (see `watch_peer`).
+    if let Err(e) = crate::controller::transport::watch_peer(&stream, timeout) {
+        tracing::debug!(%addr, error = %e, "cannot set keepalive on a fetch connection");
+    }
     Ok(stream)
 }
 
