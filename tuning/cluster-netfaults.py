@@ -242,6 +242,8 @@ def main() -> int:
     ap.add_argument("--replica-lag-ms", type=int, default=10000,
                     help="replica_lag_time_max_ms (default 30000 in the broker)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--block", type=int, default=0,
+                    help="address block 0..3 of 10.77.0.0/24 (runs at once need different ones)")
     ap.add_argument("--prefix", default="slnf")
     a = ap.parse_args()
     faults = [f for f in a.faults.split(",") if f] * a.rounds
@@ -253,7 +255,7 @@ def main() -> int:
     rng = random.Random(a.seed)
     settings = {"replica_lag_time_max_ms": str(a.replica_lag_ms)}
     report: dict = {"args": {k: str(v) for k, v in vars(a).items()}, "events": []}
-    with NetCluster(a.out, settings=settings, prefix=a.prefix) as c:
+    with NetCluster(a.out, settings=settings, prefix=a.prefix, block=a.block) as c:
         c.start()
         cfg = {"min.insync.replicas": "2"}
         create_topic(c.bootstrap, "nf", a.partitions, 3, cfg)
@@ -285,13 +287,16 @@ def main() -> int:
                 continue
             for e in events[n0:]:
                 log(f"  {e['desc']}: {e['heal'] - e['start']:.1f}s")
-            time.sleep(a.settle)
+            healed = events[-1]["heal"]
             r = isr_full(c, "nf", a.partitions, 120)
             r1 = isr_full(c, "nf1", a.partitions, 60)
+            r = None if r is None else time.monotonic() - healed
+            time.sleep(max(0.0, healed + a.settle - time.monotonic()))
             recov.append(r)
-            events[n0]["isr_full_after_settle_s"] = r
+            events[n0]["isr_full_after_heal_s"] = r
             events[n0]["end"] = time.monotonic()
-            log(f"  healed; ISR full {a.settle + (r or 0):.1f}s after heal (nf1: {r1})")
+            log(f"  healed; every ISR full {r if r is None else round(r, 1)}s after the heal "
+                f"(nf1 too: {r1 is not None})")
         time.sleep(3)
         prober.join()
         wl.finish(prod, cons)
@@ -312,6 +317,7 @@ def main() -> int:
     # acks=1 acknowledgements lost: by whether the broker was cut when it acknowledged
     lost_1: Counter = Counter()
     lost_1_uncut: list[dict] = []
+    lost_1_after_heal: list[float] = []  # seconds after the heal they were sent
     for (node, acks, inv, done, outcome, err, p, off, value) in prober.results:
         cut_ev = None
         for e in events:
@@ -326,8 +332,15 @@ def main() -> int:
             if acks == 1:
                 one_by_cut[f"{outcome}:{err}"] += 1
         if acks == 1 and outcome == "ok" and value in lost_one:
+            # the last event that cut this broker off and healed before the acknowledgement
+            before = [e for e in events if node in e["cut"] and e["heal"] is not None
+                      and e["heal"] <= inv]
+            since_heal = inv - before[-1]["heal"] if before else None
             if cut_ev is not None:
                 lost_1["acknowledged by a cut broker"] += 1
+            elif since_heal is not None and since_heal < 10:
+                lost_1["acknowledged by a formerly cut broker within 10 s after the heal"] += 1
+                lost_1_after_heal.append(round(since_heal, 2))
             else:
                 lost_1["acknowledged by a connected broker"] += 1
                 if len(lost_1_uncut) < 20:
@@ -359,13 +372,14 @@ def main() -> int:
         "isolated_acks_all": isolated_acks_all,
         "acks_1_probes_to_cut_brokers": dict(one_by_cut),
         "acks_1_lost": dict(lost_1),
+        "acks_1_lost_after_heal_s": sorted(lost_1_after_heal),
         "acks_1_lost_by_connected_broker_examples": lost_1_uncut,
         "probe_counts": {" ".join(map(str, k)): v for k, v in sorted(probe_counts.items(),
                                                                        key=str)},
         "unavailability_s": {"per_event": [round(x, 2) for x in unavail],
                              "median": round(statistics.median(unavail), 2) if unavail else None,
                              "max": round(max(unavail), 2) if unavail else None},
-        "isr_recovery_after_settle_s": recov,
+        "isr_full_after_heal_s": [None if x is None else round(x, 2) for x in recov],
         "panics": panics, "dead_brokers": dead,
     })
     (a.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
@@ -379,6 +393,7 @@ def main() -> int:
         "acks_1_anomalies": {k: v for k, v in c1.items() if v},
         "acks_1_probes_to_cut_brokers": dict(one_by_cut),
         "acks_1_lost": dict(lost_1),
+        "acks_1_lost_after_heal_max_s": max(lost_1_after_heal, default=None),
         "unavailability_s": report["unavailability_s"],
         "panics": panics, "dead": dead, "report": str(a.out / "report.json")}, indent=1))
     bad = (any(ca.values()) or isolated_acks_all or panics or dead)

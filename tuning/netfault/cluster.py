@@ -1,12 +1,13 @@
 """Three (or N) real brokers, each in its own network namespace, and network faults between
 them.
 
-Topology (all addresses in 10.77.0.0/24; needs root, `ip` and nothing else):
+Topology (block 0 shown: 10.77.0.0/26; blocks 1..3 are the next /26 of 10.77.0.0/24, so up to
+four clusters with different prefixes and blocks can run at once; needs root and `ip` only):
 
     root namespace (clients)          router namespace <prefix>-r           broker namespaces
-    10.77.0.1 on <prefix>-c  <--veth-->  rc: 10.77.0.254                      <prefix>-1: 10.77.0.11
-                                         r1: 10.77.0.254  <--veth-->  eth0   <prefix>-2: 10.77.0.12
-                                         r2: 10.77.0.254  <--veth-->  eth0   <prefix>-3: 10.77.0.13
+    10.77.0.1 on <prefix>-c  <--veth-->  rc: 10.77.0.62                       <prefix>-1: 10.77.0.11
+                                         r1: 10.77.0.62   <--veth-->  eth0   <prefix>-2: 10.77.0.12
+                                         r2: 10.77.0.62   <--veth-->  eth0   <prefix>-3: 10.77.0.13
                                          r3: ...
 
 Every packet between two nodes (a broker, or the clients in the root namespace) is forwarded by
@@ -51,8 +52,7 @@ import kwire  # noqa: E402
 
 CLIENT = 0
 NET = "10.77.0"
-ROUTER_IP = f"{NET}.254"
-CLIENT_IP = f"{NET}.1"
+BLOCKS = 4  # 10.77.0.0/24 split into four /26: clusters with different blocks can run at once
 KAFKA_PORT, CONTROLLER_PORT, ADMIN_PORT = 9092, 9093, 9094
 RULE_PRIO = 100
 DEFAULT_BIN = os.environ.get("SHARDLOG_BIN") or str(REPO / "target" / "release" / "shardlog")
@@ -62,8 +62,18 @@ class NetError(RuntimeError):
     pass
 
 
-def ip_of(node: int) -> str:
-    return CLIENT_IP if node == CLIENT else f"{NET}.{10 + node}"
+def ip_of(node: int, block: int = 0) -> str:
+    """Node `node`'s address in address block `block` (0..3): CLIENT is .1 of the block,
+    broker i is .(10+i), the router .62."""
+    return f"{NET}.{64 * block + (1 if node == CLIENT else 10 + node)}"
+
+
+def router_ip(block: int) -> str:
+    return f"{NET}.{64 * block + 62}"
+
+
+def subnet(block: int) -> str:
+    return f"{NET}.{64 * block}/26"
 
 
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -106,9 +116,14 @@ def metadata_v7(conn: kwire.Conn, topics: list[str] | None = None) -> dict:
             "topics": {t["name"]: t for t in out}}
 
 
-def _unlimited_memlock() -> None:  # glommio locks memory
-    resource.setrlimit(resource.RLIMIT_MEMLOCK, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+def _broker_preexec() -> None:
+    """Own session; locked-memory limit raised as far as allowed (glommio locks memory)."""
     os.setsid()
+    try:
+        resource.setrlimit(resource.RLIMIT_MEMLOCK,
+                           (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    except (ValueError, OSError):
+        pass  # not permitted here (e.g. in a container): the brokers run with the current limit
 
 
 class NsBroker:
@@ -118,7 +133,7 @@ class NsBroker:
         self.cluster = cluster
         self.node_id = node_id
         self.ns = f"{cluster.prefix}-{node_id}"
-        self.ip = ip_of(node_id)
+        self.ip = ip_of(node_id, cluster.block)
         self.data_dir = data_dir
         self.log_path = cluster.workdir / f"broker-{node_id}.log"
         self.proc: subprocess.Popen | None = None
@@ -147,7 +162,7 @@ class NsBroker:
             # `ip netns exec` execs the broker: the Popen pid is the broker's.
             self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=logf,
                                          stderr=subprocess.STDOUT, env=env,
-                                         preexec_fn=_unlimited_memlock)
+                                         preexec_fn=_broker_preexec)
         self.starts += 1
 
     def alive(self) -> bool:
@@ -183,9 +198,12 @@ class NetCluster:
     def __init__(self, workdir: Path, brokers: int = 3, cores: int = 1,
                  settings: dict[str, str] | None = None, extra_args: list[str] | None = None,
                  prefix: str = "slnf", binary: str = DEFAULT_BIN,
-                 data_dirs: dict[int, Path] | None = None):
-        if not 1 <= brokers <= 200:
-            raise ValueError("brokers must be 1..200")
+                 data_dirs: dict[int, Path] | None = None, block: int = 0):
+        if not 1 <= brokers <= 50:
+            raise ValueError("brokers must be 1..50")
+        if not 0 <= block < BLOCKS:
+            raise ValueError(f"block must be 0..{BLOCKS - 1}")
+        self.block = block
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.prefix = prefix
@@ -194,12 +212,16 @@ class NetCluster:
         self.settings = settings or {}
         self.extra_args = extra_args or []
         self.binary = binary
-        self.voters = ",".join(f"{i}@{ip_of(i)}:{CONTROLLER_PORT}" for i in range(1, brokers + 1))
+        self.voters = ",".join(f"{i}@{ip_of(i, block)}:{CONTROLLER_PORT}"
+                               for i in range(1, brokers + 1))
         dirs = data_dirs or {}
         self.brokers = [NsBroker(self, i, dirs.get(i, workdir / f"data-{i}"))
                         for i in range(1, brokers + 1)]
         self.blocked: set[tuple[int, int]] = set()
         self.net_up = False
+
+    def ip_of(self, node: int) -> str:
+        return ip_of(node, self.block)
 
     def __getitem__(self, node_id: int) -> NsBroker:
         if not 1 <= node_id <= len(self.brokers):
@@ -221,7 +243,7 @@ class NetCluster:
         for ns in [self.router] + [f"{self.prefix}-{i}" for i in self.ids]:
             sh("ip", "netns", "del", ns, check=False)
         sh("ip", "link", "del", f"{self.prefix}-c", check=False)
-        sh("ip", "route", "del", f"{NET}.0/24", check=False)
+        sh("ip", "route", "del", subnet(self.block), check=False)
         self.net_up = False
         self.blocked.clear()
 
@@ -236,10 +258,11 @@ class NetCluster:
         # clients: root namespace <-> router
         c = f"{self.prefix}-c"
         sh("ip", "link", "add", c, "type", "veth", "peer", "name", "rc", "netns", r)
-        sh("ip", "addr", "add", f"{CLIENT_IP}/32", "dev", c)
+        rip = router_ip(self.block)
+        sh("ip", "addr", "add", f"{ip_of(CLIENT, self.block)}/32", "dev", c)
         sh("ip", "link", "set", c, "up")
-        sh("ip", "route", "add", ROUTER_IP, "dev", c)
-        sh("ip", "route", "add", f"{NET}.0/24", "via", ROUTER_IP, "dev", c)
+        sh("ip", "route", "add", rip, "dev", c)
+        sh("ip", "route", "add", subnet(self.block), "via", rip, "dev", c)
         self._router_side("rc", CLIENT)
         for b in self.brokers:
             sh("ip", "netns", "add", b.ns)
@@ -248,23 +271,23 @@ class NetCluster:
                "eth0", "netns", b.ns)
             sh("ip", "-n", b.ns, "addr", "add", f"{b.ip}/32", "dev", "eth0")
             sh("ip", "-n", b.ns, "link", "set", "eth0", "up")
-            sh("ip", "-n", b.ns, "route", "add", ROUTER_IP, "dev", "eth0")
-            sh("ip", "-n", b.ns, "route", "add", f"{NET}.0/24", "via", ROUTER_IP, "dev", "eth0")
+            sh("ip", "-n", b.ns, "route", "add", rip, "dev", "eth0")
+            sh("ip", "-n", b.ns, "route", "add", subnet(self.block), "via", rip, "dev", "eth0")
             self._router_side(f"r{b.node_id}", b.node_id)
         self.net_up = True
 
     def _router_side(self, dev: str, node: int) -> None:
         r = self.router
-        sh("ip", "-n", r, "addr", "add", f"{ROUTER_IP}/32", "dev", dev)
+        sh("ip", "-n", r, "addr", "add", f"{router_ip(self.block)}/32", "dev", dev)
         sh("ip", "-n", r, "link", "set", dev, "up")
         sh("ip", "netns", "exec", r, "sysctl", "-qw", f"net.ipv4.conf.{dev}.rp_filter=0")
-        sh("ip", "-n", r, "route", "add", f"{ip_of(node)}/32", "dev", dev)
+        sh("ip", "-n", r, "route", "add", f"{self.ip_of(node)}/32", "dev", dev)
 
     def _block(self, src: int, dst: int) -> None:
         if (src, dst) in self.blocked:
             return
-        sh("ip", "-n", self.router, "rule", "add", "prio", str(RULE_PRIO), "from", ip_of(src),
-           "to", ip_of(dst), "blackhole")
+        sh("ip", "-n", self.router, "rule", "add", "prio", str(RULE_PRIO), "from",
+           self.ip_of(src), "to", self.ip_of(dst), "blackhole")
         self.blocked.add((src, dst))
 
     def one_way(self, src: int, dst: int) -> None:
@@ -285,8 +308,8 @@ class NetCluster:
 
     def heal(self) -> None:
         for src, dst in sorted(self.blocked):
-            sh("ip", "-n", self.router, "rule", "del", "prio", str(RULE_PRIO), "from", ip_of(src),
-               "to", ip_of(dst), "blackhole", check=False)
+            sh("ip", "-n", self.router, "rule", "del", "prio", str(RULE_PRIO), "from",
+               self.ip_of(src), "to", self.ip_of(dst), "blackhole", check=False)
         self.blocked.clear()
 
     def rules(self) -> str:

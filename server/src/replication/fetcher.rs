@@ -279,7 +279,7 @@ async fn round(
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| RoundError::Resolve(format!("{host}:{port}")))?;
-        let stream = connect(addr, socket_timeout).await?;
+        let stream = connect(addr, socket_timeout.min(CONNECT_TIMEOUT_MAX)).await?;
         tracing::info!(shard = shard.id, leader, %addr, "follower fetch connection open");
         *conn = Some(stream);
     }
@@ -296,6 +296,12 @@ async fn round(
     }
     Ok(response)
 }
+
+/// The longest a follower waits for a fetch connection to be accepted before it tries again
+/// (after its pause). A connect across a failed network otherwise waits through TCP's SYN
+/// retransmissions (1 s, 3 s, 7 s, 15 s after the first): after the network came back, the
+/// follower resumed fetching only at the next retransmission, seconds later.
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
 
 /// Opens a fetch connection (TCP_NODELAY: requests are small and answered at once).
 pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, RoundError> {
