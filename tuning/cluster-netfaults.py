@@ -338,6 +338,8 @@ def main() -> int:
             since_heal = inv - before[-1]["heal"] if before else None
             if cut_ev is not None:
                 lost_1["acknowledged by a cut broker"] += 1
+            elif any(node in e["cut"] and 0 <= e["start"] - done < 1.0 for e in events):
+                lost_1["acknowledged by a broker less than 1 s before it was cut"] += 1
             elif since_heal is not None and since_heal < 10:
                 lost_1["acknowledged by a formerly cut broker within 10 s after the heal"] += 1
                 lost_1_after_heal.append(round(since_heal, 2))

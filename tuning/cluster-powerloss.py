@@ -95,6 +95,7 @@ class PowerCluster:
         t = time.monotonic()
         for i in ids:
             self.c[i].kill9()
+        killed = time.monotonic()  # no broker of `ids` acknowledges anything after this
         usage = {}
         for i in ids:
             usage[i] = self.fs[i].cache_usage()
@@ -104,7 +105,7 @@ class PowerCluster:
         if restart:
             for i in ids:
                 self.c[i].start()
-        cut = {"brokers": ids, "t": t, "cache_usage_pct": usage}
+        cut = {"brokers": ids, "t": t, "killed": killed, "cache_usage_pct": usage}
         self.cuts.append(cut)
         return cut
 
@@ -139,7 +140,8 @@ def run_loop(a: argparse.Namespace, pc: PowerCluster) -> tuple[dict, list[str]]:
     wl = Workload(c.bootstrap, topic, a.partitions, a.rate, value_bytes=a.value_bytes,
                   history=h, recreate_on_fatal=True, consumer_group="powerloss-live")
     prod, cons = wl.start()
-    end = time.monotonic() + a.duration
+    t_run = time.monotonic()
+    end = t_run + a.duration
     kinds = ["one", "all"]
     k = 0
     recover: list[float] = []
@@ -169,12 +171,17 @@ def run_loop(a: argparse.Namespace, pc: PowerCluster) -> tuple[dict, list[str]]:
     c.wait_isr_full(topic, a.partitions, 120)
     rep = judge_history(h, c.bootstrap, topic, a.partitions, examples=1_000_000)
 
-    # attribute each lost acknowledged record to the first all-brokers cut after it
+    # Attribute each lost acknowledged record to the first all-brokers cut whose kills were
+    # done no earlier than `report_slack` before its delivery report: the report comes after
+    # the broker's acknowledgement (librdkafka hands it to the application in poll()), so one
+    # that arrives just after the kills was acknowledged before them.
     window = (a.flush_interval_ms + a.age_slack_ms) / 1000
+    report_slack = a.report_slack_ms / 1000
     alls = [cut for cut in pc.cuts if cut["kind"] == "all"]
     lost_vals = [ex["value"] for ex in rep.get("examples", {}).get("lost", [])]
     ages: list[float] = []
     no_all_cut = 0
+    lost_detail: list[dict] = []
     for v in lost_vals:
         try:
             seq = seq_of(v.encode())
@@ -183,11 +190,15 @@ def run_loop(a: argparse.Namespace, pc: PowerCluster) -> tuple[dict, list[str]]:
         at = wl.acked_at.get(seq)
         if at is None:
             continue
-        nxt = next((cut for cut in alls if cut["t"] >= at), None)
+        nxt = next((cut for cut in alls if cut["killed"] + report_slack >= at), None)
         if nxt is None:
             no_all_cut += 1
+            lost_detail.append({"seq": seq, "acked_at": round(at - t_run, 3), "cut": None})
         else:
-            ages.append(nxt["t"] - at)
+            ages.append(max(0.0, nxt["t"] - at))
+            lost_detail.append({"seq": seq, "acked_at": round(at - t_run, 3),
+                                "cut_at": round(nxt["t"] - t_run, 3),
+                                "age_s": round(nxt["t"] - at, 3)})
     violations = []
     counts = rep.get("counts", {})
     if no_all_cut:
@@ -211,6 +222,8 @@ def run_loop(a: argparse.Namespace, pc: PowerCluster) -> tuple[dict, list[str]]:
     report = {
         "mode": "loop", "policy": a.policy,
         "cuts": [{"kind": cut["kind"], "brokers": cut["brokers"],
+                  "at_s": round(cut["t"] - t_run, 3),
+                  "kills_done_s": round(cut["killed"] - t_run, 3),
                   "serving_after_s": cut["serving_after_s"],
                   "cache_usage_pct": cut["cache_usage_pct"]} for cut in pc.cuts],
         "acknowledged": len(wl.acked), "sent": wl.sent,
@@ -219,6 +232,7 @@ def run_loop(a: argparse.Namespace, pc: PowerCluster) -> tuple[dict, list[str]]:
         "lost_age_before_all_cut_s": {"max": max(ages) if ages else None,
                                       "n": len(ages)},
         "lost_without_all_cut": no_all_cut,
+        "lost_oldest": sorted(lost_detail, key=lambda d: -(d.get("age_s") or 1e9))[:20],
         "producer_restarts": wl.producer_restarts, "fatal": wl.fatal[:5],
         "recovery_s": recover,
     }
@@ -358,7 +372,10 @@ def main() -> int:
     ap.add_argument("--min-interval", type=float, default=4.0)
     ap.add_argument("--max-interval", type=float, default=8.0)
     ap.add_argument("--flush-interval-ms", type=int, default=1000)
-    ap.add_argument("--age-slack-ms", type=int, default=300)
+    ap.add_argument("--age-slack-ms", type=int, default=300,
+                    help="interval: allowed excess of a lost record's age over flush_interval_ms")
+    ap.add_argument("--report-slack-ms", type=int, default=500,
+                    help="longest delay from an acknowledgement to its delivery report")
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--rate", type=int, default=300)
     ap.add_argument("--value-bytes", type=int, default=100)
