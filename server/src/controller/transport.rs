@@ -12,6 +12,11 @@
 //!
 //! Controller RPC (`crate::controller::rpc`): one connection per call, request then answer,
 //! bounded in size and time.
+//!
+//! Every connection between brokers has TCP keepalive and a TCP user timeout
+//! ([`watch_peer`]): across a network partition a connection fails within seconds and is
+//! dialed again, so the quorum hears a cut-off broker again within about a second of the
+//! network coming back (tuning/cluster-netfaults.py).
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
@@ -40,6 +45,20 @@ pub const MAX_INBOUND: usize = 256;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long bytes sent to another broker may stay unacknowledged by its kernel before the
+/// connection is closed (TCP_USER_TIMEOUT). Without it a connection that was open when the
+/// network between two brokers failed stays "established": the kernel retransmits with an
+/// exponentially growing interval, so after a partition of 15 s the first retransmission
+/// after the heal can come more than 10 s later, and a broker cut off from the quorum kept
+/// believing it led for that long after the network was back.
+pub(crate) const PEER_USER_TIMEOUT: Duration = Duration::from_secs(5);
+/// TCP keepalive on connections between brokers: the first probe after this idle time, then
+/// one every [`KEEPALIVE_INTERVAL_S`]; the connection closes after [`PEER_USER_TIMEOUT`] with
+/// no answer. A connection that only reads (the accepting side of a raft connection) sees
+/// its peer vanish this way instead of holding a task and an inbound slot forever.
+const KEEPALIVE_IDLE_S: libc::c_int = 2;
+const KEEPALIVE_INTERVAL_S: libc::c_int = 1;
+const KEEPALIVE_PROBES: libc::c_int = 3;
 
 /// The voters configured for this broker (empty: it is its own sole voter). The string was
 /// checked when the configuration was loaded.
@@ -208,6 +227,57 @@ async fn with_timeout<T>(d: Duration, f: impl std::future::Future<Output = T>) -
     }
 }
 
+fn setsockopt_int(
+    fd: std::os::fd::RawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: `value` lives across the call and its size is passed; an invalid fd or option
+    // is reported as an error, not undefined behaviour.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Dead-peer detection on a connection to another broker: keepalive probes and a limit on
+/// how long sent data may stay unacknowledged ([`PEER_USER_TIMEOUT`], at most `limit`), so a
+/// connection across a failed network errors out within seconds and is made again, instead
+/// of waiting for TCP's retransmission backoff after the network is back.
+pub(crate) fn watch_peer(stream: &TcpStream, limit: Duration) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = stream.as_raw_fd();
+    let user_ms = PEER_USER_TIMEOUT.min(limit).as_millis().max(1);
+    let user_ms = libc::c_int::try_from(user_ms).unwrap_or(libc::c_int::MAX);
+    setsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, KEEPALIVE_IDLE_S)?;
+    setsockopt_int(
+        fd,
+        libc::IPPROTO_TCP,
+        libc::TCP_KEEPINTVL,
+        KEEPALIVE_INTERVAL_S,
+    )?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPCNT, KEEPALIVE_PROBES)?;
+    setsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT, user_ms)
+}
+
+fn watch(stream: &TcpStream, what: &str) {
+    if let Err(e) = watch_peer(stream, PEER_USER_TIMEOUT) {
+        tracing::debug!(error = %e, what, "cannot set keepalive/user timeout on a connection");
+    }
+}
+
 fn resolve(addr: &str) -> Option<SocketAddr> {
     use std::net::ToSocketAddrs;
     addr.to_socket_addrs().ok()?.next()
@@ -310,6 +380,7 @@ async fn serve_inbound(
     peer: Option<SocketAddr>,
 ) {
     let _ = stream.set_nodelay(true);
+    watch(&stream, "inbound controller connection");
     let sock: Sock = Rc::new(RefCell::new(stream));
     let mut hello = [0u8; HELLO_LEN];
     match with_timeout(HELLO_TIMEOUT, read_exact(&sock, &mut hello)).await {
@@ -455,6 +526,7 @@ async fn dial(
             }
         };
         let _ = stream.set_nodelay(true);
+        watch(&stream, "raft connection");
         let sock: Sock = Rc::new(RefCell::new(stream));
         let hello = rpc::encode_hello(Hello {
             purpose: rpc::PURPOSE_RAFT,
@@ -580,6 +652,7 @@ pub async fn call(
                     error: e.to_string(),
                 })?;
         let _ = stream.set_nodelay(true);
+        watch(&stream, "controller RPC connection");
         let sock: Sock = Rc::new(RefCell::new(stream));
         let mut out = rpc::encode_hello(Hello {
             purpose: rpc::PURPOSE_RPC,

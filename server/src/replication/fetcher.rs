@@ -307,7 +307,7 @@ async fn round(
             .ok()
             .and_then(|mut a| a.next())
             .ok_or_else(|| RoundError::Resolve(format!("{host}:{port}")))?;
-        let stream = connect(addr, socket_timeout).await?;
+        let stream = connect(addr, socket_timeout.min(CONNECT_TIMEOUT_MAX)).await?;
         tracing::info!(shard = shard.id, leader, %addr, "follower fetch connection open");
         *conn = Some(stream);
     }
@@ -325,6 +325,12 @@ async fn round(
     Ok(response)
 }
 
+/// The longest a follower waits for a fetch connection to be accepted before it tries again
+/// (after its pause). A connect across a failed network otherwise waits through TCP's SYN
+/// retransmissions (1 s, 3 s, 7 s, 15 s after the first): after the network came back, the
+/// follower resumed fetching only at the next retransmission, seconds later.
+const CONNECT_TIMEOUT_MAX: Duration = Duration::from_secs(2);
+
 /// Opens a fetch connection (TCP_NODELAY: requests are small and answered at once).
 pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, RoundError> {
     let stream = TcpStream::connect_timeout(addr, timeout)
@@ -332,6 +338,11 @@ pub(crate) async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpSt
         .map_err(|source| RoundError::Connect { addr, source })?;
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%addr, error = %e, "cannot set TCP_NODELAY on a fetch connection");
+    }
+    // A fetch sent into a failed network fails within seconds, not after the socket timeout
+    // and TCP's retransmission backoff (see `watch_peer`).
+    if let Err(e) = crate::controller::transport::watch_peer(&stream, timeout) {
+        tracing::debug!(%addr, error = %e, "cannot set keepalive on a fetch connection");
     }
     Ok(stream)
 }
@@ -530,6 +541,52 @@ mod tests {
             .join()
             .expect("test body");
     }
+    fn getsockopt_int(fd: std::os::fd::RawFd, level: libc::c_int, name: libc::c_int) -> i32 {
+        let mut v: libc::c_int = -1;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: `v` and `len` outlive the call and `len` is `v`'s size.
+        let r = unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(r, 0, "getsockopt: {}", std::io::Error::last_os_error());
+        v
+    }
+
+    /// A fetch connection detects a dead peer within seconds: keepalive on, a TCP user
+    /// timeout of at most 5 s (and at most the socket timeout), so a connection open when the
+    /// network between two brokers failed errors out instead of waiting for TCP's
+    /// retransmission backoff after the network is back (tuning/cluster-netfaults.py).
+    #[test]
+    fn fetch_connections_watch_their_peer() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                use std::os::fd::AsRawFd;
+                for (timeout, want_ms) in [
+                    (Duration::from_secs(30), 5000),
+                    (Duration::from_millis(800), 800),
+                ] {
+                    let s = connect(peer(Vec::new()), timeout).await.expect("connects");
+                    let fd = s.as_raw_fd();
+                    assert_eq!(getsockopt_int(fd, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 1);
+                    assert_eq!(
+                        getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_USER_TIMEOUT),
+                        want_ms
+                    );
+                    assert!(getsockopt_int(fd, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) <= 5);
+                }
+                assert!(CONNECT_TIMEOUT_MAX <= Duration::from_secs(2));
+            })
+            .expect("executor")
+            .join()
+            .expect("test body");
+    }
+
     use crate::wire::fetch::{encode_fetch_response, FetchTopicOut, ReadOut};
     use shardlog_engine::StoredBatch;
 

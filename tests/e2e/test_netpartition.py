@@ -1,0 +1,116 @@
+"""A partition leader cut off from the other brokers (but not from clients) by a real network
+partition: three brokers in network namespaces (tuning/netfault/cluster.py).
+
+- While cut off it must not acknowledge an acks=all produce (Jepsen's Kafka 0.8 finding: an
+  isolated leader shrinking the ISR to itself and acknowledging alone).
+- Another broker takes over; after the network heals the old leader learns within seconds that
+  it no longer leads (before TCP keepalive and user timeouts on broker-to-broker connections it
+  took about 12 s after a 15 s partition, during which it still took acks=1 writes that were
+  then truncated).
+- Every acknowledged acks=all record is read back at its offset.
+
+Needs root and `ip netns`; skipped otherwise. The long version is tuning/cluster-netfaults.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tuning"))
+
+import kwire  # noqa: E402
+from conftest import shardlog_bin  # noqa: E402
+from netfault.cluster import KAFKA_PORT, NetCluster, create_topic, namespaces_available  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+TOPIC = "np"
+ISOLATION_S = 15.0
+LEARN_WITHIN_S = 6.0
+
+
+@pytest.fixture
+def netcluster(tmp_path: Path):
+    why = namespaces_available()
+    if why is not None:
+        pytest.skip(f"network namespaces unavailable: {why}")
+    if not os.access(shardlog_bin(), os.X_OK):
+        pytest.skip("no shardlog binary")
+    c = NetCluster(tmp_path, prefix=f"slt{os.getpid() % 100000}", block=3,
+                   binary=shardlog_bin())
+    try:
+        c.start(timeout=60)
+        yield c
+    finally:
+        c.heal()
+        c.stop_all()
+        c.teardown_network()
+        panics = [b.node_id for b in c.brokers if b.panicked()]
+        assert not panics, f"brokers panicked: {panics} (logs in {tmp_path})"
+
+
+def produce(c: NetCluster, node: int, value: bytes, acks: int, timeout_ms: int = 3000):
+    with kwire.Conn(c[node].ip, KAFKA_PORT, timeout=timeout_ms / 1000 + 5) as conn:
+        return conn.produce(TOPIC, 0, kwire.record_batch([kwire.Record(None, value)]),
+                            acks=acks, timeout_ms=timeout_ms)
+
+
+def test_isolated_leader_refuses_acks_all_and_steps_down_after_heal(netcluster):
+    c = netcluster
+    create_topic(c.bootstrap, TOPIC, 1, 3, {"min.insync.replicas": "2"})
+    c.wait_isr_full(TOPIC, 1, 30)
+    old = c.leader_of(TOPIC, 0)
+    acked: dict[int, bytes] = {}
+    r = produce(c, old, b"before", -1)
+    assert r.error_code == 0, r
+    acked[r.base_offset] = b"before"
+
+    c.isolate(old)
+    t_cut = time.monotonic()
+    time.sleep(0.5)
+    r = produce(c, old, b"isolated-acks-all", -1)
+    assert r.error_code != 0, f"the isolated leader acknowledged an acks=all produce: {r}"
+    others = [i for i in c.ids if i != old]
+    new = c.wait_until(lambda: (lambda lead: lead if lead in others else None)(
+        c.leader_of(TOPIC, 0, via=others[0])), 15, "another broker to lead")
+    r = produce(c, new, b"after-failover", -1)
+    assert r.error_code == 0, r
+    acked[r.base_offset] = b"after-failover"
+    # the old leader is still cut off: still no acks=all acknowledgement from it
+    r = produce(c, old, b"isolated-acks-all-2", -1)
+    assert r.error_code != 0, f"the isolated leader acknowledged an acks=all produce: {r}"
+
+    time.sleep(max(0.0, ISOLATION_S - (time.monotonic() - t_cut)))
+    c.heal()
+    t_heal = time.monotonic()
+    c.wait_until(lambda: c.leader_of(TOPIC, 0, via=old) == new, 30,
+                 f"broker {old} to learn that {new} leads")
+    learnt = time.monotonic() - t_heal
+    assert learnt < LEARN_WITHIN_S, (
+        f"the old leader learnt of the new leader {learnt:.1f}s after the heal")
+
+    c.wait_isr_full(TOPIC, 1, 30)
+    with kwire.Conn(c[new].ip, KAFKA_PORT, timeout=10) as conn:
+        got: dict[int, bytes] = {}
+        offset = 0
+        while True:
+            f = conn.fetch(TOPIC, 0, offset)
+            assert f.error_code == 0, f
+            batches = kwire.parse_batches(f.records or b"")
+            if not batches:
+                break
+            for b in batches:
+                for i, rec in enumerate(b.records):
+                    got[b.base_offset + i] = rec.value
+                offset = b.base_offset + len(b.records)
+            if offset >= f.high_watermark:
+                break
+    for off, v in acked.items():
+        assert got.get(off) == v, f"acknowledged {v!r} at {off}, read {got.get(off)!r}"
+    assert b"isolated-acks-all" not in got.values()

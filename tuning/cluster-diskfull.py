@@ -1,0 +1,174 @@
+#!/usr/bin/env python3
+"""Disk full on one broker of a 3-broker cluster (RF 3, min.insync.replicas=2, acks=all).
+
+Brokers in network namespaces (tuning/netfault/cluster.py); broker `--full-broker`'s data
+directory is a small ext4 file system on a loop device (O_DIRECT works there; tmpfs has none),
+filled with a pad file down to `--leave-mib` free once the topics exist. An idempotent acks=all
+producer and a live consumer record a history (tests/history) on topic `df` (3 partitions, one
+led by each broker) while that disk fills. After `--full-for` seconds the pad file is removed;
+after `--recover-for` more the producer stops, the history checker judges the final read.
+
+Reported: what the full broker's partitions did (leader, ISR over time, produce errors), how
+long each partition had no acknowledgement, whether the full broker kept answering Metadata and
+serving Fetch for what it holds, and the checker's verdict (nothing acknowledged may be lost).
+
+    .venv/bin/python tuning/cluster-diskfull.py [--full-for 40] [--out /tmp/shardlog-diskfull]
+Needs root, `ip`, mkfs.ext4 and loop devices. Exit 1 on lost/duplicated data or a panic.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from fault_common import Workload, judge_history, log  # noqa: E402
+from history.record import HistoryWriter  # noqa: E402
+from netfault.cluster import KAFKA_PORT, NetCluster, create_topic  # noqa: E402
+
+import kwire  # noqa: E402
+
+
+def mount_small(img: Path, mnt: Path, mib: int) -> None:
+    mnt.mkdir(parents=True, exist_ok=True)
+    with open(img, "wb") as f:
+        f.truncate(mib << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(img)], check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True, capture_output=True)
+
+
+def umount(mnt: Path) -> None:
+    for _ in range(20):
+        if subprocess.run(["umount", str(mnt)], capture_output=True).returncode == 0:
+            return
+        time.sleep(0.5)
+    subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def pad(path: Path, leave_bytes: int) -> int:
+    st = os.statvfs(path.parent)
+    size = max(0, st.f_bavail * st.f_frsize - leave_bytes)
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.posix_fallocate(fd, 0, size)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return size
+
+
+def free_mib(path: Path) -> float:
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize / (1 << 20)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=Path("/tmp/shardlog-diskfull"))
+    ap.add_argument("--full-broker", type=int, default=3)
+    ap.add_argument("--fs-mib", type=int, default=128)
+    ap.add_argument("--leave-mib", type=int, default=16)
+    ap.add_argument("--full-for", type=float, default=40.0)
+    ap.add_argument("--recover-for", type=float, default=30.0)
+    ap.add_argument("--rate", type=int, default=400)
+    ap.add_argument("--value-bytes", type=int, default=1000)
+    ap.add_argument("--replica-lag-ms", type=int, default=10000)
+    ap.add_argument("--prefix", default="sldf")
+    ap.add_argument("--block", type=int, default=2)
+    a = ap.parse_args()
+    shutil.rmtree(a.out, ignore_errors=True)
+    a.out.mkdir(parents=True)
+    fb = a.full_broker
+    mnt = a.out / "small"
+    mount_small(a.out / "small.img", mnt, a.fs_mib)
+    report: dict = {"args": {k: str(v) for k, v in vars(a).items()}}
+    samples: list[dict] = []
+    try:
+        with NetCluster(a.out, prefix=a.prefix, block=a.block,
+                        settings={"replica_lag_time_max_ms": str(a.replica_lag_ms)},
+                        data_dirs={fb: mnt / "data"}) as c:
+            c.start()
+            create_topic(c.bootstrap, "df", 3, 3, {"min.insync.replicas": "2",
+                                                   "segment.bytes": str(1 << 20)})
+            c.wait_isr_full("df", 3, 60)
+            padded = pad(mnt / "pad", a.leave_mib << 20)
+            log(f"broker {fb}'s disk padded with {padded >> 20} MiB; {free_mib(mnt):.1f} MiB "
+                f"free")
+            h = HistoryWriter(a.out / "history.jsonl.gz", idempotence=True, acks="all",
+                              meta={"run": "cluster-diskfull"})
+            wl = Workload(c.bootstrap, "df", 3, a.rate, value_bytes=a.value_bytes, history=h,
+                          recreate_on_fatal=True, consumer_group="diskfull-live")
+            prod, cons = wl.start()
+            t0 = time.monotonic()
+            freed_at = None
+            probe_errors: Counter = Counter()
+            while time.monotonic() - t0 < a.full_for + a.recover_for:
+                now = time.monotonic() - t0
+                if freed_at is None and now >= a.full_for:
+                    (mnt / "pad").unlink()
+                    freed_at = now
+                    log(f"pad removed: {free_mib(mnt):.1f} MiB free")
+                s = {"t": round(now, 1), "free_mib": round(free_mib(mnt), 1), "parts": {}}
+                try:
+                    md = c.metadata(["df"], via=fb, timeout=3)
+                    s["metadata_from_full_broker"] = True
+                    for p in md["topics"]["df"]["partitions"]:
+                        s["parts"][p["partition"]] = (p["leader"], sorted(p["isr"]))
+                except Exception as e:  # noqa: BLE001 - recorded
+                    s["metadata_from_full_broker"] = repr(e)
+                # a raw acks=all produce to the full broker for the partition it leads
+                led = [p for p, (lead, _) in s["parts"].items() if lead == fb]
+                for p in led:
+                    try:
+                        with kwire.Conn(c[fb].ip, KAFKA_PORT, timeout=8) as conn:
+                            r = conn.produce("df", p, kwire.record_batch(
+                                [kwire.Record(None, f"probe-{now:.1f}".encode())]),
+                                acks=-1, timeout_ms=3000)
+                            s[f"probe_p{p}"] = r.error_code
+                            probe_errors[r.error_code] += 1
+                    except Exception as e:  # noqa: BLE001 - recorded
+                        s[f"probe_p{p}"] = type(e).__name__
+                samples.append(s)
+                log(json.dumps(s))
+                time.sleep(2)
+            wl.finish(prod, cons)
+            c.wait_isr_full("df", 3, 120)
+            rep = judge_history(h, c.bootstrap, "df", 3)
+            acks: dict[int, list[float]] = defaultdict(list)
+            for seq, (p, _o) in wl.acked.items():
+                acks[p].append(wl.acked_at[seq] - t0)
+            gaps = {}
+            for p, ts in acks.items():
+                ts = sorted([0.0] + ts)
+                gaps[p] = round(max(b - a_ for a_, b in zip(ts, ts[1:])), 2)
+            panics = [b.node_id for b in c.brokers if b.panicked()]
+            dead = [b.node_id for b in c.brokers if not b.alive()]
+            report.update({
+                "acknowledged": len(wl.acked), "sent": wl.sent, "failed": dict(wl.failed),
+                "fatal": wl.fatal[:3], "checker": {k: rep.get(k) for k in
+                                                   ("valid", "counts", "stats")},
+                "max_ack_gap_s_by_partition": gaps, "probe_errors": dict(probe_errors),
+                "freed_at_s": freed_at, "samples": samples, "panics": panics, "dead": dead})
+    finally:
+        umount(mnt)
+    (a.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
+    print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1,
+                     default=str))
+    counts = report.get("checker", {}).get("counts", {})
+    bad = any(counts.values()) or report.get("panics") or report.get("dead")
+    log("FAIL" if bad else "PASS")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
