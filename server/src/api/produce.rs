@@ -37,7 +37,7 @@ pub(crate) async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRe
             .iter()
             .flat_map(|(t, ps)| ps.iter().map(move |p| err_result(t, *p, code)))
             .collect();
-        future::ready(produce_response(v, corr, acks, &order, results)).boxed_local()
+        future::ready(produce_response(v, corr, acks, &order, results, |_| None)).boxed_local()
     };
     // Kafka refuses the whole request when it carries a transactional id, or a transactional
     // batch, that the producer is not authorised for; without transactions that is every one.
@@ -120,6 +120,7 @@ pub(crate) async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRe
     let by_owner = scatter::split_by_owner(placed, |p| shard.owner(&p.topic, p.partition));
     let waits =
         scatter::send_each(shard, by_owner, |parts| ShardReq::Produce { acks, parts }).await;
+    let shard = shard.clone();
     async move {
         let mut results = refused;
         results.extend(
@@ -129,7 +130,9 @@ pub(crate) async fn produce(shard: &Rc<Shard>, v: i16, corr: i32, req: ProduceRe
             })
             .await,
         );
-        produce_response(v, corr, acks, &order, results)
+        produce_response(v, corr, acks, &order, results, |id| {
+            leader_endpoint(&shard, id)
+        })
     }
     .boxed_local()
 }
@@ -163,16 +166,31 @@ pub(crate) fn err_result(topic: &str, partition: i32, error: i16) -> ProduceResu
     ProduceResult::failed(topic, partition, error)
 }
 
+/// The advertised address of broker `id` when it is live in this broker's image (the
+/// brokers a Metadata answer lists), for KIP-951's `NodeEndpoints`.
+pub(crate) fn leader_endpoint(shard: &Shard, id: i32) -> Option<(String, i32)> {
+    let meta = shard.meta.borrow();
+    let cv = crate::api::cluster::view(shard, &meta);
+    cv.live(id).map(|n| (n.host.clone(), n.port))
+}
+
+/// The response in request order. From v10 on (KIP-951) a partition refused with
+/// NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH carries `CurrentLeader`, and the response
+/// the `NodeEndpoints` of those leaders that `endpoint` knows (id -> host, port), so the
+/// client can move without a Metadata round.
 pub(crate) fn produce_response(
     v: i16,
     corr: i32,
     acks: i16,
     order: &[(String, Vec<i32>)],
     results: Vec<ProduceResult>,
+    endpoint: impl Fn(i32) -> Option<(String, i32)>,
 ) -> Option<Vec<Bytes>> {
     if acks == 0 {
         return None;
     }
+    let hints = v >= 10;
+    let mut leaders = std::collections::BTreeSet::new();
     // A partition named twice (refused as a whole) has one result per entry, in order.
     let mut by_key: HashMap<(String, i32), std::collections::VecDeque<ProduceResult>> =
         HashMap::new();
@@ -202,10 +220,30 @@ pub(crate) fn produce_response(
                     pr.base_offset = r.base_offset();
                     pr.log_append_time_ms = r.log_append_time_ms();
                     pr.log_start_offset = r.log_start_offset();
+                    if let Some((leader, epoch)) = r.current_leader().filter(|_| hints) {
+                        pr.current_leader = produce_response::LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(leader))
+                            .with_leader_epoch(epoch);
+                        if leader >= 0 {
+                            leaders.insert(leader);
+                        }
+                    }
                     pr
                 })
                 .collect();
             tr
+        })
+        .collect();
+    resp.node_endpoints = leaders
+        .into_iter()
+        .filter_map(|id| {
+            let (host, port) = endpoint(id)?;
+            Some(
+                produce_response::NodeEndpoint::default()
+                    .with_node_id(BrokerId(id))
+                    .with_host(s(&host))
+                    .with_port(port),
+            )
         })
         .collect();
     respond(ApiKey::Produce, v, corr, &resp)
@@ -271,7 +309,8 @@ mod tests {
         let order = vec![("a".to_string(), vec![1, 0]), ("b".to_string(), vec![0])];
         // Answers come back by shard: not in request order, and "b"-0 never answered.
         let results = vec![ok("a", 0, 10), ok("a", 1, 20)];
-        let r = decode(produce_response(8, 42, 1, &order, results).expect("acks=1 answers"));
+        let r =
+            decode(produce_response(8, 42, 1, &order, results, |_| None).expect("acks=1 answers"));
         let got: Vec<(String, i32, i16, i64)> = r
             .responses
             .iter()
@@ -298,7 +337,7 @@ mod tests {
             err_result("t", 0, errors::INVALID_REQUEST),
             err_result("t", 0, errors::NOT_ENOUGH_REPLICAS),
         ];
-        let r = decode(produce_response(8, 42, -1, &order, results).expect("answers"));
+        let r = decode(produce_response(8, 42, -1, &order, results, |_| None).expect("answers"));
         let codes: Vec<i16> = r.responses[0]
             .partition_responses
             .iter()
@@ -310,10 +349,81 @@ mod tests {
         );
     }
 
+    /// Produce v9+ has a flexible header: size, correlation id, tagged fields, body.
+    fn decode_flexible(chunks: Vec<Bytes>, version: i16) -> ProduceResponse {
+        let mut b = Bytes::from(chunks.concat());
+        assert_eq!(b.get_i32() as usize, b.len());
+        assert_eq!(b.get_i32(), 42);
+        assert_eq!(b.get_u8(), 0, "no header tagged fields");
+        ProduceResponse::decode(&mut b, version).expect("decodes")
+    }
+
+    #[test]
+    fn v10_names_the_leader_and_its_endpoint_on_leadership_errors() {
+        let order = vec![("t".to_string(), vec![0, 1, 2, 3])];
+        let results = vec![
+            err_result("t", 0, errors::NOT_LEADER_OR_FOLLOWER).with_leader_hint(Some((2, 5))),
+            err_result("t", 1, errors::FENCED_LEADER_EPOCH).with_leader_hint(Some((3, 9))),
+            // A leader nobody can reach: the hint without an endpoint.
+            err_result("t", 2, errors::NOT_LEADER_OR_FOLLOWER).with_leader_hint(Some((7, 1))),
+            ok("t", 3, 40),
+        ];
+        let endpoint = |id: i32| match id {
+            2 => Some(("b2.example".to_string(), 9092)),
+            3 => Some(("b3.example".to_string(), 9093)),
+            _ => None,
+        };
+        let frame = produce_response(10, 42, -1, &order, results.clone(), endpoint);
+        let r = decode_flexible(frame.expect("answers"), 10);
+        let leaders: Vec<(i16, i32, i32)> = r.responses[0]
+            .partition_responses
+            .iter()
+            .map(|p| {
+                (
+                    p.error_code,
+                    p.current_leader.leader_id.0,
+                    p.current_leader.leader_epoch,
+                )
+            })
+            .collect();
+        assert_eq!(
+            leaders,
+            vec![
+                (errors::NOT_LEADER_OR_FOLLOWER, 2, 5),
+                (errors::FENCED_LEADER_EPOCH, 3, 9),
+                (errors::NOT_LEADER_OR_FOLLOWER, 7, 1),
+                (errors::NONE, -1, -1),
+            ]
+        );
+        let nodes: Vec<(i32, String, i32)> = r
+            .node_endpoints
+            .iter()
+            .map(|n| (n.node_id.0, n.host.to_string(), n.port))
+            .collect();
+        assert_eq!(
+            nodes,
+            vec![
+                (2, "b2.example".to_string(), 9092),
+                (3, "b3.example".to_string(), 9093)
+            ]
+        );
+
+        // v9 has neither field: the same answers encode without them.
+        let r9 = decode_flexible(
+            produce_response(9, 42, -1, &order, results, endpoint).expect("answers"),
+            9,
+        );
+        assert!(r9.node_endpoints.is_empty());
+        assert!(r9.responses[0]
+            .partition_responses
+            .iter()
+            .all(|p| p.current_leader.leader_id.0 == -1));
+    }
+
     #[test]
     fn acks_zero_gets_no_response() {
         let order = vec![("t".to_string(), vec![0])];
-        assert!(produce_response(8, 42, 0, &order, vec![ok("t", 0, 1)]).is_none());
+        assert!(produce_response(8, 42, 0, &order, vec![ok("t", 0, 1)], |_| None).is_none());
     }
 
     #[test]

@@ -75,10 +75,9 @@ impl Shard {
             let Some(p) = self.partition(&part.topic, part.partition) else {
                 let error = self.missing_partition_error(&part.topic, part.partition);
                 tracing::debug!(topic = %Untrusted(&part.topic), partition = part.partition, error = errors::name(error), "produce to a partition that is not open");
-                waits.push(
-                    future::ready(ProduceResult::failed(&part.topic, part.partition, error))
-                        .boxed_local(),
-                );
+                let failed = ProduceResult::failed(&part.topic, part.partition, error)
+                    .with_leader_hint(self.leader_in_image(&part.topic, part.partition));
+                waits.push(future::ready(failed).boxed_local());
                 continue;
             };
             let Some(records) = part.records.filter(|r| !r.is_empty()) else {

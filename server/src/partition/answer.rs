@@ -18,6 +18,9 @@ pub struct ProduceResult {
     base_offset: i64,
     log_append_time_ms: i64,
     log_start_offset: i64,
+    /// With NOT_LEADER_OR_FOLLOWER / FENCED_LEADER_EPOCH: (leader id, leader epoch) as this
+    /// broker knows them, for KIP-951's `CurrentLeader` (Produce v10+).
+    current_leader: Option<(i32, i32)>,
 }
 
 /// The proof handed to [`ProduceResult::committed`] does not reach the batch's last offset.
@@ -44,6 +47,7 @@ impl ProduceResult {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
+            current_leader: None,
         }
     }
 
@@ -69,6 +73,7 @@ impl ProduceResult {
             base_offset,
             log_append_time_ms: log_append_time_ms.unwrap_or(-1),
             log_start_offset: -1,
+            current_leader: None,
         })
     }
 
@@ -82,12 +87,26 @@ impl ProduceResult {
             base_offset: -1,
             log_append_time_ms: -1,
             log_start_offset: -1,
+            current_leader: None,
         }
     }
 
     /// With the partition's log start offset (answered since Produce v5).
     pub fn with_log_start(mut self, log_start_offset: i64) -> ProduceResult {
         self.log_start_offset = log_start_offset;
+        self
+    }
+
+    /// With the leader this broker knows of, `(leader id, leader epoch)`, when the answer is
+    /// NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH (KIP-951: the client moves to it without
+    /// a Metadata round); other answers carry no hint.
+    pub fn with_leader_hint(mut self, leader: Option<(i32, i32)>) -> ProduceResult {
+        if matches!(
+            self.error,
+            errors::NOT_LEADER_OR_FOLLOWER | errors::FENCED_LEADER_EPOCH
+        ) {
+            self.current_leader = leader;
+        }
         self
     }
 
@@ -118,6 +137,10 @@ impl ProduceResult {
     }
     pub fn log_start_offset(&self) -> i64 {
         self.log_start_offset
+    }
+    /// KIP-951's hint: `(leader id, leader epoch)`, only on a leadership error.
+    pub fn current_leader(&self) -> Option<(i32, i32)> {
+        self.current_leader
     }
 }
 
@@ -191,5 +214,20 @@ mod tests {
             (r.error(), r.base_offset(), r.log_start_offset()),
             (errors::NOT_ENOUGH_REPLICAS, -1, 3)
         );
+    }
+
+    #[test]
+    fn only_leadership_errors_carry_a_leader_hint() {
+        for code in [errors::NOT_LEADER_OR_FOLLOWER, errors::FENCED_LEADER_EPOCH] {
+            let r = ProduceResult::failed("t", 0, code).with_leader_hint(Some((2, 7)));
+            assert_eq!(r.current_leader(), Some((2, 7)));
+        }
+        let r = ProduceResult::failed("t", 0, errors::NOT_ENOUGH_REPLICAS)
+            .with_leader_hint(Some((2, 7)));
+        assert_eq!(r.current_leader(), None);
+        let ok = ProduceResult::committed("t", 0, proof(3), 0, 3, None)
+            .unwrap()
+            .with_leader_hint(Some((2, 7)));
+        assert_eq!(ok.current_leader(), None);
     }
 }

@@ -499,7 +499,9 @@ impl Partition {
                 }
                 Ok((rx, slot)) => p.await_produce(acks, rx, slot, timeout).await,
             };
+            // A refusal for leadership names the leader this broker knows of (KIP-951).
             res.with_log_start(p.log.log_start_offset())
+                .with_leader_hint(Some(p.current_leader()))
         }
     }
 

@@ -26,9 +26,10 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 /// (API, min version, max version) this broker implements, advertised in ApiVersions.
 ///
 /// The ranges are chosen so every client generation we test negotiates a version we handle:
-/// Fetch stops at 12 (13+ names topics by id only), Produce at 9, Metadata at 12.
+/// Fetch stops at 12 (13+ names topics by id only), Produce at 10 (KIP-951 leader hints),
+/// Metadata at 12.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
+    (ApiKey::Produce, 3, 10),
     (ApiKey::Fetch, 4, 12),
     (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 0, 12),
