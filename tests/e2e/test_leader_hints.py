@@ -15,6 +15,7 @@ from util import create_topic, unique_topic
 
 pytestmark = [pytest.mark.timeout(120)]
 
+UNKNOWN_TOPIC_OR_PARTITION = 3
 NOT_LEADER_OR_FOLLOWER = 6
 
 
@@ -99,6 +100,20 @@ def batch(text: str) -> bytes:
     return kwire.record_batch([kwire.Record(key=None, value=text.encode())])
 
 
+def produce_when_known(cluster, node: int, version: int, topic: str, partition: int,
+                       text: str) -> dict:
+    """Produce `text` through broker `node`, again while it answers UNKNOWN_TOPIC_OR_PARTITION:
+    the topic's creation reaches each broker's image, and its replica opens, a little after
+    Metadata shows the partition placed (the ISR at creation is every replica). A refused
+    produce stores nothing, so retrying it is harmless."""
+    def attempt():
+        with kwire.Conn(cluster[node].host, cluster[node].port) as c:
+            a = produce_flexible(c, version, topic, partition, batch(text))
+        return a if a["error_code"] != UNKNOWN_TOPIC_OR_PARTITION else None
+
+    return cluster.wait_until(attempt, 30, f"broker {node} to know {topic}-{partition}")
+
+
 def partition_of(cluster, topic: str, index: int) -> dict | None:
     t = cluster.metadata([topic])["topics"].get(topic)
     if not t or t["error_code"] != 0:
@@ -126,8 +141,7 @@ def test_produce_to_a_non_leader_names_the_leader(cluster):
     followers = [n for n in (1, 2, 3) if n != leader]
 
     for f in followers:
-        with kwire.Conn(cluster[f].host, cluster[f].port) as c:
-            a = produce_flexible(c, 10, rf3, 0, batch(f"to follower {f}"))
+        a = produce_when_known(cluster, f, 10, rf3, 0, f"to follower {f}")
         assert a["error_code"] == NOT_LEADER_OR_FOLLOWER, a
         assert a["tags"].get(0) == (leader, epoch), a
         assert a["node_endpoints"] == [
@@ -141,8 +155,7 @@ def test_produce_to_a_non_leader_names_the_leader(cluster):
         assert a9["tags"] == {} and a9["top_tags"] == {}, a9
 
     # The leader takes the batch and answers without a hint.
-    with kwire.Conn(cluster[leader].host, cluster[leader].port) as c:
-        ok = produce_flexible(c, 10, rf3, 0, batch("to the leader"))
+    ok = produce_when_known(cluster, leader, 10, rf3, 0, "to the leader")
     assert ok["error_code"] == 0 and ok["base_offset"] >= 0, ok
     assert ok["tags"] == {} and ok["top_tags"] == {}, ok
 
@@ -156,8 +169,7 @@ def test_produce_to_a_non_leader_names_the_leader(cluster):
         30, "every RF 1 partition to have a leader")
     q = placed[0]
     elsewhere = next(n for n in (1, 2, 3) if n not in q["replicas"])
-    with kwire.Conn(cluster[elsewhere].host, cluster[elsewhere].port) as c:
-        a = produce_flexible(c, 10, rf1, 0, batch("to a broker without a replica"))
+    a = produce_when_known(cluster, elsewhere, 10, rf1, 0, "to a broker without a replica")
     assert a["error_code"] == NOT_LEADER_OR_FOLLOWER, a
     assert a["tags"].get(0) == (q["leader"], q["leader_epoch"]), a
     assert [e["node_id"] for e in a["node_endpoints"]] == [q["leader"]], a
