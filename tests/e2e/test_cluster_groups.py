@@ -63,6 +63,7 @@ def test_offsets_survive_kill9_of_the_coordinator(make_cluster):
     for i in range(100):
         p.produce(t, value=f"v{i}".encode(), partition=i % 2)
     assert p.flush(20) == 0
+    del p  # no producer left reconnecting to stopped brokers
 
     # The group consumes 60 records and commits exactly what it consumed.
     first = consumer(c.bootstrap, g)
@@ -125,6 +126,7 @@ def test_snapshot_on_the_leader_then_failover(make_cluster):
     for i in range(300):
         p.produce(t, value=b"x", partition=0)
     assert p.flush(20) == 0
+    del p  # no producer left reconnecting to stopped brokers
     # Simple (generation-less) commits, one record each: past the snapshot threshold.
     k = consumer(c.bootstrap, g)
     k.assign([TopicPartition(t, 0, 0)])

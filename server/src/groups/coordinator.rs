@@ -20,18 +20,26 @@
 //!   order like any other answer.
 //! * **persist, then acknowledge**: every `Persist` output becomes one or more RecordBatch v2
 //!   batches (uncompressed, one record per coordinator [`Record`], key null, value
-//!   `Record::encode()`) queued *synchronously, in output order* on the partition's appender;
-//!   the acknowledgement reaches [`GroupCoordinator::persisted`] only through
-//!   [`append_durable`], which returns the engine's [`Committed`] proof (the internal log uses
-//!   the `EveryBatch` flush policy: fdatasync before commit). An OffsetCommit is therefore
-//!   answered only after its records are on disk.
+//!   `Record::encode()`) queued *synchronously, in output order* on the partition as acks=all
+//!   produces; the acknowledgement reaches [`GroupCoordinator::persisted`] only through
+//!   [`append_acked`], whose success exists only with the replica core's commit proof (the
+//!   internal log uses the `EveryBatch` flush policy: fdatasync before commit, on every
+//!   replica). An OffsetCommit is therefore answered only after its records are on the disks
+//!   of the in-sync replicas (`min.insync.replicas = min(2, RF)` in a cluster).
+//! * **ownership**: the coordinator is partitioned (`GroupCoordinator::new_partitioned`): it
+//!   answers for the groups of the partitions it has loaded only. On a single node those are
+//!   the shard's local partitions, loaded at start-up ([`load`]). In a cluster
+//!   (`Groups::replicated`) the partitions are the image's topic and [`follow_leadership`]
+//!   loads a partition when this shard leads it and unloads it when it stops
+//!   (docs/ARCHITECTURE.md, "Consumer groups").
 //! * **time**: a per-shard task sleeps until `next_deadline_ms()` (at most 1 s) or until a
 //!   request wakes it, then calls `tick`.
 //!
 //! # Replay and compaction (snapshots)
 //!
-//! At start-up every shard opens its internal partitions and feeds every record from the log
-//! start to the log end into `replay_bytes`, then `finish_loading`. To keep that bounded, when
+//! Loading a partition feeds every record from its log start up to its high watermark (a new
+//! leader: once that covers the log end it took over with) into `replay_partition_bytes`,
+//! then `finish_partition_load`. To keep that bounded, when
 //! a partition holds more than `max(offsets_snapshot_records, 2 × last snapshot size)` records
 //! and no acknowledged write is in flight on it, the shard appends a *snapshot*: the records of
 //! `GroupCoordinator::snapshot()` that belong to this partition (each group's last metadata and
@@ -54,7 +62,10 @@
 //! applied when emitted, commits when `persisted` is called). `delete_records_before` refuses
 //! offsets past the committed end, and the engine writes `log-start` atomically (tmp, fsync,
 //! rename, fsync dir). Time retention is off for the internal log; segments are 16 MiB so the
-//! log start move frees space.
+//! log start move frees space. Only the loaded leader snapshots (a loading partition's groups
+//! are not in the coordinator yet). Followers replicate the snapshot records but keep their
+//! own log start (the follower path does not take the leader's log start yet), so a new
+//! leader replays its whole log once; its own snapshots bound it from then on.
 //!
 //! # Lag
 //!
@@ -503,7 +514,8 @@ pub fn ensure_offsets_topic(shard: &Rc<Shard>) {
         .count();
     let want = g.voters.clamp(1, 3);
     if live < want {
-        tracing::info!(
+        // Debug: every FindCoordinator of a waiting client comes here.
+        tracing::debug!(
             live,
             want,
             "{OFFSETS_TOPIC} waits for enough live brokers before it is created"
@@ -575,9 +587,14 @@ fn start_load(shard: &Rc<Shard>, index: usize, part: Rc<Partition>, epoch: i32) 
     let shard = shard.clone();
     glommio::spawn_local(async move {
         let t0 = std::time::Instant::now();
+        // Still this load, and the partition still open (a task holding a removed or closed
+        // partition would keep its log from being released).
         let current = || {
             shard.groups.leading.borrow().get(&index).map(|&(_, l)| l) == Some(load)
                 && !shard.is_shutting_down()
+                && shard
+                    .partition(OFFSETS_TOPIC, index as i32)
+                    .is_some_and(|p| Rc::ptr_eq(&p, &part))
         };
         let target = part.log_end_offset();
         while current() && part.high_watermark() < target {
@@ -643,3 +660,39 @@ pub fn spawn_timer(shard: Rc<Shard>) {
 }
 
 // ---- admin: lag ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::errors;
+
+    #[test]
+    fn failed_appends_answer_commits_like_kafka() {
+        for code in [
+            errors::NOT_LEADER_OR_FOLLOWER,
+            errors::KAFKA_STORAGE_ERROR,
+            errors::FENCED_LEADER_EPOCH,
+        ] {
+            assert_eq!(append_error(code), ErrorCode::NotCoordinator, "{code}");
+        }
+        for code in [errors::MESSAGE_TOO_LARGE, errors::RECORD_LIST_TOO_LARGE] {
+            assert_eq!(
+                append_error(code),
+                ErrorCode::InvalidCommitOffsetSize,
+                "{code}"
+            );
+        }
+        for code in [
+            errors::NOT_ENOUGH_REPLICAS,
+            errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND,
+            errors::REQUEST_TIMED_OUT,
+            errors::UNKNOWN_SERVER_ERROR,
+        ] {
+            assert_eq!(
+                append_error(code),
+                ErrorCode::CoordinatorNotAvailable,
+                "{code}"
+            );
+        }
+    }
+}

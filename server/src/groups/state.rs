@@ -123,3 +123,21 @@ impl Groups {
         self.coord.borrow().group_count()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_are_replicated_only_with_more_than_one_voter() {
+        let mut cfg = BrokerConfig::default();
+        assert!(!replicated_offsets(&cfg));
+        cfg.voters = Some("1@127.0.0.1:9093".into());
+        assert!(!replicated_offsets(&cfg));
+        cfg.voters = Some("1@127.0.0.1:9093,2@127.0.0.1:9103,3@127.0.0.1:9113".into());
+        assert!(replicated_offsets(&cfg));
+        assert_eq!(voter_count(&cfg), 3);
+        cfg.voters = Some("not voters".into());
+        assert!(!replicated_offsets(&cfg));
+    }
+}
