@@ -321,8 +321,9 @@ pub(crate) async fn metadata_api(
                 Some(name) => match meta.topics.get(&name) {
                     Some(t) => topic_resp(t),
                     // The internal topic is listed only when asked for by name; while it is
-                    // not in the image (single node) it is on this broker alone.
-                    None if name == OFFSETS_TOPIC => {
+                    // not in the image on a single node it is on this broker alone (in a
+                    // cluster it does not exist until a group first needs it).
+                    None if name == OFFSETS_TOPIC && !shard.groups.replicated => {
                         let internal = metadata::TopicMeta {
                             name: name.clone(),
                             id: 0,

@@ -215,8 +215,23 @@ pub fn internal_topic_assignments(
     placement(image, partitions, rf, 0, node_id)
 }
 
-/// DeleteTopics for one topic: it must exist.
+/// The refusal of an operator change to the internal topic (`__consumer_offsets`): deleting it
+/// would drop every group's offsets, and growing it would move groups between partitions
+/// (their coordinators find groups by `hash % partitions`).
+fn internal_topic_refusal(name: &str, what: &str) -> Option<Refusal> {
+    (name == crate::groups::offsets_log::OFFSETS_TOPIC).then(|| {
+        Refusal::new(
+            errors::INVALID_REQUEST,
+            format!("{name} is the broker's internal topic; {what} it is not allowed"),
+        )
+    })
+}
+
+/// DeleteTopics for one topic: it must exist and not be the internal topic.
 pub fn delete_topic(image: &ClusterMeta, name: &str) -> Result<MetadataRecord, Refusal> {
+    if let Some(r) = internal_topic_refusal(name, "deleting") {
+        return Err(r);
+    }
     match image.topics.get(name) {
         Some(t) => Ok(MetadataRecord::DeleteTopic {
             name: t.name.clone(),
@@ -226,7 +241,7 @@ pub fn delete_topic(image: &ClusterMeta, name: &str) -> Result<MetadataRecord, R
     }
 }
 
-/// CreatePartitions for one topic: it must exist and `count` must be more than it has and at
+/// CreatePartitions for one topic: it must exist, not be the internal topic, and `count` must be more than it has and at
 /// most 100000; the new partitions get the topic's replication factor (its first partition's
 /// replica count), placed by [`decide::place`] continuing the rotation where the existing
 /// partitions end (on `node_id` before any broker registered).
@@ -236,6 +251,9 @@ pub fn create_partitions(
     count: i32,
     node_id: i32,
 ) -> Result<MetadataRecord, Refusal> {
+    if let Some(r) = internal_topic_refusal(name, "adding partitions to") {
+        return Err(r);
+    }
     let Some(t) = image.topics.get(name) else {
         return Err(Refusal::new(errors::UNKNOWN_TOPIC_OR_PARTITION, None));
     };
@@ -678,5 +696,22 @@ mod tests {
         let (a, c) = created(&brokers(3, &[2, 3]));
         assert_eq!(a, vec![vec![1]; 4]);
         assert_eq!(c.get("min.insync.replicas").map(String::as_str), Some("1"));
+    }
+
+    #[test]
+    fn the_internal_topic_cannot_be_deleted_or_grown() {
+        let name = crate::groups::offsets_log::OFFSETS_TOPIC;
+        let m = brokers(3, &[]);
+        let m = match create_topic(&m, new_topic(name, 4, &[]), 1, 9, 1) {
+            Ok(rec) => {
+                let mut m = m;
+                assert!(m.apply(&rec));
+                m
+            }
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code(delete_topic(&m, name)), errors::INVALID_REQUEST);
+        assert_eq!(code(create_partitions(&m, name, 8, 1)), errors::INVALID_REQUEST);
+        assert!(m.topics.contains_key(name));
     }
 }

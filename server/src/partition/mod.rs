@@ -585,21 +585,6 @@ impl Partition {
         }
     }
 
-    /// Queues a batch the broker writes itself (the group coordinator's `__consumer_offsets`),
-    /// admitted by the core like an acks=0 produce: the caller waits for the commit on the log
-    /// (`wait_committed`, whose engine proof acknowledges an OffsetCommit). Refused (before
-    /// the queue) only when the core is not the leader.
-    pub fn enqueue_internal(&self, batch: Bytes) -> oneshot::Receiver<Result<Appended, i16>> {
-        match self.replica.core.borrow_mut().admit_produce(Acks::None) {
-            Ok(ticket) => self.enqueue(ticket, batch),
-            Err(e) => {
-                let (tx, rx) = oneshot::channel();
-                let _ = tx.send(Err(e.code()));
-                rx
-            }
-        }
-    }
-
     /// Queues a batch for appending; the position in the queue is taken now, synchronously.
     /// With the queue full (or earlier jobs waiting) the job waits in a task for its turn:
     /// it is still appended in the order of this call, whether or not the caller still waits.
