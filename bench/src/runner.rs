@@ -364,6 +364,21 @@ pub async fn run(
         collector.await.context("collector task")?;
     }
     let drain_deadline = Instant::now() + Duration::from_secs_f64(w.drain_s);
+    if w.acks_value().unwrap_or(1) == 0 {
+        // acks=0: a record counts as sent once its bytes are in the socket, and nothing says
+        // when the leader has appended it. The high watermarks are read (on another
+        // connection) until they hold everything sent, or the drain time is up: what is still
+        // missing then is reported by the broker check.
+        let sent = lock(&ctx.rec).produced_total.records;
+        loop {
+            let hw = high_watermarks(&admin, &topics, w.partitions).await?;
+            let held: u64 = hw.values().map(|(_, e)| (*e).max(0) as u64).sum();
+            if held >= sent || Instant::now() >= drain_deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     if w.consumers > 0 {
         let hw = high_watermarks(&admin, &topics, w.partitions).await?;
         let want: u64 = hw.values().map(|(s, e)| (e - s).max(0) as u64).sum();
@@ -505,11 +520,22 @@ async fn wait_for_leaders(
                     && m.partitions.iter().all(|p| p.leader >= 0)
             })
         });
+        // Metadata from one broker can name a leader before that leader serves the partition
+        // (a new topic reaches each broker of a cluster on its own schedule): the leaders are
+        // asked too, and UNKNOWN_TOPIC_OR_PARTITION / NOT_LEADER is retried like a missing
+        // leader, as Kafka clients do.
+        let mut not_served = None;
         if ready {
-            return Ok(());
+            match high_watermarks(client, topics, partitions).await {
+                Ok(_) => return Ok(()),
+                Err(e) => not_served = Some(e),
+            }
         }
         if Instant::now() >= deadline {
-            bail!("topics have no leaders after 30 s: {metas:?}");
+            match not_served {
+                Some(e) => bail!("topics' leaders do not serve them after 30 s: {e}"),
+                None => bail!("topics have no leaders after 30 s: {metas:?}"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
