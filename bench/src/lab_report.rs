@@ -177,6 +177,10 @@ pub struct CellSummary {
     pub broker_consistent: bool,
     /// Records acknowledged (acks=0: sent) but not held by the broker, over all repetitions.
     pub broker_missing: u64,
+    /// Longest wait, over the repetitions, for the high watermark to hold everything produced
+    /// after the producers stopped (seconds; replicas behind the leader with acks=1).
+    #[serde(default)]
+    pub settle_max_s: f64,
     /// One broker killed / all brokers killed / power loss of one machine / of all.
     pub survives: [String; 4],
     /// Where the survival row comes from.
@@ -345,6 +349,10 @@ fn summarize(
             .map(|(_, r)| r.errors.values().sum::<u64>())
             .sum(),
         broker_consistent: runs.iter().all(|(_, r)| r.broker_check.consistent),
+        settle_max_s: runs
+            .iter()
+            .map(|(_, r)| r.broker_check.settle_s)
+            .fold(0.0, f64::max),
         broker_missing: runs
             .iter()
             .map(|(_, r)| {
@@ -771,6 +779,11 @@ of every machine at once. Flush interval: {} ms.\n",
             c.errors,
             if c.reps.is_empty() {
                 "-".to_string()
+            } else if c.broker_consistent && c.settle_max_s >= 1.0 {
+                format!(
+                    "ok, after the high watermark caught up ({:.0} s at most)",
+                    c.settle_max_s
+                )
             } else if c.broker_consistent {
                 "ok".to_string()
             } else if c.acks == Acks::None {
