@@ -858,7 +858,7 @@ fn expand(
     cells: &mut Vec<Cell>,
     not_applicable: &mut Vec<NotApplicable>,
 ) -> anyhow::Result<()> {
-    let acks = list(&matrix, "acks")?
+    let acks = list(matrix, "acks")?
         .iter()
         .map(|v| match v {
             toml::Value::String(s) => Acks::parse(s),
@@ -866,14 +866,14 @@ fn expand(
             other => bail!("[matrix] acks: {other} is not 0, 1 or \"all\""),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let rfs = list(&matrix, "replication_factor")?
+    let rfs = list(matrix, "replication_factor")?
         .iter()
         .map(|v| match v.as_integer() {
             Some(i) if (1..=16).contains(&i) => Ok(i as i16),
             _ => bail!("[matrix] replication_factor: {v} is not an integer 1..=16"),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let flushes = list(&matrix, "flush")?
+    let flushes = list(matrix, "flush")?
         .iter()
         .map(|v| match v.as_str() {
             Some("never") => Ok(Flush::Never),
@@ -884,7 +884,7 @@ fn expand(
         .collect::<anyhow::Result<Vec<_>>>()?;
     let min_isrs = match matrix.get("min_insync_replicas") {
         None => vec![1],
-        Some(_) => list(&matrix, "min_insync_replicas")?
+        Some(_) => list(matrix, "min_insync_replicas")?
             .iter()
             .map(|v| match v.as_integer() {
                 Some(i) if (1..=16).contains(&i) => Ok(i as i16),
@@ -913,7 +913,7 @@ fn expand(
             !RESERVED_WORKLOAD_KEYS.contains(&key.as_str()) && key != "topic_configs",
             "[matrix] {key}: not an optional axis (set by the lab)"
         );
-        let values = list(&matrix, key)?.clone();
+        let values = list(matrix, key)?.clone();
         ensure!(
             !has_dup(&values.iter().map(|v| v.to_string()).collect::<Vec<_>>()),
             "[matrix] {key} lists a value twice"
