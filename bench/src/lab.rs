@@ -745,6 +745,10 @@ pub fn tune(opts: &TuneOptions) -> anyhow::Result<()> {
             progress.run_walls.push(wall);
             session.runs += 1;
             let status = match &r {
+                Ok(res) if res.workload.as_ref().is_some_and(|w| w.producers == 0) => {
+                    group_ok += 1;
+                    format!("consumed {:.1} MB/s", res.consume.mb_per_s)
+                }
                 Ok(res) => {
                     group_ok += 1;
                     format!(
