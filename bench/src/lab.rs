@@ -16,9 +16,11 @@
 //! * `summary.json`, `REPORT.md`, `*.svg`: written by [`crate::lab_report`].
 //!
 //! Local brokers: one `shardlog start` for cells with replication factor 1; `shardlog dev
-//! cluster --brokers N` for RF = N > 1 (one broker per replica). Each broker configuration gets
+//! cluster --brokers N` for RF = N > 1 (one broker per replica), or one cluster of `[broker]
+//! brokers` for every cell when the experiment sets it. Each broker configuration gets
 //! a fresh cluster with empty data directories; flush policy and min.insync.replicas are topic
-//! configs, so they need no restart. A cluster that does not start, or that refuses a topic of
+//! configs, so they need no restart. A cell whose rate is a share of a closed-loop cell
+//! (`rate_mb_per_s = "50%"`) gets it from that cell's finished runs in the same folder. A cluster that does not start, or that refuses a topic of
 //! its replication factor, skips its cells with the reason: nothing is faked.
 
 use std::collections::BTreeMap;
@@ -32,10 +34,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use shardlog_client::{Client, ClientConfig, NewTopic};
 
-use crate::experiment::{load_experiment, Cell, Experiment};
+use crate::experiment::{load_experiment, resolve_cpus, Cell, Experiment, RelativeRate};
 use crate::report::RunResult;
 use crate::runner::{run, write_hlog, RunOptions};
-use crate::scenario::Variant;
+use crate::scenario::{Variant, Workload};
 
 pub use crate::lab_files::{civil_from_days, rep_path, Limits, Session};
 
@@ -354,6 +356,7 @@ fn start_local(
     out: &Path,
     exp: &Experiment,
     brokers: u16,
+    broker_cpus: Option<&str>,
 ) -> anyhow::Result<LocalCluster> {
     let data_dir = data_root.join(format!("rf{brokers}"));
     if data_dir.exists() {
@@ -396,7 +399,7 @@ fn start_local(
             "10".into(),
         ]);
     }
-    let mut cmd = match &b.cpus {
+    let mut cmd = match broker_cpus {
         Some(cpus) => {
             let mut c = Command::new("taskset");
             c.args(["-c", cpus]).arg(shardlog);
@@ -633,7 +636,7 @@ pub fn tune(opts: &TuneOptions) -> anyhow::Result<()> {
     // Broker configurations: cells grouped by the cluster they need, in matrix order.
     let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
     for &(i, _) in &todo {
-        let g = groups.entry(exp.cells[i].key.brokers()).or_default();
+        let g = groups.entry(exp.brokers_for(&exp.cells[i])).or_default();
         if !g.contains(&i) {
             g.push(i);
         }
@@ -646,6 +649,28 @@ pub fn tune(opts: &TuneOptions) -> anyhow::Result<()> {
         run_walls: Vec::new(),
         estimate_per_run: exp.run.warmup_s + exp.run.duration_s + 4.0,
     };
+    // CPU layout: the brokers' list is resolved against the CPUs this process may use before
+    // the process pins itself (and the runtime threads it starts) to the load generator's.
+    let available = affinity();
+    let cpu_list = |v: &[usize]| {
+        v.iter()
+            .map(|c| c.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let broker_cpus = match &exp.broker.cpus {
+        Some(c) => Some(cpu_list(&resolve_cpus(c, &available)?)),
+        None => None,
+    };
+    if let Some(c) = &exp.run.bench_cpus {
+        let cpus = resolve_cpus(c, &available)?;
+        pin_self(&cpus).with_context(|| format!("pinning the load generator to CPUs {cpus:?}"))?;
+        eprintln!(
+            "== load generator on CPUs {}, brokers on {}",
+            cpu_list(&cpus),
+            broker_cpus.as_deref().unwrap_or("all")
+        );
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = exp.run.bench_threads {
         builder.worker_threads(n);
@@ -656,7 +681,14 @@ pub fn tune(opts: &TuneOptions) -> anyhow::Result<()> {
         let (bootstrap, local) = match &opts.target {
             Target::Bootstrap(b) => (b.clone(), None),
             Target::Local { shardlog, data_dir } => {
-                match start_local(shardlog, data_dir, out, &exp, *brokers) {
+                match start_local(
+                    shardlog,
+                    data_dir,
+                    out,
+                    &exp,
+                    *brokers,
+                    broker_cpus.as_deref(),
+                ) {
                     Ok(c) => (c.bootstrap.clone(), Some(c)),
                     Err(e) => {
                         let why = format!("the {brokers}-broker cluster did not start: {e:#}");
@@ -667,8 +699,15 @@ pub fn tune(opts: &TuneOptions) -> anyhow::Result<()> {
                 }
             }
         };
-        if *brokers > 1 {
-            if let Err(e) = rt.block_on(probe_rf(&bootstrap, *brokers as i16)) {
+        // The largest replication factor the group's cells need (a cluster without replication
+        // refuses it).
+        let top_rf = cells
+            .iter()
+            .map(|&i| exp.cells[i].key.replication_factor)
+            .max()
+            .unwrap_or(1);
+        if top_rf > 1 {
+            if let Err(e) = rt.block_on(probe_rf(&bootstrap, top_rf)) {
                 let why = format!("{e:#}");
                 eprintln!("!! {why}");
                 skip_group(out, &exp, cells, &why, &mut skipped, &mut progress);
@@ -682,52 +721,57 @@ pub fn tune(opts: &TuneOptions) -> anyhow::Result<()> {
         // its first runs rather than timing out on every cell.
         let (mut group_ok, mut group_failed) = (0u32, 0u32);
         let mut last_error = String::new();
-        for (n, &i) in cells.iter().enumerate() {
+        let plan = schedule(out, &exp, cells);
+        for (n, &(i, rep)) in plan.iter().enumerate() {
             let cell = &exp.cells[i];
             if group_ok == 0 && group_failed >= GIVE_UP_AFTER {
                 let why = format!(
                     "the first {group_failed} runs on the {brokers}-broker cluster failed (last: {last_error})"
                 );
                 eprintln!("!! {why}: skipping the rest of its cells");
-                skip_group(out, &exp, &cells[n..], &why, &mut skipped, &mut progress);
+                let mut rest: Vec<usize> = Vec::new();
+                for &(j, _) in &plan[n..] {
+                    if !rest.contains(&j) {
+                        rest.push(j);
+                    }
+                }
+                skip_group(out, &exp, &rest, &why, &mut skipped, &mut progress);
                 break;
             }
-            for rep in 1..=exp.run.repetitions {
-                let path = rep_path(out, &cell.key.id(), rep);
-                if path.is_file() {
-                    continue;
+            let t0 = Instant::now();
+            let r = run_rep(&rt, &exp, cell, rep, &bootstrap, opts.quiet, out);
+            let wall = t0.elapsed().as_secs_f64();
+            progress.done += 1;
+            progress.run_walls.push(wall);
+            session.runs += 1;
+            let status = match &r {
+                Ok(res) if res.workload.as_ref().is_some_and(|w| w.producers == 0) => {
+                    group_ok += 1;
+                    format!("consumed {:.1} MB/s", res.consume.mb_per_s)
                 }
-                let t0 = Instant::now();
-                let r = run_rep(&rt, &exp, cell, rep, &bootstrap, opts.quiet, out);
-                let wall = t0.elapsed().as_secs_f64();
-                progress.done += 1;
-                progress.run_walls.push(wall);
-                session.runs += 1;
-                let status = match &r {
-                    Ok(res) => {
-                        group_ok += 1;
-                        format!(
-                            "{:.1} MB/s, publish p99 {:.2} ms",
-                            res.produce.mb_per_s, res.publish_latency.p99_ms
-                        )
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        group_failed += 1;
-                        last_error = format!("{e:#}");
-                        format!("FAILED: {e:#}")
-                    }
-                };
-                eprintln!(
-                    "[{}/{}] {} rep {rep}/{}: {status} | elapsed {}, about {} left",
-                    progress.done,
-                    progress.total,
-                    cell.key.label(),
-                    exp.run.repetitions,
-                    hms(progress.started.elapsed().as_secs_f64()),
-                    hms(progress.remaining_s())
-                );
-            }
+                Ok(res) => {
+                    group_ok += 1;
+                    format!(
+                        "{:.1} MB/s, publish p99 {:.2} ms",
+                        res.produce.mb_per_s, res.publish_latency.p99_ms
+                    )
+                }
+                Err(e) => {
+                    failed += 1;
+                    group_failed += 1;
+                    last_error = format!("{e:#}");
+                    format!("FAILED: {e:#}")
+                }
+            };
+            eprintln!(
+                "[{}/{}] {} rep {rep}/{}: {status} | elapsed {}, about {} left",
+                progress.done,
+                progress.total,
+                cell.key.label(),
+                exp.run.repetitions,
+                hms(progress.started.elapsed().as_secs_f64()),
+                hms(progress.remaining_s())
+            );
             if let Some(c) = &local {
                 wait_for_deletions(&c.data_dir, Duration::from_secs(60));
             }
@@ -749,6 +793,28 @@ pub fn tune(opts: &TuneOptions) -> anyhow::Result<()> {
         bail!("{failed} run(s) failed (see raw/<cell>/rep-<n>.error); `tune` again retries them");
     }
     Ok(())
+}
+
+/// The order a cluster's unfinished runs go in: repetition by repetition across its cells
+/// (rep 1 of every cell, then rep 2, ...), so that a machine whose load drifts during the
+/// session (other work starting or stopping) shifts every cell's figures alike instead of
+/// one cell's; cells whose rate is a share of another cell's max come after all the
+/// closed-loop runs, so their rate is taken from every repetition of it.
+pub fn schedule(out: &Path, exp: &Experiment, cells: &[usize]) -> Vec<(usize, u32)> {
+    let mut plan = Vec::new();
+    for relative in [false, true] {
+        for rep in 1..=exp.run.repetitions {
+            for &i in cells {
+                let c = &exp.cells[i];
+                if c.relative_rate.is_some() == relative
+                    && !rep_path(out, &c.key.id(), rep).is_file()
+                {
+                    plan.push((i, rep));
+                }
+            }
+        }
+    }
+    plan
 }
 
 fn skip_group(
@@ -782,6 +848,12 @@ fn run_rep(
     let dir = out.join("raw").join(&id);
     std::fs::create_dir_all(&dir)?;
     let mut workload = cell.workload.clone();
+    if let Some(rel) = &cell.relative_rate {
+        if let Err(e) = set_relative_rate(out, exp, rel, &mut workload) {
+            let _ = std::fs::write(dir.join(format!("rep-{rep}.error")), format!("{e:#}\n"));
+            return Err(e);
+        }
+    }
     // Cells are independent: every run's topics go away after it.
     workload.delete_topics = true;
     workload.topic_prefix = "lab".into();
@@ -823,6 +895,87 @@ fn run_rep(
             Err(e)
         }
     }
+}
+
+/// Sets a rate given as a share of a closed-loop cell ("50%"): that share of the median produce
+/// throughput over the reference cell's finished repetitions in this results folder.
+fn set_relative_rate(
+    out: &Path,
+    exp: &Experiment,
+    rel: &RelativeRate,
+    workload: &mut Workload,
+) -> anyhow::Result<()> {
+    let reference = &exp.cells[rel.reference];
+    let id = reference.key.id();
+    let mut measured = Vec::new();
+    for rep in 1..=exp.run.repetitions {
+        let p = rep_path(out, &id, rep);
+        let Ok(text) = std::fs::read_to_string(&p) else {
+            continue;
+        };
+        let r: RunResult =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+        measured.push(if rel.key == "rate_records_per_s" {
+            r.produce.records_per_s
+        } else {
+            r.produce.mb_per_s
+        });
+    }
+    anyhow::ensure!(
+        !measured.is_empty(),
+        "the rate is {:.0}% of {}, which has no finished run",
+        rel.fraction * 100.0,
+        reference.key.label()
+    );
+    let rate = crate::lab_report::median(&measured) * rel.fraction;
+    anyhow::ensure!(
+        rate > 0.0,
+        "the rate is {:.0}% of {}, which measured 0",
+        rel.fraction * 100.0,
+        reference.key.label()
+    );
+    if rel.key == "rate_records_per_s" {
+        workload.rate_records_per_s = Some(rate);
+        workload.rate_mb_per_s = None;
+    } else {
+        workload.rate_mb_per_s = Some(rate);
+        workload.rate_records_per_s = None;
+    }
+    Ok(())
+}
+
+/// The CPUs this process may run on, sorted.
+fn affinity() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; sched_getaffinity fills it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let ok =
+        unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if ok != 0 {
+        return (0..n).collect();
+    }
+    // SAFETY: CPU_ISSET reads the set within its size (CPU_SETSIZE).
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect()
+}
+
+/// Pins this process (its threads started from now on inherit it) to `cpus`.
+fn pin_self(cpus: &[usize]) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET writes within CPU_SETSIZE.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        anyhow::ensure!(c < libc::CPU_SETSIZE as usize, "CPU {c} out of range");
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: a valid set of the size given.
+    let r = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error().into());
+    }
+    Ok(())
 }
 
 /// glommio registers its I/O memory and needs locked memory; raised here (best effort) so the
@@ -871,6 +1024,51 @@ mod tests {
         write_atomic(&p, "{}").expect("write");
         let left = pending(dir.path(), &exp);
         assert_eq!(left, vec![(0, 1), (0, 2), (1, 2)]);
+    }
+
+    #[test]
+    fn schedule_interleaves_repetitions_and_runs_shares_last() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let exp = parse_experiment(
+            r#"
+            [run]
+            repetitions = 2
+            [matrix]
+            acks = ["1", "all"]
+            replication_factor = [1]
+            flush = ["never"]
+            rate_mb_per_s = ["max", "50%"]
+            "#,
+            "s",
+        )
+        .expect("parse");
+        let all: Vec<usize> = (0..exp.cells.len()).collect();
+        let label = |(i, rep): (usize, u32)| {
+            let c = &exp.cells[i].key;
+            format!("{}/{}/{rep}", c.acks, c.axes[0].label())
+        };
+        let plan: Vec<String> = schedule(dir.path(), &exp, &all)
+            .into_iter()
+            .map(label)
+            .collect();
+        assert_eq!(
+            plan,
+            [
+                "1/rate_mb_per_s=max/1",
+                "all/rate_mb_per_s=max/1",
+                "1/rate_mb_per_s=max/2",
+                "all/rate_mb_per_s=max/2",
+                "1/rate_mb_per_s=50%/1",
+                "all/rate_mb_per_s=50%/1",
+                "1/rate_mb_per_s=50%/2",
+                "all/rate_mb_per_s=50%/2",
+            ]
+        );
+        // Finished repetitions are left out.
+        let p = rep_path(dir.path(), &exp.cells[0].key.id(), 1);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        write_atomic(&p, "{}").expect("write");
+        assert_eq!(schedule(dir.path(), &exp, &all).len(), 7);
     }
 
     #[test]

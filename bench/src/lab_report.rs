@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::experiment::{parse_experiment, Acks, Cell, Experiment, Flush};
+use crate::experiment::{parse_experiment, Acks, Cell, Experiment, Flush, Target};
 use crate::guarantees::{survives, Guarantee};
 use crate::lab_files::{rep_path, Limits, Session};
 use crate::plot::{heatmap, line_chart, scatter_log_x, ScatterGroup, Series, XAxis, PALETTE};
@@ -54,6 +54,21 @@ pub struct Figures {
 }
 
 impl Figures {
+    /// A figure by its `summary.json` name ([`crate::experiment::TARGET_METRICS`]).
+    pub fn get(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "produce_mb_per_s" => self.produce_mb_per_s,
+            "consume_mb_per_s" => self.consume_mb_per_s,
+            "publish_p50_ms" => self.publish_p50_ms,
+            "publish_p99_ms" => self.publish_p99_ms,
+            "publish_p999_ms" => self.publish_p999_ms,
+            "e2e_p50_ms" => self.e2e_p50_ms,
+            "e2e_p99_ms" => self.e2e_p99_ms,
+            "e2e_p999_ms" => self.e2e_p999_ms,
+            _ => return None,
+        })
+    }
+
     fn of(r: &RunResult) -> Figures {
         Figures {
             produce_mb_per_s: r.produce.mb_per_s,
@@ -162,6 +177,10 @@ pub struct CellSummary {
     pub broker_consistent: bool,
     /// Records acknowledged (acks=0: sent) but not held by the broker, over all repetitions.
     pub broker_missing: u64,
+    /// Longest wait, over the repetitions, for the high watermark to hold everything produced
+    /// after the producers stopped (seconds; replicas behind the leader with acks=1).
+    #[serde(default)]
+    pub settle_max_s: f64,
     /// One broker killed / all brokers killed / power loss of one machine / of all.
     pub survives: [String; 4],
     /// Where the survival row comes from.
@@ -330,6 +349,10 @@ fn summarize(
             .map(|(_, r)| r.errors.values().sum::<u64>())
             .sum(),
         broker_consistent: runs.iter().all(|(_, r)| r.broker_check.consistent),
+        settle_max_s: runs
+            .iter()
+            .map(|(_, r)| r.broker_check.settle_s)
+            .fold(0.0, f64::max),
         broker_missing: runs
             .iter()
             .map(|(_, r)| {
@@ -645,12 +668,18 @@ pub fn report_markdown(
     let _ = writeln!(
         s,
         "Written by `shardlog-bench report` from the files of this folder (`experiment.toml` is the experiment as run). \
-{} cells x {} repetitions, {} s warm-up and {} s measured each; throughput in MB/s (10^6 bytes of keys and values), \
+{} cells x {} repetitions, {}; throughput in MB/s (10^6 bytes of keys and values), \
 latencies in ms; open-loop publish latency counts from each record's due time. Medians over the repetitions, spread min-max.\n",
         e.cells.len(),
         e.run.repetitions,
-        e.run.warmup_s,
-        e.run.duration_s
+        if e.uniform_timing() {
+            format!(
+                "{} s warm-up and {} s measured each",
+                e.run.warmup_s, e.run.duration_s
+            )
+        } else {
+            "warm-up and measured seconds per part (see `experiment.toml`)".to_string()
+        }
     );
     if !res.sessions.is_empty() {
         let _ = writeln!(
@@ -708,6 +737,20 @@ latencies in ms; open-loop publish latency counts from each record's due time. M
         }
     }
 
+    if !e.targets.is_empty() {
+        let _ = writeln!(s, "## Targets\n");
+        let _ = writeln!(
+            s,
+            "From the medians below (a ratio divides two cells of this folder, measured in the same run).\n"
+        );
+        let _ = writeln!(s, "| target | measured | met |\n|---|---|---|");
+        for t in &e.targets {
+            let (text, met) = target_result(res, t);
+            let _ = writeln!(s, "| {} | {} | {} |", md_escape(&t.name), text, met);
+        }
+        s.push('\n');
+    }
+
     let _ = writeln!(s, "## Configurations and what they survive\n");
     let _ = writeln!(
         s,
@@ -736,6 +779,11 @@ of every machine at once. Flush interval: {} ms.\n",
             c.errors,
             if c.reps.is_empty() {
                 "-".to_string()
+            } else if c.broker_consistent && c.settle_max_s >= 1.0 {
+                format!(
+                    "ok, after the high watermark caught up ({:.0} s at most)",
+                    c.settle_max_s
+                )
             } else if c.broker_consistent {
                 "ok".to_string()
             } else if c.acks == Acks::None {
@@ -867,6 +915,79 @@ of every machine at once. Flush interval: {} ms.\n",
 `.hlog` (HdrHistogram logs, µs); not kept in git. `summary.json` holds the figures of this report."
     );
     s
+}
+
+/// A target's measured value in words and whether it is met (`yes`, `no`, `not measured`).
+pub fn target_result(res: &Results, t: &Target) -> (String, &'static str) {
+    let cells = &res.summary.cells;
+    let med = |i: usize| {
+        cells
+            .get(i)
+            .and_then(|c| c.median)
+            .and_then(|m| m.get(&t.metric))
+    };
+    let label = |i: usize| cells.get(i).map(|c| c.label.as_str()).unwrap_or("?");
+    let rate = |i: usize| {
+        res.runs
+            .get(i)
+            .map(|rs| {
+                let v: Vec<f64> = rs
+                    .iter()
+                    .filter_map(|(_, r)| r.target_records_per_s)
+                    .collect();
+                if v.is_empty() {
+                    String::new()
+                } else {
+                    format!(" at {:.0} rec/s", median(&v))
+                }
+            })
+            .unwrap_or_default()
+    };
+    let limit = t.of_limit.as_deref().map(|l| {
+        let v = res.limits.as_ref().and_then(|x| match l {
+            "iperf3" => x.iperf3_mb_per_s,
+            _ => x.fio_mb_per_s,
+        });
+        (l, v)
+    });
+    let (value, text) = match (t.of, limit) {
+        (None, Some((l, lim))) => match (med(t.cell), lim) {
+            (Some(a), Some(b)) if b > 0.0 => (
+                Some(a / b),
+                format!("{:.1}% ({} / {l} {b:.0} MB/s)", a / b * 100.0, f2(a)),
+            ),
+            _ => (None, format!("not measured ({} / {l})", label(t.cell))),
+        },
+        (None, None) => match med(t.cell) {
+            Some(v) => (
+                Some(v),
+                format!("{} ({}{})", f2(v), label(t.cell), rate(t.cell)),
+            ),
+            None => (None, format!("not measured ({})", label(t.cell))),
+        },
+        (Some(o), _) => match (med(t.cell), med(o)) {
+            (Some(a), Some(b)) if b > 0.0 => (
+                Some(a / b),
+                format!("{:.1}% ({} / {} {})", a / b * 100.0, f2(a), f2(b), t.metric),
+            ),
+            _ => (
+                None,
+                format!("not measured ({} / {})", label(t.cell), label(o)),
+            ),
+        },
+    };
+    let met = match value {
+        None => "not measured",
+        Some(_) if t.min.is_none() && t.max.is_none() => "-",
+        Some(v) => {
+            if t.min.is_none_or(|m| v >= m) && t.max.is_none_or(|m| v <= m) {
+                "yes"
+            } else {
+                "no"
+            }
+        }
+    };
+    (text, met)
 }
 
 /// Writes `summary.json`, the plots and `REPORT.md` into `dir`; returns the report's path.

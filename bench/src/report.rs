@@ -37,6 +37,10 @@ pub struct BrokerCheck {
     /// Whether every partition's high watermark equals its acknowledged end and the record
     /// counts match.
     pub consistent: bool,
+    /// Seconds the high watermarks took, after the producers stopped, to hold everything
+    /// produced (or to stop moving): replicas catching up with acks=1, acks=0 appends landing.
+    #[serde(default)]
+    pub settle_s: f64,
 }
 
 /// One partition of [`BrokerCheck`].

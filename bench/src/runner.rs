@@ -363,6 +363,40 @@ pub async fn run(
         task.await.context("producer task")??;
         collector.await.context("collector task")?;
     }
+    // Settle: the high watermark can trail what the producers were told. acks=0 counts a
+    // record once its bytes are in the socket, with nothing saying when the leader appended
+    // it; acks=1 with replicas acknowledges before the followers have the records, and the
+    // high watermark (what consumers and the broker check see) moves only as they fetch. So
+    // the high watermarks are read until they hold everything produced, for as long as they
+    // keep moving (at most SETTLE_MAX): what is still missing after that is reported by the
+    // broker check as not stored, not as "not yet".
+    let settle_started = Instant::now();
+    let produced = lock(&ctx.rec).produced_total.records;
+    let (mut held, mut moved_at) = (0u64, Instant::now());
+    loop {
+        let hw = high_watermarks(&admin, &topics, w.partitions).await?;
+        let now_held: u64 = hw.values().map(|(_, e)| (*e).max(0) as u64).sum();
+        if now_held > held {
+            moved_at = Instant::now();
+        }
+        held = now_held;
+        if held >= produced
+            || moved_at.elapsed() >= SETTLE_STILL
+            || settle_started.elapsed() >= SETTLE_MAX
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let settle_s = settle_started.elapsed().as_secs_f64();
+    if settle_s > 1.0 {
+        tracing::info!(
+            settle_s,
+            produced,
+            held,
+            "waited for the high watermark to reach what was produced"
+        );
+    }
     let drain_deadline = Instant::now() + Duration::from_secs_f64(w.drain_s);
     if w.consumers > 0 {
         let hw = high_watermarks(&admin, &topics, w.partitions).await?;
@@ -394,7 +428,8 @@ pub async fn run(
         eprintln!();
     }
 
-    let check = broker_check(&admin, &ctx, w.partitions).await?;
+    let mut check = broker_check(&admin, &ctx, w.partitions).await?;
+    check.settle_s = settle_s;
     if w.delete_topics {
         let names: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         if let Err(e) = admin
@@ -488,6 +523,12 @@ fn tick(
     timeline.push(p);
 }
 
+/// After the producers stop, the high watermarks are read until they hold everything produced
+/// while they keep moving: at most this long in all...
+const SETTLE_MAX: Duration = Duration::from_secs(120);
+/// ...and given up once they have not moved for this long.
+const SETTLE_STILL: Duration = Duration::from_secs(3);
+
 async fn wait_for_leaders(
     client: &Client,
     topics: &[Arc<str>],
@@ -505,11 +546,22 @@ async fn wait_for_leaders(
                     && m.partitions.iter().all(|p| p.leader >= 0)
             })
         });
+        // Metadata from one broker can name a leader before that leader serves the partition
+        // (a new topic reaches each broker of a cluster on its own schedule): the leaders are
+        // asked too, and UNKNOWN_TOPIC_OR_PARTITION / NOT_LEADER is retried like a missing
+        // leader, as Kafka clients do.
+        let mut not_served = None;
         if ready {
-            return Ok(());
+            match high_watermarks(client, topics, partitions).await {
+                Ok(_) => return Ok(()),
+                Err(e) => not_served = Some(e),
+            }
         }
         if Instant::now() >= deadline {
-            bail!("topics have no leaders after 30 s: {metas:?}");
+            match not_served {
+                Some(e) => bail!("topics' leaders do not serve them after 30 s: {e}"),
+                None => bail!("topics have no leaders after 30 s: {metas:?}"),
+            }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

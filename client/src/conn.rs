@@ -44,6 +44,9 @@ struct Outgoing {
     /// into one buffer).
     frame: Vec<Bytes>,
     waiter: Option<Waiter>,
+    /// A request without a response: told (with an empty frame) once its bytes are in the
+    /// socket; dropped, unanswered, when they never get there.
+    written: Option<Reply>,
 }
 
 struct Shared {
@@ -90,6 +93,21 @@ pub struct ResponseFuture<T> {
     addr: String,
     timeout: Duration,
     _marker: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> ResponseFuture<T> {
+    /// For a request without a response: waits until its frame is written to the socket.
+    /// `ConnectionClosed` when it never will be (the connection failed or was dropped first).
+    pub async fn written(self) -> Result<()> {
+        match tokio::time::timeout(self.timeout, self.rx).await {
+            Err(_) => Err(ClientError::Timeout(format!(
+                "writing {:?} v{} to {}",
+                self.api_key, self.version, self.addr
+            ))),
+            Ok(Err(_)) => Err(ClientError::ConnectionClosed(self.addr)),
+            Ok(Ok(r)) => r.map(|_| ()),
+        }
+    }
 }
 
 impl<T: Decodable + HeaderVersion> ResponseFuture<T> {
@@ -335,14 +353,16 @@ impl Connection {
         self.send_versioned(req, key, v, true).await
     }
 
-    /// Enqueues a request that has no response (Produce with acks=0). Returns once the frame
-    /// is queued for the socket.
+    /// Sends a request that has no response (Produce with acks=0). Returns once the frame is
+    /// written to the socket (not merely queued: a connection dropped meanwhile discards its
+    /// queue), as Kafka's clients count an acks=0 send done.
     pub async fn send_no_response<R: Request>(&self, req: &R) -> Result<()> {
         let key = api_key_of::<R>()?;
         let v = self.version_for(key)?;
         self.send_versioned::<R, R::Response>(req, key, v, false)
+            .await?
+            .written()
             .await
-            .map(|_| ())
     }
 
     /// Like [`Connection::send`] with an explicit version and an extra response deadline.
@@ -389,7 +409,7 @@ impl Connection {
         timeout_ms: i32,
         topics: &[ProduceSet],
         extra_timeout: Duration,
-    ) -> Result<Option<ResponseFuture<ProduceResponse>>> {
+    ) -> Result<ProduceSent> {
         let version = self.version_for(ApiKey::Produce)?;
         let mut frame = FrameWriter::new(256);
         encode_produce_body(&mut frame, version, acks, timeout_ms, topics)?;
@@ -398,7 +418,11 @@ impl Connection {
             .send_frame(frame, ApiKey::Produce, version, expect_response)
             .await?;
         f.timeout += extra_timeout;
-        Ok(expect_response.then_some(f))
+        Ok(if expect_response {
+            ProduceSent::Response(f)
+        } else {
+            ProduceSent::Written(f)
+        })
     }
 
     /// Puts the header in front of `frame`'s body, fills in the size, and queues it.
@@ -430,24 +454,28 @@ impl Connection {
             msg: "frame larger than 2 GiB".into(),
         })?;
         let (reply, rx) = oneshot::channel();
-        let waiter = if expect_response {
+        let (waiter, written) = if expect_response {
             let permit = self
                 .in_flight
                 .clone()
                 .acquire_owned()
                 .await
                 .map_err(|_| ClientError::ConnectionClosed(self.shared.addr.clone()))?;
-            Some(Waiter {
+            let w = Waiter {
                 correlation_id,
                 reply,
                 _permit: permit,
-            })
+            };
+            (Some(w), None)
         } else {
-            drop(reply);
-            None
+            (None, Some(reply))
         };
         self.tx
-            .send(Outgoing { frame, waiter })
+            .send(Outgoing {
+                frame,
+                waiter,
+                written,
+            })
             .await
             .map_err(|_| ClientError::ConnectionClosed(self.shared.addr.clone()))?;
         Ok(ResponseFuture {
@@ -459,6 +487,14 @@ impl Connection {
             _marker: std::marker::PhantomData,
         })
     }
+}
+
+/// A Produce request handed to the connection.
+pub enum ProduceSent {
+    /// acks 1 / all: the broker's answer, to be awaited.
+    Response(ResponseFuture<ProduceResponse>),
+    /// acks=0: no answer; [`ResponseFuture::written`] tells when the frame is in the socket.
+    Written(ResponseFuture<ProduceResponse>),
 }
 
 /// The record sets of one topic in a Produce request: (topic, [(partition, records)]).
@@ -605,6 +641,8 @@ const MAX_IOVECS: usize = 64;
 
 async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, shared: Arc<Shared>) {
     let mut pieces: VecDeque<Bytes> = VecDeque::new();
+    // Requests without a response in this round, told once the round is written.
+    let mut written: Vec<Reply> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut taken = 0;
@@ -613,6 +651,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, sh
             if let Some(waiter) = out.waiter {
                 shared.push_waiter(waiter);
             }
+            written.extend(out.written);
             pieces.extend(out.frame.into_iter().filter(|p| !p.is_empty()));
             taken += 1;
             if taken < WRITE_BATCH {
@@ -627,6 +666,9 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Outgoing>, sh
             tracing::debug!(addr = %shared.addr, error = %e, "write failed");
             shared.fail_all(&format!("write: {e}"));
             return;
+        }
+        for w in written.drain(..) {
+            let _ = w.send(Ok(Bytes::new()));
         }
     }
     let _ = wr.shutdown().await;

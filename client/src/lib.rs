@@ -20,7 +20,7 @@ pub mod timer;
 pub mod versions;
 
 pub use client::{Client, ClientConfig, NewTopic, PartitionMeta, TopicMeta, EARLIEST, LATEST};
-pub use conn::{Connection, ConnectionOptions};
+pub use conn::{Connection, ConnectionOptions, ProduceSent};
 pub use consumer::{Consumer, ConsumerConfig, GroupMember, PartitionRecords, StartAt};
 pub use error::{ClientError, Result};
 pub use murmur2::{murmur2, partition_for_key, to_positive};

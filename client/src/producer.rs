@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::client::Client;
-use crate::conn::ProduceSet;
+use crate::conn::{ProduceSent, ProduceSet};
 use crate::error::{ClientError, Result};
 use crate::murmur2::partition_for_key;
 use crate::records::{BatchBuilder, Compression, OutRecord, ProducerStamp, BATCH_HEADER_LEN};
@@ -666,12 +666,26 @@ async fn send_request(inner: &Arc<Inner>, leader: i32, mut batches: Vec<Batch>) 
         }
     }
     let fut = match sent {
-        Ok(Some(f)) => f,
-        Ok(None) => {
-            // acks=0: no response; the batch counts as sent once it is queued.
-            for b in keep {
-                succeed(inner, b, -1).await;
-            }
+        Ok(ProduceSent::Response(f)) => f,
+        Ok(ProduceSent::Written(f)) => {
+            // acks=0: no response; the batch counts as sent once its bytes are in the socket
+            // (until then it is outstanding, so flush and close wait for it: a connection
+            // dropped with frames still queued would discard them).
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                match f.written().await {
+                    Ok(()) => {
+                        for b in keep {
+                            succeed(&inner, b, -1).await;
+                        }
+                    }
+                    Err(e) => {
+                        for b in keep {
+                            fail(&inner, b, clone_err(&e)).await;
+                        }
+                    }
+                }
+            });
             return;
         }
         Err(e) => {
