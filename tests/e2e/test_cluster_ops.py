@@ -284,6 +284,8 @@ def test_metadata_describe_and_metrics_follow_a_lost_broker(cluster):
 
     victim = next(i for i in (3, 2, 1) if i != cluster.controller())
     before = {p["partition"]: p for p in cluster.metadata(["seen"])["topics"]["seen"]["partitions"]}
+    elections = {i: metrics(cluster[i].admin_port)["shardlog_leader_elections_total"]
+                 for i in (1, 2, 3) if i != victim}
     cluster.kill(victim)
 
     def fenced() -> bool:
@@ -308,6 +310,13 @@ def test_metadata_describe_and_metrics_follow_a_lost_broker(cluster):
     live = [i for i in (1, 2, 3) if i != victim]
     m = {i: metrics(cluster[i].admin_port, combine=max) for i in live}
     assert all(m[i]["shardlog_brokers_live"] == 2 for i in live), m
+    # Placement spread the leaders, so the victim led one partition: its successor counted
+    # the leadership it took.
+    assert len({p["leader"] for p in before.values()}) == 3, before
+    taken = sum(metrics(cluster[i].admin_port)["shardlog_leader_elections_total"] - elections[i]
+                for i in live)
+    lost = sum(1 for p in before.values() if p["leader"] == victim)
+    assert taken >= lost >= 1, (taken, lost)
     # Under-replicated partitions are counted by their leaders: 3 in all.
     assert sum(metrics(cluster[i].admin_port)["shardlog_partitions_under_replicated"]
                for i in live) == 3

@@ -711,7 +711,10 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(code(delete_topic(&m, name)), errors::INVALID_REQUEST);
-        assert_eq!(code(create_partitions(&m, name, 8, 1)), errors::INVALID_REQUEST);
+        assert_eq!(
+            code(create_partitions(&m, name, 8, 1)),
+            errors::INVALID_REQUEST
+        );
         assert!(m.topics.contains_key(name));
     }
 }

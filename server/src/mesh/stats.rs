@@ -95,6 +95,7 @@ pub fn snapshot(shard: &Shard) -> ShardSnapshot {
         partitions_offline: shard.offline_count() as u64,
         under_replicated,
         isr_shrinks: m.isr_shrinks.get(),
+        leaderships_gained: m.leaderships_gained.get(),
         isr_expands: m.isr_expands.get(),
         follower_lag: m
             .follower_lag

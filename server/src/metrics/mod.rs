@@ -135,6 +135,7 @@ pub struct ShardMetrics {
     pub(crate) response_queue_waits: Cell<u64>,
     /// Committed ISR changes of partitions this shard leads.
     pub(crate) isr_shrinks: Cell<u64>,
+    pub(crate) leaderships_gained: Cell<u64>,
     pub(crate) isr_expands: Cell<u64>,
     /// Per leader broker this shard's fetcher follows: the largest lag (messages) of its last
     /// round. Bounded by the brokers; an entry goes when its fetcher stops.
@@ -160,6 +161,7 @@ impl Default for ShardMetrics {
             response_queue_peak: Cell::new(0),
             response_queue_waits: Cell::new(0),
             isr_shrinks: Cell::new(0),
+            leaderships_gained: Cell::new(0),
             isr_expands: Cell::new(0),
             follower_lag: RefCell::new(BTreeMap::new()),
         }
@@ -257,6 +259,11 @@ pub fn producer_ids_dropped(n: usize, expired: bool) {
         };
         c.set(c.get() + n as u64);
     });
+}
+
+/// This shard became the leader of a partition in a new leader epoch.
+pub fn leadership_gained() {
+    with(|m| m.leaderships_gained.set(m.leaderships_gained.get() + 1));
 }
 
 /// A committed ISR change of a partition this shard leads.
@@ -375,6 +382,7 @@ pub struct ShardSnapshot {
     /// Partitions this shard leads with fewer replicas in the ISR than assigned.
     pub under_replicated: u64,
     pub isr_shrinks: u64,
+    pub leaderships_gained: u64,
     pub isr_expands: u64,
     /// (leader broker, lag in messages) per follower fetcher of the shard.
     pub follower_lag: Vec<(i32, i64)>,
@@ -617,6 +625,16 @@ pub fn render(shards: &[ShardSnapshot], extra: &Extra) -> String {
         "shardlog_isr_shrinks_total",
         &[],
         shards.iter().map(|s| s.isr_shrinks).sum::<u64>(),
+    );
+    o.header(
+        "shardlog_leader_elections_total",
+        "counter",
+        "Partition leaderships this broker took (each leader epoch in which it became leader).",
+    );
+    o.sample(
+        "shardlog_leader_elections_total",
+        &[],
+        shards.iter().map(|s| s.leaderships_gained).sum::<u64>(),
     );
     o.header(
         "shardlog_isr_expands_total",

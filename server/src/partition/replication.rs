@@ -229,8 +229,14 @@ impl Partition {
         self.replica.sync(&self.log, &self.topic, self.index);
         let now = u64::try_from(self.clock_now()).unwrap_or(0);
         let before = self.isr();
+        let led_in = (self.is_leader()).then(|| self.leader_epoch.get());
         let acts = assign(&mut self.replica.core.borrow_mut(), a, now)?;
         self.count_isr_change(&before);
+        if self.is_leader() && led_in != Some(a.leader_epoch) {
+            // A leadership taken (a new leader epoch with this broker as leader): Kafka's
+            // leader-election count, seen from the broker that won it.
+            crate::metrics::leadership_gained();
+        }
         self.leader_epoch.set(a.leader_epoch);
         self.replica.current_leader.set((a.leader, a.leader_epoch));
         self.replica.apply(acts, &self.topic, self.index);
