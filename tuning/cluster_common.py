@@ -141,6 +141,11 @@ PRODUCER_CONF = {
 }
 
 
+# Acknowledgements within this long after a fault are not counted as "the first after it":
+# answers the old leader sent just before it died are still being read by the client then.
+ACK_GRACE_S = 0.05
+
+
 class ClusterWorkload:
     """An idempotent acks=all (or acks=1) confluent-kafka producer thread sending unique values
     `seq=<n>` to one partition at most `rate` a second, every send recorded in `history`.
@@ -338,6 +343,6 @@ def stale_leader_produce(broker: ClusterBroker, topic: str, value: bytes,
     return "error", r.error_code
 
 
-__all__ = ["FixedCluster", "Cluster", "ClusterBroker", "ClusterWorkload", "HistoryWriter",
+__all__ = ["ACK_GRACE_S", "FixedCluster", "Cluster", "ClusterBroker", "ClusterWorkload", "HistoryWriter",
            "Judgement", "Checker", "judge", "create_rf3_topic", "wait_isr", "wait_new_leader",
            "partition_state", "stale_leader_produce", "metadata_v7", "now_ns", "kwire"]

@@ -25,8 +25,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tuning"))
 
-from cluster_common import (ClusterWorkload, HistoryWriter, create_rf3_topic,  # noqa: E402
-                            judge, partition_state, stale_leader_produce, wait_isr,
+from cluster_common import (ACK_GRACE_S, ClusterWorkload, HistoryWriter,  # noqa: E402
+                            create_rf3_topic, judge, partition_state, stale_leader_produce, wait_isr,
                             wait_new_leader)
 from test_replication import partition_gauge, segment_bytes  # noqa: E402
 from util import unique_topic  # noqa: E402
@@ -67,7 +67,7 @@ def test_kill9_leader_four_times(cluster, tmp_path):
         t_kill = time.monotonic()
         cluster.kill(old)
         wait_new_leader(cluster, topic, old)
-        first = wl.wait_ack_after(t_kill + 0.005, timeout=30)
+        first = wl.wait_ack_after(t_kill + ACK_GRACE_S, timeout=30)
         assert first is not None, f"no acknowledgement within 30 s of killing leader {old}"
         failovers.append(first - t_kill)
         wl.wait_acks(20)
