@@ -268,6 +268,22 @@ class ClusterWorkload:
             i = bisect.bisect_left(self.ack_times, t)
             return self.ack_times[i - 1] if i > 0 else None
 
+    def longest_gap(self, t0: float, t1: float) -> float:
+        """The longest time without an acknowledgement that overlaps [t0, t1]: from the last
+        acknowledgement before t0 to the first after t1, the largest step between two in a
+        row (to t1 if none came after it yet)."""
+        with self.lock:
+            lo = max(bisect.bisect_left(self.ack_times, t0) - 1, 0)
+            hi = bisect.bisect_right(self.ack_times, t1)
+            ts = self.ack_times[lo:hi + 1]
+        if not ts:
+            return t1 - t0
+        if ts[-1] < t1:
+            ts.append(t1)
+        if ts[0] > t0:
+            ts.insert(0, t0)
+        return max(b - a for a, b in zip(ts, ts[1:])) if len(ts) > 1 else 0.0
+
     def wait_ack_after(self, t: float, timeout: float = 60.0) -> float | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
