@@ -34,7 +34,8 @@ history checker's, tests/history), info sends (indeterminate outcome), delivery 
 name, and the unavailability window of every fault: the longest time without an acknowledged
 produce from the fault until the partition's ISR is whole again (p50, max, all), plus the time
 from each fault to the first acknowledgement after it (`first_ack_after_fault`). The history
-file and broker logs stay in the work directory. Exit status 0 when the history is valid (no lost acknowledged acks=all write, no
+file and broker logs stay in the work directory. Exit status 0 when the history is valid (no
+lost acknowledged acks=all write, no
 duplicate, no anomaly; with acks=1 lost writes are reported but expected) and no broker
 panicked; 1 otherwise; 2 when the harness failed.
 """
@@ -53,8 +54,8 @@ import time
 from pathlib import Path
 
 from cluster_common import (ACK_GRACE_S, ClusterWorkload, FixedCluster, HistoryWriter,
-                            create_rf3_topic, judge, partition_state, stale_leader_produce, wait_isr,
-                            wait_new_leader)
+                            create_rf3_topic, judge, partition_state, stale_leader_produce,
+                            wait_isr, wait_new_leader)
 from fault_common import latency_summary, log
 
 FAULTS = ("kill-leader", "kill-follower", "kill-controller", "kill-two", "pause-leader",

@@ -113,7 +113,8 @@ def wait_isr(cluster: Cluster, topic: str, size: int, partition: int = 0,
         if all(s is not None and s["leader"] >= 0 and len(s["isr"]) == size for s in states):
             return states[0]
         return None
-    return cluster.wait_until(ok, timeout, f"{topic}/{partition} to have a leader and ISR of {size}")
+    return cluster.wait_until(ok, timeout,
+                              f"{topic}/{partition} to have a leader and ISR of {size}")
 
 
 def wait_new_leader(cluster: Cluster, topic: str, old: int, partition: int = 0,
@@ -359,6 +360,7 @@ def stale_leader_produce(broker: ClusterBroker, topic: str, value: bytes,
     return "error", r.error_code
 
 
-__all__ = ["ACK_GRACE_S", "FixedCluster", "Cluster", "ClusterBroker", "ClusterWorkload", "HistoryWriter",
+__all__ = ["ACK_GRACE_S", "FixedCluster", "Cluster", "ClusterBroker", "ClusterWorkload",
+           "HistoryWriter",
            "Judgement", "Checker", "judge", "create_rf3_topic", "wait_isr", "wait_new_leader",
            "partition_state", "stale_leader_produce", "metadata_v7", "now_ns", "kwire"]
