@@ -21,7 +21,8 @@ Each fault waits for the partition's ISR to be whole again before the next one.
 
 `--measure-failover N` (with --fault kill-leader) runs N kill -9 cycles of the leader and then
 N SIGTERM cycles of the leader, and reports
-  failover             kill -9 -> the first acknowledged produce after it (p50, max, all)
+  failover             kill -9 -> the first acknowledged produce after it (p50, max, all;
+                       acknowledgements in the first 50 ms are answers sent before the kill)
   failover_metadata    kill -9 -> a live broker's Metadata names another leader
   shutdown_move        SIGTERM -> a live broker's Metadata names another leader
   shutdown_failed      delivery errors during the SIGTERM cycles (0 expected)
@@ -30,9 +31,11 @@ with no failed produce.
 
 Report (stdout and --json): acknowledged (ok sends), lost, duplicated, anomalies by kind (the
 history checker's, tests/history), info sends (indeterminate outcome), delivery errors by
-name, and the unavailability window of every fault: from the fault to the first acknowledged
-produce after it (p50, max, all). The history file and broker logs stay in the work
-directory. Exit status 0 when the history is valid (no lost acknowledged acks=all write, no
+name, and the unavailability window of every fault: the longest time without an acknowledged
+produce from the fault until the partition's ISR is whole again (p50, max, all), plus the time
+from each fault to the first acknowledgement after it (`first_ack_after_fault`). The history
+file and broker logs stay in the work directory. Exit status 0 when the history is valid (no
+lost acknowledged acks=all write, no
 duplicate, no anomaly; with acks=1 lost writes are reported but expected) and no broker
 panicked; 1 otherwise; 2 when the harness failed.
 """
@@ -50,9 +53,9 @@ import threading
 import time
 from pathlib import Path
 
-from cluster_common import (ClusterWorkload, FixedCluster, HistoryWriter, create_rf3_topic,
-                            judge, partition_state, stale_leader_produce, wait_isr,
-                            wait_new_leader)
+from cluster_common import (ACK_GRACE_S, ClusterWorkload, FixedCluster, HistoryWriter,
+                            create_rf3_topic, judge, partition_state, stale_leader_produce,
+                            wait_isr, wait_new_leader)
 from fault_common import latency_summary, log
 
 FAULTS = ("kill-leader", "kill-follower", "kill-controller", "kill-two", "pause-leader",
@@ -68,6 +71,9 @@ class Run:
         self.windows: list[float] = []  # fault -> first ack after it, seconds
         self.no_ack: int = 0  # faults after which no ack came within the wait
         self.faults = 0
+        # per fault: the longest time without an acknowledgement from the fault to the
+        # cluster being whole again (the unavailability window)
+        self.gaps: list[float] = []
         self.stale_acks: list = []
         self.stale_answers: dict[str, int] = {}
 
@@ -78,7 +84,7 @@ class Run:
         return self.c.wait_until(known, 60, "the partition to have a leader")
 
     def window(self, t: float, wait: float = 90.0) -> float | None:
-        a = self.wl.wait_ack_after(t + 0.005, timeout=wait)
+        a = self.wl.wait_ack_after(t + ACK_GRACE_S, timeout=wait)
         if a is None:
             self.no_ack += 1
             log(f"  no acknowledgement within {wait}s of the fault")
@@ -173,8 +179,12 @@ class Run:
         end = time.monotonic() + self.args.duration
         while time.monotonic() < end:
             self.faults += 1
+            t = time.monotonic()
             fn()
             self.wl.wait_acks(10, timeout=60)
+            self.gaps.append(self.wl.longest_gap(t, time.monotonic()))
+            log(f"  longest time without an acknowledgement in this fault: "
+                f"{self.gaps[-1]:.3f} s")
 
     # -- failover measurement ---------------------------------------------------------------
     def measure(self, n: int) -> dict:
@@ -282,7 +292,9 @@ def main() -> int:
             "lost": counts.get("lost", 0), "duplicated": counts.get("duplicates", 0),
             "anomalies": {k: v for k, v in counts.items() if v},
             "history_valid": j.report["valid"], "final_problems": j.problems(),
-            "unavailability": latency_summary(run.windows), "faults_without_ack": run.no_ack,
+            "unavailability": latency_summary(run.gaps),
+            "first_ack_after_fault": latency_summary(run.windows),
+            "faults_without_ack": run.no_ack,
             "stale_acks": run.stale_acks, "stale_answers": run.stale_answers,
             "history": str(history.path), "examples": j.report.get("examples"),
         })

@@ -113,7 +113,8 @@ def wait_isr(cluster: Cluster, topic: str, size: int, partition: int = 0,
         if all(s is not None and s["leader"] >= 0 and len(s["isr"]) == size for s in states):
             return states[0]
         return None
-    return cluster.wait_until(ok, timeout, f"{topic}/{partition} to have a leader and ISR of {size}")
+    return cluster.wait_until(ok, timeout,
+                              f"{topic}/{partition} to have a leader and ISR of {size}")
 
 
 def wait_new_leader(cluster: Cluster, topic: str, old: int, partition: int = 0,
@@ -139,6 +140,11 @@ PRODUCER_CONF = {
     "retry.backoff.max.ms": 200, "topic.metadata.refresh.fast.interval.ms": 50,
     "log_level": 2,
 }
+
+
+# Acknowledgements within this long after a fault are not counted as "the first after it":
+# answers the old leader sent just before it died are still being read by the client then.
+ACK_GRACE_S = 0.05
 
 
 class ClusterWorkload:
@@ -263,6 +269,22 @@ class ClusterWorkload:
             i = bisect.bisect_left(self.ack_times, t)
             return self.ack_times[i - 1] if i > 0 else None
 
+    def longest_gap(self, t0: float, t1: float) -> float:
+        """The longest time without an acknowledgement that overlaps [t0, t1]: from the last
+        acknowledgement before t0 to the first after t1, the largest step between two in a
+        row (to t1 if none came after it yet)."""
+        with self.lock:
+            lo = max(bisect.bisect_left(self.ack_times, t0) - 1, 0)
+            hi = bisect.bisect_right(self.ack_times, t1)
+            ts = self.ack_times[lo:hi + 1]
+        if not ts:
+            return t1 - t0
+        if ts[-1] < t1:
+            ts.append(t1)
+        if ts[0] > t0:
+            ts.insert(0, t0)
+        return max(b - a for a, b in zip(ts, ts[1:])) if len(ts) > 1 else 0.0
+
     def wait_ack_after(self, t: float, timeout: float = 60.0) -> float | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -338,6 +360,7 @@ def stale_leader_produce(broker: ClusterBroker, topic: str, value: bytes,
     return "error", r.error_code
 
 
-__all__ = ["FixedCluster", "Cluster", "ClusterBroker", "ClusterWorkload", "HistoryWriter",
+__all__ = ["ACK_GRACE_S", "FixedCluster", "Cluster", "ClusterBroker", "ClusterWorkload",
+           "HistoryWriter",
            "Judgement", "Checker", "judge", "create_rf3_topic", "wait_isr", "wait_new_leader",
            "partition_state", "stale_leader_produce", "metadata_v7", "now_ns", "kwire"]

@@ -998,6 +998,18 @@ impl<P: ProducerDedup> ReplicaState<P> {
         {
             return Err(StateError::InvalidIsr);
         }
+        // A follower the committed ISR leaves out (the controller fenced it, retired it or
+        // it is shutting down; or this leader's own shrink) is no longer waited for as one
+        // "caught up and about to join": Kafka's isReplicaIsrEligible. Without this the high
+        // watermark waited up to replica.lag.time.max.ms for a killed follower the controller
+        // had already removed. Its next fetches make it caught up again as usual.
+        for (id, view) in l.followers.iter_mut() {
+            if l.isr.contains(id) && !isr.contains(id) {
+                view.last_caught_up_ms = None;
+                view.last_fetch_ms = None;
+                view.last_fetch_leader_end = None;
+            }
+        }
         l.isr = isr;
         l.pending = None;
         self.partition_epoch = u.partition_epoch;

@@ -417,6 +417,45 @@ fn caught_up_follower_outside_isr_holds_the_high_watermark() {
     assert_eq!(hw_moves(&a), vec![8]);
 }
 
+/// A follower the controller removes from the ISR (fenced or retired after its process died)
+/// is not waited for as "caught up within the lag time": the high watermark moves with the
+/// committed ISR at once; fetching again makes it count again.
+#[test]
+fn a_follower_the_controller_removed_is_not_waited_for() {
+    let mut h = H::new(cfg(1));
+    h.lead(0, &[1, 2, 3], &[1, 2, 3]);
+    h.produce(Acks::Leader, 4).unwrap();
+    h.write(4);
+    assert!(h.fetch(2, 4, 100).0.is_ok());
+    assert!(h.fetch(3, 4, 100).0.is_ok());
+    assert!(h.fetch(2, 4, 110).0.is_ok());
+    assert!(h.fetch(3, 4, 110).0.is_ok());
+    assert_eq!(h.r.high_watermark(), 4);
+    // Follower 3 dies; more records; the controller takes 3 out of the ISR at once.
+    h.produce(Acks::Leader, 4).unwrap();
+    h.write(8);
+    assert!(h.fetch(2, 8, 150).0.is_ok());
+    assert_eq!(h.r.high_watermark(), 4, "3 is still in the ISR");
+    let a =
+        h.r.isr_committed(IsrUpdate {
+            leader_epoch: 0,
+            partition_epoch: 1,
+            isr: vec![1, 2],
+        })
+        .unwrap();
+    assert_eq!(hw_moves(&a), vec![8], "not held for 3 until the lag time");
+    // 3 comes back and fetches from where it was: it counts again once caught up.
+    h.produce(Acks::Leader, 2).unwrap();
+    h.write(10);
+    assert!(h.fetch(2, 10, 200).0.is_ok());
+    assert_eq!(h.r.high_watermark(), 10);
+    let _ = h.fetch(3, 4, 300);
+    let _ = h.fetch(3, 10, 310);
+    h.produce(Acks::Leader, 2).unwrap();
+    let a = h.write(12);
+    assert!(hw_moves(&a).is_empty(), "3 caught up again: waited for");
+}
+
 // ----- ISR shrink and expand ---------------------------------------------------------------------
 
 /// A follower that has not caught up for replica.lag.time.max.ms is proposed out of the ISR, one
