@@ -376,6 +376,18 @@ class ClusterBroker(Broker):
                 "--data-dir", str(self.data_dir), "--cores", str(self.cores), *self.extra_args]
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` is in the stopped state (/proc/<pid>/task/*/stat)."""
+    try:
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            stat = (task / "stat").read_text()
+            if stat[stat.rindex(")") + 2] not in "Tt":
+                return False
+    except OSError:
+        return False
+    return True
+
+
 class Cluster:
     """N brokers, every one a controller voter. Helpers take node ids (1..N)."""
 
@@ -446,6 +458,11 @@ class Cluster:
         assert b.alive(), f"broker {node_id} is not running\n{b.describe()}"
         b.proc.send_signal(signal.SIGSTOP)
         b.paused = True
+        # The stop is asynchronous: each thread stops when it next enters the kernel's signal
+        # path, which on a loaded machine can take a moment; wait until every thread is 'T'.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _all_threads_stopped(b.proc.pid):
+            time.sleep(0.01)
 
     def resume(self, node_id: int) -> None:
         """SIGCONT after pause()."""
