@@ -26,7 +26,8 @@ sys.path.insert(0, str(REPO / "tuning"))
 
 import kwire  # noqa: E402
 from conftest import shardlog_bin  # noqa: E402
-from netfault.cluster import KAFKA_PORT, NetCluster, create_topic, namespaces_available  # noqa: E402
+from netfault.cluster import (KAFKA_PORT, NetCluster, create_topic,  # noqa: E402
+                              namespaces_available)
 
 pytestmark = pytest.mark.timeout(120)
 

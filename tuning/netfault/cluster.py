@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,8 @@ def namespaces_available() -> str | None:
     """None when this process can create network namespaces, else why not."""
     if os.geteuid() != 0:
         return "needs root"
+    if shutil.which("ip") is None:
+        return "no `ip` command (iproute2)"
     probe = f"slnf-probe-{os.getpid()}"
     r = sh("ip", "netns", "add", probe, check=False)
     if r.returncode != 0:
