@@ -129,6 +129,35 @@ impl Shard {
         }
     }
 
+    /// A partition whose log failed with a storage error (ENOSPC, EIO on an append or an
+    /// fsync) goes offline here: it stops leading and following, requests for it get
+    /// KAFKA_STORAGE_ERROR, and the broker's heartbeats report it to the controller, which
+    /// moves its leadership to another in-sync replica and drops this broker from its ISR.
+    /// The log is dropped without a clean close (no flush, no clean marker): what is on the
+    /// disk is what recovery finds when the retry (every `partition_open_retry_ms`) or a
+    /// restart opens it again; it then follows the leader and catches up.
+    pub(crate) fn take_offline(&self, p: Rc<Partition>, error: &str) {
+        let (topic, index) = (p.topic.clone(), p.index);
+        if self.partitions.borrow_mut().remove(&topic, index).is_none() {
+            return;
+        }
+        self.followers.point(&topic, index, None);
+        let retry = Duration::from_millis(self.cfg.partition_open_retry_ms);
+        self.offline.borrow_mut().insert(
+            &topic,
+            index,
+            Offline {
+                attempts: 0,
+                next_try: std::time::Instant::now() + retry,
+            },
+        );
+        self.global.offline.set(&topic, index, true);
+        tracing::error!(topic = %topic, partition = index, error, retry_ms = self.cfg.partition_open_retry_ms, "storage error: partition offline on this broker; reporting it to the controller");
+        // The appender task ends once the partition (its queue's sender) is dropped; waiting
+        // produce requests still hold it and finish with their errors.
+        drop(p);
+    }
+
     /// Tries again to open the offline partitions whose retry time has come.
     pub(crate) async fn retry_offline(self: &Rc<Self>) {
         let now = std::time::Instant::now();
@@ -270,6 +299,10 @@ impl Shard {
         let now = self.clock.now_ms();
         let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for p in parts {
+            if let Some(error) = p.storage_failure() {
+                self.take_offline(p, &error);
+                continue;
+            }
             // A snapshot still holding forgotten producers is rewritten at once, so they do
             // not come back from it after a restart.
             if expiry_due && self.limit_producers(&p, now) {

@@ -331,6 +331,38 @@ pub struct Partition {
     snapshot_path: PathBuf,
     appender: Rc<LocalSender<AppendJob>>,
     admission: Rc<Admission>,
+    /// The first storage error (ENOSPC, EIO on append or fsync) of this partition's log here,
+    /// shared with the appender. Once set the owning shard takes the partition offline (see
+    /// [`Partition::storage_failure`]).
+    failure: StorageFailure,
+}
+
+/// The first storage failure of a partition's log (see [`is_storage_failure`]), if any.
+#[derive(Clone, Default)]
+pub struct StorageFailure(Rc<RefCell<Option<String>>>);
+
+impl StorageFailure {
+    /// Records `e` when it is a storage failure (the first one is kept).
+    pub fn note(&self, e: &LogError) {
+        if is_storage_failure(e) && self.0.borrow().is_none() {
+            *self.0.borrow_mut() = Some(e.to_string());
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+}
+
+/// Errors after which a log on this broker cannot be trusted to take writes: the disk is full
+/// or failed (I/O error on a write or an fsync, or the log latched a failure). The partition
+/// goes offline on this broker, as Kafka marks a failed log directory offline; invalid batches,
+/// ranges and follower-protocol errors are not.
+pub fn is_storage_failure(e: &LogError) -> bool {
+    matches!(
+        e,
+        LogError::Io { .. } | LogError::StorageFull(_) | LogError::Failed(_)
+    )
 }
 
 pub use crate::clock::now_ms;
@@ -425,6 +457,7 @@ impl Partition {
             snapshot_path,
             appender: Rc::new(tx),
             admission: admission.clone(),
+            failure: StorageFailure::default(),
         });
         glommio::spawn_local(appender(
             p.topic.clone(),
@@ -435,6 +468,7 @@ impl Partition {
                 leader_epoch: p.leader_epoch.clone(),
                 compression: p.compression.clone(),
                 clock: clock.clone(),
+                failure: p.failure.clone(),
             },
             stats,
             QueueEnd { rx, admission },
@@ -538,6 +572,7 @@ impl Partition {
             w
         };
         if let Err(e) = waited {
+            self.failure.note(&e);
             let code = errors::log_error_code(&e, &self.topic, self.index);
             return ProduceResult::failed(&self.topic, self.index, code);
         }
@@ -686,9 +721,26 @@ impl Partition {
         &self,
         offset: i64,
     ) -> Result<shardlog_engine::Committed, LogError> {
-        let c = self.log.wait_committed(offset).await?;
+        let c = self
+            .log
+            .wait_committed(offset)
+            .await
+            .inspect_err(|e| self.failure.note(e))?;
         self.replica.sync(&self.log, &self.topic, self.index);
         Ok(c)
+    }
+
+    /// The first storage failure (ENOSPC, EIO) of this partition's log on an append or an
+    /// fsync, as a leader or a follower: the owning shard then takes the partition offline
+    /// here and the broker reports it to the controller (see "Disk failures" in
+    /// `docs/RELIABILITY.md`).
+    pub fn storage_failure(&self) -> Option<String> {
+        self.failure.get()
+    }
+
+    /// Records a storage failure of this partition's log seen outside the appender.
+    pub(crate) fn note_log_error(&self, e: &LogError) {
+        self.failure.note(e);
     }
 
     /// Bytes of this log in the shard's batch cache.
@@ -887,6 +939,7 @@ struct Live {
     compression: Rc<Cell<CompressionPolicy>>,
     /// The wall clock of append times and producer state (see `crate::clock`).
     clock: crate::clock::Clock,
+    failure: StorageFailure,
 }
 
 /// The appender's end of the queue: jobs, and the admission it frees a slot in per job taken.
@@ -918,6 +971,7 @@ async fn appender(
             &job.batch,
             live.clock.now_ms(),
             job.ticket,
+            &live.failure,
         )
         .await;
         metrics::stage(Stage::ProduceAppend, started.elapsed());
@@ -946,6 +1000,7 @@ async fn append_one(
     bytes: &Bytes,
     now: i64,
     ticket: Ticket,
+    failure: &StorageFailure,
 ) -> Result<Appended, i16> {
     let refuse = |ticket: Ticket, code: i16| {
         replica.core.borrow_mut().append_failed(ticket);
@@ -1069,7 +1124,10 @@ async fn append_one(
                 duplicate: false,
             })
         }
-        Err(e) => refuse(ticket, errors::log_error_code(&e, topic, index)),
+        Err(e) => {
+            failure.note(&e);
+            refuse(ticket, errors::log_error_code(&e, topic, index))
+        }
     }
 }
 
