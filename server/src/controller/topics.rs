@@ -15,6 +15,11 @@ use crate::partition::Partition;
 use crate::wire::errors;
 
 use crate::mesh::routing::topic_dir;
+
+/// Shortest wait before a partition taken offline by a storage error is opened again (see
+/// [`Shard::take_offline`]): a disk that is still full fails it again at once, so it is not
+/// tried more often than this.
+const STORAGE_RETRY: Duration = Duration::from_secs(10);
 use crate::mesh::shard::{Offline, Shard};
 
 impl Shard {
@@ -70,6 +75,16 @@ impl Shard {
                 p.reconfigure(config.clone());
                 p.compression.set(compression);
                 self.apply_partition_meta(&p, t, i);
+                continue;
+            }
+            // An offline partition waits for its retry (the tick's `retry_offline`): a
+            // metadata change (its leadership moving away) does not reopen it at once.
+            let waiting = self
+                .offline
+                .borrow()
+                .get(&t.name, i)
+                .is_some_and(|o| o.next_try > std::time::Instant::now());
+            if waiting {
                 continue;
             }
             self.open_partition(t, i).await;
@@ -134,15 +149,16 @@ impl Shard {
     /// KAFKA_STORAGE_ERROR, and the broker's heartbeats report it to the controller, which
     /// moves its leadership to another in-sync replica and drops this broker from its ISR.
     /// The log is dropped without a clean close (no flush, no clean marker): what is on the
-    /// disk is what recovery finds when the retry (every `partition_open_retry_ms`) or a
-    /// restart opens it again; it then follows the leader and catches up.
+    /// disk is what recovery finds when the retry (after `partition_open_retry_ms`, at least
+    /// [`STORAGE_RETRY`]) or a restart opens it again; it then follows the leader and
+    /// catches up.
     pub(crate) fn take_offline(&self, p: Rc<Partition>, error: &str) {
         let (topic, index) = (p.topic.clone(), p.index);
         if self.partitions.borrow_mut().remove(&topic, index).is_none() {
             return;
         }
         self.followers.point(&topic, index, None);
-        let retry = Duration::from_millis(self.cfg.partition_open_retry_ms);
+        let retry = Duration::from_millis(self.cfg.partition_open_retry_ms).max(STORAGE_RETRY);
         self.offline.borrow_mut().insert(
             &topic,
             index,
@@ -152,7 +168,7 @@ impl Shard {
             },
         );
         self.global.offline.set(&topic, index, true);
-        tracing::error!(topic = %topic, partition = index, error, retry_ms = self.cfg.partition_open_retry_ms, "storage error: partition offline on this broker; reporting it to the controller");
+        tracing::error!(topic = %topic, partition = index, error, retry_ms = retry.as_millis() as u64, "storage error: partition offline on this broker; reporting it to the controller");
         // The appender task ends once the partition (its queue's sender) is dropped; waiting
         // produce requests still hold it and finish with their errors.
         drop(p);
