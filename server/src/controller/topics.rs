@@ -144,8 +144,17 @@ impl Shard {
         }
     }
 
+    /// Whether partition `index` of `topic` has replicas on other brokers too.
+    fn has_other_replicas(&self, topic: &str, index: i32) -> bool {
+        let meta = self.meta.borrow();
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| meta.topics.get(topic)?.partitions.get(i).cloned())
+            .is_some_and(|pm| pm.replicas.iter().any(|&r| r != self.cfg.node_id))
+    }
+
     /// A partition whose log failed with a storage error (ENOSPC, EIO on an append or an
-    /// fsync) goes offline here: it stops leading and following, requests for it get
+    /// fsync) and that has replicas on other brokers goes offline here: it stops leading and following, requests for it get
     /// KAFKA_STORAGE_ERROR, and the broker's heartbeats report it to the controller, which
     /// moves its leadership to another in-sync replica and drops this broker from its ISR.
     /// The log is dropped without a clean close (no flush, no clean marker): what is on the
@@ -170,7 +179,8 @@ impl Shard {
         self.global.offline.set(&topic, index, true);
         tracing::error!(topic = %topic, partition = index, error, retry_ms = retry.as_millis() as u64, "storage error: partition offline on this broker; reporting it to the controller");
         // The appender task ends once the partition (its queue's sender) is dropped; waiting
-        // produce requests still hold it and finish with their errors.
+        // produce requests still hold it and are answered now.
+        p.went_offline();
         drop(p);
     }
 
@@ -315,9 +325,14 @@ impl Shard {
         let now = self.clock.now_ms();
         let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for p in parts {
-            if let Some(error) = p.storage_failure() {
-                self.take_offline(p, &error);
-                continue;
+            if let Some(error) = p.take_storage_failure() {
+                if self.has_other_replicas(&p.topic, p.index) {
+                    self.take_offline(p, &error);
+                    continue;
+                }
+                // The only replica (RF 1, the single-node broker): going offline would move
+                // nothing. It stays, refuses writes with KAFKA_STORAGE_ERROR, serves reads,
+                // and takes writes again once the disk has room.
             }
             // A snapshot still holding forgotten producers is rewritten at once, so they do
             // not come back from it after a restart.

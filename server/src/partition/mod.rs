@@ -333,24 +333,30 @@ pub struct Partition {
     admission: Rc<Admission>,
     /// The first storage error (ENOSPC, EIO on append or fsync) of this partition's log here,
     /// shared with the appender. Once set the owning shard takes the partition offline (see
-    /// [`Partition::storage_failure`]).
+    /// [`Partition::take_storage_failure`]).
     failure: StorageFailure,
 }
 
-/// The first storage failure of a partition's log (see [`is_storage_failure`]), if any.
+/// The first storage failure of a partition's log (see [`is_storage_failure`]) its owner has
+/// not acted on yet.
 #[derive(Clone, Default)]
-pub struct StorageFailure(Rc<RefCell<Option<String>>>);
+pub struct StorageFailure {
+    error: Rc<RefCell<Option<String>>>,
+    /// Set once the owner took the partition offline ([`Partition::went_offline`]).
+    offline: Rc<Cell<bool>>,
+}
 
 impl StorageFailure {
     /// Records `e` when it is a storage failure (the first one is kept).
     pub fn note(&self, e: &LogError) {
-        if is_storage_failure(e) && self.0.borrow().is_none() {
-            *self.0.borrow_mut() = Some(e.to_string());
+        if is_storage_failure(e) && self.error.borrow().is_none() {
+            *self.error.borrow_mut() = Some(e.to_string());
         }
     }
 
-    pub fn get(&self) -> Option<String> {
-        self.0.borrow().clone()
+    /// The failure noted since the last call (the owner acts on it once).
+    pub fn take(&self) -> Option<String> {
+        self.error.borrow_mut().take()
     }
 }
 
@@ -584,6 +590,16 @@ impl Partition {
             let deadline = wait_started + timeout;
             while answer.is_none() {
                 let changed = self.replica.changed.listen();
+                if self.failure.offline.get() {
+                    // Taken offline here (storage error): the leadership is moving; the
+                    // producer retries at the new leader (an idempotent retry of a batch it
+                    // already has gets its original offsets).
+                    return ProduceResult::failed(
+                        &self.topic,
+                        self.index,
+                        errors::NOT_LEADER_OR_FOLLOWER,
+                    );
+                }
                 self.replica.sync(&self.log, &self.topic, self.index);
                 answer = slot.take();
                 let now = std::time::Instant::now();
@@ -730,12 +746,20 @@ impl Partition {
         Ok(c)
     }
 
-    /// The first storage failure (ENOSPC, EIO) of this partition's log on an append or an
-    /// fsync, as a leader or a follower: the owning shard then takes the partition offline
-    /// here and the broker reports it to the controller (see "Disk failures" in
-    /// `docs/RELIABILITY.md`).
-    pub fn storage_failure(&self) -> Option<String> {
-        self.failure.get()
+    /// The storage failure (ENOSPC, EIO) of this partition's log on an append or an fsync, as
+    /// a leader or a follower, noted since the last call: the owning shard then takes the
+    /// partition offline here when another replica can take over, and the broker reports it
+    /// to the controller (see "Disk full" in `docs/RELIABILITY.md`).
+    pub fn take_storage_failure(&self) -> Option<String> {
+        self.failure.take()
+    }
+
+    /// The owner took this partition offline (storage error): acks=all produces still
+    /// waiting for the followers are answered NOT_LEADER_OR_FOLLOWER now instead of at their
+    /// timeout (the followers cannot fetch from an offline partition).
+    pub fn went_offline(&self) {
+        self.failure.offline.set(true);
+        self.replica.changed.notify(usize::MAX);
     }
 
     /// Records a storage failure of this partition's log seen outside the appender.
