@@ -545,6 +545,25 @@ impl Partition {
         }
     }
 
+    /// Runs `f` to its end, or until the owner takes this partition offline here (then
+    /// `None`): a produce waiting on a log that failed must not hold its client until the
+    /// request times out (an idempotent producer then stalls every partition).
+    async fn unless_offline<T>(&self, f: impl std::future::Future<Output = T>) -> Option<T> {
+        let offline = async {
+            loop {
+                let changed = self.replica.changed.listen();
+                if self.failure.offline.get() {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        match futures::future::select(Box::pin(f), Box::pin(offline)).await {
+            futures::future::Either::Left((v, _)) => Some(v),
+            futures::future::Either::Right(_) => None,
+        }
+    }
+
     async fn await_produce(
         &self,
         acks: i16,
@@ -552,7 +571,12 @@ impl Partition {
         slot: Option<AnswerSlot>,
         timeout: std::time::Duration,
     ) -> ProduceResult {
-        let a = match rx.await {
+        let offline =
+            || ProduceResult::failed(&self.topic, self.index, errors::NOT_LEADER_OR_FOLLOWER);
+        let Some(appended) = self.unless_offline(rx).await else {
+            return offline();
+        };
+        let a = match appended {
             Ok(Ok(a)) => a,
             Ok(Err(code)) => return ProduceResult::failed(&self.topic, self.index, code),
             Err(_) => {
@@ -569,13 +593,23 @@ impl Partition {
         // The log's waits drive its I/O (write, then fdatasync); the core then decides.
         let wait_started = std::time::Instant::now();
         let waited = if acks == 1 {
-            let w = self.log.wait_written(a.last_offset).await;
+            let Some(w) = self
+                .unless_offline(self.log.wait_written(a.last_offset))
+                .await
+            else {
+                return offline();
+            };
             metrics::stage(Stage::ProduceWriteWait, wait_started.elapsed());
             w
         } else {
-            let w = self.log.wait_committed(a.last_offset).await.map(|_| ());
+            let Some(w) = self
+                .unless_offline(self.log.wait_committed(a.last_offset))
+                .await
+            else {
+                return offline();
+            };
             metrics::stage(Stage::ProduceFsyncWait, wait_started.elapsed());
-            w
+            w.map(|_| ())
         };
         if let Err(e) = waited {
             self.failure.note(&e);
