@@ -1193,6 +1193,33 @@ async fn append_one(
 mod tests {
     use super::*;
 
+    #[test]
+    fn storage_failures_are_kept_once_and_taken_once() {
+        let path = PathBuf::from("/x");
+        let full = LogError::StorageFull(path.clone());
+        let eio = LogError::Io {
+            op: "fsync",
+            path: path.clone(),
+            source: std::io::Error::from_raw_os_error(5),
+        };
+        let range = LogError::OffsetOutOfRange {
+            offset: 9,
+            start: 0,
+            end: 1,
+        };
+        assert!(is_storage_failure(&full));
+        assert!(is_storage_failure(&eio));
+        assert!(is_storage_failure(&LogError::Failed(path)));
+        assert!(!is_storage_failure(&range));
+        let f = StorageFailure::default();
+        f.note(&range);
+        assert_eq!(f.take(), None, "not a storage failure");
+        f.note(&full);
+        f.note(&eio);
+        assert_eq!(f.take(), Some(full.to_string()), "the first one is kept");
+        assert_eq!(f.take(), None, "taken once");
+    }
+
     /// Runs `f` on a glommio executor with a fresh partition of `config`.
     fn with_partition<F, Fut>(config: LogConfig, f: F)
     where
