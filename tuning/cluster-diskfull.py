@@ -8,8 +8,10 @@ producer and a live consumer record a history (tests/history) on topic `df` (3 p
 led by each broker) while that disk fills. After `--full-for` seconds the pad file is removed;
 after `--recover-for` more the producer stops, the history checker judges the final read.
 
-Reported: what the full broker's partitions did (leader, ISR over time, produce errors), how
-long each partition had no acknowledgement, whether the full broker kept answering Metadata and
+Reported: what the full broker's partitions did (leader, ISR over time, produce errors; when
+the leadership of the partition it led moved, sampled every 2 s; when it left and first rejoined
+each ISR; how many times its partitions went offline on a storage error), how long each
+partition had no acknowledgement, whether the full broker kept answering Metadata and
 serving Fetch for what it holds, and the checker's verdict (nothing acknowledged may be lost).
 
     .venv/bin/python tuning/cluster-diskfull.py [--full-for 40] [--out /tmp/shardlog-diskfull]
@@ -151,6 +153,31 @@ def main() -> int:
             for p, ts in acks.items():
                 ts = sorted([0.0] + ts)
                 gaps[p] = round(max(b - a_ for a_, b in zip(ts, ts[1:])), 2)
+            # Partitions the full broker led at the start: when (sample time) the leadership
+            # moved, and to whom; when the full broker left / rejoined their ISR.
+            moved: dict = {}
+            first = samples[0]["parts"] if samples else {}
+            for p, (lead, _isr) in first.items():
+                if lead != fb:
+                    continue
+                for s_ in samples:
+                    cur = s_["parts"].get(p)
+                    if cur and cur[0] != fb:
+                        moved[p] = {"moved_at_s": s_["t"], "new_leader": cur[0]}
+                        break
+            isr_out = {}
+            for p in first:
+                out_at = next((s_["t"] for s_ in samples
+                               if p in s_["parts"] and fb not in s_["parts"][p][1]), None)
+                back_at = next((s_["t"] for s_ in samples
+                                if out_at is not None and s_["t"] > out_at and p in s_["parts"]
+                                and fb in s_["parts"][p][1]), None)
+                isr_out[p] = {"left_isr_at_s": out_at, "first_back_in_isr_at_s": back_at}
+            blog = a.out / f"broker-{fb}.log"
+            offline_lines = 0
+            if blog.exists():
+                offline_lines = blog.read_text(errors="replace").count(
+                    "partition offline on this broker")
             panics = [b.node_id for b in c.brokers if b.panicked()]
             dead = [b.node_id for b in c.brokers if not b.alive()]
             report.update({
@@ -158,7 +185,9 @@ def main() -> int:
                 "fatal": wl.fatal[:3], "checker": {k: rep.get(k) for k in
                                                    ("valid", "counts", "stats")},
                 "max_ack_gap_s_by_partition": gaps, "probe_errors": dict(probe_errors),
-                "freed_at_s": freed_at, "samples": samples, "panics": panics, "dead": dead})
+                "freed_at_s": freed_at, "leadership_moved": moved, "full_broker_isr": isr_out,
+                "full_broker_offline_log_lines": offline_lines,
+                "samples": samples, "panics": panics, "dead": dead})
     finally:
         umount(mnt)
     (a.out / "report.json").write_text(json.dumps(report, indent=1, default=str))

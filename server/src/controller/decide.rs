@@ -432,6 +432,34 @@ impl Sessions {
         (answer(errors::NONE, fenced, shutdown_ok), work.out)
     }
 
+    /// BrokerHeartbeat carrying the partitions whose log failed on the broker (`offline`:
+    /// topic name and partition; a storage error on append or fsync, or a log that does not
+    /// open): [`Sessions::heartbeat`], then on the image with its records
+    /// [`offline_replicas`]. A broker reports them in every heartbeat while they are offline,
+    /// so the decision is retried with the heartbeat and repeats nothing once carried out.
+    pub fn heartbeat_reporting(
+        &mut self,
+        image: &ClusterMeta,
+        hb: &Heartbeat,
+        offline: &[(String, u32)],
+        now_ms: u64,
+    ) -> (HeartbeatAnswer, Vec<MetadataRecord>) {
+        let (a, recs) = self.heartbeat(image, hb, now_ms);
+        if a.error != errors::NONE || hb.want_shutdown {
+            return (a, recs);
+        }
+        let mut work = Work::new(image);
+        for r in recs {
+            work.push(r);
+        }
+        let more = offline_replicas(work.image(), hb.id, offline);
+        for r in more {
+            work.push(r);
+        }
+        let fenced = work.image().brokers.get(&hb.id).is_none_or(|b| b.fenced);
+        (answer(a.error, fenced, a.shutdown_ok), work.out)
+    }
+
     /// Fences every unfenced broker whose session ran out by `now_ms`: it leaves the ISRs and
     /// its leaderships move. A live broker without a session (this controller just took over)
     /// gets one starting now.
@@ -553,6 +581,65 @@ pub fn repair(image: &ClusterMeta) -> Vec<MetadataRecord> {
         work.for_partitions(|p| p.leader == id, Event::Leave(id));
     }
     work.for_partitions(|p| p.leader == NO_LEADER, Event::Elect);
+    work.out
+}
+
+/// A broker's offline replicas (KIP-858's offline log directories, per partition here):
+/// `offline` lists the partitions whose log failed on broker `id` (name, partition). Each of
+/// them it leads or is in the ISR of is treated as if the broker were fenced for that
+/// partition alone: it leaves the ISR and a new leader is elected from the remaining ISR,
+/// else from the ELR (new leader epoch, partition epoch plus one); as the last ISR member it
+/// stays as the last known ISR and the partition goes offline (leader -1, no unclean
+/// election). The ELR is kept: the replica's log is still what it was when it failed.
+///
+/// A usable broker's replica that is no longer reported offline (its log opened again) may
+/// lead the partitions of which it is in the ISR or ELR and that have no leader, as on
+/// unfencing. Names or partitions the image does not have, or of which the broker holds no
+/// replica, are ignored (a topic deleted meanwhile).
+pub fn offline_replicas(
+    image: &ClusterMeta,
+    id: i32,
+    offline: &[(String, u32)],
+) -> Vec<MetadataRecord> {
+    let mut work = Work::new(image);
+    if !image.brokers.contains_key(&id) {
+        return work.out;
+    }
+    let reported: std::collections::BTreeSet<(&str, u32)> =
+        offline.iter().map(|(t, p)| (t.as_str(), *p)).collect();
+    let changes: Vec<MetadataRecord> = image
+        .topics
+        .values()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .enumerate()
+                .filter_map(|(i, p)| {
+                    let i = u32::try_from(i).ok()?;
+                    if !p.replicas.contains(&id) {
+                        return None;
+                    }
+                    let ev = if reported.contains(&(t.name.as_str(), i)) {
+                        if p.leader != id && !p.isr.contains(&id) {
+                            return None;
+                        }
+                        Event::Leave(id)
+                    } else if p.leader == NO_LEADER
+                        && (p.isr.contains(&id) || p.elr.contains(&id))
+                        && usable(image, id)
+                    {
+                        Event::Elect
+                    } else {
+                        return None;
+                    };
+                    next_state(image, t, p, ev).map(|next| change_record(t, i, &next))
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for rec in changes {
+        work.push(rec);
+    }
     work.out
 }
 

@@ -236,9 +236,13 @@ impl Shard {
         }
     }
 
-    pub(crate) async fn answer_heartbeat(self: &Rc<Self>, hb: Heartbeat) -> HeartbeatAnswerMsg {
+    pub(crate) async fn answer_heartbeat(
+        self: &Rc<Self>,
+        hb: Heartbeat,
+        offline: Vec<(String, u32)>,
+    ) -> HeartbeatAnswerMsg {
         match self
-            .decide(|s, image| s.heartbeat(image, &hb, mono_ms()))
+            .decide(|s, image| s.heartbeat_reporting(image, &hb, &offline, mono_ms()))
             .await
         {
             Some((a, code)) if code == errors::NONE => HeartbeatAnswerMsg {
@@ -398,14 +402,18 @@ impl Shard {
             want_shutdown,
         };
         let timeout = Duration::from_millis(self.cfg.broker_heartbeat_interval_ms * 4);
+        // Partitions whose log failed here (storage error, or it does not open): reported in
+        // every heartbeat while they are offline; the controller moves them off this broker.
+        let offline = self.global.offline.list(rpc::MAX_OFFLINE_REPORT);
         let answer = if self.leads_quorum() {
-            Some(self.answer_heartbeat(hb).await)
+            Some(self.answer_heartbeat(hb, offline).await)
         } else {
             let body = rpc::to_body(&HeartbeatMsg {
                 id: hb.id,
                 epoch: hb.epoch,
                 caught_up: hb.caught_up,
                 want_shutdown,
+                offline,
             });
             self.call_leader_as(
                 &io,

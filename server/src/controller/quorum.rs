@@ -330,8 +330,12 @@ impl Shard {
                 Ok(rpc::to_body(&self.answer_registration(r.into()).await))
             }
             RpcKind::BrokerHeartbeat => {
-                let h: rpc::HeartbeatMsg = rpc::body(req)?;
-                Ok(rpc::to_body(&self.answer_heartbeat(h.into()).await))
+                let mut h: rpc::HeartbeatMsg = rpc::body(req)?;
+                let mut offline = std::mem::take(&mut h.offline);
+                offline.truncate(rpc::MAX_OFFLINE_REPORT);
+                Ok(rpc::to_body(
+                    &self.answer_heartbeat(h.into(), offline).await,
+                ))
             }
             RpcKind::AlterPartition => {
                 let a: rpc::AlterPartitionMsg = rpc::body(req)?;

@@ -369,14 +369,21 @@ pub struct RegistrationAnswer {
     pub applied_index: u64,
 }
 
-/// BrokerHeartbeat: `decide::Heartbeat` on the wire.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// BrokerHeartbeat: `decide::Heartbeat` on the wire, with the partitions whose log failed on
+/// the broker (at most [`MAX_OFFLINE_REPORT`]; absent from older brokers).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatMsg {
     pub id: i32,
     pub epoch: i64,
     pub caught_up: bool,
     pub want_shutdown: bool,
+    #[serde(default)]
+    pub offline: Vec<(String, u32)>,
 }
+
+/// Offline partitions one heartbeat reports at most (topic names are at most 249 bytes, so
+/// this stays far below [`MAX_RPC_BODY`]); the rest follow once these moved.
+pub const MAX_OFFLINE_REPORT: usize = 1000;
 
 impl From<HeartbeatMsg> for Heartbeat {
     fn from(m: HeartbeatMsg) -> Self {

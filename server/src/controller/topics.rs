@@ -15,6 +15,11 @@ use crate::partition::Partition;
 use crate::wire::errors;
 
 use crate::mesh::routing::topic_dir;
+
+/// Shortest wait before a partition taken offline by a storage error is opened again (see
+/// [`Shard::take_offline`]): a disk that is still full fails it again at once, so it is not
+/// tried more often than this.
+const STORAGE_RETRY: Duration = Duration::from_secs(10);
 use crate::mesh::shard::{Offline, Shard};
 
 impl Shard {
@@ -72,6 +77,16 @@ impl Shard {
                 self.apply_partition_meta(&p, t, i);
                 continue;
             }
+            // An offline partition waits for its retry (the tick's `retry_offline`): a
+            // metadata change (its leadership moving away) does not reopen it at once.
+            let waiting = self
+                .offline
+                .borrow()
+                .get(&t.name, i)
+                .is_some_and(|o| o.next_try > std::time::Instant::now());
+            if waiting {
+                continue;
+            }
             self.open_partition(t, i).await;
         }
     }
@@ -127,6 +142,46 @@ impl Shard {
                 false
             }
         }
+    }
+
+    /// Whether partition `index` of `topic` has replicas on other brokers too.
+    fn has_other_replicas(&self, topic: &str, index: i32) -> bool {
+        let meta = self.meta.borrow();
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| meta.topics.get(topic)?.partitions.get(i).cloned())
+            .is_some_and(|pm| pm.replicas.iter().any(|&r| r != self.cfg.node_id))
+    }
+
+    /// A partition whose log failed with a storage error (ENOSPC, EIO on an append or an
+    /// fsync) and that has replicas on other brokers goes offline here: it stops leading and following, requests for it get
+    /// KAFKA_STORAGE_ERROR, and the broker's heartbeats report it to the controller, which
+    /// moves its leadership to another in-sync replica and drops this broker from its ISR.
+    /// The log is dropped without a clean close (no flush, no clean marker): what is on the
+    /// disk is what recovery finds when the retry (after `partition_open_retry_ms`, at least
+    /// [`STORAGE_RETRY`]) or a restart opens it again; it then follows the leader and
+    /// catches up.
+    pub(crate) fn take_offline(&self, p: Rc<Partition>, error: &str) {
+        let (topic, index) = (p.topic.clone(), p.index);
+        if self.partitions.borrow_mut().remove(&topic, index).is_none() {
+            return;
+        }
+        self.followers.point(&topic, index, None);
+        let retry = Duration::from_millis(self.cfg.partition_open_retry_ms).max(STORAGE_RETRY);
+        self.offline.borrow_mut().insert(
+            &topic,
+            index,
+            Offline {
+                attempts: 0,
+                next_try: std::time::Instant::now() + retry,
+            },
+        );
+        self.global.offline.set(&topic, index, true);
+        tracing::error!(topic = %topic, partition = index, error, retry_ms = retry.as_millis() as u64, "storage error: partition offline on this broker; reporting it to the controller");
+        // The appender task ends once the partition (its queue's sender) is dropped; waiting
+        // produce requests still hold it and are answered now.
+        p.went_offline();
+        drop(p);
     }
 
     /// Tries again to open the offline partitions whose retry time has come.
@@ -270,6 +325,15 @@ impl Shard {
         let now = self.clock.now_ms();
         let parts: Vec<Rc<Partition>> = self.partitions.borrow().values().cloned().collect();
         for p in parts {
+            if let Some(error) = p.take_storage_failure() {
+                if self.has_other_replicas(&p.topic, p.index) {
+                    self.take_offline(p, &error);
+                    continue;
+                }
+                // The only replica (RF 1, the single-node broker): going offline would move
+                // nothing. It stays, refuses writes with KAFKA_STORAGE_ERROR, serves reads,
+                // and takes writes again once the disk has room.
+            }
             // A snapshot still holding forgotten producers is rewritten at once, so they do
             // not come back from it after a restart.
             if expiry_due && self.limit_producers(&p, now) {

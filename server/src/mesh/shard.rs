@@ -139,6 +139,19 @@ impl OfflinePartitions {
     pub fn count(&self) -> usize {
         self.count.load(Ordering::Acquire)
     }
+
+    /// Up to `limit` offline partitions (topic, partition), for the heartbeat's report.
+    pub fn list(&self, limit: usize) -> Vec<(String, u32)> {
+        if self.count() == 0 {
+            return Vec::new();
+        }
+        self.with(|s| {
+            s.iter()
+                .filter_map(|(t, p, _)| Some((t.to_string(), u32::try_from(p).ok()?)))
+                .take(limit)
+                .collect()
+        })
+    }
 }
 
 /// A partition of this shard whose log failed to open, and when to try again.

@@ -331,6 +331,44 @@ pub struct Partition {
     snapshot_path: PathBuf,
     appender: Rc<LocalSender<AppendJob>>,
     admission: Rc<Admission>,
+    /// The first storage error (ENOSPC, EIO on append or fsync) of this partition's log here,
+    /// shared with the appender. Once set the owning shard takes the partition offline (see
+    /// [`Partition::take_storage_failure`]).
+    failure: StorageFailure,
+}
+
+/// The first storage failure of a partition's log (see [`is_storage_failure`]) its owner has
+/// not acted on yet.
+#[derive(Clone, Default)]
+pub struct StorageFailure {
+    error: Rc<RefCell<Option<String>>>,
+    /// Set once the owner took the partition offline ([`Partition::went_offline`]).
+    offline: Rc<Cell<bool>>,
+}
+
+impl StorageFailure {
+    /// Records `e` when it is a storage failure (the first one is kept).
+    pub fn note(&self, e: &LogError) {
+        if is_storage_failure(e) && self.error.borrow().is_none() {
+            *self.error.borrow_mut() = Some(e.to_string());
+        }
+    }
+
+    /// The failure noted since the last call (the owner acts on it once).
+    pub fn take(&self) -> Option<String> {
+        self.error.borrow_mut().take()
+    }
+}
+
+/// Errors after which a log on this broker cannot be trusted to take writes: the disk is full
+/// or failed (I/O error on a write or an fsync, or the log latched a failure). The partition
+/// goes offline on this broker, as Kafka marks a failed log directory offline; invalid batches,
+/// ranges and follower-protocol errors are not.
+pub fn is_storage_failure(e: &LogError) -> bool {
+    matches!(
+        e,
+        LogError::Io { .. } | LogError::StorageFull(_) | LogError::Failed(_)
+    )
 }
 
 pub use crate::clock::now_ms;
@@ -425,6 +463,7 @@ impl Partition {
             snapshot_path,
             appender: Rc::new(tx),
             admission: admission.clone(),
+            failure: StorageFailure::default(),
         });
         glommio::spawn_local(appender(
             p.topic.clone(),
@@ -435,6 +474,7 @@ impl Partition {
                 leader_epoch: p.leader_epoch.clone(),
                 compression: p.compression.clone(),
                 clock: clock.clone(),
+                failure: p.failure.clone(),
             },
             stats,
             QueueEnd { rx, admission },
@@ -505,6 +545,25 @@ impl Partition {
         }
     }
 
+    /// Runs `f` to its end, or until the owner takes this partition offline here (then
+    /// `None`): a produce waiting on a log that failed must not hold its client until the
+    /// request times out (an idempotent producer then stalls every partition).
+    async fn unless_offline<T>(&self, f: impl std::future::Future<Output = T>) -> Option<T> {
+        let offline = async {
+            loop {
+                let changed = self.replica.changed.listen();
+                if self.failure.offline.get() {
+                    return;
+                }
+                changed.await;
+            }
+        };
+        match futures::future::select(Box::pin(f), Box::pin(offline)).await {
+            futures::future::Either::Left((v, _)) => Some(v),
+            futures::future::Either::Right(_) => None,
+        }
+    }
+
     async fn await_produce(
         &self,
         acks: i16,
@@ -512,7 +571,12 @@ impl Partition {
         slot: Option<AnswerSlot>,
         timeout: std::time::Duration,
     ) -> ProduceResult {
-        let a = match rx.await {
+        let offline =
+            || ProduceResult::failed(&self.topic, self.index, errors::NOT_LEADER_OR_FOLLOWER);
+        let Some(appended) = self.unless_offline(rx).await else {
+            return offline();
+        };
+        let a = match appended {
             Ok(Ok(a)) => a,
             Ok(Err(code)) => return ProduceResult::failed(&self.topic, self.index, code),
             Err(_) => {
@@ -529,15 +593,26 @@ impl Partition {
         // The log's waits drive its I/O (write, then fdatasync); the core then decides.
         let wait_started = std::time::Instant::now();
         let waited = if acks == 1 {
-            let w = self.log.wait_written(a.last_offset).await;
+            let Some(w) = self
+                .unless_offline(self.log.wait_written(a.last_offset))
+                .await
+            else {
+                return offline();
+            };
             metrics::stage(Stage::ProduceWriteWait, wait_started.elapsed());
             w
         } else {
-            let w = self.log.wait_committed(a.last_offset).await.map(|_| ());
+            let Some(w) = self
+                .unless_offline(self.log.wait_committed(a.last_offset))
+                .await
+            else {
+                return offline();
+            };
             metrics::stage(Stage::ProduceFsyncWait, wait_started.elapsed());
-            w
+            w.map(|_| ())
         };
         if let Err(e) = waited {
+            self.failure.note(&e);
             let code = errors::log_error_code(&e, &self.topic, self.index);
             return ProduceResult::failed(&self.topic, self.index, code);
         }
@@ -549,6 +624,16 @@ impl Partition {
             let deadline = wait_started + timeout;
             while answer.is_none() {
                 let changed = self.replica.changed.listen();
+                if self.failure.offline.get() {
+                    // Taken offline here (storage error): the leadership is moving; the
+                    // producer retries at the new leader (an idempotent retry of a batch it
+                    // already has gets its original offsets).
+                    return ProduceResult::failed(
+                        &self.topic,
+                        self.index,
+                        errors::NOT_LEADER_OR_FOLLOWER,
+                    );
+                }
                 self.replica.sync(&self.log, &self.topic, self.index);
                 answer = slot.take();
                 let now = std::time::Instant::now();
@@ -671,9 +756,34 @@ impl Partition {
         &self,
         offset: i64,
     ) -> Result<shardlog_engine::Committed, LogError> {
-        let c = self.log.wait_committed(offset).await?;
+        let c = self
+            .log
+            .wait_committed(offset)
+            .await
+            .inspect_err(|e| self.failure.note(e))?;
         self.replica.sync(&self.log, &self.topic, self.index);
         Ok(c)
+    }
+
+    /// The storage failure (ENOSPC, EIO) of this partition's log on an append or an fsync, as
+    /// a leader or a follower, noted since the last call: the owning shard then takes the
+    /// partition offline here when another replica can take over, and the broker reports it
+    /// to the controller (see "Disk full" in `docs/RELIABILITY.md`).
+    pub fn take_storage_failure(&self) -> Option<String> {
+        self.failure.take()
+    }
+
+    /// The owner took this partition offline (storage error): acks=all produces still
+    /// waiting for the followers are answered NOT_LEADER_OR_FOLLOWER now instead of at their
+    /// timeout (the followers cannot fetch from an offline partition).
+    pub fn went_offline(&self) {
+        self.failure.offline.set(true);
+        self.replica.changed.notify(usize::MAX);
+    }
+
+    /// Records a storage failure of this partition's log seen outside the appender.
+    pub(crate) fn note_log_error(&self, e: &LogError) {
+        self.failure.note(e);
     }
 
     /// Bytes of this log in the shard's batch cache.
@@ -872,6 +982,7 @@ struct Live {
     compression: Rc<Cell<CompressionPolicy>>,
     /// The wall clock of append times and producer state (see `crate::clock`).
     clock: crate::clock::Clock,
+    failure: StorageFailure,
 }
 
 /// The appender's end of the queue: jobs, and the admission it frees a slot in per job taken.
@@ -903,6 +1014,7 @@ async fn appender(
             &job.batch,
             live.clock.now_ms(),
             job.ticket,
+            &live.failure,
         )
         .await;
         metrics::stage(Stage::ProduceAppend, started.elapsed());
@@ -931,6 +1043,7 @@ async fn append_one(
     bytes: &Bytes,
     now: i64,
     ticket: Ticket,
+    failure: &StorageFailure,
 ) -> Result<Appended, i16> {
     let refuse = |ticket: Ticket, code: i16| {
         replica.core.borrow_mut().append_failed(ticket);
@@ -1054,13 +1167,43 @@ async fn append_one(
                 duplicate: false,
             })
         }
-        Err(e) => refuse(ticket, errors::log_error_code(&e, topic, index)),
+        Err(e) => {
+            failure.note(&e);
+            refuse(ticket, errors::log_error_code(&e, topic, index))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn storage_failures_are_kept_once_and_taken_once() {
+        let path = PathBuf::from("/x");
+        let full = LogError::StorageFull(path.clone());
+        let eio = LogError::Io {
+            op: "fsync",
+            path: path.clone(),
+            source: std::io::Error::from_raw_os_error(5),
+        };
+        let range = LogError::OffsetOutOfRange {
+            offset: 9,
+            start: 0,
+            end: 1,
+        };
+        assert!(is_storage_failure(&full));
+        assert!(is_storage_failure(&eio));
+        assert!(is_storage_failure(&LogError::Failed(path)));
+        assert!(!is_storage_failure(&range));
+        let f = StorageFailure::default();
+        f.note(&range);
+        assert_eq!(f.take(), None, "not a storage failure");
+        f.note(&full);
+        f.note(&eio);
+        assert_eq!(f.take(), Some(full.to_string()), "the first one is kept");
+        assert_eq!(f.take(), None, "taken once");
+    }
 
     /// Runs `f` on a glommio executor with a fresh partition of `config`.
     fn with_partition<F, Fut>(config: LogConfig, f: F)

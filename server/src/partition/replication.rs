@@ -442,7 +442,11 @@ impl Partition {
         let mut appended = 0;
         if !records.is_empty() {
             let now = self.clock_now();
-            let ra = self.log.append_replicated(records, now).await?;
+            let ra = self
+                .log
+                .append_replicated(records, now)
+                .await
+                .inspect_err(|e| self.note_log_error(e))?;
             {
                 let mut core = self.replica.core.borrow_mut();
                 for info in &ra.batches {
@@ -467,7 +471,10 @@ impl Partition {
             self.stats.appended(bytes, appended.max(0) as u64);
             // The follower's flush policy: it fetches on (and so counts towards the high
             // watermark) only once this is committed here.
-            self.log.wait_committed(ra.last_offset).await?;
+            self.log
+                .wait_committed(ra.last_offset)
+                .await
+                .inspect_err(|e| self.note_log_error(e))?;
             self.check_follower_of(d.fetched_in_epoch)?;
         }
         self.replica.sync(&self.log, &self.topic, self.index);

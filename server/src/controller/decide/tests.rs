@@ -931,6 +931,131 @@ fn repair_moves_leaders_off_fenced_brokers_and_elects() {
     assert!(repair(&image).is_empty());
 }
 
+fn offline(parts: &[u32]) -> Vec<(String, u32)> {
+    parts.iter().map(|&p| ("t".to_string(), p)).collect()
+}
+
+#[test]
+fn a_failed_log_moves_leadership_and_leaves_the_isr() {
+    // p0 led by 1; p1 followed by 1; p2 without broker 1.
+    let (mut image, mut s) = cluster(
+        &[1, 2, 3],
+        vec![vec![1, 2, 3], vec![2, 1, 3], vec![2, 3]],
+        &[("min.insync.replicas", "2")],
+    );
+    let e1 = epoch_of(&image, 1);
+    let (a, recs) = s.heartbeat_reporting(&image, &hb(1, e1), &offline(&[0, 1, 2]), 10);
+    assert_eq!((a.error, a.fenced), (errors::NONE, false));
+    apply_all(&mut image, &recs);
+    assert_eq!(recs.len(), 2, "p2 has no replica on broker 1: {recs:?}");
+    let p0 = part(&image, 0);
+    assert_eq!(
+        (
+            p0.leader,
+            p0.isr.clone(),
+            p0.elr.clone(),
+            p0.leader_epoch,
+            p0.partition_epoch
+        ),
+        (2, vec![2, 3], vec![], 1, 1),
+        "the next ISR member leads, with a new leader epoch"
+    );
+    let p1 = part(&image, 1);
+    assert_eq!(
+        (
+            p1.leader,
+            p1.isr.clone(),
+            p1.leader_epoch,
+            p1.partition_epoch
+        ),
+        (2, vec![2, 3], 0, 1),
+        "a follower just leaves the ISR"
+    );
+    // The broker stays unfenced and keeps the rest.
+    assert!(!image.brokers[&1].fenced);
+    // Reported again (every heartbeat while offline): nothing more.
+    let (_, recs) = s.heartbeat_reporting(&image, &hb(1, e1), &offline(&[0, 1]), 20);
+    assert!(recs.is_empty(), "{recs:?}");
+    // Back online (no longer reported): it is not in the ISR, so nothing changes; the
+    // leader adds it back once it caught up (AlterPartition).
+    let (_, recs) = s.heartbeat_reporting(&image, &hb(1, e1), &[], 30);
+    assert!(recs.is_empty(), "{recs:?}");
+}
+
+#[test]
+fn a_failed_log_of_the_last_isr_member_takes_the_partition_offline_until_it_is_back() {
+    // Broker 1 is the last ISR member of p0 (2 left it earlier; min.insync.replicas=1, so
+    // no ELR).
+    let (mut image, mut s) = cluster(&[1, 2], vec![vec![1, 2]], &[]);
+    set_partition(&mut image, 0, 1, &[1], &[]);
+    let e1 = epoch_of(&image, 1);
+    let before = part(&image, 0).clone();
+    let (_, recs) = s.heartbeat_reporting(&image, &hb(1, e1), &offline(&[0]), 10);
+    apply_all(&mut image, &recs);
+    let p0 = part(&image, 0);
+    assert_eq!(
+        (p0.leader, p0.isr.clone(), p0.leader_epoch),
+        (NO_LEADER, vec![1], before.leader_epoch + 1),
+        "no unclean election of broker 2; the ISR is kept as the last known"
+    );
+    // Another broker's heartbeat does not elect the out-of-sync replica.
+    let e2 = epoch_of(&image, 2);
+    let (_, recs) = s.heartbeat_reporting(&image, &hb(2, e2), &[], 15);
+    assert!(recs.is_empty(), "{recs:?}");
+    // Still reported: still offline.
+    let (_, recs) = s.heartbeat_reporting(&image, &hb(1, e1), &offline(&[0]), 20);
+    assert!(recs.is_empty(), "{recs:?}");
+    // Its log opened again: it leads again.
+    let (_, recs) = s.heartbeat_reporting(&image, &hb(1, e1), &[], 30);
+    apply_all(&mut image, &recs);
+    let p0 = part(&image, 0);
+    assert_eq!(
+        (p0.leader, p0.isr.clone(), p0.leader_epoch),
+        (1, vec![1], before.leader_epoch + 2)
+    );
+}
+
+#[test]
+fn a_failed_log_below_min_isr_leaves_an_eligible_replica() {
+    // RF 3, min.insync.replicas=3: leaving the ISR below m keeps the replica eligible (its
+    // log holds everything up to the high watermark, which stood still).
+    let (mut image, mut s) = cluster(
+        &[1, 2, 3],
+        vec![vec![1, 2, 3]],
+        &[("min.insync.replicas", "3")],
+    );
+    let e1 = epoch_of(&image, 1);
+    let (_, recs) = s.heartbeat_reporting(&image, &hb(1, e1), &offline(&[0]), 10);
+    apply_all(&mut image, &recs);
+    let p0 = part(&image, 0);
+    assert_eq!(
+        (p0.leader, p0.isr.clone(), p0.elr.clone()),
+        (2, vec![2, 3], vec![1])
+    );
+}
+
+#[test]
+fn offline_reports_that_do_not_apply_change_nothing() {
+    let (mut image, mut s) = cluster(&[1, 2], vec![vec![1, 2]], &[]);
+    let e1 = epoch_of(&image, 1);
+    // Unknown topic, unknown partition, a stale epoch, an unknown broker.
+    let junk = vec![("nope".to_string(), 0), ("t".to_string(), 7)];
+    let (_, recs) = s.heartbeat_reporting(&image, &hb(1, e1), &junk, 10);
+    assert!(recs.is_empty(), "{recs:?}");
+    let (a, recs) = s.heartbeat_reporting(&image, &hb(1, e1 + 100), &offline(&[0]), 10);
+    assert_eq!(a.error, errors::STALE_BROKER_EPOCH);
+    assert!(recs.is_empty());
+    assert!(offline_replicas(&image, 9, &offline(&[0])).is_empty());
+    // A broker shutting down moves its leaderships anyway; the report adds nothing.
+    let mut shut = hb(1, e1);
+    shut.want_shutdown = true;
+    let (_, recs) = s.heartbeat_reporting(&image, &shut, &offline(&[0]), 10);
+    let (_, plain) = s.clone().heartbeat(&image, &shut, 10);
+    assert_eq!(recs, plain);
+    apply_all(&mut image, &recs);
+    assert_eq!(part(&image, 0).leader, 2);
+}
+
 // ----- random sequences --------------------------------------------------------------------------
 
 /// A broker process as the property test models it.
