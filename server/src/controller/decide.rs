@@ -380,16 +380,7 @@ impl Sessions {
         if !hb.want_shutdown && b.shutting_down && !b.fenced {
             // Retired by `expire_with` for a refused connection, yet it is alive and does not
             // want to stop: take it back (it leads again only where a leader is missing).
-            work.push(MetadataRecord::BrokerState {
-                id: b.id,
-                epoch: b.epoch,
-                fenced: false,
-                shutting_down: false,
-            });
-            work.for_partitions(
-                |p| p.leader == NO_LEADER && (p.isr.contains(&b.id) || p.elr.contains(&b.id)),
-                Event::Elect,
-            );
+            unfence(&mut work, b.id, b.epoch);
         } else if hb.want_shutdown {
             if !b.shutting_down {
                 work.push(MetadataRecord::BrokerState {
@@ -406,16 +397,7 @@ impl Sessions {
                 Event::Leave(b.id),
             );
         } else if b.fenced && !b.shutting_down && hb.caught_up {
-            work.push(MetadataRecord::BrokerState {
-                id: b.id,
-                epoch: b.epoch,
-                fenced: false,
-                shutting_down: false,
-            });
-            work.for_partitions(
-                |p| p.leader == NO_LEADER && (p.isr.contains(&b.id) || p.elr.contains(&b.id)),
-                Event::Elect,
-            );
+            unfence(&mut work, b.id, b.epoch);
         }
         let shutdown_ok = hb.want_shutdown && !leads_anything(work.image(), hb.id);
         if shutdown_ok && !b.fenced {
@@ -795,6 +777,21 @@ fn usable(image: &ClusterMeta, id: i32) -> bool {
         .brokers
         .get(&id)
         .is_some_and(|b| !b.fenced && !b.shutting_down)
+}
+
+/// Takes broker `id` (in `epoch`) back into service: unfenced, not shutting down, and
+/// elected where a partition it may lead (ISR or ELR member) has no leader.
+fn unfence(work: &mut Work<'_>, id: i32, epoch: i64) {
+    work.push(MetadataRecord::BrokerState {
+        id,
+        epoch,
+        fenced: false,
+        shutting_down: false,
+    });
+    work.for_partitions(
+        |p| p.leader == NO_LEADER && (p.isr.contains(&id) || p.elr.contains(&id)),
+        Event::Elect,
+    );
 }
 
 fn leads_anything(image: &ClusterMeta, id: i32) -> bool {
