@@ -20,9 +20,9 @@
 use std::cell::Cell;
 use std::path::PathBuf;
 use std::rc::Rc;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::clock::mono_ms;
 use crate::config::DefaultFlush;
 use crate::controller::decide::{self, AlterPartitionReq, Heartbeat, Registration, Sessions};
 use crate::controller::metadata::PartitionMeta;
@@ -42,12 +42,6 @@ pub const REGISTER_WAIT: Duration = Duration::from_secs(10);
 /// hold it while it commits).
 const DECIDE_WAIT: Duration = Duration::from_secs(3);
 const CLEAN_EPOCH_FILE: &str = "clean-epoch";
-
-/// Milliseconds on a monotonic clock (session times).
-pub(crate) fn mono_ms() -> u64 {
-    static START: OnceLock<Instant> = OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_millis() as u64
-}
 
 /// This broker's registration, as its heartbeat task keeps it.
 pub struct BrokerSession {

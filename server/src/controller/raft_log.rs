@@ -733,7 +733,7 @@ pub fn quorum_dir(meta_dir: &Path) -> PathBuf {
 pub struct LeaderSessions {
     pub(crate) current: std::cell::RefCell<Option<(u64, crate::controller::decide::Sessions)>>,
     /// Voters whose controller port refused this node's connection, with the monotonic ms
-    /// (`lifecycle::mono_ms`) of the first refusal since the last connection (transport.rs);
+    /// (`clock::mono_ms`) of the first refusal since the last connection (transport.rs);
     /// the leader's session expiry ends their sessions at once (`Sessions::expire_with`).
     pub(crate) refused: std::cell::RefCell<std::collections::BTreeMap<i32, u64>>,
 }

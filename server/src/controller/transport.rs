@@ -570,7 +570,7 @@ fn note_refused<T>(io: &QuorumIo, id: u64, e: &glommio::GlommioError<T>) {
             .refused
             .borrow_mut()
             .entry(id)
-            .or_insert_with(crate::controller::lifecycle::mono_ms);
+            .or_insert_with(crate::clock::mono_ms);
     }
 }
 
