@@ -95,7 +95,7 @@ use std::collections::BTreeMap;
 
 use shardlog_replica::ErrorCode;
 
-use crate::controller::metadata::{ClusterMeta, PartitionMeta, TopicMeta, NO_LEADER};
+use crate::controller::metadata::{BrokerMeta, ClusterMeta, PartitionMeta, TopicMeta, NO_LEADER};
 use crate::controller::records::MetadataRecord;
 use crate::wire::errors;
 
@@ -513,29 +513,12 @@ impl Sessions {
             .map(|b| b.id)
             .collect();
         let mut work = Work::new(image);
+        // Retired: out of service (shutting down) but not fenced until its session ends.
         for id in retired {
-            let Some(b) = work.image().brokers.get(&id).cloned() else {
-                continue;
-            };
-            work.push(MetadataRecord::BrokerState {
-                id,
-                epoch: b.epoch,
-                fenced: false,
-                shutting_down: true,
-            });
-            work.for_partitions(|p| p.leader == id || p.isr.contains(&id), Event::Leave(id));
+            take_out(&mut work, id, |_| (false, true));
         }
         for id in expired {
-            let Some(b) = work.image().brokers.get(&id).cloned() else {
-                continue;
-            };
-            work.push(MetadataRecord::BrokerState {
-                id,
-                epoch: b.epoch,
-                fenced: true,
-                shutting_down: b.shutting_down,
-            });
-            work.for_partitions(|p| p.leader == id || p.isr.contains(&id), Event::Leave(id));
+            take_out(&mut work, id, |b| (true, b.shutting_down));
         }
         work.out
     }
@@ -792,6 +775,22 @@ fn unfence(work: &mut Work<'_>, id: i32, epoch: i64) {
         |p| p.leader == NO_LEADER && (p.isr.contains(&id) || p.elr.contains(&id)),
         Event::Elect,
     );
+}
+
+/// Takes broker `id` out of service with the (fenced, shutting_down) state `state` gives for
+/// its current registration, moving its leaderships and removing it from every ISR.
+fn take_out(work: &mut Work<'_>, id: i32, state: impl Fn(&BrokerMeta) -> (bool, bool)) {
+    let Some(b) = work.image().brokers.get(&id).cloned() else {
+        return;
+    };
+    let (fenced, shutting_down) = state(&b);
+    work.push(MetadataRecord::BrokerState {
+        id,
+        epoch: b.epoch,
+        fenced,
+        shutting_down,
+    });
+    work.for_partitions(|p| p.leader == id || p.isr.contains(&id), Event::Leave(id));
 }
 
 fn leads_anything(image: &ClusterMeta, id: i32) -> bool {

@@ -53,17 +53,19 @@ pub const FETCH_VERSION: i16 = 12;
 /// leadership (see the module docs).
 pub const LEADERSHIP_RETRY: Duration = Duration::from_millis(20);
 
+/// The leader's answer says the two brokers disagree about leadership or its epoch (one of
+/// them has not applied the latest metadata yet): retried soon, not after the full backoff.
+fn leadership_disagreement(code: i16) -> bool {
+    matches!(
+        code,
+        errors::NOT_LEADER_OR_FOLLOWER | errors::FENCED_LEADER_EPOCH | errors::UNKNOWN_LEADER_EPOCH
+    )
+}
+
 /// How long a partition pauses after its answer failed with `e`.
 fn partition_pause_for(e: &FollowerError, backoff: Duration) -> Duration {
     match e {
-        FollowerError::Leader(code)
-            if matches!(
-                *code,
-                errors::NOT_LEADER_OR_FOLLOWER
-                    | errors::FENCED_LEADER_EPOCH
-                    | errors::UNKNOWN_LEADER_EPOCH
-            ) =>
-        {
+        FollowerError::Leader(code) if leadership_disagreement(*code) => {
             LEADERSHIP_RETRY.min(backoff)
         }
         FollowerError::Stale { .. } => LEADERSHIP_RETRY.min(backoff),
@@ -262,14 +264,7 @@ async fn take_response(
         max_lag = max_lag.max(lag);
         if let Err(e) = result {
             match &e {
-                FollowerError::Leader(code)
-                    if matches!(
-                        *code,
-                        errors::NOT_LEADER_OR_FOLLOWER
-                            | errors::FENCED_LEADER_EPOCH
-                            | errors::UNKNOWN_LEADER_EPOCH
-                    ) =>
-                {
+                FollowerError::Leader(code) if leadership_disagreement(*code) => {
                     // The leader and this broker disagree about leadership until the
                     // metadata reaches both: wait for it.
                     tracing::debug!(leader, topic = %topic, partition = index, error = %e, "follower fetch refused; pausing the partition");
