@@ -50,6 +50,7 @@ sys.path.insert(0, str(TUNING))
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 import kwire  # noqa: E402
+from fault_common import BrokerProc  # noqa: E402
 
 CLIENT = 0
 NET = "10.77.0"
@@ -129,8 +130,10 @@ def _broker_preexec() -> None:
         pass  # not permitted here (e.g. in a container): the brokers run with the current limit
 
 
-class NsBroker:
-    """One broker process in namespace `<prefix>-<id>`; restartable on the same data dir."""
+class NsBroker(BrokerProc):
+    """One broker process in namespace `<prefix>-<id>`; restartable on the same data dir.
+    `alive`, `stop` and `panicked` are `BrokerProc`'s; the addressing, the start in the
+    namespace and `kill9` (a no-op on a dead broker) are its own."""
 
     def __init__(self, cluster: "NetCluster", node_id: int, data_dir: Path):
         self.cluster = cluster
@@ -168,30 +171,10 @@ class NsBroker:
                                          preexec_fn=_broker_preexec)
         self.starts += 1
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def kill9(self) -> None:
         if self.alive():
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-
-    def stop(self, timeout: float = 30.0) -> int | None:
-        if not self.alive():
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-
-    def panicked(self) -> bool:
-        try:
-            return "panicked at" in self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return False
 
 
 class NetCluster:
