@@ -155,6 +155,16 @@ class Reader:
     def i64(self) -> int:
         return struct.unpack(">q", self.take(8))[0]
 
+    def uvarint(self) -> int:
+        """An unsigned varint (compact lengths, tagged-field counts)."""
+        shift = v = 0
+        while True:
+            b = self.take(1)[0]
+            v |= (b & 0x7F) << shift
+            if not b & 0x80:
+                return v
+            shift += 7
+
     def string(self) -> str | None:
         n = self.i16()
         return None if n < 0 else self.take(n).decode()
@@ -576,14 +586,7 @@ def api_versions_v3_request(correlation_id: int, client_id: str = "kwire") -> by
 
 def parse_api_versions_v3(r: Reader) -> ApiVersionsResponse:
     """ApiVersions v3 response body (the response header is v0 even here)."""
-    def uv() -> int:
-        shift = v = 0
-        while True:
-            b = r.take(1)[0]
-            v |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return v
-            shift += 7
+    uv = r.uvarint
 
     def skip_tags() -> None:
         for _ in range(uv()):

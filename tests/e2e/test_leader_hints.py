@@ -36,14 +36,7 @@ def produce_flexible(conn: kwire.Conn, version: int, topic: str, partition: int,
     conn.send_raw(kwire.frame(header + body))
     r = conn.recv_response(cid)
 
-    def uv() -> int:
-        shift = v = 0
-        while True:
-            b = r.take(1)[0]
-            v |= (b & 0x7F) << shift
-            if not b & 0x80:
-                return v
-            shift += 7
+    uv = r.uvarint
 
     def cstring() -> str | None:
         n = uv()
