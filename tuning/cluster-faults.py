@@ -4,6 +4,7 @@ topic (min.insync.replicas=2), a confluent-kafka producer (acks=all idempotent, 
 recording an operation history, and one kind of fault injected again and again.
 
     .venv/bin/python tuning/cluster-faults.py --fault FAULT [--duration 180] [--acks all]
+        [--flush every-batch|interval|never]
         [--json FILE] [--rate 300] [--interval 3] [--base-port 41000] [--workdir DIR]
     .venv/bin/python tuning/cluster-faults.py --fault kill-leader --measure-failover 25
         [--json FILE]
@@ -238,6 +239,9 @@ def main() -> int:
     ap.add_argument("--fault", choices=FAULTS, required=True)
     ap.add_argument("--duration", type=float, default=180.0, help="seconds of faults (180)")
     ap.add_argument("--acks", choices=("1", "all"), default="all")
+    ap.add_argument("--flush", choices=("every-batch", "interval", "never"), default=None,
+                    help="brokers' default_flush (default: the broker's, every-batch); "
+                         "interval uses flush_interval_ms 1000")
     ap.add_argument("--rate", type=int, default=300, help="records per second (300)")
     ap.add_argument("--interval", type=float, default=3.0,
                     help="seconds a killed broker stays down (3)")
@@ -258,11 +262,17 @@ def main() -> int:
     random.seed(seed)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"cluster-{args.fault}-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    cluster = FixedCluster(workdir, args.base_port)
+    env = {}
+    if args.flush:
+        env["SHARDLOG_DEFAULT_FLUSH"] = args.flush
+        if args.flush == "interval":
+            env["SHARDLOG_FLUSH_INTERVAL_MS"] = "1000"
+    cluster = FixedCluster(workdir, args.base_port, env=env)
     topic = f"faults-{args.fault}-{seed}"
     log(f"seed {seed}; workdir {workdir}; fault {args.fault}, acks={args.acks}, "
-        f"{args.rate} rec/s")
+        f"flush={args.flush or 'every-batch'}, {args.rate} rec/s")
     report: dict = {"fault": args.fault, "acks": args.acks, "seed": seed, "rate": args.rate,
+                    "flush": args.flush or "every-batch",
                     "interval_s": args.interval, "workdir": str(workdir)}
     status = 0
     try:

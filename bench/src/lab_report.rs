@@ -26,8 +26,9 @@ use crate::report::RunResult;
 pub const PROFILE_RULE: &str = "Each profile is the measured configuration with the highest median produce \
 throughput among those that survive its failures; configurations within 5% of that throughput count as \
 equal, and among them the lowest median publish p99 wins (then the first in matrix order). \
-*durable*: survives power loss of every machine at once; *balanced*: survives a kill -9 of every broker \
-(power loss may lose the unsynced tail); *fast*: anything, acks=0 included.";
+*durable*: survives the loss of one machine for good and power loss of every machine at once; \
+*balanced*: survives the loss of one machine for good and a kill -9 of every broker (power loss of every \
+machine may lose the unsynced tail); *fast*: anything, acks=0 included.";
 
 /// Throughputs within this fraction of the best count as equal when choosing a profile.
 const TIE: f64 = 0.05;
@@ -181,8 +182,9 @@ pub struct CellSummary {
     /// after the producers stopped (seconds; replicas behind the leader with acks=1).
     #[serde(default)]
     pub settle_max_s: f64,
-    /// One broker killed / all brokers killed / power loss of one machine / of all.
-    pub survives: [String; 4],
+    /// One broker killed / all brokers killed / power loss of one machine / of all / one
+    /// machine lost for good.
+    pub survives: [String; 5],
     /// Where the survival row comes from.
     pub survives_source: String,
 }
@@ -366,6 +368,7 @@ fn summarize(
             g.all_brokers_killed.text(),
             g.power_loss_one.text(),
             g.power_loss.text(),
+            g.machine_lost.text(),
         ],
         survives_source: g.source.to_string(),
     }
@@ -420,10 +423,15 @@ fn choose_profiles(exp: &Experiment, cells: &[CellSummary]) -> Vec<Profile> {
         match name {
             "durable" => {
                 g.power_loss.is_yes()
+                    && g.machine_lost.is_yes()
                     && g.all_brokers_killed.is_yes()
                     && g.one_broker_killed.is_yes()
             }
-            "balanced" => g.all_brokers_killed.is_yes() && g.one_broker_killed.is_yes(),
+            "balanced" => {
+                g.machine_lost.is_yes()
+                    && g.all_brokers_killed.is_yes()
+                    && g.one_broker_killed.is_yes()
+            }
             _ => true,
         }
     };
@@ -757,12 +765,12 @@ latencies in ms; open-loop publish latency counts from each record's due time. M
         "What acknowledged records survive, from the table in `bench/src/guarantees.rs`, which mirrors \
 the guarantee table of `docs/RELIABILITY.md` (RF 3 rows assume min.insync.replicas=2; with 1 acks=all promises what acks=1 does). \
 *one broker killed*: kill -9 of one broker; *all brokers killed*: kill -9 of every broker at once; *power loss*: of one machine, \
-of every machine at once. Flush interval: {} ms.\n",
+of every machine at once; *one machine lost*: its disk gone for good, the broker replaced by an empty one. Flush interval: {} ms.\n",
         e.flush_interval_ms
     );
     let _ = writeln!(
         s,
-        "| configuration | runs | errors | broker check | one broker killed | all brokers killed | power loss of one | power loss of all |\n|---|---|---|---|---|---|---|---|"
+        "| configuration | runs | errors | broker check | one broker killed | all brokers killed | power loss of one | power loss of all | one machine lost |\n|---|---|---|---|---|---|---|---|---|"
     );
     let mut reasons: Vec<&str> = Vec::new();
     for c in &res.summary.cells {
@@ -773,7 +781,7 @@ of every machine at once. Flush interval: {} ms.\n",
     for c in &res.summary.cells {
         let _ = writeln!(
             s,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             c.label,
             md_escape(&status(c, e.run.repetitions, &reasons)),
             c.errors,
@@ -798,7 +806,8 @@ of every machine at once. Flush interval: {} ms.\n",
             c.survives[0],
             c.survives[1],
             c.survives[2],
-            c.survives[3]
+            c.survives[3],
+            c.survives[4]
         );
     }
     let mut sources: Vec<&str> = res
@@ -846,7 +855,7 @@ of every machine at once. Flush interval: {} ms.\n",
                 let m = c.median.unwrap_or_default();
                 let _ = writeln!(
                     s,
-                    "### {}: {}\n\n{} MB/s, publish p99 {} ms, end-to-end p99 {} ms (medians). Survives: one broker killed: {}; all brokers killed: {}; power loss of one: {}; of all: {}.\n\n```properties\n{}```\n",
+                    "### {}: {}\n\n{} MB/s, publish p99 {} ms, end-to-end p99 {} ms (medians). Survives: one broker killed: {}; all brokers killed: {}; power loss of one: {}; of all: {}; one machine lost: {}.\n\n```properties\n{}```\n",
                     p.name,
                     c.label,
                     f2(m.produce_mb_per_s),
@@ -856,6 +865,7 @@ of every machine at once. Flush interval: {} ms.\n",
                     c.survives[1],
                     c.survives[2],
                     c.survives[3],
+                    c.survives[4],
                     p.snippet
                 );
             }
@@ -1020,5 +1030,70 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(&[]), 0.0);
+    }
+
+    fn cell(acks: Acks, rf: i16, flush: Flush, isr: Option<i16>, mb: f64, p99: f64) -> CellSummary {
+        let m = Figures {
+            produce_mb_per_s: mb,
+            publish_p99_ms: p99,
+            ..Figures::default()
+        };
+        CellSummary {
+            id: format!("{}-{rf}-{}-{isr:?}", acks.name(), flush.name()),
+            label: String::new(),
+            acks,
+            replication_factor: rf,
+            flush,
+            min_insync: isr,
+            axes: Vec::new(),
+            reps: vec![m],
+            failed: Vec::new(),
+            skipped: String::new(),
+            median: Some(m),
+            min: Some(m),
+            max: Some(m),
+            errors: 0,
+            broker_consistent: true,
+            broker_missing: 0,
+            settle_max_s: 0.0,
+            survives: Default::default(),
+            survives_source: String::new(),
+        }
+    }
+
+    #[test]
+    fn durable_and_balanced_profiles_need_a_second_in_sync_copy() {
+        let exp = parse_experiment(
+            "[matrix]\nacks = [\"1\", \"all\"]\nreplication_factor = [1, 3]\nflush = [\"never\", \"every-batch\"]\n",
+            "t",
+        )
+        .expect("experiment");
+        // The one-copy cells are the fastest; they still may not be durable or balanced: the
+        // loss of their machine loses everything they acknowledged.
+        let cells = vec![
+            cell(Acks::All, 1, Flush::EveryBatch, Some(1), 700.0, 50.0),
+            cell(Acks::All, 1, Flush::Never, Some(1), 850.0, 40.0),
+            cell(Acks::Leader, 3, Flush::Never, None, 400.0, 30.0),
+            cell(Acks::All, 3, Flush::Never, Some(1), 390.0, 30.0),
+            cell(Acks::All, 3, Flush::EveryBatch, Some(2), 310.0, 60.0),
+            cell(Acks::All, 3, Flush::Never, Some(2), 380.0, 45.0),
+        ];
+        let got: Vec<(String, Option<String>)> = choose_profiles(&exp, &cells)
+            .into_iter()
+            .map(|p| (p.name, p.cell))
+            .collect();
+        let id = |i: usize| Some(cells[i].id.clone());
+        assert_eq!(
+            got,
+            vec![
+                ("durable".to_string(), id(4)),
+                ("balanced".to_string(), id(5)),
+                ("fast".to_string(), id(1)),
+            ]
+        );
+        // Without a replicated acks=all cell there is no durable or balanced profile at all.
+        let one_copy = choose_profiles(&exp, &cells[..2]);
+        assert!(one_copy[0].cell.is_none() && one_copy[1].cell.is_none());
+        assert_eq!(one_copy[2].cell, id(1));
     }
 }

@@ -82,13 +82,14 @@ fn profiles_follow_the_stated_rule() {
             p.snippet.clone(),
         )
     };
-    // Only acks=all with fsync on every batch survives power loss on one broker.
-    let (durable, snippet) = pick("durable");
-    assert_eq!(durable.id, "acks-all_rf-1_flush-every-batch_isr-1");
-    assert!(
-        snippet.contains("acks=all\n") && snippet.contains("flush.messages=1\n"),
-        "{snippet}"
-    );
+    // The smoke fixture measured one-copy (RF=1) cells only: none survives the loss of its
+    // machine, so there is no durable or balanced profile, and the report says so.
+    for name in ["durable", "balanced"] {
+        let p = s.profiles.iter().find(|p| p.name == name).expect("profile");
+        assert!(p.cell.is_none() && p.snippet.is_empty(), "{name}: {p:?}");
+    }
+    let report = std::fs::read_to_string(dir.join("REPORT.md")).expect("REPORT.md");
+    assert!(report.contains("### durable\n\nNo configuration that qualifies was measured."));
     // The rule, recomputed here: the highest median throughput within 5% ties, then lowest p99.
     let (fast, _) = pick("fast");
     let measured: Vec<_> = s.cells.iter().filter(|c| c.median.is_some()).collect();
@@ -105,8 +106,6 @@ fn profiles_follow_the_stated_rule() {
         })
         .expect("a cell");
     assert_eq!(fast.id, want.id);
-    let (balanced, _) = pick("balanced");
-    assert_ne!(balanced.acks.name(), "0", "acks=0 survives nothing");
     // Skipped cells are reported as such, with no figures.
     let skipped: Vec<_> = s.cells.iter().filter(|c| !c.skipped.is_empty()).collect();
     assert!(!skipped.is_empty());
