@@ -96,7 +96,11 @@ pub(super) fn assign(
     let me = core.config().replica_id;
     if a.leader == me {
         if core.role() == Role::Leader && core.leader_epoch() == a.leader_epoch {
-            if a.partition_epoch > core.partition_epoch() && core.isr() != a.isr {
+            // Also when the ISR is the same: a change of the ELR (KIP-966) or of an ISR
+            // member's state bumps the partition epoch too, and a leader that kept the old
+            // one would have every later AlterPartition refused with INVALID_UPDATE_VERSION
+            // (its ISR could then never grow back).
+            if a.partition_epoch > core.partition_epoch() {
                 return core.isr_committed(IsrUpdate {
                     leader_epoch: a.leader_epoch,
                     partition_epoch: a.partition_epoch,

@@ -285,6 +285,48 @@ fn a_lagging_follower_leaves_the_isr_and_min_insync_refuses_acks_all() {
     });
 }
 
+/// A committed change that bumps the partition epoch but keeps the ISR (the controller
+/// changed the ELR, KIP-966) reaches the leader: its next ISR proposal carries the new
+/// partition epoch. Before the fix the leader kept the old epoch, the controller refused every
+/// later proposal with INVALID_UPDATE_VERSION, and an ISR that had shrunk below
+/// min.insync.replicas never grew back (acks=all unavailable until a leader change; seen in
+/// `tuning/cluster-faults.py --fault kill-two --flush never`).
+#[test]
+fn a_partition_epoch_bump_without_an_isr_change_reaches_the_leader() {
+    run(|| async {
+        let c = Cluster::new(3, 2).await;
+        // The ISR shrinks to the leader alone (followers 2 and 3 gone), committed at epoch 1.
+        let shrunk = Assignment {
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 1,
+            replicas: vec![1, 2, 3],
+            isr: vec![1],
+        };
+        c.assign(&[1], &shrunk);
+        assert_eq!(c.p(1).isr(), vec![1]);
+        // The controller bumps the partition epoch without touching the ISR.
+        c.assign(
+            &[1],
+            &Assignment {
+                partition_epoch: 2,
+                ..shrunk.clone()
+            },
+        );
+        // Follower 2 catches up and is proposed back, against partition epoch 2.
+        c.fetch(2, 1).await;
+        c.fetch(2, 1).await;
+        let proposal = c
+            .proposals
+            .borrow_mut()
+            .pop()
+            .expect("an expansion proposed");
+        let isr: Vec<i32> = proposal.alter.isr.iter().map(|m| m.id).collect();
+        assert_eq!(isr, vec![1, 2]);
+        assert_eq!(proposal.alter.partition_epoch, 2);
+    });
+}
+
 /// After a failover, a follower holding records the new leader never had (appended by the
 /// old leader, not committed) truncates them at the new leader's diverging-epoch answer and
 /// then copies the new leader's records: all logs end byte-identical, the old leader's
