@@ -9,7 +9,9 @@ at the end, together with the final read's offsets (contiguous from 0, every val
   * a rolling restart with SIGTERM (controlled shutdown) of all three brokers: no delivery
     error at all;
   * SIGSTOP of the leader past the broker session timeout: produce goes on on a new leader,
-    and after SIGCONT the old leader acknowledges nothing sent straight to it.
+    and after SIGCONT the old leader acknowledges nothing sent straight to it;
+  * kill -9 of the leader and a follower together under flush=never, twice: the ISR grows
+    back to three each time.
 
 The long-run versions (minutes per fault, failover-time measurement) are
 tuning/cluster-faults.py."""
@@ -161,3 +163,34 @@ def test_paused_leader_acknowledges_nothing_after_waking(cluster, tmp_path):
     j = finish_and_judge(cluster, wl, topic)
     assert "to-the-stale-leader" not in j.values, "the stale leader's record survived"
     assert not wl.failed, f"delivery errors: {dict(wl.failed)}"
+
+
+def test_kill_two_under_flush_never_isr_grows_back(make_cluster, tmp_path):
+    """kill -9 of the leader and a follower at once (below min.insync.replicas) under flush
+    never, twice: the restarted brokers recover a truncated tail, the controller changes the
+    partition's ELR (KIP-966) without changing its ISR, and the leader must still take the new
+    partition epoch. Before that fix every later ISR expansion was refused with
+    INVALID_UPDATE_VERSION and acks=all stayed unavailable for good (found by
+    `tuning/cluster-faults.py --fault kill-two --flush never`)."""
+    cluster = make_cluster(env={"SHARDLOG_DEFAULT_FLUSH": "never"})
+    topic = unique_topic("kill-two")
+    create_rf3_topic(cluster, topic)
+    wl = start_workload(cluster, tmp_path, topic, "kill-two")
+    for _ in range(2):
+        s = partition_state(cluster, topic)
+        leader = s["leader"]
+        follower = next(r for r in s["replicas"] if r != leader)
+        t_kill = time.monotonic()
+        cluster.kill(leader)
+        cluster.kill(follower)
+        time.sleep(1.0)
+        # Together: with the controller among them, neither is ready before the other runs.
+        cluster.restart(leader, wait=False)
+        cluster.restart(follower, wait=False)
+        cluster[leader].wait_ready()
+        cluster[follower].wait_ready()
+        wait_isr(cluster, topic, 3, timeout=45)
+        first = wl.wait_ack_after(t_kill + ACK_GRACE_S, timeout=30)
+        assert first is not None, "no acknowledgement within 30 s of the restart"
+        wl.wait_acks(RATE // 2)
+    finish_and_judge(cluster, wl, topic)
