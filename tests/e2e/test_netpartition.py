@@ -9,6 +9,12 @@ partition: three brokers in network namespaces (tuning/netfault/cluster.py).
   then truncated).
 - Every acknowledged acks=all record is read back at its offset.
 
+A leader whose replication links are slow (tuning/netproxy.py in front of every broker, faults
+on broker-to-broker connections only; the controller links and the clients are not delayed):
+its followers fall behind by more than `replica_lag_time_max_ms`, so it must shrink its ISR to
+itself and refuse acks=all (min.insync.replicas 2) instead of acknowledging alone or hanging;
+after the heal the ISR is full again and every acknowledged record is read back.
+
 Needs root and `ip netns`; skipped otherwise. The long version is tuning/cluster-netfaults.py.
 """
 
@@ -33,18 +39,24 @@ pytestmark = pytest.mark.timeout(120)
 
 TOPIC = "np"
 ISOLATION_S = 15.0
+NOT_ENOUGH_REPLICAS = 19
 LEARN_WITHIN_S = 6.0
 
 
-@pytest.fixture
-def netcluster(tmp_path: Path):
+# The slow-replication test: lag time and the delay (each way) on the leader's Kafka-port
+# links; a follower's fetch round trip then takes more than twice the lag time.
+LAG_MS = 1500
+SLOW_MS = 2000
+
+
+def _cluster(tmp_path: Path, prefix: str, **kw):
     why = namespaces_available()
     if why is not None:
         pytest.skip(f"network namespaces unavailable: {why}")
     if not os.access(shardlog_bin(), os.X_OK):
         pytest.skip("no shardlog binary")
-    c = NetCluster(tmp_path, prefix=f"slt{os.getpid() % 100000}", block=3,
-                   binary=shardlog_bin())
+    c = NetCluster(tmp_path, prefix=f"{prefix}{os.getpid() % 100000}", block=3,
+                   binary=shardlog_bin(), **kw)
     try:
         c.start(timeout=60)
         yield c
@@ -56,10 +68,41 @@ def netcluster(tmp_path: Path):
         assert not panics, f"brokers panicked: {panics} (logs in {tmp_path})"
 
 
+@pytest.fixture
+def netcluster(tmp_path: Path):
+    yield from _cluster(tmp_path, "slt")
+
+
+@pytest.fixture
+def proxycluster(tmp_path: Path):
+    yield from _cluster(tmp_path, "slp", proxies=True,
+                        settings={"replica_lag_time_max_ms": str(LAG_MS)})
+
+
 def produce(c: NetCluster, node: int, value: bytes, acks: int, timeout_ms: int = 3000):
     with kwire.Conn(c[node].ip, KAFKA_PORT, timeout=timeout_ms / 1000 + 5) as conn:
         return conn.produce(TOPIC, 0, kwire.record_batch([kwire.Record(None, value)]),
                             acks=acks, timeout_ms=timeout_ms)
+
+
+def read_all(c: NetCluster, node: int, topic: str = TOPIC) -> dict[int, bytes]:
+    """Partition 0 of `topic` read from broker `node` up to its high watermark."""
+    got: dict[int, bytes] = {}
+    with kwire.Conn(c[node].ip, KAFKA_PORT, timeout=10) as conn:
+        offset = 0
+        while True:
+            f = conn.fetch(topic, 0, offset)
+            assert f.error_code == 0, f
+            batches = kwire.parse_batches(f.records or b"")
+            if not batches:
+                break
+            for b in batches:
+                for i, rec in enumerate(b.records):
+                    got[b.base_offset + i] = rec.value
+                offset = b.base_offset + len(b.records)
+            if offset >= f.high_watermark:
+                break
+    return got
 
 
 def test_isolated_leader_refuses_acks_all_and_steps_down_after_heal(netcluster):
@@ -97,21 +140,50 @@ def test_isolated_leader_refuses_acks_all_and_steps_down_after_heal(netcluster):
         f"the old leader learnt of the new leader {learnt:.1f}s after the heal")
 
     c.wait_isr_full(TOPIC, 1, 30)
-    with kwire.Conn(c[new].ip, KAFKA_PORT, timeout=10) as conn:
-        got: dict[int, bytes] = {}
-        offset = 0
-        while True:
-            f = conn.fetch(TOPIC, 0, offset)
-            assert f.error_code == 0, f
-            batches = kwire.parse_batches(f.records or b"")
-            if not batches:
-                break
-            for b in batches:
-                for i, rec in enumerate(b.records):
-                    got[b.base_offset + i] = rec.value
-                offset = b.base_offset + len(b.records)
-            if offset >= f.high_watermark:
-                break
+    got = read_all(c, new)
     for off, v in acked.items():
         assert got.get(off) == v, f"acknowledged {v!r} at {off}, read {got.get(off)!r}"
     assert b"isolated-acks-all" not in got.values()
+
+
+def test_slow_replication_links_shrink_the_isr_and_refuse_acks_all(proxycluster):
+    c = proxycluster
+    create_topic(c.bootstrap, TOPIC, 1, 3, {"min.insync.replicas": "2"})
+    c.wait_isr_full(TOPIC, 1, 30)
+    lead = c.leader_of(TOPIC, 0)
+    acked: dict[int, bytes] = {}
+    r = produce(c, lead, b"before", -1)
+    assert r.error_code == 0, r
+    acked[r.base_offset] = b"before"
+
+    # Every replication connection to and from the leader (the followers' fetches) slow;
+    # the controller links are not, so the leader stays registered and leading.
+    c.node_links(lead, listener="kafka", delay_ms=SLOW_MS)
+    t_slow = time.monotonic()
+    st = c.wait_until(lambda: (lambda p: p if p and p["isr"] == [lead] else None)(
+        c.partition_state(TOPIC, 0, via=lead)), 30, f"broker {lead} to shrink its ISR to itself")
+    assert st["leader"] == lead, st
+    shrunk = time.monotonic() - t_slow
+    # ISR [leader] < min.insync.replicas 2: refused at once, never acknowledged alone
+    r = produce(c, lead, b"alone", -1)
+    assert r.error_code == NOT_ENOUGH_REPLICAS, (
+        f"an acks=all produce to a leader alone in its ISR answered {r} "
+        f"(ISR shrank {shrunk:.1f}s after the links slowed)")
+    # acks=1 does not need the followers
+    r = produce(c, lead, b"acks-1-while-slow", 1)
+    assert r.error_code == 0, r
+    acked[r.base_offset] = b"acks-1-while-slow"
+    # the proxies fault only connections between brokers: a client's are untouched
+    t0 = time.monotonic()
+    c.metadata([TOPIC], via=lead)
+    assert time.monotonic() - t0 < SLOW_MS / 1000, "a client connection was delayed"
+
+    c.heal()
+    c.wait_isr_full(TOPIC, 1, 30)
+    r = produce(c, lead, b"after-heal", -1)
+    assert r.error_code == 0, r
+    acked[r.base_offset] = b"after-heal"
+    got = read_all(c, lead)
+    for off, v in acked.items():
+        assert got.get(off) == v, f"acknowledged {v!r} at {off}, read {got.get(off)!r}"
+    assert b"alone" not in got.values()
