@@ -89,10 +89,13 @@ CLIENT_FAULTS = ["client-cut-leader", "client-cut-one"]
 ALL_FAULTS = CLASSIC_FAULTS + PROXY_FAULTS + CLIENT_FAULTS
 GROUPS = {"classic": CLASSIC_FAULTS, "new": PROXY_FAULTS + CLIENT_FAULTS, "all": ALL_FAULTS}
 # Produce error codes after which the batch is known not to be in the log (not retried here).
+# Not NOT_LEADER_OR_FOLLOWER: a leader that loses leadership answers it to every produce still
+# waiting for replication (as Kafka's DelayedProduce does), and such a batch may have reached
+# the new leader before the move (the lossy-link run saw 2): indeterminate, like a timeout.
 DEFINITE = {1: "OFFSET_OUT_OF_RANGE", 3: "UNKNOWN_TOPIC_OR_PARTITION",
-            6: "NOT_LEADER_OR_FOLLOWER", 19: "NOT_ENOUGH_REPLICAS", 87: "INVALID_RECORD"}
+            19: "NOT_ENOUGH_REPLICAS", 87: "INVALID_RECORD"}
 NAMES = {7: "REQUEST_TIMED_OUT", 20: "NOT_ENOUGH_REPLICAS_AFTER_APPEND", 5: "LEADER_NOT_AVAILABLE",
-         **DEFINITE}
+         6: "NOT_LEADER_OR_FOLLOWER", **DEFINITE}
 
 
 class Prober:
@@ -189,30 +192,29 @@ class Knobs:
 
 def hold_watching(c: NetCluster, topic: str, seconds: float, e: dict,
                   avoid: set[int] = frozenset(), every: float = 2.0) -> None:
-    """Sleeps `seconds`, sampling every partition's leader and ISR (as Metadata from a broker
-    not in `avoid` says) every `every` seconds; changes go to e["states"] as
-    [seconds since the event began, partition, leader, isr]."""
+    """Sleeps `seconds`, sampling every `every` seconds each partition's leader and ISR as
+    each broker not in `avoid` answers Metadata (a slowed or cut-off broker's view can be
+    stale); changes go to e["states"] as [seconds since the event began, broker asked,
+    partition, leader, isr]."""
     end = time.monotonic() + seconds
-    last: dict[int, tuple] = {}
+    last: dict[tuple[int, int], tuple] = {}
     states = e.setdefault("states", [])
     while True:
-        now = time.monotonic()
-        if now >= end:
+        if time.monotonic() >= end:
             return
         for b in c.ids:
             if b in avoid:
                 continue
             try:
                 t = c.metadata([topic], via=b, timeout=1.5)["topics"].get(topic)
-            except Exception:  # noqa: BLE001 - try another broker
+            except Exception:  # noqa: BLE001 - no answer this time
                 continue
             for p in (t or {}).get("partitions", []):
                 st = (p["leader"], tuple(sorted(p["isr"])))
-                if last.get(p["partition"]) != st:
-                    last[p["partition"]] = st
-                    states.append([round(time.monotonic() - e["start"], 1), p["partition"],
+                if last.get((b, p["partition"])) != st:
+                    last[(b, p["partition"])] = st
+                    states.append([round(time.monotonic() - e["start"], 1), b, p["partition"],
                                    st[0], list(st[1])])
-            break
         time.sleep(max(0.0, min(every, end - time.monotonic())))
 
 
@@ -231,8 +233,10 @@ def inject(c: NetCluster, kind: str, topic: str, hold: float, rng: random.Random
         parts = c.metadata([topic])["topics"][topic]["partitions"]
         return {p["partition"]: p["leader"] for p in parts}
 
-    def ev(desc: str, cut: list[int], client_cut: list[int] | None = None) -> dict:
+    def ev(desc: str, cut: list[int], client_cut: list[int] | None = None,
+           slowed: list[int] | None = None) -> dict:
         e = {"kind": kind, "desc": desc, "cut": cut, "client_cut": client_cut or [],
+             "slowed": slowed or [],
              "start": time.monotonic(), "heal": None, "rules": sorted(c.blocked),
              "proxy_rules": [[at, peer, lst, r] for (at, peer, lst), r
                              in sorted(c.proxy_rules.items())]}
@@ -329,9 +333,9 @@ def inject(c: NetCluster, kind: str, topic: str, hold: float, rng: random.Random
         d = knobs.slow_leader_delay_ms
         listener = "kafka" if kind == "slow-leader-data" else "*"
         c.node_links(x, listener=listener, delay_ms=d)
-        what = "replication (Kafka port) links" if listener == "kafka" else "links"
+        what = "replication (Kafka port) link" if listener == "kafka" else "link"
         e = ev(f"every {what} to and from broker {x} (leader of {topic}/0) delayed {d:g} ms "
-               "each way", [])
+               "each way", [], slowed=[x])
         e["leaders_at_start"] = leaders()
     elif kind == "client-cut-leader":
         x = leader(0)
@@ -509,8 +513,12 @@ def main() -> int:
             before = [e for e in events if node in e["cut"] and e["heal"] is not None
                       and e["heal"] <= inv]
             since_heal = inv - before[-1]["heal"] if before else None
+            slow_ev = any(node in e["slowed"] and e["start"] <= done
+                          and inv <= (e["heal"] or 0) for e in events)
             if cut_ev is not None:
                 lost_1["acknowledged by a cut broker"] += 1
+            elif slow_ev:
+                lost_1["acknowledged by a broker whose links were slowed"] += 1
             elif any(node in e["cut"] and 0 <= e["start"] - done < 1.0 for e in events):
                 lost_1["acknowledged by a broker less than 1 s before it was cut"] += 1
             elif since_heal is not None and since_heal < 10:
@@ -543,6 +551,9 @@ def main() -> int:
                 round(gaps(ack_times, e["start"], end, cut_led), 2) if cut_led else None)
             extra["max_ack_gap_other_partitions_s"] = (
                 round(gaps(ack_times, e["start"], end, others), 2) if others else None)
+            extra["first_ack_after_heal_s"] = {
+                p: next((round(t - e["heal"], 2) for t in ack_times.get(p, [])
+                         if t > e["heal"]), None) for p in sorted(cut_led)}
         report["events"].append({k: (round(v - t_base, 2) if k in ("start", "heal", "end")
                                      and v is not None else v) for k, v in e.items()} | extra)
     probe_counts = Counter((f"b{r[0]}", f"acks={r[1]}", r[4], r[5]) for r in prober.results)
@@ -582,6 +593,7 @@ def main() -> int:
         "events": [{k: ev.get(k) for k in ("kind", "desc", "max_ack_gap_s",
                                             "max_ack_gap_led_by_client_cut_s",
                                             "max_ack_gap_other_partitions_s",
+                                            "first_ack_after_heal_s",
                                             "isr_full_after_heal_s") if k in ev}
                    for ev in report["events"] if "isr_full_after_heal_s" in ev
                    or ev["kind"] != "flap"],
