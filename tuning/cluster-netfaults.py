@@ -2,7 +2,7 @@
 """Network faults against a 3-broker cluster, judged by the history checker (tests/history).
 
 Three brokers run in their own network namespaces (tuning/netfault/cluster.py); clients run in
-the root namespace and reach every broker throughout (faults cut broker-to-broker traffic only).
+the root namespace and reach every broker throughout, except in the client-cut-* faults.
 Two topics, RF 3, min.insync.replicas=2:
 
 - `nf`: an idempotent acks=all producer and a live consumer (tuning/fault_common.Workload),
@@ -14,7 +14,8 @@ Two topics, RF 3, min.insync.replicas=2:
   separately against its documented promise).
 
 Faults, in order, each held `--hold` seconds, then healed, then `--settle` seconds and until
-every ISR is full again:
+every ISR is full again. `--faults` takes kinds and groups: `classic` (the default: the seven
+router-rule faults below), `new` (the proxy and client faults), `all`.
 
   isolate-leader      the leader of nf/0 cut off from both other brokers (clients still reach it)
   isolate-controller  the controller Metadata names, cut off from the other brokers
@@ -24,6 +25,28 @@ every ISR is full again:
   split-all           every broker cut off from every other (no majority anywhere)
   flap                for `--hold` seconds, every 1-4 s: heal, then isolate a random broker
 
+Through a tuning/netproxy.py in front of every broker (`--proxy auto`: started when one of
+these is chosen; the proxies fault only connections between brokers, never a client's):
+
+  slow-link           first half: every link between brokers delayed 50-200 ms each way
+                      (`--slow-delay-ms` + up to `--slow-jitter-ms`, order kept); second half:
+                      one link of the leader of nf/0 200-300 ms each way and 64 KiB/s
+  lossy-link          every 0.2-2 s (`--lossy-gap`) a random link between two brokers loses its
+                      connections: 2 in 3 times they are reset (RST), else the link stalls
+                      (nothing forwarded, connections stay open) for 0.5-3 s
+  slow-leader         every link to and from the leader of nf/0 (Kafka and controller ports)
+                      delayed `--slow-leader-delay-ms` each way (default replica lag + 2 s)
+  slow-leader-data    the same on its Kafka-port (replication) links only: the controller still
+                      hears it in time, so it stays leader and must shrink its ISR itself
+
+Router rules between the clients and one broker (the brokers still reach each other):
+
+  client-cut-leader   the clients cannot reach the leader of nf/0: nothing may be lost; the
+                      partitions it leads have no acknowledgement until the heal (a Kafka client
+                      cannot make leadership move), the others must not stall
+  client-cut-one      the clients cannot reach another broker (the one leading the fewest
+                      partitions)
+
 After the last fault: the producer stops, the final read of both topics goes into the histories,
 the checker runs. The key property: a broker with no two-way path to any other broker ("cut")
 must not acknowledge an acks=all produce sent to it after it was cut (+0.5 s for requests whose
@@ -31,6 +54,7 @@ replication was already under way): `isolated_acks_all` counts those, and must b
 
 Example (about 8 minutes): /work/wt-net/.venv/bin/python tuning/cluster-netfaults.py
   --hold 30 --settle 10 --out /tmp/shardlog-netfaults
+The new kinds, 60 s each: ... --faults new --hold 60 --settle 10 --out /tmp/nf-new
 """
 
 from __future__ import annotations
@@ -44,6 +68,7 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -51,17 +76,26 @@ sys.path.insert(0, str(HERE))
 
 from fault_common import Workload, judge_history, log  # noqa: E402
 from history.record import HistoryWriter, now_ns  # noqa: E402
-from netfault.cluster import KAFKA_PORT, NetCluster, create_topic  # noqa: E402
+from netfault.cluster import CLIENT, KAFKA_PORT, NetCluster, create_topic  # noqa: E402
 
 import kwire  # noqa: E402
 
-ALL_FAULTS = ["isolate-leader", "isolate-controller", "oneway-out", "oneway-in", "bridge",
-              "split-all", "flap"]
+CLASSIC_FAULTS = ["isolate-leader", "isolate-controller", "oneway-out", "oneway-in", "bridge",
+                  "split-all", "flap"]
+# Faults through the proxies (NetCluster(proxies=True)): between brokers only.
+PROXY_FAULTS = ["slow-link", "lossy-link", "slow-leader", "slow-leader-data"]
+# Router rules between the clients and some brokers (the brokers reach each other).
+CLIENT_FAULTS = ["client-cut-leader", "client-cut-one"]
+ALL_FAULTS = CLASSIC_FAULTS + PROXY_FAULTS + CLIENT_FAULTS
+GROUPS = {"classic": CLASSIC_FAULTS, "new": PROXY_FAULTS + CLIENT_FAULTS, "all": ALL_FAULTS}
 # Produce error codes after which the batch is known not to be in the log (not retried here).
+# Not NOT_LEADER_OR_FOLLOWER: a leader that loses leadership answers it to every produce still
+# waiting for replication (as Kafka's DelayedProduce does), and such a batch may have reached
+# the new leader before the move (the lossy-link run saw 2): indeterminate, like a timeout.
 DEFINITE = {1: "OFFSET_OUT_OF_RANGE", 3: "UNKNOWN_TOPIC_OR_PARTITION",
-            6: "NOT_LEADER_OR_FOLLOWER", 19: "NOT_ENOUGH_REPLICAS", 87: "INVALID_RECORD"}
+            19: "NOT_ENOUGH_REPLICAS", 87: "INVALID_RECORD"}
 NAMES = {7: "REQUEST_TIMED_OUT", 20: "NOT_ENOUGH_REPLICAS_AFTER_APPEND", 5: "LEADER_NOT_AVAILABLE",
-         **DEFINITE}
+         6: "NOT_LEADER_OR_FOLLOWER", **DEFINITE}
 
 
 class Prober:
@@ -147,19 +181,65 @@ def isr_full(c: NetCluster, topic: str, partitions: int, timeout: float) -> floa
         return None
 
 
+@dataclass
+class Knobs:
+    """Parameters of the proxy faults (from the command line)."""
+    slow_delay_ms: float = 50.0
+    slow_jitter_ms: float = 150.0
+    slow_leader_delay_ms: float = 12000.0
+    lossy_gap: tuple[float, float] = (0.2, 2.0)
+
+
+def hold_watching(c: NetCluster, topic: str, seconds: float, e: dict,
+                  avoid: set[int] = frozenset(), every: float = 2.0) -> None:
+    """Sleeps `seconds`, sampling every `every` seconds each partition's leader and ISR as
+    each broker not in `avoid` answers Metadata (a slowed or cut-off broker's view can be
+    stale); changes go to e["states"] as [seconds since the event began, broker asked,
+    partition, leader, isr]."""
+    end = time.monotonic() + seconds
+    last: dict[tuple[int, int], tuple] = {}
+    states = e.setdefault("states", [])
+    while True:
+        if time.monotonic() >= end:
+            return
+        for b in c.ids:
+            if b in avoid:
+                continue
+            try:
+                t = c.metadata([topic], via=b, timeout=1.5)["topics"].get(topic)
+            except Exception:  # noqa: BLE001 - no answer this time
+                continue
+            for p in (t or {}).get("partitions", []):
+                st = (p["leader"], tuple(sorted(p["isr"])))
+                if last.get((b, p["partition"])) != st:
+                    last[(b, p["partition"])] = st
+                    states.append([round(time.monotonic() - e["start"], 1), b, p["partition"],
+                                   st[0], list(st[1])])
+        time.sleep(max(0.0, min(every, end - time.monotonic())))
+
+
 def inject(c: NetCluster, kind: str, topic: str, hold: float, rng: random.Random,
-           events: list[dict]) -> None:
+           events: list[dict], knobs: Knobs) -> None:
     """Applies fault `kind`, holds it, heals. Appends one event (or several for flap) with
-    `cut`: brokers with no two-way path to any other broker during the event."""
+    `cut`: brokers with no two-way path to any other broker during the event, and
+    `client_cut`: brokers the clients cannot reach."""
     def leader(p: int) -> int:
         lead = c.leader_of(topic, p)
         if lead is None:
             raise RuntimeError(f"{topic}/{p} has no leader")
         return lead
 
-    def ev(desc: str, cut: list[int]) -> dict:
-        e = {"kind": kind, "desc": desc, "cut": cut, "start": time.monotonic(), "heal": None,
-             "rules": sorted(c.blocked)}
+    def leaders() -> dict[int, int]:
+        parts = c.metadata([topic])["topics"][topic]["partitions"]
+        return {p["partition"]: p["leader"] for p in parts}
+
+    def ev(desc: str, cut: list[int], client_cut: list[int] | None = None,
+           slowed: list[int] | None = None) -> dict:
+        e = {"kind": kind, "desc": desc, "cut": cut, "client_cut": client_cut or [],
+             "slowed": slowed or [],
+             "start": time.monotonic(), "heal": None, "rules": sorted(c.blocked),
+             "proxy_rules": [[at, peer, lst, r] for (at, peer, lst), r
+                             in sorted(c.proxy_rules.items())]}
         events.append(e)
         return e
 
@@ -174,6 +254,29 @@ def inject(c: NetCluster, kind: str, topic: str, hold: float, rng: random.Random
             c.heal()
             e["heal"] = time.monotonic()
         return
+    if kind == "lossy-link":
+        # Random links lose their connections: 2 in 3 times every open connection of the link
+        # is reset (RST both ways), else the link stalls (nothing forwarded) for 0.5-3 s.
+        e = ev("random links reset or stalled", [])
+        resets = stalls = conns = 0
+        end = time.monotonic() + hold
+        while time.monotonic() < end:
+            a, b = rng.sample(ids, 2)
+            if rng.random() < 2 / 3:
+                conns += c.reset_link(a, b)
+                resets += 1
+            else:
+                c.link(a, b, blackhole=True)
+                stalls += 1
+                time.sleep(min(rng.uniform(0.5, 3.0), max(0.0, end - time.monotonic())))
+                c.proxy_heal()
+            time.sleep(min(rng.uniform(*knobs.lossy_gap), max(0.0, end - time.monotonic())))
+        c.heal()
+        e["heal"] = time.monotonic()
+        e["desc"] = (f"{resets} link resets ({conns} connections reset), {stalls} link stalls "
+                     "of 0.5-3 s, random links")
+        return
+    avoid: set[int] = set()
     if kind == "isolate-leader":
         x = leader(0)
         c.isolate(x)
@@ -207,9 +310,55 @@ def inject(c: NetCluster, kind: str, topic: str, hold: float, rng: random.Random
                 if i < j:
                     c.partition(i, j)
         e = ev("every broker cut off from every other", list(ids))
+    elif kind == "slow-link":
+        # First half: every link between brokers delayed; second half: one link of the
+        # leader of partition 0, slower and throttled.
+        d, j = knobs.slow_delay_ms, knobs.slow_jitter_ms
+        c.all_links(delay_ms=d, jitter_ms=j)
+        e = ev(f"every link {d:g}-{d + j:g} ms each way, then one link of the leader of "
+               f"{topic}/0 200-300 ms each way and 64 KiB/s", [])
+        e["leaders_at_start"] = leaders()
+        hold_watching(c, topic, hold / 2, e)
+        x = leader(0)
+        y = rng.choice([o for o in ids if o != x])
+        c.proxy_heal()
+        c.link(x, y, delay_ms=200, jitter_ms=100, bandwidth_bps=64 * 1024)
+        e["second_half"] = {"t": round(time.monotonic() - e["start"], 1), "link": [x, y]}
+        hold_watching(c, topic, hold / 2, e)
+        c.heal()
+        e["heal"] = time.monotonic()
+        return
+    elif kind in ("slow-leader", "slow-leader-data"):
+        x = leader(0)
+        d = knobs.slow_leader_delay_ms
+        listener = "kafka" if kind == "slow-leader-data" else "*"
+        c.node_links(x, listener=listener, delay_ms=d)
+        what = "replication (Kafka port) link" if listener == "kafka" else "link"
+        e = ev(f"every {what} to and from broker {x} (leader of {topic}/0) delayed {d:g} ms "
+               "each way", [], slowed=[x])
+        e["leaders_at_start"] = leaders()
+    elif kind == "client-cut-leader":
+        x = leader(0)
+        c.partition(CLIENT, x)
+        avoid = {x}
+        e = ev(f"clients cut off from broker {x} (leader of {topic}/0); brokers connected",
+               [], [x])
+        e["leaders_at_start"] = leaders()
+    elif kind == "client-cut-one":
+        lead = leaders()
+        x0 = leader(0)
+        led = Counter(lead.values())
+        cands = [o for o in ids if o != x0]
+        fewest = min(led.get(o, 0) for o in cands)
+        x = rng.choice([o for o in cands if led.get(o, 0) == fewest])
+        c.partition(CLIENT, x)
+        avoid = {x}
+        e = ev(f"clients cut off from broker {x} (not the leader of {topic}/0; leads "
+               f"{led.get(x, 0)} partitions); brokers connected", [], [x])
+        e["leaders_at_start"] = lead
     else:
         raise ValueError(f"unknown fault {kind}")
-    time.sleep(hold)
+    hold_watching(c, topic, hold, e, avoid)
     c.heal()
     e["heal"] = time.monotonic()
 
@@ -218,10 +367,14 @@ def c_partitions(c: NetCluster, topic: str) -> int:
     return len(c.metadata([topic])["topics"][topic]["partitions"])
 
 
-def gaps(ack_times: dict[int, list[float]], start: float, end: float) -> float:
-    """Longest stretch inside [start, end] with no acknowledgement on some partition."""
+def gaps(ack_times: dict[int, list[float]], start: float, end: float,
+         only: set[int] | None = None) -> float:
+    """Longest stretch inside [start, end] with no acknowledgement on some partition (of
+    `only`, if given)."""
     worst = 0.0
-    for ts in ack_times.values():
+    for p, ts in ack_times.items():
+        if only is not None and p not in only:
+            continue
         inside = [start] + [t for t in ts if start <= t <= end] + [end]
         worst = max(worst, max(b - a for a, b in zip(inside, inside[1:])))
     return worst
@@ -231,7 +384,9 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=Path("/tmp/shardlog-netfaults"))
-    ap.add_argument("--faults", default=",".join(ALL_FAULTS))
+    ap.add_argument("--faults", default="classic",
+                    help=f"comma-separated kinds or groups ({', '.join(GROUPS)}); kinds: "
+                         f"{', '.join(ALL_FAULTS)}")
     ap.add_argument("--rounds", type=int, default=1, help="repeat the fault list")
     ap.add_argument("--hold", type=float, default=30.0)
     ap.add_argument("--settle", type=float, default=10.0)
@@ -245,17 +400,39 @@ def main() -> int:
     ap.add_argument("--block", type=int, default=0,
                     help="address block 0..3 of 10.77.0.0/24 (runs at once need different ones)")
     ap.add_argument("--prefix", default="slnf")
+    ap.add_argument("--proxy", choices=["auto", "on", "off"], default="auto",
+                    help="run a tuning/netproxy.py in front of every broker (auto: when a "
+                         "proxy fault is chosen)")
+    ap.add_argument("--slow-delay-ms", type=float, default=50.0,
+                    help="slow-link, first half: every link delayed this much each way ...")
+    ap.add_argument("--slow-jitter-ms", type=float, default=150.0, help="... plus up to this")
+    ap.add_argument("--slow-leader-delay-ms", type=float, default=None,
+                    help="slow-leader(-data): delay each way (default replica lag + 2000 ms)")
+    ap.add_argument("--lossy-gap", default="0.2,2.0",
+                    help="lossy-link: seconds between link losses, min,max")
     a = ap.parse_args()
-    faults = [f for f in a.faults.split(",") if f] * a.rounds
+    faults = [k for f in a.faults.split(",") if f for k in GROUPS.get(f, [f])] * a.rounds
     for f in faults:
         if f not in ALL_FAULTS:
-            ap.error(f"unknown fault {f}; known: {', '.join(ALL_FAULTS)}")
+            ap.error(f"unknown fault {f}; known: {', '.join(ALL_FAULTS)} or a group "
+                     f"({', '.join(GROUPS)})")
+    proxies = a.proxy == "on" or (a.proxy == "auto" and any(f in PROXY_FAULTS for f in faults))
+    if not proxies and any(f in PROXY_FAULTS for f in faults):
+        ap.error("proxy faults need --proxy on or auto")
+    try:
+        lo, hi = (float(x) for x in a.lossy_gap.split(","))
+    except ValueError:
+        ap.error("--lossy-gap wants MIN,MAX seconds")
+    knobs = Knobs(a.slow_delay_ms, a.slow_jitter_ms,
+                  a.slow_leader_delay_ms if a.slow_leader_delay_ms is not None
+                  else a.replica_lag_ms + 2000.0, (lo, hi))
     shutil.rmtree(a.out, ignore_errors=True)
     a.out.mkdir(parents=True)
     rng = random.Random(a.seed)
     settings = {"replica_lag_time_max_ms": str(a.replica_lag_ms)}
     report: dict = {"args": {k: str(v) for k, v in vars(a).items()}, "events": []}
-    with NetCluster(a.out, settings=settings, prefix=a.prefix, block=a.block) as c:
+    with NetCluster(a.out, settings=settings, prefix=a.prefix, block=a.block,
+                    proxies=proxies) as c:
         c.start()
         cfg = {"min.insync.replicas": "2"}
         create_topic(c.bootstrap, "nf", a.partitions, 3, cfg)
@@ -280,7 +457,7 @@ def main() -> int:
             log(f"fault {kind}")
             n0 = len(events)
             try:
-                inject(c, kind, "nf", a.hold, rng, events)
+                inject(c, kind, "nf", a.hold, rng, events, knobs)
             except Exception as e:  # noqa: BLE001 - recorded; heal and go on
                 log(f"fault {kind} not applied: {e!r}")
                 c.heal()
@@ -336,8 +513,12 @@ def main() -> int:
             before = [e for e in events if node in e["cut"] and e["heal"] is not None
                       and e["heal"] <= inv]
             since_heal = inv - before[-1]["heal"] if before else None
+            slow_ev = any(node in e["slowed"] and e["start"] <= done
+                          and inv <= (e["heal"] or 0) for e in events)
             if cut_ev is not None:
                 lost_1["acknowledged by a cut broker"] += 1
+            elif slow_ev:
+                lost_1["acknowledged by a broker whose links were slowed"] += 1
             elif any(node in e["cut"] and 0 <= e["start"] - done < 1.0 for e in events):
                 lost_1["acknowledged by a broker less than 1 s before it was cut"] += 1
             elif since_heal is not None and since_heal < 10:
@@ -360,9 +541,21 @@ def main() -> int:
             continue
         g = gaps(ack_times, e["start"], end if e.get("end") else e["heal"])
         unavail.append(g)
+        extra = {"max_ack_gap_s": round(g, 2)}
+        if e["client_cut"] and e.get("leaders_at_start"):
+            # partitions whose leader the clients could not reach, and the others
+            cut_led = {p for p, lead in e["leaders_at_start"].items() if lead in e["client_cut"]}
+            others = set(range(a.partitions)) - cut_led
+            extra["partitions_led_by_client_cut"] = sorted(cut_led)
+            extra["max_ack_gap_led_by_client_cut_s"] = (
+                round(gaps(ack_times, e["start"], end, cut_led), 2) if cut_led else None)
+            extra["max_ack_gap_other_partitions_s"] = (
+                round(gaps(ack_times, e["start"], end, others), 2) if others else None)
+            extra["first_ack_after_heal_s"] = {
+                p: next((round(t - e["heal"], 2) for t in ack_times.get(p, [])
+                         if t > e["heal"]), None) for p in sorted(cut_led)}
         report["events"].append({k: (round(v - t_base, 2) if k in ("start", "heal", "end")
-                                     and v is not None else v) for k, v in e.items()}
-                                | {"max_ack_gap_s": round(g, 2)})
+                                     and v is not None else v) for k, v in e.items()} | extra)
     probe_counts = Counter((f"b{r[0]}", f"acks={r[1]}", r[4], r[5]) for r in prober.results)
     report.update({
         "acks_all": {k: rep_all.get(k) for k in ("valid", "counts", "stats", "examples",
@@ -397,6 +590,13 @@ def main() -> int:
         "acks_1_lost": dict(lost_1),
         "acks_1_lost_after_heal_max_s": max(lost_1_after_heal, default=None),
         "unavailability_s": report["unavailability_s"],
+        "events": [{k: ev.get(k) for k in ("kind", "desc", "max_ack_gap_s",
+                                            "max_ack_gap_led_by_client_cut_s",
+                                            "max_ack_gap_other_partitions_s",
+                                            "first_ack_after_heal_s",
+                                            "isr_full_after_heal_s") if k in ev}
+                   for ev in report["events"] if "isr_full_after_heal_s" in ev
+                   or ev["kind"] != "flap"],
         "panics": panics, "dead": dead, "report": str(a.out / "report.json")}, indent=1))
     bad = (any(ca.values()) or isolated_acks_all or panics or dead)
     return 1 if bad else 0

@@ -30,6 +30,16 @@ Faults (directed drops; a node is a broker id 1..N or CLIENT = 0, the root names
 
 Broker i listens for Kafka on 10.77.0.(10+i):9092 (advertised so), for the controller on :9093
 and admin on :9094; every broker is a controller voter. Clients bootstrap from all N.
+
+With `proxies=True` each broker namespace also runs a `tuning/netproxy.py` in front of its
+broker: the proxy listens on 10.77.0.(10+i):9092 and :9093 (the advertised Kafka address and
+the voter address, so clients and peers connect to it) and forwards to the broker, which
+listens on 127.0.0.1:19092 and 127.0.0.1:19093 inside its namespace. The proxy knows the
+other brokers' addresses and applies its faults (delay, jitter, bandwidth, stall, reset) only
+to connections coming from them: a client's connection (from 10.77.0.1) is forwarded untouched.
+Every connection between two brokers passes exactly one proxy (the one of the broker it was
+made to), so `link(a, b, ...)` sets the rule on both ends' proxies. The router rules above still
+work unchanged in this layout (the proxy listens on the broker's address).
 """
 
 from __future__ import annotations
@@ -51,11 +61,15 @@ sys.path.insert(0, str(REPO / "tests" / "e2e"))
 
 import kwire  # noqa: E402
 from fault_common import BrokerProc  # noqa: E402
+from netproxy import ProxyControl  # noqa: E402
 
 CLIENT = 0
 NET = "10.77.0"
 BLOCKS = 4  # 10.77.0.0/24 split into four /26: clusters with different blocks can run at once
 KAFKA_PORT, CONTROLLER_PORT, ADMIN_PORT = 9092, 9093, 9094
+# Where the broker listens inside its namespace when a proxy fronts it.
+INNER_KAFKA, INNER_CONTROLLER = "127.0.0.1:19092", "127.0.0.1:19093"
+NETPROXY = TUNING / "netproxy.py"
 RULE_PRIO = 100
 DEFAULT_BIN = os.environ.get("SHARDLOG_BIN") or str(REPO / "target" / "release" / "shardlog")
 
@@ -151,9 +165,11 @@ class NsBroker(BrokerProc):
 
     def argv(self) -> list[str]:
         c = self.cluster
+        listen, ctl = ((INNER_KAFKA, INNER_CONTROLLER) if c.proxies
+                       else (self.bootstrap, f"{self.ip}:{CONTROLLER_PORT}"))
         return ["ip", "netns", "exec", self.ns, c.binary, "start", "--node-id", str(self.node_id),
-                "--listen", self.bootstrap, "--advertised", self.bootstrap,
-                "--controller-listen", f"{self.ip}:{CONTROLLER_PORT}", "--voters", c.voters,
+                "--listen", listen, "--advertised", self.bootstrap,
+                "--controller-listen", ctl, "--voters", c.voters,
                 "--admin-listen", f"{self.ip}:{ADMIN_PORT}", "--data-dir", str(self.data_dir),
                 "--cores", str(c.cores), *c.extra_args]
 
@@ -177,6 +193,68 @@ class NsBroker(BrokerProc):
             self.proc.wait(10)
 
 
+class NsProxy:
+    """The netproxy in front of one broker (proxies=True layout)."""
+
+    def __init__(self, cluster: "NetCluster", node_id: int):
+        self.cluster = cluster
+        self.node_id = node_id
+        self.ns = f"{cluster.prefix}-{node_id}"
+        self.ip = ip_of(node_id, cluster.block)
+        self.log_path = cluster.workdir / f"proxy-{node_id}.log"
+        sock = cluster.workdir / f"proxy-{node_id}.sock"
+        if len(str(sock)) > 100:  # AF_UNIX paths are at most 107 bytes
+            sock = Path("/tmp") / f"{cluster.prefix}-proxy-{node_id}.sock"
+        self.control_path = sock
+        self.ctl = ProxyControl(str(sock))
+        self.proc: subprocess.Popen | None = None
+
+    def argv(self) -> list[str]:
+        c = self.cluster
+        peers = ",".join(c.ip_of(i) for i in c.ids if i != self.node_id)
+        return ["ip", "netns", "exec", self.ns, sys.executable, str(NETPROXY), "serve",
+                "--listen", f"kafka={self.ip}:{KAFKA_PORT}={INNER_KAFKA}",
+                "--listen", f"controller={self.ip}:{CONTROLLER_PORT}={INNER_CONTROLLER}",
+                "--peers", peers, "--control", str(self.control_path),
+                "--seed", str(self.node_id)]
+
+    def start(self, timeout: float = 15.0) -> None:
+        self.control_path.unlink(missing_ok=True)
+        with open(self.log_path, "ab", buffering=0) as logf:
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=logf,
+                                         start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise NetError(f"proxy {self.node_id} exited ({self.proc.returncode}); "
+                               f"see {self.log_path}")
+            if self.control_path.exists():
+                try:
+                    self.ctl.call("status")
+                    return
+                except (OSError, RuntimeError):
+                    pass
+            if time.monotonic() > deadline:
+                raise NetError(f"proxy {self.node_id} not ready after {timeout}s")
+            time.sleep(0.05)
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def call(self, cmd: str, **kw) -> dict:
+        return self.ctl.call(cmd, **kw)
+
+
 class NetCluster:
     """N brokers in namespaces `<prefix>-1..N`, a router `<prefix>-r`, clients in the root
     namespace. Use as a context manager (tears the network down and stops the brokers)."""
@@ -184,7 +262,8 @@ class NetCluster:
     def __init__(self, workdir: Path, brokers: int = 3, cores: int = 1,
                  settings: dict[str, str] | None = None, extra_args: list[str] | None = None,
                  prefix: str = "slnf", binary: str = DEFAULT_BIN,
-                 data_dirs: dict[int, Path] | None = None, block: int = 0):
+                 data_dirs: dict[int, Path] | None = None, block: int = 0,
+                 proxies: bool = False):
         if not 1 <= brokers <= 50:
             raise ValueError("brokers must be 1..50")
         if not 0 <= block < BLOCKS:
@@ -205,6 +284,10 @@ class NetCluster:
                         for i in range(1, brokers + 1)]
         self.blocked: set[tuple[int, int]] = set()
         self.net_up = False
+        self.proxies = proxies
+        self.proxy_list = [NsProxy(self, i) for i in self.ids] if proxies else []
+        # proxy rules in force: (the proxy's broker, peer ip or "*", listener) -> rule
+        self.proxy_rules: dict[tuple[int, str, str], dict] = {}
 
     def ip_of(self, node: int) -> str:
         return ip_of(node, self.block)
@@ -293,18 +376,69 @@ class NetCluster:
             self.partition(a, CLIENT)
 
     def heal(self) -> None:
+        """Removes every router rule and every proxy rule."""
         for src, dst in sorted(self.blocked):
             sh("ip", "-n", self.router, "rule", "del", "prio", str(RULE_PRIO), "from",
                self.ip_of(src), "to", self.ip_of(dst), "blackhole", check=False)
         self.blocked.clear()
+        if self.proxy_rules:
+            self.proxy_heal()
 
     def rules(self) -> str:
         return sh("ip", "-n", self.router, "rule", "list").stdout
+
+    # -- proxy faults (proxies=True): between brokers only ---------------------------------
+    def proxy(self, node_id: int) -> NsProxy:
+        if not self.proxies:
+            raise NetError("this cluster runs without proxies (NetCluster(proxies=True))")
+        return self.proxy_list[node_id - 1]
+
+    def _proxy_set(self, at: int, peer: int | None, listener: str, rule: dict) -> None:
+        peer_ip = "*" if peer is None else self.ip_of(peer)
+        self.proxy(at).call("set", peer=peer_ip, listener=listener, **rule)
+        self.proxy_rules[(at, peer_ip, listener)] = dict(rule)
+
+    def link(self, a: int, b: int, listener: str = "*", **rule) -> None:
+        """Faults on the link between brokers a and b, both directions, every connection
+        (a's connections to b pass b's proxy, b's to a pass a's): `delay_ms`, `jitter_ms`,
+        `bandwidth_bps`, `blackhole` (see tuning/netproxy.py). `listener`: "kafka"
+        (replication), "controller" (raft and controller calls) or "*"."""
+        self._proxy_set(b, a, listener, rule)
+        self._proxy_set(a, b, listener, rule)
+
+    def all_links(self, listener: str = "*", **rule) -> None:
+        """The same rule on every link between two brokers."""
+        for i in self.ids:
+            self._proxy_set(i, None, listener, rule)
+
+    def node_links(self, x: int, listener: str = "*", **rule) -> None:
+        """The rule on every link between broker x and another broker."""
+        self._proxy_set(x, None, listener, rule)
+        for o in self.ids:
+            if o != x:
+                self._proxy_set(o, x, listener, rule)
+
+    def reset_link(self, a: int, b: int, listener: str = "*") -> int:
+        """Closes the open connections between brokers a and b with a TCP RST, now."""
+        return (self.proxy(b).call("reset", peer=self.ip_of(a), listener=listener)["reset"]
+                + self.proxy(a).call("reset", peer=self.ip_of(b), listener=listener)["reset"])
+
+    def proxy_heal(self) -> None:
+        for p in self.proxy_list:
+            if p.alive():
+                p.call("clear")
+        self.proxy_rules.clear()
+
+    def proxy_status(self) -> dict[int, dict]:
+        return {p.node_id: p.call("status") for p in self.proxy_list if p.alive()}
 
     # -- brokers ---------------------------------------------------------------------------
     def start(self, wait: bool = True, timeout: float = 90.0) -> None:
         if not self.net_up:
             self.setup_network()
+        for p in self.proxy_list:
+            if not p.alive():
+                p.start()
         for b in self.brokers:
             b.start()
         if wait:
@@ -313,6 +447,8 @@ class NetCluster:
     def stop_all(self) -> None:
         for b in self.brokers:
             b.stop()
+        for p in self.proxy_list:
+            p.stop()
 
     def __enter__(self) -> "NetCluster":
         return self
