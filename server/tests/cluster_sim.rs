@@ -126,8 +126,8 @@ enum Msg {
     Produce {
         tag: i64,
         sent_at: u64,
-        /// Sent while the broker was paused.
-        to_paused: bool,
+        /// Sent while the broker was paused: that pause's number.
+        paused_in: Option<u64>,
     },
 }
 
@@ -137,7 +137,7 @@ struct Waiter {
     offset: i64,
     tag: i64,
     sent_at: u64,
-    to_paused: bool,
+    paused_in: Option<u64>,
 }
 
 struct Up {
@@ -164,6 +164,9 @@ struct Broker {
     down_until: u64,
     /// Paused until then (the process exists and takes no steps).
     paused_until: Option<u64>,
+    /// The number of its current (or last) pause, and produces sent to it during it.
+    pause_id: u64,
+    sent_in_pause: u64,
     /// Resumed in this step (`CLUSTER_BUG=paused_ack` acts in it).
     resumed_now: bool,
 }
@@ -179,6 +182,10 @@ struct Stats {
     power_losses: u64,
     /// Produce requests sent to a broker while it was paused.
     sent_to_paused: u64,
+    /// Of those, sent during a pause at the end of which the broker had been replaced as
+    /// leader, and how many of them it answered with success (each judged as below).
+    sent_to_replaced: u64,
+    replaced_acks: u64,
     /// Successes answered by a leader the controller had replaced (each one checked).
     stale_acks: u64,
     /// Of those, produces sent to the broker while it was paused.
@@ -204,6 +211,8 @@ impl Stats {
         self.pauses += o.pauses;
         self.power_losses += o.power_losses;
         self.sent_to_paused += o.sent_to_paused;
+        self.sent_to_replaced += o.sent_to_replaced;
+        self.replaced_acks += o.replaced_acks;
         self.stale_acks += o.stale_acks;
         self.stale_acks_sent_paused += o.stale_acks_sent_paused;
         self.stale_acks_deferred += o.stale_acks_deferred;
@@ -234,6 +243,9 @@ struct Sim {
     acked: BTreeMap<i64, i64>,
     /// Under flush=never: records acknowledged before a power loss of all brokers.
     unpromised: BTreeMap<i64, i64>,
+    next_pause_id: u64,
+    /// Pauses at whose end the broker was no longer the leader it had been.
+    replaced_pauses: BTreeSet<u64>,
     drop_p: f64,
     stats: Stats,
 }
@@ -343,6 +355,8 @@ impl Sim {
                 up: None,
                 down_until: 0,
                 paused_until: None,
+                pause_id: 0,
+                sent_in_pause: 0,
                 resumed_now: false,
             })
             .collect();
@@ -363,6 +377,8 @@ impl Sim {
             next_tag: 1,
             acked: BTreeMap::new(),
             unpromised: BTreeMap::new(),
+            next_pause_id: 1,
+            replaced_pauses: BTreeSet::new(),
             drop_p,
             stats: Stats::default(),
         };
@@ -495,6 +511,9 @@ impl Sim {
             50 + self.rng.below(SESSION_MS - 100)
         };
         self.brokers[i].paused_until = Some(self.now + ms);
+        self.brokers[i].pause_id = self.next_pause_id;
+        self.brokers[i].sent_in_pause = 0;
+        self.next_pause_id += 1;
         self.stats.pauses += 1;
         let id = self.brokers[i].id;
         self.t(|| format!("broker {id} pauses for {ms} ms"));
@@ -504,7 +523,22 @@ impl Sim {
         let id = self.brokers[i].id;
         self.brokers[i].paused_until = None;
         self.brokers[i].resumed_now = true;
-        self.t(|| format!("broker {id} resumes"));
+        let pm = self.partition();
+        let replaced = self.brokers[i]
+            .up
+            .as_ref()
+            .is_some_and(|u| u.core.role() == Role::Leader)
+            && (pm.leader != id
+                || pm.leader_epoch
+                    != self.brokers[i]
+                        .up
+                        .as_ref()
+                        .map_or(-1, |u| u.core.leader_epoch()));
+        if replaced {
+            self.replaced_pauses.insert(self.brokers[i].pause_id);
+            self.stats.sent_to_replaced += self.brokers[i].sent_in_pause;
+        }
+        self.t(|| format!("broker {id} resumes (replaced as leader: {replaced})"));
         if self.bug == Bug::PausedAck {
             // The bug: the leader trusts its stale view and answers what waits.
             let Some(up) = self.brokers[i].up.as_mut() else {
@@ -836,14 +870,14 @@ impl Sim {
             Msg::Produce {
                 tag,
                 sent_at,
-                to_paused,
-            } => self.produce(i, tag, sent_at, to_paused),
+                paused_in,
+            } => self.produce(i, tag, sent_at, paused_in),
             Msg::Alter(_) | Msg::Heartbeat(_) => {}
         }
     }
 
     /// Broker `i` takes one acks=all produce of one record.
-    fn produce(&mut self, i: usize, tag: i64, sent_at: u64, to_paused: bool) {
+    fn produce(&mut self, i: usize, tag: i64, sent_at: u64, paused_in: Option<u64>) {
         let now = self.now;
         let bug = self.bug;
         let stale_bug = bug == Bug::PausedAck && self.brokers[i].resumed_now;
@@ -869,7 +903,7 @@ impl Sim {
             offset: a.base_offset,
             tag,
             sent_at,
-            to_paused,
+            paused_in,
         };
         up.waiters.insert(waiter, w);
         let mut actions = up.core.appended(
@@ -914,7 +948,7 @@ impl Sim {
                     w.offset
                 )
             });
-            if w.to_paused {
+            if w.paused_in.is_some() {
                 self.stats.stale_acks_sent_paused += 1;
             }
             let leader = (pm.leader != NO_LEADER)
@@ -943,8 +977,13 @@ impl Sim {
             // The producer gave up on it already: not a success for it, but the leader's
             // claim that it is committed is judged all the same.
             self.stats.timed_out += 1;
-        } else if w.to_paused {
+        } else if w.paused_in.is_some() {
             self.stats.paused_succeeded += 1;
+        }
+        if w.paused_in
+            .is_some_and(|p| self.replaced_pauses.contains(&p))
+        {
+            self.stats.replaced_acks += 1;
         }
         if self.bug != Bug::AckEarly {
             self.record_ack(w.offset, w.tag);
@@ -1156,8 +1195,12 @@ impl Sim {
             // The producer sends to the leader the metadata names (even a paused one).
             let leader = self.partition().leader;
             if leader != NO_LEADER {
-                let to_paused = self.paused(leader);
-                if to_paused {
+                let paused_in = self.paused(leader).then(|| {
+                    let b = &mut self.brokers[(leader - 1) as usize];
+                    b.sent_in_pause += 1;
+                    b.pause_id
+                });
+                if paused_in.is_some() {
                     self.stats.sent_to_paused += 1;
                 }
                 let tag = self.next_tag;
@@ -1165,7 +1208,7 @@ impl Sim {
                 let msg = Msg::Produce {
                     tag,
                     sent_at: self.now,
-                    to_paused,
+                    paused_in,
                 };
                 self.send(CLIENT, leader, msg);
             }
@@ -1340,6 +1383,10 @@ fn cluster_simulation() {
         ("pauses", t.pauses),
         ("power losses", t.power_losses),
         ("produces sent to a paused broker", t.sent_to_paused),
+        (
+            "produces sent to a paused broker then replaced",
+            t.sent_to_replaced,
+        ),
         ("acknowledgements by a replaced leader", t.stale_acks),
     ] {
         assert!(n > 0, "no {what} in {seeds} seeds: {t:?}");
