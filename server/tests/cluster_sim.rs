@@ -5,7 +5,8 @@
 //! `controller::decide` to one image; a simulated network (seeded: drops, delays and so
 //! reordering, cut links) carrying follower fetches and their answers, AlterPartition,
 //! heartbeats and produce requests. Producers send acks=all batches to whoever the image names
-//! leader, give up after [`REQUEST_TIMEOUT_MS`] and remember what was acknowledged in time.
+//! leader (a paused one included) and give up after [`REQUEST_TIMEOUT_MS`]; every success a
+//! leader answers is remembered, in time or not (its claim that the record is committed).
 //!
 //! Faults:
 //! * crash and restart of one broker (its disk loses what was not fsynced; under flush=never
