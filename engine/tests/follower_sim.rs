@@ -681,3 +681,44 @@ fn a_retention_pass_waits_for_a_truncation() {
     let log = open(&disk, config());
     assert_eq!(log.log_end_offset(), cut_end);
 }
+
+/// Found by the cluster simulation (`server/tests/cluster_sim.rs`, seed 9087 of a long run):
+/// a leader appended in epoch 5 at offset 0 under flush=never and lost power; its data was
+/// gone and the epoch table (written whole, atomically) kept (5, 0), so the log reopened
+/// empty with latest epoch 5. As a follower it fetches with last fetched epoch 5, the leader
+/// (which never had epoch 5) answers with a diverging epoch below it, and the follower cuts
+/// at its own end. That cut must drop the epoch with no records (Kafka's `truncateTo` does
+/// the same at the log end), else the next fetch says epoch 5 again and the follower cuts
+/// forever without ever catching up.
+#[test]
+fn a_cut_at_the_log_end_drops_an_epoch_with_no_records() {
+    let cfg = LogConfig {
+        flush: FlushPolicy::Never,
+        ..config()
+    };
+    let disk = SimStorage::default();
+    let log = open(&disk, cfg.clone());
+    let a = block_on(log.append(Bytes::from(tagged(1, 10, 5, 1)), 5, 0)).expect("append");
+    block_on(log.wait_written(a.last_offset)).expect("written");
+    drop(log);
+    let disk = disk.crash(CrashMode::LoseUnsynced);
+    let log = open(&disk, cfg.clone());
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(
+        log.leader_epochs(),
+        vec![(5, 0)],
+        "the case: an empty log whose epoch table names an epoch"
+    );
+    assert_eq!(block_on(log.truncate_to(0)).expect("cut at the end"), 0);
+    assert_eq!(log.latest_epoch(), None);
+    assert_eq!(log.end_offset_for_epoch(5), None);
+    // The follower goes on from the leader's epochs, and the table says so after a restart.
+    let (bs, _) = run_of(0, &[(2, 4), (1, 6)], 30);
+    block_on(log.append_replicated(concat(&bs), 0)).expect("replicate");
+    block_on(log.flush()).expect("flush");
+    assert_eq!(log.leader_epochs(), vec![(4, 0), (6, 2)]);
+    block_on(log.close()).expect("close");
+    let log = open(&disk, cfg);
+    assert_eq!(log.leader_epochs(), vec![(4, 0), (6, 2)]);
+    assert_eq!(whole_batches(&log), bs);
+}

@@ -182,6 +182,17 @@ impl<S: Storage> PartitionLog<S> {
         })
     }
 
+    /// Forgets leader epochs starting at or above `end` (the log end: they have no records);
+    /// the table file follows with the next write.
+    fn drop_epochs_from(&self, end: Offset) {
+        let mut st = self.inner.borrow_mut();
+        let before = st.epochs.len();
+        st.epochs.retain(|&(_, start)| start < end);
+        if st.epochs.len() != before {
+            st.epochs_dirty = true;
+        }
+    }
+
     /// Removes every offset at and above `offset`; returns the new log end.
     ///
     /// Cuts at batch boundaries only: when `offset` falls inside a batch, that whole batch
@@ -189,7 +200,10 @@ impl<S: Storage> PartitionLog<S> {
     /// follower truncation does. `offset` must lie in `[log start, log end]`, and the batch
     /// it falls in must not begin below the log start (a cut there would move the start
     /// back over records DeleteRecords removed); otherwise [`LogError::OffsetOutOfRange`]
-    /// and nothing changes. `offset == log end` changes nothing.
+    /// and nothing changes. `offset == log end` changes nothing but the leader-epoch table: an
+    /// entry starting at the end (an epoch with no records, left by a crash that took its
+    /// data) goes, as in Kafka's `truncateTo`; otherwise a follower keeps naming that epoch as
+    /// its last fetched one and the leader keeps answering with the same divergence.
     ///
     /// Unwinds, in memory and on disk: the segments above the cut (deleted), the one holding
     /// it (shortened; its preallocation goes with the tail; it becomes the active segment),
@@ -217,6 +231,7 @@ impl<S: Storage> PartitionLog<S> {
             Ok(end)
         };
         if in_range(&self.inner.borrow())? == offset {
+            self.drop_epochs_from(offset);
             return Ok(offset);
         }
         // No DeleteRecords or retention moves the start meanwhile (the checks below hold
@@ -230,6 +245,7 @@ impl<S: Storage> PartitionLog<S> {
         self.write_pending().await?;
         self.sync_written().await?;
         if in_range(&self.inner.borrow())? == offset {
+            self.drop_epochs_from(offset);
             return Ok(offset);
         }
         let (cut, below) = self.find_cut(offset).await?;
