@@ -184,7 +184,10 @@ mod tests {
         for flush in [Flush::Never, Flush::Interval, Flush::EveryBatch] {
             let g = survives(Acks::All, 3, flush, Some(2), 1000);
             assert!(g.one_broker_killed.is_yes() && g.all_brokers_killed.is_yes());
-            assert!(g.power_loss_one.is_yes() && g.machine_lost.is_yes(), "{flush}");
+            assert!(
+                g.power_loss_one.is_yes() && g.machine_lost.is_yes(),
+                "{flush}"
+            );
             assert_eq!(g.power_loss.is_yes(), flush == Flush::EveryBatch, "{flush}");
         }
         let g = survives(Acks::All, 3, Flush::EveryBatch, Some(1), 1000);
@@ -193,6 +196,9 @@ mod tests {
         let g = survives(Acks::Leader, 3, Flush::EveryBatch, None, 1000);
         assert!(!g.one_broker_killed.is_yes());
         assert_eq!(g.source, REPLICATED_WEAK);
-        assert_eq!(survives(Acks::All, 3, Flush::Never, Some(2), 1000).source, REPLICATED);
+        assert_eq!(
+            survives(Acks::All, 3, Flush::Never, Some(2), 1000).source,
+            REPLICATED
+        );
     }
 }
