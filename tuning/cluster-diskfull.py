@@ -68,6 +68,33 @@ def pad(path: Path, leave_bytes: int) -> int:
     return size
 
 
+def debug_producers(path: Path) -> None:
+    """`--client-debug`: the workload's producers log librdkafka's `msg,protocol,broker,eos`
+    debug contexts to `path` (every request and response with its correlation id, request
+    timeouts, idempotence drains), each line stamped with the UTC time it was polled (the
+    producer polls at least every 50 ms), to match with the brokers' logs."""
+    import logging
+
+    import fault_common
+
+    logger = logging.getLogger("diskfull-producer")
+    handler = logging.FileHandler(path)
+    fmt = logging.Formatter("%(asctime)s.%(msecs)03dZ %(message)s", "%H:%M:%S")
+    fmt.converter = time.gmtime
+    handler.setFormatter(fmt)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    base = fault_common.RecordingProducer
+
+    class DebugProducer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, history, conf: dict, process: str):
+            super().__init__(history, {**conf, "debug": "msg,protocol,broker,eos",
+                                       "log_level": 7, "logger": logger}, process)
+
+    fault_common.RecordingProducer = DebugProducer
+
+
 def free_mib(path: Path) -> float:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize / (1 << 20)
@@ -87,12 +114,16 @@ def main() -> int:
     ap.add_argument("--replica-lag-ms", type=int, default=10000)
     ap.add_argument("--prefix", default="sldf")
     ap.add_argument("--block", type=int, default=2)
+    ap.add_argument("--client-debug", action="store_true",
+                    help="log the producer's librdkafka debug output to OUT/producer-debug.log")
     a = ap.parse_args()
     shutil.rmtree(a.out, ignore_errors=True)
     a.out.mkdir(parents=True)
     fb = a.full_broker
     mnt = a.out / "small"
     mount_small(a.out / "small.img", mnt, a.fs_mib)
+    if a.client_debug:
+        debug_producers(a.out / "producer-debug.log")
     report: dict = {"args": {k: str(v) for k, v in vars(a).items()}}
     samples: list[dict] = []
     try:
@@ -112,6 +143,7 @@ def main() -> int:
                           recreate_on_fatal=True, consumer_group="diskfull-live")
             prod, cons = wl.start()
             t0 = time.monotonic()
+            log(f"t=0 is {time.strftime('%H:%M:%S', time.gmtime())}Z")
             freed_at = None
             probe_errors: Counter = Counter()
             while time.monotonic() - t0 < a.full_for + a.recover_for:
@@ -149,10 +181,11 @@ def main() -> int:
             acks: dict[int, list[float]] = defaultdict(list)
             for seq, (p, _o) in wl.acked.items():
                 acks[p].append(wl.acked_at[seq] - t0)
-            gaps = {}
+            gaps, gaps_at = {}, {}
             for p, ts in acks.items():
                 ts = sorted([0.0] + ts)
-                gaps[p] = round(max(b - a_ for a_, b in zip(ts, ts[1:])), 2)
+                gap, at = max((b - a_, a_) for a_, b in zip(ts, ts[1:]))
+                gaps[p], gaps_at[p] = round(gap, 2), round(at, 2)
             # Partitions the full broker led at the start: when (sample time) the leadership
             # moved, and to whom; when the full broker left / rejoined their ISR.
             moved: dict = {}
@@ -184,7 +217,7 @@ def main() -> int:
                 "acknowledged": len(wl.acked), "sent": wl.sent, "failed": dict(wl.failed),
                 "fatal": wl.fatal[:3], "checker": {k: rep.get(k) for k in
                                                    ("valid", "counts", "stats")},
-                "max_ack_gap_s_by_partition": gaps, "probe_errors": dict(probe_errors),
+                "max_ack_gap_s_by_partition": gaps, "max_ack_gap_from_s": gaps_at, "probe_errors": dict(probe_errors),
                 "freed_at_s": freed_at, "leadership_moved": moved, "full_broker_isr": isr_out,
                 "full_broker_offline_log_lines": offline_lines,
                 "samples": samples, "panics": panics, "dead": dead})

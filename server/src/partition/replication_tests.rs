@@ -464,3 +464,83 @@ fn a_truncated_idempotent_batch_is_not_taken_for_a_duplicate() {
         assert_eq!(c.p(2).log_end_offset(), 7);
     });
 }
+
+/// An I/O error on a read takes the partition offline as one on a write does (Kafka marks a
+/// log directory offline on any `IOException`): the leader's disk fails reads of its segment
+/// once its batch cache no longer holds the start of the log. A follower fetching from there
+/// is answered KAFKA_STORAGE_ERROR, a consumer read fails with the I/O error, and both note
+/// the storage failure the owning shard acts on (`take_storage_failure`: offline here, the
+/// heartbeat reports it, the controller moves the leadership). Reads the cache serves do
+/// not touch the disk and still succeed; an offset outside the log is not a storage failure.
+#[test]
+fn eio_on_a_read_is_a_storage_failure_and_answers_kafka_storage_error() {
+    run(|| async {
+        let c = Cluster::new(2, 1).await;
+        // ~1.5 MB through a 1 MiB cache budget: the first batches are only on the disk.
+        for _ in 0..15 {
+            let r = c
+                .p(1)
+                .produce(1, Bytes::from(batch::build(0, 1, 100_000, START_MS)))
+                .await;
+            assert_eq!(r.error(), errors::NONE);
+        }
+        let end = c.p(1).log_end_offset();
+        assert_eq!(c.p(1).take_storage_failure(), None);
+        c.disks[&1].set_faults(shardlog_engine::io::sim::Faults {
+            eio_read_of: Some(".log".into()),
+            ..Default::default()
+        });
+        let out_of_range = c.p(1).read(end + 5, 1 << 20, true).await;
+        assert!(out_of_range.is_err());
+        assert_eq!(
+            c.p(1).take_storage_failure(),
+            None,
+            "a bad offset is not a disk fault"
+        );
+        let out = c
+            .p(1)
+            .serve_replica_fetch(
+                ReplicaFetch {
+                    replica: 2,
+                    fetch_offset: 0,
+                    current_leader_epoch: 0,
+                    last_fetched_epoch: -1,
+                },
+                1 << 20,
+            )
+            .await;
+        assert_eq!(out.error, errors::KAFKA_STORAGE_ERROR);
+        assert!(out.batches.is_empty());
+        let noted = c
+            .p(1)
+            .take_storage_failure()
+            .expect("the failed read is noted");
+        assert!(noted.contains("injected EIO"), "{noted}");
+        // The disk reads again: the follower catches up, the high watermark reaches the end.
+        c.disks[&1].set_faults(shardlog_engine::io::sim::Faults::default());
+        for _ in 0..20 {
+            if c.p(1).high_watermark() == end {
+                break;
+            }
+            c.fetch(2, 1).await;
+        }
+        assert_eq!(c.p(1).high_watermark(), end);
+        assert_eq!(c.p(1).take_storage_failure(), None);
+        c.disks[&1].set_faults(shardlog_engine::io::sim::Faults {
+            eio_read_of: Some(".log".into()),
+            ..Default::default()
+        });
+        let consumer = c.p(1).read(0, 1 << 20, true).await;
+        assert!(
+            matches!(consumer, Err(shardlog_engine::LogError::Io { .. })),
+            "{consumer:?}"
+        );
+        assert!(
+            c.p(1).take_storage_failure().is_some(),
+            "a consumer read too"
+        );
+        let tail = c.p(1).read(end - 1, 1 << 20, true).await.expect("cached");
+        assert_eq!(tail.batches.len(), 1);
+        assert_eq!(c.p(1).take_storage_failure(), None);
+    });
+}
