@@ -544,3 +544,57 @@ fn eio_on_a_read_is_a_storage_failure_and_answers_kafka_storage_error() {
         assert_eq!(c.p(1).take_storage_failure(), None);
     });
 }
+
+/// Issue 20's 10 s stall after a storage error on one broker: its follower replica fails (the
+/// disk is full), stops fetching, and the controller drops it from the ISR (its heartbeat
+/// reports the partition offline). An acks=all produce waiting on the leader is answered as
+/// soon as that ISR change arrives and the remaining follower has the batch. It used to wait
+/// until `replica.lag.time.max.ms` ran out (10 s in `tuning/cluster-diskfull.py`, on every
+/// partition the full broker followed): the failed follower had been caught up when it
+/// stopped, and the leader kept waiting for it in its high watermark as a follower "about to
+/// rejoin" the ISR (Kafka's `isReplicaIsrEligible` case). The clock does not move here, so the
+/// lag time never runs out.
+#[test]
+fn acks_all_does_not_wait_for_a_caught_up_follower_dropped_from_the_isr() {
+    run(|| async {
+        let c = Cluster::new(3, 2).await;
+        let leader = c.p(1).clone();
+        let first = leader.produce(-1, records(3));
+        let both = async {
+            settle().await;
+            for _ in 0..2 {
+                c.fetch(2, 1).await;
+                c.fetch(3, 1).await;
+            }
+        };
+        let (r, ()) = futures::join!(first, both);
+        assert_eq!((r.error(), r.base_offset()), (errors::NONE, 0));
+        // Follower 3 is caught up; now its disk fails and it fetches no more.
+        let done = Rc::new(RefCell::new(None));
+        let d = done.clone();
+        glommio::spawn_local(async move {
+            let r = leader.produce(-1, records(2)).await;
+            *d.borrow_mut() = Some((r.error(), r.base_offset()));
+        })
+        .detach();
+        settle().await;
+        c.fetch(2, 1).await;
+        c.fetch(2, 1).await;
+        settle().await;
+        assert!(done.borrow().is_none(), "3 is still in the ISR");
+        // The controller drops 3 (offline on its broker).
+        c.assign(
+            &[1],
+            &Assignment {
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 1,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2],
+            },
+        );
+        settle().await;
+        assert_eq!(*done.borrow(), Some((errors::NONE, 3)));
+        assert_eq!(c.p(1).high_watermark(), 5);
+    });
+}
