@@ -1206,7 +1206,7 @@ mod tests {
         };
         assert!(is_storage_failure(&full));
         assert!(is_storage_failure(&eio));
-        assert!(is_storage_failure(&LogError::Failed(path)));
+        assert!(is_storage_failure(&LogError::Failed(path.clone())));
         assert!(!is_storage_failure(&range));
         let read_eio = LogError::Io {
             op: "read",
