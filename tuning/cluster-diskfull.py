@@ -16,11 +16,18 @@ serving Fetch for what it holds, and the checker's verdict (nothing acknowledged
 
     .venv/bin/python tuning/cluster-diskfull.py [--full-for 40] [--out /tmp/shardlog-diskfull]
 Needs root, `ip`, mkfs.ext4 and loop devices. Exit 1 on lost/duplicated data or a panic.
+
+`--fault eio-read`: instead of a full disk, broker `--full-broker`'s data directory is on a
+LazyFS mount (build LazyFS with tuning/lazyfs-build.sh; its patch adds the fault) and, from
+`--fault-at` seconds for `--full-for` seconds, every read of the topic's files there fails
+with EIO (writes and fsyncs work). Its batch cache is small (`log_cache_bytes` 1 MiB), and a
+probe fetches each partition it leads from offset 0 every sample, so reads reach the disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -68,6 +75,43 @@ def pad(path: Path, leave_bytes: int) -> int:
     return size
 
 
+def lazyfs_class():
+    """tuning/fault-powerloss-lazyfs.py's `LazyFS` (a mount controlled through its FIFO)."""
+    spec = importlib.util.spec_from_file_location("fault_powerloss_lazyfs",
+                                                  HERE / "fault-powerloss-lazyfs.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["fault_powerloss_lazyfs"] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    return mod.LazyFS
+
+
+def debug_producers(path: Path) -> None:
+    """`--client-debug`: the workload's producers log librdkafka's `msg,protocol,broker,eos`
+    debug contexts to `path` (every request and response with its correlation id, request
+    timeouts, idempotence drains), each line stamped with the UTC time it was polled (the
+    producer polls at least every 50 ms), to match with the brokers' logs."""
+    import logging
+
+    import fault_common
+
+    logger = logging.getLogger("diskfull-producer")
+    handler = logging.FileHandler(path)
+    fmt = logging.Formatter("%(asctime)s.%(msecs)03dZ %(message)s", "%H:%M:%S")
+    fmt.converter = time.gmtime
+    handler.setFormatter(fmt)
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    base = fault_common.RecordingProducer
+
+    class DebugProducer(base):  # type: ignore[misc, valid-type]
+        def __init__(self, history, conf: dict, process: str):
+            super().__init__(history, {**conf, "debug": "msg,protocol,broker,eos",
+                                       "log_level": 7, "logger": logger}, process)
+
+    fault_common.RecordingProducer = DebugProducer
+
+
 def free_mib(path: Path) -> float:
     st = os.statvfs(path)
     return st.f_bavail * st.f_frsize / (1 << 20)
@@ -87,39 +131,71 @@ def main() -> int:
     ap.add_argument("--replica-lag-ms", type=int, default=10000)
     ap.add_argument("--prefix", default="sldf")
     ap.add_argument("--block", type=int, default=2)
+    ap.add_argument("--fault", choices=("diskfull", "eio-read"), default="diskfull")
+    ap.add_argument("--fault-at", type=float, default=10.0,
+                    help="eio-read: seconds into the workload when reads start failing")
+    ap.add_argument("--lazyfs", default="/opt/lazyfs/bin/lazyfs")
+    ap.add_argument("--client-debug", action="store_true",
+                    help="log the producer's librdkafka debug output to OUT/producer-debug.log")
     a = ap.parse_args()
     shutil.rmtree(a.out, ignore_errors=True)
     a.out.mkdir(parents=True)
     fb = a.full_broker
-    mnt = a.out / "small"
-    mount_small(a.out / "small.img", mnt, a.fs_mib)
+    eio = a.fault == "eio-read"
+    settings = {"replica_lag_time_max_ms": str(a.replica_lag_ms)}
+    fs = None
+    if eio:
+        if not os.access(a.lazyfs, os.X_OK):
+            print(f"{a.lazyfs} not found: build it with tuning/lazyfs-build.sh", file=sys.stderr)
+            return 2
+        fs = lazyfs_class()(a.lazyfs, a.out / "lazyfs", 256)
+        fs.mount()
+        mnt = fs.mnt
+        settings["log_cache_bytes"] = str(1 << 20)
+    else:
+        mnt = a.out / "small"
+        mount_small(a.out / "small.img", mnt, a.fs_mib)
+    if a.client_debug:
+        debug_producers(a.out / "producer-debug.log")
     report: dict = {"args": {k: str(v) for k, v in vars(a).items()}}
     samples: list[dict] = []
     try:
-        with NetCluster(a.out, prefix=a.prefix, block=a.block,
-                        settings={"replica_lag_time_max_ms": str(a.replica_lag_ms)},
+        with NetCluster(a.out, prefix=a.prefix, block=a.block, settings=settings,
                         data_dirs={fb: mnt / "data"}) as c:
             c.start()
             create_topic(c.bootstrap, "df", 3, 3, {"min.insync.replicas": "2",
                                                    "segment.bytes": str(1 << 20)})
             c.wait_isr_full("df", 3, 60)
-            padded = pad(mnt / "pad", a.leave_mib << 20)
-            log(f"broker {fb}'s disk padded with {padded >> 20} MiB; {free_mib(mnt):.1f} MiB "
-                f"free")
+            if not eio:
+                padded = pad(mnt / "pad", a.leave_mib << 20)
+                log(f"broker {fb}'s disk padded with {padded >> 20} MiB; {free_mib(mnt):.1f} "
+                    f"MiB free")
             h = HistoryWriter(a.out / "history.jsonl.gz", idempotence=True, acks="all",
                               meta={"run": "cluster-diskfull"})
             wl = Workload(c.bootstrap, "df", 3, a.rate, value_bytes=a.value_bytes, history=h,
                           recreate_on_fatal=True, consumer_group="diskfull-live")
             prod, cons = wl.start()
             t0 = time.monotonic()
-            freed_at = None
+            log(f"t=0 is {time.strftime('%H:%M:%S', time.gmtime())}Z")
+            freed_at = armed_at = None
+            fault_end = a.fault_at + a.full_for if eio else a.full_for
             probe_errors: Counter = Counter()
-            while time.monotonic() - t0 < a.full_for + a.recover_for:
+            fetch_errors: Counter = Counter()
+            while time.monotonic() - t0 < fault_end + a.recover_for:
                 now = time.monotonic() - t0
-                if freed_at is None and now >= a.full_for:
-                    (mnt / "pad").unlink()
+                if eio and armed_at is None and now >= a.fault_at:
+                    # Segment files, indexes and snapshots of the topic (not __consumer_offsets).
+                    fs._command("lazyfs::eio-read::path=/logs/df~", r"eio-read armed")
+                    armed_at = now
+                    log(f"broker {fb}: every read of the topic's files fails with EIO from now")
+                if freed_at is None and now >= fault_end:
+                    if eio:
+                        fs._command("lazyfs::eio-read::off", r"eio-read disarmed")
+                        log(f"broker {fb}: reads work again")
+                    else:
+                        (mnt / "pad").unlink()
+                        log(f"pad removed: {free_mib(mnt):.1f} MiB free")
                     freed_at = now
-                    log(f"pad removed: {free_mib(mnt):.1f} MiB free")
                 s = {"t": round(now, 1), "free_mib": round(free_mib(mnt), 1), "parts": {}}
                 try:
                     md = c.metadata(["df"], via=fb, timeout=3)
@@ -140,6 +216,16 @@ def main() -> int:
                             probe_errors[r.error_code] += 1
                     except Exception as e:  # noqa: BLE001 - recorded
                         s[f"probe_p{p}"] = type(e).__name__
+                    if not eio:
+                        continue
+                    # a read from the log start: past the batch cache, so from the disk
+                    try:
+                        with kwire.Conn(c[fb].ip, KAFKA_PORT, timeout=8) as conn:
+                            r = conn.fetch("df", p, 0, max_wait_ms=0)
+                            s[f"fetch0_p{p}"] = r.error_code
+                            fetch_errors[r.error_code] += 1
+                    except Exception as e:  # noqa: BLE001 - recorded
+                        s[f"fetch0_p{p}"] = type(e).__name__
                 samples.append(s)
                 log(json.dumps(s))
                 time.sleep(2)
@@ -149,10 +235,11 @@ def main() -> int:
             acks: dict[int, list[float]] = defaultdict(list)
             for seq, (p, _o) in wl.acked.items():
                 acks[p].append(wl.acked_at[seq] - t0)
-            gaps = {}
+            gaps, gaps_at = {}, {}
             for p, ts in acks.items():
                 ts = sorted([0.0] + ts)
-                gaps[p] = round(max(b - a_ for a_, b in zip(ts, ts[1:])), 2)
+                gap, at = max((b - a_, a_) for a_, b in zip(ts, ts[1:]))
+                gaps[p], gaps_at[p] = round(gap, 2), round(at, 2)
             # Partitions the full broker led at the start: when (sample time) the leadership
             # moved, and to whom; when the full broker left / rejoined their ISR.
             moved: dict = {}
@@ -184,12 +271,16 @@ def main() -> int:
                 "acknowledged": len(wl.acked), "sent": wl.sent, "failed": dict(wl.failed),
                 "fatal": wl.fatal[:3], "checker": {k: rep.get(k) for k in
                                                    ("valid", "counts", "stats")},
-                "max_ack_gap_s_by_partition": gaps, "probe_errors": dict(probe_errors),
+                "max_ack_gap_s_by_partition": gaps, "max_ack_gap_from_s": gaps_at, "probe_errors": dict(probe_errors),
+                "fetch_from_start_errors": dict(fetch_errors), "fault_at_s": armed_at,
                 "freed_at_s": freed_at, "leadership_moved": moved, "full_broker_isr": isr_out,
                 "full_broker_offline_log_lines": offline_lines,
                 "samples": samples, "panics": panics, "dead": dead})
     finally:
-        umount(mnt)
+        if fs is not None:
+            fs.unmount()
+        else:
+            umount(mnt)
     (a.out / "report.json").write_text(json.dumps(report, indent=1, default=str))
     print(json.dumps({k: v for k, v in report.items() if k != "samples"}, indent=1,
                      default=str))

@@ -164,6 +164,67 @@ def truncate_result_initialized(tree: pathlib.Path) -> None:
          "    }\n\n    int res = 0;\n")
 
 
+EIO_READ_DECL = """
+// Added for shardlog's storage-error runs (see eio_on_read in lazyfs_patch.py).
+extern std::mutex eio_read_lock;
+extern std::string eio_read_path;
+
+} // namespace lazyfs
+"""
+
+EIO_READ_CHECK = """                      struct fuse_file_info* fi) {
+
+    {
+        // shardlog: the armed "eio-read" fault fails every read of a matching path.
+        std::lock_guard<std::mutex> eio_guard (eio_read_lock);
+        if (!eio_read_path.empty () && strstr (path, eio_read_path.c_str ()) != NULL)
+            return -EIO;
+    }
+
+    this_ ()->trigger_crash_fault ("read", "before", path, "", CLEAR);
+"""
+
+EIO_READ_COMMAND = """            } else if (command_str.rfind ("lazyfs::eio-read", 0) == 0) {
+
+                // shardlog: "lazyfs::eio-read::path=SUBSTRING" fails every later read of a
+                // path containing SUBSTRING with EIO; "lazyfs::eio-read::off" stops it.
+                std::string arg = command_str.substr (strlen ("lazyfs::eio-read"));
+                std::lock_guard<std::mutex> eio_guard (eio_read_lock);
+                if (arg.rfind ("::path=", 0) == 0 && arg.size () > strlen ("::path=")) {
+                    eio_read_path = arg.substr (strlen ("::path="));
+                    spdlog::critical ("[lazyfs.faults.worker]: eio-read armed for paths containing '{}'",
+                                      eio_read_path);
+                } else if (arg == "::off") {
+                    eio_read_path.clear ();
+                    spdlog::critical ("[lazyfs.faults.worker]: eio-read disarmed");
+                } else {
+                    spdlog::warn ("[lazyfs.faults.worker]: received: INVALID eio-read fault '{}'",
+                                  command_str);
+                }
+
+            } else if (!strcmp (buffer, "lazyfs::clear-cache")) {
+"""
+
+
+def eio_on_read(tree: pathlib.Path) -> None:
+    """A fault LazyFS does not have: EIO on every read of the files whose path contains a
+    string (a bad sector under them), armed and disarmed through the faults FIFO
+    (`lazyfs::eio-read::path=SUBSTRING`, `lazyfs::eio-read::off`). Writes and fsyncs are not
+    affected. Used by `tuning/cluster-diskfull.py --fault eio-read`."""
+    header = tree / "lazyfs/include/lazyfs/lazyfs.hpp"
+    edit(header, "#include <regex>\n", "#include <cstring>\n#include <mutex>\n#include <regex>\n")
+    edit(header, "\n} // namespace lazyfs\n", "\n" + EIO_READ_DECL)
+    source = tree / "lazyfs/src/lazyfs.cpp"
+    edit(source, "                      struct fuse_file_info* fi) {\n\n"
+                 "    this_ ()->trigger_crash_fault (\"read\", \"before\", path, \"\", CLEAR);\n",
+         EIO_READ_CHECK)
+    main = tree / "lazyfs/src/main.cpp"
+    edit(main, "int early_fifo_fd = -1;\n}\n",
+         "int early_fifo_fd = -1;\nstd::mutex eio_read_lock;\nstd::string eio_read_path;\n}\n")
+    edit(main, "            } else if (!strcmp (buffer, \"lazyfs::clear-cache\")) {\n",
+         EIO_READ_COMMAND)
+
+
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -173,6 +234,7 @@ def main() -> None:
     backing_files_without_o_direct(tree)
     root_dir_without_subdir_module(tree)
     truncate_result_initialized(tree)
+    eio_on_read(tree)
 
 
 if __name__ == "__main__":

@@ -630,6 +630,45 @@ fn eio_on_write_fails_the_waiters() {
     });
 }
 
+/// An I/O error reading a segment (a bad sector) surfaces as `LogError::Io`, from the read of
+/// a sealed segment, from its index rebuild and from a timestamp lookup, never as an
+/// out-of-range offset or corrupt data (the broker takes the partition offline on it); reads
+/// the cache serves do not touch the disk. Once the device reads again, so does the log.
+#[test]
+fn eio_on_read_is_an_io_error() {
+    let disk = SimStorage::default();
+    let log = open(&disk, small_config());
+    for i in 0..60 {
+        append_committed(&log, &tagged(2, 200, 1000 + i, i as u8));
+    }
+    let before = read_all(&log);
+    let end = log.log_end_offset();
+    disk.set_faults(Faults {
+        eio_read_of: Some(".log".into()),
+        ..Faults::default()
+    });
+    block_on(async {
+        let tail = log
+            .read(end - 2, end, 1 << 20, true)
+            .await
+            .expect("cached tail");
+        assert_eq!(
+            tail.batches.len(),
+            1,
+            "the newest batch comes from the cache"
+        );
+        for err in [
+            log.read(0, end, 1 << 20, true).await.map(|_| ()),
+            log.offset_for_timestamp(1000).await.map(|_| ()),
+        ] {
+            let err = err.expect_err("a failed read is an error");
+            assert!(matches!(err, LogError::Io { op: "read", .. }), "{err}");
+        }
+    });
+    disk.set_faults(Faults::default());
+    assert_eq!(read_all(&log), before);
+}
+
 #[test]
 fn full_disk_refuses_appends_keeps_reads_and_recovers() {
     let disk = SimStorage::default();

@@ -418,3 +418,65 @@ fn retention_follows_the_manual_clock() {
     drop(rt);
     b.stop();
 }
+
+/// EIO on a read: a bad sector under the segment, read once the batch cache no longer holds
+/// those records. The fetch that hits it is answered KAFKA_STORAGE_ERROR (56) at once, the
+/// broker stays up and keeps serving, and once the disk reads again so does the fetch. (One
+/// broker: the partition has no other replica to take over, so it stays here, as with a full
+/// disk; with replicas elsewhere the same failure takes it offline on this broker, see
+/// `partition::replication_tests`.)
+#[test]
+fn eio_on_a_read_answers_kafka_storage_error() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let disk = SimStorage::default();
+    let cfg = BrokerConfig {
+        // Only the newest batch stays in the cache; the older ones are read from the disk.
+        log_cache_bytes: 2048,
+        ..config(tmp.path())
+    };
+    let b = start_cfg(cfg, &disk, Clock::System);
+    let rt = runtime();
+    rt.block_on(async {
+        let c = client(&b.addr).await;
+        create_topic(&c, "bad", &[]).await;
+        let d = produce(&c, "bad", -1, 0, 300, 0).await;
+        assert_eq!(acknowledged(&d).len(), 300);
+        disk.set_faults(Faults {
+            eio_read_of: Some(".log".into()),
+            ..Faults::default()
+        });
+        let mut consumer = Consumer::new(
+            c.clone(),
+            ConsumerConfig {
+                max_wait: Duration::from_millis(50),
+                ..ConsumerConfig::default()
+            },
+        );
+        consumer
+            .assign("bad", &[0], StartAt::Earliest)
+            .await
+            .expect("assign");
+        let started = std::time::Instant::now();
+        let err = consumer.poll().await.expect_err("the read fails");
+        assert_eq!(err.kafka_code(), Some(56), "{err}");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "answered at once"
+        );
+        // Still serving: metadata, and a produce (writes are not affected).
+        c.refresh_metadata(&["bad".to_string()])
+            .await
+            .expect("metadata");
+        let more = produce(&c, "bad", -1, 300, 310, 0).await;
+        assert_eq!(
+            acknowledged(&more),
+            (300..310).map(|i| (i as i64, i)).collect::<Vec<_>>()
+        );
+        disk.set_faults(Faults::default());
+        let log = read_all(&c, "bad").await;
+        assert_eq!(log.len(), 310);
+        assert_prefix(&log);
+    });
+    drop(rt);
+    b.stop();
+}

@@ -46,6 +46,10 @@ pub struct Faults {
     pub eio_write_after: Option<u64>,
     /// Fail the fsync after this many more successful fsyncs with EIO.
     pub eio_sync_after: Option<u64>,
+    /// Fail every data read (`read_at`) of a file whose path contains this string with EIO:
+    /// a bad sector under that file (an empty string matches every file). Writes, fsyncs and
+    /// whole-file control reads are not affected.
+    pub eio_read_of: Option<String>,
     /// Total bytes the "disk" holds (file lengths and reservations); past it, ENOSPC.
     pub capacity_bytes: Option<u64>,
     /// Every fsync blocks the thread this long (a slow device).
@@ -602,6 +606,16 @@ impl StorageFile for SimFile {
         // As a real device would, let other tasks run meanwhile (concurrent readers of the
         // bounded open-file set then really contend for it).
         futures_lite::future::yield_now().await;
+        let bad = self
+            .state
+            .borrow()
+            .faults
+            .eio_read_of
+            .as_deref()
+            .is_some_and(|s| self.path.to_string_lossy().contains(s));
+        if bad {
+            return Err(eio(&format!("read of {}", self.path.display())));
+        }
         let d = self.data.borrow();
         let start = (pos as usize).min(d.live.len());
         let end = start.saturating_add(len).min(d.live.len());

@@ -331,8 +331,8 @@ pub struct Partition {
     snapshot_path: PathBuf,
     appender: Rc<LocalSender<AppendJob>>,
     admission: Rc<Admission>,
-    /// The first storage error (ENOSPC, EIO on append or fsync) of this partition's log here,
-    /// shared with the appender. Once set the owning shard takes the partition offline (see
+    /// The first storage error (ENOSPC, EIO on an append, an fsync or a read) of this
+    /// partition's log here, shared with the appender. Once set the owning shard takes the partition offline (see
     /// [`Partition::take_storage_failure`]).
     failure: StorageFailure,
 }
@@ -360,15 +360,20 @@ impl StorageFailure {
     }
 }
 
-/// Errors after which a log on this broker cannot be trusted to take writes: the disk is full
-/// or failed (I/O error on a write or an fsync, or the log latched a failure). The partition
-/// goes offline on this broker, as Kafka marks a failed log directory offline; invalid batches,
-/// ranges and follower-protocol errors are not.
+/// Errors after which a log on this broker cannot be trusted: the disk is full or failed (an
+/// I/O error on a write, an fsync or a read, or the log latched a failure). The partition goes
+/// offline on this broker, as Kafka marks a log directory offline on any `IOException`;
+/// invalid batches, offsets outside the log, corrupt data and follower-protocol errors are
+/// not, and neither is running out of file descriptors (EMFILE, ENFILE: a limit of the
+/// process, not a fault of the disk).
 pub fn is_storage_failure(e: &LogError) -> bool {
-    matches!(
-        e,
-        LogError::Io { .. } | LogError::StorageFull(_) | LogError::Failed(_)
-    )
+    match e {
+        LogError::Io { source, .. } => {
+            !matches!(source.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+        }
+        LogError::StorageFull(_) | LogError::Failed(_) => true,
+        _ => false,
+    }
 }
 
 pub use crate::clock::now_ms;
@@ -747,7 +752,10 @@ impl Partition {
         at_least_one: bool,
     ) -> Result<shardlog_engine::ReadResult, LogError> {
         let hw = self.high_watermark().min(bound);
-        self.log.read(offset, hw, max_bytes, at_least_one).await
+        self.log
+            .read(offset, hw, max_bytes, at_least_one)
+            .await
+            .inspect_err(|e| self.failure.note(e))
     }
 
     /// Waits until `offset` is committed on the log; the engine's proof acknowledges the
@@ -765,8 +773,8 @@ impl Partition {
         Ok(c)
     }
 
-    /// The storage failure (ENOSPC, EIO) of this partition's log on an append or an fsync, as
-    /// a leader or a follower, noted since the last call: the owning shard then takes the
+    /// The storage failure (ENOSPC, EIO) of this partition's log on an append, an fsync or a
+    /// read, as a leader or a follower, noted since the last call: the owning shard then takes the
     /// partition offline here when another replica can take over, and the broker reports it
     /// to the controller (see "Disk full" in `docs/RELIABILITY.md`).
     pub fn take_storage_failure(&self) -> Option<String> {
@@ -797,7 +805,11 @@ impl Partition {
         &self,
         timestamp_ms: i64,
     ) -> Result<Option<(i64, i64)>, LogError> {
-        let found = self.log.offset_for_timestamp(timestamp_ms).await?;
+        let found = self
+            .log
+            .offset_for_timestamp(timestamp_ms)
+            .await
+            .inspect_err(|e| self.failure.note(e))?;
         let hw = self.high_watermark();
         Ok(found.filter(|&(offset, _)| offset < hw))
     }
@@ -1194,8 +1206,29 @@ mod tests {
         };
         assert!(is_storage_failure(&full));
         assert!(is_storage_failure(&eio));
-        assert!(is_storage_failure(&LogError::Failed(path)));
+        assert!(is_storage_failure(&LogError::Failed(path.clone())));
         assert!(!is_storage_failure(&range));
+        let read_eio = LogError::Io {
+            op: "read",
+            path: path.clone(),
+            source: std::io::Error::from_raw_os_error(libc::EIO),
+        };
+        assert!(is_storage_failure(&read_eio));
+        let emfile = LogError::Io {
+            op: "open",
+            path: path.clone(),
+            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+        };
+        assert!(
+            !is_storage_failure(&emfile),
+            "a process limit, not the disk"
+        );
+        let corrupt = LogError::Corrupt {
+            path: path.clone(),
+            position: 0,
+            reason: "CRC mismatch on read".into(),
+        };
+        assert!(!is_storage_failure(&corrupt));
         let f = StorageFailure::default();
         f.note(&range);
         assert_eq!(f.take(), None, "not a storage failure");

@@ -381,7 +381,11 @@ impl Partition {
                         out.bytes = rr.bytes;
                         out.batches = rr.batches;
                     }
-                    Err(e) => out.error = errors::log_error_code(&e, &self.topic, self.index),
+                    Err(e) => {
+                        // A read failure takes the partition offline here, as a write does.
+                        self.note_log_error(&e);
+                        out.error = errors::log_error_code(&e, &self.topic, self.index);
+                    }
                 }
             }
             Ok(FetchAnswer::Diverging(d)) => {

@@ -506,3 +506,137 @@ fn a_truncated_idempotent_batch_is_not_taken_for_a_duplicate() {
         assert_eq!(c.p(2).log_end_offset(), 7);
     });
 }
+
+/// An I/O error on a read takes the partition offline as one on a write does (Kafka marks a
+/// log directory offline on any `IOException`): the leader's disk fails reads of its segment
+/// once its batch cache no longer holds the start of the log. A follower fetching from there
+/// is answered KAFKA_STORAGE_ERROR, a consumer read fails with the I/O error, and both note
+/// the storage failure the owning shard acts on (`take_storage_failure`: offline here, the
+/// heartbeat reports it, the controller moves the leadership). Reads the cache serves do
+/// not touch the disk and still succeed; an offset outside the log is not a storage failure.
+#[test]
+fn eio_on_a_read_is_a_storage_failure_and_answers_kafka_storage_error() {
+    run(|| async {
+        let c = Cluster::new(2, 1).await;
+        // ~1.5 MB through a 1 MiB cache budget: the first batches are only on the disk.
+        for _ in 0..15 {
+            let r = c
+                .p(1)
+                .produce(1, Bytes::from(batch::build(0, 1, 100_000, START_MS)))
+                .await;
+            assert_eq!(r.error(), errors::NONE);
+        }
+        let end = c.p(1).log_end_offset();
+        assert_eq!(c.p(1).take_storage_failure(), None);
+        c.disks[&1].set_faults(shardlog_engine::io::sim::Faults {
+            eio_read_of: Some(".log".into()),
+            ..Default::default()
+        });
+        let out_of_range = c.p(1).read(end + 5, 1 << 20, true).await;
+        assert!(out_of_range.is_err());
+        assert_eq!(
+            c.p(1).take_storage_failure(),
+            None,
+            "a bad offset is not a disk fault"
+        );
+        let out = c
+            .p(1)
+            .serve_replica_fetch(
+                ReplicaFetch {
+                    replica: 2,
+                    fetch_offset: 0,
+                    current_leader_epoch: 0,
+                    last_fetched_epoch: -1,
+                },
+                1 << 20,
+            )
+            .await;
+        assert_eq!(out.error, errors::KAFKA_STORAGE_ERROR);
+        assert!(out.batches.is_empty());
+        let noted = c
+            .p(1)
+            .take_storage_failure()
+            .expect("the failed read is noted");
+        assert!(noted.contains("injected EIO"), "{noted}");
+        // The disk reads again: the follower catches up, the high watermark reaches the end.
+        c.disks[&1].set_faults(shardlog_engine::io::sim::Faults::default());
+        for _ in 0..20 {
+            if c.p(1).high_watermark() == end {
+                break;
+            }
+            c.fetch(2, 1).await;
+        }
+        assert_eq!(c.p(1).high_watermark(), end);
+        assert_eq!(c.p(1).take_storage_failure(), None);
+        c.disks[&1].set_faults(shardlog_engine::io::sim::Faults {
+            eio_read_of: Some(".log".into()),
+            ..Default::default()
+        });
+        let consumer = c.p(1).read(0, 1 << 20, true).await;
+        assert!(
+            matches!(consumer, Err(shardlog_engine::LogError::Io { .. })),
+            "{consumer:?}"
+        );
+        assert!(
+            c.p(1).take_storage_failure().is_some(),
+            "a consumer read too"
+        );
+        let tail = c.p(1).read(end - 1, 1 << 20, true).await.expect("cached");
+        assert_eq!(tail.batches.len(), 1);
+        assert_eq!(c.p(1).take_storage_failure(), None);
+    });
+}
+
+/// Issue 20's 10 s stall after a storage error on one broker: its follower replica fails (the
+/// disk is full), stops fetching, and the controller drops it from the ISR (its heartbeat
+/// reports the partition offline). An acks=all produce waiting on the leader is answered as
+/// soon as that ISR change arrives and the remaining follower has the batch. It used to wait
+/// until `replica.lag.time.max.ms` ran out (10 s in `tuning/cluster-diskfull.py`, on every
+/// partition the full broker followed): the failed follower had been caught up when it
+/// stopped, and the leader kept waiting for it in its high watermark as a follower "about to
+/// rejoin" the ISR (Kafka's `isReplicaIsrEligible` case). The clock does not move here, so the
+/// lag time never runs out.
+#[test]
+fn acks_all_does_not_wait_for_a_caught_up_follower_dropped_from_the_isr() {
+    run(|| async {
+        let c = Cluster::new(3, 2).await;
+        let leader = c.p(1).clone();
+        let first = leader.produce(-1, records(3));
+        let both = async {
+            settle().await;
+            for _ in 0..2 {
+                c.fetch(2, 1).await;
+                c.fetch(3, 1).await;
+            }
+        };
+        let (r, ()) = futures::join!(first, both);
+        assert_eq!((r.error(), r.base_offset()), (errors::NONE, 0));
+        // Follower 3 is caught up; now its disk fails and it fetches no more.
+        let done = Rc::new(RefCell::new(None));
+        let d = done.clone();
+        glommio::spawn_local(async move {
+            let r = leader.produce(-1, records(2)).await;
+            *d.borrow_mut() = Some((r.error(), r.base_offset()));
+        })
+        .detach();
+        settle().await;
+        c.fetch(2, 1).await;
+        c.fetch(2, 1).await;
+        settle().await;
+        assert!(done.borrow().is_none(), "3 is still in the ISR");
+        // The controller drops 3 (offline on its broker).
+        c.assign(
+            &[1],
+            &Assignment {
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 1,
+                replicas: vec![1, 2, 3],
+                isr: vec![1, 2],
+            },
+        );
+        settle().await;
+        assert_eq!(*done.borrow(), Some((errors::NONE, 3)));
+        assert_eq!(c.p(1).high_watermark(), 5);
+    });
+}
