@@ -160,8 +160,8 @@ fn acknowledged(deliveries: &[Delivery]) -> Vec<(i64, u64)> {
     acked
 }
 
-/// Every record of partition 0 from offset 0 up to the high watermark, as (offset, value).
-async fn read_all(c: &Arc<Client>, topic: &str) -> Vec<(i64, Bytes)> {
+/// A consumer of partition 0 of `topic` from its earliest offset, with short long polls.
+async fn earliest_consumer(c: &Arc<Client>, topic: &str) -> Consumer {
     let mut consumer = Consumer::new(
         c.clone(),
         ConsumerConfig {
@@ -173,6 +173,12 @@ async fn read_all(c: &Arc<Client>, topic: &str) -> Vec<(i64, Bytes)> {
         .assign(topic, &[0], StartAt::Earliest)
         .await
         .expect("assign");
+    consumer
+}
+
+/// Every record of partition 0 from offset 0 up to the high watermark, as (offset, value).
+async fn read_all(c: &Arc<Client>, topic: &str) -> Vec<(i64, Bytes)> {
+    let mut consumer = earliest_consumer(c, topic).await;
     let mut out = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -445,17 +451,7 @@ fn eio_on_a_read_answers_kafka_storage_error() {
             eio_read_of: Some(".log".into()),
             ..Faults::default()
         });
-        let mut consumer = Consumer::new(
-            c.clone(),
-            ConsumerConfig {
-                max_wait: Duration::from_millis(50),
-                ..ConsumerConfig::default()
-            },
-        );
-        consumer
-            .assign("bad", &[0], StartAt::Earliest)
-            .await
-            .expect("assign");
+        let mut consumer = earliest_consumer(&c, "bad").await;
         let started = std::time::Instant::now();
         let err = consumer.poll().await.expect_err("the read fails");
         assert_eq!(err.kafka_code(), Some(56), "{err}");

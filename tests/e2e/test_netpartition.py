@@ -109,15 +109,20 @@ def read_all(c: NetCluster, node: int, topic: str = TOPIC) -> dict[int, bytes]:
     return got
 
 
-def test_isolated_leader_refuses_acks_all_and_steps_down_after_heal(netcluster):
-    c = netcluster
+def rf3_topic_with_one_record(c) -> tuple[int, dict[int, bytes]]:
+    """Creates TOPIC (1 partition, RF 3, min.insync.replicas 2), waits for its full ISR and
+    writes one acks=all record through the leader. Returns the leader and {offset: value}."""
     create_topic(c.bootstrap, TOPIC, 1, 3, {"min.insync.replicas": "2"})
     c.wait_isr_full(TOPIC, 1, 30)
-    old = c.leader_of(TOPIC, 0)
-    acked: dict[int, bytes] = {}
-    r = produce(c, old, b"before", -1)
+    leader = c.leader_of(TOPIC, 0)
+    r = produce(c, leader, b"before", -1)
     assert r.error_code == 0, r
-    acked[r.base_offset] = b"before"
+    return leader, {r.base_offset: b"before"}
+
+
+def test_isolated_leader_refuses_acks_all_and_steps_down_after_heal(netcluster):
+    c = netcluster
+    old, acked = rf3_topic_with_one_record(c)
 
     c.isolate(old)
     t_cut = time.monotonic()
@@ -152,13 +157,7 @@ def test_isolated_leader_refuses_acks_all_and_steps_down_after_heal(netcluster):
 
 def test_slow_replication_links_shrink_the_isr_and_refuse_acks_all(proxycluster):
     c = proxycluster
-    create_topic(c.bootstrap, TOPIC, 1, 3, {"min.insync.replicas": "2"})
-    c.wait_isr_full(TOPIC, 1, 30)
-    lead = c.leader_of(TOPIC, 0)
-    acked: dict[int, bytes] = {}
-    r = produce(c, lead, b"before", -1)
-    assert r.error_code == 0, r
-    acked[r.base_offset] = b"before"
+    lead, acked = rf3_topic_with_one_record(c)
 
     # Every replication connection to and from the leader (the followers' fetches) slow;
     # the controller links are not, so the leader stays registered and leading.

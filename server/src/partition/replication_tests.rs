@@ -122,6 +122,20 @@ impl Cluster {
             .collect()
     }
 
+    /// `follower` fetches from leader 1 until caught up; the ISR expansion the leader then
+    /// proposed, as the member ids and the partition epoch it was proposed against.
+    async fn expansion_after_catch_up(&self, follower: i32) -> (Vec<i32>, i32) {
+        self.fetch(follower, 1).await;
+        self.fetch(follower, 1).await;
+        let proposal = self
+            .proposals
+            .borrow_mut()
+            .pop()
+            .expect("an expansion proposed");
+        let isr = proposal.alter.isr.iter().map(|m| m.id).collect();
+        (isr, proposal.alter.partition_epoch)
+    }
+
     /// Gives every replica in `ids` the assignment (a committed metadata change).
     fn assign(&self, ids: &[i32], a: &Assignment) {
         for id in ids {
@@ -146,6 +160,37 @@ fn records(n: i32) -> Bytes {
     Bytes::from(batch::build(0, n, 10, START_MS))
 }
 
+/// An acks=all produce of `n` records on `p`, running in the background; its answer (error
+/// code, base offset) lands in the returned cell.
+type Answer = Rc<RefCell<Option<(i16, i64)>>>;
+
+fn spawn_produce(p: &Rc<Partition>, n: i32) -> Answer {
+    let done: Answer = Rc::new(RefCell::new(None));
+    let (d, p) = (done.clone(), p.clone());
+    glommio::spawn_local(async move {
+        let r = p.produce(-1, records(n)).await;
+        *d.borrow_mut() = Some((r.error(), r.base_offset()));
+    })
+    .detach();
+    done
+}
+
+/// Broker 1 leading at leader epoch 0 over replicas 1..=3, with `isr` committed at
+/// `partition_epoch`.
+fn led_by_1(partition_epoch: i32, isr: &[i32]) -> Assignment {
+    Assignment {
+        leader: 1,
+        leader_epoch: 0,
+        partition_epoch,
+        replicas: vec![1, 2, 3],
+        isr: isr.to_vec(),
+    }
+}
+
+fn error_of(a: &Answer) -> Option<i16> {
+    a.borrow().map(|(e, _)| e)
+}
+
 /// Lets spawned produce tasks run until they block again.
 async fn settle() {
     for _ in 0..20 {
@@ -162,14 +207,7 @@ async fn settle() {
 fn acks_all_completes_after_the_isr_fetched_past_the_batch_and_the_hw_propagates() {
     run(|| async {
         let c = Cluster::new(3, 2).await;
-        let leader = c.p(1).clone();
-        let done = Rc::new(RefCell::new(None));
-        let d = done.clone();
-        glommio::spawn_local(async move {
-            let r = leader.produce(-1, records(3)).await;
-            *d.borrow_mut() = Some((r.error(), r.base_offset()));
-        })
-        .detach();
+        let done = spawn_produce(c.p(1), 3);
         settle().await;
         assert_eq!(c.p(1).log_end_offset(), 3);
         assert!(done.borrow().is_none(), "committed on the leader only");
@@ -217,14 +255,7 @@ fn acks_all_completes_after_the_isr_fetched_past_the_batch_and_the_hw_propagates
 fn a_lagging_follower_leaves_the_isr_and_min_insync_refuses_acks_all() {
     run(|| async {
         let c = Cluster::new(3, 3).await;
-        let leader = c.p(1).clone();
-        let done = Rc::new(RefCell::new(None));
-        let d = done.clone();
-        glommio::spawn_local(async move {
-            let r = leader.produce(-1, records(2)).await;
-            *d.borrow_mut() = Some(r.error());
-        })
-        .detach();
+        let done = spawn_produce(c.p(1), 2);
         settle().await;
         c.fetch(2, 1).await;
         c.fetch(2, 1).await;
@@ -238,19 +269,11 @@ fn a_lagging_follower_leaves_the_isr_and_min_insync_refuses_acks_all() {
         assert_eq!(isr, vec![1, 2]);
         assert!(done.borrow().is_none());
         // The controller commits it.
-        c.p(1).isr_answer(
-            proposal.alter.leader_epoch,
-            Ok(Assignment {
-                leader: 1,
-                leader_epoch: 0,
-                partition_epoch: 1,
-                replicas: vec![1, 2, 3],
-                isr: vec![1, 2],
-            }),
-        );
+        c.p(1)
+            .isr_answer(proposal.alter.leader_epoch, Ok(led_by_1(1, &[1, 2])));
         settle().await;
         assert_eq!(
-            *done.borrow(),
+            error_of(&done),
             Some(errors::NOT_ENOUGH_REPLICAS_AFTER_APPEND)
         );
         assert_eq!(c.p(1).isr(), vec![1, 2]);
@@ -260,27 +283,14 @@ fn a_lagging_follower_leaves_the_isr_and_min_insync_refuses_acks_all() {
         assert_eq!(c.p(1).log_end_offset(), 2, "refused before the append");
         // min.insync 2: acks=all works again with the smaller ISR.
         c.p(1).set_min_insync_replicas(2);
-        let leader = c.p(1).clone();
-        let d = done.clone();
-        glommio::spawn_local(async move {
-            let r = leader.produce(-1, records(1)).await;
-            *d.borrow_mut() = Some(r.error());
-        })
-        .detach();
+        let done = spawn_produce(c.p(1), 1);
         settle().await;
         c.fetch(2, 1).await;
         c.fetch(2, 1).await;
         settle().await;
-        assert_eq!(*done.borrow(), Some(errors::NONE));
+        assert_eq!(error_of(&done), Some(errors::NONE));
         // Follower 3 catches up and is proposed back into the ISR.
-        c.fetch(3, 1).await;
-        c.fetch(3, 1).await;
-        let proposal = c
-            .proposals
-            .borrow_mut()
-            .pop()
-            .expect("an expansion proposed");
-        let isr: Vec<i32> = proposal.alter.isr.iter().map(|m| m.id).collect();
+        let (isr, _) = c.expansion_after_catch_up(3).await;
         assert_eq!(isr, vec![1, 2, 3]);
     });
 }
@@ -296,34 +306,12 @@ fn a_partition_epoch_bump_without_an_isr_change_reaches_the_leader() {
     run(|| async {
         let c = Cluster::new(3, 2).await;
         // The ISR shrinks to the leader alone (followers 2 and 3 gone), committed at epoch 1.
-        let shrunk = Assignment {
-            leader: 1,
-            leader_epoch: 0,
-            partition_epoch: 1,
-            replicas: vec![1, 2, 3],
-            isr: vec![1],
-        };
-        c.assign(&[1], &shrunk);
+        c.assign(&[1], &led_by_1(1, &[1]));
         assert_eq!(c.p(1).isr(), vec![1]);
         // The controller bumps the partition epoch without touching the ISR.
-        c.assign(
-            &[1],
-            &Assignment {
-                partition_epoch: 2,
-                ..shrunk.clone()
-            },
-        );
+        c.assign(&[1], &led_by_1(2, &[1]));
         // Follower 2 catches up and is proposed back, against partition epoch 2.
-        c.fetch(2, 1).await;
-        c.fetch(2, 1).await;
-        let proposal = c
-            .proposals
-            .borrow_mut()
-            .pop()
-            .expect("an expansion proposed");
-        let isr: Vec<i32> = proposal.alter.isr.iter().map(|m| m.id).collect();
-        assert_eq!(isr, vec![1, 2]);
-        assert_eq!(proposal.alter.partition_epoch, 2);
+        assert_eq!(c.expansion_after_catch_up(2).await, (vec![1, 2], 2));
     });
 }
 
@@ -612,29 +600,14 @@ fn acks_all_does_not_wait_for_a_caught_up_follower_dropped_from_the_isr() {
         let (r, ()) = futures::join!(first, both);
         assert_eq!((r.error(), r.base_offset()), (errors::NONE, 0));
         // Follower 3 is caught up; now its disk fails and it fetches no more.
-        let done = Rc::new(RefCell::new(None));
-        let d = done.clone();
-        glommio::spawn_local(async move {
-            let r = leader.produce(-1, records(2)).await;
-            *d.borrow_mut() = Some((r.error(), r.base_offset()));
-        })
-        .detach();
+        let done = spawn_produce(&leader, 2);
         settle().await;
         c.fetch(2, 1).await;
         c.fetch(2, 1).await;
         settle().await;
         assert!(done.borrow().is_none(), "3 is still in the ISR");
         // The controller drops 3 (offline on its broker).
-        c.assign(
-            &[1],
-            &Assignment {
-                leader: 1,
-                leader_epoch: 0,
-                partition_epoch: 1,
-                replicas: vec![1, 2, 3],
-                isr: vec![1, 2],
-            },
-        );
+        c.assign(&[1], &led_by_1(1, &[1, 2]));
         settle().await;
         assert_eq!(*done.borrow(), Some((errors::NONE, 3)));
         assert_eq!(c.p(1).high_watermark(), 5);
