@@ -57,6 +57,7 @@ const SINGLE: &str =
     "measured: docs/RELIABILITY.md (kill -9 loop, LazyFS power loss per flush policy)";
 const REPLICATED: &str = "measured: docs/RELIABILITY.md cluster rows (kill -9, pause and \
      rolling-restart loops; LazyFS power loss of one and of all brokers per flush policy; \
+     one machine lost: the KIP-966 run, a replica back with an empty log not elected; \
      RF 3, min.insync.replicas=2)";
 /// Rows with fewer than two in-sync copies behind an acknowledgement (acks=1, or acks=all with
 /// min.insync.replicas=1) are Kafka's stated rule, not a measurement of what is lost.

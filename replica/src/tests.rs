@@ -119,6 +119,20 @@ impl<P: ProducerDedup> H<P> {
         self.r.log_progress(self.ends).unwrap()
     }
 
+    /// The controller's committed ISR change, as the core receives it.
+    fn commit_isr(
+        &mut self,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        isr: &[ReplicaId],
+    ) -> Result<Vec<Action>, StateError> {
+        self.r.isr_committed(IsrUpdate {
+            leader_epoch,
+            partition_epoch,
+            isr: isr.to_vec(),
+        })
+    }
+
     fn sync(&mut self, end: Offset) -> Vec<Action> {
         self.ends.written_end = self.ends.written_end.max(end);
         self.ends.durable_end = end;
@@ -436,13 +450,7 @@ fn a_follower_the_controller_removed_is_not_waited_for() {
     h.write(8);
     assert!(h.fetch(2, 8, 150).0.is_ok());
     assert_eq!(h.r.high_watermark(), 4, "3 is still in the ISR");
-    let a =
-        h.r.isr_committed(IsrUpdate {
-            leader_epoch: 0,
-            partition_epoch: 1,
-            isr: vec![1, 2],
-        })
-        .unwrap();
+    let a = h.commit_isr(0, 1, &[1, 2]).unwrap();
     assert_eq!(hw_moves(&a), vec![8], "not held for 3 until the lag time");
     // 3 comes back and fetches from where it was: it counts again once caught up.
     h.produce(Acks::Leader, 2).unwrap();
@@ -481,13 +489,7 @@ fn isr_shrinks_after_the_lag_time() {
         "one change in flight"
     );
     assert_eq!(h.r.high_watermark(), 0, "a pending shrink still counts 3");
-    let a =
-        h.r.isr_committed(IsrUpdate {
-            leader_epoch: 0,
-            partition_epoch: 1,
-            isr: vec![1, 2],
-        })
-        .unwrap();
+    let a = h.commit_isr(0, 1, &[1, 2]).unwrap();
     assert_eq!(hw_moves(&a), vec![5]);
     assert_eq!(h.r.isr(), vec![1, 2]);
 }
@@ -557,37 +559,16 @@ fn isr_expands_only_when_caught_up_to_hw_and_epoch_start() {
         }
         other => panic!("{other:?}"),
     }
-    h.r.isr_committed(IsrUpdate {
-        leader_epoch: 5,
-        partition_epoch: 1,
-        isr: vec![1, 2, 3],
-    })
-    .unwrap();
+    h.commit_isr(5, 1, &[1, 2, 3]).unwrap();
     assert_eq!(h.r.isr(), vec![1, 2, 3]);
     // Stale or foreign controller answers are refused without a change.
     assert_eq!(
-        h.r.isr_committed(IsrUpdate {
-            leader_epoch: 5,
-            partition_epoch: 1,
-            isr: vec![1],
-        }),
+        h.commit_isr(5, 1, &[1]),
         Err(StateError::StalePartitionEpoch { current: 1, got: 1 })
     );
-    assert!(h
-        .r
-        .isr_committed(IsrUpdate {
-            leader_epoch: 4,
-            partition_epoch: 2,
-            isr: vec![1],
-        })
-        .is_err());
+    assert!(h.commit_isr(4, 2, &[1]).is_err());
     assert!(
-        h.r.isr_committed(IsrUpdate {
-            leader_epoch: 5,
-            partition_epoch: 2,
-            isr: vec![2, 3],
-        })
-        .is_err(),
+        h.commit_isr(5, 2, &[2, 3]).is_err(),
         "an ISR without the leader"
     );
     assert_eq!(h.r.isr(), vec![1, 2, 3]);
@@ -611,13 +592,7 @@ fn min_insync_replicas() {
     assert_eq!(h.r.high_watermark(), 1);
     let a = h.r.tick(LAG + 2);
     assert_eq!(proposals(&a), vec![vec![1]]);
-    let a =
-        h.r.isr_committed(IsrUpdate {
-            leader_epoch: 0,
-            partition_epoch: 1,
-            isr: vec![1],
-        })
-        .unwrap();
+    let a = h.commit_isr(0, 1, &[1]).unwrap();
     assert_eq!(
         completed(&a),
         vec![(w, Err(ErrorCode::NotEnoughReplicasAfterAppend))]

@@ -572,39 +572,21 @@ pub fn offline_replicas(
     }
     let reported: std::collections::BTreeSet<(&str, u32)> =
         offline.iter().map(|(t, p)| (t.as_str(), *p)).collect();
-    let changes: Vec<MetadataRecord> = image
-        .topics
-        .values()
-        .flat_map(|t| {
-            t.partitions
-                .iter()
-                .enumerate()
-                .filter_map(|(i, p)| {
-                    let i = u32::try_from(i).ok()?;
-                    if !p.replicas.contains(&id) {
-                        return None;
-                    }
-                    let ev = if reported.contains(&(t.name.as_str(), i)) {
-                        if p.leader != id && !p.isr.contains(&id) {
-                            return None;
-                        }
-                        Event::Leave(id)
-                    } else if p.leader == NO_LEADER
-                        && (p.isr.contains(&id) || p.elr.contains(&id))
-                        && usable(image, id)
-                    {
-                        Event::Elect
-                    } else {
-                        return None;
-                    };
-                    next_state(image, t, p, ev).map(|next| change_record(t, i, &next))
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    for rec in changes {
-        work.push(rec);
-    }
+    work.for_each_partition(|image, t, i, p| {
+        if !p.replicas.contains(&id) {
+            return None;
+        }
+        if reported.contains(&(t.name.as_str(), i)) {
+            (p.leader == id || p.isr.contains(&id)).then_some(Event::Leave(id))
+        } else if p.leader == NO_LEADER
+            && (p.isr.contains(&id) || p.elr.contains(&id))
+            && usable(image, id)
+        {
+            Some(Event::Elect)
+        } else {
+            None
+        }
+    });
     work.out
 }
 
@@ -941,6 +923,15 @@ impl<'a> Work<'a> {
         which: impl Fn(&TopicMeta, &PartitionMeta) -> bool,
         ev: Event,
     ) {
+        self.for_each_partition(|_, t, _, p| which(t, p).then(|| ev.clone()));
+    }
+
+    /// Applies to every partition, in topic and partition order, the event `choose` picks
+    /// for it (none: left as it is), all chosen against the image as it was before.
+    fn for_each_partition(
+        &mut self,
+        choose: impl Fn(&ClusterMeta, &TopicMeta, u32, &PartitionMeta) -> Option<Event>,
+    ) {
         let changes: Vec<MetadataRecord> = {
             let image = self.image();
             image
@@ -950,10 +941,10 @@ impl<'a> Work<'a> {
                     t.partitions
                         .iter()
                         .enumerate()
-                        .filter(|(_, p)| which(t, p))
                         .filter_map(|(i, p)| {
-                            next_state(image, t, p, ev.clone())
-                                .map(|next| change_record(t, i as u32, &next))
+                            let i = u32::try_from(i).ok()?;
+                            let ev = choose(image, t, i, p)?;
+                            next_state(image, t, p, ev).map(|next| change_record(t, i, &next))
                         })
                         .collect::<Vec<_>>()
                 })

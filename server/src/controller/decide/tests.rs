@@ -95,6 +95,17 @@ fn part(image: &ClusterMeta, p: u32) -> &PartitionMeta {
     &image.topics["t"].partitions[p as usize]
 }
 
+/// Partition `p`'s (leader, ISR, leader epoch, partition epoch).
+fn epochs(image: &ClusterMeta, p: u32) -> (i32, Vec<i32>, i32, i32) {
+    let pm = part(image, p);
+    (
+        pm.leader,
+        pm.isr.clone(),
+        pm.leader_epoch,
+        pm.partition_epoch,
+    )
+}
+
 /// Overwrites partition `p`'s state (a PartitionChange with the next partition epoch).
 fn set_partition(image: &mut ClusterMeta, p: u32, leader: i32, isr: &[i32], elr: &[i32]) {
     let cur = part(image, p).clone();
@@ -287,16 +298,7 @@ fn expiry_fences_moves_leaders_and_shrinks_isrs() {
         }
     ));
     apply_all(&mut image, &recs);
-    let p0 = part(&image, 0);
-    assert_eq!(
-        (
-            p0.leader,
-            p0.isr.clone(),
-            p0.leader_epoch,
-            p0.partition_epoch
-        ),
-        (2, vec![2, 3], 1, 1)
-    );
+    assert_eq!(epochs(&image, 0), (2, vec![2, 3], 1, 1));
     let p1 = part(&image, 1);
     assert_eq!(
         (p1.leader, p1.isr.clone(), p1.leader_epoch),
@@ -960,14 +962,8 @@ fn a_failed_log_moves_leadership_and_leaves_the_isr() {
         (2, vec![2, 3], vec![], 1, 1),
         "the next ISR member leads, with a new leader epoch"
     );
-    let p1 = part(&image, 1);
     assert_eq!(
-        (
-            p1.leader,
-            p1.isr.clone(),
-            p1.leader_epoch,
-            p1.partition_epoch
-        ),
+        epochs(&image, 1),
         (2, vec![2, 3], 0, 1),
         "a follower just leaves the ISR"
     );
